@@ -1,0 +1,135 @@
+"""The DistRDF backend, and ``executor=`` dispatch for our executors.
+
+``ROOT.RDataFrame(..., executor=X)`` dispatches in ``ROOT._distrdf`` on the
+type of ``X`` (Dask ``Client``, ``SparkContext``). Importing ``distrdf_oscar``
+wraps those entry points so that an :class:`~distrdf_oscar.OSCARExecutor`
+reaches this backend, and every other executor still reaches ROOT's own.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
+
+import ROOT
+from ROOT._distrdf import DataFrame, HeadNode
+from ROOT._distrdf.Backends import Base
+
+from .job import JobFiles
+
+if TYPE_CHECKING:
+    from .executor import OSCARExecutor
+
+
+class OSCARBackend(Base.BaseBackend):
+    """Runs each DistRDF computation graph as one serverless job."""
+
+    def __init__(self, executor: OSCARExecutor) -> None:
+        super().__init__()
+        self.executor = executor
+
+    def optimize_npartitions(self) -> int:
+        return self.executor.concurrency
+
+    def _files(self) -> JobFiles:
+        return JobFiles(headers=list(self.headers), shared_libraries=list(self.shared_libraries),
+                        pcms=list(self.pcms), files=list(self.files))
+
+    def ProcessAndMerge(self, ranges: List[Any], mapper: Callable, reducer: Callable) -> Base.TaskResult:
+        return self.executor.run_job(ranges, mapper, self._files())
+
+    def ProcessAndMergeLive(self, ranges: List[Any], mapper: Callable, reducer: Callable,
+                            drawables_info_dict: Dict[int, Tuple[List[Optional[Callable]], int, str]]
+                            ) -> Base.TaskResult:
+        """Like ProcessAndMerge, drawing the merged mapper partials as they arrive."""
+        live = _LiveCanvas(drawables_info_dict, reducer)
+        result = self.executor.run_job(ranges, mapper, self._files(), on_partial=live.add)
+        live.close()
+        return result
+
+    def distribute_unique_paths(self, paths) -> None:
+        # Distributed files travel with each job (see JobFiles), not ahead of it.
+        pass
+
+    def make_dataframe(self, *args, **kwargs):
+        npartitions = kwargs.pop("npartitions", None)
+        headnode = HeadNode.get_headnode(self, npartitions, *args)
+        return DataFrame.RDataFrame(headnode)
+
+
+class _LiveCanvas:
+    """Client-side merge of mapper partials for LiveVisualize, drawn after each arrival."""
+
+    def __init__(self, drawables_info_dict, reducer: Callable) -> None:
+        self.drawables = drawables_info_dict
+        self.reducer = reducer
+        self.merged = None
+        self._context = ROOT.TVirtualPad.TContext()
+        rows = math.ceil(math.sqrt(len(drawables_info_dict)))
+        cols = math.ceil(len(drawables_info_dict) / rows)
+        self.canvas = ROOT.TCanvas("distrdf_oscar_live", "distrdf-oscar live", 800 * rows, 400 * cols)
+        self.canvas.Divide(rows, cols)
+
+    def add(self, task_result) -> None:
+        self.merged = task_result if self.merged is None else self.reducer(self.merged, task_result)
+        if self.merged.mergeables is None:
+            return
+        for pad_number, (callbacks, index, operation) in enumerate(self.drawables.values(), start=1):
+            value = self.merged.mergeables[index].GetValue()
+            for callback in callbacks:
+                if callback is not None:
+                    callback(value)
+            pad = self.canvas.cd(pad_number)
+            value.Draw("AP" if operation in ("Graph", "GraphAsymmErrors") else "")
+            pad.Update()
+
+    def close(self) -> None:
+        self.canvas.Close()
+        self._context.__destruct__()
+
+
+def _is_ours(executor) -> bool:
+    from .executor import OSCARExecutor
+
+    return isinstance(executor, OSCARExecutor)
+
+
+def install_dispatch() -> None:
+    """Route ``executor=<OSCARExecutor>`` to this backend; leave Dask and Spark alone."""
+    import ROOT._distrdf as distrdf
+
+    if getattr(distrdf.RDataFrame, "_distrdf_oscar", False):
+        return
+    stock_rdataframe = distrdf.RDataFrame
+    stock_fromspec = distrdf.FromSpec
+
+    def RDataFrame(*args, **kwargs):
+        executor = kwargs.get("executor")
+        if _is_ours(executor):
+            kwargs.pop("executor")
+            return OSCARBackend(executor).make_dataframe(*args, **kwargs)
+        return stock_rdataframe(*args, **kwargs)
+
+    def FromSpec(jsonfile: str, *args, **kwargs):
+        executor = kwargs.get("executor")
+        if _is_ours(executor):
+            kwargs.pop("executor")
+            spec = ROOT.Internal.RDF.RetrieveSpecFromJson(jsonfile)
+            return OSCARBackend(executor).make_dataframe(spec, *args, **kwargs)
+        return stock_fromspec(jsonfile, *args, **kwargs)
+
+    RDataFrame._distrdf_oscar = True
+    RDataFrame.__doc__ = stock_rdataframe.__doc__
+    FromSpec.__doc__ = stock_fromspec.__doc__
+    distrdf.RDataFrame = RDataFrame
+    distrdf.FromSpec = FromSpec
+    # ROOT.RDF binds FromSpec when the namespace is first built; rebind it there too.
+    ROOT.RDF.Distributed.FromSpec = FromSpec
+    stock_experimental = ROOT.RDF.Experimental.FromSpec
+
+    def ExperimentalFromSpec(jsonfile: str, *args, **kwargs):
+        if _is_ours(kwargs.get("executor")):
+            return FromSpec(jsonfile, *args, **kwargs)
+        return stock_experimental(jsonfile, *args, **kwargs)
+
+    ROOT.RDF.Experimental.FromSpec = ExperimentalFromSpec

@@ -1,0 +1,123 @@
+"""``OSCARExecutor``: what users pass as ``executor=`` to ``ROOT.RDataFrame``."""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from typing import Any, Callable, Mapping, Sequence
+
+from . import plan
+from .job import Job, JobFiles, JobOptions
+from .platform.oscar import OSCARCluster, OSCARError
+from .services.definitions import Deployment
+from .storage import Storage, StorageConfig
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+class ConfigurationError(ValueError):
+    """A missing or malformed setting; the message names it."""
+
+
+class OSCARExecutor:
+    """Runs distributed RDataFrame graphs as serverless jobs on an OSCAR cluster.
+
+    Args:
+        endpoint: OSCAR's URL.
+        user, password: basic-auth credentials; or ``token``: an OIDC access token.
+        ssl_verify: verify TLS certificates (default); turning it off prints a warning.
+        storage: the MinIO to use; by default the one the cluster advertises.
+        deployment: the long-lived services to use (created on first use if missing).
+        reduction: ``TreeReduction(fan_in)`` (default fan-in 4) or ``CoordinatedReduction(plan)``.
+        concurrency: default number of partitions (the cluster's parallelism).
+        auto_deploy: create or update the deployment's services on first use.
+        poll_interval, stall_timeout, progress: see :class:`distrdf_oscar.job.JobOptions`.
+    """
+
+    def __init__(self, endpoint: str, *, user: str | None = None, password: str | None = None,
+                 token: str | None = None, ssl_verify: bool = True, storage: StorageConfig | None = None,
+                 deployment: Deployment | None = None, reduction: plan.Reduction | None = None,
+                 concurrency: int = 8, auto_deploy: bool = True, poll_interval: float = 0.2,
+                 stall_timeout: float = 600.0, progress: bool = True) -> None:
+        from .backend import install_dispatch
+
+        install_dispatch()
+        if not ssl_verify:
+            warnings.warn(f"TLS certificate verification is disabled for {endpoint}", stacklevel=2)
+        if concurrency < 1:
+            raise ConfigurationError(f"concurrency must be at least 1, got {concurrency}")
+        self.reduction = plan.resolve(reduction)
+        self.deployment = deployment or Deployment()
+        self.cluster = OSCARCluster(endpoint, user=user, password=password, token=token, verify=ssl_verify)
+        self._storage_config = storage
+        self._ssl_verify = ssl_verify
+        self.concurrency = concurrency
+        self.auto_deploy = auto_deploy
+        self.options = JobOptions(poll_interval=poll_interval, stall_timeout=stall_timeout, progress=progress)
+        self._storage: Storage | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return (f"OSCARExecutor(endpoint={self.cluster.endpoint!r}, deployment={self.deployment.name!r}, "
+                f"reduction={self.reduction!r})")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> OSCARExecutor:
+        """Settings from ``OSCAR_ENDPOINT``, ``OSCAR_USER``/``OSCAR_PASSWORD`` or ``OSCAR_TOKEN``,
+        ``OSCAR_SSL_VERIFY``, and optionally ``MINIO_ENDPOINT``/``MINIO_ACCESS_KEY``/``MINIO_SECRET_KEY``."""
+        env = os.environ if environ is None else environ
+        problems = []
+        endpoint = env.get("OSCAR_ENDPOINT", "")
+        if not endpoint:
+            problems.append("OSCAR_ENDPOINT is not set")
+        elif not endpoint.startswith(("http://", "https://")):
+            problems.append(f"OSCAR_ENDPOINT must start with http:// or https:// (got {endpoint!r})")
+        token = env.get("OSCAR_TOKEN")
+        user, password = env.get("OSCAR_USER"), env.get("OSCAR_PASSWORD")
+        if not token and not (user and password):
+            problems.append("set OSCAR_USER and OSCAR_PASSWORD, or OSCAR_TOKEN")
+        verify_text = env.get("OSCAR_SSL_VERIFY", "true").strip().lower()
+        if verify_text not in _TRUE | _FALSE:
+            problems.append(f"OSCAR_SSL_VERIFY must be true or false (got {verify_text!r})")
+        minio = {k: env.get(k) for k in ("MINIO_ENDPOINT", "MINIO_ACCESS_KEY", "MINIO_SECRET_KEY")}
+        if any(minio.values()) and not all(minio.values()):
+            problems.append("set all of MINIO_ENDPOINT, MINIO_ACCESS_KEY, MINIO_SECRET_KEY, or none "
+                            f"(missing: {', '.join(k for k, v in minio.items() if not v)})")
+        if problems:
+            raise ConfigurationError("OSCAR configuration: " + "; ".join(problems))
+        verify = verify_text in _TRUE
+        kwargs: dict[str, Any] = {"user": user, "password": password, "token": token, "ssl_verify": verify}
+        deployment = overrides.pop("deployment", None) or Deployment(name=env.get("DISTRDF_OSCAR_DEPLOYMENT", "distrdf"))
+        if all(minio.values()):
+            kwargs["storage"] = StorageConfig(endpoint=minio["MINIO_ENDPOINT"], access_key=minio["MINIO_ACCESS_KEY"],
+                                              secret_key=minio["MINIO_SECRET_KEY"], bucket=deployment.bucket_name,
+                                              verify=verify)
+        kwargs.update(overrides)
+        return cls(endpoint, deployment=deployment, **kwargs)
+
+    @property
+    def storage(self) -> Storage:
+        """Connects on first use: storage settings, bucket, and the deployment's services."""
+        with self._lock:
+            if self._storage is None:
+                config = self._storage_config or self.cluster.storage_config(self.deployment.bucket_name,
+                                                                             self._ssl_verify)
+                storage = Storage(config)
+                if self.auto_deploy:
+                    self.cluster.deploy(self.deployment)
+                storage.ensure_bucket()
+                self._storage = storage
+            return self._storage
+
+    def run_job(self, ranges: Sequence[Any], mapper: Callable, files: JobFiles,
+                on_partial: Callable[[Any], None] | None = None, reduction: plan.Reduction | None = None):
+        """One DistRDF ``ProcessAndMerge``: returns the merged ``TaskResult``."""
+        chosen = plan.resolve(reduction or self.reduction)
+        chosen.describe(len(ranges))  # reject a plan that does not fit before anything is written
+        job = Job(self.storage, chosen, self.options)
+        return job.run(ranges, mapper, files, on_partial=on_partial)
+
+
+__all__ = ["OSCARExecutor", "ConfigurationError", "OSCARError"]

@@ -1,0 +1,227 @@
+"""One ``ProcessAndMerge`` call: upload, trigger, wait, fetch, clean up.
+
+The job never talks to the platform: it writes objects (payload, plan,
+triggers) whose appearance invokes the long-lived services, and it learns
+about progress and failures only from objects the services write, because
+OSCAR reports a crashed script as a succeeded job.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Sequence
+
+from . import layout, partial, plan
+from .storage import Storage
+
+
+class RemoteError(RuntimeError):
+    """A function of the job failed; the message carries its remote traceback."""
+
+
+class JobTimeout(TimeoutError):
+    """The job made no progress for longer than allowed."""
+
+
+@dataclass
+class JobOptions:
+    poll_interval: float = 0.2  # seconds between listings of the job's objects
+    stall_timeout: float = 600.0  # seconds without any new object before giving up
+    progress: bool = True  # show a progress bar (terminal or notebook)
+    coordinator_timeout: float = 3600.0
+
+
+@dataclass
+class JobFiles:
+    """Files the user distributed with DistributeHeaders/SharedLibs/Files."""
+
+    headers: Sequence[str] = ()
+    shared_libraries: Sequence[str] = ()
+    pcms: Sequence[str] = ()
+    files: Sequence[str] = ()
+
+    def named(self) -> dict[str, list[tuple[str, str]]]:
+        """Per kind, (object name, local path); names must be unique per job."""
+        seen: dict[str, str] = {}
+        out: dict[str, list[tuple[str, str]]] = {}
+        for kind in ("headers", "shared_libraries", "pcms", "files"):
+            out[kind] = []
+            for path in sorted(getattr(self, kind)):
+                name = os.path.basename(path)
+                if seen.setdefault(name, path) != path:
+                    raise ValueError(f"two distributed files share the name {name!r}: {seen[name]} and {path}")
+                out[kind].append((name, path))
+        return out
+
+
+class Job:
+    def __init__(self, storage: Storage, reduction: plan.Reduction, options: JobOptions) -> None:
+        self.storage = storage
+        self.reduction = reduction
+        self.options = options
+        self.keys = layout.JobKeys(layout.new_job_id())
+
+    @property
+    def job_id(self) -> str:
+        return self.keys.job_id
+
+    # -- submission -------------------------------------------------------
+    def _describe_plan(self, npartitions: int) -> dict[str, Any]:
+        description = self.reduction.describe(npartitions)
+        description["job"] = self.job_id
+        description["coordinator_timeout"] = self.options.coordinator_timeout
+        return description
+
+    def _mapper_output(self, job_plan: dict[str, Any], range_id: int) -> str:
+        if job_plan["mode"] == "coordinated":
+            return self.keys.partial(range_id, range_id + 1)
+        if job_plan["npartitions"] == 1:
+            return self.keys.result
+        return self.keys.tree_partial(range_id, range_id + 1)
+
+    def _submit(self, ranges: Sequence[Any], mapper: Callable, files: JobFiles, job_plan: dict[str, Any]) -> None:
+        import cloudpickle
+
+        named = files.named()
+        for kind in named.values():
+            for name, path in kind:
+                self.storage.put_file(self.keys.job_file(name), path)
+        payload = {kind: [name for name, _ in entries] for kind, entries in named.items()}
+        payload["mapper"] = mapper
+        manifest = {"job": self.job_id, "created": time.time(), "plan": job_plan}
+        self.storage.put_bytes(self.keys.manifest, json.dumps(manifest).encode())
+        self.storage.put_bytes(self.keys.mapper_payload, cloudpickle.dumps(payload))
+        self.storage.put_bytes(self.keys.plan, json.dumps(job_plan).encode())
+        if job_plan["mode"] == "coordinated":
+            # Start the coordinator first, so it is watching when the first partials land.
+            self.storage.put_bytes(self.keys.coordinator_trigger, json.dumps(job_plan).encode())
+        for current_range in ranges:
+            trigger = {
+                "job": self.job_id,
+                "range_id": current_range.id,
+                "range": base64.b64encode(cloudpickle.dumps(current_range)).decode("ascii"),
+                "payload": self.keys.mapper_payload,
+                "output": self._mapper_output(job_plan, current_range.id),
+            }
+            self.storage.put_bytes(self.keys.trigger(current_range.id), json.dumps(trigger).encode())
+
+    # -- waiting ----------------------------------------------------------
+    def _progress_counts(self, job_plan: dict[str, Any]) -> tuple[int, int, int]:
+        """(mappers done, reductions done, objects seen) from the job's objects."""
+        folder = layout.PARTIALS if job_plan["mode"] == "coordinated" else layout.TREE_PARTIALS
+        keys = self.storage.list(self.keys.prefix(folder))
+        mappers = reductions = 0
+        for key in keys:
+            interval = layout.parse_interval(key)
+            if interval is not None and interval[1] - interval[0] == 1:
+                mappers += 1
+            else:
+                reductions += 1
+        return mappers, reductions, len(keys)
+
+    def _raise_remote_errors(self) -> None:
+        markers = self.storage.list(self.keys.prefix(layout.ERRORS))
+        if not markers:
+            return
+        details = [json.loads(self.storage.get_bytes(k)) for k in sorted(markers)]
+        first = details[0]
+        raise RemoteError(
+            f"{first['who']} of job {self.job_id} failed ({len(details)} error(s) in all): {first['error']}\n"
+            f"--- remote traceback ({first['service']}) ---\n{first['traceback']}"
+        )
+
+    def _wait(self, job_plan: dict[str, Any], on_partial: Callable[[Any], None] | None) -> None:
+        npartitions = job_plan["npartitions"]
+        steps = plan.count_steps(job_plan)
+        bar = _progress_bar(self.options.progress, npartitions + steps, self.job_id)
+        last_seen, last_change = -1, time.monotonic()
+        delivered: set[str] = set()
+        try:
+            while True:
+                self._raise_remote_errors()
+                if self.storage.exists(self.keys.result):
+                    bar.update(bar.total - bar.n)
+                    return
+                mappers, reductions, seen = self._progress_counts(job_plan)
+                bar.update(min(mappers, npartitions) + min(reductions, steps) - bar.n)
+                bar.set_postfix_str(f"mappers {mappers}/{npartitions}, reductions {reductions}/{steps}")
+                if on_partial is not None:
+                    for key in self._mapper_partials(job_plan):
+                        if key not in delivered:
+                            delivered.add(key)
+                            on_partial(self.fetch_partial(key))
+                now = time.monotonic()
+                if seen != last_seen:
+                    last_seen, last_change = seen, now
+                elif now - last_change > self.options.stall_timeout:
+                    raise JobTimeout(
+                        f"job {self.job_id}: no progress for {self.options.stall_timeout:.0f} s "
+                        f"(mappers {mappers}/{npartitions}, reductions {reductions}/{steps})"
+                    )
+                time.sleep(self.options.poll_interval)
+        finally:
+            bar.close()
+
+    def _mapper_partials(self, job_plan: dict[str, Any]) -> list[str]:
+        folder = layout.PARTIALS if job_plan["mode"] == "coordinated" else layout.TREE_PARTIALS
+        return [k for k in self.storage.list(self.keys.prefix(folder))
+                if (iv := layout.parse_interval(k)) is not None and iv[1] - iv[0] == 1]
+
+    # -- result -----------------------------------------------------------
+    def fetch_partial(self, key: str):
+        with tempfile.TemporaryDirectory(prefix="dro-result-") as workdir:
+            path = os.path.join(workdir, "partial.root")
+            self.storage.get_file(key, path)
+            task_result, _ = partial.read_partial(path)
+        return task_result
+
+    def _fetch_snapshots(self, task_result) -> None:
+        """Put the mappers' Snapshot files where the user asked for them."""
+        from ROOT._distrdf.PythonMergeables import SnapshotResult
+
+        uploaded = {k.rsplit("/", 1)[-1]: k for k in self.storage.list(self.keys.snapshot_file(""))}
+        for mergeable in task_result.mergeables or []:
+            if isinstance(mergeable, SnapshotResult):
+                for path in mergeable.filenames:
+                    folder = os.path.dirname(path)
+                    if folder:
+                        os.makedirs(folder, exist_ok=True)
+                    self.storage.get_file(uploaded[os.path.basename(path)], path)
+
+    def cleanup(self) -> int:
+        return sum(self.storage.delete_prefix(prefix) for prefix in self.keys.all_prefixes())
+
+    def run(self, ranges: Sequence[Any], mapper: Callable, files: JobFiles,
+            on_partial: Callable[[Any], None] | None = None):
+        """Run the job to completion and return the merged DistRDF ``TaskResult``."""
+        job_plan = self._describe_plan(len(ranges))
+        try:
+            self._submit(ranges, mapper, files, job_plan)
+            self._wait(job_plan, on_partial)
+            task_result = self.fetch_partial(self.keys.result)
+            self._fetch_snapshots(task_result)
+            return task_result
+        finally:
+            self.cleanup()
+
+
+def _progress_bar(enabled: bool, total: int, job_id: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=f"distrdf-oscar {job_id}", unit="task", disable=not enabled, leave=False)
+
+
+def iter_jobs(storage: Storage) -> Iterable[str]:
+    """Job ids that have any object in the bucket."""
+    found = set()
+    for folder in layout.JOB_FOLDERS:
+        for prefix in storage.iter_prefixes(folder + "/"):
+            job_id = layout.job_of_key(prefix)
+            if job_id and job_id not in found:
+                found.add(job_id)
+                yield job_id

@@ -1,0 +1,130 @@
+"""Every object key of the file-driven protocol, and nothing else.
+
+All keys live in one bucket. Each service watches one top-level folder (its
+OSCAR input path); jobs are separated by a ``<job-id>/`` level below it, so
+long-lived services are shared by jobs. ``docs/protocol.md`` lists the keys.
+
+Partial results are named by the interval of range ids they cover,
+``<lo>_<hi>`` with ``hi`` exclusive, zero-padded so that keys sort by range.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from dataclasses import dataclass
+
+# Service input folders: an object appearing under one of these invokes the service.
+TRIGGERS = "triggers"  # mapper input: one trigger file per entry range
+TREE_PARTIALS = "tree-partials"  # tree reducer input: mapper outputs and inner tree nodes
+PLANS = "plans"  # coordinator input: one plan file per coordinated job
+BATCHES = "batches"  # batch reducer input: one batch description per coordinated merge
+
+# Folders no service watches.
+JOBS = "jobs"  # payloads and manifest
+PARTIALS = "partials"  # coordinated mode: mapper outputs and batch results
+RESULTS = "results"  # the final result of a job
+ERRORS = "errors"  # error markers written by failing functions
+
+SERVICE_INPUTS = (TRIGGERS, TREE_PARTIALS, PLANS, BATCHES)
+JOB_FOLDERS = (JOBS, TRIGGERS, TREE_PARTIALS, PLANS, BATCHES, PARTIALS, RESULTS, ERRORS)
+
+_JOB_ID = re.compile(r"^j[0-9]{14}-[0-9a-f]{8}$")
+_INTERVAL = re.compile(r"^(\d{6})_(\d{6})\.root$")
+
+
+def new_job_id() -> str:
+    """A sortable, unguessable job id: creation time (UTC) plus 32 random bits."""
+    return "j" + time.strftime("%Y%m%d%H%M%S", time.gmtime()) + "-" + secrets.token_hex(4)
+
+
+def check_job_id(job_id: str) -> str:
+    if not _JOB_ID.match(job_id):
+        raise ValueError(f"malformed job id {job_id!r}")
+    return job_id
+
+
+def job_created(job_id: str) -> float:
+    """Creation time (epoch seconds) encoded in a job id."""
+    import calendar
+
+    return calendar.timegm(time.strptime(check_job_id(job_id)[1:15], "%Y%m%d%H%M%S"))
+
+
+def interval_name(lo: int, hi: int) -> str:
+    return f"{lo:06d}_{hi:06d}.root"
+
+
+def parse_interval(name: str) -> tuple[int, int] | None:
+    m = _INTERVAL.match(name.rsplit("/", 1)[-1])
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+@dataclass(frozen=True)
+class JobKeys:
+    """The keys of one job."""
+
+    job_id: str
+
+    def prefix(self, folder: str) -> str:
+        return f"{folder}/{self.job_id}/"
+
+    @property
+    def manifest(self) -> str:
+        return f"{JOBS}/{self.job_id}/manifest.json"
+
+    @property
+    def mapper_payload(self) -> str:
+        return f"{JOBS}/{self.job_id}/mapper.pkl"
+
+    @property
+    def plan(self) -> str:
+        """The reduction plan that reducers read."""
+        return f"{JOBS}/{self.job_id}/plan.json"
+
+    @property
+    def coordinator_trigger(self) -> str:
+        """A copy of the plan whose appearance starts the coordinator (coordinated mode)."""
+        return f"{PLANS}/{self.job_id}/plan.json"
+
+    def job_file(self, name: str) -> str:
+        """A file the user distributed (header, shared library, data file)."""
+        return f"{JOBS}/{self.job_id}/files/{name}"
+
+    def snapshot_file(self, name: str) -> str:
+        """A Snapshot output written by a mapper, fetched by the client."""
+        return f"{JOBS}/{self.job_id}/snapshots/{name}"
+
+    def trigger(self, range_id: int) -> str:
+        return f"{TRIGGERS}/{self.job_id}/{interval_name(range_id, range_id + 1)[:-5]}.json"
+
+    def tree_partial(self, lo: int, hi: int) -> str:
+        return f"{TREE_PARTIALS}/{self.job_id}/{interval_name(lo, hi)}"
+
+    def partial(self, lo: int, hi: int) -> str:
+        return f"{PARTIALS}/{self.job_id}/{interval_name(lo, hi)}"
+
+    def batch(self, index: int) -> str:
+        return f"{BATCHES}/{self.job_id}/{index:04d}.json"
+
+    def batch_result(self, index: int) -> str:
+        return f"{PARTIALS}/{self.job_id}/batch_{index:04d}.root"
+
+    @property
+    def result(self) -> str:
+        return f"{RESULTS}/{self.job_id}/result.root"
+
+    def error(self, who: str) -> str:
+        return f"{ERRORS}/{self.job_id}/{who}.json"
+
+    def all_prefixes(self) -> list[str]:
+        return [self.prefix(folder) for folder in JOB_FOLDERS]
+
+
+def job_of_key(key: str) -> str | None:
+    """The job id a protocol key belongs to, if any."""
+    parts = key.split("/")
+    if len(parts) >= 3 and parts[0] in JOB_FOLDERS and _JOB_ID.match(parts[1]):
+        return parts[1]
+    return None

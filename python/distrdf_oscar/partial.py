@@ -1,0 +1,354 @@
+"""Partial-result files: one ROOT file per DistRDF ``TaskResult``.
+
+The layout is documented in ``docs/partial-format.md``. In short: slot ``i`` of
+the computation graph is the top-level key ``slot_<i>`` holding a native ROOT
+object (histogram, graph, THn, TStatistic, TParameter) that the native core
+merges n-way, or a directory of such objects for ``VariationsFor`` results.
+Everything else (format version, job id, covered ranges, processed-entries
+bookkeeping, and the pickled mergeables without a native form) lives under the
+``distrdf_oscar`` directory, which the native core skips and this module merges.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import pickle
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+FORMAT_VERSION = 1
+META_DIR = "distrdf_oscar"
+META_KEY = "meta"
+FILE_TITLE = "distrdf-oscar partial result"
+
+_MERGEABLE_NS = "ROOT::Detail::RDF::"
+# Objects of these classes have an n-way Merge(TCollection*) in ROOT.
+_NATIVE_CLASS_PREFIXES = ("TH1", "TH2", "TH3", "TProfile", "THn", "TGraph", "TStatistic")
+# Scalars that map exactly onto a TParameter merge mode. Mean and StdDev keep
+# their entry count in private members, so they take the fallback slot.
+_SCALAR_MODES = {"RMergeableCount": "sum", "RMergeableSum": "sum", "RMergeableMin": "min", "RMergeableMax": "max"}
+_INTEGER_TYPES = {"ULong64_t", "Long64_t", "int", "unsigned int", "long", "unsigned long", "long long",
+                  "unsigned long long", "short", "unsigned short", "char", "unsigned char", "bool"}
+
+
+class PartialFormatError(RuntimeError):
+    """A partial file is not what this version of distrdf-oscar writes."""
+
+
+@dataclass
+class PartialMeta:
+    """Bookkeeping carried by every partial file (merged in Python)."""
+
+    job_id: str
+    ranges: list[tuple[int, int]]
+    slots: list[dict[str, Any]] | None
+    processed_entries: int | None = None
+    trees_with_entries: dict[str, int] = field(default_factory=dict)
+    format: int = FORMAT_VERSION
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str, path: str) -> PartialMeta:
+        data = json.loads(text)
+        if data.get("format") != FORMAT_VERSION:
+            raise PartialFormatError(f"{path}: partial format {data.get('format')!r}, expected {FORMAT_VERSION}")
+        data["ranges"] = [tuple(r) for r in data["ranges"]]
+        return cls(**data)
+
+
+def _root():
+    import ROOT
+
+    ROOT.gROOT.SetBatch(True)
+    return ROOT
+
+
+_helpers_declared = False
+
+
+def _declare_helpers(ROOT) -> None:
+    """C++ helpers that rebuild mergeables with the exact class the mapper produced."""
+    global _helpers_declared
+    if _helpers_declared:
+        return
+    ROOT.gInterpreter.Declare(
+        """
+        #include "ROOT/RDF/RMergeableValue.hxx"
+        namespace distrdf_oscar {
+        template <typename M, typename T>
+        std::unique_ptr<ROOT::Detail::RDF::RMergeableValue<T>> MakeMergeable(const T &value) {
+           return std::make_unique<M>(value);
+        }
+        template <typename M, typename T>
+        std::unique_ptr<ROOT::Detail::RDF::RMergeableVariations<T>>
+        MakeVariations(std::vector<std::string> keys, const std::vector<T *> &values) {
+           std::vector<std::unique_ptr<ROOT::Detail::RDF::RMergeableValueBase>> owned;
+           for (auto *v : values) owned.emplace_back(std::make_unique<M>(*v));
+           ROOT::Detail::RDF::RMergeableVariationsBase base(std::move(keys), std::move(owned));
+           return std::make_unique<ROOT::Detail::RDF::RMergeableVariations<T>>(std::move(base));
+        }
+        }
+        """
+    )
+    _helpers_declared = True
+
+
+def _actual_class(ROOT, mergeable) -> str:
+    """Dynamic C++ class of a mergeable (cppyy shows the declared base class)."""
+    declared = getattr(type(mergeable), "__cpp_name__", None)
+    if declared is None:
+        return type(mergeable).__module__ + "." + type(mergeable).__qualname__
+    tclass = ROOT.TClass.GetClass(declared)
+    actual = tclass.GetActualClass(mergeable) if tclass else None
+    return actual.GetName() if actual else declared
+
+
+def _template_arg(class_name: str) -> str:
+    return class_name[class_name.index("<") + 1: class_name.rindex(">")].strip()
+
+
+def _is_native_object(class_name: str) -> bool:
+    return class_name.startswith(_NATIVE_CLASS_PREFIXES)
+
+
+def _classify(ROOT, mergeable) -> dict[str, Any]:
+    cls = _actual_class(ROOT, mergeable)
+    short = cls[len(_MERGEABLE_NS):] if cls.startswith(_MERGEABLE_NS) else cls
+    if short.startswith("RMergeableVariations<"):
+        value_type = _template_arg(short)
+        if _is_native_object(value_type):
+            inner = f"{_MERGEABLE_NS}RMergeableFill<{value_type}>"
+            return {"kind": "variations", "mergeable": inner, "type": value_type,
+                    "keys": [str(k) for k in mergeable.GetKeys()]}
+    elif short.startswith(("RMergeableFill<", "RMergeableValue<")):
+        value_type = _template_arg(short)
+        if _is_native_object(value_type):
+            return {"kind": "object", "mergeable": cls, "type": value_type}
+    else:
+        name = short.split("<", 1)[0]
+        if name in _SCALAR_MODES:
+            value_type = "ULong64_t" if name == "RMergeableCount" else _template_arg(short)
+            if value_type in _INTEGER_TYPES or value_type == "double":
+                return {"kind": "scalar", "mergeable": cls, "type": value_type, "mode": _SCALAR_MODES[name]}
+    return {"kind": "fallback", "mergeable": cls}
+
+
+def _make_parameter(ROOT, name: str, value, value_type: str, mode: str):
+    if value_type in _INTEGER_TYPES:
+        if int(value) >= 2**63:
+            raise OverflowError(f"{name}: integer result {value} exceeds Long64_t")
+        param = ROOT.TParameter["Long64_t"](name, int(value))
+    else:
+        param = ROOT.TParameter["double"](name, float(value))
+    if mode == "min":
+        param.SetBit(ROOT.TParameter["double"].kMin)
+    elif mode == "max":
+        param.SetBit(ROOT.TParameter["double"].kMax)
+    return param
+
+
+def write_partial(path: str, task_result, *, job_id: str, ranges: Sequence[tuple[int, int]]) -> PartialMeta:
+    """Write a DistRDF ``TaskResult`` as a partial file covering ``ranges``."""
+    ROOT = _root()
+    entries = task_result.entries_in_trees
+    slots = None if task_result.mergeables is None else []
+    out = ROOT.TFile.Open(path, "RECREATE", FILE_TITLE)
+    if not out or out.IsZombie():
+        raise OSError(f"cannot create partial file {path}")
+    try:
+        meta_dir = out.mkdir(META_DIR)
+        for index, mergeable in enumerate(task_result.mergeables or []):
+            slot = _classify(ROOT, mergeable)
+            name = f"slot_{index:04d}"
+            out.cd()
+            if slot["kind"] == "object":
+                out.WriteObject(mergeable.GetValue(), name)
+            elif slot["kind"] == "variations":
+                vdir = out.mkdir(name)
+                for vindex, key in enumerate(slot["keys"]):
+                    vdir.WriteObject(mergeable.GetVariation(key), f"v{vindex:04d}")
+            elif slot["kind"] == "scalar":
+                param = _make_parameter(ROOT, name, mergeable.GetValue(), slot["type"], slot["mode"])
+                out.WriteObject(param, name)
+            else:
+                meta_dir.WriteObject(ROOT.TObjString(_encode(mergeable)), name)
+            slots.append(slot)
+        meta = PartialMeta(
+            job_id=job_id,
+            ranges=[tuple(r) for r in ranges],
+            slots=slots,
+            processed_entries=None if entries is None else int(entries.processed_entries),
+            trees_with_entries={} if entries is None else dict(entries.trees_with_entries),
+        )
+        meta_dir.WriteObject(ROOT.TObjString(meta.to_json()), META_KEY)
+        if out.Write() < 0 or out.TestBit(ROOT.TFile.kWriteError):
+            raise OSError(f"write error on partial file {path}")
+    finally:
+        out.Close()
+    return meta
+
+
+def _encode(obj) -> str:
+    return base64.b64encode(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)).decode("ascii")
+
+
+def _decode(text: str):
+    return pickle.loads(base64.b64decode(text))
+
+
+def _open(ROOT, path: str):
+    f = ROOT.TFile.Open(path, "READ")
+    if not f or f.IsZombie():
+        raise PartialFormatError(f"{path}: not a readable ROOT file")
+    return f
+
+
+def _read_string(tfile, key: str, path: str) -> str:
+    obj = tfile.Get(f"{META_DIR}/{key}")
+    if not obj:
+        raise PartialFormatError(f"{path}: missing {META_DIR}/{key}; not a distrdf-oscar partial file")
+    return str(obj.GetString())
+
+
+def read_meta(path: str) -> PartialMeta:
+    ROOT = _root()
+    f = _open(ROOT, path)
+    try:
+        return PartialMeta.from_json(_read_string(f, META_KEY, path), path)
+    finally:
+        f.Close()
+
+
+def _merged_meta(metas: list[PartialMeta], paths: Sequence[str]) -> PartialMeta:
+    first = metas[0]
+    for meta, path in zip(metas, paths):
+        if meta.job_id != first.job_id:
+            raise PartialFormatError(f"{path}: belongs to job {meta.job_id}, not {first.job_id}")
+    with_slots = [m.slots for m in metas if m.slots is not None]
+    for slots, path in zip(with_slots, paths):
+        if slots != with_slots[0]:
+            raise PartialFormatError(f"{path}: its actions differ from {paths[0]}'s")
+    ranges = sorted(r for m in metas for r in m.ranges)
+    trees: dict[str, int] = {}
+    for m in metas:
+        trees.update(m.trees_with_entries)
+    processed = [m.processed_entries for m in metas if m.processed_entries is not None]
+    return PartialMeta(
+        job_id=first.job_id,
+        ranges=ranges,
+        slots=with_slots[0] if with_slots else None,
+        processed_entries=sum(processed) if processed else None,
+        trees_with_entries=trees,
+    )
+
+
+def merge_partials(output: str, inputs: Sequence[str]) -> PartialMeta:
+    """Merge partial files n-way into ``output``.
+
+    Native slots go through the C++ core in one call per key; fallback slots
+    are unpickled and merged with ROOT's own ``MergeValues``. Partials of tasks
+    that processed nothing (no mergeables) only contribute their bookkeeping.
+    """
+    from . import _core
+
+    if not inputs:
+        raise ValueError("merge_partials needs at least one input")
+    ROOT = _root()
+    metas = [read_meta(p) for p in inputs]
+    meta = _merged_meta(metas, inputs)
+    with_values = [p for p, m in zip(inputs, metas) if m.slots is not None]
+    if with_values:
+        _core.merge_files(output, list(with_values), exclude=[META_DIR], overwrite=True)
+        mode = "UPDATE"
+    else:
+        mode = "RECREATE"
+    fallbacks = {}
+    for index, slot in enumerate(meta.slots or []):
+        if slot["kind"] == "fallback":
+            fallbacks[f"slot_{index:04d}"] = _merge_fallback(ROOT, with_values, f"slot_{index:04d}")
+    out = ROOT.TFile.Open(output, mode, FILE_TITLE)
+    if not out or out.IsZombie():
+        raise OSError(f"cannot write merged partial {output}")
+    try:
+        meta_dir = out.mkdir(META_DIR)
+        for name, text in fallbacks.items():
+            meta_dir.WriteObject(ROOT.TObjString(text), name)
+        meta_dir.WriteObject(ROOT.TObjString(meta.to_json()), META_KEY)
+        if out.Write() < 0 or out.TestBit(ROOT.TFile.kWriteError):
+            raise OSError(f"write error on merged partial {output}")
+    finally:
+        out.Close()
+    return meta
+
+
+def _merge_fallback(ROOT, paths: Sequence[str], name: str) -> str:
+    from ROOT._distrdf.Backends import Utils
+
+    merged = None
+    for path in paths:
+        f = _open(ROOT, path)
+        try:
+            value = _decode(_read_string(f, name, path))
+        finally:
+            f.Close()
+        if merged is None:
+            merged = value
+        else:
+            Utils.merge_values(merged, value)
+    return _encode(merged)
+
+
+def read_partial(path: str):
+    """Read a (merged) partial file back into the ``TaskResult`` DistRDF expects."""
+    from ROOT._distrdf.Backends.Base import TaskResult
+    from ROOT._distrdf.Ranges import TaskTreeEntries
+
+    ROOT = _root()
+    f = _open(ROOT, path)
+    try:
+        meta = PartialMeta.from_json(_read_string(f, META_KEY, path), path)
+        mergeables = None
+        if meta.slots is not None:
+            _declare_helpers(ROOT)
+            mergeables = [_read_slot(ROOT, f, path, i, slot) for i, slot in enumerate(meta.slots)]
+    finally:
+        f.Close()
+    entries = None
+    if meta.processed_entries is not None:
+        entries = TaskTreeEntries(meta.processed_entries, dict(meta.trees_with_entries))
+    return TaskResult(mergeables, entries), meta
+
+
+def _get(ROOT, tfile, path: str, key: str):
+    obj = tfile.Get(key)
+    if not obj:
+        raise PartialFormatError(f"{path}: missing key {key}")
+    if hasattr(obj, "SetDirectory"):
+        obj.SetDirectory(ROOT.nullptr)
+    return obj
+
+
+def _read_slot(ROOT, tfile, path: str, index: int, slot: dict[str, Any]):
+    name = f"slot_{index:04d}"
+    kind = slot["kind"]
+    if kind == "fallback":
+        return _decode(_read_string(tfile, name, path))
+    if kind == "object":
+        return ROOT.distrdf_oscar.MakeMergeable[slot["mergeable"], slot["type"]](_get(ROOT, tfile, path, name))
+    if kind == "scalar":
+        param = _get(ROOT, tfile, path, name)
+        value = int(param.GetVal()) if slot["type"] in _INTEGER_TYPES else float(param.GetVal())
+        return ROOT.distrdf_oscar.MakeMergeable[slot["mergeable"], slot["type"]](value)
+    if kind == "variations":
+        values = ROOT.std.vector[slot["type"] + "*"]()
+        keep = []
+        for vindex in range(len(slot["keys"])):
+            obj = _get(ROOT, tfile, path, f"{name}/v{vindex:04d}")
+            keep.append(obj)
+            values.push_back(obj)
+        keys = ROOT.std.vector["std::string"](slot["keys"])
+        return ROOT.distrdf_oscar.MakeVariations[slot["mergeable"], slot["type"]](keys, values)
+    raise PartialFormatError(f"{path}: unknown slot kind {kind!r}")

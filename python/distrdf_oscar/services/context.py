@@ -1,0 +1,74 @@
+"""What a running function knows: its trigger, its output folder, its storage."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import traceback
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+from .. import layout
+from ..storage import Storage, config_from_function
+
+
+@dataclass
+class FunctionContext:
+    service: str
+    input_path: str
+    key: str  # object key of the trigger, relative to the bucket
+    output_dir: str
+    storage: Storage
+
+    def output_path(self, key: str) -> str:
+        """Local path whose upload by the supervisor creates object ``key``."""
+        path = os.path.join(self.output_dir, key)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        return path
+
+    def read_input_json(self) -> dict:
+        with open(self.input_path) as f:
+            return json.load(f)
+
+    def report_error(self, job_id: str, who: str, exc: BaseException) -> None:
+        """Error marker, written directly so the client sees it even if the upload step never runs."""
+        marker = {
+            "job": job_id,
+            "who": who,
+            "service": self.service,
+            "error": f"{type(exc).__name__}: {exc}",
+            "traceback": "".join(traceback.format_exception(exc)),
+        }
+        print(marker["traceback"], file=sys.stderr, flush=True)
+        self.storage.put_bytes(layout.JobKeys(job_id).error(who), json.dumps(marker).encode())
+
+
+def _triggering_key(bucket: str) -> str:
+    """The object key that invoked us: from the MinIO event, else STORAGE_OBJECT_KEY."""
+    event = os.environ.get("EVENT", "")
+    try:
+        record = json.loads(event)["Records"][0]["s3"]
+        return unquote(record["object"]["key"])
+    except (ValueError, KeyError, IndexError, TypeError):
+        key = os.environ.get("STORAGE_OBJECT_KEY", "")
+        return key[len(bucket) + 1:] if key.startswith(bucket + "/") else key
+
+
+@functools.lru_cache(maxsize=4)
+def _storage(bucket: str, config_path: str) -> Storage:
+    # Warm workers reuse the client (and its connection pool) across invocations.
+    return Storage(config_from_function(bucket, config_path))
+
+
+def current() -> FunctionContext:
+    bucket = os.environ["DRO_BUCKET"]
+    config_path = os.environ.get("DRO_FUNCTION_CONFIG", "/oscar/config/function_config.yaml")
+    return FunctionContext(
+        service=os.environ.get("OSCAR_SERVICE_NAME", "?"),
+        input_path=os.environ["INPUT_FILE_PATH"],
+        key=_triggering_key(bucket),
+        output_dir=os.environ["TMP_OUTPUT_DIR"],
+        storage=_storage(bucket, config_path),
+    )

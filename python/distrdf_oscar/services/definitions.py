@@ -1,0 +1,76 @@
+"""OSCAR service definitions of a deployment: the single source for deploy, FDL files and the emulator."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import __version__, layout
+
+DEFAULT_IMAGE = f"ghcr.io/distrdf-oscar/distrdf-oscar:{__version__}"
+MAX_SERVICE_NAME = 39  # OSCAR's limit (Kubernetes label values with a suffix)
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+# role -> (Python entry point, input folder, cpu request). The coordinator only
+# polls storage, so it asks for a fraction of a core and leaves room for mappers.
+ROLES: dict[str, tuple[str, str, str]] = {
+    "mapper": ("distrdf_oscar.services.mapper:main", layout.TRIGGERS, "1"),
+    "reducer": ("distrdf_oscar.services.tree_reducer:main", layout.TREE_PARTIALS, "1"),
+    "coordinator": ("distrdf_oscar.services.coordinator:main", layout.PLANS, "0.25"),
+    "batch": ("distrdf_oscar.services.batch_reducer:main", layout.BATCHES, "1"),
+}
+ENTRYPOINTS = {role: spec[0] for role, spec in ROLES.items()}
+
+
+def script(role: str) -> str:
+    """The service script: run the role's entry point with the image's Python."""
+    return f'#!/bin/bash\nexec "${{DRO_PYTHON:-python3}}" -m distrdf_oscar.services {role}\n'
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """A set of long-lived services sharing one bucket; several may live on one cluster."""
+
+    name: str = "distrdf"
+    bucket: str | None = None
+    image: str = DEFAULT_IMAGE
+    memory: str = "2Gi"
+    cpu: str | None = None  # overrides every role's cpu request
+    variables: dict[str, str] = field(default_factory=dict)
+    secrets: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        longest = max(len(role) for role in ROLES) + 1
+        if not _NAME.match(self.name) or len(self.name) + longest > MAX_SERVICE_NAME:
+            raise ValueError(
+                f"deployment name {self.name!r} must be lowercase letters, digits and '-', at most "
+                f"{MAX_SERVICE_NAME - longest} characters (service names stay within OSCAR's {MAX_SERVICE_NAME})"
+            )
+
+    @property
+    def bucket_name(self) -> str:
+        return self.bucket or self.name
+
+    def service_name(self, role: str) -> str:
+        return f"{self.name}-{role}"
+
+    def service(self, role: str) -> dict[str, Any]:
+        entrypoint, folder, cpu = ROLES[role]
+        return {
+            "name": self.service_name(role),
+            "image": self.image,
+            "cpu": self.cpu or cpu,
+            "memory": self.memory,
+            "script": script(role),
+            "input": [{"storage_provider": "minio.default", "path": f"{self.bucket_name}/{folder}"}],
+            # Functions name their output files by object key, so one output at the bucket root serves all.
+            "output": [{"storage_provider": "minio.default", "path": self.bucket_name}],
+            "environment": {
+                "variables": {"DRO_BUCKET": self.bucket_name, "DRO_ENTRYPOINT": entrypoint, **self.variables},
+                "secrets": dict(self.secrets),
+            },
+        }
+
+    def services(self) -> list[dict[str, Any]]:
+        return [self.service(role) for role in ROLES]

@@ -1,0 +1,93 @@
+"""Mapper: run the user's computation graph on one entry range, write its partial."""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import os
+
+from .. import layout, partial
+from . import context
+
+
+@functools.lru_cache(maxsize=8)
+def _payload(storage, key: str) -> dict:
+    # A warm worker serves many ranges of a job: fetch and unpickle the graph once.
+    import cloudpickle
+
+    return cloudpickle.loads(storage.get_bytes(key))
+
+
+_declared: set[tuple[str, str]] = set()
+
+
+def _distribute(storage, keys: layout.JobKeys, payload: dict) -> None:
+    """Fetch the user's headers, libraries and files; declare each only once per process."""
+    from ROOT._distrdf.Backends import Utils
+
+    libdir = os.path.join(os.getcwd(), "distributed")
+    os.makedirs(libdir, exist_ok=True)
+    for kind in ("files", "pcms", "headers", "shared_libraries"):
+        for name in payload[kind]:
+            data = storage.get_bytes(keys.job_file(name))
+            # Plain files go to the working directory, where user code opens them by name.
+            path = os.path.join(os.getcwd() if kind == "files" else libdir, name)
+            with open(path, "wb") as f:
+                f.write(data)
+            if kind in ("headers", "shared_libraries"):
+                digest = (name, hashlib.sha256(data).hexdigest())
+                if digest in _declared:
+                    continue
+                _declared.add(digest)
+                if kind == "headers":
+                    Utils.distribute_headers([path])
+                else:
+                    Utils.distribute_shared_libraries([path])
+
+
+def _prepare_snapshot_dirs(mapper) -> None:
+    """Snapshot writes ``<stem>_<range>.root`` where the user asked: make its folder exist here."""
+    graph = mapper.keywords["computation_graph_callable"].args[0]
+    for node in graph.values():
+        operation = getattr(node, "operation", None)
+        if operation is not None and operation.name == "Snapshot" and len(operation.args) > 1:
+            folder = os.path.dirname(str(operation.args[1]))
+            if folder:
+                os.makedirs(folder, exist_ok=True)
+
+
+def _upload_snapshots(storage, keys: layout.JobKeys, result, range_id: int) -> None:
+    from ROOT._distrdf.PythonMergeables import SnapshotResult
+
+    for mergeable in result.mergeables or []:
+        if isinstance(mergeable, SnapshotResult):
+            for path in mergeable.filenames:
+                storage.put_file(keys.snapshot_file(f"{range_id:06d}/{os.path.basename(path)}"), path)
+                os.remove(path)
+
+
+def run(ctx: context.FunctionContext, trigger: dict) -> None:
+    import cloudpickle
+
+    keys = layout.JobKeys(trigger["job"])
+    payload = _payload(ctx.storage, trigger["payload"])
+    _distribute(ctx.storage, keys, payload)
+    mapper = payload["mapper"]
+    _prepare_snapshot_dirs(mapper)
+    current_range = cloudpickle.loads(base64.b64decode(trigger["range"]))
+    result = mapper(current_range)
+    _upload_snapshots(ctx.storage, keys, result, trigger["range_id"])
+    partial.write_partial(ctx.output_path(trigger["output"]), result, job_id=keys.job_id,
+                          ranges=[(trigger["range_id"], trigger["range_id"] + 1)])
+
+
+def main() -> int:
+    ctx = context.current()
+    trigger = ctx.read_input_json()
+    try:
+        run(ctx, trigger)
+    except BaseException as exc:  # noqa: BLE001 - every failure must reach the client
+        ctx.report_error(trigger["job"], f"mapper-{trigger['range_id']:06d}", exc)
+        return 1
+    return 0

@@ -1,0 +1,20 @@
+"""Shared by the reducers: fetch partials, merge them n-way, place the result."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+from .. import partial
+from . import context
+
+
+def merge_keys(ctx: context.FunctionContext, inputs: list[str], output_key: str) -> None:
+    """Merge the partials at ``inputs`` into the object ``output_key`` (uploaded by the supervisor)."""
+    with tempfile.TemporaryDirectory(prefix="dro-merge-") as workdir:
+        local = []
+        for index, key in enumerate(inputs):
+            path = os.path.join(workdir, f"{index:06d}.root")
+            ctx.storage.get_file(key, path)
+            local.append(path)
+        partial.merge_partials(ctx.output_path(output_key), local)

@@ -1,0 +1,176 @@
+"""Object storage through the ``minio`` client, as on an OSCAR cluster's MinIO.
+
+Also how a function finds its storage: OSCAR mounts the function's config
+(with the ``minio.default`` provider's credentials) at
+``/oscar/config/function_config.yaml``; the embedded platform points
+``DRO_FUNCTION_CONFIG`` at its copy.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from dataclasses import dataclass
+from typing import Iterator
+from urllib.parse import urlparse
+
+FUNCTION_CONFIG = "/oscar/config/function_config.yaml"
+
+
+class StorageError(RuntimeError):
+    """A storage operation failed; the message names bucket and key, never credentials."""
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    endpoint: str  # URL, e.g. http://127.0.0.1:9000
+    access_key: str
+    secret_key: str
+    bucket: str
+    region: str = "us-east-1"
+    verify: bool = True
+
+    def __repr__(self) -> str:  # keep keys out of logs and tracebacks
+        return f"StorageConfig(endpoint={self.endpoint!r}, bucket={self.bucket!r}, verify={self.verify})"
+
+
+def split_endpoint(endpoint: str) -> tuple[str, bool]:
+    """``http(s)://host:port`` -> (``host:port``, secure)."""
+    if "://" not in endpoint:
+        endpoint = "https://" + endpoint
+    url = urlparse(endpoint)
+    if url.scheme not in ("http", "https") or not url.netloc:
+        raise ValueError(f"malformed storage endpoint {endpoint!r}: expected http(s)://host[:port]")
+    return url.netloc, url.scheme == "https"
+
+
+def config_from_function(bucket: str, path: str | None = None) -> StorageConfig:
+    """Storage settings of the running function (OSCAR's function config)."""
+    import yaml
+
+    path = path or os.environ.get("DRO_FUNCTION_CONFIG", FUNCTION_CONFIG)
+    with open(path) as f:
+        config = yaml.safe_load(f)
+    provider = config["storage_providers"]["minio"]["default"]
+    return StorageConfig(
+        endpoint=provider["endpoint"],
+        access_key=provider["access_key"],
+        secret_key=provider["secret_key"],
+        region=provider.get("region") or "us-east-1",
+        verify=bool(provider.get("verify", True)),
+        bucket=bucket,
+    )
+
+
+class Storage:
+    """The one bucket a deployment uses."""
+
+    def __init__(self, config: StorageConfig) -> None:
+        import urllib3
+        from minio import Minio
+
+        host, secure = split_endpoint(config.endpoint)
+        http = urllib3.PoolManager(
+            timeout=urllib3.Timeout(connect=5, read=60),
+            maxsize=16,
+            cert_reqs="CERT_REQUIRED" if config.verify else "CERT_NONE",
+            retries=urllib3.Retry(total=5, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
+        )
+        self.config = config
+        self.bucket = config.bucket
+        self.client = Minio(host, access_key=config.access_key, secret_key=config.secret_key,
+                            secure=secure, region=config.region, http_client=http)
+
+    def _fail(self, action: str, key: str, exc: Exception) -> StorageError:
+        code = getattr(exc, "code", None) or type(exc).__name__
+        return StorageError(f"storage {action} of s3://{self.bucket}/{key} failed: {code}")
+
+    def ensure_bucket(self) -> None:
+        try:
+            if not self.client.bucket_exists(self.bucket):
+                self.client.make_bucket(self.bucket)
+        except Exception as exc:  # noqa: BLE001 - re-raised with bucket context
+            raise self._fail("bucket check", "", exc) from exc
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        try:
+            self.client.put_object(self.bucket, key, io.BytesIO(data), len(data))
+        except Exception as exc:  # noqa: BLE001
+            raise self._fail("upload", key, exc) from exc
+
+    def put_file(self, key: str, path: str) -> None:
+        try:
+            self.client.fput_object(self.bucket, key, path)
+        except Exception as exc:  # noqa: BLE001
+            raise self._fail("upload", key, exc) from exc
+
+    def get_bytes(self, key: str) -> bytes:
+        try:
+            response = self.client.get_object(self.bucket, key)
+            try:
+                return response.read()
+            finally:
+                response.close()
+                response.release_conn()
+        except Exception as exc:  # noqa: BLE001
+            raise self._fail("download", key, exc) from exc
+
+    def get_file(self, key: str, path: str) -> None:
+        try:
+            self.client.fget_object(self.bucket, key, path)
+        except Exception as exc:  # noqa: BLE001
+            raise self._fail("download", key, exc) from exc
+
+    def exists(self, key: str) -> bool:
+        from minio.error import S3Error
+
+        try:
+            self.client.stat_object(self.bucket, key)
+            return True
+        except S3Error as exc:
+            if exc.code in ("NoSuchKey", "NoSuchObject", "ResourceNotFound"):
+                return False
+            raise self._fail("lookup", key, exc) from exc
+        except Exception as exc:  # noqa: BLE001
+            raise self._fail("lookup", key, exc) from exc
+
+    def list(self, prefix: str) -> list[str]:
+        try:
+            return [o.object_name for o in self.client.list_objects(self.bucket, prefix=prefix, recursive=True)]
+        except Exception as exc:  # noqa: BLE001
+            raise self._fail("listing", prefix, exc) from exc
+
+    def iter_prefixes(self, prefix: str = "") -> Iterator[str]:
+        """Top-level "folders" directly under ``prefix``."""
+        try:
+            for o in self.client.list_objects(self.bucket, prefix=prefix, recursive=False):
+                if o.is_dir:
+                    yield o.object_name
+        except Exception as exc:  # noqa: BLE001
+            raise self._fail("listing", prefix, exc) from exc
+
+    def delete(self, keys: list[str]) -> None:
+        from minio.deleteobjects import DeleteObject
+
+        if not keys:
+            return
+        try:
+            errors = list(self.client.remove_objects(self.bucket, [DeleteObject(k) for k in keys]))
+        except Exception as exc:  # noqa: BLE001
+            raise self._fail("delete", keys[0], exc) from exc
+        if errors:
+            raise StorageError(f"storage delete of s3://{self.bucket}/{errors[0].name} failed: {errors[0].code}")
+
+    def delete_prefix(self, prefix: str) -> int:
+        keys = self.list(prefix)
+        self.delete(keys)
+        return len(keys)
+
+    def wait_for(self, key: str, timeout: float, poll: float = 0.1) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.exists(key):
+                return True
+            time.sleep(poll)
+        return False
