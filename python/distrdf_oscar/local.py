@@ -13,7 +13,7 @@ from typing import Any
 
 from .executor import OSCARExecutor
 from .platform.local.cluster import LocalPlatform
-from .services.definitions import Deployment
+from .services.definitions import COORDINATOR_CPU, Deployment
 
 
 class LocalCluster:
@@ -35,6 +35,8 @@ class LocalCluster:
             raise ValueError(f"LocalCluster needs at least one worker, got {workers}")
         self.workers = workers
         self.mode = mode
+        # Headroom for a coordinator's fractional request, so it never takes a mapper's slot.
+        platform_options.setdefault("headroom", float(COORDINATOR_CPU))
         self.platform = LocalPlatform(workers=workers, mode=mode, startup_delay=startup_delay, **platform_options)
         self._started = False
 

@@ -22,11 +22,16 @@ class FunctionContext:
     output_dir: str
     storage: Storage
 
-    def output_path(self, key: str) -> str:
-        """Local path whose upload by the supervisor creates object ``key``."""
-        path = os.path.join(self.output_dir, key)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        return path
+    def scratch(self, name: str) -> str:
+        """A local path for a file this invocation produces."""
+        return os.path.join(self.output_dir, name)
+
+    def publish(self, key: str, path: str) -> None:
+        """Upload a result ourselves rather than through the supervisor's outputs:
+        the upload's outcome is then known here, and a bare-bucket output (which
+        OSCAR >= 4.1 rewrites to a per-service bucket) is not needed."""
+        self.storage.put_file(key, path)
+        os.remove(path)
 
     def read_input_json(self) -> dict:
         with open(self.input_path) as f:

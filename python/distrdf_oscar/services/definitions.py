@@ -12,12 +12,14 @@ DEFAULT_IMAGE = f"ghcr.io/distrdf-oscar/distrdf-oscar:{__version__}"
 MAX_SERVICE_NAME = 39  # OSCAR's limit (Kubernetes label values with a suffix)
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
+COORDINATOR_CPU = "0.25"
+
 # role -> (Python entry point, input folder, cpu request). The coordinator only
 # polls storage, so it asks for a fraction of a core and leaves room for mappers.
 ROLES: dict[str, tuple[str, str, str]] = {
     "mapper": ("distrdf_oscar.services.mapper:main", layout.TRIGGERS, "1"),
     "reducer": ("distrdf_oscar.services.tree_reducer:main", layout.TREE_PARTIALS, "1"),
-    "coordinator": ("distrdf_oscar.services.coordinator:main", layout.PLANS, "0.25"),
+    "coordinator": ("distrdf_oscar.services.coordinator:main", layout.PLANS, COORDINATOR_CPU),
     "batch": ("distrdf_oscar.services.batch_reducer:main", layout.BATCHES, "1"),
 }
 ENTRYPOINTS = {role: spec[0] for role, spec in ROLES.items()}
@@ -64,8 +66,8 @@ class Deployment:
             "memory": self.memory,
             "script": script(role),
             "input": [{"storage_provider": "minio.default", "path": f"{self.bucket_name}/{folder}"}],
-            # Functions name their output files by object key, so one output at the bucket root serves all.
-            "output": [{"storage_provider": "minio.default", "path": self.bucket_name}],
+            # No "output": functions upload their results by key themselves (see services/context.py).
+            "output": [],
             "environment": {
                 "variables": {"DRO_BUCKET": self.bucket_name, "DRO_ENTRYPOINT": entrypoint, **self.variables},
                 "secrets": dict(self.secrets),

@@ -78,8 +78,9 @@ def run(ctx: context.FunctionContext, trigger: dict) -> None:
     current_range = cloudpickle.loads(base64.b64decode(trigger["range"]))
     result = mapper(current_range)
     _upload_snapshots(ctx.storage, keys, result, trigger["range_id"])
-    partial.write_partial(ctx.output_path(trigger["output"]), result, job_id=keys.job_id,
-                          ranges=[(trigger["range_id"], trigger["range_id"] + 1)])
+    path = ctx.scratch("partial.root")
+    partial.write_partial(path, result, job_id=keys.job_id, ranges=[(trigger["range_id"], trigger["range_id"] + 1)])
+    ctx.publish(trigger["output"], path)
 
 
 def main() -> int:

@@ -10,11 +10,13 @@ from . import context
 
 
 def merge_keys(ctx: context.FunctionContext, inputs: list[str], output_key: str) -> None:
-    """Merge the partials at ``inputs`` into the object ``output_key`` (uploaded by the supervisor)."""
+    """Merge the partials at ``inputs`` into the object ``output_key``."""
     with tempfile.TemporaryDirectory(prefix="dro-merge-") as workdir:
         local = []
         for index, key in enumerate(inputs):
             path = os.path.join(workdir, f"{index:06d}.root")
             ctx.storage.get_file(key, path)
             local.append(path)
-        partial.merge_partials(ctx.output_path(output_key), local)
+        output = os.path.join(workdir, "merged.root")
+        partial.merge_partials(output, local)
+        ctx.publish(output_key, output)

@@ -1,0 +1,48 @@
+"""Native n-way merge of ROOT files (distrdf-oscar's C++ core)."""
+
+from collections.abc import Callable, Sequence
+from os import PathLike
+from typing import Literal, TypedDict
+
+class MergeSummary(TypedDict):
+    inputs: int
+    objects: int  # merged keys, trees included, directories not
+    trees: int
+    directories: int
+    excluded: int  # top-level keys skipped because of ``exclude``
+    tree_entries: int
+    output_bytes: int
+    seconds: float
+
+class MergeError(RuntimeError):
+    """A merge failed; the partial output was removed.
+
+    ``kind`` is "input" (missing, unreadable or non-ROOT input), "mismatch" (inputs with different
+    keys, classes or tree branches, or a class without a merge function), "output" (the output
+    exists without ``overwrite``, or is one of the inputs) or "write" (creating or writing the
+    output failed, e.g. disk full).
+    """
+
+    kind: Literal["input", "mismatch", "output", "write"]
+
+def merge_files(
+    output: str | PathLike[str],
+    inputs: Sequence[str | PathLike[str]],
+    *,
+    exclude: Sequence[str] = (),
+    overwrite: bool = False,
+    compression: int = -1,
+    threads: int = 0,
+    log: Callable[[str], None] | None = None,
+) -> MergeSummary:
+    """Merge ROOT files n-way into a new file ``output`` (the GIL is released meanwhile).
+
+    Every key (highest cycle) must exist in every input with the same class; each key is merged
+    with one call of its class's merge function, trees are concatenated into the matching
+    directory, directories recurse. ``exclude`` names top-level keys to skip. ``compression`` is
+    ROOT's algorithm*100+level (-1: ROOT's default). ``threads`` read inputs in parallel (0: one
+    per available CPU, at most 8). ``log`` receives progress lines.
+    """
+
+def root_version() -> str:
+    """Version of ROOT the core runs with, e.g. "6.40.00"."""

@@ -1,0 +1,1 @@
+"""Platforms that run the services: a real OSCAR cluster and the embedded local one."""

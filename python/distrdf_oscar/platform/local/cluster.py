@@ -1,0 +1,248 @@
+"""The handle on the local platform, used from the user's process."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any, Self
+
+MODES = ("cold", "warm")
+
+# The directory that holds the ``distrdf_oscar`` package: the platform process
+# and its functions import from it even when it is not installed.
+_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+
+class LocalPlatform:
+    """An OSCAR-compatible cluster with MinIO-like storage, on this machine, in one child process.
+
+    Drive it exactly as a real cluster: with ``oscar-python`` against
+    :attr:`oscar_endpoint` (basic auth :attr:`oscar_user` / :attr:`oscar_password`)
+    and with ``minio.Minio(s3_endpoint, s3_access_key, s3_secret_key, secure=s3_secure)``.
+
+    Args:
+        workers: CPU slots. An invocation occupies its service's ``cpu`` request
+            (default 1) and starts only when the free slots cover it.
+        mode: ``"cold"`` (a fresh ``bash`` per invocation, like OSCAR's Kubernetes
+            Jobs) or ``"warm"`` (one pre-started process per slot with ROOT imported
+            runs the Python entry point named by a service's ``DRO_ENTRYPOINT``).
+        startup_delay: seconds added to every invocation before it runs (emulated
+            container start), for experiments.
+        bucket_hint: a bucket to create at start-up.
+        workdir: where the platform's private temporary directory is created
+            (default: the system's temporary directory).
+        log_level: logging level of the platform process (its log goes to stderr).
+        start_timeout: seconds to wait for the platform to be ready (default 60,
+            300 in warm mode where every worker imports ROOT).
+        headroom: CPU capacity beyond ``workers`` that only sub-core requests can
+            use together with full slots (a node's spare fraction), so a light
+            coordinator does not take a whole slot from the mappers.
+    """
+
+    cluster_id = "local"
+    oscar_user = "oscar"
+    s3_secure = False
+    s3_region = "us-east-1"
+
+    def __init__(
+        self,
+        workers: int = 2,
+        mode: str = "cold",
+        startup_delay: float = 0.0,
+        bucket_hint: str | None = None,
+        workdir: str | None = None,
+        log_level: str | int = "WARNING",
+        start_timeout: float | None = None,
+        headroom: float = 0.0,
+    ) -> None:
+        if int(workers) != workers or workers < 1:
+            raise ValueError(f"workers must be a positive integer, got {workers!r}")
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if startup_delay < 0:
+            raise ValueError("startup_delay must not be negative")
+        if headroom < 0:
+            raise ValueError("headroom must not be negative")
+        self.workers = int(workers)
+        self.headroom = float(headroom)
+        self.mode = mode
+        self.startup_delay = float(startup_delay)
+        self.bucket_hint = bucket_hint
+        self.workdir = workdir
+        self.log_level = log_level if isinstance(log_level, str) else logging.getLevelName(log_level)
+        self.start_timeout = (
+            start_timeout if start_timeout is not None else (300.0 if mode == "warm" else 60.0)
+        )
+        self._proc: subprocess.Popen[bytes] | None = None
+        self.tmpdir: str | None = None
+        self.pid: int | None = None
+        self.oscar_endpoint: str | None = None
+        self.oscar_password: str | None = None
+        self.s3_endpoint: str | None = None
+        self.s3_access_key: str | None = None
+        self.s3_secret_key: str | None = None
+
+    # -- life cycle ----------------------------------------------------------------
+
+    def start(self) -> LocalPlatform:
+        if self._proc is not None:
+            raise RuntimeError("the local platform is already running")
+        self.tmpdir = tempfile.mkdtemp(prefix="distrdf-oscar-local-", dir=self.workdir)
+        password = secrets.token_urlsafe(24)
+        access_key = "dro" + secrets.token_hex(8)
+        secret_key = secrets.token_urlsafe(30)
+        config = {
+            "workdir": self.tmpdir,
+            "package_root": _PACKAGE_ROOT,
+            "workers": self.workers,
+            "capacity": self.workers + self.headroom,
+            "mode": self.mode,
+            "startup_delay": self.startup_delay,
+            "bucket_hint": self.bucket_hint,
+            "log_level": self.log_level,
+            "oscar_user": self.oscar_user,
+            "oscar_password": password,
+            "s3_access_key": access_key,
+            "s3_secret_key": secret_key,
+        }
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH", "")) if p)
+        # Own session: a Ctrl-C meant for the user's process does not hit the
+        # platform half-way; stop() (or our exit, which closes its stdin) ends it.
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "distrdf_oscar.platform.local"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            cwd=self.tmpdir,
+            env=env,
+            start_new_session=True,
+        )
+        try:
+            assert self._proc.stdin is not None
+            # Credentials travel on the pipe, never on a command line.
+            self._proc.stdin.write(json.dumps(config).encode() + b"\n")
+            self._proc.stdin.flush()
+            ready = self._read_ready()
+        except BaseException:  # Ctrl-C during start-up too: leave nothing behind
+            self.stop()
+            raise
+        self.pid = ready["pid"]
+        self.oscar_endpoint = f"http://127.0.0.1:{ready['oscar_port']}"
+        self.oscar_password = password
+        self.s3_endpoint = f"127.0.0.1:{ready['s3_port']}"
+        self.s3_access_key = access_key
+        self.s3_secret_key = secret_key
+        return self
+
+    def _read_ready(self) -> dict[str, Any]:
+        assert self._proc is not None
+        assert self._proc.stdout is not None
+        stdout = self._proc.stdout
+        deadline = time.monotonic() + self.start_timeout
+        buffer = b""
+        with selectors.DefaultSelector() as selector:
+            selector.register(stdout, selectors.EVENT_READ)
+            while b"\n" not in buffer:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"the local platform was not ready within {self.start_timeout:.0f} s")
+                if selector.select(remaining):
+                    chunk = os.read(stdout.fileno(), 4096)
+                    if not chunk:
+                        raise RuntimeError(
+                            f"the local platform exited during start-up (code {self._proc.wait()}); see its log on stderr"
+                        )
+                    buffer += chunk
+        ready = json.loads(buffer.split(b"\n", 1)[0])
+        if not ready.get("ready"):
+            raise RuntimeError(f"the local platform failed to start: {ready.get('error')}")
+        return ready
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """Stop everything the platform started and remove its directory; safe to call twice."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            try:
+                assert proc.stdin is not None
+                proc.stdin.write(b"stop\n")
+                proc.stdin.close()
+            except (BrokenPipeError, OSError):
+                pass
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                _kill_session(proc)
+            if proc.stdout is not None:
+                proc.stdout.close()
+        if self.tmpdir is not None:
+            shutil.rmtree(self.tmpdir, ignore_errors=True)
+        self.pid = None
+        self.oscar_endpoint = self.s3_endpoint = None
+        self.oscar_password = self.s3_access_key = self.s3_secret_key = None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = f"oscar={self.oscar_endpoint} s3={self.s3_endpoint}" if self.running else "stopped"
+        return f"<LocalPlatform workers={self.workers} mode={self.mode} {state}>"
+
+    # -- conveniences ----------------------------------------------------------------
+
+    def oscar_options(self) -> dict[str, Any]:
+        """The options ``oscar_python.client.Client`` takes for this cluster."""
+        self._require_running()
+        return {
+            "cluster_id": self.cluster_id,
+            "endpoint": self.oscar_endpoint,
+            "user": self.oscar_user,
+            "password": self.oscar_password,
+            "ssl": False,
+        }
+
+    def minio_client(self) -> Any:
+        """A ``minio.Minio`` client for the platform's object store."""
+        self._require_running()
+        from minio import Minio
+
+        return Minio(
+            self.s3_endpoint,
+            access_key=self.s3_access_key,
+            secret_key=self.s3_secret_key,
+            secure=self.s3_secure,
+            region=self.s3_region,
+        )
+
+    def _require_running(self) -> None:
+        if not self.running:
+            raise RuntimeError("the local platform is not running (call start())")
+
+
+def _kill_session(proc: subprocess.Popen[bytes]) -> None:
+    """Last resort when the platform does not stop by itself: its whole process group."""
+    for sig, wait in ((signal.SIGTERM, 3.0), (signal.SIGKILL, None)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(timeout=wait)
+            break
+        except subprocess.TimeoutExpired:
+            continue

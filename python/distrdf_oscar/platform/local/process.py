@@ -1,0 +1,153 @@
+"""The platform process: S3 server, OSCAR API, trigger poller and runner, started and stopped together.
+
+Started by :class:`~distrdf_oscar.platform.local.cluster.LocalPlatform` as
+``python -m distrdf_oscar.platform.local``. Protocol on its standard streams:
+the first stdin line is the JSON configuration (credentials included, so they
+never appear on a command line); when ready, one JSON line goes to stdout;
+``stop`` on stdin, stdin reaching EOF (the parent died) or SIGTERM shut
+everything down and remove the platform's directory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+import threading
+from typing import Any
+
+from .s3server import S3Server
+
+log = logging.getLogger("distrdf_oscar.platform.local")
+
+WARM_START_TIMEOUT = 300.0
+
+
+def _base_env(package_root: str) -> dict[str, str]:
+    """The environment every function starts from: ours, with this interpreter and package first."""
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join(p for p in (os.path.dirname(sys.executable), env.get("PATH", "")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def _configure_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("[distrdf-oscar local %(levelname)s] %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    if root.level > logging.DEBUG:
+        # werkzeug logs every request at INFO: far too chatty with a poller and functions.
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+
+
+def _watch_stdin(stop: threading.Event) -> None:
+    for line in sys.stdin:
+        if line.strip() == "stop":
+            break
+    stop.set()  # "stop", or EOF because the parent is gone
+
+
+def run(config: dict[str, Any]) -> int:
+    workdir = config["workdir"]
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    debug = config.get("log_level", "WARNING").upper() == "DEBUG"
+
+    # moto needs about a second to import: start it first, from this thread and
+    # before any other thread exists, and overlap its start with ours.
+    s3 = S3Server(log_path=os.path.join(workdir, "moto.log") if debug else None)
+    s3.launch()
+
+    # Imported here, not at the top, so that these imports overlap moto's start.
+    from .api import ApiContext, ApiServer, create_app
+    from .jobs import JobStore
+    from .runner import WARM, Runner
+    from .services import ServiceRegistry
+    from .storage import StorageCredentials, ensure_bucket
+    from .triggers import TriggerPoller
+    from .warm import WarmPool
+
+    base_env = _base_env(config["package_root"])
+    pool = WarmPool(config["workers"], config["package_root"], base_env) if config["mode"] == WARM else None
+    server = poller = runner = None
+    try:
+        s3.wait_ready()
+        storage = StorageCredentials(s3.endpoint, config["s3_access_key"], config["s3_secret_key"])
+        client = storage.client()
+        if config.get("bucket_hint"):
+            ensure_bucket(client, config["bucket_hint"])
+        registry = ServiceRegistry(os.path.join(workdir, "services"), storage)
+        store = JobStore(os.path.join(workdir, "logs"))
+        runner = Runner(
+            capacity=config["capacity"],
+            mode=config["mode"],
+            store=store,
+            client=client,
+            jobs_dir=os.path.join(workdir, "jobs"),
+            base_env=base_env,
+            config_path=registry.config_path,
+            warm_pool=pool,
+            startup_delay=config.get("startup_delay", 0.0),
+        )
+
+        def submit_by_name(name: str, body: bytes) -> None:
+            service = registry.get(name)
+            if service is not None:
+                runner.submit(service, body)
+
+        poller = TriggerPoller(registry, client, submit_by_name, access_key=storage.access_key)
+
+        def service_deleted(name: str) -> None:
+            poller.drop_service(name)
+            store.remove_many(name, only_succeeded=False)
+
+        ctx = ApiContext(
+            user=config["oscar_user"],
+            password=config["oscar_password"],
+            registry=registry,
+            store=store,
+            minio_provider=storage.provider(),
+            submit=runner.submit,
+            service_changed=poller.sync_service,
+            service_deleted=service_deleted,
+            capacity=float(config["capacity"]),
+        )
+        server = ApiServer(create_app(ctx))
+        server.start()
+        poller.start()
+        if pool is not None and not pool.wait_ready(WARM_START_TIMEOUT):
+            raise RuntimeError("warm workers failed to start (see the log above)")
+
+        ready = {"ready": True, "pid": os.getpid(), "oscar_port": server.port, "s3_port": s3.port}
+        sys.stdout.write(json.dumps(ready) + "\n")
+        sys.stdout.flush()
+        threading.Thread(target=_watch_stdin, args=(stop,), name="stdin-watch", daemon=True).start()
+        log.info("local platform ready: OSCAR API on port %d, S3 on port %d", server.port, s3.port)
+        stop.wait()
+        return 0
+    except Exception as err:  # reported to the parent, which raises it
+        log.exception("local platform failed")
+        sys.stdout.write(json.dumps({"ready": False, "error": str(err)}) + "\n")
+        sys.stdout.flush()
+        return 1
+    finally:
+        log.info("stopping the local platform")
+        for part in (poller, server, runner, pool):
+            if part is not None:
+                try:
+                    part.stop()
+                except Exception:  # keep tearing the rest down
+                    log.exception("error stopping %s", type(part).__name__)
+        s3.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def main() -> int:
+    config = json.loads(sys.stdin.readline())
+    _configure_logging(config.get("log_level", "WARNING"))
+    return run(config)

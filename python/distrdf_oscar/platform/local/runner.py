@@ -1,0 +1,238 @@
+"""The function runner: schedules invocations on CPU slots and executes them cold or warm.
+
+Scheduling follows Kubernetes' rule of requests: the cluster has ``capacity``
+CPUs (the platform's ``workers``) and a job starts only when the free capacity
+covers its service's ``cpu`` request. Jobs start in submission order (FIFO: a
+job that does not fit yet holds back the ones behind it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from minio import Minio
+
+from .jobs import FAILED, SUCCEEDED, Job, JobStore
+from .supervisor import Invocation
+from .validation import parse_cpu
+from .warm import ENTRYPOINT_VARIABLE, WarmPool, WarmWorker, WorkerDied
+
+log = logging.getLogger(__name__)
+
+COLD = "cold"
+WARM = "warm"
+
+
+def _kill_group(pid: int, proc: subprocess.Popen[bytes] | None = None, grace: float = 1.0) -> None:
+    """SIGTERM a process group, then SIGKILL what is left (as Kubernetes stops a pod)."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    if proc is not None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=grace)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+class Runner:
+    def __init__(
+        self,
+        *,
+        capacity: float,
+        mode: str,
+        store: JobStore,
+        client: Minio,
+        jobs_dir: str,
+        base_env: dict[str, str],
+        config_path: Callable[[str], str],
+        warm_pool: WarmPool | None = None,
+        startup_delay: float = 0.0,
+    ) -> None:
+        self.capacity = float(capacity)
+        self.mode = mode
+        self._store = store
+        self._client = client
+        self._jobs_dir = jobs_dir
+        self._base_env = base_env
+        self._config_path = config_path
+        self._pool = warm_pool
+        self._startup_delay = startup_delay
+        self._cond = threading.Condition()
+        self._queue: deque[Job] = deque()
+        self._free = self.capacity
+        self._killers: dict[str, Callable[[], None]] = {}
+        self._threads: set[threading.Thread] = set()
+        self._stopping = threading.Event()
+        self._dispatcher = threading.Thread(target=self._dispatch, name="runner-dispatch", daemon=True)
+        self._dispatcher.start()
+
+    # -- submission and cancellation --------------------------------------------
+
+    def submit(self, service: dict[str, Any], body: bytes) -> Job:
+        cpu = parse_cpu(service["cpu"])
+        if cpu > self.capacity:
+            # Kubernetes would leave such a pod pending forever; run it alone instead.
+            log.warning(
+                "service %s requests %s CPUs, more than the %s available", service["name"], cpu, self.capacity
+            )
+            cpu = self.capacity
+        job = self._store.new(service, body, cpu)
+        job.cancel = lambda: self._cancel(job)
+        with self._cond:
+            self._queue.append(job)
+            self._cond.notify_all()
+        log.debug("job %s queued", job.name)
+        return job
+
+    def _cancel(self, job: Job) -> None:
+        job.cancelled = True
+        with self._cond:
+            killer = self._killers.get(job.name)
+            self._cond.notify_all()
+        if killer is not None:
+            killer()
+
+    # -- scheduling --------------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        with self._cond:
+            while True:
+                while not self._stopping.is_set() and not self._head_ready():
+                    self._cond.wait()
+                if self._stopping.is_set():
+                    return
+                job = self._queue.popleft()
+                if job.cancelled:
+                    job.mark_finished(FAILED)
+                    continue
+                self._free -= job.cpu
+                thread = threading.Thread(target=self._run, args=(job,), name=f"job-{job.name}", daemon=True)
+                self._threads.add(thread)
+                thread.start()
+
+    def _head_ready(self) -> bool:
+        if not self._queue:
+            return False
+        head = self._queue[0]
+        return head.cancelled or head.cpu <= self._free + 1e-9
+
+    def _run(self, job: Job) -> None:
+        try:
+            self._execute(job)
+        finally:
+            with self._cond:
+                self._free += job.cpu
+                self._killers.pop(job.name, None)
+                self._threads.discard(threading.current_thread())
+                self._cond.notify_all()
+
+    # -- execution ---------------------------------------------------------------
+
+    def _execute(self, job: Job) -> None:
+        invocation = Invocation(
+            job, self._client, self._jobs_dir, self._base_env, self._config_path(job.service_name)
+        )
+        try:
+            if self._startup_delay > 0:
+                # Like a container being created: the slot is taken, the job still Pending.
+                job.log(f"Emulated start-up delay of {self._startup_delay} s")
+                if self._stopping.wait(self._startup_delay):
+                    raise RuntimeError("platform stopping")
+            if job.cancelled:
+                raise RuntimeError("job deleted before it started")
+            job.mark_running()
+            env = invocation.prepare()
+            entrypoint = job.service["environment"]["variables"].get(ENTRYPOINT_VARIABLE, "")
+            worker = self._pool.acquire() if (self.mode == WARM and entrypoint and self._pool) else None
+            if worker is not None:
+                self._run_warm(job, worker, entrypoint, env, invocation)
+            else:
+                if self.mode == WARM and entrypoint:
+                    job.log("No idle warm worker: running the script cold")
+                self._run_cold(job, env, invocation)
+            if job.cancelled:
+                raise RuntimeError("job deleted while running")
+            invocation.upload_outputs()
+            job.mark_finished(SUCCEEDED)
+        except Exception as err:  # noqa: BLE001 - any failure fails this job only
+            job.log(f"ERROR: {err}")
+            job.mark_finished(FAILED)
+            log.info("job %s failed: %s", job.name, err)
+        finally:
+            invocation.cleanup()
+
+    def _run_cold(self, job: Job, env: dict[str, str], invocation: Invocation) -> None:
+        script = os.path.join(invocation.dir, "script.sh")
+        with open(script, "w", encoding="utf-8") as handle:
+            handle.write(job.service["script"])
+        job.log(f"Running the script with bash (cold start, job {job.name})")
+        with open(job.log_path, "ab") as out:
+            # Own session: the whole group can be killed, like a pod's processes.
+            proc = subprocess.Popen(
+                ["bash", script],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=invocation.work_dir,
+                env=env,
+                start_new_session=True,
+            )
+        self._set_killer(job, lambda: _kill_group(proc.pid, proc))
+        code = proc.wait()
+        # The container ends with its main process: background children go too.
+        _kill_group(proc.pid)
+        job.log(f"Script exited with code {code} (ignored, as OSCAR's supervisor does)")
+
+    def _run_warm(
+        self, job: Job, worker: WarmWorker, entrypoint: str, env: dict[str, str], invocation: Invocation
+    ) -> None:
+        assert self._pool is not None
+        job.log(f"Calling {entrypoint} in warm worker {worker.pid} (job {job.name})")
+        self._set_killer(job, worker.kill)
+        task = {"entrypoint": entrypoint, "env": env, "cwd": invocation.work_dir, "log": job.log_path}
+        try:
+            result = worker.call(task)
+        except WorkerDied:
+            self._pool.replace(worker)
+            raise
+        # Forget the killer before the worker can serve another job.
+        self._set_killer(job, None)
+        self._pool.release(worker)
+        job.log(f"Entry point {result['outcome']} (ignored, as OSCAR's supervisor ignores exit codes)")
+
+    def _set_killer(self, job: Job, killer: Callable[[], None] | None) -> None:
+        with self._cond:
+            if killer is None:
+                self._killers.pop(job.name, None)
+                return
+            self._killers[job.name] = killer
+        if job.cancelled or self._stopping.is_set():
+            killer()
+
+    # -- shutdown ----------------------------------------------------------------
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Kill every running function and wait for the job threads to end."""
+        with self._cond:
+            self._stopping.set()
+            for job in self._queue:
+                job.cancelled = True
+            self._queue.clear()
+            killers = list(self._killers.values())
+            threads = list(self._threads)
+            self._cond.notify_all()
+        for killer in killers:
+            killer()
+        self._dispatcher.join(timeout)
+        for thread in threads:
+            thread.join(timeout)

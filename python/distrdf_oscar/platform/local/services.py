@@ -1,0 +1,152 @@
+"""The service registry: definitions, tokens, storage provisioning and per-service function files."""
+
+from __future__ import annotations
+
+import copy
+import os
+import secrets
+import shutil
+import threading
+from typing import Any
+
+import yaml
+
+from .storage import StorageCredentials, provision_path
+from .validation import ServiceError, split_path, validate_service
+
+CONFIG_FILE = "function_config.yaml"  # OSCAR mounts it at /oscar/config/function_config.yaml
+SCRIPT_FILE = "script.sh"  # and the script beside it at /oscar/config/script.sh
+
+
+def _write_private(path: str, text: str) -> None:
+    # Atomic replace: a running bash keeps reading the old inode, and a
+    # function never sees a half-written config.
+    tmp = f"{path}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+class ServiceRegistry:
+    """Thread-safe store of the deployed services (the API server's and the runner's view)."""
+
+    def __init__(self, root_dir: str, storage: StorageCredentials, cluster_id: str = "local") -> None:
+        self._root = root_dir
+        self._storage = storage
+        self._cluster_id = cluster_id
+        self._client = storage.client()
+        self._lock = threading.RLock()
+        self._services: dict[str, dict[str, Any]] = {}
+
+    # -- queries ------------------------------------------------------------
+
+    def get(self, name: str) -> dict[str, Any] | None:
+        """The full definition, secrets included (for the runner); a copy."""
+        with self._lock:
+            service = self._services.get(name)
+            return copy.deepcopy(service) if service else None
+
+    def public(self, name: str) -> dict[str, Any] | None:
+        """The definition as ``GET /system/services/NAME`` shows it (secret values and keys hidden)."""
+        service = self.get(name)
+        if service is None:
+            return None
+        service["environment"]["secrets"] = dict.fromkeys(service["environment"]["secrets"], "")
+        default = service["storage_providers"]["minio"]["default"]
+        default.update(access_key="hidden", secret_key="hidden")
+        return service
+
+    def names(self) -> list[str]:
+        with self._lock:
+            return sorted(self._services)
+
+    def token_matches(self, name: str, token: str) -> bool:
+        with self._lock:
+            service = self._services.get(name)
+            return service is not None and secrets.compare_digest(service["token"], token)
+
+    def input_watches(self, name: str) -> list[tuple[str, str]]:
+        """(bucket, key prefix) pairs whose new objects invoke service ``name``."""
+        with self._lock:
+            service = self._services.get(name)
+            inputs = service["input"] if service else []
+        watches = []
+        for item in inputs:
+            bucket, folder = split_path(item["path"])
+            watches.append((bucket, folder + "/"))
+        return watches
+
+    def config_path(self, name: str) -> str:
+        return os.path.join(self._root, name, CONFIG_FILE)
+
+    def script_path(self, name: str) -> str:
+        return os.path.join(self._root, name, SCRIPT_FILE)
+
+    # -- changes ------------------------------------------------------------
+
+    def create(self, payload: Any) -> dict[str, Any]:
+        service = validate_service(payload)
+        name = service["name"]
+        with self._lock:
+            if name in self._services:
+                raise ServiceError(409, "A service with the provided name already exists")
+            service["token"] = secrets.token_hex(32)  # 64 hex characters, as OSCAR's tokens
+            self._complete(service)
+            self._provision(service)
+            self._write_files(service)
+            self._services[name] = service
+        return self.public(name)  # type: ignore[return-value]
+
+    def update(self, payload: Any) -> dict[str, Any]:
+        service = validate_service(payload)
+        name = service["name"]
+        with self._lock:
+            old = self._services.get(name)
+            if old is None:
+                raise ServiceError(404, f"Service '{name}' not found")
+            service["token"] = old["token"]
+            # A definition read back from GET has blanked secrets; an empty value
+            # keeps the stored one instead of wiping it.
+            old_secrets = old["environment"]["secrets"]
+            for key, value in service["environment"]["secrets"].items():
+                if value == "" and key in old_secrets:
+                    service["environment"]["secrets"][key] = old_secrets[key]
+            self._complete(service)
+            self._provision(service)
+            self._write_files(service)
+            self._services[name] = service
+        return self.public(name)  # type: ignore[return-value]
+
+    def delete(self, name: str) -> None:
+        """Forget the service; its buckets and objects stay (OSCAR would remove the buckets)."""
+        with self._lock:
+            if self._services.pop(name, None) is None:
+                raise ServiceError(404, f"Service '{name}' not found")
+            shutil.rmtree(os.path.join(self._root, name), ignore_errors=True)
+
+    # -- helpers ------------------------------------------------------------
+
+    def _complete(self, service: dict[str, Any]) -> None:
+        service["cluster_id"] = service.get("cluster_id") or self._cluster_id
+        providers = copy.deepcopy(service.get("storage_providers") or {})
+        minio = providers.get("minio") if isinstance(providers.get("minio"), dict) else {}
+        minio["default"] = self._storage.provider()
+        providers["minio"] = minio
+        service["storage_providers"] = providers
+
+    def _provision(self, service: dict[str, Any]) -> None:
+        try:
+            for item in service["input"] + service["output"]:
+                provision_path(self._client, item["path"])
+        except Exception as err:  # any storage failure is the API's 500
+            raise ServiceError(500, f"Error creating the service's buckets: {err}") from err
+
+    def _write_files(self, service: dict[str, Any]) -> None:
+        directory = os.path.join(self._root, service["name"])
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        fdl = copy.deepcopy(service)
+        fdl.pop("script", None)  # OSCAR keeps the script in script.sh, not in the YAML
+        fdl["environment"]["secrets"] = dict.fromkeys(fdl["environment"]["secrets"], "")
+        _write_private(os.path.join(directory, CONFIG_FILE), yaml.safe_dump(fdl, sort_keys=True))
+        _write_private(os.path.join(directory, SCRIPT_FILE), service["script"])

@@ -1,0 +1,233 @@
+"""Warm workers: pre-started processes with ROOT imported that call a service's Python entry point.
+
+A service opts in with the environment variable ``DRO_ENTRYPOINT=module:function``
+(the function takes no arguments; its cold ``script`` must call the same
+function). The worker runs the call with the invocation's environment, cwd and
+``TMP*`` directories in place, its fds 1 and 2 redirected into the job's log
+(so C++ output is captured too), and restores its own state afterwards.
+
+Run as ``python -m distrdf_oscar.platform.local.warm FD``: FD is this end of a
+socket pair to the platform, carrying pickled dicts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import importlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import traceback
+import warnings
+from multiprocessing.connection import Connection
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+ENTRYPOINT_VARIABLE = "DRO_ENTRYPOINT"
+
+
+class WorkerDied(RuntimeError):
+    """The worker process ended during a call (a crash, or it was killed)."""
+
+
+# -- inside the worker process -------------------------------------------------
+
+
+def _flush_all() -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # C stdio buffers (printf from C++) would otherwise be flushed into
+    # whatever fd 1 is after the call.
+    ctypes.CDLL(None).fflush(None)
+
+
+def _call(task: dict[str, Any]) -> dict[str, Any]:
+    saved_env = dict(os.environ)
+    saved_cwd = os.getcwd()
+    saved_path = list(sys.path)
+    log_fd = os.open(task["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    _flush_all()
+    saved_fds = os.dup(1), os.dup(2)
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
+    outcome = "returned"
+    try:
+        os.environ.clear()
+        os.environ.update(task["env"])
+        extra = [p for p in task["env"].get("PYTHONPATH", "").split(os.pathsep) if p and p not in sys.path]
+        sys.path[:0] = extra
+        os.chdir(task["cwd"])
+        tempfile.tempdir = None  # re-read TMPDIR, which points into the invocation
+        module_name, _, function_name = task["entrypoint"].partition(":")
+        function = getattr(importlib.import_module(module_name), function_name)
+        function()
+    except SystemExit as exc:
+        outcome = f"exited with {exc.code!r}"
+    except BaseException:  # noqa: BLE001 - the supervisor ignores failures; the log keeps them
+        traceback.print_exc()
+        outcome = "raised an exception"
+    finally:
+        _flush_all()
+        os.dup2(saved_fds[0], 1)
+        os.dup2(saved_fds[1], 2)
+        for fd in saved_fds:
+            os.close(fd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+        os.chdir(saved_cwd)
+        sys.path[:] = saved_path
+        tempfile.tempdir = None
+        _reset_root()
+    return {"outcome": outcome}
+
+
+def _reset_root() -> None:
+    # A function may leave gDirectory pointing at one of its files.
+    root = sys.modules.get("ROOT")
+    if root is not None:
+        root.gROOT.cd()
+
+
+def worker_main(fd: int) -> None:
+    conn = Connection(fd)
+    # The wheel's "alpha stage" notice would land on the platform's stderr once
+    # per worker; cold functions still show it in their own logs.
+    warnings.filterwarnings("ignore", message=r"\s*This distribution of ROOT is in alpha stage")
+    import ROOT
+
+    ROOT.gROOT.SetBatch(True)
+    conn.send({"ready": True, "pid": os.getpid()})
+    while True:
+        try:
+            task = conn.recv()
+        except (EOFError, OSError):
+            return  # the platform is gone
+        conn.send(_call(task))
+
+
+# -- inside the platform process -----------------------------------------------
+
+
+class WarmWorker:
+    """The platform's handle on one worker process."""
+
+    def __init__(self, package_root: str, env: dict[str, str]) -> None:
+        import socket
+
+        ours, theirs = socket.socketpair()
+        self._conn = Connection(os.dup(ours.fileno()))
+        ours.close()
+        child_env = dict(env)
+        child_env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
+        # Own session: killing the group also ends whatever a function started.
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", __name__, str(theirs.fileno())],
+            pass_fds=[theirs.fileno()],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            env=child_env,
+            start_new_session=True,
+        )
+        theirs.close()
+        self.pid = self.proc.pid
+        self.ready = threading.Event()
+        self.failed = False
+
+    def wait_ready(self) -> None:
+        """Block until ROOT is imported in the worker (called on a background thread)."""
+        try:
+            message = self._conn.recv()
+            if not message.get("ready"):
+                raise WorkerDied("unexpected first message")
+        except (EOFError, OSError, WorkerDied):
+            self.failed = True
+            log.error("warm worker %d failed to start (exit code %s)", self.pid, self.proc.poll())
+        self.ready.set()
+
+    def call(self, task: dict[str, Any]) -> dict[str, Any]:
+        try:
+            self._conn.send(task)
+            return self._conn.recv()
+        except (EOFError, OSError) as err:
+            raise WorkerDied(f"warm worker {self.pid} died (exit code {self.proc.wait()})") from err
+
+    def kill(self) -> None:
+        """SIGKILL the worker's process group: a warm worker has nothing to save."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
+        self.proc.wait()
+        self._conn.close()
+
+
+class WarmPool:
+    """``size`` warm workers; a dead one is replaced in the background."""
+
+    def __init__(self, size: int, package_root: str, env: dict[str, str]) -> None:
+        self._package_root = package_root
+        self._env = env
+        self._lock = threading.Lock()
+        self._idle: list[WarmWorker] = []
+        self._all: list[WarmWorker] = []
+        self._stopped = False
+        for _ in range(size):
+            self._add()
+
+    def _add(self) -> None:
+        worker = WarmWorker(self._package_root, self._env)
+        with self._lock:
+            self._all.append(worker)
+        thread = threading.Thread(
+            target=self._on_ready, args=(worker,), name=f"warm-{worker.pid}", daemon=True
+        )
+        thread.start()
+
+    def _on_ready(self, worker: WarmWorker) -> None:
+        worker.wait_ready()
+        with self._lock:
+            if worker.failed or self._stopped:
+                return
+            self._idle.append(worker)
+            self._idle.sort(key=lambda w: w.pid)
+
+    def wait_ready(self, timeout: float) -> bool:
+        with self._lock:
+            workers = list(self._all)
+        return all(w.ready.wait(timeout) for w in workers) and not any(w.failed for w in workers)
+
+    def acquire(self) -> WarmWorker | None:
+        with self._lock:
+            return self._idle.pop(0) if self._idle else None
+
+    def release(self, worker: WarmWorker) -> None:
+        with self._lock:
+            if not self._stopped:
+                self._idle.append(worker)
+                self._idle.sort(key=lambda w: w.pid)
+
+    def replace(self, worker: WarmWorker) -> None:
+        """Discard a dead (or killed) worker and start another in its place."""
+        worker.kill()
+        with self._lock:
+            if worker in self._all:
+                self._all.remove(worker)
+            if self._stopped:
+                return
+        self._add()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+            workers, self._all, self._idle = list(self._all), [], []
+        for worker in workers:
+            worker.kill()
+
+
+if __name__ == "__main__":
+    worker_main(int(sys.argv[1]))

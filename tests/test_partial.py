@@ -1,0 +1,148 @@
+"""Partial-result format: TaskResults -> files -> n-way merge -> read back == pairwise DistRDF reduction."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+
+import ROOT
+from compare import assert_same_value
+from distrdf_oscar import partial
+from inprocess import InProcessBackend
+from ROOT._distrdf.Backends.Base import distrdf_reducer
+
+
+def book_everything(df):
+    df = df.Define("x", "Muon_pt.size() > 0 ? double(Muon_pt[0]) : -1.0").Define("w", "0.5 + nMuon")
+    df = df.Define("i", "int(nMuon)")
+    varied = df.Vary("x", "ROOT::RVecD{x * 0.9, x * 1.1}", ["down", "up"], "scale")
+    return [
+        df.Count(), df.Sum("x"), df.Sum("i"), df.Mean("x"), df.Min("x"), df.Max("i"), df.StdDev("x"),
+        df.Stats("x", "w"),
+        df.Histo1D(("h1", "h1", 100, 0, 50), "x", "w"),
+        df.Histo2D(("h2", "h2", 20, 0, 50, 5, 0, 5), "x", "i"),
+        df.Histo3D(("h3", "h3", 10, 0, 50, 5, 0, 5, 4, 0, 4), "x", "i", "w"),
+        df.HistoND(("hn", "hn", 2, [10, 5], [0.0, 0.0], [50.0, 5.0]), ["x", "i"]),
+        df.HistoNSparseD(("hs", "hs", 2, [10, 5], [0.0, 0.0], [50.0, 5.0]), ["x", "i"]),
+        df.Profile1D(("p1", "p1", 20, 0, 50), "x", "w"),
+        df.Profile2D(("p2", "p2", 10, 0, 50, 5, 0, 5), "x", "i", "w"),
+        df.Filter("nMuon == 3").Graph("x", "w"),
+        df.Filter("nMuon == 3").GraphAsymmErrors("x", "w", "w", "w", "w", "w"),
+        df.Filter("nMuon == 4").AsNumpy(["x", "i"], lazy=True),
+        varied.Histo1D(("hv", "hv", 50, 0, 50), "x"),
+    ]
+
+
+def values(results):
+    out = []
+    for r in results:
+        v = r.GetValue()
+        out.append(v if not hasattr(v, "Clone") else v.Clone())
+    return out
+
+
+@pytest.fixture(scope="module")
+def mapped(dimuon_files, tmp_path_factory):
+    """Four real mapper TaskResults over disjoint entry ranges, written as partial files."""
+    backend = InProcessBackend(npartitions=4)
+    actions = book_everything(backend.make_dataframe("Events", dimuon_files))
+    # DistRDF prunes graph nodes nobody references: keep the variations proxy alive.
+    variations = ROOT.RDF.Distributed.VariationsFor(actions[-1])
+    actions[0].GetValue()
+    assert list(variations.GetKeys()) == ["nominal", "scale:down", "scale:up"]
+    workdir = tmp_path_factory.mktemp("partials")
+    paths = []
+    for index, result in enumerate(backend.fresh_results()):
+        path = str(workdir / f"p{index}.root")
+        partial.write_partial(path, result, job_id="jtest", ranges=[(index, index + 1)])
+        paths.append(path)
+    return backend, paths, workdir
+
+
+def test_native_slots_for_mergeables_with_native_form(mapped):
+    backend, paths, _ = mapped
+    meta = partial.read_meta(paths[0])
+    kinds = [slot["kind"] for slot in meta.slots]
+    # Count, Sum x2, Mean, Min, Max, StdDev, Stats, 10 histograms/graphs, AsNumpy, the nominal varied
+    # histogram, then the VariationsFor action DistRDF appends to the graph
+    assert kinds == ["scalar", "scalar", "scalar", "fallback", "scalar", "scalar", "fallback"] + ["object"] * 10 + \
+        ["fallback", "object", "variations"]
+    assert meta.ranges == [(0, 1)] and meta.job_id == "jtest" and meta.format == partial.FORMAT_VERSION
+
+
+def test_nway_merge_equals_pairwise_distrdf_reduction(mapped):
+    backend, paths, workdir = mapped
+    merged_path = str(workdir / "merged.root")
+    meta = partial.merge_partials(merged_path, paths)
+    assert meta.ranges == [(0, 1), (1, 2), (2, 3), (3, 4)]
+    merged, _ = partial.read_partial(merged_path)
+
+    pairwise = backend.fresh_results()
+    reference = pairwise[0]
+    for other in pairwise[1:]:
+        reference = distrdf_reducer(reference, other)
+
+    assert merged.entries_in_trees.processed_entries == reference.entries_in_trees.processed_entries
+    assert merged.entries_in_trees.trees_with_entries == reference.entries_in_trees.trees_with_entries
+    assert len(merged.mergeables) == len(reference.mergeables)
+    for index, (got, want) in enumerate(zip(merged.mergeables, reference.mergeables)):
+        if hasattr(want, "GetKeys"):
+            assert list(got.GetKeys()) == list(want.GetKeys())
+            for key in want.GetKeys():
+                assert_same_value(got.GetVariation(key), want.GetVariation(key), f"slot {index} [{key}]")
+        else:
+            assert_same_value(got.GetValue(), want.GetValue(), f"slot {index}")
+
+
+def test_merged_partial_matches_single_process(mapped, dimuon_files):
+    _, paths, workdir = mapped
+    merged_path = str(workdir / "merged_sp.root")
+    partial.merge_partials(merged_path, paths)
+    merged, _ = partial.read_partial(merged_path)
+    local = book_everything(ROOT.RDataFrame("Events", dimuon_files))
+    expected = values(local)
+    for index, (got, want) in enumerate(zip(merged.mergeables[:-1], expected[:-1])):
+        assert_same_value(got.GetValue(), want, f"slot {index}")
+    nominal = local[-1].GetValue()
+    assert_same_value(merged.mergeables[-1].GetVariation("nominal"), nominal, "varied nominal")
+
+
+def test_partial_is_much_smaller_than_pickled_taskresult(mapped):
+    import os
+
+    backend, paths, _ = mapped
+    pickled = len(backend.task_results[0])
+    assert os.path.getsize(paths[0]) < pickled
+
+
+def test_mismatched_jobs_are_refused(mapped, tmp_path):
+    backend, paths, _ = mapped
+    other = str(tmp_path / "other.root")
+    partial.write_partial(other, backend.fresh_results()[1], job_id="jother", ranges=[(1, 2)])
+    with pytest.raises(partial.PartialFormatError, match="belongs to job jother"):
+        partial.merge_partials(str(tmp_path / "out.root"), [paths[0], other])
+
+
+def test_not_a_partial_is_refused(tmp_path):
+    path = str(tmp_path / "plain.root")
+    f = ROOT.TFile(path, "RECREATE")
+    ROOT.TH1D("h", "h", 1, 0, 1).Write()
+    f.Close()
+    with pytest.raises(partial.PartialFormatError, match="not a distrdf-oscar partial"):
+        partial.read_meta(path)
+
+
+def test_empty_task_result_only_carries_bookkeeping(mapped, tmp_path):
+    from ROOT._distrdf.Backends.Base import TaskResult
+    from ROOT._distrdf.Ranges import TaskTreeEntries
+
+    backend, paths, _ = mapped
+    empty = str(tmp_path / "empty.root")
+    partial.write_partial(empty, TaskResult(None, TaskTreeEntries(0, {})), job_id="jtest", ranges=[(4, 5)])
+    out = str(tmp_path / "out.root")
+    partial.merge_partials(out, [paths[0], empty])
+    merged, meta = partial.read_partial(out)
+    assert meta.ranges == [(0, 1), (4, 5)]
+    reference = pickle.loads(backend.task_results[0])
+    assert merged.mergeables[0].GetValue() == reference.mergeables[0].GetValue()
