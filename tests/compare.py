@@ -51,23 +51,20 @@ def sparse_bins(h) -> dict[tuple, tuple[float, float]]:
     out = {}
     coords = np.zeros(h.GetNdimensions(), dtype=np.int32)
     for i in range(h.GetNbins()):
+        # The (Long64_t, Int_t*) overload: (const Int_t*) alone would take i as a pointer.
         content = h.GetBinContent(i, coords)
         out[tuple(int(c) for c in coords)] = (content, h.GetBinError2(i))
     return out
 
 
 def assert_same_thn(h, ref, what: str = "THn") -> None:
+    """Dense THn and THnSparse alike: every stored bin by its coordinates (a sparse one stores the filled ones)."""
     assert h.ClassName() == ref.ClassName(), what
-    if h.InheritsFrom("THnSparse"):
-        a, b = sparse_bins(h), sparse_bins(ref)
-        assert a.keys() == b.keys(), f"{what}: filled bins differ"
-        for key in a:
-            assert_close(a[key][0], b[key][0], f"{what}: bin {key}")
-            assert_close(a[key][1], b[key][1], f"{what}: error2 {key}")
-    else:
-        assert h.GetNbins() == ref.GetNbins()
-        for i in range(h.GetNbins()):
-            assert_close(h.GetBinContent(i), ref.GetBinContent(i), f"{what}: bin {i}")
+    a, b = sparse_bins(h), sparse_bins(ref)
+    assert a.keys() == b.keys(), f"{what}: stored bins differ"
+    for key in a:
+        assert_close(a[key][0], b[key][0], f"{what}: bin {key}")
+        assert_close(a[key][1], b[key][1], f"{what}: error2 {key}")
     assert_close(h.GetEntries(), ref.GetEntries(), f"{what}: entries")
 
 

@@ -57,6 +57,7 @@ class OSCARExecutor:
         self.auto_deploy = auto_deploy
         self.options = JobOptions(poll_interval=poll_interval, stall_timeout=stall_timeout, progress=progress)
         self._storage: Storage | None = None
+        self.last_job: Job | None = None  # the most recent job, for its timeline
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -117,6 +118,7 @@ class OSCARExecutor:
         chosen = plan.resolve(reduction or self.reduction)
         chosen.describe(len(ranges))  # reject a plan that does not fit before anything is written
         job = Job(self.storage, chosen, self.options)
+        self.last_job = job
         return job.run(ranges, mapper, files, on_partial=on_partial)
 
 

@@ -65,6 +65,8 @@ class Job:
         self.reduction = reduction
         self.options = options
         self.keys = layout.JobKeys(layout.new_job_id())
+        # Wall-clock observations (epoch seconds), for the benchmarks' tail measurements.
+        self.timeline: dict[str, float] = {}
 
     @property
     def job_id(self) -> str:
@@ -145,6 +147,8 @@ class Job:
             while True:
                 self._raise_remote_errors()
                 if self.storage.exists(self.keys.result):
+                    self.timeline["result_seen"] = time.time()
+                    self._record_last_mapper(job_plan)
                     bar.update(bar.total - bar.n)
                     return
                 mappers, reductions, seen = self._progress_counts(job_plan)
@@ -166,6 +170,13 @@ class Job:
                 time.sleep(self.options.poll_interval)
         finally:
             bar.close()
+
+    def _record_last_mapper(self, job_plan: dict[str, Any]) -> None:
+        folder = layout.PARTIALS if job_plan["mode"] == "coordinated" else layout.TREE_PARTIALS
+        times = [t for k, t in self.storage.modified(self.keys.prefix(folder)).items()
+                 if (iv := layout.parse_interval(k)) is not None and iv[1] - iv[0] == 1]
+        if times:
+            self.timeline["last_mapper"] = max(times)
 
     def _mapper_partials(self, job_plan: dict[str, Any]) -> list[str]:
         folder = layout.PARTIALS if job_plan["mode"] == "coordinated" else layout.TREE_PARTIALS
@@ -200,6 +211,7 @@ class Job:
             on_partial: Callable[[Any], None] | None = None):
         """Run the job to completion and return the merged DistRDF ``TaskResult``."""
         job_plan = self._describe_plan(len(ranges))
+        self.timeline["submitted"] = time.time()
         try:
             self._submit(ranges, mapper, files, job_plan)
             self._wait(job_plan, on_partial)

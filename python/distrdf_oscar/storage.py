@@ -141,6 +141,14 @@ class Storage:
         except Exception as exc:  # noqa: BLE001
             raise self._fail("listing", prefix, exc) from exc
 
+    def modified(self, prefix: str) -> dict[str, float]:
+        """Keys under ``prefix`` with their last-modified time (epoch seconds, server clock)."""
+        try:
+            return {o.object_name: o.last_modified.timestamp()
+                    for o in self.client.list_objects(self.bucket, prefix=prefix, recursive=True)}
+        except Exception as exc:  # noqa: BLE001
+            raise self._fail("listing", prefix, exc) from exc
+
     def iter_prefixes(self, prefix: str = "") -> Iterator[str]:
         """Top-level "folders" directly under ``prefix``."""
         try:

@@ -46,15 +46,32 @@ def _distribute(storage, keys: layout.JobKeys, payload: dict) -> None:
                     Utils.distribute_shared_libraries([path])
 
 
-def _prepare_snapshot_dirs(mapper) -> None:
-    """Snapshot writes ``<stem>_<range>.root`` where the user asked: make its folder exist here."""
+def _operations(mapper) -> list:
     graph = mapper.keywords["computation_graph_callable"].args[0]
-    for node in graph.values():
-        operation = getattr(node, "operation", None)
-        if operation is not None and operation.name == "Snapshot" and len(operation.args) > 1:
+    return [node.operation for node in graph.values() if getattr(node, "operation", None) is not None]
+
+
+_CACHED_GRAPHS = 8
+
+
+def _prepare(mapper, current_range) -> None:
+    from ROOT._distrdf import _graph_cache
+
+    # A warm worker keeps each job's jitted graph for its next ranges; bound that cache.
+    for registry in (_graph_cache._ACTIONS_REGISTER, _graph_cache._RDF_REGISTER):
+        while len(registry) >= _CACHED_GRAPHS and current_range.exec_id not in registry:
+            registry.pop(next(iter(registry)))
+    for operation in _operations(mapper):
+        if operation.name == "Snapshot" and len(operation.args) > 1:
+            # Snapshot writes <stem>_<range>.root where the user asked: make its folder exist here.
             folder = os.path.dirname(str(operation.args[1]))
             if folder:
                 os.makedirs(folder, exist_ok=True)
+        elif operation.name == "Report":
+            # ROOT 6.40 aborts when it clones a Report action for a second range in the
+            # same process (RNodeBase::GetVariedFilter): build that graph afresh instead.
+            _graph_cache._ACTIONS_REGISTER.pop(current_range.exec_id, None)
+            _graph_cache._RDF_REGISTER.pop(current_range.exec_id, None)
 
 
 def _upload_snapshots(storage, keys: layout.JobKeys, result, range_id: int) -> None:
@@ -74,8 +91,8 @@ def run(ctx: context.FunctionContext, trigger: dict) -> None:
     payload = _payload(ctx.storage, trigger["payload"])
     _distribute(ctx.storage, keys, payload)
     mapper = payload["mapper"]
-    _prepare_snapshot_dirs(mapper)
     current_range = cloudpickle.loads(base64.b64decode(trigger["range"]))
+    _prepare(mapper, current_range)
     result = mapper(current_range)
     _upload_snapshots(ctx.storage, keys, result, trigger["range_id"])
     path = ctx.scratch("partial.root")

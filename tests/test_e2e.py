@@ -1,0 +1,342 @@
+"""End to end on the embedded platform: every DistRDF operation vs single-process RDataFrame.
+
+Each job books many actions in one graph, because every job pays function
+start-up and JIT; the matrix covers reductions x npartitions x start modes x
+data sources without running the full cross product in cold mode.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+
+import ROOT
+import distrdf_oscar as dro
+from compare import assert_same_value
+
+REDUCTIONS = {
+    "tree2": dro.TreeReduction(fan_in=2),
+    "tree4": dro.TreeReduction(fan_in=4),
+    "coordinated": dro.CoordinatedReduction(),
+}
+
+
+def book_all(df):
+    """Every DistRDF action and most transformations, on columns any dimuon dataset has."""
+    df = df.Define("x", "Muon_pt.size() > 0 ? double(Muon_pt[0]) : -1.0").Define("w", "0.5 + nMuon")
+    df = df.Define("i", "int(nMuon)").Alias("n_alias", "nMuon").Redefine("w", "w * 2")
+    sel = df.Filter("n_alias >= 1", "at least one muon")
+    varied = df.Vary("x", "ROOT::RVecD{x * 0.9, x * 1.1}", ["down", "up"], "scale")
+    return [
+        df.Count(), sel.Count(), df.Sum("x"), df.Sum("i"), df.Mean("x"), df.Min("x"), df.Max("i"),
+        df.StdDev("x"), df.Stats("x", "w"),
+        sel.Histo1D(("h1", "h1", 100, 0, 50), "x", "w"),
+        df.Histo2D(("h2", "h2", 20, 0, 50, 5, 0, 5), "x", "i"),
+        df.Histo3D(("h3", "h3", 10, 0, 50, 5, 0, 5, 4, 0, 4), "x", "i", "w"),
+        df.HistoND(("hn", "hn", 2, [10, 5], [0.0, 0.0], [50.0, 5.0]), ["x", "i"]),
+        df.HistoNSparseD(("hs", "hs", 2, [10, 5], [0.0, 0.0], [50.0, 5.0]), ["x", "i"]),
+        df.Profile1D(("p1", "p1", 20, 0, 50), "x", "w"),
+        df.Profile2D(("p2", "p2", 10, 0, 50, 5, 0, 5), "x", "i", "w"),
+        df.Filter("nMuon == 3").Graph("x", "w"),
+        df.Filter("nMuon == 3").GraphAsymmErrors("x", "w", "w", "w", "w", "w"),
+        df.Filter("nMuon == 4").AsNumpy(["x", "i"], lazy=True),
+        varied.Histo1D(("hv", "hv", 50, 0, 50), "x"),
+    ]
+
+
+def values(results):
+    out = []
+    for r in results:
+        v = r.GetValue()
+        out.append(v.Clone() if hasattr(v, "Clone") else v)
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference(dimuon_files):
+    return values(book_all(ROOT.RDataFrame("Events", dimuon_files)))
+
+
+def bucket_keys(executor) -> list[str]:
+    return [k for k in executor.storage.list("") if not k.endswith("/")]
+
+
+def job_keys(executor) -> list[str]:
+    from distrdf_oscar import layout
+
+    return [k for k in bucket_keys(executor) if layout.job_of_key(k)]
+
+
+# --- the matrix --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("npartitions", [1, 2, 7, 16])
+@pytest.mark.parametrize("reduction", list(REDUCTIONS))
+def test_ttree_all_actions_warm(warm_cluster, dimuon_files, reference, reduction, npartitions):
+    executor = warm_cluster.executor(reduction=REDUCTIONS[reduction], progress=False)
+    df = ROOT.RDataFrame("Events", dimuon_files, executor=executor, npartitions=npartitions)
+    _check_all(df, reference, dimuon_files)
+    assert job_keys(executor) == []
+
+
+@pytest.mark.parametrize("reduction,npartitions", [("tree2", 7), ("tree4", 2), ("coordinated", 7),
+                                                   ("tree2", 1), ("coordinated", 16)])
+def test_ttree_all_actions_cold(cold_cluster, dimuon_files, reference, reduction, npartitions):
+    executor = cold_cluster.executor(reduction=REDUCTIONS[reduction], progress=False)
+    df = ROOT.RDataFrame("Events", dimuon_files, executor=executor, npartitions=npartitions)
+    _check_all(df, reference, dimuon_files)
+    assert job_keys(executor) == []
+
+
+def _check_all(df, expected, files):
+    actions = book_all(df)
+    variations = ROOT.RDF.Distributed.VariationsFor(actions[-1])
+    got = values(actions)
+    for index, (g, e) in enumerate(zip(got, expected)):
+        assert_same_value(g, e, f"action {index}")
+    local = ROOT.RDF.Experimental.VariationsFor(book_all(ROOT.RDataFrame("Events", files))[-1])
+    assert sorted(variations.GetKeys()) == sorted(str(k) for k in local.GetKeys())
+    for key in local.GetKeys():
+        assert_same_value(variations[str(key)], local[key], f"variation {key}")
+
+
+@pytest.mark.parametrize("mode", ["warm", "cold"])
+@pytest.mark.parametrize("reduction,npartitions", [("tree2", 16), ("coordinated", 7), ("tree4", 1)])
+def test_empty_source_all_actions(request, mode, reduction, npartitions):
+    cluster = request.getfixturevalue(f"{mode}_cluster")
+    if mode == "cold" and npartitions == 16:
+        npartitions = 5  # cold functions cost seconds each; the warm run covers 16
+    executor = cluster.executor(reduction=REDUCTIONS[reduction], progress=False)
+
+    def build(df):
+        df = df.Define("x", "double(rdfentry_ % 97) * 0.5").Define("i", "int(rdfentry_ % 5)")
+        df = df.Define("w", "1.0 + (rdfentry_ % 3)")
+        return [df.Count(), df.Sum("x"), df.Mean("x"), df.StdDev("x"), df.Min("i"), df.Max("x"),
+                df.Histo1D(("e1", "e1", 50, 0, 50), "x", "w"), df.Profile1D(("ep", "ep", 10, 0, 50), "x", "w"),
+                df.Histo2D(("e2", "e2", 10, 0, 50, 5, 0, 5), "x", "i"), df.Graph("x", "w"),
+                df.Filter("i == 2").AsNumpy(["x"], lazy=True)]
+
+    got = values(build(ROOT.RDataFrame(10_000, executor=executor, npartitions=npartitions)))
+    expected = values(build(ROOT.RDataFrame(10_000)))
+    for index, (g, e) in enumerate(zip(got, expected)):
+        assert_same_value(g, e, f"action {index}")
+
+
+# --- features --------------------------------------------------------------------------------------
+
+def test_default_npartitions_is_cluster_concurrency(warm_cluster, dimuon_files):
+    executor = warm_cluster.executor(progress=False)
+    df = ROOT.RDataFrame("Events", dimuon_files, executor=executor)
+    count = df.Count()
+    assert count.GetValue() == ROOT.RDataFrame("Events", dimuon_files).Count().GetValue()
+    assert df._headnode.npartitions == warm_cluster.workers
+
+
+def test_report_and_filters_on_missing_columns(warm_cluster, tmp_path):
+    # One file with an "extra" column, one without: FilterAvailable/FilterMissing/DefaultValueFor.
+    paths = []
+    for index, with_extra in enumerate((True, False)):
+        path = str(tmp_path / f"part{index}.root")
+        df = ROOT.RDataFrame(500).Define("x", f"double(rdfentry_ + {index * 500})")
+        columns = ["x"]
+        if with_extra:
+            df = df.Define("extra", "int(rdfentry_ % 7)")
+            columns.append("extra")
+        df.Snapshot("T", path, columns)
+        paths.append(path)
+
+    def build(df):
+        return [df.FilterAvailable("extra").Count(), df.FilterMissing("extra").Count(),
+                df.DefaultValueFor("extra", 100).Sum("extra"),
+                df.Filter("x > 100", "x cut").Filter("x < 900", "x window").Count()]
+
+    executor = warm_cluster.executor(progress=False)
+    for npartitions in (1, 3):
+        dist = ROOT.RDataFrame("T", paths, executor=executor, npartitions=npartitions)
+        got = values(build(dist))
+        expected = values(build(ROOT.RDataFrame("T", paths)))
+        assert got == expected
+        report = dist.Filter("x > 100", "x cut").Filter("x < 900", "x window").Report()
+        cuts = {cut.GetName(): (cut.GetPass(), cut.GetAll()) for cut in report.GetValue()}
+        assert cuts == {"x cut": (899, 1000), "x window": (799, 899)}
+
+
+def test_friend_trees(warm_cluster, dimuon_files, tmp_path):
+    friends = []
+    for index, path in enumerate(dimuon_files):
+        n = ROOT.RDataFrame("Events", path).Count().GetValue()
+        friend = str(tmp_path / f"friend{index}.root")
+        ROOT.RDataFrame(n).Define("weight", f"0.5 + (rdfentry_ % 4) + {index}").Snapshot("Friends", friend, ["weight"])
+        friends.append(friend)
+
+    def chain():
+        main, friend = ROOT.TChain("Events"), ROOT.TChain("Friends")
+        for path in dimuon_files:
+            main.Add(path)
+        for path in friends:
+            friend.Add(path)
+        main.AddFriend(friend)
+        return main, friend
+
+    def build(df):
+        return [df.Sum("Friends.weight"), df.Histo1D(("fw", "fw", 20, 0, 10), "Friends.weight", "nMuon")]
+
+    main, friend = chain()
+    dist = ROOT.RDataFrame(main, executor=warm_cluster.executor(progress=False), npartitions=4)
+    got = values(build(dist))
+    main2, friend2 = chain()
+    expected = values(build(ROOT.RDataFrame(main2)))
+    for index, (g, e) in enumerate(zip(got, expected)):
+        assert_same_value(g, e, f"friend action {index}")
+
+
+def test_fromspec_and_define_per_sample(warm_cluster, dimuon_files, tmp_path):
+    spec = {
+        "samples": {
+            "first": {"trees": ["Events"], "files": dimuon_files[:1], "metadata": {"scale": 2.0}},
+            "rest": {"trees": ["Events"] * (len(dimuon_files) - 1), "files": dimuon_files[1:],
+                     "metadata": {"scale": 0.5}},
+        }
+    }
+    path = str(tmp_path / "spec.json")
+    with open(path, "w") as f:
+        json.dump(spec, f)
+
+    def build(df):
+        df = df.DefinePerSample("scale", 'rdfsampleinfo_.GetD("scale")').Define("sw", "scale * nMuon")
+        return [df.Sum("sw"), df.Histo1D(("sw", "sw", 20, 0, 10), "sw"), df.Count()]
+
+    executor = warm_cluster.executor(progress=False)
+    got = values(build(ROOT.RDF.Experimental.FromSpec(path, executor=executor, npartitions=4)))
+    expected = values(build(ROOT.RDF.Experimental.FromSpec(path)))
+    for index, (g, e) in enumerate(zip(got, expected)):
+        assert_same_value(g, e, f"spec action {index}")
+
+
+def test_rungraphs_concurrent_jobs_do_not_interfere(warm_cluster, dimuon_files):
+    executors = [warm_cluster.executor(reduction=r, progress=False)
+                 for r in (dro.TreeReduction(2), dro.CoordinatedReduction(), dro.TreeReduction(4))]
+    histos, expected = [], []
+    for index, executor in enumerate(executors):
+        cut = f"nMuon >= {index}"
+        df = ROOT.RDataFrame("Events", dimuon_files, executor=executor, npartitions=3 + index)
+        histos.append(df.Filter(cut).Histo1D(("r", "r", 30, 0, 30), "Muon_pt"))
+        expected.append(ROOT.RDataFrame("Events", dimuon_files).Filter(cut).Histo1D(("r", "r", 30, 0, 30),
+                                                                                     "Muon_pt").GetValue())
+    assert ROOT.RDF.RunGraphs(histos) == 3
+    for got, want in zip(histos, expected):
+        assert_same_value(got.GetValue(), want, "RunGraphs histogram")
+    assert job_keys(executors[0]) == []
+
+
+def test_snapshot_lands_where_asked(warm_cluster, dimuon_files, tmp_path):
+    executor = warm_cluster.executor(progress=False)
+    df = ROOT.RDataFrame("Events", dimuon_files, executor=executor, npartitions=3)
+    target = tmp_path / "snaps" / "snap.root"
+    snapshot = df.Define("x", "nMuon * 2").Filter("nMuon > 1").Snapshot("Skim", str(target), ["nMuon", "x"])
+    written = sorted(p.name for p in (tmp_path / "snaps").iterdir())
+    assert written == [f"snap_{i}.root" for i in range(3)]
+    expected = ROOT.RDataFrame("Events", dimuon_files).Filter("nMuon > 1").Count().GetValue()
+    assert ROOT.RDataFrame("Skim", [str(tmp_path / "snaps" / n) for n in written]).Count().GetValue() == expected
+    # The snapshot is itself a distributed dataframe on the same executor.
+    assert snapshot.Sum("x").GetValue() == 2 * ROOT.RDataFrame("Events", dimuon_files).Filter(
+        "nMuon > 1").Sum("nMuon").GetValue()
+    assert job_keys(executor) == []
+
+
+@pytest.fixture
+def restore_distributed_state():
+    """DistRDF keeps distributed files and code on its base class: undo for later tests."""
+    from ROOT._distrdf.Backends.Base import BaseBackend
+
+    saved = {name: set(getattr(BaseBackend, name)) for name in ("headers", "files", "pcms", "shared_libraries")}
+    initialization = BaseBackend.initialization
+    yield
+    for name, value in saved.items():
+        setattr(BaseBackend, name, value)
+    BaseBackend.initialization = initialization
+
+
+def test_distributed_code_headers_libraries_files_and_initialize(warm_cluster, dimuon_files, tmp_path,
+                                                                 restore_distributed_state):
+    header = tmp_path / "dro_triple.h"
+    header.write_text("#pragma once\nint dro_triple(int x);\n")
+    source = tmp_path / "dro_triple.cxx"
+    source.write_text('extern "C++" int dro_triple(int x) { return 3 * x; }\n')
+    library = tmp_path / "libdrotriple.so"
+    subprocess.run(["g++", "-shared", "-fPIC", "-o", str(library), str(source)], check=True)
+    data = tmp_path / "offset.txt"
+    data.write_text("7\n")
+    ROOT.RDF.Distributed.DistributeSharedLibs(str(library))
+    ROOT.RDF.Distributed.DistributeHeaders(str(header))
+    ROOT.RDF.Distributed.DistributeFiles(str(data))
+    ROOT.RDF.Distributed.DistributeCppCode("int dro_add_offset(int x) { return x + 100; }")
+    # A lambda travels by value (cloudpickle), as a user's notebook function would.
+    ROOT.RDF.Distributed.initialize(lambda: ROOT.gInterpreter.Declare("int dro_init_value() { return 5; }"))
+    ROOT.RDF.Distributed.DistributeCppCode(
+        '#include <fstream>\nint dro_read_offset_remote() { std::ifstream f("offset.txt"); int v = -1; f >> v; return v; }')
+
+    executor = warm_cluster.executor(progress=False)
+    df = ROOT.RDataFrame("Events", dimuon_files, executor=executor, npartitions=3)
+    df = df.Define("t", "dro_triple(nMuon) + dro_add_offset(0) + dro_init_value() + dro_read_offset_remote()")
+    got = df.Sum("t").GetValue()
+    n = ROOT.RDataFrame("Events", dimuon_files)
+    expected = 3 * n.Sum("nMuon").GetValue() + (100 + 5 + 7) * n.Count().GetValue()
+    assert got == expected
+
+
+def test_live_visualize_draws_partials(warm_cluster, dimuon_files):
+    executor = warm_cluster.executor(progress=False)
+    df = ROOT.RDataFrame("Events", dimuon_files, executor=executor, npartitions=4)
+    histo = df.Histo1D(("live", "live", 40, 0, 40), "Muon_pt")
+    seen = []
+    ROOT.RDF.Distributed.LiveVisualize({histo: lambda h: seen.append(h.GetEntries())})
+    final = histo.GetValue()
+    expected = ROOT.RDataFrame("Events", dimuon_files).Histo1D(("live", "live", 40, 0, 40), "Muon_pt").GetValue()
+    assert_same_value(final, expected, "live histogram")
+    assert len(seen) >= 1 and seen == sorted(seen) and seen[-1] <= final.GetEntries()
+
+
+# --- failures ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", ["warm", "cold"])
+def test_remote_error_reaches_user_with_traceback(request, dimuon_files, mode):
+    cluster = request.getfixturevalue(f"{mode}_cluster")
+    executor = cluster.executor(progress=False)
+    df = ROOT.RDataFrame("Events", dimuon_files, executor=executor, npartitions=2)
+    with pytest.raises(dro.RemoteError, match="no_such_column") as info:
+        df.Define("y", "no_such_column * 2").Sum("y").GetValue()
+    assert "remote traceback" in str(info.value) and "mapper" in str(info.value)
+    assert job_keys(executor) == []
+
+
+def test_missing_input_file_is_reported(warm_cluster, dimuon_files, tmp_path):
+    executor = warm_cluster.executor(progress=False)
+    with pytest.raises(Exception, match="missing.root|does not exist|cannot open"):
+        ROOT.RDataFrame("Events", [dimuon_files[0], str(tmp_path / "missing.root")],
+                        executor=executor, npartitions=2).Count().GetValue()
+    assert job_keys(executor) == []
+
+
+def test_plan_not_covering_partials_fails_before_anything_runs(warm_cluster, dimuon_files):
+    executor = warm_cluster.executor(reduction=dro.CoordinatedReduction([6, 3]), progress=False)
+    before = bucket_keys(executor)
+    with pytest.raises(dro.PlanError, match="does not merge 4 partials exactly once"):
+        ROOT.RDataFrame("Events", dimuon_files, executor=executor, npartitions=4).Count().GetValue()
+    assert bucket_keys(executor) == before
+
+
+def test_clean_exit_leaves_no_process_or_tempdir(dimuon_files):
+    import tempfile
+
+    cluster = dro.LocalCluster(workers=1, mode="cold").start()
+    tmpdir, pid = cluster.platform.tmpdir, cluster.platform.pid
+    executor = cluster.executor(progress=False)
+    assert ROOT.RDataFrame(100, executor=executor, npartitions=1).Count().GetValue() == 100
+    cluster.close()
+    assert not os.path.exists(tmpdir)
+    assert not os.path.exists(f"/proc/{pid}")
+    leftovers = [p for p in os.listdir(tempfile.gettempdir()) if p.startswith("dro-")]
+    assert leftovers == []
