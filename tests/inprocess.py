@@ -19,12 +19,22 @@ class InProcessBackend(Base.BaseBackend):
         self.task_results: list[bytes] = []  # pickled, because the reducer merges in place
 
     def ProcessAndMerge(self, ranges, mapper, reducer):
-        results = [mapper(r) for r in ranges]
+        results = [self._fresh_mapper(mapper, r) for r in ranges]
         self.task_results = [pickle.dumps(r) for r in results]
         merged = results[0]
         for other in results[1:]:
             merged = reducer(merged, other)
         return merged
+
+    @staticmethod
+    def _fresh_mapper(mapper, current_range):
+        # Each range in a fresh graph, as separate functions would run it (ROOT 6.40's cloned
+        # THn actions keep the previous range's entry count).
+        from ROOT._distrdf import _graph_cache
+
+        _graph_cache._ACTIONS_REGISTER.pop(current_range.exec_id, None)
+        _graph_cache._RDF_REGISTER.pop(current_range.exec_id, None)
+        return mapper(current_range)
 
     def fresh_results(self) -> list:
         return [pickle.loads(r) for r in self.task_results]

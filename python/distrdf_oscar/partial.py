@@ -21,6 +21,8 @@ FORMAT_VERSION = 1
 META_DIR = "distrdf_oscar"
 META_KEY = "meta"
 FILE_TITLE = "distrdf-oscar partial result"
+# LZ4: partials are about as small as with zlib and read about twice as fast.
+COMPRESSION = 404
 
 _MERGEABLE_NS = "ROOT::Detail::RDF::"
 # Objects of these classes have an n-way Merge(TCollection*) in ROOT.
@@ -155,7 +157,7 @@ def write_partial(path: str, task_result, *, job_id: str, ranges: Sequence[tuple
     ROOT = _root()
     entries = task_result.entries_in_trees
     slots = None if task_result.mergeables is None else []
-    out = ROOT.TFile.Open(path, "RECREATE", FILE_TITLE)
+    out = ROOT.TFile.Open(path, "RECREATE", FILE_TITLE, COMPRESSION)
     if not out or out.IsZombie():
         raise OSError(f"cannot create partial file {path}")
     try:
@@ -261,7 +263,7 @@ def merge_partials(output: str, inputs: Sequence[str]) -> PartialMeta:
     meta = _merged_meta(metas, inputs)
     with_values = [p for p, m in zip(inputs, metas) if m.slots is not None]
     if with_values:
-        _core.merge_files(output, list(with_values), exclude=[META_DIR], overwrite=True)
+        _core.merge_files(output, list(with_values), exclude=[META_DIR], overwrite=True, compression=COMPRESSION)
         mode = "UPDATE"
     else:
         mode = "RECREATE"
@@ -269,7 +271,7 @@ def merge_partials(output: str, inputs: Sequence[str]) -> PartialMeta:
     for index, slot in enumerate(meta.slots or []):
         if slot["kind"] == "fallback":
             fallbacks[f"slot_{index:04d}"] = _merge_fallback(ROOT, with_values, f"slot_{index:04d}")
-    out = ROOT.TFile.Open(output, mode, FILE_TITLE)
+    out = ROOT.TFile.Open(output, mode, FILE_TITLE, COMPRESSION)
     if not out or out.IsZombie():
         raise OSError(f"cannot write merged partial {output}")
     try:

@@ -52,6 +52,7 @@ def _operations(mapper) -> list:
 
 
 _CACHED_GRAPHS = 8
+_NOT_CLONEABLE = ("Report", "HistoND", "HistoNSparseD")
 
 
 def _prepare(mapper, current_range) -> None:
@@ -67,9 +68,10 @@ def _prepare(mapper, current_range) -> None:
             folder = os.path.dirname(str(operation.args[1]))
             if folder:
                 os.makedirs(folder, exist_ok=True)
-        elif operation.name == "Report":
-            # ROOT 6.40 aborts when it clones a Report action for a second range in the
-            # same process (RNodeBase::GetVariedFilter): build that graph afresh instead.
+        elif operation.name in _NOT_CLONEABLE:
+            # DistRDF clones a graph's actions for the next range in the same process; ROOT 6.40
+            # aborts cloning Report (RNodeBase::GetVariedFilter) and leaves a cloned THn's entry
+            # count from the previous range. Build such graphs afresh, as a cold function would.
             _graph_cache._ACTIONS_REGISTER.pop(current_range.exec_id, None)
             _graph_cache._RDF_REGISTER.pop(current_range.exec_id, None)
 

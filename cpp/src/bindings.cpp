@@ -1,0 +1,92 @@
+// Python module distrdf_oscar._core: the native n-way merge.
+#include "distrdf_oscar/merge.hpp"
+
+#include <pybind11/functional.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+#include <pybind11/stl/filesystem.h>
+
+#include <TROOT.h>
+
+#include <filesystem>
+#include <optional>
+
+namespace py = pybind11;
+
+namespace {
+
+std::vector<std::string> to_strings(const std::vector<std::filesystem::path> &paths)
+{
+   std::vector<std::string> out;
+   out.reserve(paths.size());
+   for (const auto &p : paths)
+      out.push_back(p.string());
+   return out;
+}
+
+py::dict merge_files(const std::filesystem::path &output, const std::vector<std::filesystem::path> &inputs,
+                     std::vector<std::string> exclude, bool overwrite, int compression, int threads,
+                     std::optional<std::function<void(const std::string &)>> log)
+{
+   dro::MergeOptions opts;
+   opts.exclude = std::move(exclude);
+   opts.overwrite = overwrite;
+   opts.compression = compression;
+   opts.threads = threads;
+   if (log)
+      // pybind11's wrapper takes the GIL around each call into Python.
+      opts.log = std::move(*log);
+   const std::vector<std::string> urls = to_strings(inputs);
+
+   dro::MergeSummary s;
+   {
+      py::gil_scoped_release nogil;
+      s = dro::merge_files(output.string(), urls, opts);
+   }
+   py::dict d;
+   d["inputs"] = s.inputs;
+   d["objects"] = s.objects;
+   d["trees"] = s.trees;
+   d["directories"] = s.directories;
+   d["excluded"] = s.excluded;
+   d["tree_entries"] = s.tree_entries;
+   d["output_bytes"] = s.output_bytes;
+   d["seconds"] = s.seconds;
+   return d;
+}
+
+} // namespace
+
+PYBIND11_MODULE(_core, m)
+{
+   m.doc() = "Native n-way merge of ROOT files (distrdf-oscar's C++ core).";
+
+   // PyROOT shares this process and merges may run from several Python threads.
+   ROOT::EnableThreadSafety();
+
+   PYBIND11_CONSTINIT static py::gil_safe_call_once_and_store<py::object> merge_error;
+   merge_error.call_once_and_store_result(
+      [&] { return py::object(py::exception<dro::MergeError>(m, "MergeError", PyExc_RuntimeError)); });
+   py::register_exception_translator([](std::exception_ptr p) {
+      try {
+         if (p)
+            std::rethrow_exception(p);
+      } catch (const dro::MergeError &e) {
+         const py::object &type = merge_error.get_stored();
+         py::object err = type(e.what());
+         err.attr("kind") = dro::to_string(e.kind());
+         PyErr_SetObject(type.ptr(), err.ptr());
+      }
+   });
+
+   m.def("merge_files", &merge_files, py::arg("output"), py::arg("inputs"), py::kw_only(),
+         py::arg_v("exclude", std::vector<std::string>{}, "()"), py::arg("overwrite") = false, py::arg("compression") = -1,
+         py::arg("threads") = 0, py::arg("log") = py::none(),
+         R"doc(Merge ROOT files n-way into a new file ``output`` and return a summary dict.
+
+Every key (highest cycle) must exist in every input with the same class; each key is merged with one
+call of its class's merge function, trees are concatenated, directories recurse. Top-level keys named
+in ``exclude`` are skipped. Raises MergeError (``kind``: "input", "mismatch", "output" or "write");
+the partial output is removed. The GIL is released while merging.)doc");
+   m.def("root_version", &dro::root_version, "ROOT version the core runs with, e.g. '6.40.00'.");
+}
