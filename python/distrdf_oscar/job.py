@@ -205,7 +205,10 @@ class Job:
                     self.storage.get_file(uploaded[os.path.basename(path)], path)
 
     def cleanup(self) -> int:
-        return sum(self.storage.delete_prefix(prefix) for prefix in self.keys.all_prefixes())
+        """Delete the job's objects, the manifest first: a function that publishes after
+        this point sees the manifest gone and withdraws its object (services/context.py)."""
+        self.storage.delete([self.keys.manifest])
+        return 1 + sum(self.storage.delete_prefix(prefix) for prefix in self.keys.all_prefixes())
 
     def run(self, ranges: Sequence[Any], mapper: Callable, files: JobFiles,
             on_partial: Callable[[Any], None] | None = None):

@@ -10,7 +10,7 @@ def main() -> int:
     ctx = context.current()
     batch = ctx.read_input_json()
     try:
-        merge_keys(ctx, batch["inputs"], batch["output"])
+        merge_keys(ctx, batch["job"], batch["inputs"], batch["output"])
     except BaseException as exc:  # noqa: BLE001 - every failure must reach the client
         ctx.report_error(batch["job"], f"batch-{batch['index']:04d}", exc)
         return 1

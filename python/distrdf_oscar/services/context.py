@@ -26,12 +26,24 @@ class FunctionContext:
         """A local path for a file this invocation produces."""
         return os.path.join(self.output_dir, name)
 
-    def publish(self, key: str, path: str) -> None:
-        """Upload a result ourselves rather than through the supervisor's outputs:
-        the upload's outcome is then known here, and a bare-bucket output (which
-        OSCAR >= 4.1 rewrites to a per-service bucket) is not needed."""
-        self.storage.put_file(key, path)
-        os.remove(path)
+    def publish(self, job_id: str, key: str, path: str | None = None, data: bytes | None = None) -> bool:
+        """Upload an object of a job ourselves rather than through the supervisor's outputs
+        (its outcome is known here, and no bare-bucket output, which OSCAR >= 4.1 rewrites
+        to a per-service bucket, is needed).
+
+        The client deletes a finished job's manifest before its other objects, so checking
+        the manifest *after* the upload and withdrawing the object if it is gone means no
+        object outlives its job. Returns whether the object stays.
+        """
+        if path is not None:
+            self.storage.put_file(key, path)
+            os.remove(path)
+        else:
+            self.storage.put_bytes(key, data or b"")
+        if self.storage.exists(layout.JobKeys(job_id).manifest):
+            return True
+        self.storage.delete([key])
+        return False
 
     def read_input_json(self) -> dict:
         with open(self.input_path) as f:
@@ -47,7 +59,7 @@ class FunctionContext:
             "traceback": "".join(traceback.format_exception(exc)),
         }
         print(marker["traceback"], file=sys.stderr, flush=True)
-        self.storage.put_bytes(layout.JobKeys(job_id).error(who), json.dumps(marker).encode())
+        self.publish(job_id, layout.JobKeys(job_id).error(who), data=json.dumps(marker).encode())
 
 
 def _triggering_key(bucket: str) -> str:

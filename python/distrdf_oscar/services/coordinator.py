@@ -35,7 +35,8 @@ def run(ctx: context.FunctionContext, job_plan: dict) -> None:
             last = launched == len(batches) - 1
             batch = {"job": keys.job_id, "index": launched, "inputs": take,
                      "output": keys.result if last else keys.batch_result(launched)}
-            ctx.storage.put_bytes(keys.batch(launched), json.dumps(batch).encode())
+            if not ctx.publish(keys.job_id, keys.batch(launched), data=json.dumps(batch).encode()):
+                return
             launched += 1
             continue
         if time.monotonic() > deadline:

@@ -76,30 +76,31 @@ def _prepare(mapper, current_range) -> None:
             _graph_cache._RDF_REGISTER.pop(current_range.exec_id, None)
 
 
-def _upload_snapshots(storage, keys: layout.JobKeys, result, range_id: int) -> None:
+def _upload_snapshots(ctx: context.FunctionContext, keys: layout.JobKeys, result, range_id: int) -> None:
     from ROOT._distrdf.PythonMergeables import SnapshotResult
 
     for mergeable in result.mergeables or []:
         if isinstance(mergeable, SnapshotResult):
             for path in mergeable.filenames:
-                storage.put_file(keys.snapshot_file(f"{range_id:06d}/{os.path.basename(path)}"), path)
-                os.remove(path)
+                ctx.publish(keys.job_id, keys.snapshot_file(f"{range_id:06d}/{os.path.basename(path)}"), path)
 
 
 def run(ctx: context.FunctionContext, trigger: dict) -> None:
     import cloudpickle
 
     keys = layout.JobKeys(trigger["job"])
+    if not ctx.storage.exists(keys.manifest):
+        return  # the job already ended (failed elsewhere, or interrupted): nothing to do
     payload = _payload(ctx.storage, trigger["payload"])
     _distribute(ctx.storage, keys, payload)
     mapper = payload["mapper"]
     current_range = cloudpickle.loads(base64.b64decode(trigger["range"]))
     _prepare(mapper, current_range)
     result = mapper(current_range)
-    _upload_snapshots(ctx.storage, keys, result, trigger["range_id"])
+    _upload_snapshots(ctx, keys, result, trigger["range_id"])
     path = ctx.scratch("partial.root")
     partial.write_partial(path, result, job_id=keys.job_id, ranges=[(trigger["range_id"], trigger["range_id"] + 1)])
-    ctx.publish(trigger["output"], path)
+    ctx.publish(keys.job_id, trigger["output"], path)
 
 
 def main() -> int:

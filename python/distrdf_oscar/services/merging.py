@@ -9,8 +9,11 @@ from .. import partial
 from . import context
 
 
-def merge_keys(ctx: context.FunctionContext, inputs: list[str], output_key: str) -> None:
-    """Merge the partials at ``inputs`` into the object ``output_key``."""
+def merge_keys(ctx: context.FunctionContext, job_id: str, inputs: list[str], output_key: str) -> None:
+    """Merge the partials at ``inputs`` into the object ``output_key``, unless a duplicate
+    invocation already did."""
+    if ctx.storage.exists(output_key):
+        return
     with tempfile.TemporaryDirectory(prefix="dro-merge-") as workdir:
         local = []
         for index, key in enumerate(inputs):
@@ -19,4 +22,4 @@ def merge_keys(ctx: context.FunctionContext, inputs: list[str], output_key: str)
             local.append(path)
         output = os.path.join(workdir, "merged.root")
         partial.merge_partials(output, local)
-        ctx.publish(output_key, output)
+        ctx.publish(job_id, output_key, output)

@@ -29,9 +29,9 @@ def run(ctx: context.FunctionContext) -> None:
     output = keys.result if is_root else keys.tree_partial(*interval)
     present = set(ctx.storage.list(keys.prefix(layout.TREE_PARTIALS)))
     members = [keys.tree_partial(*m) for m in group]
-    if not all(m in present for m in members) or output in present or ctx.storage.exists(output):
+    if not all(m in present for m in members) or output in present:
         return
-    merge_keys(ctx, members, output)
+    merge_keys(ctx, job_id, members, output)
 
 
 def main() -> int:
