@@ -13,11 +13,12 @@ import math
 import os
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
-
 import ROOT
+
 from compare import assert_same_graph, assert_same_hist, assert_same_statistic, assert_same_thn
 
 _core = pytest.importorskip("distrdf_oscar._core")
@@ -164,7 +165,7 @@ def dataset(tmp_path_factory):
     reference = _book(ROOT.RDF.AsRNode(df))
     reference["sum_x_tree"] = df.Sum("x")
     reference["h1d"].GetValue()  # one event loop runs every range and the reference
-    for path, results in zip(paths, partials):
+    for path, results in zip(paths, partials, strict=True):
         _write_partial(path, results)
     ref = {key: (r.GetValue() if key in ("sum_x", "count", "max_li", "min_li", "sum_i", "sum_x_tree")
                  else r.GetValue().Clone()) for key, r in reference.items()}
@@ -182,7 +183,8 @@ def merged(request, dataset):
     lines: list[str] = []
     summary = _core.merge_files(out, dataset["paths"], threads=request.param, log=lines.append)
     f = ROOT.TFile.Open(out)
-    assert f and not f.IsZombie()
+    assert f
+    assert not f.IsZombie()
     yield {"file": f, "summary": summary, "path": out, "log": lines}
     f.Close()
 
@@ -265,7 +267,8 @@ def test_statistic(merged, dataset):
     assert_same_statistic(s, ref)
     for name in ("GetW", "GetW2", "GetMean"):
         assert math.isclose(getattr(s, name)(), getattr(ref, name)(), rel_tol=REL), name
-    assert s.GetMin() == ref.GetMin() and s.GetMax() == ref.GetMax()
+    assert s.GetMin() == ref.GetMin()
+    assert s.GetMax() == ref.GetMax()
 
 
 def test_parameters_merge_by_their_mode(merged, dataset):
@@ -279,16 +282,17 @@ def test_parameters_merge_by_their_mode(merged, dataset):
     assert pmax.GetVal() == ref["max_li"]
     assert pmin.GetVal() == ref["min_li"]
     # Not trivially equal: the partials' maxima differ, and a sum would be far off.
-    assert len(set(dataset["per_partial_max"])) == K and max(dataset["per_partial_max"]) == ref["max_li"]
+    assert len(set(dataset["per_partial_max"])) == K
+    assert max(dataset["per_partial_max"]) == ref["max_li"]
 
 
 def test_parameter_mode_bits_are_kept(merged):
     f = merged["file"]
     P = ROOT.TParameter["Long64_t"]
     pmax, pmin, pcount = _get(f, "pmax"), _get(f, "pmin"), _get(f, "pcount")
-    assert pmax.TestBit(P.kMax) and not pmax.TestBit(P.kMin) and not pmax.TestBit(P.kMultiply)
-    assert pmin.TestBit(P.kMin) and not pmin.TestBit(P.kMax)
-    assert not pcount.TestBit(P.kMax) and not pcount.TestBit(P.kMin) and not pcount.TestBit(P.kMultiply)
+    assert (pmax.TestBit(P.kMax), pmax.TestBit(P.kMin), pmax.TestBit(P.kMultiply)) == (True, False, False)
+    assert (pmin.TestBit(P.kMax), pmin.TestBit(P.kMin), pmin.TestBit(P.kMultiply)) == (False, True, False)
+    assert (pcount.TestBit(P.kMax), pcount.TestBit(P.kMin), pcount.TestBit(P.kMultiply)) == (False, False, False)
     assert not _get(f, "psum").TestBit(ROOT.TParameter["double"].kMax)
 
 
@@ -304,13 +308,15 @@ def _tree_columns(tree) -> dict[str, np.ndarray]:
 
 def test_tree_is_concatenated(merged, dataset):
     tree = merged["file"].Get("events")
-    assert tree and tree.ClassName() == "TTree"
+    assert tree
+    assert tree.ClassName() == "TTree"
     assert tree.GetEntries() == N
     cols = _tree_columns(tree)
     ref = dataset["ref"]
     assert math.isclose(cols["x"].sum(), ref["sum_x"], rel_tol=REL)
     assert int(cols["i"].sum()) == int(ref["sum_i"])
-    assert int(cols["li"].max()) == ref["max_li"] and int(cols["li"].min()) == ref["min_li"]
+    assert int(cols["li"].max()) == ref["max_li"]
+    assert int(cols["li"].min()) == ref["min_li"]
     # In input order: the partials' trees one after the other.
     first = ROOT.TFile.Open(dataset["paths"][0])
     n0 = first.Get("events").GetEntries()
@@ -346,8 +352,10 @@ def test_nested_directories_keep_titles(merged):
     f = merged["file"]
     sub = f.GetDirectory("sub")
     inner = f.GetDirectory("sub/inner")
-    assert sub and inner
-    assert sub.GetTitle() == SUB_TITLE and inner.GetTitle() == INNER_TITLE
+    assert sub
+    assert inner
+    assert sub.GetTitle() == SUB_TITLE
+    assert inner.GetTitle() == INNER_TITLE
     assert sorted(k.GetName() for k in sub.GetListOfKeys()) == ["hsub", "inner"]
     assert [k.GetName() for k in inner.GetListOfKeys()] == ["h2inner"]
 
@@ -383,7 +391,8 @@ def test_exclude_skips_a_directory(dataset, tmp_path):
     f = ROOT.TFile.Open(str(out))
     try:
         names = {k.GetName() for k in f.GetListOfKeys()}
-        assert "sub" not in names and {"h1d", "events", "pmax"} <= names
+        assert "sub" not in names
+        assert {"h1d", "events", "pmax"} <= names
         assert_same_hist(_get(f, "h1d"), dataset["ref"]["h1d"])
     finally:
         f.Close()
@@ -393,7 +402,7 @@ def test_single_input_is_copied(dataset, tmp_path):
     src = dataset["paths"][2]
     out = str(tmp_path / "single.root")
     summary = _core.merge_files(out, [src])
-    assert summary["inputs"] == 1 and summary["trees"] == 1 and summary["directories"] == 2
+    assert (summary["inputs"], summary["trees"], summary["directories"]) == (1, 1, 2)
     a, b = ROOT.TFile.Open(src), ROOT.TFile.Open(out)
     try:
         for key in sorted(HISTOGRAMS):
@@ -530,9 +539,9 @@ def test_error_existing_output_without_overwrite(tmp_path):
 def test_error_output_is_an_input(tmp_path):
     a = _write(tmp_path / "a.root", h=_h())
     b = _write(tmp_path / "b.root", h=_h())
-    before = open(a, "rb").read()
+    before = Path(a).read_bytes()
     _expect_error(a, [a, b], "output", "a.root", overwrite=True)
-    assert open(a, "rb").read() == before
+    assert Path(a).read_bytes() == before
 
 
 def test_error_incompatible_binning(tmp_path):
@@ -615,9 +624,9 @@ def test_concurrent_merges_from_python_threads(dataset, tmp_path):
 
     def work(k):
         try:
-            for repeat in range(2):
+            for _ in range(2):
                 _core.merge_files(str(tmp_path / f"c{k}.root"), dataset["paths"], overwrite=True, threads=2)
-        except BaseException as exc:  # reported below
+        except Exception as exc:  # noqa: BLE001 - reported by the test thread below
             errors.append(exc)
 
     threads = [threading.Thread(target=work, args=(k,)) for k in range(3)]
@@ -661,7 +670,7 @@ def test_merge_releases_the_gil(tmp_path):
             for _ in range(3):
                 summary = _core.merge_files(str(tmp_path / "out.root"), inputs, overwrite=True, threads=1)
                 state["seconds"] += summary["seconds"]
-        except BaseException as exc:  # reported below
+        except Exception as exc:  # noqa: BLE001 - reported by the test thread below
             state["error"] = exc
         finally:
             state["done"] = True

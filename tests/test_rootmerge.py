@@ -11,11 +11,12 @@ import os
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
-
 import ROOT
+
 from compare import assert_close, assert_same_graph, assert_same_hist, assert_same_statistic, assert_same_thn
 
 
@@ -43,7 +44,7 @@ EXIT_OK, EXIT_USAGE, EXIT_INPUT, EXIT_MISMATCH = 0, 2, 3, 4
 
 
 def run(*args, timeout=120) -> subprocess.CompletedProcess:
-    return subprocess.run([ROOTMERGE, *map(str, args)], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([ROOTMERGE, *map(str, args)], check=False, capture_output=True, text=True, timeout=timeout)
 
 
 def _hadd() -> str:
@@ -117,7 +118,7 @@ def test_no_arguments_is_a_usage_error():
     (["-x"], "-x needs"),
 ])
 def test_bad_arguments_are_usage_errors(tmp_path, args, fragment):
-    result = subprocess.run([ROOTMERGE, *args], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    result = subprocess.run([ROOTMERGE, *args], check=False, capture_output=True, text=True, timeout=60, cwd=tmp_path)
     _assert_error(result, EXIT_USAGE, fragment)
     assert not (tmp_path / "out.root").exists()
 
@@ -151,15 +152,17 @@ def test_existing_output_needs_f(tmp_path, pair):
     assert result.returncode == EXIT_OK, result.stderr
     assert len(result.stdout.splitlines()) == 1
     f = ROOT.TFile.Open(str(out))
-    assert f and not f.IsZombie() and f.Get("h").GetEntries() == 3
+    assert f
+    assert not f.IsZombie()
+    assert f.Get("h").GetEntries() == 3
     f.Close()
 
 
 def test_output_that_is_an_input_is_refused_even_with_f(pair):
-    before = open(pair[0], "rb").read()
+    before = Path(pair[0]).read_bytes()
     result = run("-f", pair[0], *pair)
     _assert_error(result, EXIT_USAGE, "is also an input")
-    assert open(pair[0], "rb").read() == before
+    assert Path(pair[0]).read_bytes() == before
 
 
 def test_missing_input(tmp_path, pair):
@@ -287,7 +290,8 @@ def sixty_four(tmp_path_factory):
     result = run(ours, *paths)
     assert result.returncode == EXIT_OK, result.stderr
     theirs = workdir / "hadd.root"
-    hadd = subprocess.run([_hadd(), "-f", str(theirs), *paths], capture_output=True, text=True, timeout=300)
+    hadd = subprocess.run([_hadd(), "-f", str(theirs), *paths], check=False, capture_output=True, text=True,
+                          timeout=300)
     assert hadd.returncode == 0, hadd.stdout + hadd.stderr
     return {"paths": paths, "totals": totals, "ours": str(ours), "theirs": str(theirs), "stdout": result.stdout}
 
@@ -324,7 +328,8 @@ def _compare_directories(ours, theirs, path: str, seen: list[str]) -> None:
             _compare_directories(a, b, what, seen)
             continue
         a, b = ours.Get(name), theirs.Get(name)
-        assert a and b, what
+        assert a, what
+        assert b, what
         if a.InheritsFrom("TTree"):
             assert a.GetEntries() == b.GetEntries(), what
             sums, ref = _branch_sums(a), _branch_sums(b)
