@@ -11,6 +11,8 @@ from . import plan
 from .job import Job, JobFiles, JobOptions
 from .platform.oscar import OSCARCluster, OSCARError
 from .services.definitions import Deployment
+from .signing import ENV_VAR as SIGNING_ENV
+from .signing import Signer
 from .storage import Storage, StorageConfig
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -26,6 +28,8 @@ class OSCARExecutor:
 
     Args:
         endpoint: OSCAR's URL.
+        signing_key: the deployment's key (an OSCAR secret of its services): every object
+            the job writes is signed with it and every object it reads is verified.
         user, password: basic-auth credentials; or ``token``: an OIDC access token.
         ssl_verify: verify TLS certificates (default); turning it off prints a warning.
         storage: the MinIO to use; by default the one the cluster advertises.
@@ -36,7 +40,7 @@ class OSCARExecutor:
         poll_interval, stall_timeout, progress: see :class:`distrdf_oscar.job.JobOptions`.
     """
 
-    def __init__(self, endpoint: str, *, user: str | None = None, password: str | None = None,
+    def __init__(self, endpoint: str, *, signing_key: str, user: str | None = None, password: str | None = None,
                  token: str | None = None, ssl_verify: bool = True, storage: StorageConfig | None = None,
                  deployment: Deployment | None = None, reduction: plan.Reduction | None = None,
                  concurrency: int = 8, auto_deploy: bool = True, poll_interval: float = 0.2,
@@ -48,8 +52,12 @@ class OSCARExecutor:
             warnings.warn(f"TLS certificate verification is disabled for {endpoint}", stacklevel=2)
         if concurrency < 1:
             raise ConfigurationError(f"concurrency must be at least 1, got {concurrency}")
+        try:
+            self._signer = Signer(signing_key)
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
         self.reduction = plan.resolve(reduction)
-        self.deployment = deployment or Deployment()
+        self.deployment = (deployment or Deployment()).with_secrets({SIGNING_ENV: signing_key})
         self.cluster = OSCARCluster(endpoint, user=user, password=password, token=token, verify=ssl_verify)
         self._storage_config = storage
         self._ssl_verify = ssl_verify
@@ -67,7 +75,8 @@ class OSCARExecutor:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> OSCARExecutor:
         """Settings from ``OSCAR_ENDPOINT``, ``OSCAR_USER``/``OSCAR_PASSWORD`` or ``OSCAR_TOKEN``,
-        ``OSCAR_SSL_VERIFY``, and optionally ``MINIO_ENDPOINT``/``MINIO_ACCESS_KEY``/``MINIO_SECRET_KEY``."""
+        ``DISTRDF_OSCAR_KEY`` (the deployment's signing key), ``OSCAR_SSL_VERIFY``, and optionally
+        ``MINIO_ENDPOINT``/``MINIO_ACCESS_KEY``/``MINIO_SECRET_KEY``."""
         env = os.environ if environ is None else environ
         problems = []
         endpoint = env.get("OSCAR_ENDPOINT", "")
@@ -79,6 +88,10 @@ class OSCARExecutor:
         user, password = env.get("OSCAR_USER"), env.get("OSCAR_PASSWORD")
         if not token and not (user and password):
             problems.append("set OSCAR_USER and OSCAR_PASSWORD, or OSCAR_TOKEN")
+        signing_key = env.get("DISTRDF_OSCAR_KEY", "")
+        if len(signing_key) < 16:
+            problems.append("DISTRDF_OSCAR_KEY (the deployment's signing key) must be set, at least 16 characters"
+                            if signing_key else "DISTRDF_OSCAR_KEY (the deployment's signing key) is not set")
         verify_text = env.get("OSCAR_SSL_VERIFY", "true").strip().lower()
         if verify_text not in _TRUE | _FALSE:
             problems.append(f"OSCAR_SSL_VERIFY must be true or false (got {verify_text!r})")
@@ -89,7 +102,8 @@ class OSCARExecutor:
         if problems:
             raise ConfigurationError("OSCAR configuration: " + "; ".join(problems))
         verify = verify_text in _TRUE
-        kwargs: dict[str, Any] = {"user": user, "password": password, "token": token, "ssl_verify": verify}
+        kwargs: dict[str, Any] = {"user": user, "password": password, "token": token, "ssl_verify": verify,
+                                  "signing_key": signing_key}
         deployment = overrides.pop("deployment", None) or Deployment(name=env.get("DISTRDF_OSCAR_DEPLOYMENT", "distrdf"))
         if all(minio.values()):
             kwargs["storage"] = StorageConfig(endpoint=minio["MINIO_ENDPOINT"], access_key=minio["MINIO_ACCESS_KEY"],
@@ -105,7 +119,7 @@ class OSCARExecutor:
             if self._storage is None:
                 config = self._storage_config or self.cluster.storage_config(self.deployment.bucket_name,
                                                                              self._ssl_verify)
-                storage = Storage(config)
+                storage = Storage(config, signer=self._signer)
                 if self.auto_deploy:
                     self.cluster.deploy(self.deployment)
                 storage.ensure_bucket()

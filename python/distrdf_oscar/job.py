@@ -14,7 +14,7 @@ import os
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 from . import layout, partial, plan
 from .storage import Storage
@@ -229,14 +229,3 @@ def _progress_bar(enabled: bool, total: int, job_id: str):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=f"distrdf-oscar {job_id}", unit="task", disable=not enabled, leave=False)
-
-
-def iter_jobs(storage: Storage) -> Iterable[str]:
-    """Job ids that have any object in the bucket."""
-    found = set()
-    for folder in layout.JOB_FOLDERS:
-        for prefix in storage.iter_prefixes(folder + "/"):
-            job_id = layout.job_of_key(prefix)
-            if job_id and job_id not in found:
-                found.add(job_id)
-                yield job_id

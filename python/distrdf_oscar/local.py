@@ -8,6 +8,7 @@ The executors it hands out reach it through the same ``oscar-python`` and
 
 from __future__ import annotations
 
+import secrets
 import sys
 from typing import Any
 
@@ -39,6 +40,8 @@ class LocalCluster:
         platform_options.setdefault("headroom", float(COORDINATOR_CPU))
         self.platform = LocalPlatform(workers=workers, mode=mode, startup_delay=startup_delay, **platform_options)
         self._started = False
+        # The deployment's signing key lives as long as the cluster, in memory only.
+        self._signing_key = secrets.token_hex(32)
 
     def start(self) -> LocalCluster:
         if not self._started:
@@ -67,4 +70,5 @@ class LocalCluster:
         options.setdefault("concurrency", self.workers)
         options.setdefault("deployment", self.deployment())
         return OSCARExecutor(self.platform.oscar_endpoint, user=self.platform.oscar_user,
-                             password=self.platform.oscar_password, reduction=reduction, **options)
+                             password=self.platform.oscar_password, signing_key=self._signing_key,
+                             reduction=reduction, **options)

@@ -12,8 +12,9 @@ import io
 import os
 import time
 from dataclasses import dataclass
-from typing import Iterator
 from urllib.parse import urlparse
+
+from .signing import METADATA, Signer
 
 FUNCTION_CONFIG = "/oscar/config/function_config.yaml"
 
@@ -64,9 +65,13 @@ def config_from_function(bucket: str, path: str | None = None) -> StorageConfig:
 
 
 class Storage:
-    """The one bucket a deployment uses."""
+    """The one bucket a deployment uses.
 
-    def __init__(self, config: StorageConfig) -> None:
+    With a ``signer``, every upload carries its signature and every download is
+    verified before it is returned (see :mod:`distrdf_oscar.signing`).
+    """
+
+    def __init__(self, config: StorageConfig, signer: Signer | None = None) -> None:
         import urllib3
         from minio import Minio
 
@@ -78,6 +83,7 @@ class Storage:
             retries=urllib3.Retry(total=5, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
         )
         self.config = config
+        self.signer = signer
         self.bucket = config.bucket
         self.client = Minio(host, access_key=config.access_key, secret_key=config.secret_key,
                             secure=secure, region=config.region, http_client=http)
@@ -93,15 +99,20 @@ class Storage:
         except Exception as exc:  # noqa: BLE001 - re-raised with bucket context
             raise self._fail("bucket check", "", exc) from exc
 
+    def _metadata(self, signature: str | None) -> dict[str, str] | None:
+        return {METADATA: signature} if signature else None
+
     def put_bytes(self, key: str, data: bytes) -> None:
+        signature = self.signer.sign(key, data) if self.signer else None
         try:
-            self.client.put_object(self.bucket, key, io.BytesIO(data), len(data))
+            self.client.put_object(self.bucket, key, io.BytesIO(data), len(data), metadata=self._metadata(signature))
         except Exception as exc:  # noqa: BLE001
             raise self._fail("upload", key, exc) from exc
 
     def put_file(self, key: str, path: str) -> None:
+        signature = self.signer.sign_file(key, path) if self.signer else None
         try:
-            self.client.fput_object(self.bucket, key, path)
+            self.client.fput_object(self.bucket, key, path, metadata=self._metadata(signature))
         except Exception as exc:  # noqa: BLE001
             raise self._fail("upload", key, exc) from exc
 
@@ -109,18 +120,37 @@ class Storage:
         try:
             response = self.client.get_object(self.bucket, key)
             try:
-                return response.read()
+                data, signature = response.read(), response.headers.get(METADATA)
             finally:
                 response.close()
                 response.release_conn()
         except Exception as exc:  # noqa: BLE001
             raise self._fail("download", key, exc) from exc
+        if self.signer:
+            self.signer.verify(key, data, signature)
+        return data
 
     def get_file(self, key: str, path: str) -> None:
         try:
-            self.client.fget_object(self.bucket, key, path)
+            stat = self.client.fget_object(self.bucket, key, path)
         except Exception as exc:  # noqa: BLE001
             raise self._fail("download", key, exc) from exc
+        if self.signer:
+            try:
+                self.signer.verify_file(key, path, stat.metadata.get(METADATA))
+            except Exception:
+                os.remove(path)
+                raise
+
+    def verify_local(self, key: str, path: str) -> None:
+        """Check a file someone else downloaded (OSCAR's supervisor) against the object's signature."""
+        if self.signer is None:
+            return
+        try:
+            signature = self.client.stat_object(self.bucket, key).metadata.get(METADATA)
+        except Exception as exc:  # noqa: BLE001
+            raise self._fail("lookup", key, exc) from exc
+        self.signer.verify_file(key, path, signature)
 
     def exists(self, key: str) -> bool:
         from minio.error import S3Error
@@ -149,15 +179,6 @@ class Storage:
         except Exception as exc:  # noqa: BLE001
             raise self._fail("listing", prefix, exc) from exc
 
-    def iter_prefixes(self, prefix: str = "") -> Iterator[str]:
-        """Top-level "folders" directly under ``prefix``."""
-        try:
-            for o in self.client.list_objects(self.bucket, prefix=prefix, recursive=False):
-                if o.is_dir:
-                    yield o.object_name
-        except Exception as exc:  # noqa: BLE001
-            raise self._fail("listing", prefix, exc) from exc
-
     def delete(self, keys: list[str]) -> None:
         from minio.deleteobjects import DeleteObject
 
@@ -174,11 +195,3 @@ class Storage:
         keys = self.list(prefix)
         self.delete(keys)
         return len(keys)
-
-    def wait_for(self, key: str, timeout: float, poll: float = 0.1) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.exists(key):
-                return True
-            time.sleep(poll)
-        return False

@@ -8,9 +8,11 @@ import os
 import sys
 import traceback
 from dataclasses import dataclass
+from typing import Callable
 from urllib.parse import unquote
 
 from .. import layout
+from ..signing import from_environment
 from ..storage import Storage, config_from_function
 
 
@@ -46,6 +48,8 @@ class FunctionContext:
         return False
 
     def read_input_json(self) -> dict:
+        """The trigger the supervisor downloaded, once its signature is verified."""
+        self.storage.verify_local(self.key, self.input_path)
         with open(self.input_path) as f:
             return json.load(f)
 
@@ -62,6 +66,25 @@ class FunctionContext:
         self.publish(job_id, layout.JobKeys(job_id).error(who), data=json.dumps(marker).encode())
 
 
+def serve(role: str, work: Callable[[FunctionContext], None]) -> int:
+    """Run a function's work; any failure becomes an error marker of the job its trigger belongs to.
+
+    The marker is named after the role and the trigger (e.g. ``mapper-000003_000004``), which
+    needs nothing from the trigger's content, so an unreadable or refused trigger is reported too.
+    """
+    ctx = current()
+    try:
+        work(ctx)
+    except BaseException as exc:  # noqa: BLE001 - every failure must reach the client
+        job_id = layout.job_of_key(ctx.key)
+        if job_id is None:
+            raise
+        name = ctx.key.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+        ctx.report_error(job_id, f"{role}-{name}", exc)
+        return 1
+    return 0
+
+
 def _triggering_key(bucket: str) -> str:
     """The object key that invoked us: from the MinIO event, else STORAGE_OBJECT_KEY."""
     event = os.environ.get("EVENT", "")
@@ -74,9 +97,16 @@ def _triggering_key(bucket: str) -> str:
 
 
 @functools.lru_cache(maxsize=4)
-def _storage(bucket: str, config_path: str) -> Storage:
+def _storage(bucket: str, config_path: str, key_fingerprint: str) -> Storage:
     # Warm workers reuse the client (and its connection pool) across invocations.
-    return Storage(config_from_function(bucket, config_path))
+    return Storage(config_from_function(bucket, config_path), signer=from_environment())
+
+
+def _fingerprint() -> str:
+    # Part of the cache key, so a warm worker serving another deployment gets its own signer.
+    import hashlib
+
+    return hashlib.sha256(os.environ.get("DRO_SIGNING_KEY", "").encode()).hexdigest()
 
 
 def current() -> FunctionContext:
@@ -87,5 +117,5 @@ def current() -> FunctionContext:
         input_path=os.environ["INPUT_FILE_PATH"],
         key=_triggering_key(bucket),
         output_dir=os.environ["TMP_OUTPUT_DIR"],
-        storage=_storage(bucket, config_path),
+        storage=_storage(bucket, config_path, _fingerprint()),
     )

@@ -49,11 +49,4 @@ def run(ctx: context.FunctionContext, job_plan: dict) -> None:
 
 
 def main() -> int:
-    ctx = context.current()
-    job_plan = ctx.read_input_json()
-    try:
-        run(ctx, job_plan)
-    except BaseException as exc:  # noqa: BLE001 - every failure must reach the client
-        ctx.report_error(job_plan["job"], "coordinator", exc)
-        return 1
-    return 0
+    return context.serve("coordinator", lambda ctx: run(ctx, ctx.read_input_json()))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .. import __version__, layout
@@ -40,7 +40,7 @@ class Deployment:
     memory: str = "2Gi"
     cpu: str | None = None  # overrides every role's cpu request
     variables: dict[str, str] = field(default_factory=dict)
-    secrets: dict[str, str] = field(default_factory=dict)
+    secrets: dict[str, str] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         longest = max(len(role) for role in ROLES) + 1
@@ -49,6 +49,9 @@ class Deployment:
                 f"deployment name {self.name!r} must be lowercase letters, digits and '-', at most "
                 f"{MAX_SERVICE_NAME - longest} characters (service names stay within OSCAR's {MAX_SERVICE_NAME})"
             )
+
+    def with_secrets(self, secrets: dict[str, str]) -> Deployment:
+        return replace(self, secrets={**self.secrets, **secrets})
 
     @property
     def bucket_name(self) -> str:

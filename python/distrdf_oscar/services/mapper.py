@@ -104,11 +104,4 @@ def run(ctx: context.FunctionContext, trigger: dict) -> None:
 
 
 def main() -> int:
-    ctx = context.current()
-    trigger = ctx.read_input_json()
-    try:
-        run(ctx, trigger)
-    except BaseException as exc:  # noqa: BLE001 - every failure must reach the client
-        ctx.report_error(trigger["job"], f"mapper-{trigger['range_id']:06d}", exc)
-        return 1
-    return 0
+    return context.serve("mapper", lambda ctx: run(ctx, ctx.read_input_json()))

@@ -35,13 +35,4 @@ def run(ctx: context.FunctionContext) -> None:
 
 
 def main() -> int:
-    ctx = context.current()
-    try:
-        run(ctx)
-    except BaseException as exc:  # noqa: BLE001 - every failure must reach the client
-        job_id = layout.job_of_key(ctx.key)
-        if job_id is None:
-            raise
-        ctx.report_error(job_id, "reducer-" + ctx.key.rsplit("/", 1)[-1].removesuffix(".root"), exc)
-        return 1
-    return 0
+    return context.serve("reducer", run)

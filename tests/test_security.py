@@ -1,0 +1,152 @@
+"""Payload integrity and secrecy: functions refuse unsigned or tampered objects; no secret leaks."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+
+import pytest
+
+import ROOT
+import distrdf_oscar as dro
+from distrdf_oscar import layout
+from distrdf_oscar.signing import METADATA, SignatureError, Signer
+
+
+def wait_for_marker(storage, job_id: str, timeout: float = 60.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        markers = storage.list(layout.JobKeys(job_id).prefix(layout.ERRORS))
+        if markers:
+            return json.loads(storage.get_bytes(markers[0]))
+        time.sleep(0.2)
+    raise AssertionError(f"no error marker for job {job_id}")
+
+
+def raw_put(storage, key: str, data: bytes, signature: str | None = None) -> None:
+    """Write as an attacker with bucket access would: with the storage keys, without the signing key."""
+    metadata = {METADATA: signature} if signature else None
+    storage.client.put_object(storage.bucket, key, io.BytesIO(data), len(data), metadata=metadata)
+
+
+@pytest.fixture
+def executor(warm_cluster):
+    executor = warm_cluster.executor(progress=False)
+    executor.storage  # deploys services and the bucket
+    return executor
+
+
+def start_fake_job(executor) -> layout.JobKeys:
+    keys = layout.JobKeys(layout.new_job_id())
+    executor.storage.put_bytes(keys.manifest, json.dumps({"job": keys.job_id}).encode())
+    return keys
+
+
+def test_signer_refuses_unsigned_tampered_and_replayed_objects():
+    signer = Signer("k" * 32)
+    signature = signer.sign("triggers/a.json", b"payload")
+    signer.verify("triggers/a.json", b"payload", signature)
+    with pytest.raises(SignatureError, match="unsigned"):
+        signer.verify("triggers/a.json", b"payload", None)
+    with pytest.raises(SignatureError, match="does not match"):
+        signer.verify("triggers/a.json", b"payload!", signature)
+    with pytest.raises(SignatureError, match="does not match"):
+        signer.verify("triggers/b.json", b"payload", signature)  # same bytes under another key
+    with pytest.raises(SignatureError, match="does not match"):
+        Signer("x" * 32).verify("triggers/a.json", b"payload", signature)
+    assert "k" * 16 not in repr(signer)
+
+
+def test_unsigned_trigger_is_refused_by_the_mapper(executor):
+    keys = start_fake_job(executor)
+    try:
+        trigger = {"job": keys.job_id, "range_id": 0, "range": "", "payload": keys.mapper_payload,
+                   "output": keys.tree_partial(0, 1)}
+        raw_put(executor.storage, keys.trigger(0), json.dumps(trigger).encode())
+        marker = wait_for_marker(executor.storage, keys.job_id)
+        assert "refusing unsigned object" in marker["error"] and keys.trigger(0) in marker["error"]
+        assert executor.storage.list(keys.prefix(layout.TREE_PARTIALS)) == []
+    finally:
+        for prefix in keys.all_prefixes():
+            executor.storage.delete_prefix(prefix)
+
+
+def test_tampered_payload_is_refused_before_unpickling(executor, tmp_path):
+    keys = start_fake_job(executor)
+    canary = tmp_path / "pwned"
+    try:
+        # A payload that would create a file if it were ever unpickled, carrying the signature of other bytes.
+        evil = b"cos\nsystem\n(S'touch " + str(canary).encode() + b"'\ntR."
+        stale_signature = executor.storage.signer.sign(keys.mapper_payload, b"the genuine payload")
+        raw_put(executor.storage, keys.mapper_payload, evil, stale_signature)
+        trigger = {"job": keys.job_id, "range_id": 0, "range": "", "payload": keys.mapper_payload,
+                   "output": keys.tree_partial(0, 1)}
+        executor.storage.put_bytes(keys.trigger(0), json.dumps(trigger).encode())
+        marker = wait_for_marker(executor.storage, keys.job_id)
+        assert "signature does not match" in marker["error"] and keys.mapper_payload in marker["error"]
+        assert not canary.exists()
+    finally:
+        for prefix in keys.all_prefixes():
+            executor.storage.delete_prefix(prefix)
+
+
+def test_forged_result_is_refused_by_the_client(warm_cluster, dimuon_files, monkeypatch):
+    """A result not signed with the deployment key never reaches the user (nor their unpickler)."""
+    from distrdf_oscar import job as job_module
+
+    executor = warm_cluster.executor(progress=False)
+    original_wait = job_module.Job._wait
+
+    def wait_then_forge(self, job_plan, on_partial):
+        original_wait(self, job_plan, on_partial)
+        data = executor.storage.client.get_object(executor.storage.bucket, self.keys.result).read()
+        raw_put(executor.storage, self.keys.result, data)  # same bytes, signature dropped
+
+    monkeypatch.setattr(job_module.Job, "_wait", wait_then_forge)
+    with pytest.raises(SignatureError, match="refusing unsigned object 'results/"):
+        ROOT.RDataFrame("Events", dimuon_files, executor=executor, npartitions=2).Count().GetValue()
+
+
+def test_no_secret_in_objects_logs_or_messages(dimuon_files, capfd, monkeypatch):
+    """Run a succeeding and a failing job, keep their objects, and search everything for the secrets."""
+    from distrdf_oscar import job as job_module
+
+    kept: list[dict[str, bytes]] = []
+
+    def keep_then_clean(self):
+        snapshot = {}
+        for prefix in self.keys.all_prefixes():
+            for key in self.storage.list(prefix):
+                response = self.storage.client.get_object(self.storage.bucket, key)
+                snapshot[key] = response.read() + json.dumps(dict(response.headers)).encode()
+        kept.append(snapshot)
+        return original_cleanup(self)
+
+    original_cleanup = job_module.Job.cleanup
+    monkeypatch.setattr(job_module.Job, "cleanup", keep_then_clean)
+    with dro.LocalCluster(workers=2, mode="cold") as cluster:
+        executor = cluster.executor(progress=True)
+        secrets = [cluster._signing_key, cluster.platform.oscar_password, cluster.platform.s3_secret_key]
+        df = ROOT.RDataFrame("Events", dimuon_files, executor=executor, npartitions=3)
+        assert df.Count().GetValue() > 0
+        with pytest.raises(dro.RemoteError) as failure:
+            df.Define("y", 'throw std::runtime_error("planned failure"); return 1;').Sum("y").GetValue()
+        from oscar_python.client import Client
+
+        client = Client(cluster.platform.oscar_options())
+        logs = []
+        for service in executor.deployment.services():
+            jobs = json.loads(client.list_jobs(service["name"]).text).get("jobs", {})
+            logs += [client.get_job_logs(service["name"], name).text for name in jobs]
+        texts = [str(failure.value), repr(executor), repr(executor.deployment), repr(executor.storage.config), *logs]
+    captured = capfd.readouterr()
+    texts += [captured.out, captured.err]
+    assert kept and any(kept) and logs
+    for secret in secrets:
+        assert len(secret) >= 16
+        for snapshot in kept:
+            for key, content in snapshot.items():
+                assert secret not in key and secret.encode() not in content, f"secret found in object {key}"
+        for text in texts:
+            assert secret not in text, "secret found in a log or message"
