@@ -20,6 +20,7 @@ import pytest
 import ROOT
 
 from compare import assert_same_graph, assert_same_hist, assert_same_statistic, assert_same_thn
+from rootfiles import write_objects
 
 _core = pytest.importorskip("distrdf_oscar._core")
 MergeError = _core.MergeError
@@ -426,14 +427,6 @@ def test_single_input_is_copied(dataset, tmp_path):
 # Errors: MergeError with its kind, a message naming file/key/class, and no output left behind.
 
 
-def _write(path, **objects) -> str:
-    f = ROOT.TFile(str(path), "RECREATE")
-    for name, obj in objects.items():
-        f.WriteObject(obj, name)
-    f.Close()
-    return str(path)
-
-
 def _h(cls="TH1D", name="h"):
     h = _model(cls, name, name, 10, 0, 1)
     h.Fill(0.5)
@@ -452,17 +445,17 @@ def _expect_error(out, inputs, kind, *fragments, **kwargs) -> MergeError:
 
 
 def test_error_class_mismatch(tmp_path):
-    a = _write(tmp_path / "a.root", h=_h("TH1D"), g=_h("TH1D", "g"))
-    b = _write(tmp_path / "b.root", h=_h("TH1D"), g=_h("TH1F", "g"))
+    a = write_objects(tmp_path / "a.root", h=_h("TH1D"), g=_h("TH1D", "g"))
+    b = write_objects(tmp_path / "b.root", h=_h("TH1D"), g=_h("TH1F", "g"))
     out = tmp_path / "out.root"
     _expect_error(out, [a, b], "mismatch", "'g'", "b.root", "TH1F", "TH1D")
     assert not out.exists()
 
 
 def test_error_key_missing_in_some_input(tmp_path):
-    a = _write(tmp_path / "a.root", h=_h(), extra=_h(name="extra"))
-    b = _write(tmp_path / "b.root", h=_h())
-    c = _write(tmp_path / "c.root", h=_h(), extra=_h(name="extra"))
+    a = write_objects(tmp_path / "a.root", h=_h(), extra=_h(name="extra"))
+    b = write_objects(tmp_path / "b.root", h=_h())
+    c = write_objects(tmp_path / "c.root", h=_h(), extra=_h(name="extra"))
     out = tmp_path / "out.root"
     _expect_error(out, [a, b, c], "mismatch", "'extra'", "b.root")
     assert not out.exists()
@@ -487,15 +480,15 @@ def test_error_key_missing_in_a_subdirectory(tmp_path):
 
 
 def test_error_class_without_merge_function(tmp_path):
-    a = _write(tmp_path / "a.root", h=_h(), note=ROOT.TNamed("note", "a"))
-    b = _write(tmp_path / "b.root", h=_h(), note=ROOT.TNamed("note", "b"))
+    a = write_objects(tmp_path / "a.root", h=_h(), note=ROOT.TNamed("note", "a"))
+    b = write_objects(tmp_path / "b.root", h=_h(), note=ROOT.TNamed("note", "b"))
     out = tmp_path / "out.root"
     _expect_error(out, [a, b], "mismatch", "'note'", "TNamed", "merge function")
     assert not out.exists()
 
 
 def test_error_missing_input(tmp_path):
-    a = _write(tmp_path / "a.root", h=_h())
+    a = write_objects(tmp_path / "a.root", h=_h())
     out = tmp_path / "out.root"
     _expect_error(out, [a, tmp_path / "nope.root"], "input", "nope.root")
     assert not out.exists()
@@ -504,7 +497,7 @@ def test_error_missing_input(tmp_path):
 
 
 def test_error_non_root_input(tmp_path):
-    a = _write(tmp_path / "a.root", h=_h())
+    a = write_objects(tmp_path / "a.root", h=_h())
     text = tmp_path / "notes.root"
     text.write_text("this is not a ROOT file\n" * 100)
     out = tmp_path / "out.root"
@@ -523,8 +516,8 @@ def test_error_no_inputs(tmp_path):
 
 
 def test_error_existing_output_without_overwrite(tmp_path):
-    a = _write(tmp_path / "a.root", h=_h())
-    b = _write(tmp_path / "b.root", h=_h())
+    a = write_objects(tmp_path / "a.root", h=_h())
+    b = write_objects(tmp_path / "b.root", h=_h())
     out = tmp_path / "out.root"
     out.write_bytes(b"precious")
     _expect_error(out, [a, b], "output", "out.root", "exists")
@@ -537,30 +530,30 @@ def test_error_existing_output_without_overwrite(tmp_path):
 
 
 def test_error_output_is_an_input(tmp_path):
-    a = _write(tmp_path / "a.root", h=_h())
-    b = _write(tmp_path / "b.root", h=_h())
+    a = write_objects(tmp_path / "a.root", h=_h())
+    b = write_objects(tmp_path / "b.root", h=_h())
     before = Path(a).read_bytes()
     _expect_error(a, [a, b], "output", "a.root", overwrite=True)
     assert Path(a).read_bytes() == before
 
 
 def test_error_incompatible_binning(tmp_path):
-    a = _write(tmp_path / "a.root", h=_model("TH1D", "h", "h", 10, 0, 1))
-    b = _write(tmp_path / "b.root", h=_model("TH1D", "h", "h", 7, 0, 3))
+    a = write_objects(tmp_path / "a.root", h=_model("TH1D", "h", "h", 10, 0, 1))
+    b = write_objects(tmp_path / "b.root", h=_model("TH1D", "h", "h", 7, 0, 3))
     out = tmp_path / "out.root"
     err = _expect_error(out, [a, b], "mismatch", "'h'", "TH1D")
     assert not out.exists(), err
 
 
 def test_error_output_cannot_be_created(tmp_path):
-    a = _write(tmp_path / "a.root", h=_h())
+    a = write_objects(tmp_path / "a.root", h=_h())
     out = tmp_path / "no" / "such" / "dir" / "out.root"
     _expect_error(out, [a, a], "write", "out.root")
     assert not out.parent.exists()
 
 
 def test_error_in_log_callback_propagates_and_removes_output(tmp_path):
-    a = _write(tmp_path / "a.root", h=_h())
+    a = write_objects(tmp_path / "a.root", h=_h())
     out = tmp_path / "out.root"
 
     def log(line):
@@ -661,7 +654,7 @@ def test_merge_releases_the_gil(tmp_path):
     h = _model("TH1D", "big", "big", 200_000, 0, 1)
     rng = np.random.default_rng(3)
     h.FillN(50_000, rng.random(50_000), ROOT.nullptr)
-    inputs = [_write(tmp_path / f"in{k}.root", big=h) for k in range(16)]
+    inputs = [write_objects(tmp_path / f"in{k}.root", big=h) for k in range(16)]
     started, state = threading.Event(), {"done": False, "error": None, "seconds": 0.0}
 
     def work():

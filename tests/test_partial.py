@@ -8,45 +8,17 @@ import pytest
 
 import ROOT
 from compare import assert_same_value
+from graphs import book_all, values
 from distrdf_oscar import partial
 from inprocess import InProcessBackend
 from ROOT._distrdf.Backends.Base import distrdf_reducer
-
-
-def book_everything(df):
-    df = df.Define("x", "Muon_pt.size() > 0 ? double(Muon_pt[0]) : -1.0").Define("w", "0.5 + nMuon")
-    df = df.Define("i", "int(nMuon)")
-    varied = df.Vary("x", "ROOT::RVecD{x * 0.9, x * 1.1}", ["down", "up"], "scale")
-    return [
-        df.Count(), df.Sum("x"), df.Sum("i"), df.Mean("x"), df.Min("x"), df.Max("i"), df.StdDev("x"),
-        df.Stats("x", "w"),
-        df.Histo1D(("h1", "h1", 100, 0, 50), "x", "w"),
-        df.Histo2D(("h2", "h2", 20, 0, 50, 5, 0, 5), "x", "i"),
-        df.Histo3D(("h3", "h3", 10, 0, 50, 5, 0, 5, 4, 0, 4), "x", "i", "w"),
-        df.HistoND(("hn", "hn", 2, [10, 5], [0.0, 0.0], [50.0, 5.0]), ["x", "i"]),
-        df.HistoNSparseD(("hs", "hs", 2, [10, 5], [0.0, 0.0], [50.0, 5.0]), ["x", "i"]),
-        df.Profile1D(("p1", "p1", 20, 0, 50), "x", "w"),
-        df.Profile2D(("p2", "p2", 10, 0, 50, 5, 0, 5), "x", "i", "w"),
-        df.Filter("nMuon == 3").Graph("x", "w"),
-        df.Filter("nMuon == 3").GraphAsymmErrors("x", "w", "w", "w", "w", "w"),
-        df.Filter("nMuon == 4").AsNumpy(["x", "i"], lazy=True),
-        varied.Histo1D(("hv", "hv", 50, 0, 50), "x"),
-    ]
-
-
-def values(results):
-    out = []
-    for r in results:
-        v = r.GetValue()
-        out.append(v if not hasattr(v, "Clone") else v.Clone())
-    return out
 
 
 @pytest.fixture(scope="module")
 def mapped(dimuon_files, tmp_path_factory):
     """Four real mapper TaskResults over disjoint entry ranges, written as partial files."""
     backend = InProcessBackend(npartitions=4)
-    actions = book_everything(backend.make_dataframe("Events", dimuon_files))
+    actions = book_all(backend.make_dataframe("Events", dimuon_files))
     # DistRDF prunes graph nodes nobody references: keep the variations proxy alive.
     variations = ROOT.RDF.Distributed.VariationsFor(actions[-1])
     actions[0].GetValue()
@@ -64,9 +36,9 @@ def test_native_slots_for_mergeables_with_native_form(mapped):
     backend, paths, _ = mapped
     meta = partial.read_meta(paths[0])
     kinds = [slot["kind"] for slot in meta.slots]
-    # Count, Sum x2, Mean, Min, Max, StdDev, Stats, 10 histograms/graphs, AsNumpy, the nominal varied
-    # histogram, then the VariationsFor action DistRDF appends to the graph
-    assert kinds == ["scalar", "scalar", "scalar", "fallback", "scalar", "scalar", "fallback"] + ["object"] * 10 + \
+    # Count x2, Sum x2, Mean, Min, Max, StdDev, then Stats and 9 histograms/graphs, AsNumpy, the nominal
+    # varied histogram, and the VariationsFor action DistRDF appends to the graph
+    assert kinds == ["scalar"] * 4 + ["fallback", "scalar", "scalar", "fallback"] + ["object"] * 10 + \
         ["fallback", "object", "variations"]
     assert meta.ranges == [(0, 1)] and meta.job_id == "jtest" and meta.format == partial.FORMAT_VERSION
 
@@ -100,7 +72,7 @@ def test_merged_partial_matches_single_process(mapped, dimuon_files):
     merged_path = str(workdir / "merged_sp.root")
     partial.merge_partials(merged_path, paths)
     merged, _ = partial.read_partial(merged_path)
-    local = book_everything(ROOT.RDataFrame("Events", dimuon_files))
+    local = book_all(ROOT.RDataFrame("Events", dimuon_files))
     expected = values(local)
     for index, (got, want) in enumerate(zip(merged.mergeables[:-1], expected[:-1])):
         assert_same_value(got.GetValue(), want, f"slot {index}")

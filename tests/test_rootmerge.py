@@ -18,6 +18,7 @@ import pytest
 import ROOT
 
 from compare import assert_close, assert_same_graph, assert_same_hist, assert_same_statistic, assert_same_thn
+from rootfiles import write_objects
 
 
 def _find_rootmerge() -> str | None:
@@ -54,12 +55,6 @@ def _hadd() -> str:
     return path
 
 
-def _write(path, **objects) -> str:
-    f = ROOT.TFile(str(path), "RECREATE")
-    for name, obj in objects.items():
-        f.WriteObject(obj, name)
-    f.Close()
-    return str(path)
 
 
 def _hist(name="h", cls="TH1D", fills=1):
@@ -125,7 +120,7 @@ def test_bad_arguments_are_usage_errors(tmp_path, args, fragment):
 
 @pytest.fixture
 def pair(tmp_path):
-    return _write(tmp_path / "a.root", h=_hist(fills=1)), _write(tmp_path / "b.root", h=_hist(fills=2))
+    return write_objects(tmp_path / "a.root", h=_hist(fills=1)), write_objects(tmp_path / "b.root", h=_hist(fills=2))
 
 
 def test_success_prints_one_summary_line(tmp_path, pair):
@@ -191,24 +186,24 @@ def test_directory_input(tmp_path, pair):
 
 def test_mismatched_objects(tmp_path, pair):
     out = tmp_path / "out.root"
-    other = _write(tmp_path / "other.root", h=_hist(cls="TH1F"))
+    other = write_objects(tmp_path / "other.root", h=_hist(cls="TH1F"))
     result = run(out, *pair, other)
     _assert_error(result, EXIT_MISMATCH, "'h'", "TH1F", "TH1D", "other.root")
     assert not out.exists()
 
-    extra = _write(tmp_path / "extra.root", h=_hist(), g=_hist("g"))
+    extra = write_objects(tmp_path / "extra.root", h=_hist(), g=_hist("g"))
     result = run(out, *pair, extra)
     _assert_error(result, EXIT_MISMATCH, "'g'", "extra.root")
     assert not out.exists()
 
-    named = [_write(tmp_path / f"n{i}.root", n=ROOT.TNamed("n", str(i))) for i in range(2)]
+    named = [write_objects(tmp_path / f"n{i}.root", n=ROOT.TNamed("n", str(i))) for i in range(2)]
     result = run(out, *named)
     _assert_error(result, EXIT_MISMATCH, "TNamed", "merge function")
     assert not out.exists()
 
 
 def test_options_exclude_compression_threads_verbose(tmp_path):
-    inputs = [_write(tmp_path / f"in{i}.root", h=_hist(fills=i + 1), skip=_hist("skip")) for i in range(3)]
+    inputs = [write_objects(tmp_path / f"in{i}.root", h=_hist(fills=i + 1), skip=_hist("skip")) for i in range(3)]
     out = tmp_path / "out.root"
     result = run("-v", "-j", "1", "-c", "505", "-x", "skip", out, *inputs)
     assert result.returncode == EXIT_OK, result.stderr

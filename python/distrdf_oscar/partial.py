@@ -185,12 +185,16 @@ def write_partial(path: str, task_result, *, job_id: str, ranges: Sequence[tuple
             processed_entries=None if entries is None else int(entries.processed_entries),
             trees_with_entries={} if entries is None else dict(entries.trees_with_entries),
         )
-        meta_dir.WriteObject(ROOT.TObjString(meta.to_json()), META_KEY)
-        if out.Write() < 0 or out.TestBit(ROOT.TFile.kWriteError):
-            raise OSError(f"write error on partial file {path}")
+        _finish(ROOT, out, meta_dir, meta, path)
     finally:
         out.Close()
     return meta
+
+
+def _finish(ROOT, out, meta_dir, meta: PartialMeta, path: str) -> None:
+    meta_dir.WriteObject(ROOT.TObjString(meta.to_json()), META_KEY)
+    if out.Write() < 0 or out.TestBit(ROOT.TFile.kWriteError):
+        raise OSError(f"write error on partial file {path}")
 
 
 def _encode(obj) -> str:
@@ -278,9 +282,7 @@ def merge_partials(output: str, inputs: Sequence[str]) -> PartialMeta:
         meta_dir = out.mkdir(META_DIR)
         for name, text in fallbacks.items():
             meta_dir.WriteObject(ROOT.TObjString(text), name)
-        meta_dir.WriteObject(ROOT.TObjString(meta.to_json()), META_KEY)
-        if out.Write() < 0 or out.TestBit(ROOT.TFile.kWriteError):
-            raise OSError(f"write error on merged partial {output}")
+        _finish(ROOT, out, meta_dir, meta, output)
     finally:
         out.Close()
     return meta
