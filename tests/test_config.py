@@ -56,3 +56,18 @@ def test_token_and_explicit_storage():
 def test_disabling_tls_verification_warns():
     with pytest.warns(UserWarning, match="TLS certificate verification is disabled"):
         OSCARExecutor.from_env({**GOOD, "OSCAR_SSL_VERIFY": "false"})
+
+
+def test_other_executors_still_reach_roots_own_backends():
+    """Importing distrdf_oscar leaves ROOT's Dask dispatch (and its error for unknown executors) intact."""
+    import ROOT
+    from dask.distributed import Client
+
+    import distrdf_oscar  # noqa: F401 - the import installs our dispatch
+
+    with Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=None) as client:
+        df = ROOT.RDataFrame(100, executor=client, npartitions=2)
+        assert type(df._headnode.backend).__name__ == "DaskBackend"
+        assert df.Count().GetValue() == 100
+    with pytest.raises(TypeError, match="not a supported connection type"):
+        ROOT.RDataFrame(100, executor=object())

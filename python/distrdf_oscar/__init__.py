@@ -6,8 +6,8 @@
     with dro.LocalCluster(workers=2) as cluster:
         df = ROOT.RDataFrame("Events", files, executor=cluster.executor(), npartitions=8)
 
-Importing this package does not import ROOT (the functions that need no ROOT
-start faster); creating an executor installs the ``executor=`` dispatch.
+Importing this package installs the ``executor=`` dispatch (see ``dispatch.py``)
+without starting ROOT's interpreter, so functions that need no ROOT start fast.
 """
 
 __version__ = "0.1.0"
@@ -18,6 +18,9 @@ from .local import LocalCluster  # noqa: E402
 from .plan import DEFAULT_REDUCTION, CoordinatedReduction, PlanError, TreeReduction  # noqa: E402
 from .platform.oscar import OSCARError  # noqa: E402
 from .services.definitions import Deployment  # noqa: E402
+from . import dispatch  # noqa: E402
+
+dispatch.install()
 
 __all__ = [
     "LocalCluster", "OSCARExecutor", "TreeReduction", "CoordinatedReduction", "DEFAULT_REDUCTION",

@@ -1,10 +1,4 @@
-"""The DistRDF backend, and ``executor=`` dispatch for our executors.
-
-``ROOT.RDataFrame(..., executor=X)`` dispatches in ``ROOT._distrdf`` on the
-type of ``X`` (Dask ``Client``, ``SparkContext``). Importing ``distrdf_oscar``
-wraps those entry points so that an :class:`~distrdf_oscar.OSCARExecutor`
-reaches this backend, and every other executor still reaches ROOT's own.
-"""
+"""The DistRDF backend: each computation graph becomes one serverless job."""
 
 from __future__ import annotations
 
@@ -86,50 +80,3 @@ class _LiveCanvas:
     def close(self) -> None:
         self.canvas.Close()
         self._context.__destruct__()
-
-
-def _is_ours(executor) -> bool:
-    from .executor import OSCARExecutor
-
-    return isinstance(executor, OSCARExecutor)
-
-
-def install_dispatch() -> None:
-    """Route ``executor=<OSCARExecutor>`` to this backend; leave Dask and Spark alone."""
-    import ROOT._distrdf as distrdf
-
-    if getattr(distrdf.RDataFrame, "_distrdf_oscar", False):
-        return
-    stock_rdataframe = distrdf.RDataFrame
-    stock_fromspec = distrdf.FromSpec
-
-    def RDataFrame(*args, **kwargs):
-        executor = kwargs.get("executor")
-        if _is_ours(executor):
-            kwargs.pop("executor")
-            return OSCARBackend(executor).make_dataframe(*args, **kwargs)
-        return stock_rdataframe(*args, **kwargs)
-
-    def FromSpec(jsonfile: str, *args, **kwargs):
-        executor = kwargs.get("executor")
-        if _is_ours(executor):
-            kwargs.pop("executor")
-            spec = ROOT.Internal.RDF.RetrieveSpecFromJson(jsonfile)
-            return OSCARBackend(executor).make_dataframe(spec, *args, **kwargs)
-        return stock_fromspec(jsonfile, *args, **kwargs)
-
-    RDataFrame._distrdf_oscar = True
-    RDataFrame.__doc__ = stock_rdataframe.__doc__
-    FromSpec.__doc__ = stock_fromspec.__doc__
-    distrdf.RDataFrame = RDataFrame
-    distrdf.FromSpec = FromSpec
-    # ROOT.RDF binds FromSpec when the namespace is first built; rebind it there too.
-    ROOT.RDF.Distributed.FromSpec = FromSpec
-    stock_experimental = ROOT.RDF.Experimental.FromSpec
-
-    def ExperimentalFromSpec(jsonfile: str, *args, **kwargs):
-        if _is_ours(kwargs.get("executor")):
-            return FromSpec(jsonfile, *args, **kwargs)
-        return stock_experimental(jsonfile, *args, **kwargs)
-
-    ROOT.RDF.Experimental.FromSpec = ExperimentalFromSpec

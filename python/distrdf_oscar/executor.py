@@ -45,9 +45,6 @@ class OSCARExecutor:
                  deployment: Deployment | None = None, reduction: plan.Reduction | None = None,
                  concurrency: int = 8, auto_deploy: bool = True, poll_interval: float = 0.2,
                  stall_timeout: float = 600.0, progress: bool = True) -> None:
-        from .backend import install_dispatch
-
-        install_dispatch()
         if not ssl_verify:
             warnings.warn(f"TLS certificate verification is disabled for {endpoint}", stacklevel=2)
         if concurrency < 1:

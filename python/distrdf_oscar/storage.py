@@ -131,13 +131,23 @@ class Storage:
         return data
 
     def get_file(self, key: str, path: str) -> None:
+        # One GET for content and signature: a stat-then-download could pair the metadata of one
+        # version with the bytes of another written in between (duplicate writers are allowed).
         try:
-            stat = self.client.fget_object(self.bucket, key, path)
+            response = self.client.get_object(self.bucket, key)
+            try:
+                with open(path, "wb") as f:
+                    for chunk in response.stream(1 << 20):
+                        f.write(chunk)
+                signature = response.headers.get(METADATA)
+            finally:
+                response.close()
+                response.release_conn()
         except Exception as exc:  # noqa: BLE001
             raise self._fail("download", key, exc) from exc
         if self.signer:
             try:
-                self.signer.verify_file(key, path, stat.metadata.get(METADATA))
+                self.signer.verify_file(key, path, signature)
             except Exception:
                 os.remove(path)
                 raise

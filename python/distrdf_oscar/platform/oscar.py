@@ -8,35 +8,93 @@ OSCAR every service create/delete reconfigures and restarts MinIO.
 from __future__ import annotations
 
 import json
+import ssl
+from collections import Counter
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from ..services.definitions import ROLES, Deployment
 from ..storage import StorageConfig
 
 # Fields of a service definition that deploy manages (compared to detect changes).
 _MANAGED = ("image", "cpu", "memory", "script", "input", "output")
+# Pod phases, the statuses OSCAR reports for a service's jobs.
+JOB_STATUSES = ("Succeeded", "Failed", "Pending", "Running")
 
 
 class OSCARError(RuntimeError):
     """The OSCAR cluster refused or could not be reached; the message says which."""
 
 
+def _without_userinfo(endpoint: str) -> str:
+    # Never repeat credentials someone put into the URL itself.
+    parts = urlsplit(endpoint)
+    if "@" not in parts.netloc:
+        return endpoint
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+def _chain(exc: BaseException):
+    """The exception, its causes and contexts, and what urllib3 wraps in ``args``/``reason``."""
+    seen, todo = set(), [exc]
+    while todo:
+        item = todo.pop()
+        if item is None or id(item) in seen or not isinstance(item, BaseException):
+            continue
+        seen.add(id(item))
+        yield item
+        todo.extend([item.__cause__, item.__context__, getattr(item, "reason", None), *item.args])
+
+
+def _tls_problem(exc: BaseException) -> str:
+    for item in _chain(exc):
+        if isinstance(item, ssl.SSLCertVerificationError):
+            return (f"its certificate is not trusted ({item.verify_message or item.reason}). Install the cluster's "
+                    "CA (REQUESTS_CA_BUNDLE=/path/to/ca.pem) or fix the certificate; set OSCAR_SSL_VERIFY=false "
+                    "only for a cluster you trust")
+        if isinstance(item, ssl.SSLError):
+            return (f"the TLS handshake failed ({item.reason or item.__class__.__name__}): check that the "
+                    "endpoint serves HTTPS (a plain HTTP endpoint needs an http:// URL)")
+    return "the TLS handshake failed"
+
+
+def _connection_problem(exc: BaseException) -> str:
+    import socket
+
+    for item in _chain(exc):
+        if isinstance(item, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(item, socket.gaierror):
+            return "host name not found"
+    return "no connection"
+
+
 class OSCARCluster:
+    """An OSCAR cluster's management API; every failure is an :class:`OSCARError` naming the problem."""
+
     def __init__(self, endpoint: str, *, user: str | None = None, password: str | None = None,
                  token: str | None = None, verify: bool = True) -> None:
         from oscar_python.client import Client
 
         if not endpoint.startswith(("http://", "https://")):
-            raise OSCARError(f"OSCAR endpoint {endpoint!r} must start with http:// or https://")
+            raise OSCARError(f"OSCAR endpoint {_without_userinfo(endpoint)!r} must start with http:// or https://")
         options: dict[str, Any] = {"cluster_id": "distrdf-oscar", "endpoint": endpoint.rstrip("/"), "ssl": verify}
         if token:
             options["oidc_token"] = token
+            self._credentials = ("the access token", "OSCAR_TOKEN is invalid or has expired")
         elif user and password:
             options.update(user=user, password=password)
+            self._credentials = (f"user {user!r} and its password", "check OSCAR_USER and OSCAR_PASSWORD")
         else:
             raise OSCARError("OSCAR credentials missing: give OSCAR_USER and OSCAR_PASSWORD, or OSCAR_TOKEN")
-        self.endpoint = options["endpoint"]
+        self._secrets = [s for s in (password, token) if s]
+        self.endpoint = _without_userinfo(options["endpoint"])
         self.client = Client(options)
+
+    def _scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
 
     def _call(self, what: str, method, *args):
         import requests
@@ -44,23 +102,35 @@ class OSCARCluster:
         try:
             return method(*args)
         except requests.exceptions.SSLError as exc:
-            raise OSCARError(f"TLS verification of {self.endpoint} failed while trying to {what}: {exc.__class__.__name__}"
-                             " (set OSCAR_SSL_VERIFY=false only for a cluster you trust)") from None
-        except requests.exceptions.ConnectionError:
-            raise OSCARError(f"cannot reach OSCAR at {self.endpoint} to {what}") from None
+            problem = _tls_problem(exc)
+            raise OSCARError(f"TLS with {self.endpoint} failed while trying to {what}: {problem}") from None
         except requests.exceptions.Timeout:
             raise OSCARError(f"OSCAR at {self.endpoint} timed out while trying to {what}") from None
+        except requests.exceptions.ConnectionError as exc:
+            raise OSCARError(f"cannot reach OSCAR at {self.endpoint} to {what}: {_connection_problem(exc)} "
+                             "(check OSCAR_ENDPOINT and that the cluster is up)") from None
         except requests.exceptions.HTTPError as exc:
             status = exc.response.status_code if exc.response is not None else "?"
             if status == 401:
-                raise OSCARError(f"OSCAR at {self.endpoint} rejected the credentials (401) while trying to {what}") from None
+                who, advice = self._credentials
+                raise OSCARError(f"OSCAR at {self.endpoint} rejected {who} (401 Unauthorized) while trying to "
+                                 f"{what}: {advice}") from None
             if status == 403:
-                raise OSCARError(f"OSCAR at {self.endpoint} denied access (403) while trying to {what}") from None
+                raise OSCARError(f"OSCAR at {self.endpoint} denied access (403 Forbidden) while trying to {what}: "
+                                 "the credentials are valid but not allowed to do this") from None
             body = (exc.response.text or "").strip()[:300] if exc.response is not None else ""
-            raise OSCARError(f"OSCAR at {self.endpoint} answered {status} while trying to {what}: {body}") from None
+            raise OSCARError(self._scrub(f"OSCAR at {self.endpoint} answered {status} while trying to {what}: "
+                                         f"{body}")) from None
+        except ValueError as exc:  # oscar-python's own checks (service present or absent)
+            raise OSCARError(self._scrub(f"cannot {what} on OSCAR at {self.endpoint}: {exc}")) from None
 
     def _json(self, what: str, method, *args):
-        return json.loads(self._call(what, method, *args).text or "null")
+        response = self._call(what, method, *args)
+        try:
+            return json.loads(response.text or "null")
+        except ValueError:
+            raise OSCARError(f"{self.endpoint} does not answer like OSCAR (no JSON) when asked to {what}: "
+                             "check OSCAR_ENDPOINT") from None
 
     def config(self) -> dict[str, Any]:
         return self._json("read /system/config", self.client.get_cluster_config)
@@ -80,10 +150,15 @@ class OSCARCluster:
                              verify=verify and bool(provider.get("verify", True)), bucket=bucket)
 
     def services(self) -> dict[str, dict[str, Any]]:
-        return {s["name"]: s for s in self._json("list services", self.client.list_services) or []}
+        listed = self._json("list services", self.client.list_services)
+        if not isinstance(listed, list):
+            raise OSCARError(f"{self.endpoint} does not answer like OSCAR when asked to list services: "
+                             "check OSCAR_ENDPOINT")
+        return {s["name"]: s for s in listed}
 
-    def deploy(self, deployment: Deployment) -> dict[str, str]:
-        """Create missing services, update changed ones; returns name -> created/updated/unchanged."""
+    def deploy(self, deployment: Deployment, force: bool = False) -> dict[str, str]:
+        """Create missing services, update changed ones (every one with ``force``) in place with PUT,
+        keeping their tokens and buckets; returns name -> created/updated/unchanged."""
         existing = self.services()
         outcome = {}
         for wanted in deployment.services():
@@ -92,7 +167,7 @@ class OSCARCluster:
             if current is None:
                 self._call(f"create service {name}", self.client.create_service, wanted)
                 outcome[name] = "created"
-            elif _differs(current, wanted):
+            elif force or _differs(current, wanted):
                 self._call(f"update service {name}", self.client.update_service, name, wanted)
                 outcome[name] = "updated"
             else:
@@ -110,15 +185,24 @@ class OSCARCluster:
         return removed
 
     def jobs(self, service: str) -> dict[str, Any]:
+        """``{"jobs": {name: {status, ...}}, ...}``: OSCAR's first (most recent) page of the service's jobs."""
         return self._json(f"list jobs of {service}", self.client.list_jobs, service) or {}
+
+    def job_counts(self, service: str) -> dict[str, int]:
+        """Jobs of the service by status (every status in :data:`JOB_STATUSES`, and any other seen)."""
+        counts = Counter(job.get("status") or "Unknown" for job in (self.jobs(service).get("jobs") or {}).values())
+        return {status: counts.get(status, 0) for status in JOB_STATUSES} | dict(counts)
 
 
 def _differs(current: dict[str, Any], wanted: dict[str, Any]) -> bool:
     for field in _MANAGED:
         if _normalise(current.get(field)) != _normalise(wanted.get(field)):
             return True
-    have = (current.get("environment") or {}).get("variables") or {}
-    return have != wanted["environment"]["variables"]
+    have = current.get("environment") or {}
+    want = wanted["environment"]
+    # OSCAR reads secret values back as "", so only their names can be compared.
+    return (have.get("variables") or {}) != want["variables"] or \
+        set(have.get("secrets") or {}) != set(want["secrets"])
 
 
 def _normalise(value):

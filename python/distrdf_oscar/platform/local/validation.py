@@ -1,8 +1,10 @@
 """Validation and normalisation of service definitions, the way OSCAR's API does it.
 
-Only what a definition needs to run on the local platform is checked; every
-other field is kept as given and returned as is, like OSCAR stores unknown
-parts of a definition it does not act on.
+The rules are those of ``tests/oscar_service_schema.json`` (written from OSCAR's
+sources): Go's JSON types (a number where OSCAR has a string field is a 400),
+the binding rules (name, image, script), and what Kubernetes refuses when OSCAR
+creates the service's objects (name, CPU and memory quantities, environment
+variable names). Fields OSCAR does not know are kept as given, as OSCAR ignores them.
 """
 
 from __future__ import annotations
@@ -17,11 +19,19 @@ DEFAULT_MEMORY = "256Mi"
 DEFAULT_OWNER = "cluster_admin"  # owner OSCAR records for services created with basic auth
 LOG_LEVELS = ("NOTSET", "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 MINIO_PROVIDERS = ("minio", "minio.default")
+VISIBILITIES = ("private", "public", "restricted")
 
 _NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _ENV_NAME_RE = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
-_CPU_RE = re.compile(r"^(\d+(\.\d*)?|\.\d+)(m?)$")
+# A Kubernetes quantity: decimal number, then a binary or decimal SI suffix or an exponent.
+_QUANTITY_RE = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)([eE][-+]?\d+|[KMGTPE]i|[numkMGTPE])?$")
+_SUFFIXES = {
+    "": 1.0, "n": 1e-9, "u": 1e-6, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
+    **{f"{p}i": float(1024 ** (i + 1)) for i, p in enumerate("KMGTPE")},
+}
+BOOLEAN_FIELDS = ("file_stage_in", "alpine", "enable_gpu", "enable_sgx", "image_prefetch")
+STRING_FIELDS = ("log_level", "visibility", "vo", "cluster_id", "total_cpu", "total_memory", "isolation_level")
 
 
 class ServiceError(Exception):
@@ -37,13 +47,34 @@ def _invalid(detail: str) -> ServiceError:
     return ServiceError(400, f"The service specification is not valid: {detail}")
 
 
-def parse_cpu(value: str) -> float:
-    """A Kubernetes CPU quantity ("1", "0.25", "250m") as a number of CPUs."""
-    match = _CPU_RE.match(value.strip())
+def parse_quantity(value: str) -> float:
+    """A Kubernetes quantity ("1", "0.25", "250m", "2Gi", "1e3") as a number."""
+    match = _QUANTITY_RE.match(value)
     if not match:
         raise ValueError(value)
-    number = float(match.group(1))
-    return number / 1000.0 if match.group(3) else number
+    suffix = match.group(2) or ""
+    if suffix[:1] in ("e", "E") and len(suffix) > 1:
+        return float(match.group(1)) * 10.0 ** int(suffix[1:])
+    return float(match.group(1)) * _SUFFIXES[suffix]
+
+
+def parse_cpu(value: str) -> float:
+    """A Kubernetes CPU quantity ("1", "0.25", "250m") as a number of CPUs."""
+    return parse_quantity(value)
+
+
+def _check_quantity(service: dict[str, Any], field: str, default: str, examples: str) -> str:
+    value = service.get(field)
+    if value is None or value == "":
+        return default
+    if not isinstance(value, str):
+        raise _invalid(f"'{field}' must be a string such as {examples} (got {value!r})")
+    try:
+        if parse_quantity(value) <= 0:
+            raise ValueError(value)
+    except ValueError:
+        raise _invalid(f"'{field}' {value!r} is not a positive Kubernetes quantity such as {examples}") from None
+    return value
 
 
 def split_path(path: str) -> tuple[str, str]:
@@ -61,6 +92,14 @@ def _check_string_map(value: Any, what: str) -> dict[str, str]:
         if not isinstance(item, str):
             raise _invalid(f"{what}.{key} must be a string")
     return dict(value)
+
+
+def _check_string_list(value: Any, what: str) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _invalid(f"{what} must be a list of strings")
+    return list(value)
 
 
 def _check_storage_io(items: Any, kind: str) -> list[dict[str, Any]]:
@@ -91,11 +130,7 @@ def _check_storage_io(items: Any, kind: str) -> list[dict[str, Any]]:
             # OSCAR registers the MinIO webhook on a folder and fails without one.
             raise _invalid(f"{where}.path '{path}' must name a folder inside the bucket (<bucket>/<folder>)")
         for filt in ("prefix", "suffix"):
-            value = item.get(filt)
-            if value is not None and (
-                not isinstance(value, list) or not all(isinstance(v, str) for v in value)
-            ):
-                raise _invalid(f"{where}.{filt} must be a list of strings")
+            _check_string_list(item.get(filt), f"{where}.{filt}")
         normalised = dict(item)
         normalised["storage_provider"] = provider.strip()
         normalised["path"] = f"{bucket}/{folder}" if folder else bucket
@@ -113,7 +148,9 @@ def validate_service(payload: Any) -> dict[str, Any]:
     service = copy.deepcopy(payload)
 
     name = service.get("name")
-    if not isinstance(name, str) or not name:
+    if name is not None and not isinstance(name, str):
+        raise _invalid("'name' must be a string")
+    if not name:
         raise _invalid("'name' is required")
     if len(name) > MAX_NAME_LENGTH:
         raise _invalid(f"'name' must be at most {MAX_NAME_LENGTH} characters (got {len(name)})")
@@ -124,23 +161,22 @@ def validate_service(payload: Any) -> dict[str, Any]:
         )
     for field in ("image", "script"):
         value = service.get(field)
-        if not isinstance(value, str) or not value.strip():
+        if value is not None and not isinstance(value, str):
+            raise _invalid(f"'{field}' must be a string")
+        if not value or not value.strip():
             raise _invalid(f"'{field}' is required")
     service["script"] = service["script"].replace("\r\n", "\n")
+    for field in STRING_FIELDS:
+        if service.get(field) is not None and not isinstance(service[field], str):
+            raise _invalid(f"'{field}' must be a string")
+    for field in BOOLEAN_FIELDS:
+        value = service.get(field)
+        if value is not None and not isinstance(value, bool):
+            raise _invalid(f"'{field}' must be true or false (got {value!r})")
+        service[field] = bool(value)
 
-    cpu = service.get("cpu")
-    if cpu in (None, ""):
-        cpu = DEFAULT_CPU
-    cpu = str(cpu)
-    try:
-        if parse_cpu(cpu) <= 0:
-            raise ValueError(cpu)
-    except ValueError:
-        raise _invalid(
-            f'\'cpu\' {cpu!r} is not a positive CPU quantity such as "1", "0.25" or "250m"'
-        ) from None
-    service["cpu"] = cpu
-    service["memory"] = str(service.get("memory") or DEFAULT_MEMORY)
+    service["cpu"] = _check_quantity(service, "cpu", DEFAULT_CPU, '"1", "0.25" or "250m"')
+    service["memory"] = _check_quantity(service, "memory", DEFAULT_MEMORY, '"256Mi" or "2Gi"')
     level = str(service.get("log_level") or "").upper()
     service["log_level"] = level if level in LOG_LEVELS else "INFO"
 
@@ -157,13 +193,14 @@ def validate_service(payload: Any) -> dict[str, Any]:
             raise _invalid(f"'{key}' is not a valid environment variable name")
     service["environment"] = {"variables": variables, "secrets": secrets}
 
-    service["file_stage_in"] = bool(service.get("file_stage_in", False))
-    service["alpine"] = bool(service.get("alpine", False))
-    service.setdefault("visibility", "private")
-    service.setdefault("allowed_users", [])
+    if service.get("visibility") not in (None, "", *VISIBILITIES):
+        raise _invalid(f"'visibility' must be one of {', '.join(VISIBILITIES)}")
+    service["visibility"] = service.get("visibility") or "private"
+    service["allowed_users"] = _check_string_list(service.get("allowed_users"), "'allowed_users'")
+    _check_string_list(service.get("image_pull_secrets"), "'image_pull_secrets'")
     service["owner"] = DEFAULT_OWNER
-    labels = dict(service.get("labels") or {})
+    labels = _check_string_map(service.get("labels"), "labels")
     labels.update({"oscar_service": name, "oscar.grycap/user-service": "true"})
     service["labels"] = labels
-    service["annotations"] = dict(service.get("annotations") or {})
+    service["annotations"] = _check_string_map(service.get("annotations"), "annotations")
     return service

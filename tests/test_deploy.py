@@ -1,0 +1,554 @@
+"""Deploying on OSCAR: the generated service files, OSCAR's service contract, the deploy CLI and its errors,
+and the committed service scripts running jobs end to end.
+
+Real parts only: one embedded platform for the module, driven by the real oscar-python client and
+``distrdf-oscar``'s own entry point; real HTTP and TLS servers for the connection failures.
+
+With ``DISTRDF_OSCAR_TEST_WHEEL=1`` (and scikit-build-core, pybind11, cmake and ninja in the
+environment) the functions run from the wheel the image installs, built from this source tree while
+the other tests run; that adds about 30 s, so by default they run from the installed package.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import importlib.util
+import json
+import os
+import secrets
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+from oscar_python.client import Client
+
+import distrdf_oscar
+from distrdf_oscar import cli
+from distrdf_oscar.platform.local import LocalPlatform
+from distrdf_oscar.services.definitions import MAX_SERVICE_NAME, ROLES, Deployment
+from distrdf_oscar.signing import ENV_VAR, Signer
+
+REPO = Path(__file__).resolve().parents[1]
+SERVICES = REPO / "services"
+SCHEMA_PATH = Path(__file__).with_name("oscar_service_schema.json")
+KEY = secrets.token_hex(32)  # this module's deployments' signing key
+BUILD_TOOLS = ("scikit_build_core", "pybind11", "cmake", "ninja")
+
+
+# -- fixtures --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def wheel_build(tmp_path_factory):
+    """Start building the wheel the image installs, in the background, while the other tests run."""
+    missing = [m for m in BUILD_TOOLS if importlib.util.find_spec(m) is None]
+    if os.environ.get("DISTRDF_OSCAR_TEST_WHEEL") != "1":
+        yield None, "set DISTRDF_OSCAR_TEST_WHEEL=1 to build the wheel and run the functions from it"
+        return
+    if missing:
+        yield None, f"build tools missing from this environment: {', '.join(missing)}"
+        return
+    out = tmp_path_factory.mktemp("wheel")
+    # The Dockerfile's build stage runs the same `pip wheel` (isolated there; here the
+    # environment's build requirements are used to save downloading ROOT again).
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-cache-dir",
+         "--disable-pip-version-check", "-w", str(out), str(REPO)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    yield (proc, out), None
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="module")
+def platform(wheel_build):
+    with LocalPlatform(workers=2, mode="cold", headroom=0.25) as local:
+        yield local
+
+
+@pytest.fixture(scope="module")
+def oscar(platform):
+    return Client(platform.oscar_options())
+
+
+@pytest.fixture(scope="module")
+def s3(platform):
+    return platform.minio_client()
+
+
+@pytest.fixture(scope="module")
+def validator():
+    jsonschema = pytest.importorskip("jsonschema", reason="jsonschema is part of the test extra")
+    schema = json.loads(SCHEMA_PATH.read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema)
+
+
+@pytest.fixture
+def environment(platform, monkeypatch):
+    """The operator's settings for the module's platform; tests change them with ``monkeypatch``."""
+    for name in ("OSCAR_TOKEN", "OSCAR_SSL_VERIFY", "MINIO_ENDPOINT", "MINIO_ACCESS_KEY", "MINIO_SECRET_KEY",
+                 "DISTRDF_OSCAR_DEPLOYMENT"):
+        monkeypatch.delenv(name, raising=False)
+    settings = {"OSCAR_ENDPOINT": platform.oscar_endpoint, "OSCAR_USER": platform.oscar_user,
+                "OSCAR_PASSWORD": platform.oscar_password, "DISTRDF_OSCAR_KEY": KEY}
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    return monkeypatch
+
+
+@pytest.fixture
+def run(environment, capsys):
+    """``distrdf-oscar ARGS`` in this process: (exit code, stdout, stderr)."""
+
+    def run_cli(*args: str) -> tuple[int, str, str]:
+        code = cli.main(list(args))
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run_cli
+
+
+def service_names(oscar) -> set[str]:
+    return {s["name"] for s in oscar.list_services().json()}
+
+
+def outcomes(stdout: str) -> dict[str, str]:
+    return dict(line.split(": ", 1) for line in stdout.splitlines())
+
+
+def read_fdl(path: Path) -> list[tuple[str, dict]]:
+    """(cluster id, service) pairs of an FDL file, each script inlined from its path relative to the
+    file, as ``oscar-cli apply`` reads it."""
+    fdl = yaml.safe_load(path.read_text())
+    services = []
+    for element in fdl["functions"]["oscar"]:
+        for cluster_id, service in element.items():
+            service = dict(service, script=(path.parent / service["script"]).read_text())
+            services.append((cluster_id, service))
+    return services
+
+
+# -- generated service files ------------------------------------------------------
+
+
+def test_committed_service_files_are_generated_from_the_definitions(run, tmp_path):
+    code, out, _ = run("fdl", "--out", str(tmp_path))
+    assert code == 0
+    generated = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
+    assert generated == sorted(Path(p) for p in ["fdl/distrdf.yaml", *(f"scripts/{r}.sh" for r in ROLES)])
+    assert sorted(out.split()) == sorted(str(tmp_path / p) for p in generated)
+    for relpath in generated:
+        committed = SERVICES / relpath
+        assert committed.read_text() == (tmp_path / relpath).read_text(), (
+            f"services/{relpath} is stale: regenerate with `distrdf-oscar fdl --out services`")
+    committed_generated = sorted(p.relative_to(SERVICES) for d in ("fdl", "scripts")
+                                 for p in (SERVICES / d).iterdir())
+    assert committed_generated == generated
+    for role in ROLES:
+        assert os.access(SERVICES / "scripts" / f"{role}.sh", os.X_OK)
+
+
+def test_fdl_file_holds_the_deployments_services_with_a_placeholder_for_the_key():
+    services = read_fdl(SERVICES / "fdl" / "distrdf.yaml")
+    expected = Deployment().with_secrets({ENV_VAR: cli.SECRET_PLACEHOLDER}).services()
+    assert [cluster for cluster, _ in services] == [cli.DEFAULT_CLUSTER_ID] * len(ROLES)
+    assert [service for _, service in services] == expected
+    # Services applied without replacing the placeholder refuse everything instead of
+    # trusting a published key.
+    with pytest.raises(ValueError, match="signing key"):
+        Signer(cli.SECRET_PLACEHOLDER)
+
+
+def test_oscar_python_accepts_every_service_of_a_generated_fdl_file(run, oscar, tmp_path):
+    code, _, _ = run("fdl", "--out", str(tmp_path), "--deployment", "fdlcheck", "--cluster-id", "local")
+    assert code == 0
+    fdl = tmp_path / "fdl" / "fdlcheck.yaml"
+    document = yaml.safe_load(fdl.read_text())
+    try:
+        # oscar-python's reader keeps only the last service of a file: one file per service.
+        for index, element in enumerate(document["functions"]["oscar"]):
+            single = fdl.with_name(f"single-{index}.yaml")
+            single.write_text(yaml.safe_dump({"functions": {"oscar": [element]}}))
+            assert oscar.create_service(str(single)).status_code == 201
+        for role in ROLES:
+            service = oscar.get_service(f"fdlcheck-{role}").json()
+            assert service["script"] == (SERVICES / "scripts" / f"{role}.sh").read_text()
+            assert service["environment"]["secrets"] == {ENV_VAR: ""}
+    finally:
+        for role in ROLES:
+            with contextlib.suppress(requests.HTTPError):
+                oscar.remove_service(f"fdlcheck-{role}")
+
+
+# -- OSCAR's service contract ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "deployment",
+    [
+        Deployment(),
+        Deployment(name="a" * (MAX_SERVICE_NAME - len("-coordinator")), bucket="shared.bucket-1"),
+        Deployment(name="x12", image="registry.example.org:5000/dro@sha256:" + "0" * 64, memory="1536Mi",
+                   cpu="500m", variables={"OMP_NUM_THREADS": "1"}, secrets={ENV_VAR: "k" * 64}),
+    ],
+    ids=["default", "longest-name", "custom"],
+)
+def test_every_definition_validates_against_oscar_schema(validator, deployment):
+    for service in deployment.services():
+        errors = [e.message for e in validator.iter_errors(service)]
+        assert not errors, f"{service['name']}: {errors}"
+        assert len(service["name"]) <= MAX_SERVICE_NAME
+
+
+def test_deployment_names_that_would_break_oscar_limits_are_refused():
+    with pytest.raises(ValueError, match="at most"):
+        Deployment(name="a" * (MAX_SERVICE_NAME - len("-coordinator") + 1))
+    with pytest.raises(ValueError, match="lowercase"):
+        Deployment(name="Analysis")
+
+
+def valid_definition(name="contract-ok") -> dict:
+    return {"name": name, "image": "registry.example.org/img:1", "script": "#!/bin/sh\ntrue\n",
+            "cpu": "0.5", "memory": "512Mi",
+            "input": [{"storage_provider": "minio.default", "path": "contract/in"}],
+            "output": [{"storage_provider": "minio", "path": "contract/out", "suffix": [".root"]}],
+            "environment": {"variables": {"A": "1"}, "secrets": {"S": "s" * 20}}}
+
+
+def without(field):
+    return lambda d: {k: v for k, v in d.items() if k != field}
+
+
+def changed(**fields):
+    return lambda d: {**d, **fields}
+
+
+REJECTED = [
+    ("name too long", changed(name="n" * 40), "at most 39"),
+    ("uppercase name", changed(name="Contract"), "lower case"),
+    ("name with underscore", changed(name="con_tract"), "lower case"),
+    ("missing name", without("name"), "'name' is required"),
+    ("missing image", without("image"), "'image' is required"),
+    ("empty image", changed(image=""), "'image' is required"),
+    ("missing script", without("script"), "'script' is required"),
+    ("input path without folder", changed(input=[{"storage_provider": "minio", "path": "contract"}]),
+     "must name a folder"),
+    ("input path empty", changed(input=[{"storage_provider": "minio", "path": "/"}]), "input path cannot be empty"),
+    ("input from s3", changed(input=[{"storage_provider": "s3", "path": "contract/in"}]), "not supported"),
+    ("bad bucket", changed(output=[{"storage_provider": "minio", "path": "Bad_Bucket/x"}]),
+     "not a valid bucket name"),
+    ("suffix not a list", changed(output=[{"storage_provider": "minio", "path": "contract/o", "suffix": ".root"}]),
+     "suffix must be a list"),
+    ("bad cpu", changed(cpu="lots"), "'cpu'"),
+    ("zero cpu", changed(cpu="0"), "'cpu'"),
+    ("negative cpu", changed(cpu="-1"), "'cpu'"),
+    ("numeric cpu", changed(cpu=1), "'cpu' must be a string"),
+    ("bad memory", changed(memory="2GB"), "'memory'"),
+    ("numeric variable", changed(environment={"variables": {"N": 1}}), "environment.variables.N"),
+    ("bad variable name", changed(environment={"variables": {"1N": "x"}}), "not a valid environment variable"),
+    ("secrets not a map", changed(environment={"secrets": ["S"]}), "environment.secrets must be a map"),
+    ("string boolean", changed(file_stage_in="yes"), "'file_stage_in' must be true or false"),
+]
+
+
+@pytest.mark.parametrize(("change", "message"), [(c, m) for _, c, m in REJECTED], ids=[i for i, _, _ in REJECTED])
+def test_platform_rejects_what_oscar_rejects(validator, platform, oscar, change, message):
+    definition = change(valid_definition("contract-bad"))
+    assert not validator.is_valid(definition), "the schema accepts it"
+    before = service_names(oscar)
+    if "name" in definition:
+        with pytest.raises(requests.HTTPError) as err:
+            oscar.create_service(definition)
+        response = err.value.response
+    else:  # oscar-python cannot even send a definition without a name
+        response = requests.post(f"{platform.oscar_endpoint}/system/services", json=definition,
+                                 auth=(platform.oscar_user, platform.oscar_password), timeout=30)
+    assert response.status_code == 400
+    assert message in response.text
+    assert service_names(oscar) == before
+
+
+ACCEPTED = [
+    ("as is", changed()),
+    ("millicores", changed(cpu="250m")),
+    ("defaults", lambda d: {k: v for k, v in d.items() if k not in ("cpu", "memory", "output", "environment")}),
+    ("quantity suffixes", changed(cpu="1.5", memory="2e9")),
+    ("output to a bare bucket", changed(output=[{"storage_provider": "minio.default", "path": "contract-out"}])),
+    ("nested folders and filters", changed(input=[{"storage_provider": "minio", "path": "/contract/a/b/",
+                                                   "prefix": ["x"], "suffix": [".json", ".root"]}])),
+    ("other fields", changed(log_level="debug", visibility="public", alpine=False, labels={"team": "hep"},
+                             annotations={"a": "b"}, file_stage_in=True)),
+]
+
+
+@pytest.mark.parametrize("change", [c for _, c in ACCEPTED], ids=[i for i, _ in ACCEPTED])
+def test_platform_accepts_what_oscar_accepts_and_reads_back_a_valid_definition(validator, oscar, change):
+    definition = change(valid_definition())
+    assert validator.is_valid(definition), [e.message for e in validator.iter_errors(definition)]
+    assert oscar.create_service(definition).status_code == 201
+    try:
+        stored = oscar.get_service(definition["name"]).json()
+        assert not [e.message for e in validator.iter_errors(stored)]
+        assert oscar.update_service(definition["name"], stored).status_code == 204
+    finally:
+        oscar.remove_service(definition["name"])
+
+
+# -- deploy, status, undeploy ------------------------------------------------------
+
+
+def test_deploy_is_idempotent_updates_in_place_and_undeploy_asks_first(run, oscar, s3):
+    code, out, err = run("deploy", "--deployment", "dep1")
+    assert code == 0, err
+    assert outcomes(out) == {f"dep1-{role}": "created" for role in ROLES}
+    first = {role: oscar.get_service(f"dep1-{role}").json() for role in ROLES}
+    for role, service in first.items():
+        assert service["script"] == (SERVICES / "scripts" / f"{role}.sh").read_text()
+        assert service["environment"]["secrets"] == {ENV_VAR: ""}  # set, and never shown
+        assert service["input"][0]["path"].startswith("dep1/")
+    assert s3.bucket_exists("dep1")
+
+    code, out, _ = run("deploy", "--deployment", "dep1")
+    assert code == 0
+    assert outcomes(out) == {f"dep1-{role}": "unchanged" for role in ROLES}
+
+    code, out, _ = run("deploy", "--deployment", "dep1", "--memory", "3Gi", "--image", "example.org/dro:test")
+    assert code == 0
+    assert outcomes(out) == {f"dep1-{role}": "updated" for role in ROLES}
+    for role in ROLES:
+        service = oscar.get_service(f"dep1-{role}").json()
+        assert (service["memory"], service["image"]) == ("3Gi", "example.org/dro:test")
+        assert service["token"] == first[role]["token"]  # updated in place, not re-created
+
+    code, out, _ = run("deploy", "--deployment", "dep1", "--memory", "3Gi", "--image", "example.org/dro:test")
+    assert outcomes(out) == {f"dep1-{role}": "unchanged" for role in ROLES}
+    code, out, _ = run("deploy", "--deployment", "dep1", "--memory", "3Gi", "--image", "example.org/dro:test",
+                       "--force")
+    assert outcomes(out) == {f"dep1-{role}": "updated" for role in ROLES}
+
+    code, out, err = run("undeploy", "--deployment", "dep1")
+    assert code != 0
+    assert "deletes a service's buckets" in err and "'dep1'" in err and "--yes" in err
+    assert {f"dep1-{role}" for role in ROLES} <= service_names(oscar)
+
+    code, out, err = run("undeploy", "--deployment", "dep1", "--yes")
+    assert code == 0
+    assert outcomes(out) == {f"dep1-{role}": "removed" for role in ROLES}
+    assert not {f"dep1-{role}" for role in ROLES} & service_names(oscar)
+
+
+def test_deployments_side_by_side_and_status(run, oscar):
+    for name in ("left", "right"):
+        code, out, _ = run("deploy", "--deployment", name, "--cpu", "0.5")
+        assert code == 0
+        assert set(outcomes(out).values()) == {"created"}
+    code, out, _ = run("status", "--deployment", "left")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].startswith("OSCAR http://127.0.0.1:") and "deployment 'left'" in lines[0]
+    for role, line in zip(ROLES, lines[1:], strict=True):
+        assert line.startswith(f"left-{role}: image {Deployment().image}, cpu 0.5, memory 2Gi; ")
+        assert line.endswith("jobs: succeeded 0, failed 0, pending 0, running 0")
+    assert "right" not in out
+
+    code, out, _ = run("undeploy", "--deployment", "left", "--yes")
+    assert code == 0
+    code, out, _ = run("status", "--deployment", "left")
+    assert code == 1
+    assert [line.split(": ")[1] for line in out.splitlines()[1:]] == ["not deployed"] * len(ROLES)
+    assert {f"right-{role}" for role in ROLES} <= service_names(oscar)
+    assert run("undeploy", "--deployment", "right", "--yes")[0] == 0
+
+
+# -- connection and credential failures ---------------------------------------------
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class _NotOscar(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(404)
+        self.end_headers()
+        self.wfile.write(b"not an OSCAR cluster")
+
+    def log_message(self, *args):
+        pass
+
+
+class _QuietServer(http.server.ThreadingHTTPServer):
+    def handle_error(self, request, client_address):
+        pass  # failed handshakes are the point
+
+
+@pytest.fixture(scope="module")
+def self_signed_server(tmp_path_factory):
+    """An HTTPS server on loopback with a freshly made self-signed certificate."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a self-signed certificate")
+    directory = tmp_path_factory.mktemp("tls")
+    key, cert = directory / "key.pem", directory / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+                    "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server = _QuietServer(("127.0.0.1", 0), _NotOscar)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"https://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+
+
+WRONG_PASSWORD = "wrong-" + secrets.token_hex(8)
+BOGUS_TOKEN = "bogus-token-" + secrets.token_hex(8)
+
+
+def failure_settings(case, platform, self_signed_server) -> dict[str, str | None]:
+    plain_http_port = platform.oscar_endpoint.rsplit(":", 1)[1]
+    return {
+        "wrong password": {"OSCAR_PASSWORD": WRONG_PASSWORD},
+        "wrong token": {"OSCAR_USER": None, "OSCAR_PASSWORD": None, "OSCAR_TOKEN": BOGUS_TOKEN},
+        "unreachable": {"OSCAR_ENDPOINT": f"http://127.0.0.1:{closed_port()}"},
+        "https to plain http": {"OSCAR_ENDPOINT": f"https://127.0.0.1:{plain_http_port}"},
+        "self-signed certificate": {"OSCAR_ENDPOINT": self_signed_server},
+    }[case]
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("wrong password", ["rejected user 'oscar' and its password (401", "OSCAR_PASSWORD"]),
+        ("wrong token", ["rejected the access token (401", "OSCAR_TOKEN is invalid or has expired"]),
+        ("unreachable", ["cannot reach OSCAR at http://127.0.0.1:", "connection refused", "OSCAR_ENDPOINT"]),
+        ("https to plain http", ["TLS with https://127.0.0.1:", "handshake failed", "serves HTTPS"]),
+        ("self-signed certificate", ["TLS with https://127.0.0.1:", "certificate is not trusted",
+                                     "self", "REQUESTS_CA_BUNDLE", "OSCAR_SSL_VERIFY=false"]),
+    ],
+)
+def test_deploy_failures_are_named_and_create_nothing(run, environment, platform, oscar, s3, self_signed_server,
+                                                      case, expected):
+    services_before, buckets_before = service_names(oscar), {b.name for b in s3.list_buckets()}
+    for name, value in failure_settings(case, platform, self_signed_server).items():
+        if value is None:
+            environment.delenv(name)
+        else:
+            environment.setenv(name, value)
+    code, out, err = run("deploy", "--deployment", "failing")
+    assert code != 0
+    assert out == ""
+    assert err.startswith("distrdf-oscar: error: ")
+    for fragment in expected:
+        assert fragment in err, f"{fragment!r} not in {err!r}"
+    for secret in (WRONG_PASSWORD, BOGUS_TOKEN, platform.oscar_password, KEY):
+        assert secret not in err
+    assert service_names(oscar) == services_before
+    assert {b.name for b in s3.list_buckets()} == buckets_before
+
+
+def test_tls_failure_is_about_trust_not_the_server(run, environment, self_signed_server):
+    # Opting out of verification gets past TLS (with a warning), to a server that is not OSCAR.
+    environment.setenv("OSCAR_ENDPOINT", self_signed_server)
+    environment.setenv("OSCAR_SSL_VERIFY", "false")
+    with pytest.warns(UserWarning, match="verification is disabled"):
+        code, _, err = run("status", "--deployment", "failing")
+    assert code != 0
+    assert "answered 404" in err and "TLS" not in err
+
+
+# -- the committed scripts run a job --------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def service_site(wheel_build, tmp_path_factory):
+    """Where the functions import distrdf_oscar from: the freshly built wheel, installed into a scratch
+    directory beside a link to ROOT (as in the image's site-packages), or else this installed package."""
+    build, reason = wheel_build
+    if build is None:
+        return None, reason
+    proc, out = build
+    log, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, f"building the wheel failed:\n{log[-3000:]}"
+    (wheel,) = out.glob("distrdf_oscar-*.whl")
+    site = tmp_path_factory.mktemp("site")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "--no-compile",
+                    "--disable-pip-version-check", "--target", str(site), str(wheel)],
+                   check=True, capture_output=True)
+    root_package = Path(importlib.util.find_spec("ROOT").origin).parent
+    (site / "ROOT").symlink_to(root_package, target_is_directory=True)
+    return site, f"wheel {wheel.name}"
+
+
+def test_wheel_holds_what_the_services_run(service_site):
+    site, origin = service_site
+    if site is None:
+        pytest.skip(origin)
+    for module in ("_core.cpython-311-x86_64-linux-gnu.so", "services/__main__.py", "services/mapper.py"):
+        assert (site / "distrdf_oscar" / module).is_file()
+
+
+def test_committed_scripts_run_a_job_end_to_end(run, environment, oscar, dimuon_files, service_site):
+    import ROOT
+
+    from compare import assert_same_hist
+
+    site, origin = service_site
+    # The functions import the package from the installed wheel when there is one; run the
+    # way the image runs them: with python3 from PATH (DRO_PYTHON unset), in a scratch directory.
+    env = ["--env", f"PYTHONPATH={site}"] if site else []
+    code, out, err = run("deploy", "--deployment", "smoke", *env)
+    assert code == 0, err
+    for role in ROLES:
+        deployed = oscar.get_service(f"smoke-{role}").json()
+        assert deployed["script"] == (SERVICES / "scripts" / f"{role}.sh").read_text()
+        assert "DRO_PYTHON" not in deployed["environment"]["variables"]
+
+    environment.setenv("DISTRDF_OSCAR_DEPLOYMENT", "smoke")
+
+    def book(df):  # a light graph: cold functions pay its JIT
+        return df.Histo1D(("muons", "muons", 8, 0, 8), "nMuon"), df.Count()
+
+    reference = book(ROOT.RDataFrame("Events", dimuon_files))
+    # Tree: mappers and reducers. Coordinated: mappers, the coordinator and a batch reducer.
+    for reduction in (distrdf_oscar.TreeReduction(fan_in=2), distrdf_oscar.CoordinatedReduction([2])):
+        executor = distrdf_oscar.OSCARExecutor.from_env(reduction=reduction, auto_deploy=False, progress=False)
+        histogram, count = book(ROOT.RDataFrame("Events", dimuon_files, executor=executor, npartitions=2))
+        assert_same_hist(histogram.GetValue(), reference[0].GetValue())
+        assert count.GetValue() == reference[1].GetValue()
+
+    # The last function of a job finishes just after the client has the result.
+    def settled():
+        jobs = [j for role in ROLES for j in oscar.list_jobs(f"smoke-{role}").json()["jobs"].values()]
+        return all(j["status"] in ("Succeeded", "Failed") for j in jobs)
+
+    deadline = time.monotonic() + 30
+    while not settled() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    code, out, _ = run("status", "--deployment", "smoke")
+    assert code == 0
+    for role, line in zip(ROLES, out.splitlines()[1:], strict=True):
+        assert line.startswith(f"smoke-{role}:")
+        succeeded = int(line.split("succeeded ")[1].split(",")[0])
+        assert succeeded >= 1, f"{role} never ran: {line}"
+    if site and not os.environ.get("PYTHONDONTWRITEBYTECODE"):
+        # Proof that the functions imported the wheel's copy: only they compiled its modules.
+        for module in ("mapper", "tree_reducer", "coordinator", "batch_reducer"):
+            assert list((site / "distrdf_oscar" / "services" / "__pycache__").glob(f"{module}.*.pyc")), origin
+    assert run("undeploy", "--deployment", "smoke", "--yes")[0] == 0
