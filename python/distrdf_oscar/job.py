@@ -205,10 +205,7 @@ class Job:
                     self.storage.get_file(uploaded[os.path.basename(path)], path)
 
     def cleanup(self) -> int:
-        """Delete the job's objects, the manifest first: a function that publishes after
-        this point sees the manifest gone and withdraws its object (services/context.py)."""
-        self.storage.delete([self.keys.manifest])
-        return 1 + sum(self.storage.delete_prefix(prefix) for prefix in self.keys.all_prefixes())
+        return remove_job(self.storage, self.job_id)
 
     def run(self, ranges: Sequence[Any], mapper: Callable, files: JobFiles,
             on_partial: Callable[[Any], None] | None = None):
@@ -229,3 +226,22 @@ def _progress_bar(enabled: bool, total: int, job_id: str):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=f"distrdf-oscar {job_id}", unit="task", disable=not enabled, leave=False)
+
+
+def remove_job(storage: Storage, job_id: str) -> int:
+    """Delete a job's objects, the manifest first: a function that publishes after this
+    point sees the manifest gone and withdraws its object (services/context.py)."""
+    keys = layout.JobKeys(job_id)
+    storage.delete([keys.manifest])
+    return sum(storage.delete_prefix(prefix) for prefix in keys.all_prefixes())
+
+
+def find_jobs(storage: Storage) -> dict[str, int]:
+    """Every job with objects in the bucket, and how many objects it has."""
+    counts: dict[str, int] = {}
+    for folder in layout.JOB_FOLDERS:
+        for key in storage.list(folder + "/"):
+            job_id = layout.job_of_key(key)
+            if job_id is not None:
+                counts[job_id] = counts.get(job_id, 0) + 1
+    return counts
