@@ -340,7 +340,9 @@ def test_deploy_is_idempotent_updates_in_place_and_undeploy_asks_first(run, osca
 
     code, out, err = run("undeploy", "--deployment", "dep1")
     assert code != 0
-    assert "deletes a service's buckets" in err and "'dep1'" in err and "--yes" in err
+    assert "deletes a service's buckets" in err
+    assert "'dep1'" in err
+    assert "--yes" in err
     assert {f"dep1-{role}" for role in ROLES} <= service_names(oscar)
 
     code, out, err = run("undeploy", "--deployment", "dep1", "--yes")
@@ -357,7 +359,8 @@ def test_deployments_side_by_side_and_status(run, oscar):
     code, out, _ = run("status", "--deployment", "left")
     assert code == 0
     lines = out.splitlines()
-    assert lines[0].startswith("OSCAR http://127.0.0.1:") and "deployment 'left'" in lines[0]
+    assert lines[0].startswith("OSCAR http://127.0.0.1:")
+    assert "deployment 'left'" in lines[0]
     for role, line in zip(ROLES, lines[1:], strict=True):
         assert line.startswith(f"left-{role}: image {Deployment().image}, cpu 0.5, memory 2Gi; ")
         assert line.endswith("jobs: succeeded 0, failed 0, pending 0, running 0")
@@ -463,6 +466,17 @@ def test_deploy_failures_are_named_and_create_nothing(run, environment, platform
     assert {b.name for b in s3.list_buckets()} == buckets_before
 
 
+def test_a_definition_oscar_refuses_is_reported_and_creates_nothing(run, oscar):
+    # A two-letter deployment would name a two-letter bucket, which S3 does not allow.
+    before = service_names(oscar)
+    code, out, err = run("deploy", "--deployment", "ab")
+    assert code != 0
+    assert out == ""
+    assert "bucket" in err
+    assert KEY not in err
+    assert service_names(oscar) == before
+
+
 def test_tls_failure_is_about_trust_not_the_server(run, environment, self_signed_server):
     # Opting out of verification gets past TLS (with a warning), to a server that is not OSCAR.
     environment.setenv("OSCAR_ENDPOINT", self_signed_server)
@@ -470,7 +484,8 @@ def test_tls_failure_is_about_trust_not_the_server(run, environment, self_signed
     with pytest.warns(UserWarning, match="verification is disabled"):
         code, _, err = run("status", "--deployment", "failing")
     assert code != 0
-    assert "answered 404" in err and "TLS" not in err
+    assert "answered 404" in err
+    assert "TLS" not in err
 
 
 # -- the committed scripts run a job --------------------------------------------------

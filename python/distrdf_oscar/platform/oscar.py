@@ -159,6 +159,8 @@ class OSCARCluster:
     def deploy(self, deployment: Deployment, force: bool = False) -> dict[str, str]:
         """Create missing services, update changed ones (every one with ``force``) in place with PUT,
         keeping their tokens and buckets; returns name -> created/updated/unchanged."""
+        # The definitions carry the secrets: never let an error message repeat one.
+        self._secrets += [v for v in deployment.secrets.values() if v and v not in self._secrets]
         existing = self.services()
         outcome = {}
         for wanted in deployment.services():
