@@ -71,3 +71,44 @@ def test_other_executors_still_reach_roots_own_backends():
         assert df.Count().GetValue() == 100
     with pytest.raises(TypeError, match="not a supported connection type"):
         ROOT.RDataFrame(100, executor=object())
+
+
+def test_function_reads_storage_keys_oscar_hides(tmp_path, monkeypatch):
+    """OSCAR >= 3.5 shows the MinIO keys as "hidden" in the function config and mounts them as files."""
+    from distrdf_oscar.storage import config_from_function
+
+    config = tmp_path / "function_config.yaml"
+    config.write_text("storage_providers:\n  minio:\n    default:\n      endpoint: http://minio.minio:9000\n"
+                      "      access_key: hidden\n      secret_key: hidden\n      verify: true\n")
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "accessKey").write_text("the-access-key\n")
+    (secrets / "secretKey").write_text("the-secret-key\n")
+    monkeypatch.setenv("DRO_PROVIDER_SECRETS", str(secrets))
+    storage = config_from_function("distrdf", str(config))
+    assert (storage.access_key, storage.secret_key) == ("the-access-key", "the-secret-key")
+    assert storage.endpoint == "http://minio.minio:9000" and storage.verify
+
+
+@pytest.mark.parametrize("name,bucket", [("ab", None), ("distrdf", "x"), ("distrdf", "Upper"), ("distrdf", "a_b")])
+def test_bucket_names_follow_s3_rules(name, bucket):
+    from distrdf_oscar import Deployment
+
+    with pytest.raises(ValueError, match="bucket name"):
+        Deployment(name=name, bucket=bucket)
+
+
+def test_analyst_client_checks_the_deployment_instead_of_changing_it(warm_cluster):
+    import distrdf_oscar as dro
+
+    warm_cluster.executor(progress=False).storage  # the cluster's own key deploys the services
+    platform = warm_cluster.platform
+    missing = dro.OSCARExecutor(platform.oscar_endpoint, user=platform.oscar_user, password=platform.oscar_password,
+                                signing_key="another-key-0123456789", deployment=dro.Deployment(name="nowhere"))
+    with pytest.raises(dro.OSCARError, match="deployment 'nowhere' is not on .*distrdf-oscar deploy"):
+        missing.storage
+    other_key = dro.OSCARExecutor(platform.oscar_endpoint, user=platform.oscar_user,
+                                  password=platform.oscar_password, signing_key="another-key-0123456789",
+                                  deployment=warm_cluster.deployment())
+    with pytest.raises(dro.OSCARError, match="holds a different signing key"):
+        other_key.storage

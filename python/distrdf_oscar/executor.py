@@ -11,7 +11,6 @@ from . import plan
 from .job import Job, JobFiles, JobOptions
 from .platform.oscar import OSCARCluster, OSCARError
 from .services.definitions import Deployment
-from .signing import ENV_VAR as SIGNING_ENV
 from .signing import Signer
 from .storage import Storage, StorageConfig
 
@@ -36,14 +35,15 @@ class OSCARExecutor:
         deployment: the long-lived services to use (created on first use if missing).
         reduction: ``TreeReduction(fan_in)`` (default fan-in 4) or ``CoordinatedReduction(plan)``.
         concurrency: default number of partitions (the cluster's parallelism).
-        auto_deploy: create or update the deployment's services on first use.
+        auto_deploy: create or update the deployment's services on first use (off: an
+            operator deploys with ``distrdf-oscar deploy``, and analysts' clients only check).
         poll_interval, stall_timeout, progress: see :class:`distrdf_oscar.job.JobOptions`.
     """
 
     def __init__(self, endpoint: str, *, signing_key: str, user: str | None = None, password: str | None = None,
                  token: str | None = None, ssl_verify: bool = True, storage: StorageConfig | None = None,
                  deployment: Deployment | None = None, reduction: plan.Reduction | None = None,
-                 concurrency: int = 8, auto_deploy: bool = True, poll_interval: float = 0.2,
+                 concurrency: int = 8, auto_deploy: bool = False, poll_interval: float = 0.2,
                  stall_timeout: float = 600.0, progress: bool = True) -> None:
         if not ssl_verify:
             warnings.warn(f"TLS certificate verification is disabled for {endpoint}", stacklevel=2)
@@ -54,7 +54,7 @@ class OSCARExecutor:
         except ValueError as exc:
             raise ConfigurationError(str(exc)) from None
         self.reduction = plan.resolve(reduction)
-        self.deployment = (deployment or Deployment()).with_secrets({SIGNING_ENV: signing_key})
+        self.deployment = (deployment or Deployment()).with_signing_key(signing_key)
         self.cluster = OSCARCluster(endpoint, user=user, password=password, token=token, verify=ssl_verify)
         self._storage_config = storage
         self._ssl_verify = ssl_verify
@@ -119,6 +119,8 @@ class OSCARExecutor:
                 storage = Storage(config, signer=self._signer)
                 if self.auto_deploy:
                     self.cluster.deploy(self.deployment)
+                else:
+                    self.cluster.check_deployed(self.deployment)
                 storage.ensure_bucket()
                 self._storage = storage
             return self._storage

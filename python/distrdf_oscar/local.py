@@ -68,6 +68,7 @@ class LocalCluster:
         """An executor for this cluster; ``options`` as for :class:`OSCARExecutor`."""
         self.start()
         options.setdefault("concurrency", self.workers)
+        options.setdefault("auto_deploy", True)
         options.setdefault("deployment", self.deployment())
         return OSCARExecutor(self.platform.oscar_endpoint, user=self.platform.oscar_user,
                              password=self.platform.oscar_password, signing_key=self._signing_key,

@@ -57,6 +57,11 @@ class Signer:
                                  "or signed with another deployment's key)")
 
 
+def key_id(key: str) -> str:
+    """A public fingerprint of a key: tells which key services hold without revealing it."""
+    return hmac.new(key.encode(), b"distrdf-oscar key id", hashlib.sha256).hexdigest()[:16]
+
+
 def _file_digest(path: str) -> bytes:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -68,6 +73,7 @@ def _file_digest(path: str) -> bytes:
 def from_environment() -> Signer:
     """The deployment key a function was given as an OSCAR secret."""
     key = os.environ.get(ENV_VAR)
-    if not key:
-        raise SignatureError(f"this function has no {ENV_VAR} secret: it cannot verify its input and refuses to run")
+    if not key or len(key) < MIN_KEY_LENGTH:
+        raise SignatureError(f"this function's {ENV_VAR} secret is {'missing' if not key else 'too short (a placeholder?)'}"
+                             ": it cannot verify its input and refuses to run")
     return Signer(key)

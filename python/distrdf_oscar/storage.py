@@ -46,21 +46,34 @@ def split_endpoint(endpoint: str) -> tuple[str, bool]:
     return url.netloc, url.scheme == "https"
 
 
+PROVIDER_SECRETS = "/var/run/secrets/providers/minio.default"
+
+
 def config_from_function(bucket: str, path: str | None = None) -> StorageConfig:
-    """Storage settings of the running function (OSCAR's function config)."""
+    """Storage settings of the running function (OSCAR's function config).
+
+    Since OSCAR 3.5 the config shows the keys as ``hidden`` and mounts them as
+    files under ``/var/run/secrets/providers/minio.default/``; read them there.
+    """
     import yaml
 
     path = path or os.environ.get("DRO_FUNCTION_CONFIG", FUNCTION_CONFIG)
     with open(path) as f:
         config = yaml.safe_load(f)
     provider = config["storage_providers"]["minio"]["default"]
+    keys = {}
+    for field, filename in (("access_key", "accessKey"), ("secret_key", "secretKey")):
+        value = provider.get(field)
+        if not value or value == "hidden":
+            with open(os.path.join(os.environ.get("DRO_PROVIDER_SECRETS", PROVIDER_SECRETS), filename)) as f:
+                value = f.read().strip()
+        keys[field] = value
     return StorageConfig(
         endpoint=provider["endpoint"],
-        access_key=provider["access_key"],
-        secret_key=provider["secret_key"],
         region=provider.get("region") or "us-east-1",
         verify=bool(provider.get("verify", True)),
         bucket=bucket,
+        **keys,
     )
 
 

@@ -13,7 +13,7 @@ from collections import Counter
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from ..services.definitions import ROLES, Deployment
+from ..services.definitions import KEY_ID_ENV, ROLES, Deployment
 from ..storage import StorageConfig
 
 # Fields of a service definition that deploy manages (compared to detect changes).
@@ -175,6 +175,20 @@ class OSCARCluster:
             else:
                 outcome[name] = "unchanged"
         return outcome
+
+    def check_deployed(self, deployment: Deployment) -> None:
+        """Fail fast, naming the fix, if the deployment's services are missing or hold another key."""
+        existing = self.services()
+        missing = [d["name"] for d in deployment.services() if d["name"] not in existing]
+        if missing:
+            raise OSCARError(f"deployment {deployment.name!r} is not on {self.endpoint} (missing services: "
+                             f"{', '.join(missing)}): ask the operator to run `distrdf-oscar deploy`")
+        wanted = deployment.variables.get(KEY_ID_ENV)
+        for definition in deployment.services():
+            held = ((existing[definition["name"]].get("environment") or {}).get("variables") or {}).get(KEY_ID_ENV)
+            if wanted and held and held != wanted:  # services applied from an FDL file carry no key id
+                raise OSCARError(f"service {definition['name']} holds a different signing key than DISTRDF_OSCAR_KEY "
+                                 f"(key id {held or 'unknown'}, yours {wanted}): use the deployment's key, or redeploy")
 
     def undeploy(self, deployment: Deployment) -> list[str]:
         existing = self.services()

@@ -7,10 +7,15 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .. import __version__, layout
+from ..signing import ENV_VAR as SIGNING_ENV
+from ..signing import key_id
+
+KEY_ID_ENV = "DRO_KEY_ID"
 
 DEFAULT_IMAGE = f"ghcr.io/distrdf-oscar/distrdf-oscar:{__version__}"
 MAX_SERVICE_NAME = 39  # OSCAR's limit (Kubernetes label values with a suffix)
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")  # S3 bucket names, as OSCAR checks them
 
 COORDINATOR_CPU = "0.25"
 
@@ -49,9 +54,16 @@ class Deployment:
                 f"deployment name {self.name!r} must be lowercase letters, digits and '-', at most "
                 f"{MAX_SERVICE_NAME - longest} characters (service names stay within OSCAR's {MAX_SERVICE_NAME})"
             )
+        if not _BUCKET.match(self.bucket_name):
+            raise ValueError(f"bucket name {self.bucket_name!r} must be 3-63 lowercase letters, digits, '.' or '-'")
 
     def with_secrets(self, secrets: dict[str, str]) -> Deployment:
         return replace(self, secrets={**self.secrets, **secrets})
+
+    def with_signing_key(self, key: str) -> Deployment:
+        """The key as an OSCAR secret, and its fingerprint as a variable: OSCAR never shows
+        secrets back, so the fingerprint is how a client sees which key the services hold."""
+        return replace(self.with_secrets({SIGNING_ENV: key}), variables={**self.variables, KEY_ID_ENV: key_id(key)})
 
     @property
     def bucket_name(self) -> str:
