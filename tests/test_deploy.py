@@ -567,3 +567,27 @@ def test_committed_scripts_run_a_job_end_to_end(run, environment, oscar, dimuon_
         for module in ("mapper", "tree_reducer", "coordinator", "batch_reducer"):
             assert list((site / "distrdf_oscar" / "services" / "__pycache__").glob(f"{module}.*.pyc")), origin
     assert run("undeploy", "--deployment", "smoke", "--yes")[0] == 0
+
+
+def test_cleanup_lists_and_removes_orphaned_jobs(run, platform):
+    from distrdf_oscar import layout
+    from distrdf_oscar.executor import OSCARExecutor
+
+    code, _, err = run("deploy", "--deployment", "orphans")
+    assert code == 0, err
+    storage = OSCARExecutor.from_env(deployment=cli._deployment(
+        cli.argparse.Namespace(deployment="orphans", image=None, memory=None, cpu=None, env=None))).storage
+    orphan = layout.JobKeys(layout.new_job_id())
+    for key in (orphan.manifest, orphan.trigger(0), orphan.tree_partial(0, 1)):
+        storage.put_bytes(key, b"{}")
+
+    code, out, _ = run("cleanup", "--deployment", "orphans", "--dry-run")
+    assert code == 0 and f"{orphan.job_id}: 3 objects" in out and "dry run" in out
+    code, out, _ = run("cleanup", "--deployment", "orphans", "--older-than", "1h")
+    assert code == 0 and "0 job(s) removed; 1 left alone" in out
+    code, out, err = run("cleanup", "--deployment", "orphans", "--older-than", "soon")
+    assert code == 2 and "--older-than takes a number with a unit" in err
+    code, out, _ = run("cleanup", "--deployment", "orphans", "--job", orphan.job_id)
+    assert code == 0 and f"{orphan.job_id}: removed" in out
+    assert [k for k in storage.list("") if layout.job_of_key(k)] == []
+    assert run("undeploy", "--deployment", "orphans", "--yes")[0] == 0

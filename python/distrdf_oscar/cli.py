@@ -118,6 +118,42 @@ def service_files(deployment, cluster_id: str = DEFAULT_CLUSTER_ID) -> dict[str,
     return files
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """``90s``, ``30m``, ``2h``, ``7d`` -> seconds."""
+    number, unit = text[:-1], text[-1:]
+    if unit not in _UNITS or not number.replace(".", "", 1).isdigit():
+        raise ValueError(f"--older-than takes a number with a unit s, m, h or d (e.g. 30m), got {text!r}")
+    return float(number) * _UNITS[unit]
+
+
+def cmd_cleanup(args) -> int:
+    """List (and unless --dry-run remove) jobs left in the bucket by interrupted or crashed clients."""
+    import time
+
+    from . import layout
+    from .job import find_jobs, remove_job
+
+    storage = _cluster_and_deployment(args).storage
+    min_age = parse_duration(args.older_than) if args.older_than else 0.0
+    found = find_jobs(storage)
+    if args.job and args.job not in found:
+        print(f"job {args.job} has no objects in bucket {storage.bucket}")
+        return 0
+    now = time.time()
+    chosen = [j for j in sorted(found) if (not args.job or j == args.job) and now - layout.job_created(j) >= min_age]
+    for job_id in chosen:
+        age = (now - layout.job_created(job_id)) / 60
+        if args.dry_run:
+            print(f"{job_id}: {found[job_id]} objects, {age:.0f} min old (dry run, kept)")
+        else:
+            print(f"{job_id}: removed {remove_job(storage, job_id)} objects ({age:.0f} min old)")
+    print(f"{len(chosen)} job(s) {'found' if args.dry_run else 'removed'}; {len(found) - len(chosen)} left alone")
+    return 0
+
+
 def cmd_fdl(args) -> int:
     for relpath, text in service_files(_deployment(args), args.cluster_id).items():
         path = os.path.join(args.out, relpath)
@@ -212,11 +248,19 @@ def main(argv: list[str] | None = None) -> int:
         add_deployment_flags(command)
         if name == "deploy":
             command.add_argument("--force", action="store_true",
-                                 help="update every service even if unchanged (after changing DISTRDF_OSCAR_KEY: "
-                                      "OSCAR never shows a secret's value, so a new key cannot be detected)")
+                                 help="update every service even if it looks unchanged")
         if name == "undeploy":
             command.add_argument("--yes", action="store_true", help="confirm removal")
         command.set_defaults(func=func)
+
+    cleanup = sub.add_parser("cleanup", help="find and remove orphaned job data in the deployment's bucket",
+                             description="Jobs a client could not clean up (killed, crashed) leave objects behind. "
+                                         "A running job of another user looks the same: use --older-than." + environment)
+    cleanup.add_argument("--older-than", metavar="DURATION", help="only jobs older than this (e.g. 30m, 2h, 1d)")
+    cleanup.add_argument("--job", metavar="ID", help="only this job")
+    cleanup.add_argument("--dry-run", action="store_true", help="list, remove nothing")
+    add_deployment_flags(cleanup)
+    cleanup.set_defaults(func=cmd_cleanup)
 
     fdl = sub.add_parser("fdl", help="write the service scripts and an FDL file for oscar-cli",
                          description="Write DIR/scripts/<role>.sh and DIR/fdl/<deployment>.yaml (an FDL file that "
