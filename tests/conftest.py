@@ -35,6 +35,20 @@ def cold_cluster():
         yield cluster
 
 
+@pytest.fixture(scope="module")
+def oscar(platform):
+    """oscar-python's client for the ``platform`` fixture of the requesting test module."""
+    from oscar_python.client import Client
+
+    return Client(platform.oscar_options())
+
+
+@pytest.fixture(scope="module")
+def s3(platform):
+    """A minio client for the ``platform`` fixture of the requesting test module."""
+    return platform.minio_client()
+
+
 @pytest.fixture(params=["warm", "cold"])
 def cluster(request):
     return request.getfixturevalue(f"{request.param}_cluster")

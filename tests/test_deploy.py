@@ -29,7 +29,6 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
-from oscar_python.client import Client
 
 import distrdf_oscar
 from distrdf_oscar import cli
@@ -75,16 +74,6 @@ def wheel_build(tmp_path_factory):
 def platform(wheel_build):
     with LocalPlatform(workers=2, mode="cold", headroom=0.25) as local:
         yield local
-
-
-@pytest.fixture(scope="module")
-def oscar(platform):
-    return Client(platform.oscar_options())
-
-
-@pytest.fixture(scope="module")
-def s3(platform):
-    return platform.minio_client()
 
 
 @pytest.fixture(scope="module")

@@ -118,16 +118,6 @@ def platform():
         yield local
 
 
-@pytest.fixture(scope="module")
-def oscar(platform):
-    return Client(platform.oscar_options())
-
-
-@pytest.fixture(scope="module")
-def s3(platform):
-    return platform.minio_client()
-
-
 def auth(platform):
     return (platform.oscar_user, platform.oscar_password)
 

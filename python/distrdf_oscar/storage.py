@@ -12,6 +12,7 @@ import io
 import os
 import time
 from dataclasses import dataclass
+from typing import Callable
 from urllib.parse import urlparse
 
 from .signing import METADATA, Signer
@@ -129,35 +130,37 @@ class Storage:
         except Exception as exc:  # noqa: BLE001
             raise self._fail("upload", key, exc) from exc
 
-    def get_bytes(self, key: str) -> bytes:
+    def _download(self, key: str, consume: Callable) -> str | None:
+        """GET an object, hand the response to ``consume``, return the object's signature.
+
+        Content and signature come from the one response: a stat-then-download could pair the
+        metadata of one version with the bytes of another written in between (duplicate writers
+        are allowed)."""
         try:
             response = self.client.get_object(self.bucket, key)
             try:
-                data, signature = response.read(), response.headers.get(METADATA)
+                consume(response)
+                return response.headers.get(METADATA)
             finally:
                 response.close()
                 response.release_conn()
         except Exception as exc:  # noqa: BLE001
             raise self._fail("download", key, exc) from exc
+
+    def get_bytes(self, key: str) -> bytes:
+        body: list[bytes] = []
+        signature = self._download(key, lambda response: body.append(response.read()))
         if self.signer:
-            self.signer.verify(key, data, signature)
-        return data
+            self.signer.verify(key, body[0], signature)
+        return body[0]
 
     def get_file(self, key: str, path: str) -> None:
-        # One GET for content and signature: a stat-then-download could pair the metadata of one
-        # version with the bytes of another written in between (duplicate writers are allowed).
-        try:
-            response = self.client.get_object(self.bucket, key)
-            try:
-                with open(path, "wb") as f:
-                    for chunk in response.stream(1 << 20):
-                        f.write(chunk)
-                signature = response.headers.get(METADATA)
-            finally:
-                response.close()
-                response.release_conn()
-        except Exception as exc:  # noqa: BLE001
-            raise self._fail("download", key, exc) from exc
+        def write(response) -> None:
+            with open(path, "wb") as f:
+                for chunk in response.stream(1 << 20):
+                    f.write(chunk)
+
+        signature = self._download(key, write)
         if self.signer:
             try:
                 self.signer.verify_file(key, path, signature)
