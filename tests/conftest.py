@@ -19,20 +19,63 @@ def dimuon_files(tmp_path_factory) -> list[str]:
     return dataset.generate(str(tmp_path_factory.mktemp("dimuon")), DATASET_EVENTS, files=DATASET_FILES)
 
 
-@pytest.fixture(scope="session")
-def warm_cluster():
+# -- secrets never leak: every job object and every function log of the session is searched ----------
+
+_SECRETS: list[str] = []
+_LEAKS: list[str] = []
+
+
+def _search(where: str, content: bytes) -> None:
+    _LEAKS.extend(f"{where} contains a secret" for s in _SECRETS if s.encode() in content)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_secret_in_any_job_object():
+    """Before any job's objects are deleted, read them all (keys, bodies, headers) and search them."""
+    from distrdf_oscar import job, layout
+
+    remove_job = job.remove_job
+
+    def search_then_remove(storage, job_id):
+        for prefix in layout.JobKeys(job_id).all_prefixes():
+            for key in storage.list(prefix):
+                response = storage.client.get_object(storage.bucket, key)
+                try:
+                    _search(f"object {key}", key.encode() + response.read() + repr(dict(response.headers)).encode())
+                finally:
+                    response.close()
+                    response.release_conn()
+        return remove_job(storage, job_id)
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(job, "remove_job", search_then_remove)
+    yield
+    patch.undo()
+    assert _LEAKS == []
+
+
+def _session_cluster(mode: str):
+    from oscar_python.client import Client
+
     from distrdf_oscar import LocalCluster
 
-    with LocalCluster(workers=2, mode="warm") as cluster:
+    with LocalCluster(workers=2, mode=mode) as cluster:
+        _SECRETS.extend([cluster._signing_key, cluster.platform.oscar_password, cluster.platform.s3_secret_key])
         yield cluster
+        client = Client(cluster.platform.oscar_options())
+        for service in client.list_services().json():
+            for name in client.list_jobs(service["name"]).json().get("jobs", {}):
+                _search(f"log of {service['name']} job {name}", client.get_job_logs(service["name"], name).content)
+
+
+@pytest.fixture(scope="session")
+def warm_cluster():
+    yield from _session_cluster("warm")
 
 
 @pytest.fixture(scope="session")
 def cold_cluster():
-    from distrdf_oscar import LocalCluster
-
-    with LocalCluster(workers=2, mode="cold") as cluster:
-        yield cluster
+    yield from _session_cluster("cold")
 
 
 @pytest.fixture(scope="module")

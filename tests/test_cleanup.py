@@ -10,9 +10,10 @@ def test_find_and_remove_jobs_leaves_other_jobs_alone(warm_cluster):
     storage = warm_cluster.executor(progress=False).storage
     doomed, kept = layout.JobKeys(layout.new_job_id()), layout.JobKeys(layout.new_job_id())
     for keys in (doomed, kept):
+        # Only folders no service watches: a trigger would start a real function.
         storage.put_bytes(keys.manifest, b"{}")
-        storage.put_bytes(keys.trigger(0), b"{}")
-        storage.put_bytes(keys.tree_partial(0, 1), b"x")
+        storage.put_bytes(keys.plan, b"{}")
+        storage.put_bytes(keys.partial(0, 1), b"x")
         storage.put_bytes(keys.error("mapper-000000_000001"), b"{}")
     try:
         jobs = find_jobs(storage)
