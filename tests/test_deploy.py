@@ -4,9 +4,9 @@ and the committed service scripts running jobs end to end.
 Real parts only: one embedded platform for the module, driven by the real oscar-python client and
 ``distrdf-oscar``'s own entry point; real HTTP and TLS servers for the connection failures.
 
-With ``DISTRDF_OSCAR_TEST_WHEEL=1`` (and scikit-build-core, pybind11, cmake and ninja in the
-environment) the functions run from the wheel the image installs, built from this source tree while
-the other tests run; that adds about 30 s, so by default they run from the installed package.
+With scikit-build-core, pybind11, cmake and ninja in the environment (the test extra has them) the
+functions run from the wheel the image installs, built from this source tree while the other tests
+run (about 30 s of one core); without them, from the installed package.
 """
 
 from __future__ import annotations
@@ -50,9 +50,6 @@ BUILD_TOOLS = ("scikit_build_core", "pybind11", "cmake", "ninja")
 def wheel_build(tmp_path_factory):
     """Start building the wheel the image installs, in the background, while the other tests run."""
     missing = [m for m in BUILD_TOOLS if importlib.util.find_spec(m) is None]
-    if os.environ.get("DISTRDF_OSCAR_TEST_WHEEL") != "1":
-        yield None, "set DISTRDF_OSCAR_TEST_WHEEL=1 to build the wheel and run the functions from it"
-        return
     if missing:
         yield None, f"build tools missing from this environment: {', '.join(missing)}"
         return
