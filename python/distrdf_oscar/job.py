@@ -113,18 +113,15 @@ class Job:
             self.storage.put_bytes(self.keys.trigger(current_range.id), json.dumps(trigger).encode())
 
     # -- waiting ----------------------------------------------------------
+    def _partials_prefix(self, job_plan: dict[str, Any]) -> str:
+        """Where this job's mapper partials (and intermediate merges) land."""
+        return self.keys.prefix(layout.PARTIALS if job_plan["mode"] == "coordinated" else layout.TREE_PARTIALS)
+
     def _progress_counts(self, job_plan: dict[str, Any]) -> tuple[int, int, int]:
         """(mappers done, reductions done, objects seen) from the job's objects."""
-        folder = layout.PARTIALS if job_plan["mode"] == "coordinated" else layout.TREE_PARTIALS
-        keys = self.storage.list(self.keys.prefix(folder))
-        mappers = reductions = 0
-        for key in keys:
-            interval = layout.parse_interval(key)
-            if interval is not None and interval[1] - interval[0] == 1:
-                mappers += 1
-            else:
-                reductions += 1
-        return mappers, reductions, len(keys)
+        keys = self.storage.list(self._partials_prefix(job_plan))
+        mappers = sum(1 for key in keys if _is_mapper_partial(key))
+        return mappers, len(keys) - mappers, len(keys)
 
     def _raise_remote_errors(self) -> None:
         markers = self.storage.list(self.keys.prefix(layout.ERRORS))
@@ -172,16 +169,12 @@ class Job:
             bar.close()
 
     def _record_last_mapper(self, job_plan: dict[str, Any]) -> None:
-        folder = layout.PARTIALS if job_plan["mode"] == "coordinated" else layout.TREE_PARTIALS
-        times = [t for k, t in self.storage.modified(self.keys.prefix(folder)).items()
-                 if (iv := layout.parse_interval(k)) is not None and iv[1] - iv[0] == 1]
+        times = [t for k, t in self.storage.modified(self._partials_prefix(job_plan)).items() if _is_mapper_partial(k)]
         if times:
             self.timeline["last_mapper"] = max(times)
 
     def _mapper_partials(self, job_plan: dict[str, Any]) -> list[str]:
-        folder = layout.PARTIALS if job_plan["mode"] == "coordinated" else layout.TREE_PARTIALS
-        return [k for k in self.storage.list(self.keys.prefix(folder))
-                if (iv := layout.parse_interval(k)) is not None and iv[1] - iv[0] == 1]
+        return [k for k in self.storage.list(self._partials_prefix(job_plan)) if _is_mapper_partial(k)]
 
     # -- result -----------------------------------------------------------
     def fetch_partial(self, key: str):
@@ -220,6 +213,11 @@ class Job:
             return task_result
         finally:
             self.cleanup()
+
+
+def _is_mapper_partial(key: str) -> bool:
+    interval = layout.parse_interval(key)
+    return interval is not None and interval[1] - interval[0] == 1
 
 
 def _progress_bar(enabled: bool, total: int, job_id: str):
