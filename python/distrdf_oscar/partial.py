@@ -220,12 +220,7 @@ def _read_string(tfile, key: str, path: str) -> str:
 
 
 def read_meta(path: str) -> PartialMeta:
-    ROOT = _root()
-    f = _open(ROOT, path)
-    try:
-        return PartialMeta.from_json(_read_string(f, META_KEY, path), path)
-    finally:
-        f.Close()
+    return _read_python_part(_root(), path)[0]
 
 
 def _merged_meta(metas: list[PartialMeta], paths: Sequence[str]) -> PartialMeta:
@@ -233,10 +228,10 @@ def _merged_meta(metas: list[PartialMeta], paths: Sequence[str]) -> PartialMeta:
     for meta, path in zip(metas, paths):
         if meta.job_id != first.job_id:
             raise PartialFormatError(f"{path}: belongs to job {meta.job_id}, not {first.job_id}")
-    with_slots = [m.slots for m in metas if m.slots is not None]
-    for slots, path in zip(with_slots, paths):
-        if slots != with_slots[0]:
-            raise PartialFormatError(f"{path}: its actions differ from {paths[0]}'s")
+    with_slots = [(m.slots, path) for m, path in zip(metas, paths) if m.slots is not None]
+    for slots, path in with_slots:
+        if slots != with_slots[0][0]:
+            raise PartialFormatError(f"{path}: its actions differ from {with_slots[0][1]}'s")
     ranges = sorted(r for m in metas for r in m.ranges)
     trees: dict[str, int] = {}
     for m in metas:
@@ -245,7 +240,7 @@ def _merged_meta(metas: list[PartialMeta], paths: Sequence[str]) -> PartialMeta:
     return PartialMeta(
         job_id=first.job_id,
         ranges=ranges,
-        slots=with_slots[0] if with_slots else None,
+        slots=with_slots[0][0] if with_slots else None,
         processed_entries=sum(processed) if processed else None,
         trees_with_entries=trees,
     )
@@ -263,7 +258,8 @@ def merge_partials(output: str, inputs: Sequence[str]) -> PartialMeta:
     if not inputs:
         raise ValueError("merge_partials needs at least one input")
     ROOT = _root()
-    metas = [read_meta(p) for p in inputs]
+    parts = [_read_python_part(ROOT, p) for p in inputs]
+    metas = [m for m, _ in parts]
     meta = _merged_meta(metas, inputs)
     with_values = [p for p, m in zip(inputs, metas) if m.slots is not None]
     if with_values:
@@ -271,10 +267,8 @@ def merge_partials(output: str, inputs: Sequence[str]) -> PartialMeta:
         mode = "UPDATE"
     else:
         mode = "RECREATE"
-    fallbacks = {}
-    for index, slot in enumerate(meta.slots or []):
-        if slot["kind"] == "fallback":
-            fallbacks[f"slot_{index:04d}"] = _merge_fallback(ROOT, with_values, f"slot_{index:04d}")
+    fallbacks = {name: _merge_fallback([texts[name] for _, texts in parts if name in texts])
+                 for name in _fallback_names(meta)}
     out = ROOT.TFile.Open(output, mode, FILE_TITLE, COMPRESSION)
     if not out or out.IsZombie():
         raise OSError(f"cannot write merged partial {output}")
@@ -288,20 +282,26 @@ def merge_partials(output: str, inputs: Sequence[str]) -> PartialMeta:
     return meta
 
 
-def _merge_fallback(ROOT, paths: Sequence[str], name: str) -> str:
+def _fallback_names(meta: PartialMeta) -> list[str]:
+    return [f"slot_{index:04d}" for index, slot in enumerate(meta.slots or []) if slot["kind"] == "fallback"]
+
+
+def _read_python_part(ROOT, path: str) -> tuple[PartialMeta, dict[str, str]]:
+    """The metadata and the pickled fallback slots of one partial, in one opening of the file."""
+    f = _open(ROOT, path)
+    try:
+        meta = PartialMeta.from_json(_read_string(f, META_KEY, path), path)
+        return meta, {name: _read_string(f, name, path) for name in _fallback_names(meta)}
+    finally:
+        f.Close()
+
+
+def _merge_fallback(texts: Sequence[str]) -> str:
     from ROOT._distrdf.Backends import Utils
 
-    merged = None
-    for path in paths:
-        f = _open(ROOT, path)
-        try:
-            value = _decode(_read_string(f, name, path))
-        finally:
-            f.Close()
-        if merged is None:
-            merged = value
-        else:
-            Utils.merge_values(merged, value)
+    merged = _decode(texts[0])
+    for text in texts[1:]:
+        Utils.merge_values(merged, _decode(text))
     return _encode(merged)
 
 
@@ -347,11 +347,10 @@ def _read_slot(ROOT, tfile, path: str, index: int, slot: dict[str, Any]):
         value = int(param.GetVal()) if slot["type"] in _INTEGER_TYPES else float(param.GetVal())
         return ROOT.distrdf_oscar.MakeMergeable[slot["mergeable"], slot["type"]](value)
     if kind == "variations":
+        # The Python objects own the varied objects: hold them until MakeVariations has copied them.
+        owned = [_get(ROOT, tfile, path, f"{name}/v{vindex:04d}") for vindex in range(len(slot["keys"]))]
         values = ROOT.std.vector[slot["type"] + "*"]()
-        keep = []
-        for vindex in range(len(slot["keys"])):
-            obj = _get(ROOT, tfile, path, f"{name}/v{vindex:04d}")
-            keep.append(obj)
+        for obj in owned:
             values.push_back(obj)
         keys = ROOT.std.vector["std::string"](slot["keys"])
         return ROOT.distrdf_oscar.MakeVariations[slot["mergeable"], slot["type"]](keys, values)
