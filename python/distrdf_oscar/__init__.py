@@ -13,7 +13,7 @@ without starting ROOT's interpreter, so functions that need no ROOT start fast.
 __version__ = "0.1.0"
 
 from .executor import ConfigurationError, OSCARExecutor  # noqa: E402
-from .job import JobTimeout, RemoteError  # noqa: E402
+from .recovery import JobTimeout, RemoteError  # noqa: E402
 from .local import LocalCluster  # noqa: E402
 from .plan import DEFAULT_REDUCTION, CoordinatedReduction, PlanError, TreeReduction  # noqa: E402
 from .platform.oscar import OSCARError  # noqa: E402

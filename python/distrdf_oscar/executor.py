@@ -10,6 +10,7 @@ from typing import Any, Callable, Mapping, Sequence
 from . import plan
 from .job import Job, JobFiles, JobOptions
 from .platform.oscar import OSCARCluster, OSCARError
+from .recovery import RetryPolicy
 from .services.definitions import Deployment
 from .signing import Signer
 from .storage import Storage, StorageConfig
@@ -37,14 +38,21 @@ class OSCARExecutor:
         concurrency: default number of partitions (the cluster's parallelism).
         auto_deploy: create or update the deployment's services on first use (off: an
             operator deploys with ``distrdf-oscar deploy``, and analysts' clients only check).
-        poll_interval, stall_timeout, progress: see :class:`distrdf_oscar.job.JobOptions`.
+        retries: how often each task (a range, a reduction, the coordinator) may be triggered
+            again when its output is overdue or it failed transiently (default 3; 0 disables).
+        retry_after: seconds; the shortest quiet spell (no new output) after which what is
+            missing counts as lost (default 60: a cold start on a busy cluster can take that long).
+        retry_factor: a quiet spell also counts as a loss only once it is this many times longer
+            than the longest one the job has seen (default 3). See ``docs/reliability.md``.
+        poll_interval, progress: see :class:`distrdf_oscar.job.JobOptions`.
     """
 
     def __init__(self, endpoint: str, *, signing_key: str, user: str | None = None, password: str | None = None,
                  token: str | None = None, ssl_verify: bool = True, storage: StorageConfig | None = None,
                  deployment: Deployment | None = None, reduction: plan.Reduction | None = None,
                  concurrency: int = 8, auto_deploy: bool = False, poll_interval: float = 0.2,
-                 stall_timeout: float = 600.0, progress: bool = True) -> None:
+                 retries: int = 3, retry_after: float = 60.0, retry_factor: float = 3.0,
+                 progress: bool = True) -> None:
         if not ssl_verify:
             warnings.warn(f"TLS certificate verification is disabled for {endpoint}", stacklevel=2)
         if concurrency < 1:
@@ -60,7 +68,11 @@ class OSCARExecutor:
         self._ssl_verify = ssl_verify
         self.concurrency = concurrency
         self.auto_deploy = auto_deploy
-        self.options = JobOptions(poll_interval=poll_interval, stall_timeout=stall_timeout, progress=progress)
+        try:
+            policy = RetryPolicy(retries=retries, retry_after=retry_after, retry_factor=retry_factor)
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
+        self.options = JobOptions(poll_interval=poll_interval, progress=progress, retry=policy)
         self._storage: Storage | None = None
         self.last_job: Job | None = None  # the most recent job, for its timeline
         self._lock = threading.Lock()

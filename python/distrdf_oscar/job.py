@@ -13,27 +13,21 @@ import json
 import os
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from . import layout, partial, plan
-from .storage import Storage
-
-
-class RemoteError(RuntimeError):
-    """A function of the job failed; the message carries its remote traceback."""
-
-
-class JobTimeout(TimeoutError):
-    """The job made no progress for longer than allowed."""
+from .recovery import RetryPolicy, Tracker
+from .storage import Storage, StorageError
 
 
 @dataclass
 class JobOptions:
     poll_interval: float = 0.2  # seconds between listings of the job's objects
-    stall_timeout: float = 600.0  # seconds without any new object before giving up
     progress: bool = True  # show a progress bar (terminal or notebook)
     coordinator_timeout: float = 3600.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)  # see recovery.py
+    storage_patience: float = 120.0  # seconds of failing storage calls the wait loop rides out
 
 
 @dataclass
@@ -67,6 +61,7 @@ class Job:
         self.keys = layout.JobKeys(layout.new_job_id())
         # Wall-clock observations (epoch seconds), for the benchmarks' tail measurements.
         self.timeline: dict[str, float] = {}
+        self.tracker: Tracker | None = None  # what the job expected, and what it retried
 
     @property
     def job_id(self) -> str:
@@ -86,7 +81,9 @@ class Job:
             return self.keys.result
         return self.keys.tree_partial(range_id, range_id + 1)
 
-    def _submit(self, ranges: Sequence[Any], mapper: Callable, files: JobFiles, job_plan: dict[str, Any]) -> None:
+    def _submit(self, ranges: Sequence[Any], mapper: Callable, files: JobFiles,
+                job_plan: dict[str, Any]) -> dict[int, bytes]:
+        """Upload everything and write the triggers; returns each range's trigger (for retries)."""
         import cloudpickle
 
         named = files.named()
@@ -102,6 +99,7 @@ class Job:
         if job_plan["mode"] == "coordinated":
             # Start the coordinator first, so it is watching when the first partials land.
             self.storage.put_bytes(self.keys.coordinator_trigger, json.dumps(job_plan).encode())
+        triggers = {}
         for current_range in ranges:
             trigger = {
                 "job": self.job_id,
@@ -110,71 +108,80 @@ class Job:
                 "payload": self.keys.mapper_payload,
                 "output": self._mapper_output(job_plan, current_range.id),
             }
-            self.storage.put_bytes(self.keys.trigger(current_range.id), json.dumps(trigger).encode())
+            triggers[current_range.id] = json.dumps(trigger).encode()
+            self.storage.put_bytes(self.keys.trigger(current_range.id), triggers[current_range.id])
+        return triggers
 
     # -- waiting ----------------------------------------------------------
-    def _partials_prefix(self, job_plan: dict[str, Any]) -> str:
-        """Where this job's mapper partials (and intermediate merges) land."""
-        return self.keys.prefix(layout.PARTIALS if job_plan["mode"] == "coordinated" else layout.TREE_PARTIALS)
+    def _watched_prefixes(self, job_plan: dict[str, Any]) -> list[str]:
+        """Where the job's expected objects appear."""
+        if job_plan["mode"] == "coordinated":
+            folders = (layout.PARTIALS, layout.BATCHES, layout.RESULTS)
+        else:
+            folders = (layout.TREE_PARTIALS, layout.RESULTS)
+        return [self.keys.prefix(folder) for folder in folders]
 
-    def _progress_counts(self, job_plan: dict[str, Any]) -> tuple[int, int, int]:
-        """(mappers done, reductions done, objects seen) from the job's objects."""
-        keys = self.storage.list(self._partials_prefix(job_plan))
-        mappers = sum(1 for key in keys if _is_mapper_partial(key))
-        return mappers, len(keys) - mappers, len(keys)
+    def _handle_errors(self, tracker: Tracker) -> None:
+        """Retry what failed transiently; raise RemoteError for what cannot be retried."""
+        for key in tracker.new_markers(self.storage.list(self.keys.prefix(layout.ERRORS))):
+            trigger = tracker.on_error(key, json.loads(self.storage.get_bytes(key)))
+            self.storage.delete([key])
+            if trigger is not None:
+                tracker.fire(trigger, self.storage.put_bytes)
 
-    def _raise_remote_errors(self) -> None:
-        markers = self.storage.list(self.keys.prefix(layout.ERRORS))
-        if not markers:
-            return
-        details = [json.loads(self.storage.get_bytes(k)) for k in sorted(markers)]
-        first = details[0]
-        raise RemoteError(
-            f"{first['who']} of job {self.job_id} failed ({len(details)} error(s) in all): {first['error']}\n"
-            f"--- remote traceback ({first['service']}) ---\n{first['traceback']}"
-        )
+    def _poll(self, tracker: Tracker, prefixes: list[str]) -> None:
+        self._handle_errors(tracker)
+        present: set[str] = set()
+        for prefix in prefixes:
+            present.update(self.storage.list(prefix))
+        tracker.observe(present)
+        if not tracker.done:
+            for trigger in tracker.overdue():
+                tracker.fire(trigger, self.storage.put_bytes)
 
-    def _wait(self, job_plan: dict[str, Any], on_partial: Callable[[Any], None] | None) -> None:
+    def _wait(self, job_plan: dict[str, Any], triggers: dict[int, bytes],
+              on_partial: Callable[[Any], None] | None) -> None:
         npartitions = job_plan["npartitions"]
         steps = plan.count_steps(job_plan)
+        tracker = Tracker.for_plan(self.keys, job_plan, triggers, self.options.retry)
+        self.tracker = tracker
+        prefixes = self._watched_prefixes(job_plan)
         bar = _progress_bar(self.options.progress, npartitions + steps, self.job_id)
-        last_seen, last_change = -1, time.monotonic()
+        failing_since: float | None = None
         delivered: set[str] = set()
         try:
             while True:
-                self._raise_remote_errors()
-                if self.storage.exists(self.keys.result):
+                try:
+                    self._poll(tracker, prefixes)
+                    failing_since = None
+                except StorageError as exc:
+                    # Ride out a storage outage; give up on permanent errors or a long one.
+                    failing_since = failing_since or time.monotonic()
+                    if not exc.transient or time.monotonic() - failing_since > self.options.storage_patience:
+                        raise
+                if tracker.done:
                     self.timeline["result_seen"] = time.time()
-                    self._record_last_mapper(job_plan)
+                    self._record_last_mapper(tracker)
                     bar.update(bar.total - bar.n)
                     return
-                mappers, reductions, seen = self._progress_counts(job_plan)
+                mappers, reductions = tracker.counts()
                 bar.update(min(mappers, npartitions) + min(reductions, steps) - bar.n)
                 bar.set_postfix_str(f"mappers {mappers}/{npartitions}, reductions {reductions}/{steps}")
                 if on_partial is not None:
-                    for key in self._mapper_partials(job_plan):
+                    for key in tracker.mapper_outputs():
                         if key not in delivered:
                             delivered.add(key)
                             on_partial(self.fetch_partial(key))
-                now = time.monotonic()
-                if seen != last_seen:
-                    last_seen, last_change = seen, now
-                elif now - last_change > self.options.stall_timeout:
-                    raise JobTimeout(
-                        f"job {self.job_id}: no progress for {self.options.stall_timeout:.0f} s "
-                        f"(mappers {mappers}/{npartitions}, reductions {reductions}/{steps})"
-                    )
                 time.sleep(self.options.poll_interval)
         finally:
             bar.close()
 
-    def _record_last_mapper(self, job_plan: dict[str, Any]) -> None:
-        times = [t for k, t in self.storage.modified(self._partials_prefix(job_plan)).items() if _is_mapper_partial(k)]
+    def _record_last_mapper(self, tracker: Tracker) -> None:
+        mapper_keys = set(tracker.mapper_outputs())
+        times = [t for prefix in {k.rsplit("/", 1)[0] + "/" for k in mapper_keys}
+                 for k, t in self.storage.modified(prefix).items() if k in mapper_keys]
         if times:
             self.timeline["last_mapper"] = max(times)
-
-    def _mapper_partials(self, job_plan: dict[str, Any]) -> list[str]:
-        return [k for k in self.storage.list(self._partials_prefix(job_plan)) if _is_mapper_partial(k)]
 
     # -- result -----------------------------------------------------------
     def fetch_partial(self, key: str):
@@ -206,18 +213,13 @@ class Job:
         job_plan = self._describe_plan(len(ranges))
         self.timeline["submitted"] = time.time()
         try:
-            self._submit(ranges, mapper, files, job_plan)
-            self._wait(job_plan, on_partial)
+            triggers = self._submit(ranges, mapper, files, job_plan)
+            self._wait(job_plan, triggers, on_partial)
             task_result = self.fetch_partial(self.keys.result)
             self._fetch_snapshots(task_result)
             return task_result
         finally:
             self.cleanup()
-
-
-def _is_mapper_partial(key: str) -> bool:
-    interval = layout.parse_interval(key)
-    return interval is not None and interval[1] - interval[0] == 1
 
 
 def _progress_bar(enabled: bool, total: int, job_id: str):

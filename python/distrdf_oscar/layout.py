@@ -32,6 +32,7 @@ JOB_FOLDERS = (JOBS, TRIGGERS, TREE_PARTIALS, PLANS, BATCHES, PARTIALS, RESULTS,
 
 _JOB_ID = re.compile(r"^j[0-9]{14}-[0-9a-f]{8}$")
 _INTERVAL = re.compile(r"^(\d{6})_(\d{6})\.root$")
+_RETRY = re.compile(r"^[^/]+/[^/]+/retries/([A-Za-z0-9_]+)-(\d+)\.json$")
 
 
 def new_job_id() -> str:
@@ -59,6 +60,12 @@ def interval_name(lo: int, hi: int) -> str:
 def parse_interval(name: str) -> tuple[int, int] | None:
     m = _INTERVAL.match(name.rsplit("/", 1)[-1])
     return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def parse_retry(key: str) -> tuple[str, int] | None:
+    """(task name, attempt) of a retry trigger written by the client, else None."""
+    m = _RETRY.match(key)
+    return (m.group(1), int(m.group(2))) if m else None
 
 
 @dataclass(frozen=True)
@@ -114,6 +121,11 @@ class JobKeys:
     @property
     def result(self) -> str:
         return f"{RESULTS}/{self.job_id}/result.root"
+
+    def retry(self, folder: str, task: str, attempt: int) -> str:
+        """A retry trigger: a new object in a service's input folder, so the service runs
+        again for ``task`` (a range, a tree group, a batch, the coordinator)."""
+        return f"{folder}/{self.job_id}/retries/{task}-{attempt}.json"
 
     def error(self, who: str) -> str:
         return f"{ERRORS}/{self.job_id}/{who}.json"

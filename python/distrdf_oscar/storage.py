@@ -21,7 +21,37 @@ FUNCTION_CONFIG = "/oscar/config/function_config.yaml"
 
 
 class StorageError(RuntimeError):
-    """A storage operation failed; the message names bucket and key, never credentials."""
+    """A storage operation failed; the message names bucket and key, never credentials.
+
+    ``transient`` tells whether trying again later may succeed (server errors, refused
+    or dropped connections); permanent failures (no such bucket, access denied, bad
+    credentials) are worth reporting at once.
+    """
+
+    def __init__(self, message: str, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+# S3 error codes that no retry can fix.
+PERMANENT_CODES = frozenset({
+    "NoSuchBucket", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled",
+    "InvalidBucketName", "AccountProblem", "InvalidToken", "ExpiredToken",
+})
+MISSING_CODES = frozenset({"NoSuchKey", "NoSuchObject", "ResourceNotFound"})
+CONFLICT_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
+
+
+def _is_transient(exc: BaseException) -> bool:
+    from minio.error import S3Error, ServerError
+
+    if isinstance(exc, S3Error):
+        return exc.code not in PERMANENT_CODES and exc.response is not None and exc.response.status >= 500
+    if isinstance(exc, ServerError):
+        return exc.status_code >= 500
+    import urllib3
+
+    return isinstance(exc, (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError))
 
 
 @dataclass(frozen=True)
@@ -78,6 +108,17 @@ def config_from_function(bucket: str, path: str | None = None) -> StorageConfig:
     )
 
 
+def RETRY():  # noqa: N802 - reads as the constant it stands for
+    """Transient failures (5xx, refused or reset connections) are retried with exponential
+    backoff: 0.25, 0.5, 1, 2, 4, 4 s (about 12 s in all) before an operation fails. 4xx answers
+    are final at once. PUTs are retried too: every write of the protocol is idempotent."""
+    import urllib3
+
+    return urllib3.Retry(total=6, connect=6, read=3, status=6, backoff_factor=0.25, backoff_max=4.0,
+                         status_forcelist=[500, 502, 503, 504], allowed_methods=None,
+                         raise_on_status=False)
+
+
 class Storage:
     """The one bucket a deployment uses.
 
@@ -94,7 +135,7 @@ class Storage:
             timeout=urllib3.Timeout(connect=5, read=60),
             maxsize=16,
             cert_reqs="CERT_REQUIRED" if config.verify else "CERT_NONE",
-            retries=urllib3.Retry(total=5, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
+            retries=RETRY(),
         )
         self.config = config
         self.signer = signer
@@ -104,7 +145,9 @@ class Storage:
 
     def _fail(self, action: str, key: str, exc: Exception) -> StorageError:
         code = getattr(exc, "code", None) or type(exc).__name__
-        return StorageError(f"storage {action} of s3://{self.bucket}/{key} failed: {code}")
+        transient = _is_transient(exc)
+        hint = " (transient: retried with backoff, then given up)" if transient else ""
+        return StorageError(f"storage {action} of s3://{self.bucket}/{key} failed: {code}{hint}", transient)
 
     def ensure_bucket(self) -> None:
         try:
@@ -127,6 +170,28 @@ class Storage:
         signature = self.signer.sign_file(key, path) if self.signer else None
         try:
             self.client.fput_object(self.bucket, key, path, metadata=self._metadata(signature))
+        except Exception as exc:  # noqa: BLE001
+            raise self._fail("upload", key, exc) from exc
+
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        """Create ``key`` only if no object has it (S3 conditional write, ``If-None-Match: *``).
+
+        Returns False when another writer got there first: the first copy wins, so duplicate
+        functions never replace (nor re-announce) an object. minio-py exposes no conditional
+        headers, so this goes through its single-request PUT.
+        """
+        from minio.error import S3Error
+
+        headers = {"Content-Type": "application/octet-stream", "If-None-Match": "*"}
+        if self.signer:
+            headers[METADATA] = self.signer.sign(key, data)
+        try:
+            self.client._put_object(self.bucket, key, data, headers)  # noqa: SLF001 - see docstring
+            return True
+        except S3Error as exc:
+            if exc.code in CONFLICT_CODES:
+                return False
+            raise self._fail("upload", key, exc) from exc
         except Exception as exc:  # noqa: BLE001
             raise self._fail("upload", key, exc) from exc
 
@@ -185,7 +250,7 @@ class Storage:
             self.client.stat_object(self.bucket, key)
             return True
         except S3Error as exc:
-            if exc.code in ("NoSuchKey", "NoSuchObject", "ResourceNotFound"):
+            if exc.code in MISSING_CODES:
                 return False
             raise self._fail("lookup", key, exc) from exc
         except Exception as exc:  # noqa: BLE001

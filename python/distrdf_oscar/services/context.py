@@ -13,7 +13,13 @@ from urllib.parse import unquote
 
 from .. import layout
 from ..signing import from_environment
-from ..storage import Storage, config_from_function
+from ..storage import Storage, StorageError, config_from_function
+from . import failpoints
+
+# What publish() did with an object.
+WRITTEN = "written"  # ours is the object now stored under the key
+TAKEN = "taken"  # a claim found the key already written by another copy of this task
+ENDED = "ended"  # the job ended meanwhile: nothing of ours stays
 
 
 @dataclass
@@ -23,29 +29,48 @@ class FunctionContext:
     key: str  # object key of the trigger, relative to the bucket
     output_dir: str
     storage: Storage
+    task_output: str | None = None  # the key this invocation is to produce, once known (for error markers)
 
     def scratch(self, name: str) -> str:
         """A local path for a file this invocation produces."""
         return os.path.join(self.output_dir, name)
 
-    def publish(self, job_id: str, key: str, path: str | None = None, data: bytes | None = None) -> bool:
+    def publish(self, job_id: str, key: str, path: str | None = None, data: bytes | None = None,
+                claim: bool = False) -> str:
         """Upload an object of a job ourselves rather than through the supervisor's outputs
         (its outcome is known here, and no bare-bucket output, which OSCAR >= 4.1 rewrites
         to a per-service bucket, is needed).
 
+        With ``claim``, the object is created only if the key is free (conditional write):
+        when a task runs twice (duplicate trigger, retry of a straggler) the first copy to
+        finish wins and later copies change nothing; the result is TAKEN.
+
         The client deletes a finished job's manifest before its other objects, so checking
         the manifest *after* the upload and withdrawing the object if it is gone means no
-        object outlives its job. Returns whether the object stays.
+        object outlives its job (ENDED).
         """
-        if path is not None:
+        failpoints.reach("before-write")
+        if claim:
+            if path is not None:
+                with open(path, "rb") as f:
+                    data = f.read()
+                os.remove(path)
+            if not self.storage.put_if_absent(key, data or b""):
+                return TAKEN
+        elif path is not None:
             self.storage.put_file(key, path)
             os.remove(path)
         else:
             self.storage.put_bytes(key, data or b"")
+        failpoints.reach("after-write")
         if self.storage.exists(layout.JobKeys(job_id).manifest):
-            return True
+            return WRITTEN
         self.storage.delete([key])
-        return False
+        return ENDED
+
+    def job_alive(self, job_id: str) -> bool:
+        """Whether the client still waits for the job (its manifest exists)."""
+        return self.storage.exists(layout.JobKeys(job_id).manifest)
 
     def read_input_json(self) -> dict:
         """The trigger the supervisor downloaded, once its signature is verified."""
@@ -59,11 +84,21 @@ class FunctionContext:
             "job": job_id,
             "who": who,
             "service": self.service,
+            "trigger": self.key,
+            "output": self.task_output,
+            # A storage hiccup may pass; an error in the user's code or data would only repeat.
+            "retryable": _retryable(exc),
             "error": f"{type(exc).__name__}: {exc}",
             "traceback": "".join(traceback.format_exception(exc)),
         }
         print(marker["traceback"], file=sys.stderr, flush=True)
         self.publish(job_id, layout.JobKeys(job_id).error(who), data=json.dumps(marker).encode())
+
+
+def _retryable(exc: BaseException) -> bool:
+    if isinstance(exc, StorageError):
+        return exc.transient
+    return isinstance(exc, (ConnectionError, TimeoutError))
 
 
 def serve(role: str, work: Callable[[FunctionContext], None]) -> int:

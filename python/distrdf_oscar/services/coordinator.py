@@ -4,8 +4,12 @@ An item is a mapper partial or an earlier batch's result, both under the
 job's ``partials/`` folder. Batch ``i`` is launched (by writing its batch
 file, which triggers a batch reducer) as soon as ``plan[i]`` unconsumed items
 exist; the last batch writes the final result. The coordinator stops when
-every batch is launched, when the job reports an error, or when the client
-has cleaned the job up.
+every batch is launched, or when the client has ended the job.
+
+A coordinator may run twice (a retry after it was killed, or a straggler):
+batch files are written by claims, so each batch is defined exactly once, and
+a coordinator that loses a claim, or starts late, adopts the batch already
+written. Every partial is thereby consumed exactly once.
 """
 
 from __future__ import annotations
@@ -19,6 +23,13 @@ from . import context
 POLL_SECONDS = 0.1
 
 
+def _adopt(ctx: context.FunctionContext, keys: layout.JobKeys, index: int) -> list[str] | None:
+    """The inputs of batch ``index`` if an earlier copy already launched it."""
+    if not ctx.storage.exists(keys.batch(index)):
+        return None
+    return json.loads(ctx.storage.get_bytes(keys.batch(index)))["inputs"]
+
+
 def run(ctx: context.FunctionContext, job_plan: dict) -> None:
     keys = layout.JobKeys(job_plan["job"])
     # A single partial is "merged" alone, so the final result still comes from a batch reducer.
@@ -27,21 +38,28 @@ def run(ctx: context.FunctionContext, job_plan: dict) -> None:
     arrived: list[str] = []
     consumed: set[str] = set()
     launched = 0
+    while launched < len(batches) and (taken := _adopt(ctx, keys, launched)) is not None:
+        consumed.update(taken)
+        launched += 1
     while launched < len(batches):
         available = [k for k in arrived if k not in consumed]
         if len(available) >= batches[launched]:
             take = available[:batches[launched]]
-            consumed.update(take)
             last = launched == len(batches) - 1
             batch = {"job": keys.job_id, "index": launched, "inputs": take,
                      "output": keys.result if last else keys.batch_result(launched)}
-            if not ctx.publish(keys.job_id, keys.batch(launched), data=json.dumps(batch).encode()):
+            ctx.task_output = keys.batch(launched)
+            outcome = ctx.publish(keys.job_id, keys.batch(launched), data=json.dumps(batch).encode(), claim=True)
+            if outcome == context.ENDED:
                 return
+            if outcome == context.TAKEN:  # another copy of the coordinator launched it first
+                take = json.loads(ctx.storage.get_bytes(keys.batch(launched)))["inputs"]
+            consumed.update(take)
             launched += 1
             continue
         if time.monotonic() > deadline:
             raise TimeoutError(f"coordinator gave up after launching {launched} of {len(batches)} batches")
-        if ctx.storage.list(keys.prefix(layout.ERRORS)) or not ctx.storage.exists(keys.manifest):
+        if not ctx.job_alive(keys.job_id):
             return
         time.sleep(POLL_SECONDS)
         known = set(arrived)

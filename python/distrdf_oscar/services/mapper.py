@@ -89,8 +89,9 @@ def run(ctx: context.FunctionContext, trigger: dict) -> None:
     import cloudpickle
 
     keys = layout.JobKeys(trigger["job"])
-    if not ctx.storage.exists(keys.manifest):
-        return  # the job already ended (failed elsewhere, or interrupted): nothing to do
+    ctx.task_output = trigger["output"]
+    if not ctx.job_alive(keys.job_id) or ctx.storage.exists(trigger["output"]):
+        return  # the job ended (failed elsewhere, or interrupted), or another copy already did this range
     payload = _payload(ctx.storage, trigger["payload"])
     _distribute(ctx.storage, keys, payload)
     mapper = payload["mapper"]
@@ -100,7 +101,7 @@ def run(ctx: context.FunctionContext, trigger: dict) -> None:
     _upload_snapshots(ctx, keys, result, trigger["range_id"])
     path = ctx.scratch("partial.root")
     partial.write_partial(path, result, job_id=keys.job_id, ranges=[(trigger["range_id"], trigger["range_id"] + 1)])
-    ctx.publish(keys.job_id, trigger["output"], path)
+    ctx.publish(keys.job_id, trigger["output"], path, claim=True)
 
 
 def main() -> int:

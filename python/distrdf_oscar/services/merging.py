@@ -10,9 +10,10 @@ from . import context
 
 
 def merge_keys(ctx: context.FunctionContext, job_id: str, inputs: list[str], output_key: str) -> None:
-    """Merge the partials at ``inputs`` into the object ``output_key``, unless a duplicate
-    invocation already did."""
-    if ctx.storage.exists(output_key):
+    """Merge the partials at ``inputs`` into the object ``output_key``, unless another copy of
+    this task already did; if two copies race, the first to finish wins (a claim)."""
+    ctx.task_output = output_key
+    if ctx.storage.exists(output_key) or not ctx.job_alive(job_id):
         return
     with tempfile.TemporaryDirectory(prefix="dro-merge-") as workdir:
         local = []
@@ -22,4 +23,4 @@ def merge_keys(ctx: context.FunctionContext, job_id: str, inputs: list[str], out
             local.append(path)
         output = os.path.join(workdir, "merged.root")
         partial.merge_partials(output, local)
-        ctx.publish(job_id, output_key, output)
+        ctx.publish(job_id, output_key, output, claim=True)

@@ -5,5 +5,6 @@ Importing this package is cheap: the platform itself runs in a child process.
 """
 
 from .cluster import LocalPlatform
+from .faults import Fault
 
-__all__ = ["LocalPlatform"]
+__all__ = ["LocalPlatform", "Fault"]

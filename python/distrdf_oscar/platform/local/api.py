@@ -14,6 +14,7 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 from werkzeug.serving import make_server
 
+from .faults import Fault, FaultPlan
 from .jobs import JobStore
 from .services import ServiceRegistry
 from .validation import ServiceError
@@ -36,6 +37,7 @@ class ApiContext:
     service_changed: Callable[[str], None]  # after create/update: watch its inputs
     service_deleted: Callable[[str], None]  # after delete: stop watching, drop its jobs
     capacity: float = 1.0
+    faults: FaultPlan | None = None  # fault injection rules (not part of OSCAR's API)
 
 
 def _text(status: int, message: str = "") -> Response:
@@ -181,6 +183,28 @@ def create_app(ctx: ApiContext) -> Flask:
     def delete_job(name: str, job_name: str) -> Response:
         if ctx.registry.get(name) is None or ctx.store.remove(name, job_name) is None:
             return _text(404, "Not found")
+        return _text(204)
+
+    # -- fault injection: the embedded platform's own endpoints, not OSCAR's -----------------
+
+    @app.get("/system/local/faults")
+    def list_faults() -> Response:
+        return jsonify(ctx.faults.report() if ctx.faults else [])
+
+    @app.post("/system/local/faults")
+    def add_faults() -> Response:
+        if ctx.faults is None:
+            return _text(404, "fault injection is not available")
+        try:
+            ctx.faults.add([Fault.from_json(rule) for rule in _read_json()])
+        except (TypeError, ValueError) as err:
+            return _text(400, f"bad fault rule: {err}")
+        return _text(201)
+
+    @app.delete("/system/local/faults")
+    def clear_faults() -> Response:
+        if ctx.faults is not None:
+            ctx.faults.clear()
         return _text(204)
 
     return app

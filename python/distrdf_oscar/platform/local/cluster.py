@@ -15,6 +15,8 @@ import tempfile
 import time
 from typing import Any, Self
 
+from .faults import Fault
+
 MODES = ("cold", "warm")
 
 # The directory that holds the ``distrdf_oscar`` package: the platform process
@@ -46,6 +48,9 @@ class LocalPlatform:
         headroom: CPU capacity beyond ``workers`` that only sub-core requests can
             use together with full slots (a node's spare fraction), so a light
             coordinator does not take a whole slot from the mappers.
+        fault_injection: put a gate in front of the S3 server so that
+            :meth:`inject` can also stage storage outages (trigger and function
+            faults work without it). See :mod:`.faults`.
     """
 
     cluster_id = "local"
@@ -63,6 +68,7 @@ class LocalPlatform:
         log_level: str | int = "WARNING",
         start_timeout: float | None = None,
         headroom: float = 0.0,
+        fault_injection: bool = False,
     ) -> None:
         if int(workers) != workers or workers < 1:
             raise ValueError(f"workers must be a positive integer, got {workers!r}")
@@ -74,6 +80,7 @@ class LocalPlatform:
             raise ValueError("headroom must not be negative")
         self.workers = int(workers)
         self.headroom = float(headroom)
+        self.fault_injection = bool(fault_injection)
         self.mode = mode
         self.startup_delay = float(startup_delay)
         self.bucket_hint = bucket_hint
@@ -113,6 +120,7 @@ class LocalPlatform:
             "oscar_password": password,
             "s3_access_key": access_key,
             "s3_secret_key": secret_key,
+            "fault_injection": self.fault_injection,
         }
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH", "")) if p)
@@ -228,6 +236,29 @@ class LocalPlatform:
             secure=self.s3_secure,
             region=self.s3_region,
         )
+
+    # -- fault injection -------------------------------------------------------------
+
+    def inject(self, *faults: Fault) -> None:
+        """Add fault rules; each fires the number of times it says, on matching invocations."""
+        self._faults_request("post", json=[fault.to_json() for fault in faults])
+
+    def faults(self) -> list[Fault]:
+        """Every rule added so far, with how often it has fired."""
+        return [Fault.from_json(rule) for rule in self._faults_request("get").json()]
+
+    def clear_faults(self) -> None:
+        self._faults_request("delete")
+
+    def _faults_request(self, method: str, **kwargs: Any) -> Any:
+        import requests
+
+        self._require_running()
+        response = requests.request(method, f"{self.oscar_endpoint}/system/local/faults",
+                                    auth=(self.oscar_user, self.oscar_password or ""), timeout=30, **kwargs)
+        if response.status_code >= 400:
+            raise ValueError(f"fault injection refused: {response.text}")
+        return response
 
     def _require_running(self) -> None:
         if not self.running:

@@ -65,6 +65,7 @@ def run(config: dict[str, Any]) -> int:
 
     # Imported here, not at the top, so that these imports overlap moto's start.
     from .api import ApiContext, ApiServer, create_app
+    from .faults import FaultPlan, StorageGate
     from .jobs import JobStore
     from .runner import WARM, Runner
     from .services import ServiceRegistry
@@ -74,10 +75,18 @@ def run(config: dict[str, Any]) -> int:
 
     base_env = _base_env(config["package_root"])
     pool = WarmPool(config["workers"], config["package_root"], base_env) if config["mode"] == WARM else None
-    server = poller = runner = None
+    server = poller = runner = gate = None
     try:
         s3.wait_ready()
-        storage = StorageCredentials(s3.endpoint, config["s3_access_key"], config["s3_secret_key"])
+        direct = StorageCredentials(s3.endpoint, config["s3_access_key"], config["s3_secret_key"])
+        if config.get("fault_injection"):
+            # Everyone but the trigger poller (MinIO's own notifier) reaches storage through the gate.
+            gate = StorageGate(s3.port)
+            gate.start()
+            storage = StorageCredentials(gate.endpoint, config["s3_access_key"], config["s3_secret_key"])
+        else:
+            storage = direct
+        faults = FaultPlan(gate, token_dir=os.path.join(workdir, "faults"))
         client = storage.client()
         if config.get("bucket_hint"):
             ensure_bucket(client, config["bucket_hint"])
@@ -93,6 +102,7 @@ def run(config: dict[str, Any]) -> int:
             config_path=registry.config_path,
             warm_pool=pool,
             startup_delay=config.get("startup_delay", 0.0),
+            faults=faults,
         )
 
         def submit_by_name(name: str, body: bytes) -> None:
@@ -100,7 +110,7 @@ def run(config: dict[str, Any]) -> int:
             if service is not None:
                 runner.submit(service, body)
 
-        poller = TriggerPoller(registry, client, submit_by_name, access_key=storage.access_key)
+        poller = TriggerPoller(registry, direct.client(), submit_by_name, access_key=storage.access_key, faults=faults)
 
         def service_deleted(name: str) -> None:
             poller.drop_service(name)
@@ -116,6 +126,7 @@ def run(config: dict[str, Any]) -> int:
             service_changed=poller.sync_service,
             service_deleted=service_deleted,
             capacity=float(config["capacity"]),
+            faults=faults,
         )
         server = ApiServer(create_app(ctx))
         server.start()
@@ -123,11 +134,12 @@ def run(config: dict[str, Any]) -> int:
         if pool is not None and not pool.wait_ready(WARM_START_TIMEOUT):
             raise RuntimeError("warm workers failed to start (see the log above)")
 
-        ready = {"ready": True, "pid": os.getpid(), "oscar_port": server.port, "s3_port": s3.port}
+        s3_port = gate.port if gate is not None else s3.port
+        ready = {"ready": True, "pid": os.getpid(), "oscar_port": server.port, "s3_port": s3_port}
         sys.stdout.write(json.dumps(ready) + "\n")
         sys.stdout.flush()
         threading.Thread(target=_watch_stdin, args=(stop,), name="stdin-watch", daemon=True).start()
-        log.info("local platform ready: OSCAR API on port %d, S3 on port %d", server.port, s3.port)
+        log.info("local platform ready: OSCAR API on port %d, S3 on port %d", server.port, s3_port)
         stop.wait()
         return 0
     except Exception as err:  # reported to the parent, which raises it
@@ -137,7 +149,7 @@ def run(config: dict[str, Any]) -> int:
         return 1
     finally:
         log.info("stopping the local platform")
-        for part in (poller, server, runner, pool):
+        for part in (poller, server, runner, pool, gate):
             if part is not None:
                 try:
                     part.stop()

@@ -20,8 +20,9 @@ from typing import Any
 
 from minio import Minio
 
+from .faults import FAILPOINT_VARIABLE, FaultPlan
 from .jobs import FAILED, SUCCEEDED, Job, JobStore
-from .supervisor import Invocation
+from .supervisor import Invocation, parse_event
 from .validation import parse_cpu
 from .warm import ENTRYPOINT_VARIABLE, WarmPool, WarmWorker, WorkerDied
 
@@ -57,6 +58,7 @@ class Runner:
         config_path: Callable[[str], str],
         warm_pool: WarmPool | None = None,
         startup_delay: float = 0.0,
+        faults: FaultPlan | None = None,
     ) -> None:
         self.capacity = float(capacity)
         self.mode = mode
@@ -67,6 +69,7 @@ class Runner:
         self._config_path = config_path
         self._pool = warm_pool
         self._startup_delay = startup_delay
+        self._faults = faults or FaultPlan()
         self._cond = threading.Condition()
         self._queue: deque[Job] = deque()
         self._free = self.capacity
@@ -142,16 +145,26 @@ class Runner:
         invocation = Invocation(
             job, self._client, self._jobs_dir, self._base_env, self._config_path(job.service_name)
         )
+        key = parse_event(job.body).key
         try:
-            if self._startup_delay > 0:
+            delay = self._startup_delay
+            straggler = self._faults.take("delay", job.service_name, key)
+            if straggler is not None:
+                job.log(f"Injected fault: starting {straggler.seconds} s late")
+                delay += straggler.seconds
+            if delay > 0:
                 # Like a container being created: the slot is taken, the job still Pending.
-                job.log(f"Emulated start-up delay of {self._startup_delay} s")
-                if self._stopping.wait(self._startup_delay):
+                job.log(f"Emulated start-up delay of {delay} s")
+                if self._stopping.wait(delay):
                     raise RuntimeError("platform stopping")
             if job.cancelled:
                 raise RuntimeError("job deleted before it started")
             job.mark_running()
             env = invocation.prepare()
+            failpoint = self._faults.arm_kill(job.service_name, key)
+            if failpoint is not None:
+                job.log(f"Injected fault: the function dies if it reaches {failpoint.split(':')[0]}")
+                env[FAILPOINT_VARIABLE] = failpoint
             entrypoint = job.service["environment"]["variables"].get(ENTRYPOINT_VARIABLE, "")
             worker = self._pool.acquire() if (self.mode == WARM and entrypoint and self._pool) else None
             if worker is not None:

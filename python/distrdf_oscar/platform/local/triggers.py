@@ -21,6 +21,7 @@ from urllib.parse import quote_plus
 from minio import Minio
 from minio.error import S3Error
 
+from .faults import FaultPlan
 from .services import ServiceRegistry
 
 log = logging.getLogger(__name__)
@@ -81,8 +82,10 @@ class TriggerPoller:
         submit: Callable[[str, bytes], object],
         interval: float = 0.075,
         access_key: str = "minio",
+        faults: FaultPlan | None = None,
     ) -> None:
         self._registry = registry
+        self._faults = faults or FaultPlan()
         self._client = client
         self._submit = submit
         self._interval = interval
@@ -156,9 +159,12 @@ class TriggerPoller:
                 # Oldest first, like the order in which MinIO would have notified.
                 new.sort(key=lambda k: (current[k][0][1], k))
                 for key in new:
+                    if self._faults.take("drop_trigger", service, key):
+                        continue  # a lost webhook call
                     (etag, _), size = current[key]
                     event = minio_event(bucket, key, size, etag, self._access_key)
-                    fired.append((service, json.dumps(event).encode()))
+                    copies = 2 if self._faults.take("duplicate_trigger", service, key) else 1
+                    fired.extend([(service, json.dumps(event).encode())] * copies)
                 self._seen[watch] = dict(current)
         for service, body in fired:
             try:

@@ -1,0 +1,337 @@
+"""Fault injection: the failures of a real OSCAR cluster, on demand.
+
+A real cluster loses MinIO webhook calls (no queue), delivers some twice,
+kills functions when nodes go away, has slow nodes, and its MinIO answers
+503 or refuses connections while it restarts. Rules here reproduce each of
+these, so the client's recovery can be tested and problems reproduced:
+
+- ``drop_trigger``: an object appears but the service is not invoked.
+- ``duplicate_trigger``: the service is invoked twice for one object.
+- ``kill``: the function is killed (SIGKILL, no clean-up) just before or just
+  after it uploads its first object (``when="before-write"`` / ``"after-write"``).
+  Every matching invocation is armed; the first ``times`` that reach the point
+  die (each takes a token file, atomically), so a function that never writes
+  (e.g. a reducer whose group is incomplete) does not use the fault up.
+- ``delay``: the function starts ``seconds`` late, holding its CPU slot (a straggler).
+- ``storage_outage``: the S3 endpoint clients use answers ``503 SlowDown``
+  (``mode="503"``) or refuses connections (``mode="refuse"``) for ``seconds``,
+  starting ``after`` seconds after the rule is added.
+
+A rule matches by service role (``mapper``, ``reducer``, ``coordinator``,
+``batch``, or ``None`` for any) and by a glob on the triggering object key, and
+fires ``times`` times. The platform reports how often each rule fired, so a
+test can tell that the fault really happened.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import logging
+import os
+import shutil
+import socket
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+# How a function learns where to die: the failpoint it must stop at.
+from ...services.failpoints import VARIABLE as FAILPOINT_VARIABLE
+
+log = logging.getLogger(__name__)
+
+KINDS = ("drop_trigger", "duplicate_trigger", "kill", "delay", "storage_outage")
+KILL_POINTS = ("before-write", "after-write")
+OUTAGE_MODES = ("503", "refuse")
+
+
+@dataclass
+class Fault:
+    """One fault rule; build it with the class methods."""
+
+    kind: str
+    service: str | None = None  # role: mapper, reducer, coordinator, batch; None: any
+    key: str = "*"  # glob on the triggering object key
+    times: int = 1
+    when: str | None = None  # kill: before-write / after-write
+    seconds: float = 0.0  # delay, storage_outage
+    mode: str | None = None  # storage_outage: 503 / refuse
+    after: float = 0.0  # storage_outage: start this many seconds after the rule is added
+    fired: int = field(default=0)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown fault kind {self.kind!r}; one of {KINDS}")
+        if self.kind == "kill" and self.when not in KILL_POINTS:
+            raise ValueError(f"a kill fault needs when= one of {KILL_POINTS}, got {self.when!r}")
+        if self.kind == "storage_outage" and self.mode not in OUTAGE_MODES:
+            raise ValueError(f"a storage outage needs mode= one of {OUTAGE_MODES}, got {self.mode!r}")
+        if self.times < 1 or self.seconds < 0 or self.after < 0:
+            raise ValueError("times must be at least 1, seconds and after must not be negative")
+
+    @classmethod
+    def drop_trigger(cls, service: str | None = None, key: str = "*", times: int = 1) -> Fault:
+        return cls("drop_trigger", service, key, times)
+
+    @classmethod
+    def duplicate_trigger(cls, service: str | None = None, key: str = "*", times: int = 1) -> Fault:
+        return cls("duplicate_trigger", service, key, times)
+
+    @classmethod
+    def kill(cls, service: str | None = None, when: str = "before-write", key: str = "*", times: int = 1) -> Fault:
+        return cls("kill", service, key, times, when=when)
+
+    @classmethod
+    def delay(cls, service: str | None = None, seconds: float = 10.0, key: str = "*", times: int = 1) -> Fault:
+        return cls("delay", service, key, times, seconds=seconds)
+
+    @classmethod
+    def storage_outage(cls, seconds: float, mode: str = "503", after: float = 0.0) -> Fault:
+        return cls("storage_outage", seconds=seconds, mode=mode, after=after)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Fault:
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+    def matches(self, kind: str, service_name: str, key: str, unlimited: bool = False) -> bool:
+        role_ok = self.service is None or service_name == self.service or service_name.endswith("-" + self.service)
+        left = unlimited or self.fired < self.times
+        return self.kind == kind and left and role_ok and fnmatch.fnmatchcase(key, self.key)
+
+
+class FaultPlan:
+    """The active rules of a platform; thread-safe, each match consumes one firing."""
+
+    def __init__(self, gate: StorageGate | None = None, token_dir: str | None = None) -> None:
+        self._lock = threading.Lock()
+        self._rules: list[Fault] = []
+        self._tokens: dict[int, str] = {}  # kill rule (by id) -> its directory of tokens
+        self._gate = gate
+        self._token_dir = token_dir  # where kill rules keep their tokens (in the platform's directory)
+
+    def add(self, rules: list[Fault]) -> None:
+        if any(rule.kind == "storage_outage" for rule in rules) and self._gate is None:
+            raise ValueError("storage outages need a platform started with fault_injection=True")
+        if any(rule.kind == "kill" for rule in rules) and self._token_dir is None:
+            raise ValueError("kill faults need a directory for their tokens")
+        with self._lock:
+            for rule in rules:
+                if rule.kind == "kill":
+                    assert self._token_dir is not None
+                    folder = os.path.join(self._token_dir, f"kill-{len(self._tokens)}")
+                    os.makedirs(folder)
+                    for n in range(rule.times):
+                        open(os.path.join(folder, str(n)), "w").close()
+                    self._tokens[id(rule)] = folder
+            self._rules.extend(rules)
+        for rule in rules:
+            if rule.kind == "storage_outage":
+                assert self._gate is not None
+                self._gate.schedule(rule)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._rules.clear()
+            for folder in self._tokens.values():
+                shutil.rmtree(folder, ignore_errors=True)
+            self._tokens.clear()
+
+    def report(self) -> list[dict[str, Any]]:
+        with self._lock:
+            for rule in self._rules:
+                if rule.kind == "kill":
+                    rule.fired = rule.times - len(os.listdir(self._tokens[id(rule)]))
+            return [rule.to_json() for rule in self._rules]
+
+    def take(self, kind: str, service_name: str, key: str) -> Fault | None:
+        """The first rule of ``kind`` matching this invocation, counted as fired."""
+        with self._lock:
+            for rule in self._rules:
+                if rule.matches(kind, service_name, key):
+                    rule.fired += 1
+                    log.warning("fault injected: %s on %s (%s)", kind, key, service_name)
+                    return rule
+        return None
+
+    def arm_kill(self, service_name: str, key: str) -> str | None:
+        """The failpoint setting for an invocation a kill rule matches: ``<when>:<token dir>``."""
+        with self._lock:
+            for rule in self._rules:
+                folder = self._tokens.get(id(rule))
+                if folder and rule.kind == "kill" and os.listdir(folder) and \
+                        rule.matches("kill", service_name, key, unlimited=True):
+                    return f"{rule.when}:{folder}"
+        return None
+
+
+# -- the storage gate: a TCP proxy in front of the S3 server that can fail on demand ------------
+
+_SLOW_DOWN = (
+    b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code>"
+    b"<Message>Please reduce your request rate (injected fault).</Message></Error>"
+)
+
+
+class StorageGate:
+    """Forwards S3 connections to the real server; during an outage answers 503 or refuses.
+
+    Clients (the user's, the functions', the supervisor's) all reach storage through the
+    gate, as they all reach one MinIO. An outage also cuts the connections already open,
+    as a restarting server would, so kept-alive connections see it too.
+    """
+
+    def __init__(self, upstream_port: int) -> None:
+        self._upstream = ("127.0.0.1", upstream_port)
+        self._lock = threading.Lock()
+        self._mode: str | None = None
+        self._open: set[socket.socket] = set()
+        self._stopping = threading.Event()
+        self._listener = self._listen(0)
+        self.port = self._listener.getsockname()[1]
+        self._acceptor = threading.Thread(target=self._accept_loop, name="storage-gate", daemon=True)
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self._acceptor.start()
+
+    def _listen(self, port: int) -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+        sock.listen(128)
+        sock.settimeout(0.1)
+        return sock
+
+    def _accept_loop(self) -> None:
+        while not self._stopping.is_set():
+            with self._lock:
+                listener = self._listener
+            if listener is None:  # refusing connections: nothing listens on the port
+                time.sleep(0.05)
+                continue
+            try:
+                conn, _ = listener.accept()
+            except (TimeoutError, OSError):
+                continue
+            conn.settimeout(None)
+            with self._lock:
+                mode = self._mode
+            target = self._answer_503 if mode == "503" else self._forward
+            threading.Thread(target=target, args=(conn,), daemon=True).start()
+
+    # -- outages -----------------------------------------------------------------
+
+    def schedule(self, rule: Fault) -> None:
+        def outage() -> None:
+            if self._stopping.wait(rule.after):
+                return
+            rule.fired = 1
+            self._begin(rule.mode or "503")
+            log.warning("storage outage (%s) for %.1f s", rule.mode, rule.seconds)
+            self._stopping.wait(rule.seconds)
+            self._end()
+
+        threading.Thread(target=outage, name="storage-outage", daemon=True).start()
+
+    def _begin(self, mode: str) -> None:
+        with self._lock:
+            self._mode = mode
+            if mode == "refuse" and self._listener is not None:
+                self._listener.close()
+                self._listener = None
+            victims = list(self._open)
+        for sock in victims:
+            _shut(sock)
+
+    def _end(self) -> None:
+        with self._lock:
+            if self._mode == "refuse" and not self._stopping.is_set():
+                self._listener = self._listen(self.port)
+            self._mode = None
+
+    # -- connections -----------------------------------------------------------------
+
+    def _forward(self, client: socket.socket) -> None:
+        try:
+            upstream = socket.create_connection(self._upstream, timeout=10)
+            upstream.settimeout(None)
+        except OSError:
+            _shut(client)
+            client.close()
+            return
+        with self._lock:
+            self._open.update((client, upstream))
+        pump = threading.Thread(target=_pump, args=(upstream, client), daemon=True)
+        pump.start()
+        _pump(client, upstream)
+        pump.join()
+        with self._lock:
+            self._open.difference_update((client, upstream))
+        client.close()
+        upstream.close()
+
+    def _answer_503(self, client: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            client.settimeout(5)
+            _read_request(client)
+            client.sendall(
+                b"HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nConnection: close\r\n"
+                + f"Content-Length: {len(_SLOW_DOWN)}\r\n\r\n".encode() + _SLOW_DOWN
+            )
+        _shut(client)
+        client.close()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        with self._lock:
+            if self._listener is not None:
+                self._listener.close()
+                self._listener = None
+            victims = list(self._open)
+        for sock in victims:
+            _shut(sock)
+        self._acceptor.join(2)
+
+
+def _pump(source: socket.socket, sink: socket.socket) -> None:
+    try:
+        while chunk := source.recv(1 << 16):
+            sink.sendall(chunk)
+    except OSError:
+        pass
+    with contextlib.suppress(OSError):
+        sink.shutdown(socket.SHUT_WR)
+
+
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+def _read_request(conn: socket.socket) -> None:
+    """Consume one HTTP request (head and Content-Length body), so the 503 answers it cleanly."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(1 << 16)
+        if not chunk:
+            return
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value.strip() or 0)
+    remaining = length - len(body)
+    while remaining > 0:
+        chunk = conn.recv(min(remaining, 1 << 16))
+        if not chunk:
+            return
+        remaining -= len(chunk)

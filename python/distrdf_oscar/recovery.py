@@ -1,0 +1,217 @@
+"""What a job expects to appear, and what the client does when something does not.
+
+OSCAR does not retry, MinIO's webhook can lose or repeat events, and a killed
+function leaves no trace. So the client lists every object the job must
+produce (each range's partial, each reduction, the coordinator's batch files,
+the result), notices what is overdue, and writes a *retry trigger* for it: a
+new object in the input folder of the service that produces it, which
+invokes that service again. Every output is written by a claim (first copy
+wins), so a retry racing a slow copy is harmless.
+
+When is something overdue? The job observes when outputs appear. Once it has
+been quiet (no new output) for ``max(retry_after, retry_factor x the longest
+quiet spell seen so far)``, every expected output whose inputs are all present
+is overdue. Each further retry of the same task waits twice as long. A task
+may be retried ``retries`` times; then the job fails with an error naming it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from . import layout, plan
+
+
+class RemoteError(RuntimeError):
+    """A function of the job failed; the message carries its remote traceback."""
+
+
+class JobTimeout(TimeoutError):
+    """Something the job needs never appeared, even after the allowed retries."""
+
+
+@dataclass
+class RetryPolicy:
+    retries: int = 3  # retries per task (range, reduction, coordinator) before the job fails
+    retry_after: float = 60.0  # seconds: the shortest quiet spell that counts as a loss
+    retry_factor: float = 3.0  # a loss is a quiet spell this many times the longest one seen
+
+    def __post_init__(self) -> None:
+        if isinstance(self.retries, bool) or not isinstance(self.retries, int) or self.retries < 0:
+            raise ValueError(f"retries must be a non-negative integer, got {self.retries!r}")
+        if self.retry_after <= 0 or self.retry_factor < 1:
+            raise ValueError("retry_after must be positive and retry_factor at least 1")
+
+
+@dataclass(eq=False)
+class Trigger:
+    """How to make a service run again for one task: a retry object in its input folder."""
+
+    folder: str
+    name: str
+    body: bytes
+    label: str  # for messages, e.g. "mapper of range 3"
+    attempts: int = 0  # retries written so far
+    last_fired: float = 0.0  # monotonic time of the original trigger or the latest retry
+    last_error: dict[str, Any] | None = None
+
+
+@dataclass
+class Expected:
+    """An object the job must produce, the objects it needs first, and what retries it."""
+
+    key: str
+    needs: Callable[[set[str]], bool]
+    trigger: Trigger
+    is_mapper: bool = False
+
+
+@dataclass
+class Tracker:
+    keys: layout.JobKeys
+    policy: RetryPolicy
+    expected: list[Expected] = field(default_factory=list)
+    clock: Callable[[], float] = time.monotonic
+
+    def __post_init__(self) -> None:
+        self._started = self.clock()
+        self._last_progress = self._started
+        self._longest_quiet = 0.0
+        self._present: set[str] = set()
+        self._handled_markers: set[str] = set()
+
+    # -- the plan's expectations ---------------------------------------------------
+
+    @classmethod
+    def for_plan(cls, keys: layout.JobKeys, job_plan: dict[str, Any], mapper_triggers: dict[int, bytes],
+                 policy: RetryPolicy, clock: Callable[[], float] = time.monotonic) -> Tracker:
+        tracker = cls(keys, policy, clock=clock)
+        now = clock()
+        coordinated = job_plan["mode"] == "coordinated"
+        for range_id, body in sorted(mapper_triggers.items()):
+            trigger = Trigger(layout.TRIGGERS, layout.interval_name(range_id, range_id + 1)[:-5], body,
+                              f"mapper of range {range_id}", last_fired=now)
+            output = json.loads(body)["output"]
+            tracker.expected.append(Expected(output, lambda present: True, trigger, is_mapper=True))
+        if coordinated:
+            tracker._expect_batches(job_plan, now)
+        else:
+            tracker._expect_tree(job_plan, now)
+        return tracker
+
+    def _expect_tree(self, job_plan: dict[str, Any], now: float) -> None:
+        for group in plan.tree_groups(job_plan["npartitions"], job_plan["fan_in"]):
+            lo, hi = group[0][0], group[-1][1]
+            output = self.keys.result if (lo, hi) == (0, job_plan["npartitions"]) else self.keys.tree_partial(lo, hi)
+            members = [self.keys.tree_partial(*m) for m in group]
+            name = layout.interval_name(lo, hi)[:-5]
+            body = json.dumps({"job": self.keys.job_id, "interval": [lo, hi]}).encode()
+            trigger = Trigger(layout.TREE_PARTIALS, name, body, f"tree reduction of ranges {lo}-{hi - 1}",
+                              last_fired=now)
+            self.expected.append(Expected(output, lambda present, m=members: all(k in present for k in m), trigger))
+
+    def _expect_batches(self, job_plan: dict[str, Any], now: float) -> None:
+        batches = job_plan["batches"] or [1]
+        mapper_outputs = [e.key for e in self.expected]
+        coordinator = Trigger(layout.PLANS, "coordinator", json.dumps(job_plan).encode(), "coordinator",
+                              last_fired=now)
+        for index, size in enumerate(batches):
+            last = index == len(batches) - 1
+            earlier = [self.keys.batch_result(i) for i in range(index)]
+            consumed_before = sum(batches[:index])
+
+            def launchable(present: set[str], items=mapper_outputs + earlier, need=consumed_before + size) -> bool:
+                return sum(1 for k in items if k in present) >= need
+
+            self.expected.append(Expected(self.keys.batch(index), launchable, coordinator))
+            body = json.dumps({"job": self.keys.job_id, "index": index}).encode()
+            reducer = Trigger(layout.BATCHES, f"{index:04d}", body, f"batch reduction {index}", last_fired=now)
+            output = self.keys.result if last else self.keys.batch_result(index)
+            self.expected.append(Expected(output, lambda present, b=self.keys.batch(index): b in present, reducer))
+
+    # -- observation ---------------------------------------------------------------
+
+    def observe(self, present: set[str]) -> None:
+        """Record which expected objects exist now; new ones are progress."""
+        now = self.clock()
+        new = {e.key for e in self.expected if e.key in present} - self._present
+        if new:
+            self._longest_quiet = max(self._longest_quiet, now - self._last_progress)
+            self._last_progress = now
+            self._present |= new
+
+    @property
+    def done(self) -> bool:
+        return self.keys.result in self._present
+
+    def counts(self) -> tuple[int, int]:
+        """(mapper outputs present, other expected outputs present)."""
+        mappers = sum(1 for e in self.expected if e.is_mapper and e.key in self._present)
+        return mappers, len(self._present) - mappers
+
+    def mapper_outputs(self) -> list[str]:
+        return [e.key for e in self.expected if e.is_mapper and e.key in self._present]
+
+    def quiet_limit(self) -> float:
+        return max(self.policy.retry_after, self.policy.retry_factor * self._longest_quiet)
+
+    # -- decisions -----------------------------------------------------------------
+
+    def overdue(self) -> list[Trigger]:
+        """Triggers to fire again now; raises JobTimeout for a task out of retries."""
+        now = self.clock()
+        due: list[Trigger] = []
+        for item in self.expected:
+            trigger = item.trigger
+            if item.key in self._present or trigger in due or not item.needs(self._present):
+                continue
+            waited = now - max(self._last_progress, trigger.last_fired)
+            if waited <= self.quiet_limit() * 2 ** trigger.attempts:
+                continue
+            if trigger.attempts >= self.policy.retries:
+                raise self._exhausted(trigger, item.key, waited)
+            due.append(trigger)
+        return due
+
+    def _exhausted(self, trigger: Trigger, key: str, waited: float) -> Exception:
+        tries = f"{trigger.attempts + 1} attempt(s)"
+        if trigger.last_error is not None:
+            return remote_error(self.keys.job_id, trigger.last_error, f"after {tries}")
+        hint = "retries are disabled (retries=0)" if self.policy.retries == 0 else f"after {tries}"
+        return JobTimeout(
+            f"job {self.keys.job_id}: the {trigger.label} produced nothing ({key} missing) {hint}; "
+            f"waited {waited:.0f} s after the last progress. Its function was killed, never invoked "
+            f"(lost storage event) or is stuck: see the logs of the service's jobs."
+        )
+
+    def fire(self, trigger: Trigger, write: Callable[[str, bytes], None]) -> None:
+        trigger.attempts += 1
+        trigger.last_fired = self.clock()
+        write(self.keys.retry(trigger.folder, trigger.name, trigger.attempts), trigger.body)
+
+    def on_error(self, marker_key: str, marker: dict[str, Any]) -> Trigger | None:
+        """A function reported a failure: the trigger to retry it, or raise RemoteError."""
+        self._handled_markers.add(marker_key)
+        item = next((e for e in self.expected if e.key == marker.get("output")), None)
+        if item is not None and item.key in self._present:
+            return None  # another copy already produced it
+        if item is None or not marker.get("retryable"):
+            raise remote_error(self.keys.job_id, marker)
+        item.trigger.last_error = marker
+        if item.trigger.attempts >= self.policy.retries:
+            raise remote_error(self.keys.job_id, marker, f"after {item.trigger.attempts + 1} attempt(s)")
+        return item.trigger
+
+    def new_markers(self, markers: list[str]) -> list[str]:
+        return [k for k in sorted(markers) if k not in self._handled_markers]
+
+
+def remote_error(job_id: str, marker: dict[str, Any], attempts: str = "") -> RemoteError:
+    tries = f" {attempts}" if attempts else ""
+    return RemoteError(
+        f"{marker['who']} of job {job_id} failed{tries}: {marker['error']}\n"
+        f"--- remote traceback ({marker['service']}) ---\n{marker['traceback']}"
+    )

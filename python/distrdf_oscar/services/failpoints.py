@@ -1,0 +1,28 @@
+"""Places where the embedded platform's fault injection kills a function.
+
+The platform sets ``DRO_FAILPOINT=<point>:<token dir>`` for an invocation it
+may fail (see ``platform/local/faults.py``); nothing else does. A function
+that reaches the point takes a token (an atomic unlink, so no more functions
+die than the fault asked for) and dies by SIGKILL, as it would when its node
+disappears: no clean-up, no error marker, nothing flushed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+VARIABLE = "DRO_FAILPOINT"
+
+
+def reach(point: str) -> None:
+    """Die here if the platform asked for it (``before-write`` or ``after-write``)."""
+    armed, _, tokens = os.environ.get(VARIABLE, "").partition(":")
+    if armed != point or not tokens:
+        return
+    for token in sorted(os.listdir(tokens)) if os.path.isdir(tokens) else []:
+        try:
+            os.unlink(os.path.join(tokens, token))
+        except FileNotFoundError:
+            continue  # another function took it
+        os.kill(os.getpid(), signal.SIGKILL)
