@@ -59,7 +59,8 @@ def _session_cluster(mode: str):
 
     from distrdf_oscar import LocalCluster
 
-    with LocalCluster(workers=2, mode=mode) as cluster:
+    # With fault injection: test_faults.py stages faults; other tests run through its (idle) gate.
+    with LocalCluster(workers=2, mode=mode, fault_injection=True) as cluster:
         _SECRETS.extend([cluster._signing_key, cluster.platform.oscar_password, cluster.platform.s3_secret_key])
         yield cluster
         client = Client(cluster.platform.oscar_options())

@@ -137,12 +137,20 @@ class OSCARExecutor:
                 self._storage = storage
             return self._storage
 
+    def _service_idle(self, folder: str) -> bool:
+        """Whether the service fed by ``folder`` has no function pending or running (per OSCAR)."""
+        try:
+            counts = self.cluster.job_counts(self.deployment.service_for_input(folder))
+        except OSCARError:
+            return False  # cannot tell: wait for the quiet-spell rule instead
+        return counts.get("Pending", 0) + counts.get("Running", 0) == 0
+
     def run_job(self, ranges: Sequence[Any], mapper: Callable, files: JobFiles,
                 on_partial: Callable[[Any], None] | None = None, reduction: plan.Reduction | None = None):
         """One DistRDF ``ProcessAndMerge``: returns the merged ``TaskResult``."""
         chosen = plan.resolve(reduction or self.reduction)
         chosen.describe(len(ranges))  # reject a plan that does not fit before anything is written
-        job = Job(self.storage, chosen, self.options)
+        job = Job(self.storage, chosen, self.options, idle=self._service_idle)
         self.last_job = job
         return job.run(ranges, mapper, files, on_partial=on_partial)
 

@@ -54,8 +54,10 @@ class JobFiles:
 
 
 class Job:
-    def __init__(self, storage: Storage, reduction: plan.Reduction, options: JobOptions) -> None:
+    def __init__(self, storage: Storage, reduction: plan.Reduction, options: JobOptions,
+                 idle: Callable[[str], bool] | None = None) -> None:
         self.storage = storage
+        self.idle = idle  # whether the service watching an input folder has no function pending or running
         self.reduction = reduction
         self.options = options
         self.keys = layout.JobKeys(layout.new_job_id())
@@ -136,7 +138,7 @@ class Job:
             present.update(self.storage.list(prefix))
         tracker.observe(present)
         if not tracker.done:
-            for trigger in tracker.overdue():
+            for trigger in tracker.overdue(self.idle):
                 tracker.fire(trigger, self.storage.put_bytes)
 
     def _wait(self, job_plan: dict[str, Any], triggers: dict[int, bytes],

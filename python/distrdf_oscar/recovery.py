@@ -11,18 +11,33 @@ wins), so a retry racing a slow copy is harmless.
 When is something overdue? The job observes when outputs appear. Once it has
 been quiet (no new output) for ``max(retry_after, retry_factor x the longest
 quiet spell seen so far)``, every expected output whose inputs are all present
-is overdue. Each further retry of the same task waits twice as long. A task
+is overdue (a spell that ended only after a retry is not counted: it measured
+a loss, not how long the work takes). Each further retry of the same task waits twice as long. A task
 may be retried ``retries`` times; then the job fails with an error naming it.
+
+The platform is observed too: OSCAR lists each service's functions with their
+status. When an output has been due for ``IDLE_GRACE`` seconds and no function
+of the service that produces it is pending or running, nothing is going to
+produce it (its event was lost, or its function died) and it is retried at
+once. A busy service (a straggler, another job's functions) falls back to the
+quiet-spell rule.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from . import layout, plan
+
+log = logging.getLogger(__name__)
+
+# Seconds an output must have been due, and its trigger written, before an idle service counts as a
+# loss: more than a storage event takes to reach OSCAR and show up as a pending function.
+IDLE_GRACE = 2.0
 
 
 class RemoteError(RuntimeError):
@@ -67,6 +82,7 @@ class Expected:
     needs: Callable[[set[str]], bool]
     trigger: Trigger
     is_mapper: bool = False
+    due_since: float | None = None  # when its inputs were first all present
 
 
 @dataclass
@@ -80,6 +96,7 @@ class Tracker:
         self._started = self.clock()
         self._last_progress = self._started
         self._longest_quiet = 0.0
+        self._retried_in_spell = False
         self._present: set[str] = set()
         self._handled_markers: set[str] = set()
 
@@ -139,7 +156,9 @@ class Tracker:
         now = self.clock()
         new = {e.key for e in self.expected if e.key in present} - self._present
         if new:
-            self._longest_quiet = max(self._longest_quiet, now - self._last_progress)
+            if not self._retried_in_spell:  # a spell that needed a retry measured a loss, not the work
+                self._longest_quiet = max(self._longest_quiet, now - self._last_progress)
+            self._retried_in_spell = False
             self._last_progress = now
             self._present |= new
 
@@ -160,16 +179,27 @@ class Tracker:
 
     # -- decisions -----------------------------------------------------------------
 
-    def overdue(self) -> list[Trigger]:
-        """Triggers to fire again now; raises JobTimeout for a task out of retries."""
+    def overdue(self, idle: Callable[[str], bool] | None = None) -> list[Trigger]:
+        """Triggers to fire again now; raises JobTimeout for a task out of retries.
+
+        ``idle(folder)`` tells whether the service watching ``folder`` has no function
+        pending or running (asked only when it can make a difference)."""
         now = self.clock()
         due: list[Trigger] = []
+        idle_cache: dict[str, bool] = {}
         for item in self.expected:
             trigger = item.trigger
-            if item.key in self._present or trigger in due or not item.needs(self._present):
+            if item.key in self._present or any(t is trigger for t in due) or not item.needs(self._present):
                 continue
+            if item.due_since is None:
+                item.due_since = now
             waited = now - max(self._last_progress, trigger.last_fired)
-            if waited <= self.quiet_limit() * 2 ** trigger.attempts:
+            lost = waited > self.quiet_limit() * 2 ** trigger.attempts
+            if not lost and idle is not None and min(now - item.due_since, now - trigger.last_fired) > IDLE_GRACE:
+                if trigger.folder not in idle_cache:
+                    idle_cache[trigger.folder] = idle(trigger.folder)
+                lost = idle_cache[trigger.folder]
+            if not lost:
                 continue
             if trigger.attempts >= self.policy.retries:
                 raise self._exhausted(trigger, item.key, waited)
@@ -189,7 +219,11 @@ class Tracker:
 
     def fire(self, trigger: Trigger, write: Callable[[str, bytes], None]) -> None:
         trigger.attempts += 1
+        log.warning("job %s: triggering the %s again (retry %d of %d; %.1f s since the last progress)",
+                    self.keys.job_id, trigger.label, trigger.attempts, self.policy.retries,
+                    self.clock() - self._last_progress)
         trigger.last_fired = self.clock()
+        self._retried_in_spell = True
         write(self.keys.retry(trigger.folder, trigger.name, trigger.attempts), trigger.body)
 
     def on_error(self, marker_key: str, marker: dict[str, Any]) -> Trigger | None:

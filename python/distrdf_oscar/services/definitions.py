@@ -72,6 +72,10 @@ class Deployment:
     def service_name(self, role: str) -> str:
         return f"{self.name}-{role}"
 
+    def service_for_input(self, folder: str) -> str:
+        """The name of the service whose input is ``folder`` (a protocol folder of layout.py)."""
+        return next(self.service_name(role) for role, spec in ROLES.items() if spec[1] == folder)
+
     def service(self, role: str) -> dict[str, Any]:
         entrypoint, folder, cpu = ROLES[role]
         return {
