@@ -302,6 +302,20 @@ def test_unknown_column_fails_in_the_client_before_any_function(warm_cluster, di
     assert bucket_keys(executor) == before
 
 
+@pytest.mark.parametrize("what,book,message", [
+    ("wrong tree name", lambda df: df.Count(), "NoSuchTree"),
+    ("C++ syntax error in a Define", lambda df: df.Define("y", "nMuon +* ;").Sum("y"), "y|compil"),
+    ("C++ syntax error in a Filter", lambda df: df.Filter("nMuon >> > 2").Count(), "nMuon >> > 2|compil"),
+])
+def test_bad_analysis_fails_before_any_function_and_leaves_nothing(warm_cluster, dimuon_files, what, book, message):
+    executor = warm_cluster.executor(progress=False)
+    before = bucket_keys(executor)
+    tree = "NoSuchTree" if what == "wrong tree name" else "Events"
+    with pytest.raises(Exception, match=message):
+        book(ROOT.RDataFrame(tree, dimuon_files, executor=executor, npartitions=2)).GetValue()
+    assert bucket_keys(executor) == before
+
+
 def test_missing_input_file_is_reported(warm_cluster, dimuon_files, tmp_path):
     executor = warm_cluster.executor(progress=False)
     with pytest.raises(Exception, match="missing.root|does not exist|cannot open"):

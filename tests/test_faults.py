@@ -103,14 +103,20 @@ def leftovers(executor, job_id: str) -> list[str]:
     return [k for k in executor.storage.list("") if layout.job_of_key(k) == job_id]
 
 
-def check_fired(cluster, injected: list[Fault], since: float, every_rule: bool = True) -> None:
-    """Every rule fired (or, with several faults in one job, every kind of fault, since one
-    fault can pre-empt another on the same function); storage outages end before the next test."""
+def finish_faults(cluster, injected: list[Fault], since: float) -> list[Fault]:
+    """The rules with how often they fired, once any storage outage is over; then clear them."""
     end = since + max((rule.after + rule.seconds for rule in injected if rule.kind == "storage_outage"), default=0)
     time.sleep(max(0.0, end - time.monotonic()))
     fired = cluster.platform.faults()
     cluster.platform.clear_faults()
     assert len(fired) == len(injected)
+    return fired
+
+
+def check_fired(cluster, injected: list[Fault], since: float, every_rule: bool = True) -> None:
+    """Every rule fired (or, with several faults in one job, every kind of fault, since one
+    fault can pre-empt another on the same function)."""
+    fired = finish_faults(cluster, injected, since)
     if every_rule:
         for rule in fired:
             assert rule.fired >= 1, f"the fault {rule} never fired"

@@ -138,7 +138,7 @@ class Job:
             present.update(self.storage.list(prefix))
         tracker.observe(present)
         if not tracker.done:
-            for trigger in tracker.overdue(self.idle):
+            for trigger in tracker.overdue(self.idle, self.storage.exists):
                 tracker.fire(trigger, self.storage.put_bytes)
 
     def _wait(self, job_plan: dict[str, Any], triggers: dict[int, bytes],

@@ -93,8 +93,7 @@ class Tracker:
     clock: Callable[[], float] = time.monotonic
 
     def __post_init__(self) -> None:
-        self._started = self.clock()
-        self._last_progress = self._started
+        self._last_progress = self.clock()
         self._longest_quiet = 0.0
         self._retried_in_spell = False
         self._present: set[str] = set()
@@ -161,6 +160,9 @@ class Tracker:
             self._retried_in_spell = False
             self._last_progress = now
             self._present |= new
+        for item in self.expected:
+            if item.due_since is None and item.key not in self._present and item.needs(self._present):
+                item.due_since = now
 
     @property
     def done(self) -> bool:
@@ -179,11 +181,14 @@ class Tracker:
 
     # -- decisions -----------------------------------------------------------------
 
-    def overdue(self, idle: Callable[[str], bool] | None = None) -> list[Trigger]:
+    def overdue(self, idle: Callable[[str], bool] | None = None,
+                exists: Callable[[str], bool] | None = None) -> list[Trigger]:
         """Triggers to fire again now; raises JobTimeout for a task out of retries.
 
         ``idle(folder)`` tells whether the service watching ``folder`` has no function
-        pending or running (asked only when it can make a difference)."""
+        pending or running (asked only when it can make a difference); ``exists(key)``
+        looks once more before an output is declared lost, as it may have appeared since
+        the listing (its function finished in between)."""
         now = self.clock()
         due: list[Trigger] = []
         idle_cache: dict[str, bool] = {}
@@ -191,15 +196,14 @@ class Tracker:
             trigger = item.trigger
             if item.key in self._present or any(t is trigger for t in due) or not item.needs(self._present):
                 continue
-            if item.due_since is None:
-                item.due_since = now
+            due_since = item.due_since if item.due_since is not None else now
             waited = now - max(self._last_progress, trigger.last_fired)
             lost = waited > self.quiet_limit() * 2 ** trigger.attempts
-            if not lost and idle is not None and min(now - item.due_since, now - trigger.last_fired) > IDLE_GRACE:
+            if not lost and idle is not None and min(now - due_since, now - trigger.last_fired) > IDLE_GRACE:
                 if trigger.folder not in idle_cache:
                     idle_cache[trigger.folder] = idle(trigger.folder)
                 lost = idle_cache[trigger.folder]
-            if not lost:
+            if not lost or (exists is not None and exists(item.key)):
                 continue
             if trigger.attempts >= self.policy.retries:
                 raise self._exhausted(trigger, item.key, waited)

@@ -150,6 +150,16 @@ class Storage:
         return StorageError(f"storage {action} of s3://{self.bucket}/{key} failed: {code}{hint}", transient)
 
     def ensure_bucket(self) -> None:
+        """Check the endpoint answers (at once, not after the retries), then create the bucket if needed."""
+        import socket
+
+        host, secure = split_endpoint(self.config.endpoint)
+        url = urlparse("//" + host)
+        try:
+            socket.create_connection((url.hostname, url.port or (443 if secure else 80)), timeout=10).close()
+        except OSError as exc:
+            raise StorageError(f"cannot reach the object storage at {self.config.endpoint} "
+                               f"(bucket {self.bucket}): {exc.strerror or exc}") from None
         try:
             if not self.client.bucket_exists(self.bucket):
                 self.client.make_bucket(self.bucket)

@@ -1,0 +1,152 @@
+"""The client's loss detection and retry decisions (recovery.py), on a controlled clock."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from distrdf_oscar import layout
+from distrdf_oscar.recovery import IDLE_GRACE, JobTimeout, RemoteError, RetryPolicy, Tracker
+
+JOB = layout.JobKeys("j20261124120000-0123abcd")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def tracker(mode: str, n: int, clock: Clock, **policy) -> Tracker:
+    job_plan = {"mode": mode, "npartitions": n, "fan_in": 2} if mode == "tree" else \
+        {"mode": mode, "npartitions": n, "batches": [2] * (n - 1)}
+    triggers = {}
+    for r in range(n):
+        output = JOB.tree_partial(r, r + 1) if mode == "tree" else JOB.partial(r, r + 1)
+        triggers[r] = json.dumps({"job": JOB.job_id, "range_id": r, "output": output}).encode()
+    return Tracker.for_plan(JOB, job_plan, triggers, RetryPolicy(**policy), clock=clock)
+
+
+def fire_all(t: Tracker, **kwargs) -> list[str]:
+    written = []
+    for trigger in t.overdue(**kwargs):
+        t.fire(trigger, lambda key, body: written.append(key))
+    return written
+
+
+def test_tree_expects_every_partial_group_and_the_result():
+    t = tracker("tree", 4, Clock())
+    assert [e.key for e in t.expected] == [JOB.tree_partial(r, r + 1) for r in range(4)] + [
+        JOB.tree_partial(0, 2), JOB.tree_partial(2, 4), JOB.result]
+
+
+def test_coordinated_expects_batch_files_and_batch_results():
+    t = tracker("coordinated", 3, Clock())
+    keys = [e.key for e in t.expected]
+    assert keys[3:] == [JOB.batch(0), JOB.batch_result(0), JOB.batch(1), JOB.result]
+
+
+def test_quiet_spell_longer_than_the_limit_retriggers_only_what_is_due():
+    clock = Clock()
+    t = tracker("tree", 4, clock, retry_after=5.0, retry_factor=2.0)
+    clock.now += 4.0  # the first outputs take 4 s: the limit becomes max(5, 2 x 4) = 8 s
+    t.observe({JOB.tree_partial(0, 1), JOB.tree_partial(2, 3), JOB.tree_partial(3, 4)})
+    assert t.quiet_limit() == 8.0
+    clock.now += 7.9
+    assert fire_all(t) == []
+    clock.now += 0.2
+    # Range 1 is missing; group (2, 4) is due too (its reducer's event was lost); group (0, 2) is not due.
+    assert fire_all(t) == [JOB.retry(layout.TRIGGERS, "000001_000002", 1),
+                           JOB.retry(layout.TREE_PARTIALS, "000002_000004", 1)]
+
+
+def test_each_retry_waits_twice_as_long_and_exhaustion_names_the_task():
+    clock = Clock()
+    t = tracker("tree", 2, clock, retries=2, retry_after=1.0, retry_factor=1.0)
+    t.observe({JOB.tree_partial(0, 1)})
+    waits = []
+    for _ in range(2):
+        start = clock.now
+        while not fire_all(t):
+            clock.now += 0.25
+        waits.append(clock.now - start)
+    assert waits[1] == pytest.approx(2 * waits[0], abs=0.3)
+    clock.now += 100
+    with pytest.raises(JobTimeout, match=r"mapper of range 1 produced nothing .*000001_000002.root missing.* "
+                                         r"after 3 attempt\(s\)"):
+        t.overdue()
+
+
+def test_retries_disabled():
+    clock = Clock()
+    t = tracker("tree", 2, clock, retries=0, retry_after=1.0)
+    clock.now += 2
+    with pytest.raises(JobTimeout, match="retries are disabled"):
+        t.overdue()
+
+
+def test_idle_service_is_a_loss_after_the_grace_unless_the_output_just_appeared():
+    clock = Clock()
+    t = tracker("tree", 2, clock, retry_after=60.0)
+    t.observe({JOB.tree_partial(0, 1)})
+    asked = []
+
+    def idle(folder):
+        asked.append(folder)
+        return True
+
+    clock.now += IDLE_GRACE - 0.1
+    assert fire_all(t, idle=idle) == [] and asked == []  # within the grace: not even asked
+    clock.now += 0.2
+    assert fire_all(t, idle=idle, exists=lambda key: True) == []  # it appeared meanwhile
+    assert fire_all(t, idle=idle, exists=lambda key: False) == [JOB.retry(layout.TRIGGERS, "000001_000002", 1)]
+    assert fire_all(t, idle=lambda folder: False) == []  # a busy service: wait for the quiet-spell rule
+
+
+def test_a_spell_that_needed_a_retry_does_not_stretch_the_limit():
+    clock = Clock()
+    t = tracker("tree", 2, clock, retry_after=1.0, retry_factor=2.0)
+    clock.now += 1.0
+    t.observe({JOB.tree_partial(0, 1)})
+    clock.now += 2.5
+    assert fire_all(t)
+    clock.now += 1.0
+    t.observe({JOB.tree_partial(0, 1), JOB.tree_partial(1, 2)})
+    assert t.quiet_limit() == 2.0
+
+
+def marker(output: str | None, retryable: bool) -> dict:
+    return {"who": "mapper-000001_000002", "service": "distrdf-mapper", "output": output, "retryable": retryable,
+            "error": "StorageError: boom", "traceback": "Traceback: boom"}
+
+
+def test_transient_function_errors_are_retried_then_reported_with_the_traceback():
+    t = tracker("tree", 2, Clock(), retries=1)
+    output = JOB.tree_partial(1, 2)
+    trigger = t.on_error("e1", marker(output, True))
+    assert trigger is not None and trigger.label == "mapper of range 1"
+    t.fire(trigger, lambda key, body: None)
+    with pytest.raises(RemoteError, match=r"(?s)after 2 attempt\(s\): StorageError: boom.*remote traceback"):
+        t.on_error("e2", marker(output, True))
+    assert t.new_markers(["e1", "e2", "e3"]) == ["e3"]
+
+
+def test_errors_in_user_code_are_not_retried():
+    t = tracker("tree", 2, Clock())
+    with pytest.raises(RemoteError, match="boom"):
+        t.on_error("e1", marker(JOB.tree_partial(1, 2), False))
+
+
+def test_error_of_a_copy_whose_task_is_done_is_ignored():
+    t = tracker("tree", 2, Clock())
+    t.observe({JOB.tree_partial(1, 2)})
+    assert t.on_error("e1", marker(JOB.tree_partial(1, 2), True)) is None
+
+
+@pytest.mark.parametrize("policy", [{"retries": -1}, {"retries": 1.5}, {"retry_after": 0}, {"retry_factor": 0.5}])
+def test_bad_retry_options_are_refused(policy):
+    with pytest.raises(ValueError):
+        RetryPolicy(**policy)

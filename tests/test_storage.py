@@ -1,0 +1,69 @@
+"""The storage layer against a real S3 server: claims, transient and permanent errors."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from distrdf_oscar.platform.local import Fault, LocalPlatform
+from distrdf_oscar.signing import Signer
+from distrdf_oscar.storage import Storage, StorageConfig, StorageError
+
+BUCKET = "storage-tests"
+
+
+@pytest.fixture(scope="module")
+def platform():
+    with LocalPlatform(workers=1, bucket_hint=BUCKET, fault_injection=True) as p:
+        yield p
+
+
+def storage(platform, bucket: str = BUCKET, secret: str | None = None) -> Storage:
+    config = StorageConfig("http://" + platform.s3_endpoint, platform.s3_access_key,
+                           secret or platform.s3_secret_key, bucket)
+    return Storage(config, signer=Signer("k" * 32))
+
+
+def test_claim_is_won_once_and_keeps_the_first_copy(platform):
+    s = storage(platform)
+    assert s.put_if_absent("claims/one", b"first") is True
+    assert s.put_if_absent("claims/one", b"second") is False
+    assert s.get_bytes("claims/one") == b"first"
+
+
+def test_transient_outages_are_ridden_out(platform):
+    s = storage(platform)
+    s.put_bytes("outage/before", b"x")
+    for mode in ("503", "refuse"):
+        platform.inject(Fault.storage_outage(seconds=1.5, mode=mode))
+        time.sleep(0.2)
+        s.put_bytes(f"outage/{mode}", mode.encode())  # retried with backoff until the outage ends
+        assert s.get_bytes(f"outage/{mode}") == mode.encode()
+        assert [f.fired for f in platform.faults()] == [1]
+        time.sleep(1.5)
+        platform.clear_faults()
+
+
+@pytest.mark.parametrize("problem,make,code", [
+    ("no such bucket", lambda p: storage(p, bucket="no-such-bucket"), "NoSuchBucket"),
+    ("wrong secret key", lambda p: storage(p, secret="not-the-secret-key"), "SignatureDoesNotMatch"),
+])
+def test_permanent_errors_fail_at_once_naming_bucket_and_key(platform, problem, make, code):
+    s = make(platform)
+    with pytest.raises(StorageError, match=rf"s3://{s.bucket}/jobs/some-key failed: {code}") as failure:
+        s.put_bytes("jobs/some-key", b"data")
+    assert failure.value.transient is False
+    assert "not-the-secret-key" not in str(failure.value)
+
+
+def test_unreachable_endpoint_is_named_at_once():
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    s = Storage(StorageConfig(f"http://127.0.0.1:{port}", "access", "secret", BUCKET))
+    with pytest.raises(StorageError, match=rf"cannot reach the object storage at http://127.0.0.1:{port} "
+                                           rf"\(bucket {BUCKET}\): Connection refused"):
+        s.ensure_bucket()
