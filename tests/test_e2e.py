@@ -52,7 +52,8 @@ def test_ttree_all_actions_warm(warm_cluster, dimuon_files, reference, reduction
 
 
 # Cold functions pay interpreter start-up, ROOT import and the graph's JIT every time: fewer cases.
-@pytest.mark.parametrize("reduction,npartitions", [("tree2", 3), ("coordinated", 3), ("tree4", 1)])
+# Cold mode: one function does every action; the reductions run cold in test_faults.py.
+@pytest.mark.parametrize("reduction,npartitions", [("tree4", 1)])
 def test_ttree_all_actions_cold(cold_cluster, dimuon_files, reference, reduction, npartitions):
     executor = cold_cluster.executor(reduction=REDUCTIONS[reduction], progress=False)
     df = ROOT.RDataFrame("Events", dimuon_files, executor=executor, npartitions=npartitions)
@@ -72,12 +73,12 @@ def _check_all(df, expected, files):
         assert_same_value(variations[str(key)], local[key], f"variation {key}")
 
 
-@pytest.mark.parametrize("mode", ["warm", "cold"])
-@pytest.mark.parametrize("reduction,npartitions", [("tree2", 16), ("coordinated", 7), ("tree4", 1)])
+@pytest.mark.parametrize("mode,reduction,npartitions", [
+    ("warm", "tree2", 16), ("warm", "coordinated", 7), ("warm", "tree4", 1),
+    ("cold", "tree4", 1),  # cold functions cost seconds each; test_faults.py runs the reductions cold
+])
 def test_empty_source_all_actions(request, mode, reduction, npartitions):
     cluster = request.getfixturevalue(f"{mode}_cluster")
-    if mode == "cold":
-        npartitions = min(npartitions, 3)  # cold functions cost seconds each; the warm runs cover more
     executor = cluster.executor(reduction=REDUCTIONS[reduction], progress=False)
 
     def build(df):

@@ -19,9 +19,9 @@ def platform():
         yield p
 
 
-def storage(platform, bucket: str = BUCKET, secret: str | None = None) -> Storage:
-    config = StorageConfig("http://" + platform.s3_endpoint, platform.s3_access_key,
-                           secret or platform.s3_secret_key, bucket)
+def storage(platform, bucket: str = BUCKET, access: str | None = None) -> Storage:
+    config = StorageConfig("http://" + platform.s3_endpoint, access or platform.s3_access_key,
+                           platform.s3_secret_key, bucket)
     return Storage(config, signer=Signer("k" * 32))
 
 
@@ -47,14 +47,14 @@ def test_transient_outages_are_ridden_out(platform):
 
 @pytest.mark.parametrize("problem,make,code", [
     ("no such bucket", lambda p: storage(p, bucket="no-such-bucket"), "NoSuchBucket"),
-    ("wrong secret key", lambda p: storage(p, secret="not-the-secret-key"), "SignatureDoesNotMatch"),
+    ("unknown access key", lambda p: storage(p, access="not-our-access-key"), "InvalidAccessKeyId"),
 ])
 def test_permanent_errors_fail_at_once_naming_bucket_and_key(platform, problem, make, code):
     s = make(platform)
     with pytest.raises(StorageError, match=rf"s3://{s.bucket}/jobs/some-key failed: {code}") as failure:
         s.put_bytes("jobs/some-key", b"data")
     assert failure.value.transient is False
-    assert "not-the-secret-key" not in str(failure.value)
+    assert "not-our-access-key" not in str(failure.value)
 
 
 def test_unreachable_endpoint_is_named_at_once():

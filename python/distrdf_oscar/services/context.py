@@ -63,7 +63,7 @@ class FunctionContext:
         else:
             self.storage.put_bytes(key, data or b"")
         failpoints.reach("after-write")
-        if self.storage.exists(layout.JobKeys(job_id).manifest):
+        if self.job_alive(job_id):
             return WRITTEN
         self.storage.delete([key])
         return ENDED

@@ -170,12 +170,6 @@ class FaultPlan:
 
 # -- the storage gate: a TCP proxy in front of the S3 server that can fail on demand ------------
 
-_SLOW_DOWN = (
-    b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code>"
-    b"<Message>Please reduce your request rate (injected fault).</Message></Error>"
-)
-
-
 class StorageGate:
     """Forwards S3 connections to the real server; during an outage answers 503 or refuses.
 
@@ -184,8 +178,9 @@ class StorageGate:
     as a restarting server would, so kept-alive connections see it too.
     """
 
-    def __init__(self, upstream_port: int) -> None:
+    def __init__(self, upstream_port: int, access_key: str | None = None) -> None:
         self._upstream = ("127.0.0.1", upstream_port)
+        self._access_key = access_key  # moto accepts any key; the gate refuses others, as MinIO does
         self._lock = threading.Lock()
         self._mode: str | None = None
         self._open: set[socket.socket] = set()
@@ -260,8 +255,15 @@ class StorageGate:
 
     def _forward(self, client: socket.socket) -> None:
         try:
+            head = _read_head(client)
+            if self._access_key and not _signed_with(head, self._access_key):
+                _read_body(client, head)
+                _answer(client, "403 Forbidden", "InvalidAccessKeyId",
+                        "The Access Key Id you provided does not exist in our records.")
+                return
             upstream = socket.create_connection(self._upstream, timeout=10)
             upstream.settimeout(None)
+            upstream.sendall(head)
         except OSError:
             _shut(client)
             client.close()
@@ -280,13 +282,8 @@ class StorageGate:
     def _answer_503(self, client: socket.socket) -> None:
         with contextlib.suppress(OSError):
             client.settimeout(5)
-            _read_request(client)
-            client.sendall(
-                b"HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nConnection: close\r\n"
-                + f"Content-Length: {len(_SLOW_DOWN)}\r\n\r\n".encode() + _SLOW_DOWN
-            )
-        _shut(client)
-        client.close()
+            _read_body(client, _read_head(client))
+        _answer(client, "503 Slow Down", "SlowDown", "Please reduce your request rate (injected fault).")
 
     def stop(self) -> None:
         self._stopping.set()
@@ -315,17 +312,42 @@ def _shut(sock: socket.socket) -> None:
         sock.shutdown(socket.SHUT_RDWR)
 
 
-def _read_request(conn: socket.socket) -> None:
-    """Consume one HTTP request (head and Content-Length body), so the 503 answers it cleanly."""
+def _answer(client: socket.socket, status: str, code: str, message: str) -> None:
+    """One S3 error response, then the connection is closed."""
+    body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
+            f"<Message>{message}</Message></Error>").encode()
+    with contextlib.suppress(OSError):
+        client.sendall(f"HTTP/1.1 {status}\r\nContent-Type: application/xml\r\nConnection: close\r\n"
+                       f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+    _shut(client)
+    client.close()
+
+
+def _read_head(conn: socket.socket) -> bytes:
+    """The first request's head (and whatever of its body came with it)."""
     data = b""
     while b"\r\n\r\n" not in data:
         chunk = conn.recv(1 << 16)
         if not chunk:
-            return
+            break
         data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
+    return data
+
+
+def _signed_with(head: bytes, access_key: str) -> bool:
+    """Whether the request's SigV4 credential (header or presigned query) names ``access_key``."""
+    text = head.split(b"\r\n\r\n", 1)[0].decode("latin-1")
+    marker = "Credential=" if "Credential=" in text else "X-Amz-Credential="
+    if marker not in text:
+        return False
+    return text.split(marker, 1)[1].split("/", 1)[0].split("%2F", 1)[0] == access_key
+
+
+def _read_body(conn: socket.socket, head: bytes) -> None:
+    """Consume the rest of a Content-Length body, so an error answers the request cleanly."""
+    top, _, body = head.partition(b"\r\n\r\n")
     length = 0
-    for line in head.split(b"\r\n")[1:]:
+    for line in top.split(b"\r\n")[1:]:
         name, _, value = line.partition(b":")
         if name.strip().lower() == b"content-length":
             length = int(value.strip() or 0)

@@ -81,7 +81,7 @@ def run(config: dict[str, Any]) -> int:
         direct = StorageCredentials(s3.endpoint, config["s3_access_key"], config["s3_secret_key"])
         if config.get("fault_injection"):
             # Everyone but the trigger poller (MinIO's own notifier) reaches storage through the gate.
-            gate = StorageGate(s3.port)
+            gate = StorageGate(s3.port, access_key=config["s3_access_key"])
             gate.start()
             storage = StorageCredentials(gate.endpoint, config["s3_access_key"], config["s3_secret_key"])
         else:
