@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 COLD = "cold"
 WARM = "warm"
+WARM_WAIT = 30.0  # seconds an invocation waits for a warm worker being (re)started before running cold
 
 
 def _kill_group(pid: int, proc: subprocess.Popen[bytes] | None = None, grace: float = 1.0) -> None:
@@ -166,7 +167,7 @@ class Runner:
                 job.log(f"Injected fault: the function dies if it reaches {failpoint.split(':')[0]}")
                 env[FAILPOINT_VARIABLE] = failpoint
             entrypoint = job.service["environment"]["variables"].get(ENTRYPOINT_VARIABLE, "")
-            worker = self._pool.acquire() if (self.mode == WARM and entrypoint and self._pool) else None
+            worker = self._pool.acquire(wait=WARM_WAIT) if (self.mode == WARM and entrypoint and self._pool) else None
             if worker is not None:
                 self._run_warm(job, worker, entrypoint, env, invocation)
             else:

@@ -172,7 +172,7 @@ class WarmPool:
     def __init__(self, size: int, package_root: str, env: dict[str, str]) -> None:
         self._package_root = package_root
         self._env = env
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
         self._idle: list[WarmWorker] = []
         self._all: list[WarmWorker] = []
         self._stopped = False
@@ -191,25 +191,32 @@ class WarmPool:
     def _on_ready(self, worker: WarmWorker) -> None:
         worker.wait_ready()
         with self._lock:
-            if worker.failed or self._stopped:
-                return
-            self._idle.append(worker)
-            self._idle.sort(key=lambda w: w.pid)
+            if not (worker.failed or self._stopped):
+                self._idle.append(worker)
+                self._idle.sort(key=lambda w: w.pid)
+            self._lock.notify_all()
 
     def wait_ready(self, timeout: float) -> bool:
         with self._lock:
             workers = list(self._all)
         return all(w.ready.wait(timeout) for w in workers) and not any(w.failed for w in workers)
 
-    def acquire(self) -> WarmWorker | None:
+    def acquire(self, wait: float = 0.0) -> WarmWorker | None:
+        """An idle worker; if none is idle but one is starting (replacing a dead one), wait up
+        to ``wait`` seconds for it: that is quicker than a cold start competing for the CPU."""
         with self._lock:
-            return self._idle.pop(0) if self._idle else None
+            self._lock.wait_for(lambda: self._idle or self._stopped or not self._starting(), timeout=wait)
+            return self._idle.pop(0) if self._idle and not self._stopped else None
+
+    def _starting(self) -> bool:
+        return any(not w.ready.is_set() for w in self._all)
 
     def release(self, worker: WarmWorker) -> None:
         with self._lock:
             if not self._stopped:
                 self._idle.append(worker)
                 self._idle.sort(key=lambda w: w.pid)
+                self._lock.notify_all()
 
     def replace(self, worker: WarmWorker) -> None:
         """Discard a dead (or killed) worker and start another in its place."""
@@ -225,6 +232,7 @@ class WarmPool:
         with self._lock:
             self._stopped = True
             workers, self._all, self._idle = list(self._all), [], []
+            self._lock.notify_all()
         for worker in workers:
             worker.kill()
 
