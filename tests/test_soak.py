@@ -31,8 +31,9 @@ def random_faults(rng: random.Random, npartitions: int) -> list[Fault]:
         [],
         [Fault.drop_trigger("mapper", key=target)],
         [Fault.duplicate_trigger("mapper", key=target), Fault.duplicate_trigger(rng.choice(["reducer", "batch"]))],
-        [Fault.kill("mapper", rng.choice(["before-write", "after-write"]), key=target)],
-        [Fault.kill(rng.choice(["reducer", "batch", "coordinator"]), rng.choice(["before-write", "after-write"]))],
+        # A kill costs a warm worker (and its restart): one kind in six.
+        [Fault.kill(rng.choice(["mapper", "reducer", "batch", "coordinator"]),
+                    rng.choice(["before-write", "after-write"]), key=rng.choice([target, "*"]))],
         [Fault.delay("mapper", seconds=rng.uniform(1.0, 3.0), key=target)],
         [Fault.storage_outage(seconds=rng.uniform(0.5, 1.5), mode=rng.choice(["503", "refuse"]), after=0.0)],
     ])
