@@ -81,7 +81,7 @@ class Expected:
     key: str
     needs: Callable[[set[str]], bool]
     trigger: Trigger
-    is_mapper: bool = False
+    kind: str = "merge"  # "mapper" (a range's partial), "merge" (a reduction's output), "launch" (a batch file)
     due_since: float | None = None  # when its inputs were first all present
 
 
@@ -111,7 +111,7 @@ class Tracker:
             trigger = Trigger(layout.TRIGGERS, layout.interval_name(range_id, range_id + 1)[:-5], body,
                               f"mapper of range {range_id}", last_fired=now)
             output = json.loads(body)["output"]
-            tracker.expected.append(Expected(output, lambda present: True, trigger, is_mapper=True))
+            tracker.expected.append(Expected(output, lambda present: True, trigger, kind="mapper"))
         if coordinated:
             tracker._expect_batches(job_plan, now)
         else:
@@ -142,7 +142,7 @@ class Tracker:
             def launchable(present: set[str], items=mapper_outputs + earlier, need=consumed_before + size) -> bool:
                 return sum(1 for k in items if k in present) >= need
 
-            self.expected.append(Expected(self.keys.batch(index), launchable, coordinator))
+            self.expected.append(Expected(self.keys.batch(index), launchable, coordinator, kind="launch"))
             body = json.dumps({"job": self.keys.job_id, "index": index}).encode()
             reducer = Trigger(layout.BATCHES, f"{index:04d}", body, f"batch reduction {index}", last_fired=now)
             output = self.keys.result if last else self.keys.batch_result(index)
@@ -169,12 +169,12 @@ class Tracker:
         return self.keys.result in self._present
 
     def counts(self) -> tuple[int, int]:
-        """(mapper outputs present, other expected outputs present)."""
-        mappers = sum(1 for e in self.expected if e.is_mapper and e.key in self._present)
-        return mappers, len(self._present) - mappers
+        """(mapper outputs present, reduction outputs present)."""
+        done = [e.kind for e in self.expected if e.key in self._present]
+        return done.count("mapper"), done.count("merge")
 
     def mapper_outputs(self) -> list[str]:
-        return [e.key for e in self.expected if e.is_mapper and e.key in self._present]
+        return [e.key for e in self.expected if e.kind == "mapper" and e.key in self._present]
 
     def quiet_limit(self) -> float:
         return max(self.policy.retry_after, self.policy.retry_factor * self._longest_quiet)

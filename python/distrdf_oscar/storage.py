@@ -108,7 +108,7 @@ def config_from_function(bucket: str, path: str | None = None) -> StorageConfig:
     )
 
 
-def RETRY():  # noqa: N802 - reads as the constant it stands for
+def _retry_policy():
     """Transient failures (5xx, refused or reset connections) are retried with exponential
     backoff: 0.25, 0.5, 1, 2, 4, 4 s (about 12 s in all) before an operation fails. 4xx answers
     are final at once. PUTs are retried too: every write of the protocol is idempotent."""
@@ -135,7 +135,7 @@ class Storage:
             timeout=urllib3.Timeout(connect=5, read=60),
             maxsize=16,
             cert_reqs="CERT_REQUIRED" if config.verify else "CERT_NONE",
-            retries=RETRY(),
+            retries=_retry_policy(),
         )
         self.config = config
         self.signer = signer
