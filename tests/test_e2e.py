@@ -304,7 +304,7 @@ def test_unknown_column_fails_in_the_client_before_any_function(warm_cluster, di
 
 
 @pytest.mark.parametrize("what,book,message", [
-    ("wrong tree name", lambda df: df.Count(), "NoSuchTree"),
+    ("wrong tree name", lambda df: df.Count(), 'cannot find dataset "NoSuchTree" in file'),
     ("C++ syntax error in a Define", lambda df: df.Define("y", "nMuon +* ;").Sum("y"), "y|compil"),
     ("C++ syntax error in a Filter", lambda df: df.Filter("nMuon >> > 2").Count(), "nMuon >> > 2|compil"),
 ])

@@ -8,6 +8,18 @@ it touches nothing that starts ROOT's interpreter, so it costs nothing at import
 from __future__ import annotations
 
 
+def _constructor_error(exc: TypeError) -> Exception:
+    """DistRDF turns a failing RDataFrame construction (e.g. a wrong tree name) into "arguments
+    not accepted by any constructor"; the C++ reason is in the chained overload errors. Name it."""
+    import re
+
+    details = f"{exc}\n{exc.__context__ or ''}"
+    reasons = dict.fromkeys(m.strip() for m in re.findall(r"(?:invalid_argument|runtime_error): (.+)", details))
+    if not reasons:
+        return exc
+    return ValueError("cannot build the RDataFrame: " + "; ".join(reasons))
+
+
 def _is_ours(executor) -> bool:
     from .executor import OSCARExecutor
 
@@ -29,7 +41,10 @@ def install() -> None:
             from .backend import OSCARBackend
 
             kwargs.pop("executor")
-            return OSCARBackend(executor).make_dataframe(*args, **kwargs)
+            try:
+                return OSCARBackend(executor).make_dataframe(*args, **kwargs)
+            except TypeError as exc:
+                raise _constructor_error(exc) from exc
         return stock_rdataframe(*args, **kwargs)
 
     def FromSpec(jsonfile: str, *args, **kwargs):
