@@ -36,7 +36,7 @@ class FunctionContext:
         return os.path.join(self.output_dir, name)
 
     def publish(self, job_id: str, key: str, path: str | None = None, data: bytes | None = None,
-                claim: bool = False) -> str:
+                claim: bool = False, failpoint: bool = True) -> str:
         """Upload an object of a job ourselves rather than through the supervisor's outputs
         (its outcome is known here, and no bare-bucket output, which OSCAR >= 4.1 rewrites
         to a per-service bucket, is needed).
@@ -49,20 +49,27 @@ class FunctionContext:
         the manifest *after* the upload and withdrawing the object if it is gone means no
         object outlives its job (ENDED).
         """
-        failpoints.reach("before-write")
+        if failpoint:
+            failpoints.reach("before-write")
         if claim:
             if path is not None:
                 with open(path, "rb") as f:
                     data = f.read()
                 os.remove(path)
             if not self.storage.put_if_absent(key, data or b""):
-                return TAKEN
+                # Taken by another copy, or by our own first attempt whose answer a cut connection
+                # lost; either way it must not outlive the job.
+                if self.job_alive(job_id):
+                    return TAKEN
+                self.storage.delete([key])
+                return ENDED
         elif path is not None:
             self.storage.put_file(key, path)
             os.remove(path)
         else:
             self.storage.put_bytes(key, data or b"")
-        failpoints.reach("after-write")
+        if failpoint:
+            failpoints.reach("after-write")
         if self.job_alive(job_id):
             return WRITTEN
         self.storage.delete([key])
@@ -92,7 +99,8 @@ class FunctionContext:
             "traceback": "".join(traceback.format_exception(exc)),
         }
         print(marker["traceback"], file=sys.stderr, flush=True)
-        self.publish(job_id, layout.JobKeys(job_id).error(who), data=json.dumps(marker).encode())
+        # Injected kills aim at a task's outputs, not at its error report.
+        self.publish(job_id, layout.JobKeys(job_id).error(who), data=json.dumps(marker).encode(), failpoint=False)
 
 
 def _retryable(exc: BaseException) -> bool:
