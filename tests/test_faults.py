@@ -32,7 +32,7 @@ STRAGGLER_SECONDS = {"warm": 10.0, "cold": 20.0}
 
 
 def trigger(range_id: int) -> str:
-    return f"triggers/*/{layout.interval_name(range_id, range_id + 1)[:-5]}.json"
+    return f"triggers/*/{layout.interval_stem(range_id, range_id + 1)}.json"
 
 
 def faults_for(name: str, reduction: str, mode: str) -> list[Fault]:

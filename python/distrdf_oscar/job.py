@@ -79,9 +79,7 @@ class Job:
     def _mapper_output(self, job_plan: dict[str, Any], range_id: int) -> str:
         if job_plan["mode"] == "coordinated":
             return self.keys.partial(range_id, range_id + 1)
-        if job_plan["npartitions"] == 1:
-            return self.keys.result
-        return self.keys.tree_partial(range_id, range_id + 1)
+        return self.keys.tree_output(range_id, range_id + 1, job_plan["npartitions"])
 
     def _submit(self, ranges: Sequence[Any], mapper: Callable, files: JobFiles,
                 job_plan: dict[str, Any]) -> dict[int, bytes]:

@@ -53,8 +53,13 @@ def job_created(job_id: str) -> float:
     return calendar.timegm(time.strptime(check_job_id(job_id)[1:15], "%Y%m%d%H%M%S"))
 
 
+def interval_stem(lo: int, hi: int) -> str:
+    """``<lo>_<hi>``: names a range interval's trigger, retries and partial."""
+    return f"{lo:06d}_{hi:06d}"
+
+
 def interval_name(lo: int, hi: int) -> str:
-    return f"{lo:06d}_{hi:06d}.root"
+    return interval_stem(lo, hi) + ".root"
 
 
 def parse_interval(name: str) -> tuple[int, int] | None:
@@ -104,10 +109,14 @@ class JobKeys:
         return f"{JOBS}/{self.job_id}/snapshots/{name}"
 
     def trigger(self, range_id: int) -> str:
-        return f"{TRIGGERS}/{self.job_id}/{interval_name(range_id, range_id + 1)[:-5]}.json"
+        return f"{TRIGGERS}/{self.job_id}/{interval_stem(range_id, range_id + 1)}.json"
 
     def tree_partial(self, lo: int, hi: int) -> str:
         return f"{TREE_PARTIALS}/{self.job_id}/{interval_name(lo, hi)}"
+
+    def tree_output(self, lo: int, hi: int, npartitions: int) -> str:
+        """Where the tree node covering ranges [lo, hi) lands: the root is the job's result."""
+        return self.result if (lo, hi) == (0, npartitions) else self.tree_partial(lo, hi)
 
     def partial(self, lo: int, hi: int) -> str:
         return f"{PARTIALS}/{self.job_id}/{interval_name(lo, hi)}"
@@ -117,6 +126,10 @@ class JobKeys:
 
     def batch_result(self, index: int) -> str:
         return f"{PARTIALS}/{self.job_id}/batch_{index:04d}.root"
+
+    def batch_output(self, index: int, nbatches: int) -> str:
+        """Where batch ``index`` of ``nbatches`` lands: the last one is the job's result."""
+        return self.result if index == nbatches - 1 else self.batch_result(index)
 
     @property
     def result(self) -> str:

@@ -108,7 +108,7 @@ class Tracker:
         now = clock()
         coordinated = job_plan["mode"] == "coordinated"
         for range_id, body in sorted(mapper_triggers.items()):
-            trigger = Trigger(layout.TRIGGERS, layout.interval_name(range_id, range_id + 1)[:-5], body,
+            trigger = Trigger(layout.TRIGGERS, layout.interval_stem(range_id, range_id + 1), body,
                               f"mapper of range {range_id}", last_fired=now)
             output = json.loads(body)["output"]
             tracker.expected.append(Expected(output, lambda present: True, trigger, kind="mapper"))
@@ -121,9 +121,9 @@ class Tracker:
     def _expect_tree(self, job_plan: dict[str, Any], now: float) -> None:
         for group in plan.tree_groups(job_plan["npartitions"], job_plan["fan_in"]):
             lo, hi = group[0][0], group[-1][1]
-            output = self.keys.result if (lo, hi) == (0, job_plan["npartitions"]) else self.keys.tree_partial(lo, hi)
+            output = self.keys.tree_output(lo, hi, job_plan["npartitions"])
             members = [self.keys.tree_partial(*m) for m in group]
-            name = layout.interval_name(lo, hi)[:-5]
+            name = layout.interval_stem(lo, hi)
             body = json.dumps({"job": self.keys.job_id, "interval": [lo, hi]}).encode()
             trigger = Trigger(layout.TREE_PARTIALS, name, body, f"tree reduction of ranges {lo}-{hi - 1}",
                               last_fired=now)
@@ -135,7 +135,6 @@ class Tracker:
         coordinator = Trigger(layout.PLANS, "coordinator", json.dumps(job_plan).encode(), "coordinator",
                               last_fired=now)
         for index, size in enumerate(batches):
-            last = index == len(batches) - 1
             earlier = [self.keys.batch_result(i) for i in range(index)]
             consumed_before = sum(batches[:index])
 
@@ -145,7 +144,7 @@ class Tracker:
             self.expected.append(Expected(self.keys.batch(index), launchable, coordinator, kind="launch"))
             body = json.dumps({"job": self.keys.job_id, "index": index}).encode()
             reducer = Trigger(layout.BATCHES, f"{index:04d}", body, f"batch reduction {index}", last_fired=now)
-            output = self.keys.result if last else self.keys.batch_result(index)
+            output = self.keys.batch_output(index, len(batches))
             self.expected.append(Expected(output, lambda present, b=self.keys.batch(index): b in present, reducer))
 
     # -- observation ---------------------------------------------------------------

@@ -45,9 +45,8 @@ def run(ctx: context.FunctionContext, job_plan: dict) -> None:
         available = [k for k in arrived if k not in consumed]
         if len(available) >= batches[launched]:
             take = available[:batches[launched]]
-            last = launched == len(batches) - 1
             batch = {"job": keys.job_id, "index": launched, "inputs": take,
-                     "output": keys.result if last else keys.batch_result(launched)}
+                     "output": keys.batch_output(launched, len(batches))}
             ctx.task_output = keys.batch(launched)
             outcome = ctx.publish(keys.job_id, keys.batch(launched), data=json.dumps(batch).encode(), claim=True)
             if outcome == context.ENDED:

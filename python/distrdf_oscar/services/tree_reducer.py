@@ -38,9 +38,7 @@ def run(ctx: context.FunctionContext) -> None:
     group = _group(ctx, job_plan)
     if group is None:
         return
-    interval = (group[0][0], group[-1][1])
-    is_root = interval == (0, job_plan["npartitions"])
-    output = keys.result if is_root else keys.tree_partial(*interval)
+    output = keys.tree_output(group[0][0], group[-1][1], job_plan["npartitions"])
     present = set(ctx.storage.list(keys.prefix(layout.TREE_PARTIALS)))
     members = [keys.tree_partial(*m) for m in group]
     if not all(m in present for m in members) or output in present:
