@@ -39,7 +39,7 @@ def no_secret_in_any_job_object():
     def search_then_remove(storage, job_id):
         for prefix in layout.JobKeys(job_id).all_prefixes():
             for key in storage.list(prefix):
-                response = storage.client.get_object(storage.bucket, key)
+                response = storage.client.get_object(storage.bucket_of(key), key)
                 try:
                     _search(f"object {key}", key.encode() + response.read() + repr(dict(response.headers)).encode())
                 finally:

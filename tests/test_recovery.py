@@ -94,8 +94,8 @@ def test_idle_service_is_a_loss_after_the_grace_unless_the_output_just_appeared(
     t.observe({JOB.tree_partial(0, 1)})
     asked = []
 
-    def idle(folder):
-        asked.append(folder)
+    def idle(folder, since):
+        asked.append((folder, since))
         return True
 
     clock.now += IDLE_GRACE - 0.1
@@ -103,7 +103,9 @@ def test_idle_service_is_a_loss_after_the_grace_unless_the_output_just_appeared(
     clock.now += 0.2
     assert fire_all(t, idle=idle, exists=lambda key: True) == []  # it appeared meanwhile
     assert fire_all(t, idle=idle, exists=lambda key: False) == [JOB.retry(layout.TRIGGERS, "000001_000002", 1)]
-    assert fire_all(t, idle=lambda folder: False) == []  # a busy service: wait for the quiet-spell rule
+    # The listing asked for is one taken after the grace that followed the trigger.
+    assert asked[0] == (layout.TRIGGERS, 1000.0 + IDLE_GRACE)
+    assert fire_all(t, idle=lambda folder, since: False) == []  # a busy service: wait for the quiet-spell rule
 
 
 def test_a_spell_that_needed_a_retry_does_not_stretch_the_limit():

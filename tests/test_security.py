@@ -27,7 +27,7 @@ def wait_for_marker(storage, job_id: str, timeout: float = 60.0) -> dict:
 def raw_put(storage, key: str, data: bytes, signature: str | None = None) -> None:
     """Write as an attacker with bucket access would: with the storage keys, without the signing key."""
     metadata = {METADATA: signature} if signature else None
-    storage.client.put_object(storage.bucket, key, io.BytesIO(data), len(data), metadata=metadata)
+    storage.client.put_object(storage.bucket_of(key), key, io.BytesIO(data), len(data), metadata=metadata)
 
 
 @pytest.fixture
@@ -100,7 +100,7 @@ def test_forged_result_is_refused_by_the_client(warm_cluster, dimuon_files, monk
 
     def wait_then_forge(self, *args):
         original_wait(self, *args)
-        data = executor.storage.client.get_object(executor.storage.bucket, self.keys.result).read()
+        data = executor.storage.client.get_object(executor.storage.bucket_of(self.keys.result), self.keys.result).read()
         raw_put(executor.storage, self.keys.result, data)  # same bytes, signature dropped
 
     monkeypatch.setattr(job_module.Job, "_wait", wait_then_forge)
@@ -118,7 +118,7 @@ def test_no_secret_in_objects_logs_or_messages(dimuon_files, capfd, monkeypatch)
         snapshot = {}
         for prefix in self.keys.all_prefixes():
             for key in self.storage.list(prefix):
-                response = self.storage.client.get_object(self.storage.bucket, key)
+                response = self.storage.client.get_object(self.storage.bucket_of(key), key)
                 snapshot[key] = response.read() + json.dumps(dict(response.headers)).encode()
         kept.append(snapshot)
         return original_cleanup(self)

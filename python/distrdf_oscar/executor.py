@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
+import time
 import warnings
 from typing import Any, Callable, Mapping, Sequence
 
@@ -14,6 +16,10 @@ from .recovery import RetryPolicy
 from .services.definitions import Deployment
 from .signing import Signer
 from .storage import Storage, StorageConfig
+
+log = logging.getLogger(__name__)
+
+IDLE_LISTING_PERIOD = 3.0  # seconds between two job listings of one service
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -76,6 +82,8 @@ class OSCARExecutor:
         self._storage: Storage | None = None
         self.last_job: Job | None = None  # the most recent job, for its timeline
         self._lock = threading.Lock()
+        self._listings: dict[str, tuple[float, bool]] = {}  # service -> (monotonic time, idle)
+        self._unfinished: dict[str, set[str]] = {}  # service -> OSCAR jobs to delete once finished
 
     def __repr__(self) -> str:
         return (f"OSCARExecutor(endpoint={self.cluster.endpoint!r}, deployment={self.deployment.name!r}, "
@@ -121,29 +129,47 @@ class OSCARExecutor:
         kwargs.update(overrides)
         return cls(endpoint, deployment=deployment, **kwargs)
 
+    def unchecked_storage(self) -> Storage:
+        """The deployment's storage, without looking at the services or buckets (deploy, undeploy)."""
+        config = self._storage_config or self.cluster.storage_config(self.deployment.bucket_name,
+                                                                     self._ssl_verify)
+        return Storage(config, signer=self._signer)
+
     @property
     def storage(self) -> Storage:
-        """Connects on first use: storage settings, bucket, and the deployment's services."""
+        """Connects on first use: storage settings, buckets, and the deployment's services."""
         with self._lock:
             if self._storage is None:
-                config = self._storage_config or self.cluster.storage_config(self.deployment.bucket_name,
-                                                                             self._ssl_verify)
-                storage = Storage(config, signer=self._signer)
+                storage = self.unchecked_storage()
                 if self.auto_deploy:
-                    self.cluster.deploy(self.deployment)
+                    self.cluster.deploy(self.deployment, storage)
                 else:
                     self.cluster.check_deployed(self.deployment)
-                storage.ensure_bucket()
+                storage.check_buckets()
                 self._storage = storage
             return self._storage
 
-    def _service_idle(self, folder: str) -> bool:
-        """Whether the service fed by ``folder`` has no function pending or running (per OSCAR)."""
-        try:
-            counts = self.cluster.job_counts(self.deployment.service_for_input(folder))
-        except OSCARError:
-            return False  # cannot tell: wait for the quiet-spell rule instead
-        return counts.get("Pending", 0) + counts.get("Running", 0) == 0
+    def _service_idle(self, folder: str, since: float) -> bool:
+        """Whether a listing of the service fed by ``folder`` taken at ``since`` (monotonic) or
+        later shows no function pending, suspended or running. False whenever OSCAR's answer
+        cannot be trusted: an OIDC caller sees only the jobs it started itself (OSCAR filters
+        the listing by ``job-owner``), not those the functions' own writes triggered; a listing
+        with more pages than are read is incomplete. At most one listing per service every
+        ``IDLE_LISTING_PERIOD`` seconds: the client polls often, and OSCAR's listing is costly."""
+        if self.cluster.oidc:
+            return False
+        service = self.deployment.service_for_input(folder)
+        with self._lock:
+            taken, idle = self._listings.get(service, (-float("inf"), False))
+            now = time.monotonic()
+            if taken < since and now - taken >= IDLE_LISTING_PERIOD:
+                try:
+                    listing = self.cluster.job_listing(service)
+                    taken, idle = now, listing.complete and listing.busy == 0
+                except OSCARError:
+                    taken, idle = now, False  # cannot tell: wait for the quiet-spell rule instead
+                self._listings[service] = (taken, idle)
+        return taken >= since and idle
 
     def run_job(self, ranges: Sequence[Any], mapper: Callable, files: JobFiles,
                 on_partial: Callable[[Any], None] | None = None, reduction: plan.Reduction | None = None):
@@ -152,7 +178,23 @@ class OSCARExecutor:
         chosen.describe(len(ranges))  # reject a plan that does not fit before anything is written
         job = Job(self.storage, chosen, self.options, idle=self._service_idle)
         self.last_job = job
-        return job.run(ranges, mapper, files, on_partial=on_partial)
+        try:
+            return job.run(ranges, mapper, files, on_partial=on_partial)
+        finally:
+            self._forget_functions(job.functions)
+
+    def _forget_functions(self, functions: dict[str, list[str]]) -> None:
+        """Delete the finished OSCAR jobs that served a job, so that the services' listings stay short;
+        those still finishing are tried again after the next job."""
+        for role, names in functions.items():
+            self._unfinished.setdefault(self.deployment.service_name(role), set()).update(names)
+        for service, names in list(self._unfinished.items()):
+            try:
+                names -= self.cluster.remove_jobs(service, names)
+            except OSCARError as exc:
+                log.warning("could not delete finished OSCAR jobs of %s: %s", service, exc)
+            if not names:
+                del self._unfinished[service]
 
 
 __all__ = ["OSCARExecutor", "ConfigurationError", "OSCARError"]

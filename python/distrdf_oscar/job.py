@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from . import layout, partial, plan
-from .recovery import RetryPolicy, Tracker
+from .recovery import RemoteError, RetryPolicy, Tracker
+from .signing import SignatureError
 from .storage import Storage, StorageError
 
 
@@ -55,15 +56,16 @@ class JobFiles:
 
 class Job:
     def __init__(self, storage: Storage, reduction: plan.Reduction, options: JobOptions,
-                 idle: Callable[[str], bool] | None = None) -> None:
+                 idle: Callable[[str, float], bool] | None = None) -> None:
         self.storage = storage
-        self.idle = idle  # whether the service watching an input folder has no function pending or running
+        self.idle = idle  # see Tracker.overdue
         self.reduction = reduction
         self.options = options
         self.keys = layout.JobKeys(layout.new_job_id())
         # Wall-clock observations (epoch seconds), for the benchmarks' tail measurements.
         self.timeline: dict[str, float] = {}
         self.tracker: Tracker | None = None  # what the job expected, and what it retried
+        self.functions: dict[str, list[str]] = {}  # role -> OSCAR jobs that served this job
 
     @property
     def job_id(self) -> str:
@@ -124,10 +126,24 @@ class Job:
     def _handle_errors(self, tracker: Tracker) -> None:
         """Retry what failed transiently; raise RemoteError for what cannot be retried."""
         for key in tracker.new_markers(self.storage.list(self.keys.prefix(layout.ERRORS))):
-            trigger = tracker.on_error(key, json.loads(self.storage.get_bytes(key)))
+            trigger = tracker.on_error(key, self._read_marker(key))
             self.storage.delete([key])
             if trigger is not None:
                 tracker.fire(trigger, self.storage.put_bytes)
+
+    def _read_marker(self, key: str) -> dict[str, Any]:
+        """An error marker. A function that could not even start (its signing key missing) reports
+        unsigned; such a marker is believed only as that report: it can fail the job (as deleting
+        its objects could), never make the client run or trust anything."""
+        try:
+            return json.loads(self.storage.get_bytes(key))
+        except SignatureError:
+            marker = json.loads(self.storage.get_bytes(key, verify=False))
+            if not isinstance(marker, dict) or not marker.get("unconfigured"):
+                raise
+            raise RemoteError(f"a function of job {self.job_id} could not start ({marker.get('service', '?')}, "
+                              f"unsigned report): {str(marker.get('error'))[:500]}. Check the deployment's "
+                              "settings (`distrdf-oscar status`; docs/deploy.md)") from None
 
     def _poll(self, tracker: Tracker, prefixes: list[str]) -> None:
         self._handle_errors(tracker)
@@ -205,6 +221,12 @@ class Job:
                     self.storage.get_file(uploaded[os.path.basename(path)], path)
 
     def cleanup(self) -> int:
+        try:
+            for key in self.storage.list(self.keys.function_records):
+                role, oscar_job = key.rsplit("/", 2)[-2:]
+                self.functions.setdefault(role, []).append(oscar_job)
+        except StorageError:
+            pass  # only OSCAR's bookkeeping depends on it
         return remove_job(self.storage, self.job_id)
 
     def run(self, ranges: Sequence[Any], mapper: Callable, files: JobFiles,

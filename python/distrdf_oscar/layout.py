@@ -1,8 +1,16 @@
 """Every object key of the file-driven protocol, and nothing else.
 
-All keys live in one bucket. Each service watches one top-level folder (its
-OSCAR input path); jobs are separated by a ``<job-id>/`` level below it, so
-long-lived services are shared by jobs. ``docs/protocol.md`` lists the keys.
+Each service watches one top-level folder (its OSCAR input path); jobs are
+separated by a ``<job-id>/`` level below it, so long-lived services are shared
+by jobs. ``docs/protocol.md`` lists the keys.
+
+A key's first folder also decides its bucket (:func:`bucket_of`): OSCAR (since
+3.6) refuses to create a service whose input bucket already exists, so no two
+services may take their inputs in one bucket. The mapper's input bucket is the
+deployment's base bucket and also holds the folders no service watches; each
+other service input lives in a bucket of its own, ``<base>-<folder>``. Every
+bucket is then one that OSCAR creates with a service (and gives the service's
+users access to, and removes with it).
 
 Partial results are named by the interval of range ids they cover,
 ``<lo>_<hi>`` with ``hi`` exclusive, zero-padded so that keys sort by range.
@@ -29,10 +37,39 @@ ERRORS = "errors"  # error markers written by failing functions
 
 SERVICE_INPUTS = (TRIGGERS, TREE_PARTIALS, PLANS, BATCHES)
 JOB_FOLDERS = (JOBS, TRIGGERS, TREE_PARTIALS, PLANS, BATCHES, PARTIALS, RESULTS, ERRORS)
+# Service inputs with a bucket of their own; every other folder lives in the base bucket.
+OWN_BUCKET = (TREE_PARTIALS, PLANS, BATCHES)
 
 _JOB_ID = re.compile(r"^j[0-9]{14}-[0-9a-f]{8}$")
 _INTERVAL = re.compile(r"^(\d{6})_(\d{6})\.root$")
 _RETRY = re.compile(r"^[^/]+/[^/]+/retries/([A-Za-z0-9_]+)-(\d+)\.json$")
+
+
+def folder_bucket(base: str, folder: str) -> str:
+    """The bucket that holds ``folder`` in a deployment whose base bucket is ``base``."""
+    return f"{base}-{folder}" if folder in OWN_BUCKET else base
+
+
+def bucket_of(base: str, key: str) -> str:
+    """The bucket that holds object ``key`` (or prefix) of the protocol."""
+    return folder_bucket(base, key.split("/", 1)[0])
+
+
+def base_bucket(bucket: str, key: str) -> str:
+    """The base bucket of the deployment that holds ``key`` in ``bucket`` (the inverse of
+    :func:`bucket_of`): a function learns its deployment from the object that triggered it."""
+    suffix = "-" + key.split("/", 1)[0]
+    return bucket[: -len(suffix)] if key.split("/", 1)[0] in OWN_BUCKET and bucket.endswith(suffix) else bucket
+
+
+def buckets(base: str) -> list[str]:
+    """Every bucket of a deployment, the base bucket first."""
+    return [base] + [folder_bucket(base, folder) for folder in OWN_BUCKET]
+
+
+def input_path(base: str, folder: str) -> str:
+    """The OSCAR input path (``bucket/folder``) of the service fed by ``folder``."""
+    return f"{folder_bucket(base, folder)}/{folder}"
 
 
 def new_job_id() -> str:
@@ -99,6 +136,15 @@ class JobKeys:
     def coordinator_trigger(self) -> str:
         """A copy of the plan whose appearance starts the coordinator (coordinated mode)."""
         return f"{PLANS}/{self.job_id}/plan.json"
+
+    def function_record(self, role: str, oscar_job: str) -> str:
+        """An empty object naming one OSCAR job (``JOB_UUID``) that served this job, so that the
+        client can delete the finished ones (OSCAR keeps them 30 days and pages its listing)."""
+        return f"{JOBS}/{self.job_id}/functions/{role}/{oscar_job}"
+
+    @property
+    def function_records(self) -> str:
+        return f"{JOBS}/{self.job_id}/functions/"
 
     def job_file(self, name: str) -> str:
         """A file the user distributed (header, shared library, data file)."""

@@ -16,11 +16,12 @@ a loss, not how long the work takes). Each further retry of the same task waits 
 may be retried ``retries`` times; then the job fails with an error naming it.
 
 The platform is observed too: OSCAR lists each service's functions with their
-status. When an output has been due for ``IDLE_GRACE`` seconds and no function
-of the service that produces it is pending or running, nothing is going to
-produce it (its event was lost, or its function died) and it is retried at
-once. A busy service (a straggler, another job's functions) falls back to the
-quiet-spell rule.
+status. When an output has been due for ``IDLE_GRACE`` seconds and a listing
+taken after that shows no function of the service that produces it pending,
+suspended or running, nothing is going to produce it (its event was lost, or
+its function died) and it is retried at once. A busy service (a straggler,
+another job's functions), or a listing that cannot be trusted (see
+``OSCARExecutor``), falls back to the quiet-spell rule.
 """
 
 from __future__ import annotations
@@ -180,17 +181,19 @@ class Tracker:
 
     # -- decisions -----------------------------------------------------------------
 
-    def overdue(self, idle: Callable[[str], bool] | None = None,
+    def overdue(self, idle: Callable[[str, float], bool] | None = None,
                 exists: Callable[[str], bool] | None = None) -> list[Trigger]:
         """Triggers to fire again now; raises JobTimeout for a task out of retries.
 
-        ``idle(folder)`` tells whether the service watching ``folder`` has no function
-        pending or running (asked only when it can make a difference); ``exists(key)``
+        ``idle(folder, since)`` tells whether a listing of the service watching ``folder``,
+        taken at ``since`` (this clock) or later, shows no function pending, suspended or
+        running (False when no such listing can be had now; asked only when it can make a
+        difference); ``exists(key)``
         looks once more before an output is declared lost, as it may have appeared since
         the listing (its function finished in between)."""
         now = self.clock()
         due: list[Trigger] = []
-        idle_cache: dict[str, bool] = {}
+        idle_cache: dict[tuple[str, float], bool] = {}
         for item in self.expected:
             trigger = item.trigger
             if item.key in self._present or any(t is trigger for t in due) or not item.needs(self._present):
@@ -198,10 +201,11 @@ class Tracker:
             due_since = item.due_since if item.due_since is not None else now
             waited = now - max(self._last_progress, trigger.last_fired)
             lost = waited > self.quiet_limit() * 2 ** trigger.attempts
-            if not lost and idle is not None and min(now - due_since, now - trigger.last_fired) > IDLE_GRACE:
-                if trigger.folder not in idle_cache:
-                    idle_cache[trigger.folder] = idle(trigger.folder)
-                lost = idle_cache[trigger.folder]
+            since = max(due_since, trigger.last_fired) + IDLE_GRACE
+            if not lost and idle is not None and now > since:
+                if (trigger.folder, since) not in idle_cache:
+                    idle_cache[(trigger.folder, since)] = idle(trigger.folder, since)
+                lost = idle_cache[(trigger.folder, since)]
             if not lost or (exists is not None and exists(item.key)):
                 continue
             if trigger.attempts >= self.policy.retries:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Callable
 from urllib.parse import urlparse
 
+from . import layout
 from .signing import METADATA, Signer
 
 FUNCTION_CONFIG = "/oscar/config/function_config.yaml"
@@ -120,7 +121,8 @@ def _retry_policy():
 
 
 class Storage:
-    """The one bucket a deployment uses.
+    """The buckets of one deployment; each key goes to the bucket its first folder lives in
+    (:func:`distrdf_oscar.layout.bucket_of`), ``config.bucket`` being the base bucket.
 
     With a ``signer``, every upload carries its signature and every download is
     verified before it is returned (see :mod:`distrdf_oscar.signing`).
@@ -143,14 +145,20 @@ class Storage:
         self.client = Minio(host, access_key=config.access_key, secret_key=config.secret_key,
                             secure=secure, region=config.region, http_client=http)
 
-    def _fail(self, action: str, key: str, exc: Exception) -> StorageError:
+    def bucket_of(self, key: str) -> str:
+        return layout.bucket_of(self.bucket, key)
+
+    def _fail(self, action: str, key: str, exc: Exception, bucket: str | None = None) -> StorageError:
         code = getattr(exc, "code", None) or type(exc).__name__
         transient = _is_transient(exc)
         hint = " (transient: retried with backoff, then given up)" if transient else ""
-        return StorageError(f"storage {action} of s3://{self.bucket}/{key} failed: {code}{hint}", transient)
+        where = bucket or self.bucket_of(key)
+        return StorageError(f"storage {action} of s3://{where}/{key} failed: {code}{hint}", transient)
 
-    def ensure_bucket(self) -> None:
-        """Check the endpoint answers (at once, not after the retries), then create the bucket if needed."""
+    def check_buckets(self) -> None:
+        """Check the endpoint answers (at once, not after the retries) and every bucket of the
+        deployment exists. OSCAR creates them with the services (an analyst's storage user
+        may not create buckets at all), so a missing one means the deployment is incomplete."""
         import socket
 
         host, secure = split_endpoint(self.config.endpoint)
@@ -160,11 +168,37 @@ class Storage:
         except OSError as exc:
             raise StorageError(f"cannot reach the object storage at {self.config.endpoint} "
                                f"(bucket {self.bucket}): {exc.strerror or exc}") from None
+        for bucket in layout.buckets(self.bucket):
+            try:
+                found = self.client.bucket_exists(bucket)
+            except Exception as exc:  # noqa: BLE001 - re-raised with bucket context
+                raise self._fail("bucket check", "", exc, bucket=bucket) from exc
+            if not found:
+                raise StorageError(f"bucket {bucket} of the deployment does not exist at {self.config.endpoint}: "
+                                   "its service was never created or was removed (run `distrdf-oscar deploy`)")
+
+    def bucket_exists(self, bucket: str) -> bool:
         try:
-            if not self.client.bucket_exists(self.bucket):
-                self.client.make_bucket(self.bucket)
-        except Exception as exc:  # noqa: BLE001 - re-raised with bucket context
-            raise self._fail("bucket check", "", exc) from exc
+            return self.client.bucket_exists(bucket)
+        except Exception as exc:  # noqa: BLE001
+            raise self._fail("bucket check", "", exc, bucket=bucket) from exc
+
+    def remove_bucket(self, bucket: str) -> bool:
+        """Delete a bucket with everything in it; False if there was none."""
+        from minio.deleteobjects import DeleteObject
+
+        if not self.bucket_exists(bucket):
+            return False
+        try:
+            keys = [DeleteObject(o.object_name) for o in self.client.list_objects(bucket, recursive=True)]
+            for error in self.client.remove_objects(bucket, keys):
+                raise StorageError(f"storage delete of s3://{bucket}/{error.name} failed: {error.code}")
+            self.client.remove_bucket(bucket)
+        except StorageError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise self._fail("bucket removal", "", exc, bucket=bucket) from exc
+        return True
 
     def _metadata(self, signature: str | None) -> dict[str, str] | None:
         return {METADATA: signature} if signature else None
@@ -172,14 +206,14 @@ class Storage:
     def put_bytes(self, key: str, data: bytes) -> None:
         signature = self.signer.sign(key, data) if self.signer else None
         try:
-            self.client.put_object(self.bucket, key, io.BytesIO(data), len(data), metadata=self._metadata(signature))
+            self.client.put_object(self.bucket_of(key), key, io.BytesIO(data), len(data), metadata=self._metadata(signature))
         except Exception as exc:  # noqa: BLE001
             raise self._fail("upload", key, exc) from exc
 
     def put_file(self, key: str, path: str) -> None:
         signature = self.signer.sign_file(key, path) if self.signer else None
         try:
-            self.client.fput_object(self.bucket, key, path, metadata=self._metadata(signature))
+            self.client.fput_object(self.bucket_of(key), key, path, metadata=self._metadata(signature))
         except Exception as exc:  # noqa: BLE001
             raise self._fail("upload", key, exc) from exc
 
@@ -196,7 +230,7 @@ class Storage:
         if self.signer:
             headers[METADATA] = self.signer.sign(key, data)
         try:
-            self.client._put_object(self.bucket, key, data, headers)  # noqa: SLF001 - see docstring
+            self.client._put_object(self.bucket_of(key), key, data, headers)  # noqa: SLF001 - see docstring
             return True
         except S3Error as exc:
             if exc.code in CONFLICT_CODES:
@@ -212,7 +246,7 @@ class Storage:
         metadata of one version with the bytes of another written in between (duplicate writers
         are allowed)."""
         try:
-            response = self.client.get_object(self.bucket, key)
+            response = self.client.get_object(self.bucket_of(key), key)
             try:
                 consume(response)
                 return response.headers.get(METADATA)
@@ -222,10 +256,11 @@ class Storage:
         except Exception as exc:  # noqa: BLE001
             raise self._fail("download", key, exc) from exc
 
-    def get_bytes(self, key: str) -> bytes:
+    def get_bytes(self, key: str, verify: bool = True) -> bytes:
+        """The object's content; with a signer and ``verify``, only if its signature holds."""
         body: list[bytes] = []
         signature = self._download(key, lambda response: body.append(response.read()))
-        if self.signer:
+        if self.signer and verify:
             self.signer.verify(key, body[0], signature)
         return body[0]
 
@@ -248,7 +283,7 @@ class Storage:
         if self.signer is None:
             return
         try:
-            signature = self.client.stat_object(self.bucket, key).metadata.get(METADATA)
+            signature = self.client.stat_object(self.bucket_of(key), key).metadata.get(METADATA)
         except Exception as exc:  # noqa: BLE001
             raise self._fail("lookup", key, exc) from exc
         self.signer.verify_file(key, path, signature)
@@ -257,7 +292,7 @@ class Storage:
         from minio.error import S3Error
 
         try:
-            self.client.stat_object(self.bucket, key)
+            self.client.stat_object(self.bucket_of(key), key)
             return True
         except S3Error as exc:
             if exc.code in MISSING_CODES:
@@ -268,7 +303,8 @@ class Storage:
 
     def list(self, prefix: str) -> list[str]:
         try:
-            return [o.object_name for o in self.client.list_objects(self.bucket, prefix=prefix, recursive=True)]
+            return [o.object_name for o in self.client.list_objects(self.bucket_of(prefix), prefix=prefix,
+                                                                     recursive=True)]
         except Exception as exc:  # noqa: BLE001
             raise self._fail("listing", prefix, exc) from exc
 
@@ -276,21 +312,23 @@ class Storage:
         """Keys under ``prefix`` with their last-modified time (epoch seconds, server clock)."""
         try:
             return {o.object_name: o.last_modified.timestamp()
-                    for o in self.client.list_objects(self.bucket, prefix=prefix, recursive=True)}
+                    for o in self.client.list_objects(self.bucket_of(prefix), prefix=prefix, recursive=True)}
         except Exception as exc:  # noqa: BLE001
             raise self._fail("listing", prefix, exc) from exc
 
     def delete(self, keys: list[str]) -> None:
         from minio.deleteobjects import DeleteObject
 
-        if not keys:
-            return
-        try:
-            errors = list(self.client.remove_objects(self.bucket, [DeleteObject(k) for k in keys]))
-        except Exception as exc:  # noqa: BLE001
-            raise self._fail("delete", keys[0], exc) from exc
-        if errors:
-            raise StorageError(f"storage delete of s3://{self.bucket}/{errors[0].name} failed: {errors[0].code}")
+        by_bucket: dict[str, list[str]] = {}
+        for key in keys:
+            by_bucket.setdefault(self.bucket_of(key), []).append(key)
+        for bucket, group in by_bucket.items():
+            try:
+                errors = list(self.client.remove_objects(bucket, [DeleteObject(k) for k in group]))
+            except Exception as exc:  # noqa: BLE001
+                raise self._fail("delete", group[0], exc) from exc
+            if errors:
+                raise StorageError(f"storage delete of s3://{bucket}/{errors[0].name} failed: {errors[0].code}")
 
     def delete_prefix(self, prefix: str) -> int:
         keys = self.list(prefix)

@@ -8,18 +8,29 @@ OSCAR every service create/delete reconfigures and restarts MinIO.
 from __future__ import annotations
 
 import json
+import re
 import ssl
 from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from .. import layout
 from ..services.definitions import KEY_ID_ENV, ROLES, Deployment
-from ..storage import StorageConfig
+from ..storage import Storage, StorageConfig
 
-# Fields of a service definition that deploy manages (compared to detect changes).
-_MANAGED = ("image", "cpu", "memory", "script", "input", "output")
-# Pod phases, the statuses OSCAR reports for a service's jobs.
-JOB_STATUSES = ("Succeeded", "Failed", "Pending", "Running")
+# Fields of a service definition that deploy manages (compared to detect changes), and those an
+# update carries over from the live definition unless the deployment sets them.
+_MANAGED = ("image", "cpu", "memory", "script", "input", "output", "visibility", "allowed_users")
+_KEPT = ("owner", "visibility", "allowed_users")
+# Pod phases, the statuses OSCAR reports for a service's jobs, and its "Suspended" (3.6.4 and
+# later) for a job that has no pod yet: queued by Kueue, or just created.
+JOB_STATUSES = ("Succeeded", "Failed", "Pending", "Running", "Suspended")
+BUSY_STATUSES = ("Pending", "Running", "Suspended")
+FINISHED_STATUSES = ("Succeeded", "Failed")
+MAX_JOB_PAGES = 30  # of 70 jobs each (OSCAR's default JobListingLimit)
+NEWEST_RELEASE = (4, 1, 2)  # the newest release the project was checked against
 
 
 class OSCARError(RuntimeError):
@@ -79,6 +90,7 @@ class OSCARCluster:
         if not endpoint.startswith(("http://", "https://")):
             raise OSCARError(f"OSCAR endpoint {_without_userinfo(endpoint)!r} must start with http:// or https://")
         options: dict[str, Any] = {"cluster_id": "distrdf-oscar", "endpoint": endpoint.rstrip("/"), "ssl": verify}
+        self.oidc = bool(token)  # an OIDC caller sees only its own services and jobs
         if token:
             options["oidc_token"] = token
             self._credentials = ("the access token", "OSCAR_TOKEN is invalid or has expired")
@@ -156,25 +168,72 @@ class OSCARCluster:
                              "check OSCAR_ENDPOINT")
         return {s["name"]: s for s in listed}
 
-    def deploy(self, deployment: Deployment, force: bool = False) -> dict[str, str]:
-        """Create missing services, update changed ones (every one with ``force``) in place with PUT,
-        keeping their tokens and buckets; returns name -> created/updated/unchanged."""
+    def release(self) -> tuple[int, int, int]:
+        """OSCAR's release from ``/system/info`` (``"4.1.2"``); a development build counts as the newest."""
+        version = str(self.info().get("version") or "")
+        match = re.match(r"v?(\d+)\.(\d+)(?:\.(\d+))?", version)
+        if not match:
+            return NEWEST_RELEASE
+        major, minor, patch = match.groups()
+        return int(major), int(minor), int(patch or 0)
+
+    def deploy(self, deployment: Deployment, storage: Storage, force: bool = False) -> dict[str, str]:
+        """Create missing services and update changed ones (every one with ``force``); returns
+        name -> created/updated/replaced/unchanged. ``storage`` (the cluster's, admin keys) is
+        looked at, never written, to keep OSCAR from failing or destroying data (see below).
+
+        - A service is created only if its input bucket does not exist yet: from 3.6 OSCAR
+          refuses it (500), and 3.6.4's rollback even deletes the existing bucket.
+        - From 4.0 an update is a PUT that keeps the live ``owner`` (OSCAR copies it only for
+          non-admin callers: an admin's PUT without it leaves the service ownerless, and with
+          Kueue, on by default since 3.7, every job of an ownerless service stays suspended),
+          and its ``visibility`` and ``allowed_users`` unless the deployment sets them.
+        - Before 4.0 a PUT gives the service a new token that MinIO's webhook never learns (3.6,
+          3.7), or changes nothing (3.5): the service is deleted and created again instead, which
+          from 3.6 deletes its bucket too, so only while no job of the deployment is live.
+        - OSCAR 3.5 never hands a service's secrets to its functions: they travel as variables.
+        """
+        release = self.release()
         # The definitions carry the secrets: never let an error message repeat one.
         self._secrets += [v for v in deployment.secrets.values() if v and v not in self._secrets]
         existing = self.services()
         outcome = {}
-        for wanted in deployment.services():
+        for wanted in deployment.services(secrets_as_variables=release < (3, 6, 0)):
             name = wanted["name"]
             current = existing.get(name)
             if current is None:
-                self._call(f"create service {name}", self.client.create_service, wanted)
+                self._create(wanted, storage, release)
                 outcome[name] = "created"
-            elif force or _differs(current, wanted):
+                continue
+            kept = {field: current[field] for field in _KEPT if field in current and field not in wanted}
+            wanted = {**wanted, **kept}
+            if not (force or _differs(current, wanted)):
+                outcome[name] = "unchanged"
+            elif release >= (4, 0, 0):
                 self._call(f"update service {name}", self.client.update_service, name, wanted)
                 outcome[name] = "updated"
             else:
-                outcome[name] = "unchanged"
+                live = live_jobs(storage)
+                if live:
+                    raise OSCARError(f"cannot update service {name} on OSCAR {_dotted(release)} while jobs run "
+                                     f"({', '.join(live[:3])}{' ...' if len(live) > 3 else ''}): before 4.0 an "
+                                     "update must delete and re-create the service, and with it its bucket. "
+                                     "Retry when they have finished")
+                self._call(f"remove service {name}", self.client.remove_service, name)
+                self._create(wanted, storage, release)
+                outcome[name] = "replaced"
         return outcome
+
+    def _create(self, wanted: dict[str, Any], storage: Storage, release: tuple[int, int, int]) -> None:
+        name = wanted["name"]
+        if release >= (3, 6, 0):
+            for item in wanted["input"]:
+                bucket = item["path"].split("/", 1)[0]
+                if storage.bucket_exists(bucket):
+                    raise OSCARError(f"cannot create service {name}: its input bucket {bucket} already exists, "
+                                     f"and OSCAR {_dotted(release)} refuses such a service. It is another "
+                                     "deployment's, or left over: remove it (or choose another deployment name)")
+        self._call(f"create service {name}", self.client.create_service, wanted)
 
     def check_deployed(self, deployment: Deployment) -> None:
         """Fail fast, naming the fix, if the deployment's services are missing or hold another key."""
@@ -190,7 +249,9 @@ class OSCARCluster:
                 raise OSCARError(f"service {definition['name']} holds a different signing key than DISTRDF_OSCAR_KEY "
                                  f"(key id {held or 'unknown'}, yours {wanted}): use the deployment's key, or redeploy")
 
-    def undeploy(self, deployment: Deployment) -> list[str]:
+    def undeploy(self, deployment: Deployment, storage: Storage) -> list[str]:
+        """Remove the services, then whatever buckets of the deployment OSCAR left (before 3.6 it
+        keeps a service's buckets and objects); returns what was removed."""
         existing = self.services()
         removed = []
         for role in ROLES:
@@ -198,16 +259,74 @@ class OSCARCluster:
             if name in existing:
                 self._call(f"remove service {name}", self.client.remove_service, name)
                 removed.append(name)
+        for bucket in deployment.buckets:
+            if storage.remove_bucket(bucket):
+                removed.append(f"bucket {bucket}")
         return removed
 
-    def jobs(self, service: str) -> dict[str, Any]:
-        """``{"jobs": {name: {status, ...}}, ...}``: OSCAR's first (most recent) page of the service's jobs."""
-        return self._json(f"list jobs of {service}", self.client.list_jobs, service) or {}
+    def job_listing(self, service: str, max_pages: int = MAX_JOB_PAGES) -> JobListing:
+        """The service's jobs as ``/system/logs/NAME`` lists them, in either of OSCAR's shapes.
+
+        Up to 3.6.3 the answer is a flat ``{job: info}`` map; from 3.6.4 it is
+        ``{"jobs": {...}, "next_page": token}``, at most ``JobListingLimit`` (70) per page in
+        name order, so every page is read (up to ``max_pages``; beyond that the listing is
+        marked incomplete)."""
+        jobs: dict[str, dict[str, Any]] = {}
+        page = ""
+        for _ in range(max_pages):
+            body = self._json(f"list jobs of {service}", self.client.list_jobs, service, page) or {}
+            if not isinstance(body, dict):
+                raise OSCARError(f"{self.endpoint} does not answer like OSCAR when asked to list jobs of {service}")
+            if isinstance(body.get("jobs"), dict):  # 3.6.4 and later (no job is named "jobs")
+                jobs.update(body["jobs"])
+                page = body.get("next_page") or ""
+            else:
+                jobs.update({name: info for name, info in body.items() if isinstance(info, dict)})
+                page = ""
+            if not page:
+                return JobListing(jobs, complete=True)
+        return JobListing(jobs, complete=False)
 
     def job_counts(self, service: str) -> dict[str, int]:
         """Jobs of the service by status (every status in :data:`JOB_STATUSES`, and any other seen)."""
-        counts = Counter(job.get("status") or "Unknown" for job in (self.jobs(service).get("jobs") or {}).values())
+        counts = Counter(info.get("status") or "Unknown" for info in self.job_listing(service).jobs.values())
         return {status: counts.get(status, 0) for status in JOB_STATUSES} | dict(counts)
+
+    def remove_jobs(self, service: str, names: Iterable[str]) -> set[str]:
+        """Delete those of the named jobs of a service that have finished (deleting a running one
+        would kill it); returns the names dealt with: deleted, or no longer listed."""
+        wanted = set(names)
+        if not wanted:
+            return set()
+        listing = self.job_listing(service)
+        finished = {name for name, info in listing.jobs.items()
+                    if name in wanted and info.get("status") in FINISHED_STATUSES}
+        for name in sorted(finished):
+            self._call(f"remove job {name} of {service}", self.client.remove_job, service, name)
+        gone = wanted - set(listing.jobs) if listing.complete else set()
+        return finished | gone
+
+
+@dataclass(frozen=True)
+class JobListing:
+    jobs: dict[str, dict[str, Any]]
+    complete: bool  # False when more pages exist than were read
+
+    @property
+    def busy(self) -> int:
+        """Jobs that may still produce something: pending, running, or not yet given a pod
+        (``Suspended``: queued by Kueue, or just created)."""
+        return sum(1 for info in self.jobs.values() if info.get("status") in BUSY_STATUSES)
+
+
+def live_jobs(storage: Storage) -> list[str]:
+    """Jobs of the deployment whose client still waits (their manifest exists)."""
+    return sorted({job for key in storage.list(layout.JOBS + "/") if key.endswith("/manifest.json")
+                   and (job := layout.job_of_key(key)) is not None})
+
+
+def _dotted(release: tuple[int, int, int]) -> str:
+    return ".".join(map(str, release))
 
 
 def _differs(current: dict[str, Any], wanted: dict[str, Any]) -> bool:
@@ -223,5 +342,6 @@ def _differs(current: dict[str, Any], wanted: dict[str, Any]) -> bool:
 
 def _normalise(value):
     if isinstance(value, list):
-        return [{k: v for k, v in item.items() if v not in (None, "", [], {})} for item in value]
+        return [{k: v for k, v in item.items() if v not in (None, "", [], {})} if isinstance(item, dict) else item
+                for item in value]
     return value

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -13,7 +14,7 @@ from urllib.parse import unquote
 
 from .. import layout
 from ..signing import from_environment
-from ..storage import Storage, StorageError, config_from_function
+from ..storage import FUNCTION_CONFIG, Storage, StorageError, config_from_function
 from . import failpoints
 
 # What publish() did with an object.
@@ -115,28 +116,57 @@ def serve(role: str, work: Callable[[FunctionContext], None]) -> int:
     The marker is named after the role and the trigger (e.g. ``mapper-000003_000004``), which
     needs nothing from the trigger's content, so an unreadable or refused trigger is reported too.
     """
-    ctx = current()
+    bucket, key = triggering_object()
+    try:
+        ctx = current(bucket, key)
+    except Exception as exc:  # noqa: BLE001 - a function that cannot start must still report
+        return _report_unconfigured(role, bucket, key, exc)
+    job_id = layout.job_of_key(ctx.key)
     try:
         work(ctx)
     except BaseException as exc:  # noqa: BLE001 - every failure must reach the client
-        job_id = layout.job_of_key(ctx.key)
         if job_id is None:
             raise
-        name = ctx.key.rsplit("/", 1)[-1].rsplit(".", 1)[0]
-        ctx.report_error(job_id, f"{role}-{name}", exc)
+        ctx.report_error(job_id, _marker_name(role, ctx.key), exc)
         return 1
+    finally:
+        oscar_job = os.environ.get("JOB_UUID")
+        if job_id is not None and oscar_job:
+            with contextlib.suppress(StorageError):  # only OSCAR's bookkeeping depends on it
+                ctx.publish(job_id, layout.JobKeys(job_id).function_record(role, oscar_job), data=b"",
+                            failpoint=False)
     return 0
 
 
-def _triggering_key(bucket: str) -> str:
-    """The object key that invoked us: from the MinIO event, else STORAGE_OBJECT_KEY."""
-    event = os.environ.get("EVENT", "")
+def _marker_name(role: str, key: str) -> str:
+    return f"{role}-{key.rsplit('/', 1)[-1].rsplit('.', 1)[0]}"
+
+
+def _report_unconfigured(role: str, bucket: str, key: str, exc: Exception) -> int:
+    """The function's settings are incomplete (typically the signing key, a secret that a
+    deployment tool dropped): write an unsigned marker, which the client accepts only as a report
+    of this kind, so the job fails at once naming the problem rather than timing out."""
+    print(f"distrdf-oscar {role}: cannot start: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+    job_id = layout.job_of_key(key)
+    if not bucket or job_id is None:
+        raise exc
+    base = layout.base_bucket(bucket, key)
+    marker = {"job": job_id, "who": _marker_name(role, key), "service": os.environ.get("OSCAR_SERVICE_NAME", "?"),
+              "trigger": key, "output": None, "retryable": False, "unconfigured": True,
+              "error": f"{type(exc).__name__}: {exc}", "traceback": "".join(traceback.format_exception(exc))}
+    storage = Storage(config_from_function(base, os.environ.get("DRO_FUNCTION_CONFIG")))
+    storage.put_bytes(layout.JobKeys(job_id).error(marker["who"]), json.dumps(marker).encode())
+    return 1
+
+
+def triggering_object() -> tuple[str, str]:
+    """(bucket, key) of the object that invoked us: from the MinIO event, else STORAGE_OBJECT_KEY."""
     try:
-        record = json.loads(event)["Records"][0]["s3"]
-        return unquote(record["object"]["key"])
+        record = json.loads(os.environ.get("EVENT", ""))["Records"][0]["s3"]
+        return record["bucket"]["name"], unquote(record["object"]["key"])
     except (ValueError, KeyError, IndexError, TypeError):
-        key = os.environ.get("STORAGE_OBJECT_KEY", "")
-        return key[len(bucket) + 1:] if key.startswith(bucket + "/") else key
+        bucket, _, key = os.environ.get("STORAGE_OBJECT_KEY", "").partition("/")  # "<bucket>/<key>"
+        return bucket, key
 
 
 @functools.lru_cache(maxsize=4)
@@ -152,13 +182,16 @@ def _fingerprint() -> str:
     return hashlib.sha256(os.environ.get("DRO_SIGNING_KEY", "").encode()).hexdigest()
 
 
-def current() -> FunctionContext:
-    bucket = os.environ["DRO_BUCKET"]
-    config_path = os.environ.get("DRO_FUNCTION_CONFIG", "/oscar/config/function_config.yaml")
+def current(bucket: str, key: str) -> FunctionContext:
+    """The context of an invocation triggered by ``key`` in ``bucket``; the deployment's base bucket
+    follows from them (layout.py), so no setting can name a wrong one."""
+    if not bucket or not key:
+        raise RuntimeError("no triggering object: neither EVENT nor STORAGE_OBJECT_KEY names one")
+    config_path = os.environ.get("DRO_FUNCTION_CONFIG", FUNCTION_CONFIG)
     return FunctionContext(
         service=os.environ.get("OSCAR_SERVICE_NAME", "?"),
         input_path=os.environ["INPUT_FILE_PATH"],
-        key=_triggering_key(bucket),
+        key=key,
         output_dir=os.environ["TMP_OUTPUT_DIR"],
-        storage=_storage(bucket, config_path, _fingerprint()),
+        storage=_storage(layout.base_bucket(bucket, key), config_path, _fingerprint()),
     )

@@ -18,6 +18,7 @@ _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")  # S3 bucket names, as OSCAR checks them
 
 COORDINATOR_CPU = "0.25"
+VISIBILITIES = ("private", "public", "restricted")
 
 # role -> (Python entry point, input folder, cpu request). The coordinator only
 # polls storage, so it asks for a fraction of a core and leaves room for mappers.
@@ -37,7 +38,7 @@ def script(role: str) -> str:
 
 @dataclass(frozen=True)
 class Deployment:
-    """A set of long-lived services sharing one bucket; several may live on one cluster."""
+    """A set of long-lived services and their buckets; several may live on one cluster."""
 
     name: str = "distrdf"
     bucket: str | None = None
@@ -46,16 +47,28 @@ class Deployment:
     cpu: str | None = None  # overrides every role's cpu request
     variables: dict[str, str] = field(default_factory=dict)
     secrets: dict[str, str] = field(default_factory=dict, repr=False)
+    # Who may use the services (OSCAR's visibility): None keeps what the cluster has (new
+    # services: OSCAR's default, private); "restricted" names OIDC users in allowed_users.
+    visibility: str | None = None
+    allowed_users: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        if self.allowed_users and self.visibility is None:
+            object.__setattr__(self, "visibility", "restricted")
+        if self.visibility not in (None, *VISIBILITIES):
+            raise ValueError(f"visibility must be one of {', '.join(VISIBILITIES)}, got {self.visibility!r}")
+        if (self.visibility == "restricted") != bool(self.allowed_users):
+            raise ValueError("visibility 'restricted' needs allowed users, and allowed users need it")
+        object.__setattr__(self, "allowed_users", tuple(self.allowed_users))
         longest = max(len(role) for role in ROLES) + 1
         if not _NAME.match(self.name) or len(self.name) + longest > MAX_SERVICE_NAME:
             raise ValueError(
                 f"deployment name {self.name!r} must be lowercase letters, digits and '-', at most "
                 f"{MAX_SERVICE_NAME - longest} characters (service names stay within OSCAR's {MAX_SERVICE_NAME})"
             )
-        if not _BUCKET.match(self.bucket_name):
-            raise ValueError(f"bucket name {self.bucket_name!r} must be 3-63 lowercase letters, digits, '.' or '-'")
+        for bucket in self.buckets:
+            if not _BUCKET.match(bucket):
+                raise ValueError(f"bucket name {bucket!r} must be 3-63 lowercase letters, digits, '.' or '-'")
 
     def with_secrets(self, secrets: dict[str, str]) -> Deployment:
         return replace(self, secrets={**self.secrets, **secrets})
@@ -67,7 +80,13 @@ class Deployment:
 
     @property
     def bucket_name(self) -> str:
+        """The base bucket: the mapper's input and the folders no service watches."""
         return self.bucket or self.name
+
+    @property
+    def buckets(self) -> list[str]:
+        """Every bucket of the deployment (see layout.py); each is one service's input bucket."""
+        return layout.buckets(self.bucket_name)
 
     def service_name(self, role: str) -> str:
         return f"{self.name}-{role}"
@@ -76,22 +95,28 @@ class Deployment:
         """The name of the service whose input is ``folder`` (a protocol folder of layout.py)."""
         return next(self.service_name(role) for role, spec in ROLES.items() if spec[1] == folder)
 
-    def service(self, role: str) -> dict[str, Any]:
+    def service(self, role: str, secrets_as_variables: bool = False) -> dict[str, Any]:
+        """The OSCAR definition of a role's service. ``secrets_as_variables`` for OSCAR 3.5, which
+        never hands secrets to functions (docs/deploy.md says what that exposes)."""
         entrypoint, folder, cpu = ROLES[role]
+        secrets = dict(self.secrets)
+        variables = {"DRO_ENTRYPOINT": entrypoint, **self.variables, **(secrets if secrets_as_variables else {})}
+        access = {"visibility": self.visibility, "allowed_users": list(self.allowed_users)} if self.visibility else {}
         return {
             "name": self.service_name(role),
             "image": self.image,
             "cpu": self.cpu or cpu,
             "memory": self.memory,
             "script": script(role),
-            "input": [{"storage_provider": "minio.default", "path": f"{self.bucket_name}/{folder}"}],
+            "input": [{"storage_provider": "minio.default", "path": layout.input_path(self.bucket_name, folder)}],
             # No "output": functions upload their results by key themselves (see services/context.py).
             "output": [],
             "environment": {
-                "variables": {"DRO_BUCKET": self.bucket_name, "DRO_ENTRYPOINT": entrypoint, **self.variables},
-                "secrets": dict(self.secrets),
+                "variables": variables,
+                "secrets": {} if secrets_as_variables else secrets,
             },
+            **access,
         }
 
-    def services(self) -> list[dict[str, Any]]:
-        return [self.service(role) for role in ROLES]
+    def services(self, secrets_as_variables: bool = False) -> list[dict[str, Any]]:
+        return [self.service(role, secrets_as_variables) for role in ROLES]

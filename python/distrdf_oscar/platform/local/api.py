@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import platform as _platform
@@ -15,13 +16,12 @@ from flask import Flask, Response, jsonify, request
 from werkzeug.serving import make_server
 
 from .faults import Fault, FaultPlan
-from .jobs import JobStore
+from .jobs import SUSPENDED, JobStore
 from .services import ServiceRegistry
 from .validation import ServiceError
+from .versions import JOB_LISTING_LIMIT, OscarVersion
 
 log = logging.getLogger(__name__)
-
-VERSION = "v4-local"
 
 
 @dataclass
@@ -36,8 +36,22 @@ class ApiContext:
     submit: Callable[[dict[str, Any], bytes], Any]  # (service definition, event body) -> job
     service_changed: Callable[[str], None]  # after create/update: watch its inputs
     service_deleted: Callable[[str], None]  # after delete: stop watching, drop its jobs
+    version: OscarVersion = OscarVersion.parse("4.1")
     capacity: float = 1.0
     faults: FaultPlan | None = None  # fault injection rules (not part of OSCAR's API)
+
+
+def _encode_page(name: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"after": name}).encode()).decode()
+
+
+def _decode_page(token: str) -> str:
+    if not token:
+        return ""
+    try:
+        return str(json.loads(base64.urlsafe_b64decode(token.encode()))["after"])
+    except (ValueError, KeyError, TypeError):
+        raise ServiceError(500, "invalid continue token") from None
 
 
 def _text(status: int, message: str = "") -> Response:
@@ -83,13 +97,13 @@ def create_app(ctx: ApiContext) -> Flask:
 
     @app.get("/system/info")
     def info() -> Response:
+        # OSCAR reports its tag without the "v"; the Kubernetes backend has no serverless_backend.
         return jsonify(
             {
-                "version": VERSION,
-                "git_commit": "",
+                "version": ctx.version.label[1:],
+                "git_commit": "local",
                 "architecture": _platform.machine(),
                 "kubernetes_version": "",
-                "serverless_backend": {"name": "Local", "version": VERSION},
             }
         )
 
@@ -104,7 +118,7 @@ def create_app(ctx: ApiContext) -> Flask:
                     "gpu_available": False,
                     "interLink_available": False,
                     "yunikorn_enable": False,
-                    "kueue_enable": False,
+                    "kueue_enable": ctx.version.kueue,
                     "volume_enable": False,
                     "oidc_groups": [],
                     "minio_quota_enabled": False,
@@ -128,6 +142,8 @@ def create_app(ctx: ApiContext) -> Flask:
     @app.put("/system/services")
     def update_service() -> Response:
         service = ctx.registry.update(_read_json())
+        if service is None:  # the release answers without changing anything
+            return _text(200)
         ctx.service_changed(service["name"])
         return _text(204)
 
@@ -161,8 +177,20 @@ def create_app(ctx: ApiContext) -> Flask:
     def list_jobs(name: str) -> Response:
         if ctx.registry.get(name) is None:
             return _text(404, f"Service '{name}' not found")
-        jobs = {job.name: job.info() for job in ctx.store.list(name)}
-        return jsonify({"jobs": jobs})
+        jobs = sorted(ctx.store.list(name), key=lambda job: job.name)
+        if not ctx.version.lists_podless_jobs:
+            jobs = [job for job in jobs if job.status != SUSPENDED]
+        if not ctx.version.pages_job_listing:
+            # Up to 3.6.3: every job in a flat map.
+            return jsonify({job.name: job.info() for job in jobs})
+        # From 3.6.4: Kubernetes' paging in name order, ``page`` being the continuation token.
+        after = _decode_page(request.args.get("page", ""))
+        rest = [job for job in jobs if job.name > after]
+        page, more = rest[:JOB_LISTING_LIMIT], rest[JOB_LISTING_LIMIT:]
+        body: dict[str, Any] = {"jobs": {job.name: job.info() for job in page}}
+        if more:  # omitted when empty; remaining_jobs too (Kubernetes gives no count with a label selector)
+            body["next_page"] = _encode_page(page[-1].name)
+        return jsonify(body)
 
     @app.delete("/system/logs/<name>")
     def delete_jobs(name: str) -> Response:

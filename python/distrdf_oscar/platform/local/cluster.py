@@ -16,6 +16,8 @@ import time
 from typing import Any, Self
 
 from .faults import Fault
+from .versions import DEFAULT as DEFAULT_VERSION
+from .versions import OscarVersion
 
 MODES = ("cold", "warm")
 
@@ -51,6 +53,8 @@ class LocalPlatform:
         fault_injection: put a gate in front of the S3 server so that
             :meth:`inject` can also stage storage outages (trigger and function
             faults work without it). See :mod:`.faults`.
+        oscar_version: the OSCAR release to behave as (``"3.5"`` ... ``"4.1"``, or a patch
+            release such as ``"3.6.3"``); see :mod:`.versions` and ``docs/local-platform.md``.
     """
 
     cluster_id = "local"
@@ -69,6 +73,7 @@ class LocalPlatform:
         start_timeout: float | None = None,
         headroom: float = 0.0,
         fault_injection: bool = False,
+        oscar_version: str = DEFAULT_VERSION,
     ) -> None:
         if int(workers) != workers or workers < 1:
             raise ValueError(f"workers must be a positive integer, got {workers!r}")
@@ -78,6 +83,7 @@ class LocalPlatform:
             raise ValueError("startup_delay must not be negative")
         if headroom < 0:
             raise ValueError("headroom must not be negative")
+        self.oscar_version = OscarVersion.parse(oscar_version).label[1:]
         self.workers = int(workers)
         self.headroom = float(headroom)
         self.fault_injection = bool(fault_injection)
@@ -121,6 +127,7 @@ class LocalPlatform:
             "s3_access_key": access_key,
             "s3_secret_key": secret_key,
             "fault_injection": self.fault_injection,
+            "oscar_version": self.oscar_version,
         }
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH", "")) if p)

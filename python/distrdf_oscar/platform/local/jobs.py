@@ -16,6 +16,7 @@ PENDING = "Pending"
 RUNNING = "Running"
 SUCCEEDED = "Succeeded"
 FAILED = "Failed"
+SUSPENDED = "Suspended"  # OSCAR's word (3.6.4 and later) for a job without a pod: Kueue holds it
 
 
 def _utc_now() -> str:

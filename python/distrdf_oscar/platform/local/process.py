@@ -71,6 +71,7 @@ def run(config: dict[str, Any]) -> int:
     from .services import ServiceRegistry
     from .storage import StorageCredentials, ensure_bucket
     from .triggers import TriggerPoller
+    from .versions import OscarVersion
     from .warm import WarmPool
 
     base_env = _base_env(config["package_root"])
@@ -90,7 +91,8 @@ def run(config: dict[str, Any]) -> int:
         client = storage.client()
         if config.get("bucket_hint"):
             ensure_bucket(client, config["bucket_hint"])
-        registry = ServiceRegistry(os.path.join(workdir, "services"), storage)
+        version = OscarVersion.parse(config["oscar_version"])
+        registry = ServiceRegistry(os.path.join(workdir, "services"), storage, version)
         store = JobStore(os.path.join(workdir, "logs"))
         runner = Runner(
             capacity=config["capacity"],
@@ -101,14 +103,20 @@ def run(config: dict[str, Any]) -> int:
             base_env=base_env,
             config_path=registry.config_path,
             warm_pool=pool,
+            version=version,
             startup_delay=config.get("startup_delay", 0.0),
             faults=faults,
         )
 
         def submit_by_name(name: str, body: bytes) -> None:
+            # MinIO's webhook calls /job/NAME with the token it was registered with.
             service = registry.get(name)
-            if service is not None:
-                runner.submit(service, body)
+            if service is None:
+                return
+            if registry.webhook_token(name) != service["token"]:
+                log.warning("storage event for %s refused (401): the webhook holds an outdated token", name)
+                return
+            runner.submit(service, body)
 
         poller = TriggerPoller(registry, direct.client(), submit_by_name, access_key=storage.access_key, faults=faults)
 
@@ -125,6 +133,7 @@ def run(config: dict[str, Any]) -> int:
             submit=runner.submit,
             service_changed=poller.sync_service,
             service_deleted=service_deleted,
+            version=version,
             capacity=float(config["capacity"]),
             faults=faults,
         )

@@ -21,9 +21,10 @@ from typing import Any
 from minio import Minio
 
 from .faults import FAILPOINT_VARIABLE, FaultPlan
-from .jobs import FAILED, SUCCEEDED, Job, JobStore
+from .jobs import FAILED, SUCCEEDED, SUSPENDED, Job, JobStore
 from .supervisor import Invocation, parse_event
-from .validation import parse_cpu
+from .validation import DEFAULT_OWNER, parse_cpu
+from .versions import OscarVersion
 from .warm import ENTRYPOINT_VARIABLE, WarmPool, WarmWorker, WorkerDied
 
 log = logging.getLogger(__name__)
@@ -58,10 +59,12 @@ class Runner:
         base_env: dict[str, str],
         config_path: Callable[[str], str],
         warm_pool: WarmPool | None = None,
+        version: OscarVersion,
         startup_delay: float = 0.0,
         faults: FaultPlan | None = None,
     ) -> None:
         self.capacity = float(capacity)
+        self.version = version
         self.mode = mode
         self._store = store
         self._client = client
@@ -92,6 +95,12 @@ class Runner:
             cpu = self.capacity
         job = self._store.new(service, body, cpu)
         job.cancel = lambda: self._cancel(job)
+        if self.version.kueue and service.get("owner") != DEFAULT_OWNER:
+            # Created suspended for the service's Kueue queue, which OSCAR makes only for the
+            # services of OIDC users (none here): it never starts.
+            job.status = SUSPENDED
+            job.log(f"Job created suspended for Kueue: service owner {service.get('owner')!r} has no queue")
+            return job
         with self._cond:
             self._queue.append(job)
             self._cond.notify_all()
@@ -144,7 +153,7 @@ class Runner:
 
     def _execute(self, job: Job) -> None:
         invocation = Invocation(
-            job, self._client, self._jobs_dir, self._base_env, self._config_path(job.service_name)
+            job, self._client, self._jobs_dir, self._base_env, self._config_path(job.service_name), self.version
         )
         key = parse_event(job.body).key
         try:
@@ -174,6 +183,7 @@ class Runner:
                 if self.mode == WARM and entrypoint:
                     job.log("No idle warm worker: running the script cold")
                 self._run_cold(job, env, invocation)
+            invocation.flush_output()
             if job.cancelled:
                 raise RuntimeError("job deleted while running")
             invocation.upload_outputs()
@@ -190,7 +200,7 @@ class Runner:
         with open(script, "w", encoding="utf-8") as handle:
             handle.write(job.service["script"])
         job.log(f"Running the script with bash (cold start, job {job.name})")
-        with open(job.log_path, "ab") as out:
+        with open(job.log_path if invocation.live_output else invocation.output_log, "ab") as out:
             # Own session: the whole group can be killed, like a pod's processes.
             proc = subprocess.Popen(
                 ["bash", script],
@@ -213,7 +223,8 @@ class Runner:
         assert self._pool is not None
         job.log(f"Calling {entrypoint} in warm worker {worker.pid} (job {job.name})")
         self._set_killer(job, worker.kill)
-        task = {"entrypoint": entrypoint, "env": env, "cwd": invocation.work_dir, "log": job.log_path}
+        log = job.log_path if invocation.live_output else invocation.output_log
+        task = {"entrypoint": entrypoint, "env": env, "cwd": invocation.work_dir, "log": log}
         try:
             result = worker.call(task)
         except WorkerDied:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import secrets
 import shutil
@@ -11,8 +12,11 @@ from typing import Any
 
 import yaml
 
-from .storage import StorageCredentials, provision_path
-from .validation import ServiceError, split_path, validate_service
+from .storage import StorageCredentials, bucket_exists, provision_path, remove_bucket
+from .validation import DEFAULT_OWNER, ServiceError, split_path, validate_service
+from .versions import OscarVersion
+
+log = logging.getLogger(__name__)
 
 CONFIG_FILE = "function_config.yaml"  # OSCAR mounts it at /oscar/config/function_config.yaml
 SCRIPT_FILE = "script.sh"  # and the script beside it at /oscar/config/script.sh
@@ -31,8 +35,10 @@ def _write_private(path: str, text: str) -> None:
 class ServiceRegistry:
     """Thread-safe store of the deployed services (the API server's and the runner's view)."""
 
-    def __init__(self, root_dir: str, storage: StorageCredentials, cluster_id: str = "local") -> None:
+    def __init__(self, root_dir: str, storage: StorageCredentials, version: OscarVersion,
+                 cluster_id: str = "local") -> None:
         self._root = root_dir
+        self.version = version
         self._storage = storage
         self._cluster_id = cluster_id
         self._client = storage.client()
@@ -52,6 +58,7 @@ class ServiceRegistry:
         service = self.get(name)
         if service is None:
             return None
+        service.pop("webhook_token", None)
         service["environment"]["secrets"] = dict.fromkeys(service["environment"]["secrets"], "")
         default = service["storage_providers"]["minio"]["default"]
         default.update(access_key="hidden", secret_key="hidden")
@@ -65,6 +72,12 @@ class ServiceRegistry:
         with self._lock:
             service = self._services.get(name)
             return service is not None and secrets.compare_digest(service["token"], token)
+
+    def webhook_token(self, name: str) -> str | None:
+        """The token MinIO's webhook for the service sends: the one it was registered with."""
+        with self._lock:
+            service = self._services.get(name)
+            return service["webhook_token"] if service else None
 
     def input_watches(self, name: str) -> list[tuple[str, str]]:
         """(bucket, key prefix) pairs whose new objects invoke service ``name``."""
@@ -86,32 +99,48 @@ class ServiceRegistry:
     # -- changes ------------------------------------------------------------
 
     def create(self, payload: Any) -> dict[str, Any]:
-        service = validate_service(payload)
+        """``POST /system/services`` by an admin (basic auth)."""
+        service = validate_service(payload, self.version)
         name = service["name"]
+        # The owner of an admin's service; up to 3.6 a JSON "owner" overrode it (create.go).
+        given = payload.get("owner") if isinstance(payload, dict) else None
+        service["owner"] = given if given and self.version.release < (3, 7, 0) else DEFAULT_OWNER
         with self._lock:
             if name in self._services:
                 raise ServiceError(409, "A service with the provided name already exists")
+            for item in service["input"]:
+                bucket = split_path(item["path"])[0]
+                if bucket_exists(self._client, bucket):
+                    if self.version.refuses_existing_input_bucket:  # answered 500, service rolled back
+                        raise ServiceError(500, f'the bucket "{bucket}" already exists\n')
+                    log.warning("service %s: the bucket %s already exists", name, bucket)
             service["token"] = secrets.token_hex(32)  # 64 hex characters, as OSCAR's tokens
+            service["webhook_token"] = service["token"]
             self._complete(service)
             self._provision(service)
             self._write_files(service)
             self._services[name] = service
         return self.public(name)  # type: ignore[return-value]
 
-    def update(self, payload: Any) -> dict[str, Any]:
-        service = validate_service(payload)
+    def update(self, payload: Any) -> dict[str, Any] | None:
+        """``PUT /system/services`` by an admin; None when the release changes nothing (3.5)."""
+        service = validate_service(payload, self.version)
         name = service["name"]
         with self._lock:
             old = self._services.get(name)
             if old is None:
                 raise ServiceError(404, f"Service '{name}' not found")
-            service["token"] = old["token"]
-            # A definition read back from GET has blanked secrets; an empty value
-            # keeps the stored one instead of wiping it.
-            old_secrets = old["environment"]["secrets"]
-            for key, value in service["environment"]["secrets"].items():
-                if value == "" and key in old_secrets:
-                    service["environment"]["secrets"][key] = old_secrets[key]
+            if self.version.release < (3, 6, 0):
+                # 3.5's update builds its S3 client from the stored provider, whose keys read
+                # "hidden", and gives up after answering 200 (update.go): nothing changes.
+                return None
+            # An admin's PUT takes the owner from the body: without one, the service is ownerless.
+            given = payload.get("owner")
+            service["owner"] = given if isinstance(given, str) else ""
+            # Up to 3.7 checkValues gives the service a new token, while MinIO's webhook keeps the
+            # one it was registered with (re-registered only for a new bucket): its events are refused.
+            service["token"] = old["token"] if self.version.keeps_token_on_update else secrets.token_hex(32)
+            service["webhook_token"] = old["webhook_token"]
             self._complete(service)
             self._provision(service)
             self._write_files(service)
@@ -119,11 +148,15 @@ class ServiceRegistry:
         return self.public(name)  # type: ignore[return-value]
 
     def delete(self, name: str) -> None:
-        """Forget the service; its buckets and objects stay (OSCAR would remove the buckets)."""
+        """Forget the service; from 3.6 its input buckets go too, with every object in them."""
         with self._lock:
-            if self._services.pop(name, None) is None:
+            service = self._services.pop(name, None)
+            if service is None:
                 raise ServiceError(404, f"Service '{name}' not found")
             shutil.rmtree(os.path.join(self._root, name), ignore_errors=True)
+        if self.version.deletes_input_buckets:
+            for item in service["input"]:
+                remove_bucket(self._client, split_path(item["path"])[0])
 
     # -- helpers ------------------------------------------------------------
 
@@ -147,6 +180,10 @@ class ServiceRegistry:
         os.makedirs(directory, mode=0o700, exist_ok=True)
         fdl = copy.deepcopy(service)
         fdl.pop("script", None)  # OSCAR keeps the script in script.sh, not in the YAML
+        fdl.pop("webhook_token", None)
         fdl["environment"]["secrets"] = dict.fromkeys(fdl["environment"]["secrets"], "")
+        # OSCAR writes "hidden" for the default provider's keys; functions read them from the
+        # mounted secret files (supervisor.py stages them per invocation).
+        fdl["storage_providers"]["minio"]["default"].update(access_key="hidden", secret_key="hidden")
         _write_private(os.path.join(directory, CONFIG_FILE), yaml.safe_dump(fdl, sort_keys=True))
         _write_private(os.path.join(directory, SCRIPT_FILE), service["script"])

@@ -63,6 +63,24 @@ def ensure_bucket(client: Minio, bucket: str) -> None:
             raise
 
 
+def bucket_exists(client: Minio, bucket: str) -> bool:
+    return client.bucket_exists(bucket)
+
+
+def remove_bucket(client: Minio, bucket: str) -> None:
+    """Delete a bucket with every object in it, as OSCAR's service deletion does (3.6 and later)."""
+    from minio.deleteobjects import DeleteObject
+
+    try:
+        keys = [DeleteObject(o.object_name) for o in client.list_objects(bucket, recursive=True)]
+        for error in client.remove_objects(bucket, keys):
+            raise RuntimeError(f"cannot delete {error.name} from bucket {bucket}: {error.code}")
+        client.remove_bucket(bucket)
+    except S3Error as err:
+        if err.code != "NoSuchBucket":
+            raise
+
+
 def provision_path(client: Minio, path: str) -> None:
     """Create the bucket of a service path and its folder marker (``folder/``), as OSCAR does."""
     bucket, folder = split_path(path)

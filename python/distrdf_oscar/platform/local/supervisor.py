@@ -22,6 +22,7 @@ from urllib.parse import unquote_plus
 from minio import Minio
 
 from .jobs import Job
+from .versions import OscarVersion
 from .storage import output_key
 
 _STORAGE_EVENT_SOURCES = ("minio:s3", "aws:s3")
@@ -70,32 +71,43 @@ class Invocation:
     """The per-invocation directory (removed afterwards) and the supervisor's steps."""
 
     def __init__(
-        self, job: Job, client: Minio, jobs_dir: str, base_env: dict[str, str], config_path: str
+        self, job: Job, client: Minio, jobs_dir: str, base_env: dict[str, str], config_path: str,
+        version: OscarVersion,
     ) -> None:
         self.job = job
         self._client = client
         self._base_env = base_env
         self._config_path = config_path
+        self._version = version
         self.dir = os.path.join(jobs_dir, job.name)
         self.input_dir = os.path.join(self.dir, "input")
         self.output_dir = os.path.join(self.dir, "output")
         self.work_dir = os.path.join(self.dir, "work")  # the function's cwd and TMPDIR
+        # Stands for the pod's mount of the uploader's MinIO secret (/var/run/secrets/providers/...).
+        self.secrets_dir = os.path.join(self.dir, "providers", "minio.default")
+        # The script's output: the supervisor logs it only when the script ends (unless DEBUG).
+        self.output_log = os.path.join(self.dir, "script.log")
 
     def prepare(self) -> dict[str, str]:
         """Create the directories, stage the input and return the function's environment."""
-        for path in (self.input_dir, self.output_dir, self.work_dir):
+        for path in (self.input_dir, self.output_dir, self.work_dir, self.secrets_dir):
             os.makedirs(path, mode=0o700, exist_ok=True)
         service = self.job.service
+        provider = service["storage_providers"]["minio"]["default"]
+        for filename, field in (("accessKey", "access_key"), ("secretKey", "secret_key")):
+            with open(os.path.join(self.secrets_dir, filename), "w", encoding="utf-8") as handle:
+                handle.write(provider[field])
         parsed = parse_event(self.job.body)
         contract: dict[str, str] = {
             "TMP_INPUT_DIR": self.input_dir,
             "TMP_OUTPUT_DIR": self.output_dir,
             "JOB_UUID": self.job.name,
-            "OSCAR_SERVICE_NAME": service["name"],
-            "OSCAR_SERVICE_TOKEN": service["token"],
             "DRO_FUNCTION_CONFIG": self._config_path,
+            "DRO_PROVIDER_SECRETS": self.secrets_dir,
             "TMPDIR": self.work_dir,
         }
+        if self._version.sets_service_name:
+            contract.update(OSCAR_SERVICE_NAME=service["name"], OSCAR_SERVICE_TOKEN=service["token"])
         event_text = json.dumps(parsed.event) if parsed.is_storage else parsed.text
         if len(event_text) <= _MAX_EVENT_ENV:
             contract["EVENT"] = event_text.replace("\0", "")
@@ -111,7 +123,8 @@ class Invocation:
 
         env = dict(self._base_env)
         # Kubernetes gives explicit variables precedence over those from the secret.
-        env.update(service["environment"]["secrets"])
+        if self._version.delivers_secrets:
+            env.update(service["environment"]["secrets"])
         env.update(service["environment"]["variables"])
         env.update(contract)
         return env
@@ -158,6 +171,18 @@ class Invocation:
                 bucket, key = output_key(output["path"], relname)
                 self.job.log(f"Uploading file '{key}' to bucket '{bucket}'")
                 self._client.fput_object(bucket, key, path)
+
+    @property
+    def live_output(self) -> bool:
+        """Whether the script's output reaches the job's log as it is written (``log_level: DEBUG``)."""
+        return self.job.service.get("log_level") == "DEBUG"
+
+    def flush_output(self) -> None:
+        """Append the script's output to the job's log, as the supervisor does when the script ends."""
+        if self.live_output or not os.path.exists(self.output_log):
+            return
+        with open(self.output_log, "rb") as source, open(self.job.log_path, "ab") as log:
+            shutil.copyfileobj(source, log)
 
     def cleanup(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)

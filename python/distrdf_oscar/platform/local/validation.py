@@ -13,6 +13,8 @@ import copy
 import re
 from typing import Any
 
+from .versions import OscarVersion
+
 MAX_NAME_LENGTH = 39  # OSCAR's binding rule for Service.Name
 DEFAULT_CPU = "1"  # OSCAR defaults to "0.2"; here one invocation fills one worker slot
 DEFAULT_MEMORY = "256Mi"
@@ -138,14 +140,18 @@ def _check_storage_io(items: Any, kind: str) -> list[dict[str, Any]]:
     return checked
 
 
-def validate_service(payload: Any) -> dict[str, Any]:
+def validate_service(payload: Any, version: OscarVersion) -> dict[str, Any]:
     """Check a definition sent to ``POST/PUT /system/services`` and fill in OSCAR's defaults.
 
-    Raises :class:`ServiceError` (400) with a message that names the offending field.
+    Raises :class:`ServiceError` (400) with a message that names the offending field. Fields
+    the release's service type lacks are dropped, as Go's JSON decoding drops them silently.
+    The caller sets the owner.
     """
     if not isinstance(payload, dict):
         raise _invalid("the body must be a JSON object")
     service = copy.deepcopy(payload)
+    for removed in version.removed_fields:
+        service.pop(removed, None)
 
     name = service.get("name")
     if name is not None and not isinstance(name, str):
@@ -186,6 +192,9 @@ def validate_service(payload: Any) -> dict[str, Any]:
     environment = service.get("environment") or {}
     if not isinstance(environment, dict):
         raise _invalid("'environment' must be an object with 'variables' and 'secrets'")
+    # Go's encoding/json matches field names case-insensitively: oscar-cli sends "Variables".
+    environment = {key.lower() if key.lower() in ("variables", "secrets") else key: value
+                   for key, value in environment.items()}
     variables = _check_string_map(environment.get("variables"), "environment.variables")
     secrets = _check_string_map(environment.get("secrets"), "environment.secrets")
     for key in list(variables) + list(secrets):
@@ -198,7 +207,6 @@ def validate_service(payload: Any) -> dict[str, Any]:
     service["visibility"] = service.get("visibility") or "private"
     service["allowed_users"] = _check_string_list(service.get("allowed_users"), "'allowed_users'")
     _check_string_list(service.get("image_pull_secrets"), "'image_pull_secrets'")
-    service["owner"] = DEFAULT_OWNER
     labels = _check_string_map(service.get("labels"), "labels")
     labels.update({"oscar_service": name, "oscar.grycap/user-service": "true"})
     service["labels"] = labels

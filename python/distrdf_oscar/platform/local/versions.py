@@ -1,0 +1,105 @@
+"""Which OSCAR release the embedded platform behaves as, and what differs between releases.
+
+Each property names the release that introduced a behaviour and where OSCAR's
+source shows it (github grycap/oscar, ``git show vX.Y.Z:path``). Only behaviours
+the project depends on are modelled; ``docs/local-platform.md`` lists the rest.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+# The newest patch release of each supported minor version.
+RELEASES = {
+    "3.5": (3, 5, 3),
+    "3.6": (3, 6, 5),
+    "3.7": (3, 7, 1),
+    "4.0": (4, 0, 0),
+    "4.1": (4, 1, 2),
+}
+OLDEST, NEWEST = (3, 5, 0), (4, 1, 99)
+DEFAULT = "4.1"
+
+# Fields OSCAR 4.1 removed from its service type; Go's JSON decoding drops them silently.
+REMOVED_IN_4_1 = ("replicas", "delegation", "rescheduler_threshold")
+JOB_LISTING_LIMIT = 70  # JobListingLimit's default (3.6.4 and later)
+
+
+@dataclass(frozen=True)
+class OscarVersion:
+    release: tuple[int, int, int]
+
+    @classmethod
+    def parse(cls, text: str) -> OscarVersion:
+        """``"4.1"`` (its newest patch release) or ``"3.6.3"``; a leading ``v`` is allowed."""
+        match = re.fullmatch(r"v?(\d+)\.(\d+)(?:\.(\d+))?", str(text).strip())
+        if not match:
+            raise ValueError(f"oscar_version must look like '4.1' or '3.6.3', got {text!r}")
+        major, minor, patch = match.groups()
+        if patch is None:
+            release = RELEASES.get(f"{major}.{minor}")
+            if release is None:
+                raise ValueError(f"OSCAR {text} is not supported; choose one of {', '.join(RELEASES)}")
+        else:
+            release = (int(major), int(minor), int(patch))
+        if not OLDEST <= release <= NEWEST:
+            raise ValueError(f"OSCAR {text} is not supported; choose a release from 3.5 to 4.1")
+        return cls(release)
+
+    @property
+    def label(self) -> str:
+        return "v" + ".".join(map(str, self.release))
+
+    @property
+    def refuses_existing_input_bucket(self) -> bool:
+        """Creating a service whose input bucket exists answers 500 and rolls back (3.6.0,
+        pkg/handlers/create.go createBuckets, pkg/utils/minio.go createBucket); before, it is logged."""
+        return self.release >= (3, 6, 0)
+
+    @property
+    def deletes_input_buckets(self) -> bool:
+        """Deleting a service removes its input buckets and their objects (3.6.0,
+        pkg/handlers/delete.go DeleteMinIOBuckets); before, buckets and objects stay."""
+        return self.release >= (3, 6, 0)
+
+    @property
+    def pages_job_listing(self) -> bool:
+        """``/system/logs/NAME`` answers ``{"jobs", "next_page"}``, at most ``JOB_LISTING_LIMIT``
+        per page in name order (3.6.4, pkg/handlers/logs.go); before, a flat ``{job: info}`` map."""
+        return self.release >= (3, 6, 4)
+
+    @property
+    def lists_podless_jobs(self) -> bool:
+        """A job without a pod (Kueue holds it) is listed as ``Suspended`` (3.7.0); before, it is
+        not listed at all."""
+        return self.release >= (3, 7, 0)
+
+    @property
+    def delivers_secrets(self) -> bool:
+        """A service's ``environment.secrets`` reach its functions (3.6.0): in 3.5 the pod refers to
+        a secret name that create.go never makes, so functions never see them."""
+        return self.release >= (3, 6, 0)
+
+    @property
+    def keeps_token_on_update(self) -> bool:
+        """An update keeps the service's token (4.0.0); before, checkValues makes a new one while
+        MinIO's webhook keeps sending the old, so after an update storage events are refused."""
+        return self.release >= (4, 0, 0)
+
+    @property
+    def kueue(self) -> bool:
+        """Kueue on by default (3.7.0, ``KUEUE_ENABLE``): a job of a service whose owner is not
+        ``cluster_admin`` is created suspended for a queue made only for non-admin owners
+        (pkg/handlers/job.go), so an ownerless service's jobs never start."""
+        return self.release >= (3, 7, 0)
+
+    @property
+    def sets_service_name(self) -> bool:
+        """``OSCAR_SERVICE_NAME`` in the function's environment (4.0.0)."""
+        return self.release >= (4, 0, 0)
+
+    @property
+    def removed_fields(self) -> tuple[str, ...]:
+        """Service fields dropped from the type in 4.1.0 (pkg/types/service.go)."""
+        return REMOVED_IN_4_1 if self.release >= (4, 1, 0) else ()

@@ -1,0 +1,259 @@
+"""The whole operator and analyst cycle against each emulated OSCAR release, through oscar-python and
+the CLI as on a real cluster, and the release-specific behaviours the project depends on.
+
+What each release does is read from OSCAR's source (github grycap/oscar, ``git show vX.Y.Z:path``);
+``distrdf_oscar/platform/local/versions.py`` names the file for every behaviour.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+
+import pytest
+import requests
+from compare import assert_close, assert_same_hist
+from oscar_python.client import Client
+
+import ROOT
+from distrdf_oscar import CoordinatedReduction, OSCARExecutor, RemoteError, TreeReduction, cli, layout
+from distrdf_oscar.platform.local import LocalPlatform
+from distrdf_oscar.platform.oscar import OSCARCluster
+from distrdf_oscar.services.definitions import ROLES, Deployment
+from distrdf_oscar.signing import ENV_VAR
+
+KEY = "k" * 40
+NAME = "cyc"
+
+
+def book(df):
+    sel = df.Filter("nMuon >= 2")
+    return [df.Count(), sel.Histo1D(("pt", "pt", 64, 0, 64), "Muon_pt"), df.Mean("nMuon")]
+
+
+def assert_exact(results, expected) -> None:
+    assert results[0].GetValue() == expected[0].GetValue()
+    assert_same_hist(results[1].GetValue(), expected[1].GetValue())
+    assert_close(results[2].GetValue(), expected[2].GetValue(), "mean")
+
+
+@pytest.fixture(scope="module")
+def expected(dimuon_files):
+    return book(ROOT.RDataFrame("Events", dimuon_files))
+
+
+def settings(platform: LocalPlatform) -> dict[str, str]:
+    return {"OSCAR_ENDPOINT": platform.oscar_endpoint, "OSCAR_USER": platform.oscar_user,
+            "OSCAR_PASSWORD": platform.oscar_password, "DISTRDF_OSCAR_KEY": KEY}
+
+
+def run_cli(monkeypatch, capsys, platform, *args: str) -> tuple[int, str, str]:
+    for name, value in settings(platform).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("DISTRDF_OSCAR_DEPLOYMENT", NAME)
+    code = cli.main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def analyst(platform: LocalPlatform, reduction) -> OSCARExecutor:
+    deployment = Deployment(name=NAME, variables={"DRO_PYTHON": __import__("sys").executable})
+    return OSCARExecutor.from_env(settings(platform), deployment=deployment, reduction=reduction,
+                                  progress=False, retry_after=20.0)
+
+
+def oscar_jobs(platform: LocalPlatform, service: str) -> dict:
+    return OSCARCluster(platform.oscar_endpoint, user=platform.oscar_user,
+                        password=platform.oscar_password).job_listing(service).jobs
+
+
+@pytest.mark.parametrize("version", ["3.5", "3.6", "3.7", "4.1"])
+def test_whole_cycle_on_each_release(version, dimuon_files, expected, monkeypatch, capsys):
+    with LocalPlatform(workers=2, mode="warm", headroom=0.25, oscar_version=version) as platform:
+        env = ["--env", f"DRO_PYTHON={__import__('sys').executable}"]
+        code, out, err = run_cli(monkeypatch, capsys, platform, "deploy", *env)
+        assert code == 0, err
+        assert set(out.splitlines()) == {f"{NAME}-{role}: created" for role in ROLES}
+        s3 = platform.minio_client()
+        assert {b.name for b in s3.list_buckets()} == set(layout.buckets(NAME))
+
+        def analyse() -> dict[str, list[str]]:
+            functions = {}
+            for reduction in (TreeReduction(fan_in=2), CoordinatedReduction()):
+                executor = analyst(platform, reduction)
+                df = ROOT.RDataFrame("Events", dimuon_files, executor=executor, npartitions=3)
+                assert_exact(book(df), expected)
+                functions.update({f"{executor.deployment.service_name(role)}": names
+                                  for role, names in executor.last_job.functions.items()})
+            return functions
+
+        first = analyse()
+        assert set(first) == {f"{NAME}-{role}" for role in ROLES}
+        # Before 4.0 an update deletes and re-creates the service (a PUT would break its triggers).
+        code, out, err = run_cli(monkeypatch, capsys, platform, "deploy", "--force", *env)
+        assert code == 0, err
+        what = "updated" if version >= "4.0" else "replaced"
+        assert set(out.splitlines()) == {f"{NAME}-{role}: {what}" for role in ROLES}
+        oscar = Client(platform.oscar_options())
+        for role in ROLES:
+            assert oscar.get_service(f"{NAME}-{role}").json()["owner"] == "cluster_admin"
+        analyse()
+        # The OSCAR jobs that served the first jobs were deleted once finished.
+        if version >= "4.0":  # (a re-created service starts with no jobs anyway)
+            for service, names in first.items():
+                assert not set(names) & set(oscar_jobs(platform, service)), service
+
+        code, out, err = run_cli(monkeypatch, capsys, platform, "status")
+        assert code == 0, err
+        assert f"version {platform.oscar_version}" in out.splitlines()[0]
+        code, out, err = run_cli(monkeypatch, capsys, platform, "cleanup")
+        assert code == 0, err
+        assert "0 job(s) removed" in out
+
+        code, out, err = run_cli(monkeypatch, capsys, platform, "undeploy", "--yes")
+        assert code == 0, err
+        assert not [s for s in oscar.list_services().json() if s["name"].startswith(NAME)]
+        assert not {b.name for b in s3.list_buckets()} & set(layout.buckets(NAME))
+        # OSCAR 3.5 keeps a deleted service's buckets: undeploy removed them itself.
+        removed_buckets = {line for line in out.splitlines() if line.startswith("bucket ")}
+        assert bool(removed_buckets) == (version == "3.5")
+
+
+# -- release-specific behaviours of the emulator ----------------------------------------------
+
+
+def service(name: str, path: str, **fields) -> dict:
+    return {"name": name, "image": "any", "script": "#!/bin/bash\nenv > $TMP_OUTPUT_DIR/env.txt\n",
+            "cpu": "0.1", "input": [{"storage_provider": "minio.default", "path": path}],
+            "output": [{"storage_provider": "minio.default", "path": f"{path.split('/')[0]}/out"}], **fields}
+
+
+def wait_for(s3, bucket: str, key: str, timeout: float = 30.0) -> bytes:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            return s3.get_object(bucket, key).read()
+        except Exception:  # noqa: BLE001 - not there yet
+            time.sleep(0.1)
+    raise AssertionError(f"{bucket}/{key} never appeared")
+
+
+def put(s3, bucket: str, key: str) -> None:
+    s3.put_object(bucket, key, io.BytesIO(b"x"), 1)
+
+
+@pytest.fixture(scope="module", params=["3.5", "3.6.3", "3.7", "4.0", "4.1"])
+def release(request):
+    with LocalPlatform(workers=2, mode="cold", oscar_version=request.param) as platform:
+        yield platform
+
+
+def test_input_bucket_that_exists_is_refused_from_3_6(release):
+    oscar, s3 = Client(release.oscar_options()), release.minio_client()
+    s3.make_bucket("taken")
+    # Raw requests: oscar-python raises on the 500 without saying more.
+    answer = requests.post(f"{release.oscar_endpoint}/system/services", json=service("late", "taken/in"),
+                           auth=(release.oscar_user, release.oscar_password), timeout=30)
+    names = {s["name"] for s in oscar.list_services().json()}
+    if release.oscar_version >= "3.6":
+        assert answer.status_code == 500 and 'the bucket "taken" already exists' in answer.text
+        assert "late" not in names  # rolled back
+    else:
+        assert answer.status_code == 201 and "late" in names
+        oscar.remove_service("late")
+
+
+def test_listing_shape_paging_and_ownerless_services(release):
+    """An admin's PUT without an owner leaves the service ownerless; with Kueue (3.7 and later) its
+    jobs stay suspended. The listing's shape and paging follow the release, and the project's
+    client reads every shape."""
+    oscar, s3 = Client(release.oscar_options()), release.minio_client()
+    oscar.create_service(service("own", "ownb/in"))
+    definition = oscar.get_service("own").json()
+    definition.pop("owner")
+    oscar.update_service("own", definition)
+    owner = oscar.get_service("own").json()["owner"]
+    assert owner == ("cluster_admin" if release.oscar_version < "3.6" else "")  # 3.5's PUT changes nothing
+    token = oscar.get_service("own").json()["token"]
+
+    for index in range(75):
+        answer = requests.post(f"{release.oscar_endpoint}/job/own", data=json.dumps({"i": index}),
+                               headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        assert answer.status_code == 201
+    raw = oscar.list_jobs("own").json()
+    listing = OSCARCluster(release.oscar_endpoint, user=release.oscar_user,
+                           password=release.oscar_password).job_listing("own")
+    assert listing.complete
+    if release.oscar_version >= "3.6.4":
+        assert set(raw) <= {"jobs", "next_page"} and len(raw["jobs"]) == 70 and raw["next_page"]
+        assert list(raw["jobs"]) == sorted(raw["jobs"])  # name order, not recency
+    else:
+        assert "jobs" not in raw and len(raw) == 75
+    if release.oscar_version >= "3.7":
+        assert len(listing.jobs) == 75 and listing.busy == 75
+        assert {info["status"] for info in listing.jobs.values()} == {"Suspended"}
+    else:
+        assert len(listing.jobs) == 75
+    oscar.remove_service("own")
+
+
+def test_update_keeps_triggers_only_from_4_0(release):
+    oscar, s3 = Client(release.oscar_options()), release.minio_client()
+    oscar.create_service(service("trig", "trigb/in"))
+    put(s3, "trigb", "in/one.txt")
+    first = wait_for(s3, "trigb", "out/env.txt").decode()
+    assert ("OSCAR_SERVICE_NAME=trig" in first) == (release.oscar_version >= "4.0")
+    s3.remove_object("trigb", "out/env.txt")
+    definition = oscar.get_service("trig").json()
+    oscar.update_service("trig", {**definition, "memory": "300Mi"})
+    put(s3, "trigb", "in/two.txt")
+    if release.oscar_version >= "4.0" or release.oscar_version < "3.6":
+        wait_for(s3, "trigb", "out/env.txt")
+    else:  # the new token never reaches MinIO's webhook: the event is refused
+        with pytest.raises(AssertionError, match="never appeared"):
+            wait_for(s3, "trigb", "out/env.txt", timeout=3)
+    oscar.remove_service("trig")
+    assert s3.bucket_exists("trigb") == (release.oscar_version < "3.6")
+
+
+def test_functions_see_keys_only_in_mounted_files_and_secrets_from_3_6(release):
+    oscar, s3 = Client(release.oscar_options()), release.minio_client()
+    script = ("#!/bin/bash\n(env | grep -c '^SECRET_X=' ;"
+              " grep -c hidden \"$DRO_FUNCTION_CONFIG\"; cat \"$DRO_PROVIDER_SECRETS/accessKey\")"
+              " > $TMP_OUTPUT_DIR/env.txt\n")
+    oscar.create_service(service("keys", "keysb/in", script=script,
+                                 environment={"variables": {}, "secrets": {"SECRET_X": "s"}}))
+    put(s3, "keysb", "in/a.txt")
+    secret_seen, hidden, access_key = wait_for(s3, "keysb", "out/env.txt").decode().split()
+    assert secret_seen == ("1" if release.oscar_version >= "3.6" else "0")
+    assert int(hidden) == 2  # access_key and secret_key read "hidden" in the function's config
+    assert access_key == release.s3_access_key
+    oscar.remove_service("keys")
+
+
+def test_removed_fields_are_dropped_in_4_1(release):
+    oscar = Client(release.oscar_options())
+    oscar.create_service(service("gone", "goneb/in", replicas=[], rescheduler_threshold=3))
+    stored = oscar.get_service("gone").json()
+    assert ("rescheduler_threshold" in stored) == (release.oscar_version < "4.1")
+    oscar.remove_service("gone")
+
+
+def test_a_function_without_its_signing_key_fails_the_job_at_once(release, dimuon_files):
+    """A deployment whose functions lack the signing key (a secret oscar-cli drops; OSCAR 3.5 never
+    delivers secrets) fails the job within seconds, naming the setting."""
+    if not release.oscar_version.startswith("4.1"):
+        pytest.skip("one release suffices: the marker path does not depend on it")
+    deployment = Deployment(name="nokey", variables={"DRO_PYTHON": __import__("sys").executable})
+    oscar = Client(release.oscar_options())
+    for definition in deployment.services():
+        oscar.create_service(definition)
+    executor = OSCARExecutor(release.oscar_endpoint, user=release.oscar_user, password=release.oscar_password,
+                             signing_key=KEY, deployment=deployment, progress=False)
+    start = time.monotonic()
+    with pytest.raises(RemoteError, match=rf"could not start.*{ENV_VAR}.*missing"):
+        ROOT.RDataFrame("Events", dimuon_files, executor=executor, npartitions=1).Count().GetValue()
+    assert time.monotonic() - start < 30
+    for definition in deployment.services():
+        oscar.remove_service(definition["name"])
