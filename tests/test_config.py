@@ -22,7 +22,8 @@ def without(*names):
     (without("DISTRDF_OSCAR_KEY"), "DISTRDF_OSCAR_KEY (the deployment's signing key) is not set"),
     ({**GOOD, "DISTRDF_OSCAR_KEY": "short"}, "at least 16 characters"),
     ({**GOOD, "OSCAR_SSL_VERIFY": "maybe"}, "OSCAR_SSL_VERIFY must be true or false"),
-    ({**GOOD, "MINIO_ENDPOINT": "https://minio.example.org"}, "missing: MINIO_ACCESS_KEY, MINIO_SECRET_KEY"),
+    ({**GOOD, "MINIO_ACCESS_KEY": "ak"}, "missing: MINIO_ENDPOINT, MINIO_SECRET_KEY"),
+    ({**GOOD, "MINIO_ENDPOINT": "minio.example.org"}, "MINIO_ENDPOINT must start with http:// or https://"),
 ])
 def test_bad_settings_are_named(env, message):
     with pytest.raises(ConfigurationError) as info:

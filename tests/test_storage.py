@@ -66,4 +66,4 @@ def test_unreachable_endpoint_is_named_at_once():
     s = Storage(StorageConfig(f"http://127.0.0.1:{port}", "access", "secret", BUCKET))
     with pytest.raises(StorageError, match=rf"cannot reach the object storage at http://127.0.0.1:{port} "
                                            rf"\(bucket {BUCKET}\): Connection refused"):
-        s.ensure_bucket()
+        s.check_buckets()

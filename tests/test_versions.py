@@ -257,3 +257,18 @@ def test_a_function_without_its_signing_key_fails_the_job_at_once(release, dimuo
     assert time.monotonic() - start < 30
     for definition in deployment.services():
         oscar.remove_service(definition["name"])
+
+
+def test_storage_endpoint_alone_is_overridden_keeping_the_clusters_keys(release):
+    """/system/config often advertises a cluster-internal endpoint: MINIO_ENDPOINT alone replaces it."""
+    if not release.oscar_version.startswith("4.1"):
+        pytest.skip("one release suffices")
+    host, port = release.s3_endpoint.split(":")
+    override = f"http://localhost:{port}"  # another name for the same server
+    env = {**settings(release), "MINIO_ENDPOINT": override}
+    executor = OSCARExecutor.from_env(env, deployment=Deployment(name="over"), auto_deploy=True, progress=False)
+    storage = executor.storage  # deploys, checks the buckets and that conditional writes hold
+    assert storage.config.endpoint == override and storage.config.access_key == release.s3_access_key
+    assert not [o for o in release.minio_client().list_objects("over", recursive=True)
+                if not o.object_name.endswith("/")]  # the probe left nothing
+    executor.cluster.undeploy(executor.deployment, storage)

@@ -76,7 +76,9 @@ def _deployment(args):
         if not sep or not name:
             raise ValueError(f"--env takes NAME=VALUE, got {item!r}")
         variables[name] = value
-    return Deployment(name=args.deployment, variables=variables, **settings)
+    users = tuple(getattr(args, "allowed_user", None) or ())
+    return Deployment(name=args.deployment, variables=variables, visibility=getattr(args, "visibility", None),
+                      allowed_users=users, **settings)
 
 
 def _cluster_and_deployment(args):
@@ -182,6 +184,10 @@ def cmd_deploy(args) -> int:
     for name, what in executor.cluster.deploy(executor.deployment, executor.unchecked_storage(),
                                               force=args.force).items():
         print(f"{name}: {what}")
+    if executor.cluster.release() < (3, 6, 0):
+        print("warning: OSCAR before 3.6 never hands secrets to functions, so the signing key is an "
+              "environment variable of the services, visible to whoever can read them: restrict them "
+              "(--allowed-user) or upgrade OSCAR", file=sys.stderr)
     return 0
 
 
@@ -256,6 +262,12 @@ def main(argv: list[str] | None = None) -> int:
         if name == "deploy":
             command.add_argument("--force", action="store_true",
                                  help="update every service even if it looks unchanged")
+            command.add_argument("--visibility", choices=("private", "public", "restricted"),
+                                 help="who may use the services (OSCAR's visibility; default: keep what the "
+                                      "cluster has, private for new services)")
+            command.add_argument("--allowed-user", action="append", metavar="USER",
+                                 help="an OIDC user (subject) allowed to use the services; implies "
+                                      "--visibility restricted (repeatable)")
         if name == "undeploy":
             command.add_argument("--yes", action="store_true", help="confirm removal")
         command.set_defaults(func=func)

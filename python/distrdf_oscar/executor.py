@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -39,6 +40,8 @@ class OSCARExecutor:
         user, password: basic-auth credentials; or ``token``: an OIDC access token.
         ssl_verify: verify TLS certificates (default); turning it off prints a warning.
         storage: the MinIO to use; by default the one the cluster advertises.
+        storage_endpoint: reach the storage at this URL instead of the one the cluster advertises
+            (often cluster-internal, e.g. ``https://minio-service.minio:9000``), keeping its keys.
         deployment: the long-lived services to use (created on first use if missing).
         reduction: ``TreeReduction(fan_in)`` (default fan-in 4) or ``CoordinatedReduction(plan)``.
         concurrency: default number of partitions (the cluster's parallelism).
@@ -55,6 +58,7 @@ class OSCARExecutor:
 
     def __init__(self, endpoint: str, *, signing_key: str, user: str | None = None, password: str | None = None,
                  token: str | None = None, ssl_verify: bool = True, storage: StorageConfig | None = None,
+                 storage_endpoint: str | None = None,
                  deployment: Deployment | None = None, reduction: plan.Reduction | None = None,
                  concurrency: int = 8, auto_deploy: bool = False, poll_interval: float = 0.2,
                  retries: int = 3, retry_after: float = 60.0, retry_factor: float = 3.0,
@@ -71,6 +75,7 @@ class OSCARExecutor:
         self.deployment = (deployment or Deployment()).with_signing_key(signing_key)
         self.cluster = OSCARCluster(endpoint, user=user, password=password, token=token, verify=ssl_verify)
         self._storage_config = storage
+        self._storage_endpoint = storage_endpoint
         self._ssl_verify = ssl_verify
         self.concurrency = concurrency
         self.auto_deploy = auto_deploy
@@ -93,7 +98,8 @@ class OSCARExecutor:
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> OSCARExecutor:
         """Settings from ``OSCAR_ENDPOINT``, ``OSCAR_USER``/``OSCAR_PASSWORD`` or ``OSCAR_TOKEN``,
         ``DISTRDF_OSCAR_KEY`` (the deployment's signing key), ``OSCAR_SSL_VERIFY``, and optionally
-        ``MINIO_ENDPOINT``/``MINIO_ACCESS_KEY``/``MINIO_SECRET_KEY``."""
+        ``MINIO_ENDPOINT`` (alone: the keys still come from the cluster) with
+        ``MINIO_ACCESS_KEY``/``MINIO_SECRET_KEY``."""
         env = os.environ if environ is None else environ
         problems = []
         endpoint = env.get("OSCAR_ENDPOINT", "")
@@ -113,16 +119,21 @@ class OSCARExecutor:
         if verify_text not in _TRUE | _FALSE:
             problems.append(f"OSCAR_SSL_VERIFY must be true or false (got {verify_text!r})")
         minio = {k: env.get(k) for k in ("MINIO_ENDPOINT", "MINIO_ACCESS_KEY", "MINIO_SECRET_KEY")}
-        if any(minio.values()) and not all(minio.values()):
-            problems.append("set all of MINIO_ENDPOINT, MINIO_ACCESS_KEY, MINIO_SECRET_KEY, or none "
+        keys = {k: minio[k] for k in ("MINIO_ACCESS_KEY", "MINIO_SECRET_KEY")}
+        if any(keys.values()) and not all(minio.values()):
+            problems.append("MINIO_ACCESS_KEY and MINIO_SECRET_KEY go together, with MINIO_ENDPOINT "
                             f"(missing: {', '.join(k for k, v in minio.items() if not v)})")
+        elif minio["MINIO_ENDPOINT"] and not minio["MINIO_ENDPOINT"].startswith(("http://", "https://")):
+            problems.append(f"MINIO_ENDPOINT must start with http:// or https:// (got {minio['MINIO_ENDPOINT']!r})")
         if problems:
             raise ConfigurationError("OSCAR configuration: " + "; ".join(problems))
         verify = verify_text in _TRUE
         kwargs: dict[str, Any] = {"user": user, "password": password, "token": token, "ssl_verify": verify,
                                   "signing_key": signing_key}
         deployment = overrides.pop("deployment", None) or Deployment(name=env.get("DISTRDF_OSCAR_DEPLOYMENT", "distrdf"))
-        if all(minio.values()):
+        if minio["MINIO_ENDPOINT"] and not any(keys.values()):
+            kwargs["storage_endpoint"] = minio["MINIO_ENDPOINT"]
+        elif all(minio.values()):
             kwargs["storage"] = StorageConfig(endpoint=minio["MINIO_ENDPOINT"], access_key=minio["MINIO_ACCESS_KEY"],
                                               secret_key=minio["MINIO_SECRET_KEY"], bucket=deployment.bucket_name,
                                               verify=verify)
@@ -133,6 +144,8 @@ class OSCARExecutor:
         """The deployment's storage, without looking at the services or buckets (deploy, undeploy)."""
         config = self._storage_config or self.cluster.storage_config(self.deployment.bucket_name,
                                                                      self._ssl_verify)
+        if self._storage_endpoint:
+            config = dataclasses.replace(config, endpoint=self._storage_endpoint)
         return Storage(config, signer=self._signer)
 
     @property
@@ -146,6 +159,7 @@ class OSCARExecutor:
                 else:
                     self.cluster.check_deployed(self.deployment)
                 storage.check_buckets()
+                storage.check_conditional_writes()
                 self._storage = storage
             return self._storage
 

@@ -72,6 +72,11 @@ def input_path(base: str, folder: str) -> str:
     return f"{folder_bucket(base, folder)}/{folder}"
 
 
+def probe_key(token: str) -> str:
+    """A short-lived object a client writes twice to see that storage honours conditional writes."""
+    return f"{JOBS}/probe-{token}"
+
+
 def new_job_id() -> str:
     """A sortable, unguessable job id: creation time (UTC) plus 32 random bits."""
     return "j" + time.strftime("%Y%m%d%H%M%S", time.gmtime()) + "-" + secrets.token_hex(4)

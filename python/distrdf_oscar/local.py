@@ -27,6 +27,8 @@ class LocalCluster:
             invocation, like OSCAR's Kubernetes jobs).
         startup_delay: extra seconds added to every invocation, to emulate a
             slower platform in experiments.
+        platform_options: passed to :class:`~distrdf_oscar.platform.local.LocalPlatform`, e.g.
+            ``oscar_version="3.6"`` to behave as that OSCAR release (default: the newest supported).
     """
 
     def __init__(self, workers: int = 2, mode: str = "warm", startup_delay: float = 0.0, **platform_options: Any):

@@ -177,6 +177,21 @@ class Storage:
                 raise StorageError(f"bucket {bucket} of the deployment does not exist at {self.config.endpoint}: "
                                    "its service was never created or was removed (run `distrdf-oscar deploy`)")
 
+    def check_conditional_writes(self) -> None:
+        """Every claim of the protocol relies on ``If-None-Match: *``; MinIO releases before 2024
+        ignore the header, and then two copies of a task could both publish. Write a probe twice."""
+        import secrets
+
+        key = layout.probe_key(secrets.token_hex(8))
+        try:
+            first, second = self.put_if_absent(key, b""), self.put_if_absent(key, b"")
+        finally:
+            self.delete([key])
+        if not first or second:
+            raise StorageError(f"the object storage at {self.config.endpoint} ignores conditional writes "
+                               "(If-None-Match: *), which distrdf-oscar needs to run each task exactly once: "
+                               "upgrade MinIO to a release from 2024 or later")
+
     def bucket_exists(self, bucket: str) -> bool:
         try:
             return self.client.bucket_exists(bucket)
