@@ -12,9 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, g, jsonify, request
 from werkzeug.serving import make_server
 
+from .accounts import Accounts, Kueue, User
 from .faults import Fault, FaultPlan
 from .jobs import SUSPENDED, JobStore
 from .services import ServiceRegistry
@@ -33,10 +34,12 @@ class ApiContext:
     registry: ServiceRegistry
     store: JobStore
     minio_provider: dict[str, Any]
-    submit: Callable[[dict[str, Any], bytes], Any]  # (service definition, event body) -> job
+    submit: Callable[[dict[str, Any], bytes, str | None], Any]  # (service, event body, job owner) -> job
     service_changed: Callable[[str], None]  # after create/update: watch its inputs
     service_deleted: Callable[[str], None]  # after delete: stop watching, drop its jobs
     version: OscarVersion = OscarVersion.parse("4.1")
+    accounts: Accounts | None = None
+    kueue: Kueue | None = None
     capacity: float = 1.0
     faults: FaultPlan | None = None  # fault injection rules (not part of OSCAR's API)
 
@@ -52,6 +55,23 @@ def _decode_page(token: str) -> str:
         return str(json.loads(base64.urlsafe_b64decode(token.encode()))["after"])
     except (ValueError, KeyError, TypeError):
         raise ServiceError(500, "invalid continue token") from None
+
+
+def _quantity(value: int, name: str) -> str:
+    """A Kubernetes quantity's canonical text (``2``, ``250m``, ``2Gi``), as 3.7 reports quotas."""
+    if name == "cpu":
+        return str(value // 1000) if value % 1000 == 0 else f"{value}m"
+    for suffix, size in (("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)):
+        if value and value % size == 0:
+            return f"{value // size}{suffix}"
+    return str(value)
+
+
+def _quota_values(name: str, maximum: int, used: int, as_numbers: bool) -> dict[str, Any]:
+    # From 4.0 integers (milli-CPUs, bytes); 3.7 gives quantities as text.
+    if as_numbers:
+        return {"max": maximum, "used": used}
+    return {"max": _quantity(maximum, name), "used": _quantity(used, name)}
 
 
 def _text(status: int, message: str = "") -> Response:
@@ -78,14 +98,44 @@ def create_app(ctx: ApiContext) -> Flask:
         password_ok = secrets.compare_digest((auth.password or "").encode(), ctx.password.encode())
         return user_ok and password_ok
 
+    def oidc_user() -> User | None:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme != "Bearer" or ctx.accounts is None:
+            return None
+        return ctx.accounts.user_for_token(token.strip())
+
     @app.before_request
-    def require_basic_auth() -> Response | None:
-        # Management endpoints take basic auth; /health and /job/NAME do not.
-        if request.path.startswith("/system") and not basic_auth_ok():
-            response = _text(401, "Unauthorized")
-            response.headers["WWW-Authenticate"] = 'Basic realm="Authorization Required"'
-            return response
-        return None
+    def require_auth() -> Response | None:
+        # Management endpoints take basic auth (the admin) or an OIDC user's bearer token;
+        # /health and /job/NAME do not.
+        g.user = None
+        if not request.path.startswith("/system") or basic_auth_ok():
+            return None
+        g.user = oidc_user()
+        if g.user is not None:
+            return None
+        response = _text(401, "Unauthorized")
+        response.headers["WWW-Authenticate"] = 'Basic realm="Authorization Required"'
+        return response
+
+    def caller() -> str | None:
+        """The OIDC user calling, or None for the admin."""
+        return g.user.sub if g.user is not None else None
+
+    def visible(name: str) -> dict[str, Any]:
+        """The service, if the caller may see it (404 unknown, 403 otherwise)."""
+        service = ctx.registry.public(name)
+        if service is None:
+            raise ServiceError(404, f"Service '{name}' not found")
+        if ctx.accounts is not None and not ctx.accounts.can_see(caller(), service):
+            raise ServiceError(403, f"User {caller()} doesn't have permision to get this service")
+        return service
+
+    def owned(name: str) -> None:
+        """Only the admin or the service's owner may change it (update.go, delete.go)."""
+        service = visible(name)
+        if caller() is not None and service.get("owner") != caller():
+            raise ServiceError(403, f"User {caller()} doesn't have permision to modify this service")
 
     @app.errorhandler(ServiceError)
     def service_error(err: ServiceError) -> Response:
@@ -107,6 +157,12 @@ def create_app(ctx: ApiContext) -> Flask:
             }
         )
 
+    def own_provider() -> dict[str, Any]:
+        # An OIDC user is handed their own MinIO account (access key: their sub).
+        if g.user is None:
+            return ctx.minio_provider
+        return {**ctx.minio_provider, "access_key": g.user.sub, "secret_key": g.user.secret_key}
+
     @app.get("/system/config")
     def config() -> Response:
         return jsonify(
@@ -124,24 +180,30 @@ def create_app(ctx: ApiContext) -> Flask:
                     "minio_quota_enabled": False,
                     "cpu_capacity": ctx.capacity,
                 },
-                "minio_provider": ctx.minio_provider,
+                "minio_provider": own_provider(),
                 "allowed_image_repositories": [],
             }
         )
 
     @app.get("/system/services")
     def list_services() -> Response:
-        return jsonify([ctx.registry.public(name) for name in ctx.registry.names()])
+        services = [ctx.registry.public(name) for name in ctx.registry.names()]
+        if ctx.accounts is not None:
+            services = [s for s in services if s is not None and ctx.accounts.can_see(caller(), s)]
+        return jsonify(services)
 
     @app.post("/system/services")
     def create_service() -> Response:
-        service = ctx.registry.create(_read_json())
+        service = ctx.registry.create(_read_json(), owner=caller())
         ctx.service_changed(service["name"])
         return _text(201)
 
     @app.put("/system/services")
     def update_service() -> Response:
-        service = ctx.registry.update(_read_json())
+        payload = _read_json()
+        if isinstance(payload, dict) and isinstance(payload.get("name"), str):
+            owned(payload["name"])
+        service = ctx.registry.update(payload, owner=caller())
         if service is None:  # the release answers without changing anything
             return _text(200)
         ctx.service_changed(service["name"])
@@ -149,16 +211,25 @@ def create_app(ctx: ApiContext) -> Flask:
 
     @app.get("/system/services/<name>")
     def read_service(name: str) -> Response:
-        service = ctx.registry.public(name)
-        if service is None:
-            return _text(404, f"Service '{name}' not found")
-        return jsonify(service)
+        return jsonify(visible(name))
 
     @app.delete("/system/services/<name>")
     def delete_service(name: str) -> Response:
+        owned(name)
         ctx.registry.delete(name)
         ctx.service_deleted(name)
         return _text(204)
+
+    @app.get("/system/quotas/user")
+    def own_quota() -> Response:
+        if not ctx.version.kueue or ctx.kueue is None:
+            return _text(404, "Not found")
+        if g.user is None:
+            raise ServiceError(400, "the admin has no quota")
+        quota = ctx.kueue.quota(g.user.sub)
+        resources = {name: _quota_values(name, *values, as_numbers=ctx.version.release >= (4, 0, 0))
+                     for name, values in quota["resources"].items()}
+        return jsonify({**quota, "resources": resources})
 
     @app.post("/job/<name>")
     def job(name: str) -> Response:
@@ -168,16 +239,27 @@ def create_app(ctx: ApiContext) -> Flask:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         if scheme != "Bearer" or not token.strip():
             return _text(401, "Unauthorized")
+        owner = None
         if not secrets.compare_digest(token.strip().encode(), service["token"].encode()):
-            return _text(401, "Unauthorized")
-        ctx.submit(service, request.get_data())
+            user = oidc_user()
+            if user is None:
+                return _text(401, "Unauthorized")
+            owner = user.sub  # OSCAR labels the job with the caller (job-owner)
+        ctx.submit(service, request.get_data(), owner)
         return _text(201)
 
     @app.get("/system/logs/<name>")
     def list_jobs(name: str) -> Response:
-        if ctx.registry.get(name) is None:
-            return _text(404, f"Service '{name}' not found")
+        try:
+            visible(name)
+        except ServiceError as err:
+            if err.status == 403 and ctx.version.release >= (4, 0, 0):
+                return _text(200)  # 4.0's authorizeRequest answers nothing at all (logs.go)
+            raise
         jobs = sorted(ctx.store.list(name), key=lambda job: job.name)
+        if caller() is not None and ctx.version.release >= (3, 6, 5):
+            # An OIDC caller sees only the jobs labelled with its own job-owner (logs.go).
+            jobs = [job for job in jobs if job.owner == caller()]
         if not ctx.version.lists_podless_jobs:
             jobs = [job for job in jobs if job.status != SUSPENDED]
         if not ctx.version.pages_job_listing:

@@ -15,6 +15,7 @@ import tempfile
 import time
 from typing import Any, Self
 
+from .accounts import DEFAULT_QUOTA, new_users
 from .faults import Fault
 from .versions import DEFAULT as DEFAULT_VERSION
 from .versions import OscarVersion
@@ -55,6 +56,9 @@ class LocalPlatform:
             faults work without it). See :mod:`.faults`.
         oscar_version: the OSCAR release to behave as (``"3.5"`` ... ``"4.1"``, or a patch
             release such as ``"3.6.3"``); see :mod:`.versions` and ``docs/local-platform.md``.
+        oidc_users: OIDC users (their ``sub``) besides the admin: each gets a bearer token
+            (:meth:`oidc_options`) and a MinIO account of its own (:meth:`oidc_storage_keys`).
+        user_quota: (cpu, memory) of each OIDC user's Kueue queue (3.7 and later).
     """
 
     cluster_id = "local"
@@ -74,6 +78,8 @@ class LocalPlatform:
         headroom: float = 0.0,
         fault_injection: bool = False,
         oscar_version: str = DEFAULT_VERSION,
+        oidc_users: tuple[str, ...] = (),
+        user_quota: tuple[str, str] = DEFAULT_QUOTA,
     ) -> None:
         if int(workers) != workers or workers < 1:
             raise ValueError(f"workers must be a positive integer, got {workers!r}")
@@ -84,6 +90,9 @@ class LocalPlatform:
         if headroom < 0:
             raise ValueError("headroom must not be negative")
         self.oscar_version = OscarVersion.parse(oscar_version).label[1:]
+        self.oidc_users = tuple(oidc_users)
+        self.user_quota = tuple(user_quota)
+        self._oidc: dict[str, dict[str, str]] = {}
         self.workers = int(workers)
         self.headroom = float(headroom)
         self.fault_injection = bool(fault_injection)
@@ -128,6 +137,8 @@ class LocalPlatform:
             "s3_secret_key": secret_key,
             "fault_injection": self.fault_injection,
             "oscar_version": self.oscar_version,
+            "oidc_users": new_users(self.oidc_users),
+            "user_quota": list(self.user_quota),
         }
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH", "")) if p)
@@ -156,6 +167,7 @@ class LocalPlatform:
         self.s3_endpoint = f"127.0.0.1:{ready['s3_port']}"
         self.s3_access_key = access_key
         self.s3_secret_key = secret_key
+        self._oidc = config["oidc_users"]
         return self
 
     def _read_ready(self) -> dict[str, Any]:
@@ -203,6 +215,7 @@ class LocalPlatform:
         self.pid = None
         self.oscar_endpoint = self.s3_endpoint = None
         self.oscar_password = self.s3_access_key = self.s3_secret_key = None
+        self._oidc = {}
 
     @property
     def running(self) -> bool:
@@ -230,6 +243,17 @@ class LocalPlatform:
             "password": self.oscar_password,
             "ssl": False,
         }
+
+    def oidc_options(self, sub: str) -> dict[str, Any]:
+        """The options ``oscar_python.client.Client`` takes for OIDC user ``sub``."""
+        self._require_running()
+        return {"cluster_id": self.cluster_id, "endpoint": self.oscar_endpoint,
+                "oidc_token": self._oidc[sub]["token"], "ssl": False}
+
+    def oidc_storage_keys(self, sub: str) -> tuple[str, str]:
+        """(access key, secret key) of OIDC user ``sub``'s MinIO account."""
+        self._require_running()
+        return sub, self._oidc[sub]["secret_key"]
 
     def minio_client(self) -> Any:
         """A ``minio.Minio`` client for the platform's object store."""

@@ -41,6 +41,8 @@ class Job:
     log_path: str
     cpu: float
     status: str = PENDING
+    owner: str | None = None  # OSCAR's job-owner label: the event's uploader, or the OIDC caller
+    admitted: bool = False  # by Kueue (jobs of services not owned by the admin)
     creation_time: str = field(default_factory=_utc_now)
     start_time: str | None = None
     finish_time: str | None = None
@@ -83,12 +85,13 @@ class JobStore:
         self._lock = threading.Lock()
         self._jobs: dict[str, dict[str, Job]] = {}
 
-    def new(self, service: dict[str, Any], body: bytes, cpu: float) -> Job:
+    def new(self, service: dict[str, Any], body: bytes, cpu: float, owner: str | None = None) -> Job:
         name = job_name(service["name"])
         directory = os.path.join(self._log_dir, service["name"])
         os.makedirs(directory, mode=0o700, exist_ok=True)
         job = Job(
-            name=name, service=service, body=body, cpu=cpu, log_path=os.path.join(directory, name + ".log")
+            name=name, service=service, body=body, cpu=cpu, owner=owner,
+            log_path=os.path.join(directory, name + ".log"),
         )
         open(job.log_path, "a").close()
         with self._lock:

@@ -65,7 +65,9 @@ def run(config: dict[str, Any]) -> int:
 
     # Imported here, not at the top, so that these imports overlap moto's start.
     from .api import ApiContext, ApiServer, create_app
-    from .faults import FaultPlan, StorageGate
+    from .accounts import DEFAULT_QUOTA, Accounts, Kueue
+    from .faults import FaultPlan
+    from .gate import StorageGate
     from .jobs import JobStore
     from .runner import WARM, Runner
     from .services import ServiceRegistry
@@ -80,20 +82,39 @@ def run(config: dict[str, Any]) -> int:
     try:
         s3.wait_ready()
         direct = StorageCredentials(s3.endpoint, config["s3_access_key"], config["s3_secret_key"])
-        if config.get("fault_injection"):
-            # Everyone but the trigger poller (MinIO's own notifier) reaches storage through the gate.
-            gate = StorageGate(s3.port, access_key=config["s3_access_key"])
-            gate.start()
-            storage = StorageCredentials(gate.endpoint, config["s3_access_key"], config["s3_secret_key"])
-        else:
-            storage = direct
-        faults = FaultPlan(gate, token_dir=os.path.join(workdir, "faults"))
+        version = OscarVersion.parse(config["oscar_version"])
+        accounts = Accounts(config["s3_access_key"], config.get("oidc_users") or {}, version)
+        registry = None
+
+        def allowed(access_key: str, bucket: str) -> bool:
+            if access_key == accounts.root_access_key:
+                return True
+            return registry is not None and bucket in registry.buckets_of(access_key, accounts.can_see)
+
+        # Everyone but the trigger poller (MinIO's own notifier) reaches storage through the gate.
+        gate = StorageGate(s3.port, keys=accounts.access_keys, allowed=allowed)
+        gate.start()
+        storage = StorageCredentials(gate.endpoint, config["s3_access_key"], config["s3_secret_key"])
+        faults = FaultPlan(gate if config.get("fault_injection") else None,
+                           token_dir=os.path.join(workdir, "faults"))
         client = storage.client()
         if config.get("bucket_hint"):
             ensure_bucket(client, config["bucket_hint"])
-        version = OscarVersion.parse(config["oscar_version"])
         registry = ServiceRegistry(os.path.join(workdir, "services"), storage, version)
         store = JobStore(os.path.join(workdir, "logs"))
+        def credentials(job) -> tuple[str, str] | None:
+            """The MinIO keys a job's pod mounts: the secret named after the event's uploader, or
+            the caller, or the owner (3.6.5); the root ``minio`` secret when that is the owner (3.7)."""
+            principal = job.owner or job.service.get("owner") or ""
+            if version.release >= (3, 7, 0) and principal == job.service.get("owner"):
+                principal = accounts.root_access_key
+            if principal == accounts.root_access_key:
+                return config["s3_access_key"], config["s3_secret_key"]
+            user = accounts.users.get(principal)
+            return (user.sub, user.secret_key) if user is not None else None
+
+        kueue = Kueue(set(accounts.users), tuple(config.get("user_quota") or DEFAULT_QUOTA),
+                      start=lambda job: runner.enqueue(job))
         runner = Runner(
             capacity=config["capacity"],
             mode=config["mode"],
@@ -104,6 +125,8 @@ def run(config: dict[str, Any]) -> int:
             config_path=registry.config_path,
             warm_pool=pool,
             version=version,
+            credentials=credentials,
+            kueue=kueue,
             startup_delay=config.get("startup_delay", 0.0),
             faults=faults,
         )
@@ -118,7 +141,8 @@ def run(config: dict[str, Any]) -> int:
                 return
             runner.submit(service, body)
 
-        poller = TriggerPoller(registry, direct.client(), submit_by_name, access_key=storage.access_key, faults=faults)
+        poller = TriggerPoller(registry, direct.client(), submit_by_name, access_key=storage.access_key,
+                               faults=faults, uploader=gate.uploader)
 
         def service_deleted(name: str) -> None:
             poller.drop_service(name)
@@ -134,6 +158,8 @@ def run(config: dict[str, Any]) -> int:
             service_changed=poller.sync_service,
             service_deleted=service_deleted,
             version=version,
+            accounts=accounts,
+            kueue=kueue,
             capacity=float(config["capacity"]),
             faults=faults,
         )
@@ -143,7 +169,7 @@ def run(config: dict[str, Any]) -> int:
         if pool is not None and not pool.wait_ready(WARM_START_TIMEOUT):
             raise RuntimeError("warm workers failed to start (see the log above)")
 
-        s3_port = gate.port if gate is not None else s3.port
+        s3_port = gate.port
         ready = {"ready": True, "pid": os.getpid(), "oscar_port": server.port, "s3_port": s3_port}
         sys.stdout.write(json.dumps(ready) + "\n")
         sys.stdout.flush()

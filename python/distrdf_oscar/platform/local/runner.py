@@ -21,9 +21,10 @@ from typing import Any
 from minio import Minio
 
 from .faults import FAILPOINT_VARIABLE, FaultPlan
-from .jobs import FAILED, SUCCEEDED, SUSPENDED, Job, JobStore
+from .accounts import Kueue
+from .jobs import FAILED, PENDING, SUCCEEDED, SUSPENDED, Job, JobStore
 from .supervisor import Invocation, parse_event
-from .validation import DEFAULT_OWNER, parse_cpu
+from .validation import parse_cpu
 from .versions import OscarVersion
 from .warm import ENTRYPOINT_VARIABLE, WarmPool, WarmWorker, WorkerDied
 
@@ -60,11 +61,15 @@ class Runner:
         config_path: Callable[[str], str],
         warm_pool: WarmPool | None = None,
         version: OscarVersion,
+        credentials: Callable[[Job], tuple[str, str] | None],
+        kueue: Kueue | None = None,
         startup_delay: float = 0.0,
         faults: FaultPlan | None = None,
     ) -> None:
         self.capacity = float(capacity)
         self.version = version
+        self._credentials = credentials  # the MinIO keys a job's pod mounts; None: its secret is missing
+        self._kueue = kueue
         self.mode = mode
         self._store = store
         self._client = client
@@ -85,7 +90,8 @@ class Runner:
 
     # -- submission and cancellation --------------------------------------------
 
-    def submit(self, service: dict[str, Any], body: bytes) -> Job:
+    def submit(self, service: dict[str, Any], body: bytes, owner: str | None = None) -> Job:
+        """A new job; ``owner`` is the OIDC caller of ``/job`` (a storage event names its uploader)."""
         cpu = parse_cpu(service["cpu"])
         if cpu > self.capacity:
             # Kubernetes would leave such a pod pending forever; run it alone instead.
@@ -93,19 +99,27 @@ class Runner:
                 "service %s requests %s CPUs, more than the %s available", service["name"], cpu, self.capacity
             )
             cpu = self.capacity
-        job = self._store.new(service, body, cpu)
+        principal = parse_event(body).principal
+        # OSCAR's job-owner label (3.6.5 and later): the uploader of a storage event, else the caller.
+        job = self._store.new(service, body, cpu, owner=principal or owner)
         job.cancel = lambda: self._cancel(job)
-        if self.version.kueue and service.get("owner") != DEFAULT_OWNER:
-            # Created suspended for the service's Kueue queue, which OSCAR makes only for the
-            # services of OIDC users (none here): it never starts.
-            job.status = SUSPENDED
-            job.log(f"Job created suspended for Kueue: service owner {service.get('owner')!r} has no queue")
+        if self.version.kueue and self._kueue is not None and Kueue.queued(service):
+            # Created suspended for the queue of the service's owner; Kueue starts it when its
+            # owner's quota allows (never, for an owner without a queue).
+            if not self._kueue.admit(job):
+                job.status = SUSPENDED
+                job.log(f"Job created suspended for Kueue (service owner {service.get('owner')!r})")
             return job
+        self.enqueue(job)
+        return job
+
+    def enqueue(self, job: Job) -> None:
+        """Schedule a job (Kueue's admission of a suspended one, too)."""
+        job.status = PENDING
         with self._cond:
             self._queue.append(job)
             self._cond.notify_all()
         log.debug("job %s queued", job.name)
-        return job
 
     def _cancel(self, job: Job) -> None:
         job.cancelled = True
@@ -148,6 +162,8 @@ class Runner:
                 self._killers.pop(job.name, None)
                 self._threads.discard(threading.current_thread())
                 self._cond.notify_all()
+            if self._kueue is not None:
+                self._kueue.release(job)
 
     # -- execution ---------------------------------------------------------------
 
@@ -169,8 +185,16 @@ class Runner:
                     raise RuntimeError("platform stopping")
             if job.cancelled:
                 raise RuntimeError("job deleted before it started")
+            keys = self._credentials(job)
+            if keys is None:
+                # The pod mounts the MinIO secret named after the uploader, which does not exist:
+                # Kubernetes keeps it in ContainerCreating until the job is deleted.
+                job.log("MountVolume.SetUp failed: the MinIO secret for this uploader does not exist")
+                while not job.cancelled and not self._stopping.wait(0.5):
+                    pass
+                raise RuntimeError("job deleted while its pod waited for a missing secret")
             job.mark_running()
-            env = invocation.prepare()
+            env = invocation.prepare(keys)
             failpoint = self._faults.arm_kill(job.service_name, key)
             if failpoint is not None:
                 job.log(f"Injected fault: the function dies if it reaches {failpoint.split(':')[0]}")

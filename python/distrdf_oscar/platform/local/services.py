@@ -79,6 +79,13 @@ class ServiceRegistry:
             service = self._services.get(name)
             return service["webhook_token"] if service else None
 
+    def buckets_of(self, sub: str, can_see) -> set[str]:
+        """The buckets an OIDC user's MinIO account may use: those of the services they can see."""
+        with self._lock:
+            services = [copy.deepcopy(s) for s in self._services.values()]
+        return {split_path(item["path"])[0] for s in services if can_see(sub, s)
+                for item in s["input"] + s["output"]}
+
     def input_watches(self, name: str) -> list[tuple[str, str]]:
         """(bucket, key prefix) pairs whose new objects invoke service ``name``."""
         with self._lock:
@@ -98,13 +105,13 @@ class ServiceRegistry:
 
     # -- changes ------------------------------------------------------------
 
-    def create(self, payload: Any) -> dict[str, Any]:
-        """``POST /system/services`` by an admin (basic auth)."""
+    def create(self, payload: Any, owner: str | None = None) -> dict[str, Any]:
+        """``POST /system/services`` by an admin (``owner`` None) or by the OIDC user ``owner``."""
         service = validate_service(payload, self.version)
         name = service["name"]
         # The owner of an admin's service; up to 3.6 a JSON "owner" overrode it (create.go).
         given = payload.get("owner") if isinstance(payload, dict) else None
-        service["owner"] = given if given and self.version.release < (3, 7, 0) else DEFAULT_OWNER
+        service["owner"] = owner or (given if given and self.version.release < (3, 7, 0) else DEFAULT_OWNER)
         with self._lock:
             if name in self._services:
                 raise ServiceError(409, "A service with the provided name already exists")
@@ -122,8 +129,9 @@ class ServiceRegistry:
             self._services[name] = service
         return self.public(name)  # type: ignore[return-value]
 
-    def update(self, payload: Any) -> dict[str, Any] | None:
-        """``PUT /system/services`` by an admin; None when the release changes nothing (3.5)."""
+    def update(self, payload: Any, owner: str | None = None) -> dict[str, Any] | None:
+        """``PUT /system/services`` by an admin (``owner`` None) or by the service's OIDC owner;
+        None when the release changes nothing (3.5)."""
         service = validate_service(payload, self.version)
         name = service["name"]
         with self._lock:
@@ -136,7 +144,7 @@ class ServiceRegistry:
                 return None
             # An admin's PUT takes the owner from the body: without one, the service is ownerless.
             given = payload.get("owner")
-            service["owner"] = given if isinstance(given, str) else ""
+            service["owner"] = old["owner"] if owner else (given if isinstance(given, str) else "")
             # Up to 3.7 checkValues gives the service a new token, while MinIO's webhook keeps the
             # one it was registered with (re-registered only for a new bucket): its events are refused.
             service["token"] = old["token"] if self.version.keeps_token_on_update else secrets.token_hex(32)

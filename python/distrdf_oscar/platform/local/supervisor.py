@@ -38,6 +38,7 @@ class ParsedEvent:
     bucket: str = ""
     key: str = ""  # unescaped object key inside the bucket
     event_time: str = ""
+    principal: str = ""  # the uploader's access key (MinIO's requestParameters.principalId)
 
     @property
     def is_storage(self) -> bool:
@@ -63,6 +64,7 @@ def parse_event(body: bytes) -> ParsedEvent:
             bucket=s3.get("bucket", {}).get("name", ""),
             key=key,
             event_time=record.get("eventTime", ""),
+            principal=str((record.get("requestParameters") or {}).get("principalId") or ""),
         )
     return ParsedEvent(text=text, event=event)
 
@@ -88,15 +90,15 @@ class Invocation:
         # The script's output: the supervisor logs it only when the script ends (unless DEBUG).
         self.output_log = os.path.join(self.dir, "script.log")
 
-    def prepare(self) -> dict[str, str]:
-        """Create the directories, stage the input and return the function's environment."""
+    def prepare(self, keys: tuple[str, str]) -> dict[str, str]:
+        """Create the directories, mount the MinIO ``keys`` (access, secret), stage the input and
+        return the function's environment."""
         for path in (self.input_dir, self.output_dir, self.work_dir, self.secrets_dir):
             os.makedirs(path, mode=0o700, exist_ok=True)
         service = self.job.service
-        provider = service["storage_providers"]["minio"]["default"]
-        for filename, field in (("accessKey", "access_key"), ("secretKey", "secret_key")):
+        for filename, value in zip(("accessKey", "secretKey"), keys, strict=True):
             with open(os.path.join(self.secrets_dir, filename), "w", encoding="utf-8") as handle:
-                handle.write(provider[field])
+                handle.write(value)
         parsed = parse_event(self.job.body)
         contract: dict[str, str] = {
             "TMP_INPUT_DIR": self.input_dir,

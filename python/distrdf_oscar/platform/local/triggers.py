@@ -83,6 +83,7 @@ class TriggerPoller:
         interval: float = 0.075,
         access_key: str = "minio",
         faults: FaultPlan | None = None,
+        uploader: Callable[[str, str], str | None] | None = None,
     ) -> None:
         self._registry = registry
         self._faults = faults or FaultPlan()
@@ -90,6 +91,7 @@ class TriggerPoller:
         self._submit = submit
         self._interval = interval
         self._access_key = access_key
+        self._uploader = uploader or (lambda bucket, key: None)  # who wrote an object (MinIO knows)
         self._lock = threading.Lock()
         # (service, bucket, prefix) -> the objects seen there, as _list returns them
         self._seen: dict[tuple[str, str, str], dict[str, tuple[Version, int]]] = {}
@@ -162,7 +164,7 @@ class TriggerPoller:
                     if self._faults.take("drop_trigger", service, key):
                         continue  # a lost webhook call
                     (etag, _), size = current[key]
-                    event = minio_event(bucket, key, size, etag, self._access_key)
+                    event = minio_event(bucket, key, size, etag, self._uploader(bucket, key) or self._access_key)
                     copies = 2 if self._faults.take("duplicate_trigger", service, key) else 1
                     fired.extend([(service, json.dumps(event).encode())] * copies)
                 self._seen[watch] = dict(current)
