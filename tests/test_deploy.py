@@ -33,7 +33,7 @@ import yaml
 import distrdf_oscar
 from distrdf_oscar import cli, layout
 from distrdf_oscar.platform.local import LocalPlatform
-from distrdf_oscar.services.definitions import MAX_SERVICE_NAME, ROLES, Deployment
+from distrdf_oscar.services.definitions import COORDINATOR_MEMORY, MAX_SERVICE_NAME, ROLES, Deployment
 from distrdf_oscar.signing import ENV_VAR, Signer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -340,7 +340,8 @@ def test_deploy_is_idempotent_updates_in_place_and_undeploy_asks_first(run, osca
     assert outcomes(out) == {f"dep1-{role}": "updated" for role in ROLES}
     for role in ROLES:
         service = oscar.get_service(f"dep1-{role}").json()
-        assert (service["memory"], service["image"]) == ("3Gi", "example.org/dro:test")
+        memory = COORDINATOR_MEMORY if role == "coordinator" else "3Gi"  # the coordinator needs little
+        assert (service["memory"], service["image"]) == (memory, "example.org/dro:test")
         assert service["token"] == first[role]["token"]  # updated in place, not re-created
 
     code, out, _ = run("deploy", "--deployment", "dep1", "--memory", "3Gi", "--image", "example.org/dro:test")
@@ -372,7 +373,8 @@ def test_deployments_side_by_side_and_status(run, oscar):
     assert lines[0].startswith("OSCAR http://127.0.0.1:")
     assert "deployment 'left'" in lines[0]
     for role, line in zip(ROLES, lines[1:], strict=True):
-        assert line.startswith(f"left-{role}: image {Deployment().image}, cpu 0.5, memory 2Gi; ")
+        memory = COORDINATOR_MEMORY if role == "coordinator" else "2Gi"
+        assert line.startswith(f"left-{role}: image {Deployment().image}, cpu 0.5, memory {memory}; ")
         assert line.endswith("jobs: succeeded 0, failed 0, pending 0, running 0, suspended 0")
     assert "right" not in out
 

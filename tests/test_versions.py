@@ -86,6 +86,7 @@ def test_whole_cycle_on_each_release(version, dimuon_files, expected, monkeypatc
                 assert_exact(book(df), expected)
                 functions.update({f"{executor.deployment.service_name(role)}": names
                                   for role, names in executor.last_job.functions.items()})
+                assert executor.wait_for_bookkeeping()
             return functions
 
         first = analyse()
@@ -101,6 +102,7 @@ def test_whole_cycle_on_each_release(version, dimuon_files, expected, monkeypatc
         analyse()
         # The OSCAR jobs that served the first jobs were deleted once finished.
         if version >= "4.0":  # (a re-created service starts with no jobs anyway)
+            assert all(names for names in first.values())
             for service, names in first.items():
                 assert not set(names) & set(oscar_jobs(platform, service)), service
 

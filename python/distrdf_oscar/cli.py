@@ -247,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
                              help="deployment name, the prefix of its service names and its bucket "
                                   "(default $DISTRDF_OSCAR_DEPLOYMENT or distrdf)")
         command.add_argument("--image", help="function image (default: this version's image)")
-        command.add_argument("--memory", help="memory of every function, a Kubernetes quantity (default 2Gi)")
+        command.add_argument("--memory", help="memory of the mappers and reducers, a Kubernetes quantity "
+                                              "(default 2Gi; the coordinator has 512Mi)")
         command.add_argument("--cpu", help="CPU request of every function (default 1, the coordinator 0.25)")
         command.add_argument("--env", action="append", metavar="NAME=VALUE",
                              help="an environment variable of every function (repeatable; not for secrets)")

@@ -14,13 +14,15 @@ from . import plan
 from .job import Job, JobFiles, JobOptions
 from .platform.oscar import OSCARCluster, OSCARError
 from .recovery import RetryPolicy
-from .services.definitions import Deployment
+from .quantities import parse_quantity
+from .services.definitions import ROLES, Deployment
 from .signing import Signer
 from .storage import Storage, StorageConfig
 
 log = logging.getLogger(__name__)
 
 IDLE_LISTING_PERIOD = 3.0  # seconds between two job listings of one service
+FORGET_PATIENCE, FORGET_INTERVAL = 60.0, 2.0  # how long, how often to retry deleting finished OSCAR jobs
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -89,6 +91,8 @@ class OSCARExecutor:
         self._lock = threading.Lock()
         self._listings: dict[str, tuple[float, bool]] = {}  # service -> (monotonic time, idle)
         self._unfinished: dict[str, set[str]] = {}  # service -> OSCAR jobs to delete once finished
+        self._forgetter: threading.Thread | None = None
+        self._quota: tuple[Any, dict[str, Any]] | None = None  # (own quota, live services), read once
 
     def __repr__(self) -> str:
         return (f"OSCARExecutor(endpoint={self.cluster.endpoint!r}, deployment={self.deployment.name!r}, "
@@ -190,6 +194,7 @@ class OSCARExecutor:
         """One DistRDF ``ProcessAndMerge``: returns the merged ``TaskResult``."""
         chosen = plan.resolve(reduction or self.reduction)
         chosen.describe(len(ranges))  # reject a plan that does not fit before anything is written
+        self._check_quota(chosen)
         job = Job(self.storage, chosen, self.options, idle=self._service_idle)
         self.last_job = job
         try:
@@ -197,18 +202,90 @@ class OSCARExecutor:
         finally:
             self._forget_functions(job.functions)
 
+    def _check_quota(self, reduction: plan.Reduction) -> None:
+        """Refuse a reduction that the caller's Kueue quota can never run.
+
+        The jobs of services an OIDC user owns are admitted from that user's queue (3.7 and
+        later; 2 CPUs and 2Gi by default). A coordinator runs for the whole job, so the mappers
+        and batch reducers must fit beside it, or they wait for ever and so does the job."""
+        if not self.cluster.oidc:
+            return
+        with self._lock:
+            if self._quota is None:
+                self._quota = (self.cluster.own_quota(), self.cluster.services())
+            quota, services = self._quota
+        names = {role: self.deployment.service_name(role) for role in ROLES}
+        if quota is None or any(name not in services for name in names.values()):
+            return
+        user, cpu_max, memory_max = quota
+        if services[names["mapper"]].get("owner") != user:
+            return  # queued (if at all) under its owner's quota, which only the owner can read
+
+        def needs(role: str) -> tuple[float, float]:
+            service = services[names[role]]
+            return parse_quantity(service.get("cpu") or "0.2"), parse_quantity(service.get("memory") or "256Mi")
+
+        if isinstance(reduction, plan.CoordinatedReduction):
+            alongside = [needs("coordinator")]
+            workers = ("mapper", "batch")
+        else:
+            alongside, workers = [], ("mapper", "reducer")
+        for worker in workers:
+            together = [needs(worker), *alongside]
+            cpu, memory = sum(n[0] for n in together), sum(n[1] for n in together)
+            if cpu > cpu_max + 1e-9 or memory > memory_max:
+                who = f"the {worker} beside the coordinator" if alongside else f"the {worker}"
+                raise ConfigurationError(
+                    f"{reduction!r} cannot run under your Kueue quota on {self.cluster.endpoint} ({cpu_max:g} CPUs, "
+                    f"{_gib(memory_max)}): {who} needs {cpu:g} CPUs and {_gib(memory)}, so it would never be "
+                    "admitted. Redeploy with less memory per function (distrdf-oscar deploy --memory ...), ask for "
+                    "a larger quota, or use another reduction")
+
     def _forget_functions(self, functions: dict[str, list[str]]) -> None:
-        """Delete the finished OSCAR jobs that served a job, so that the services' listings stay short;
-        those still finishing are tried again after the next job."""
-        for role, names in functions.items():
-            self._unfinished.setdefault(self.deployment.service_name(role), set()).update(names)
-        for service, names in list(self._unfinished.items()):
-            try:
-                names -= self.cluster.remove_jobs(service, names)
-            except OSCARError as exc:
-                log.warning("could not delete finished OSCAR jobs of %s: %s", service, exc)
-            if not names:
-                del self._unfinished[service]
+        """Delete the finished OSCAR jobs that served a job, so that the services' listings stay short.
+        The last functions finish just after the client has its result, so this runs in the
+        background, off the user's path, for up to ``FORGET_PATIENCE`` seconds."""
+        with self._lock:
+            for role, names in functions.items():
+                self._unfinished.setdefault(self.deployment.service_name(role), set()).update(names)
+            if not self._unfinished or (self._forgetter is not None and self._forgetter.is_alive()):
+                return
+            self._forgetter = threading.Thread(target=self._forget_finished, name="forget-oscar-jobs", daemon=True)
+            self._forgetter.start()
+
+    def _forget_finished(self) -> None:
+        deadline = time.monotonic() + FORGET_PATIENCE
+        while time.monotonic() < deadline:
+            with self._lock:
+                pending = {service: set(names) for service, names in self._unfinished.items()}
+            for service, names in pending.items():
+                try:
+                    done = self.cluster.remove_jobs(service, names)
+                except OSCARError as exc:
+                    log.warning("could not delete finished OSCAR jobs of %s: %s", service, exc)
+                    continue
+                with self._lock:
+                    left = self._unfinished.get(service, set()) - done
+                    if left:
+                        self._unfinished[service] = left
+                    else:
+                        self._unfinished.pop(service, None)
+            with self._lock:
+                if not self._unfinished:
+                    return
+            time.sleep(FORGET_INTERVAL)
+
+    def wait_for_bookkeeping(self, timeout: float = FORGET_PATIENCE) -> bool:
+        """Wait until the finished OSCAR jobs of past jobs are deleted; whether they all are."""
+        thread = self._forgetter
+        if thread is not None:
+            thread.join(timeout)
+        with self._lock:
+            return not self._unfinished
+
+
+def _gib(size: float) -> str:
+    return f"{size / (1 << 30):g}Gi"
 
 
 __all__ = ["OSCARExecutor", "ConfigurationError", "OSCARError"]

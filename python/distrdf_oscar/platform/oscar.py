@@ -18,7 +18,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from .. import layout
 from ..services.definitions import KEY_ID_ENV, ROLES, Deployment
-from ..storage import Storage, StorageConfig
+from ..quantities import parse_quantity
+from ..storage import Storage, StorageConfig, StorageError
 
 # Fields of a service definition that deploy manages (compared to detect changes), and those an
 # update carries over from the live definition unless the deployment sets them.
@@ -31,6 +32,7 @@ BUSY_STATUSES = ("Pending", "Running", "Suspended")
 FINISHED_STATUSES = ("Succeeded", "Failed")
 MAX_JOB_PAGES = 30  # of 70 jobs each (OSCAR's default JobListingLimit)
 NEWEST_RELEASE = (4, 1, 2)  # the newest release the project was checked against
+ADMIN_OWNER = "cluster_admin"  # the owner OSCAR gives services created with basic auth
 
 
 class OSCARError(RuntimeError):
@@ -161,6 +163,24 @@ class OSCARCluster:
                              secret_key=provider["secret_key"], region=provider.get("region") or "us-east-1",
                              verify=verify and bool(provider.get("verify", True)), bucket=bucket)
 
+    def own_quota(self) -> tuple[str, float, float] | None:
+        """(user, CPUs, bytes of memory) of the caller's Kueue queue (``/system/quotas/user``, 3.7
+        and later; integers in milli-CPUs and bytes from 4.0, quantities as text before); None if
+        the cluster has no quotas for the caller."""
+        try:
+            body = self._json("read /system/quotas/user", self.client.get_own_quota) or {}
+        except OSCARError:
+            return None
+        resources = body.get("resources") or {}
+        try:
+            cpu, memory = resources["cpu"]["max"], resources["memory"]["max"]
+        except (KeyError, TypeError):
+            return None
+        user = str(body.get("user_id") or "")
+        if isinstance(cpu, str):
+            return user, parse_quantity(cpu), parse_quantity(memory)
+        return user, cpu / 1000, float(memory)
+
     def services(self) -> dict[str, dict[str, Any]]:
         listed = self._json("list services", self.client.list_services)
         if not isinstance(listed, list):
@@ -206,6 +226,9 @@ class OSCARCluster:
                 outcome[name] = "created"
                 continue
             kept = {field: current[field] for field in _KEPT if field in current and field not in wanted}
+            if not self.oidc and not kept.get("owner"):
+                # Left ownerless by an earlier admin update: Kueue would never start its jobs.
+                kept["owner"] = ADMIN_OWNER
             wanted = {**wanted, **kept}
             if not (force or _differs(current, wanted)):
                 outcome[name] = "unchanged"
@@ -226,7 +249,9 @@ class OSCARCluster:
 
     def _create(self, wanted: dict[str, Any], storage: Storage, release: tuple[int, int, int]) -> None:
         name = wanted["name"]
-        if release >= (3, 6, 0):
+        # An OIDC user's MinIO account cannot look at buckets it has no access to (403); OSCAR's
+        # rollback of an OIDC user's service leaves existing buckets alone.
+        if release >= (3, 6, 0) and not self.oidc:
             for item in wanted["input"]:
                 bucket = item["path"].split("/", 1)[0]
                 if storage.bucket_exists(bucket):
@@ -239,9 +264,19 @@ class OSCARCluster:
         """Fail fast, naming the fix, if the deployment's services are missing or hold another key."""
         existing = self.services()
         missing = [d["name"] for d in deployment.services() if d["name"] not in existing]
+        if missing and self.oidc:
+            raise OSCARError(f"deployment {deployment.name!r} is not visible to you on {self.endpoint} (missing "
+                             f"services: {', '.join(missing)}): OSCAR shows an OIDC user only public services, "
+                             "their own, and restricted ones that list them. Ask the operator to run "
+                             "`distrdf-oscar deploy --allowed-user <your OIDC sub>` (or --visibility public)")
         if missing:
             raise OSCARError(f"deployment {deployment.name!r} is not on {self.endpoint} (missing services: "
                              f"{', '.join(missing)}): ask the operator to run `distrdf-oscar deploy`")
+        ownerless = [d["name"] for d in deployment.services() if not existing[d["name"]].get("owner")]
+        if ownerless and self.release() >= (3, 7, 0):
+            raise OSCARError(f"services {', '.join(ownerless)} have no owner (an earlier update erased it), and "
+                             "OSCAR's Kueue never starts their jobs: run `distrdf-oscar deploy --force`, which "
+                             "restores it")
         wanted = deployment.variables.get(KEY_ID_ENV)
         for definition in deployment.services():
             held = ((existing[definition["name"]].get("environment") or {}).get("variables") or {}).get(KEY_ID_ENV)
@@ -260,8 +295,12 @@ class OSCARCluster:
                 self._call(f"remove service {name}", self.client.remove_service, name)
                 removed.append(name)
         for bucket in deployment.buckets:
-            if storage.remove_bucket(bucket):
-                removed.append(f"bucket {bucket}")
+            try:
+                if storage.remove_bucket(bucket):
+                    removed.append(f"bucket {bucket}")
+            except StorageError:
+                if not self.oidc:  # an OIDC user's account loses access with the service
+                    raise
         return removed
 
     def job_listing(self, service: str, max_pages: int = MAX_JOB_PAGES) -> JobListing:

@@ -14,7 +14,7 @@ from urllib.parse import unquote
 
 from .. import layout
 from ..signing import from_environment
-from ..storage import FUNCTION_CONFIG, Storage, StorageError, config_from_function
+from ..storage import FUNCTION_CONFIG, Storage, StorageConfig, StorageError, config_from_function
 from . import failpoints
 
 # What publish() did with an object.
@@ -170,9 +170,9 @@ def triggering_object() -> tuple[str, str]:
 
 
 @functools.lru_cache(maxsize=4)
-def _storage(bucket: str, config_path: str, key_fingerprint: str) -> Storage:
+def _storage(config: StorageConfig, key_fingerprint: str) -> Storage:
     # Warm workers reuse the client (and its connection pool) across invocations.
-    return Storage(config_from_function(bucket, config_path), signer=from_environment())
+    return Storage(config, signer=from_environment())
 
 
 def _fingerprint() -> str:
@@ -193,5 +193,6 @@ def current(bucket: str, key: str) -> FunctionContext:
         input_path=os.environ["INPUT_FILE_PATH"],
         key=key,
         output_dir=os.environ["TMP_OUTPUT_DIR"],
-        storage=_storage(layout.base_bucket(bucket, key), config_path, _fingerprint()),
+        # The storage keys are part of the cache key: OSCAR mounts those of whoever uploaded the trigger.
+        storage=_storage(config_from_function(layout.base_bucket(bucket, key), config_path), _fingerprint()),
     )

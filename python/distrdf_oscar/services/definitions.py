@@ -18,6 +18,10 @@ _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")  # S3 bucket names, as OSCAR checks them
 
 COORDINATOR_CPU = "0.25"
+WORKER_MEMORY = "2Gi"
+# The coordinator only polls storage (no ROOT): little memory, so that it fits beside a mapper in
+# a per-user Kueue quota (2 CPUs, 2Gi by default) only if the mappers leave room for it.
+COORDINATOR_MEMORY = "512Mi"
 VISIBILITIES = ("private", "public", "restricted")
 
 # role -> (Python entry point, input folder, cpu request). The coordinator only
@@ -43,7 +47,7 @@ class Deployment:
     name: str = "distrdf"
     bucket: str | None = None
     image: str = DEFAULT_IMAGE
-    memory: str = "2Gi"
+    memory: str = WORKER_MEMORY  # of every function but the coordinator's (COORDINATOR_MEMORY)
     cpu: str | None = None  # overrides every role's cpu request
     variables: dict[str, str] = field(default_factory=dict)
     secrets: dict[str, str] = field(default_factory=dict, repr=False)
@@ -106,7 +110,7 @@ class Deployment:
             "name": self.service_name(role),
             "image": self.image,
             "cpu": self.cpu or cpu,
-            "memory": self.memory,
+            "memory": COORDINATOR_MEMORY if role == "coordinator" else self.memory,
             "script": script(role),
             "input": [{"storage_provider": "minio.default", "path": layout.input_path(self.bucket_name, folder)}],
             # No "output": functions upload their results by key themselves (see services/context.py).

@@ -19,7 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .validation import DEFAULT_OWNER, parse_quantity
+from ...quantities import parse_quantity
+from .validation import DEFAULT_OWNER
 from .versions import OscarVersion
 
 DEFAULT_QUOTA = ("2", "2Gi")  # cpu, memory of a user's ClusterQueue

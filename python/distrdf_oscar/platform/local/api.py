@@ -216,8 +216,7 @@ def create_app(ctx: ApiContext) -> Flask:
     @app.delete("/system/services/<name>")
     def delete_service(name: str) -> Response:
         owned(name)
-        ctx.registry.delete(name)
-        ctx.service_deleted(name)
+        ctx.registry.delete(name, before_buckets=ctx.service_deleted)
         return _text(204)
 
     @app.get("/system/quotas/user")

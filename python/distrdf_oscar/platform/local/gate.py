@@ -274,9 +274,9 @@ class StorageGate:
                     b"\r\nexpect: 100-continue", b"")
                 upstream_sock.sendall(forwarded)
                 client.body(head, upstream_sock.sendall)
-                status = self._relay_response(head, upstream, client_sock)
+                status, keep_alive = self._relay_response(head, upstream, client_sock)
                 self._record(head, status)
-                if status is None:
+                if not keep_alive:
                     break
         except (_Closed, OSError, ValueError):
             pass
@@ -289,8 +289,8 @@ class StorageGate:
                     sock.close()
 
     @staticmethod
-    def _relay_response(request: _Head, upstream: _Stream, client: socket.socket) -> int | None:
-        """Relay one response; its status, or None when the connection must close after it."""
+    def _relay_response(request: _Head, upstream: _Stream, client: socket.socket) -> tuple[int, bool]:
+        """Relay one response: its status, and whether the connection stays open after it."""
         while True:
             response = upstream.head()
             client.sendall(response.raw)
@@ -304,14 +304,12 @@ class StorageGate:
             upstream.body(response, client.sendall)
         else:
             upstream.until_closed(client.sendall)
-            return None
-        if response.headers.get("connection", "").lower() == "close":
-            return None
-        return status
+            return status, False
+        return status, response.headers.get("connection", "").lower() != "close"
 
-    def _record(self, head: _Head, status: int | None) -> None:
+    def _record(self, head: _Head, status: int) -> None:
         method, bucket, key, query = _target(head)
-        if status is None or not 200 <= status < 300 or not key:
+        if not 200 <= status < 300 or not key:
             return
         access_key = access_key_of(head) or ""
         upload = (method == "PUT" and "partNumber=" not in query) or (method == "POST" and "uploadId=" in query)

@@ -8,6 +8,7 @@ import os
 import secrets
 import shutil
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import yaml
@@ -155,13 +156,15 @@ class ServiceRegistry:
             self._services[name] = service
         return self.public(name)  # type: ignore[return-value]
 
-    def delete(self, name: str) -> None:
-        """Forget the service; from 3.6 its input buckets go too, with every object in them."""
+    def delete(self, name: str, before_buckets: Callable[[str], None]) -> None:
+        """Forget the service, call ``before_buckets(name)`` (its jobs and triggers stop); from 3.6
+        its input buckets go too, with every object in them."""
         with self._lock:
             service = self._services.pop(name, None)
             if service is None:
                 raise ServiceError(404, f"Service '{name}' not found")
             shutil.rmtree(os.path.join(self._root, name), ignore_errors=True)
+        before_buckets(name)
         if self.version.deletes_input_buckets:
             for item in service["input"]:
                 remove_bucket(self._client, split_path(item["path"])[0])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,14 +72,19 @@ def remove_bucket(client: Minio, bucket: str) -> None:
     """Delete a bucket with every object in it, as OSCAR's service deletion does (3.6 and later)."""
     from minio.deleteobjects import DeleteObject
 
-    try:
-        keys = [DeleteObject(o.object_name) for o in client.list_objects(bucket, recursive=True)]
-        for error in client.remove_objects(bucket, keys):
-            raise RuntimeError(f"cannot delete {error.name} from bucket {bucket}: {error.code}")
-        client.remove_bucket(bucket)
-    except S3Error as err:
-        if err.code != "NoSuchBucket":
-            raise
+    for attempt in range(5):
+        try:
+            keys = [DeleteObject(o.object_name) for o in client.list_objects(bucket, recursive=True)]
+            for error in client.remove_objects(bucket, keys):
+                raise RuntimeError(f"cannot delete {error.name} from bucket {bucket}: {error.code}")
+            client.remove_bucket(bucket)
+            return
+        except S3Error as err:
+            if err.code == "NoSuchBucket":
+                return
+            if err.code != "BucketNotEmpty" or attempt == 4:
+                raise
+            time.sleep(0.2)  # a function of the service was still writing into it
 
 
 def provision_path(client: Minio, path: str) -> None:

@@ -13,6 +13,7 @@ import copy
 import re
 from typing import Any
 
+from ...quantities import parse_quantity
 from .versions import OscarVersion
 
 MAX_NAME_LENGTH = 39  # OSCAR's binding rule for Service.Name
@@ -26,12 +27,6 @@ VISIBILITIES = ("private", "public", "restricted")
 _NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _ENV_NAME_RE = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
-# A Kubernetes quantity: decimal number, then a binary or decimal SI suffix or an exponent.
-_QUANTITY_RE = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)([eE][-+]?\d+|[KMGTPE]i|[numkMGTPE])?$")
-_SUFFIXES = {
-    "": 1.0, "n": 1e-9, "u": 1e-6, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
-    **{f"{p}i": float(1024 ** (i + 1)) for i, p in enumerate("KMGTPE")},
-}
 BOOLEAN_FIELDS = ("file_stage_in", "alpine", "enable_gpu", "enable_sgx", "image_prefetch")
 STRING_FIELDS = ("log_level", "visibility", "vo", "cluster_id", "total_cpu", "total_memory", "isolation_level")
 
@@ -47,17 +42,6 @@ class ServiceError(Exception):
 
 def _invalid(detail: str) -> ServiceError:
     return ServiceError(400, f"The service specification is not valid: {detail}")
-
-
-def parse_quantity(value: str) -> float:
-    """A Kubernetes quantity ("1", "0.25", "250m", "2Gi", "1e3") as a number."""
-    match = _QUANTITY_RE.match(value)
-    if not match:
-        raise ValueError(value)
-    suffix = match.group(2) or ""
-    if suffix[:1] in ("e", "E") and len(suffix) > 1:
-        return float(match.group(1)) * 10.0 ** int(suffix[1:])
-    return float(match.group(1)) * _SUFFIXES[suffix]
 
 
 def parse_cpu(value: str) -> float:
