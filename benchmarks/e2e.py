@@ -81,12 +81,13 @@ def main() -> int:
     modes = ["warm"] if args.skip_cold else ["warm", "cold"]
     reductions = {"tree": dro.TreeReduction(fan_in=4), "coordinated": dro.CoordinatedReduction()}
     for mode in modes:
-        started, cluster = timed(lambda: dro.LocalCluster(workers=args.workers, mode=mode).start())
+        started, cluster = timed(lambda mode=mode: dro.LocalCluster(workers=args.workers, mode=mode).start())
         try:
             for name, reduction in reductions.items():
                 executor = cluster.executor(reduction=reduction, progress=False)
                 best, spectrum, runs = run_analysis(
-                    lambda: ROOT.RDataFrame("Events", files, executor=executor, npartitions=args.npartitions),
+                    lambda executor=executor: ROOT.RDataFrame("Events", files, executor=executor,
+                                                              npartitions=args.npartitions),
                     args.repeat)
                 timeline = executor.last_job.timeline
                 tail = timeline.get("result_seen", 0) - timeline.get("last_mapper", timeline.get("result_seen", 0))
@@ -94,7 +95,7 @@ def main() -> int:
                        tail_seconds=tail, cluster_start_seconds=started)
             # Per-invocation overhead: a trivial one-range job.
             executor = cluster.executor(progress=False)
-            overhead = [timed(lambda: ROOT.RDataFrame(1, executor=executor, npartitions=1).Count().GetValue())[0]
+            overhead = [timed(lambda executor=executor: ROOT.RDataFrame(1, executor=executor, npartitions=1).Count().GetValue())[0]
                         for _ in range(3)]
             report["configs"][f"oscar {mode} tree"]["trivial_job_seconds"] = overhead
             print(f"{'trivial job (' + mode + ')':>28}: {', '.join(f'{o:.2f}' for o in overhead)} s")
@@ -135,7 +136,7 @@ def plot(report: dict, path: str) -> None:
     bars = ax.barh(names, seconds, color=["#777" if not n.startswith("oscar") else "#2a7" for n in names])
     ideal = report["configs"]["one process"]["seconds"] / report["workers"]
     ax.axvline(ideal, color="k", linestyle="--", label=f"one process / {report['workers']} workers")
-    for bar, value in zip(bars, seconds):
+    for bar, value in zip(bars, seconds, strict=True):
         ax.text(value, bar.get_y() + bar.get_height() / 2, f" {value:.1f} s", va="center")
     ax.set_xlabel("wall time of the dimuon analysis (s)")
     ax.set_title(f"{report['events']:,} events, {report['workers']} workers, {report['npartitions']} partitions")

@@ -6,11 +6,11 @@ from __future__ import annotations
 import sys
 
 import pytest
+import ROOT
 from minio import Minio
 from minio.error import S3Error
 from oscar_python.client import Client
 
-import ROOT
 from distrdf_oscar import CoordinatedReduction, OSCARExecutor, TreeReduction, cli, layout
 from distrdf_oscar.executor import ConfigurationError
 from distrdf_oscar.platform.local import LocalPlatform
@@ -76,7 +76,7 @@ def test_an_analyst_runs_jobs_on_an_operators_restricted_deployment(platform, di
         # Alice's client used her own MinIO account, handed out by /system/config.
         assert executor.storage.config.access_key == "alice"
     # The OSCAR jobs that served her were deleted once finished (she may list and delete them).
-    served = {role: names for role, names in executor.last_job.functions.items()}
+    served = dict(executor.last_job.functions.items())
     assert executor.wait_for_bookkeeping()
     assert set(served) == {"mapper", "coordinator", "batch"}
     admin = OSCARCluster(platform.oscar_endpoint, user=platform.oscar_user, password=platform.oscar_password)
@@ -85,7 +85,7 @@ def test_an_analyst_runs_jobs_on_an_operators_restricted_deployment(platform, di
 
     # Bob is not listed: he sees no service, and his storage account may not touch the buckets.
     with pytest.raises(OSCARError, match=r"not visible to you.*--allowed-user"):
-        analyst(platform, "bob", "ops").storage  # noqa: B018 - connecting is the check
+        _ = analyst(platform, "bob", "ops").storage  # connecting is the check
     access, secret = platform.oidc_storage_keys("bob")
     bob = Minio(platform.s3_endpoint, access_key=access, secret_key=secret, secure=False)
     with pytest.raises(S3Error, match="AccessDenied"):

@@ -17,10 +17,12 @@ def test_find_and_remove_jobs_leaves_other_jobs_alone(warm_cluster):
         storage.put_bytes(keys.error("mapper-000000_000001"), b"{}")
     try:
         jobs = find_jobs(storage)
-        assert jobs[doomed.job_id] == 4 and jobs[kept.job_id] == 4
+        assert jobs[doomed.job_id] == 4
+        assert jobs[kept.job_id] == 4
         assert remove_job(storage, doomed.job_id) == 3  # plus the manifest, deleted first
         jobs = find_jobs(storage)
-        assert doomed.job_id not in jobs and jobs[kept.job_id] == 4
+        assert doomed.job_id not in jobs
+        assert jobs[kept.job_id] == 4
     finally:
         remove_job(storage, kept.job_id)
     assert kept.job_id not in find_jobs(storage)

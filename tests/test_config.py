@@ -14,7 +14,7 @@ def without(*names):
     return {k: v for k, v in GOOD.items() if k not in names}
 
 
-@pytest.mark.parametrize("env,message", [
+@pytest.mark.parametrize(("env", "message"), [
     (without("OSCAR_ENDPOINT"), "OSCAR_ENDPOINT is not set"),
     ({**GOOD, "OSCAR_ENDPOINT": "oscar.example.org"}, "OSCAR_ENDPOINT must start with http:// or https://"),
     (without("OSCAR_PASSWORD"), "set OSCAR_USER and OSCAR_PASSWORD, or OSCAR_TOKEN"),
@@ -29,20 +29,25 @@ def test_bad_settings_are_named(env, message):
     with pytest.raises(ConfigurationError) as info:
         OSCARExecutor.from_env(env)
     assert message in str(info.value)
-    assert "pw-secret-123" not in str(info.value) and GOOD["DISTRDF_OSCAR_KEY"] not in str(info.value)
+    assert "pw-secret-123" not in str(info.value)
+    assert GOOD["DISTRDF_OSCAR_KEY"] not in str(info.value)
 
 
 def test_all_problems_are_reported_at_once():
     with pytest.raises(ConfigurationError) as info:
         OSCARExecutor.from_env({"OSCAR_SSL_VERIFY": "perhaps"})
     text = str(info.value)
-    assert "OSCAR_ENDPOINT" in text and "OSCAR_TOKEN" in text and "DISTRDF_OSCAR_KEY" in text and "OSCAR_SSL_VERIFY" in text
+    assert "OSCAR_ENDPOINT" in text
+    assert "OSCAR_TOKEN" in text
+    assert "DISTRDF_OSCAR_KEY" in text
+    assert "OSCAR_SSL_VERIFY" in text
 
 
 def test_good_settings_build_an_executor_without_contacting_anything():
     executor = OSCARExecutor.from_env(GOOD)
     assert executor.cluster.endpoint == "https://oscar.example.org"
-    assert "pw-secret-123" not in repr(executor) and GOOD["DISTRDF_OSCAR_KEY"] not in repr(executor)
+    assert "pw-secret-123" not in repr(executor)
+    assert GOOD["DISTRDF_OSCAR_KEY"] not in repr(executor)
     assert GOOD["DISTRDF_OSCAR_KEY"] not in repr(executor.deployment)
 
 
@@ -88,10 +93,11 @@ def test_function_reads_storage_keys_oscar_hides(tmp_path, monkeypatch):
     monkeypatch.setenv("DRO_PROVIDER_SECRETS", str(secrets))
     storage = config_from_function("distrdf", str(config))
     assert (storage.access_key, storage.secret_key) == ("the-access-key", "the-secret-key")
-    assert storage.endpoint == "http://minio.minio:9000" and storage.verify
+    assert storage.endpoint == "http://minio.minio:9000"
+    assert storage.verify
 
 
-@pytest.mark.parametrize("name,bucket", [("ab", None), ("distrdf", "x"), ("distrdf", "Upper"), ("distrdf", "a_b")])
+@pytest.mark.parametrize(("name", "bucket"), [("ab", None), ("distrdf", "x"), ("distrdf", "Upper"), ("distrdf", "a_b")])
 def test_bucket_names_follow_s3_rules(name, bucket):
     from distrdf_oscar import Deployment
 
@@ -102,14 +108,14 @@ def test_bucket_names_follow_s3_rules(name, bucket):
 def test_analyst_client_checks_the_deployment_instead_of_changing_it(warm_cluster):
     import distrdf_oscar as dro
 
-    warm_cluster.executor(progress=False).storage  # the cluster's own key deploys the services
+    _ = warm_cluster.executor(progress=False).storage  # the cluster's own key deploys the services
     platform = warm_cluster.platform
     missing = dro.OSCARExecutor(platform.oscar_endpoint, user=platform.oscar_user, password=platform.oscar_password,
                                 signing_key="another-key-0123456789", deployment=dro.Deployment(name="nowhere"))
-    with pytest.raises(dro.OSCARError, match="deployment 'nowhere' is not on .*distrdf-oscar deploy"):
-        missing.storage
+    with pytest.raises(dro.OSCARError, match=r"deployment 'nowhere' is not on .*distrdf-oscar deploy"):
+        _ = missing.storage
     other_key = dro.OSCARExecutor(platform.oscar_endpoint, user=platform.oscar_user,
                                   password=platform.oscar_password, signing_key="another-key-0123456789",
                                   deployment=warm_cluster.deployment())
     with pytest.raises(dro.OSCARError, match="holds a different signing key"):
-        other_key.storage
+        _ = other_key.storage

@@ -600,12 +600,17 @@ def test_cleanup_lists_and_removes_orphaned_jobs(run, platform):
         storage.put_bytes(key, b"{}")
 
     code, out, _ = run("cleanup", "--deployment", "orphans", "--dry-run")
-    assert code == 0 and f"{orphan.job_id}: 3 objects" in out and "dry run" in out
+    assert code == 0
+    assert f"{orphan.job_id}: 3 objects" in out
+    assert "dry run" in out
     code, out, _ = run("cleanup", "--deployment", "orphans", "--older-than", "1h")
-    assert code == 0 and "0 job(s) removed; 1 left alone" in out
+    assert code == 0
+    assert "0 job(s) removed; 1 left alone" in out
     code, out, err = run("cleanup", "--deployment", "orphans", "--older-than", "soon")
-    assert code == 2 and "--older-than takes a number with a unit" in err
+    assert code == 2
+    assert "--older-than takes a number with a unit" in err
     code, out, _ = run("cleanup", "--deployment", "orphans", "--job", orphan.job_id)
-    assert code == 0 and f"{orphan.job_id}: removed" in out
+    assert code == 0
+    assert f"{orphan.job_id}: removed" in out
     assert [k for k in storage.list("") if layout.job_of_key(k)] == []
     assert run("undeploy", "--deployment", "orphans", "--yes")[0] == 0

@@ -12,8 +12,8 @@ import os
 import subprocess
 
 import pytest
-
 import ROOT
+
 import distrdf_oscar as dro
 from compare import assert_same_value
 from graphs import book_all, values
@@ -53,7 +53,7 @@ def test_ttree_all_actions_warm(warm_cluster, dimuon_files, reference, reduction
 
 # Cold functions pay interpreter start-up, ROOT import and the graph's JIT every time: fewer cases.
 # Cold mode: one function does every action; the reductions run cold in test_faults.py.
-@pytest.mark.parametrize("reduction,npartitions", [("tree4", 1)])
+@pytest.mark.parametrize(("reduction", "npartitions"), [("tree4", 1)])
 def test_ttree_all_actions_cold(cold_cluster, dimuon_files, reference, reduction, npartitions):
     executor = cold_cluster.executor(reduction=REDUCTIONS[reduction], progress=False)
     df = ROOT.RDataFrame("Events", dimuon_files, executor=executor, npartitions=npartitions)
@@ -65,7 +65,7 @@ def _check_all(df, expected, files):
     actions = book_all(df)
     variations = ROOT.RDF.Distributed.VariationsFor(actions[-1])
     got = values(actions)
-    for index, (g, e) in enumerate(zip(got, expected)):
+    for index, (g, e) in enumerate(zip(got, expected, strict=True)):
         assert_same_value(g, e, f"action {index}")
     local = ROOT.RDF.Experimental.VariationsFor(book_all(ROOT.RDataFrame("Events", files))[-1])
     assert sorted(variations.GetKeys()) == sorted(str(k) for k in local.GetKeys())
@@ -73,7 +73,7 @@ def _check_all(df, expected, files):
         assert_same_value(variations[str(key)], local[key], f"variation {key}")
 
 
-@pytest.mark.parametrize("mode,reduction,npartitions", [
+@pytest.mark.parametrize(("mode", "reduction", "npartitions"), [
     ("warm", "tree2", 16), ("warm", "coordinated", 7), ("warm", "tree4", 1),
     ("cold", "tree4", 1),  # cold functions cost seconds each; test_faults.py runs the reductions cold
 ])
@@ -91,7 +91,7 @@ def test_empty_source_all_actions(request, mode, reduction, npartitions):
 
     got = values(build(ROOT.RDataFrame(10_000, executor=executor, npartitions=npartitions)))
     expected = values(build(ROOT.RDataFrame(10_000)))
-    for index, (g, e) in enumerate(zip(got, expected)):
+    for index, (g, e) in enumerate(zip(got, expected, strict=True)):
         assert_same_value(g, e, f"action {index}")
 
 
@@ -157,9 +157,9 @@ def test_friend_trees(warm_cluster, dimuon_files, tmp_path):
     main, friend = chain()
     dist = ROOT.RDataFrame(main, executor=warm_cluster.executor(progress=False), npartitions=4)
     got = values(build(dist))
-    main2, friend2 = chain()
+    main2, _friend2 = chain()
     expected = values(build(ROOT.RDataFrame(main2)))
-    for index, (g, e) in enumerate(zip(got, expected)):
+    for index, (g, e) in enumerate(zip(got, expected, strict=True)):
         assert_same_value(g, e, f"friend action {index}")
 
 
@@ -182,7 +182,7 @@ def test_fromspec_and_define_per_sample(warm_cluster, dimuon_files, tmp_path):
     executor = warm_cluster.executor(progress=False)
     got = values(build(ROOT.RDF.Experimental.FromSpec(path, executor=executor, npartitions=4)))
     expected = values(build(ROOT.RDF.Experimental.FromSpec(path)))
-    for index, (g, e) in enumerate(zip(got, expected)):
+    for index, (g, e) in enumerate(zip(got, expected, strict=True)):
         assert_same_value(g, e, f"spec action {index}")
 
 
@@ -197,7 +197,7 @@ def test_rungraphs_concurrent_jobs_do_not_interfere(warm_cluster, dimuon_files):
         expected.append(ROOT.RDataFrame("Events", dimuon_files).Filter(cut).Histo1D(("r", "r", 30, 0, 30),
                                                                                      "Muon_pt").GetValue())
     assert ROOT.RDF.RunGraphs(histos) == 3
-    for got, want in zip(histos, expected):
+    for got, want in zip(histos, expected, strict=True):
         assert_same_value(got.GetValue(), want, "RunGraphs histogram")
     assert job_keys(executors[0]) == []
 
@@ -276,7 +276,9 @@ def test_live_visualize_draws_partials(warm_cluster, dimuon_files):
     final = histo.GetValue()
     expected = ROOT.RDataFrame("Events", dimuon_files).Histo1D(("live", "live", 40, 0, 40), "Muon_pt").GetValue()
     assert_same_value(final, expected, "live histogram")
-    assert len(seen) >= 1 and seen == sorted(seen) and seen[-1] <= final.GetEntries()
+    assert len(seen) >= 1
+    assert seen == sorted(seen)
+    assert seen[-1] <= final.GetEntries()
 
 
 # --- failures ---------------------------------------------------------------------------------
@@ -289,7 +291,8 @@ def test_remote_error_reaches_user_with_traceback(request, dimuon_files, mode):
     failing = df.Define("y", 'if (rdfentry_ == 5) throw std::runtime_error("boom at entry five"); return 1;')
     with pytest.raises(dro.RemoteError, match="boom at entry five") as info:
         failing.Sum("y").GetValue()
-    assert "remote traceback" in str(info.value) and "mapper-000000" in str(info.value)
+    assert "remote traceback" in str(info.value)
+    assert "mapper-000000" in str(info.value)
     assert job_keys(executor) == []
 
 
@@ -303,7 +306,7 @@ def test_unknown_column_fails_in_the_client_before_any_function(warm_cluster, di
     assert bucket_keys(executor) == before
 
 
-@pytest.mark.parametrize("what,book,message", [
+@pytest.mark.parametrize(("what", "book", "message"), [
     ("wrong tree name", lambda df: df.Count(), 'cannot find dataset "NoSuchTree" in file'),
     ("C++ syntax error in a Define", lambda df: df.Define("y", "nMuon +* ;").Sum("y"), "y|compil"),
     ("C++ syntax error in a Filter", lambda df: df.Filter("nMuon >> > 2").Count(), "nMuon >> > 2|compil"),
@@ -319,7 +322,7 @@ def test_bad_analysis_fails_before_any_function_and_leaves_nothing(warm_cluster,
 
 def test_missing_input_file_is_reported(warm_cluster, dimuon_files, tmp_path):
     executor = warm_cluster.executor(progress=False)
-    with pytest.raises(Exception, match="missing.root|does not exist|cannot open"):
+    with pytest.raises(Exception, match=r"missing\.root|does not exist|cannot open"):
         ROOT.RDataFrame("Events", [dimuon_files[0], str(tmp_path / "missing.root")],
                         executor=executor, npartitions=2).Count().GetValue()
     assert job_keys(executor) == []

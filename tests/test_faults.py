@@ -13,8 +13,8 @@ from __future__ import annotations
 import time
 
 import pytest
-
 import ROOT
+
 import distrdf_oscar as dro
 from compare import assert_same_hist
 from distrdf_oscar import layout

@@ -71,7 +71,7 @@ def keys(s3, bucket, prefix=""):
 
 def jobs_of(oscar, service):
     body = oscar.list_jobs(service).json()
-    return body["jobs"] if "jobs" in body else body  # OSCAR 3.6.4 and later, or before
+    return body.get("jobs", body)  # OSCAR 3.6.4 and later, or before
 
 
 def wait_for_jobs(oscar, service, count, timeout=20.0):

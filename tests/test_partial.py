@@ -5,13 +5,13 @@ from __future__ import annotations
 import pickle
 
 import pytest
-
 import ROOT
-from compare import assert_same_value
-from graphs import book_all, values
-from distrdf_oscar import partial
-from inprocess import InProcessBackend
 from ROOT._distrdf.Backends.Base import distrdf_reducer
+
+from compare import assert_same_value
+from distrdf_oscar import partial
+from graphs import book_all, values
+from inprocess import InProcessBackend
 
 
 @pytest.fixture(scope="module")
@@ -33,14 +33,16 @@ def mapped(dimuon_files, tmp_path_factory):
 
 
 def test_native_slots_for_mergeables_with_native_form(mapped):
-    backend, paths, _ = mapped
+    _backend, paths, _ = mapped
     meta = partial.read_meta(paths[0])
     kinds = [slot["kind"] for slot in meta.slots]
     # Count x2, Sum x2, Mean, Min, Max, StdDev, then Stats and 9 histograms/graphs, AsNumpy, the nominal
     # varied histogram, and the VariationsFor action DistRDF appends to the graph
     assert kinds == ["scalar"] * 4 + ["fallback", "scalar", "scalar", "fallback"] + ["object"] * 10 + \
         ["fallback", "object", "variations"]
-    assert meta.ranges == [(0, 1)] and meta.job_id == "jtest" and meta.format == partial.FORMAT_VERSION
+    assert meta.ranges == [(0, 1)]
+    assert meta.job_id == "jtest"
+    assert meta.format == partial.FORMAT_VERSION
 
 
 def test_nway_merge_equals_pairwise_distrdf_reduction(mapped):
@@ -58,7 +60,7 @@ def test_nway_merge_equals_pairwise_distrdf_reduction(mapped):
     assert merged.entries_in_trees.processed_entries == reference.entries_in_trees.processed_entries
     assert merged.entries_in_trees.trees_with_entries == reference.entries_in_trees.trees_with_entries
     assert len(merged.mergeables) == len(reference.mergeables)
-    for index, (got, want) in enumerate(zip(merged.mergeables, reference.mergeables)):
+    for index, (got, want) in enumerate(zip(merged.mergeables, reference.mergeables, strict=True)):
         if hasattr(want, "GetKeys"):
             assert list(got.GetKeys()) == list(want.GetKeys())
             for key in want.GetKeys():
@@ -74,7 +76,7 @@ def test_merged_partial_matches_single_process(mapped, dimuon_files):
     merged, _ = partial.read_partial(merged_path)
     local = book_all(ROOT.RDataFrame("Events", dimuon_files))
     expected = values(local)
-    for index, (got, want) in enumerate(zip(merged.mergeables[:-1], expected[:-1])):
+    for index, (got, want) in enumerate(zip(merged.mergeables[:-1], expected[:-1], strict=True)):
         assert_same_value(got.GetValue(), want, f"slot {index}")
     nominal = local[-1].GetValue()
     assert_same_value(merged.mergeables[-1].GetVariation("nominal"), nominal, "varied nominal")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from distrdf_oscar import CoordinatedReduction, PlanError, TreeReduction
@@ -20,13 +22,13 @@ def test_malformed_coordinated_plans_are_rejected(batches):
         CoordinatedReduction(batches)
 
 
-@pytest.mark.parametrize("batches,n", [([6, 3], 7), ([6, 3], 9), ([], 2), ([8], 7), ([4, 4], 8)])
+@pytest.mark.parametrize(("batches", "n"), [([6, 3], 7), ([6, 3], 9), ([], 2), ([8], 7), ([4, 4], 8)])
 def test_plan_that_does_not_consume_every_partial_once_is_rejected(batches, n):
     with pytest.raises(PlanError, match=f"does not merge {n} partials exactly once"):
         CoordinatedReduction(batches).plan_for(n)
 
 
-@pytest.mark.parametrize("batches,n", [([6, 3], 8), ([], 1), ([2], 2), ([4, 4, 3], 9), ([16], 16)])
+@pytest.mark.parametrize(("batches", "n"), [([6, 3], 8), ([], 1), ([2], 2), ([4, 4, 3], 9), ([16], 16)])
 def test_valid_coordinated_plans(batches, n):
     assert CoordinatedReduction(batches).plan_for(n) == batches
 
@@ -39,7 +41,7 @@ def test_auto_plan_is_valid_and_two_levels(n):
     assert len(batches) <= max(1, int(n ** 0.5) + 2)
 
 
-@pytest.mark.parametrize("n,fan_in", [(1, 2), (2, 2), (3, 2), (7, 2), (7, 4), (16, 4), (17, 4), (100, 3)])
+@pytest.mark.parametrize(("n", "fan_in"), [(1, 2), (2, 2), (3, 2), (7, 2), (7, 4), (16, 4), (17, 4), (100, 3)])
 def test_tree_merges_every_range_exactly_once(n, fan_in):
     groups = tree_groups(n, fan_in)
     plan = {"npartitions": n, "fan_in": fan_in}
@@ -52,7 +54,7 @@ def test_tree_merges_every_range_exactly_once(n, fan_in):
         assert node == (0, n)
     for group in groups:
         assert 2 <= len(group) <= fan_in
-        assert all(a[1] == b[0] for a, b in zip(group, group[1:])), "groups are contiguous"
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(group)), "groups are contiguous"
     assert len(groups) == 0 if n == 1 else groups[-1][0][0] == 0 and groups[-1][-1][1] == n
 
 

@@ -99,7 +99,8 @@ def test_idle_service_is_a_loss_after_the_grace_unless_the_output_just_appeared(
         return True
 
     clock.now += IDLE_GRACE - 0.1
-    assert fire_all(t, idle=idle) == [] and asked == []  # within the grace: not even asked
+    assert fire_all(t, idle=idle) == []
+    assert asked == []
     clock.now += 0.2
     assert fire_all(t, idle=idle, exists=lambda key: True) == []  # it appeared meanwhile
     assert fire_all(t, idle=idle, exists=lambda key: False) == [JOB.retry(layout.TRIGGERS, "000001_000002", 1)]
@@ -129,7 +130,8 @@ def test_transient_function_errors_are_retried_then_reported_with_the_traceback(
     t = tracker("tree", 2, Clock(), retries=1)
     output = JOB.tree_partial(1, 2)
     trigger = t.on_error("e1", marker(output, True))
-    assert trigger is not None and trigger.label == "mapper of range 1"
+    assert trigger is not None
+    assert trigger.label == "mapper of range 1"
     t.fire(trigger, lambda key, body: None)
     with pytest.raises(RemoteError, match=r"(?s)after 2 attempt\(s\): StorageError: boom.*remote traceback"):
         t.on_error("e2", marker(output, True))
@@ -150,5 +152,5 @@ def test_error_of_a_copy_whose_task_is_done_is_ignored():
 
 @pytest.mark.parametrize("policy", [{"retries": -1}, {"retries": 1.5}, {"retry_after": 0}, {"retry_factor": 0.5}])
 def test_bad_retry_options_are_refused(policy):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=next(iter(policy))):
         RetryPolicy(**policy)

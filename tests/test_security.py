@@ -7,8 +7,8 @@ import json
 import time
 
 import pytest
-
 import ROOT
+
 import distrdf_oscar as dro
 from distrdf_oscar import layout
 from distrdf_oscar.signing import METADATA, SignatureError, Signer
@@ -33,7 +33,7 @@ def raw_put(storage, key: str, data: bytes, signature: str | None = None) -> Non
 @pytest.fixture
 def executor(warm_cluster):
     executor = warm_cluster.executor(progress=False)
-    executor.storage  # deploys services and the bucket
+    _ = executor.storage  # deploys the services and their buckets
     return executor
 
 
@@ -65,7 +65,8 @@ def test_unsigned_trigger_is_refused_by_the_mapper(executor):
                    "output": keys.tree_partial(0, 1)}
         raw_put(executor.storage, keys.trigger(0), json.dumps(trigger).encode())
         marker = wait_for_marker(executor.storage, keys.job_id)
-        assert "refusing unsigned object" in marker["error"] and keys.trigger(0) in marker["error"]
+        assert "refusing unsigned object" in marker["error"]
+        assert keys.trigger(0) in marker["error"]
         assert executor.storage.list(keys.prefix(layout.TREE_PARTIALS)) == []
     finally:
         for prefix in keys.all_prefixes():
@@ -84,7 +85,8 @@ def test_tampered_payload_is_refused_before_unpickling(executor, tmp_path):
                    "output": keys.tree_partial(0, 1)}
         executor.storage.put_bytes(keys.trigger(0), json.dumps(trigger).encode())
         marker = wait_for_marker(executor.storage, keys.job_id)
-        assert "signature does not match" in marker["error"] and keys.mapper_payload in marker["error"]
+        assert "signature does not match" in marker["error"]
+        assert keys.mapper_payload in marker["error"]
         assert not canary.exists()
     finally:
         for prefix in keys.all_prefixes():
@@ -142,11 +144,14 @@ def test_no_secret_in_objects_logs_or_messages(dimuon_files, capfd, monkeypatch)
         texts = [str(failure.value), repr(executor), repr(executor.deployment), repr(executor.storage.config), *logs]
     captured = capfd.readouterr()
     texts += [captured.out, captured.err]
-    assert kept and any(kept) and logs
+    assert kept
+    assert any(kept)
+    assert logs
     for secret in secrets:
         assert len(secret) >= 16
         for snapshot in kept:
             for key, content in snapshot.items():
-                assert secret not in key and secret.encode() not in content, f"secret found in object {key}"
+                assert secret not in key, f"secret found in key {key}"
+                assert secret.encode() not in content, f"secret found in object {key}"
         for text in texts:
             assert secret not in text, "secret found in a log or message"

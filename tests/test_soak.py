@@ -13,8 +13,8 @@ import tempfile
 import time
 
 import pytest
-
 import ROOT
+
 import distrdf_oscar as dro
 from distrdf_oscar import layout
 from distrdf_oscar.job import find_jobs

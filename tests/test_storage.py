@@ -45,7 +45,7 @@ def test_transient_outages_are_ridden_out(platform):
         platform.clear_faults()
 
 
-@pytest.mark.parametrize("problem,make,code", [
+@pytest.mark.parametrize(("problem", "make", "code"), [
     ("no such bucket", lambda p: storage(p, bucket="no-such-bucket"), "NoSuchBucket"),
     ("unknown access key", lambda p: storage(p, access="not-our-access-key"), "InvalidAccessKeyId"),
 ])

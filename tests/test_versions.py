@@ -13,10 +13,10 @@ import time
 
 import pytest
 import requests
-from compare import assert_close, assert_same_hist
+import ROOT
 from oscar_python.client import Client
 
-import ROOT
+from compare import assert_close, assert_same_hist
 from distrdf_oscar import CoordinatedReduction, OSCARExecutor, RemoteError, TreeReduction, cli, layout
 from distrdf_oscar.platform.local import LocalPlatform
 from distrdf_oscar.platform.oscar import OSCARCluster
@@ -159,10 +159,12 @@ def test_input_bucket_that_exists_is_refused_from_3_6(release):
                            auth=(release.oscar_user, release.oscar_password), timeout=30)
     names = {s["name"] for s in oscar.list_services().json()}
     if release.oscar_version >= "3.6":
-        assert answer.status_code == 500 and 'the bucket "taken" already exists' in answer.text
+        assert answer.status_code == 500
+        assert 'the bucket "taken" already exists' in answer.text
         assert "late" not in names  # rolled back
     else:
-        assert answer.status_code == 201 and "late" in names
+        assert answer.status_code == 201
+        assert "late" in names
         oscar.remove_service("late")
 
 
@@ -170,7 +172,7 @@ def test_listing_shape_paging_and_ownerless_services(release):
     """An admin's PUT without an owner leaves the service ownerless; with Kueue (3.7 and later) its
     jobs stay suspended. The listing's shape and paging follow the release, and the project's
     client reads every shape."""
-    oscar, s3 = Client(release.oscar_options()), release.minio_client()
+    oscar = Client(release.oscar_options())
     oscar.create_service(service("own", "ownb/in"))
     definition = oscar.get_service("own").json()
     definition.pop("owner")
@@ -188,12 +190,16 @@ def test_listing_shape_paging_and_ownerless_services(release):
                            password=release.oscar_password).job_listing("own")
     assert listing.complete
     if release.oscar_version >= "3.6.4":
-        assert set(raw) <= {"jobs", "next_page"} and len(raw["jobs"]) == 70 and raw["next_page"]
+        assert set(raw) <= {"jobs", "next_page"}
+        assert len(raw["jobs"]) == 70
+        assert raw["next_page"]
         assert list(raw["jobs"]) == sorted(raw["jobs"])  # name order, not recency
     else:
-        assert "jobs" not in raw and len(raw) == 75
+        assert "jobs" not in raw
+        assert len(raw) == 75
     if release.oscar_version >= "3.7":
-        assert len(listing.jobs) == 75 and listing.busy == 75
+        assert len(listing.jobs) == 75
+        assert listing.busy == 75
         assert {info["status"] for info in listing.jobs.values()} == {"Suspended"}
     else:
         assert len(listing.jobs) == 75
@@ -265,12 +271,13 @@ def test_storage_endpoint_alone_is_overridden_keeping_the_clusters_keys(release)
     """/system/config often advertises a cluster-internal endpoint: MINIO_ENDPOINT alone replaces it."""
     if not release.oscar_version.startswith("4.1"):
         pytest.skip("one release suffices")
-    host, port = release.s3_endpoint.split(":")
+    port = release.s3_endpoint.rsplit(":", 1)[1]
     override = f"http://localhost:{port}"  # another name for the same server
     env = {**settings(release), "MINIO_ENDPOINT": override}
     executor = OSCARExecutor.from_env(env, deployment=Deployment(name="over"), auto_deploy=True, progress=False)
     storage = executor.storage  # deploys, checks the buckets and that conditional writes hold
-    assert storage.config.endpoint == override and storage.config.access_key == release.s3_access_key
+    assert storage.config.endpoint == override
+    assert storage.config.access_key == release.s3_access_key
     assert not [o for o in release.minio_client().list_objects("over", recursive=True)
                 if not o.object_name.endswith("/")]  # the probe left nothing
     executor.cluster.undeploy(executor.deployment, storage)

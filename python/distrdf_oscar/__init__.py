@@ -12,17 +12,26 @@ without starting ROOT's interpreter, so functions that need no ROOT start fast.
 
 __version__ = "0.1.0"
 
-from .executor import ConfigurationError, OSCARExecutor  # noqa: E402
-from .recovery import JobTimeout, RemoteError  # noqa: E402
-from .local import LocalCluster  # noqa: E402
-from .plan import DEFAULT_REDUCTION, CoordinatedReduction, PlanError, TreeReduction  # noqa: E402
-from .platform.oscar import OSCARError  # noqa: E402
-from .services.definitions import Deployment  # noqa: E402
-from . import dispatch  # noqa: E402
+from . import dispatch
+from .executor import ConfigurationError, OSCARExecutor
+from .local import LocalCluster
+from .plan import DEFAULT_REDUCTION, CoordinatedReduction, PlanError, TreeReduction
+from .platform.oscar import OSCARError
+from .recovery import JobTimeout, RemoteError
+from .services.definitions import Deployment
 
 dispatch.install()
 
 __all__ = [
-    "LocalCluster", "OSCARExecutor", "TreeReduction", "CoordinatedReduction", "DEFAULT_REDUCTION",
-    "Deployment", "RemoteError", "JobTimeout", "PlanError", "ConfigurationError", "OSCARError",
+    "DEFAULT_REDUCTION",
+    "ConfigurationError",
+    "CoordinatedReduction",
+    "Deployment",
+    "JobTimeout",
+    "LocalCluster",
+    "OSCARError",
+    "OSCARExecutor",
+    "PlanError",
+    "RemoteError",
+    "TreeReduction",
 ]

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import ROOT
 from ROOT._distrdf import DataFrame, HeadNode
@@ -29,11 +30,11 @@ class OSCARBackend(Base.BaseBackend):
         return JobFiles(headers=list(self.headers), shared_libraries=list(self.shared_libraries),
                         pcms=list(self.pcms), files=list(self.files))
 
-    def ProcessAndMerge(self, ranges: List[Any], mapper: Callable, reducer: Callable) -> Base.TaskResult:
+    def ProcessAndMerge(self, ranges: list[Any], mapper: Callable, reducer: Callable) -> Base.TaskResult:
         return self.executor.run_job(ranges, mapper, self._files())
 
-    def ProcessAndMergeLive(self, ranges: List[Any], mapper: Callable, reducer: Callable,
-                            drawables_info_dict: Dict[int, Tuple[List[Optional[Callable]], int, str]]
+    def ProcessAndMergeLive(self, ranges: list[Any], mapper: Callable, reducer: Callable,
+                            drawables_info_dict: dict[int, tuple[list[Callable | None], int, str]]
                             ) -> Base.TaskResult:
         """Like ProcessAndMerge, drawing the merged mapper partials as they arrive."""
         live = _LiveCanvas(drawables_info_dict, reducer)
@@ -57,7 +58,7 @@ class _LiveCanvas:
     def __init__(self, drawables_info_dict, reducer: Callable) -> None:
         self.drawables = drawables_info_dict
         self.reducer = reducer
-        self.merged = None
+        self.merged: Any = None
         self._context = ROOT.TVirtualPad.TContext()
         rows = math.ceil(math.sqrt(len(drawables_info_dict)))
         cols = math.ceil(len(drawables_info_dict) / rows)

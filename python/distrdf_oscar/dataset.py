@@ -133,7 +133,7 @@ def _complete(path: str, tree: str, entries: int) -> bool:
     f = ROOT.TFile.Open(path)
     try:
         t = f.Get(tree) if f and not f.IsZombie() else None
-        return bool(t) and t.GetEntries() == entries
+        return t is not None and bool(t) and t.GetEntries() == entries
     finally:
         if f:
             f.Close()

@@ -7,6 +7,11 @@ it touches nothing that starts ROOT's interpreter, so it costs nothing at import
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, TypeGuard
+
+if TYPE_CHECKING:
+    from .executor import OSCARExecutor
+
 
 def _constructor_error(exc: TypeError) -> Exception:
     """DistRDF turns a failing RDataFrame construction (e.g. a wrong tree name) into "arguments
@@ -20,7 +25,7 @@ def _constructor_error(exc: TypeError) -> Exception:
     return ValueError("cannot build the RDataFrame: " + "; ".join(reasons))
 
 
-def _is_ours(executor) -> bool:
+def _is_ours(executor: object) -> TypeGuard[OSCARExecutor]:
     from .executor import OSCARExecutor
 
     return isinstance(executor, OSCARExecutor)
@@ -57,7 +62,7 @@ def install() -> None:
             return OSCARBackend(executor).make_dataframe(spec, *args, **kwargs)
         return stock_fromspec(jsonfile, *args, **kwargs)
 
-    RDataFrame._distrdf_oscar = True
+    RDataFrame._distrdf_oscar = True  # type: ignore[attr-defined]  # marks the installed dispatch
     RDataFrame.__doc__ = stock_rdataframe.__doc__
     FromSpec.__doc__ = stock_fromspec.__doc__
     distrdf.RDataFrame = RDataFrame

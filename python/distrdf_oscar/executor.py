@@ -8,13 +8,14 @@ import os
 import threading
 import time
 import warnings
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from . import plan
 from .job import Job, JobFiles, JobOptions
 from .platform.oscar import OSCARCluster, OSCARError
-from .recovery import RetryPolicy
 from .quantities import parse_quantity
+from .recovery import RetryPolicy
 from .services.definitions import ROLES, Deployment
 from .signing import Signer
 from .storage import Storage, StorageConfig
@@ -138,9 +139,10 @@ class OSCARExecutor:
         if minio["MINIO_ENDPOINT"] and not any(keys.values()):
             kwargs["storage_endpoint"] = minio["MINIO_ENDPOINT"]
         elif all(minio.values()):
-            kwargs["storage"] = StorageConfig(endpoint=minio["MINIO_ENDPOINT"], access_key=minio["MINIO_ACCESS_KEY"],
-                                              secret_key=minio["MINIO_SECRET_KEY"], bucket=deployment.bucket_name,
-                                              verify=verify)
+            kwargs["storage"] = StorageConfig(endpoint=str(minio["MINIO_ENDPOINT"]),
+                                              access_key=str(minio["MINIO_ACCESS_KEY"]),
+                                              secret_key=str(minio["MINIO_SECRET_KEY"]),
+                                              bucket=deployment.bucket_name, verify=verify)
         kwargs.update(overrides)
         return cls(endpoint, deployment=deployment, **kwargs)
 
@@ -288,4 +290,4 @@ def _gib(size: float) -> str:
     return f"{size / (1 << 30):g}Gi"
 
 
-__all__ = ["OSCARExecutor", "ConfigurationError", "OSCARError"]
+__all__ = ["ConfigurationError", "OSCARError", "OSCARExecutor"]

@@ -13,8 +13,9 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from . import layout, partial, plan
 from .recovery import RemoteError, RetryPolicy, Tracker
@@ -92,7 +93,7 @@ class Job:
         for kind in named.values():
             for name, path in kind:
                 self.storage.put_file(self.keys.job_file(name), path)
-        payload = {kind: [name for name, _ in entries] for kind, entries in named.items()}
+        payload: dict[str, Any] = {kind: [name for name, _ in entries] for kind, entries in named.items()}
         payload["mapper"] = mapper
         manifest = {"job": self.job_id, "created": time.time(), "plan": job_plan}
         self.storage.put_bytes(self.keys.manifest, json.dumps(manifest).encode())
@@ -117,10 +118,8 @@ class Job:
     # -- waiting ----------------------------------------------------------
     def _watched_prefixes(self, job_plan: dict[str, Any]) -> list[str]:
         """Where the job's expected objects appear."""
-        if job_plan["mode"] == "coordinated":
-            folders = (layout.PARTIALS, layout.BATCHES, layout.RESULTS)
-        else:
-            folders = (layout.TREE_PARTIALS, layout.RESULTS)
+        folders: tuple[str, ...] = (layout.PARTIALS, layout.BATCHES, layout.RESULTS) \
+            if job_plan["mode"] == "coordinated" else (layout.TREE_PARTIALS, layout.RESULTS)
         return [self.keys.prefix(folder) for folder in folders]
 
     def _handle_errors(self, tracker: Tracker) -> None:

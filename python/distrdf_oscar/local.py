@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import secrets
 import sys
-from typing import Any
+from typing import Any, Self
 
 from .executor import OSCARExecutor
 from .platform.local.cluster import LocalPlatform
@@ -56,8 +56,9 @@ class LocalCluster:
             self.platform.stop()
             self._started = False
 
-    def __enter__(self) -> LocalCluster:
-        return self.start()
+    def __enter__(self) -> Self:
+        self.start()
+        return self
 
     def __exit__(self, *exc_info) -> None:
         self.close()
@@ -72,6 +73,7 @@ class LocalCluster:
         options.setdefault("concurrency", self.workers)
         options.setdefault("auto_deploy", True)
         options.setdefault("deployment", self.deployment())
+        assert self.platform.oscar_endpoint is not None
         return OSCARExecutor(self.platform.oscar_endpoint, user=self.platform.oscar_user,
                              password=self.platform.oscar_password, signing_key=self._signing_key,
                              reduction=reduction, **options)

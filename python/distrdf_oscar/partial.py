@@ -14,8 +14,9 @@ from __future__ import annotations
 import base64
 import json
 import pickle
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 FORMAT_VERSION = 1
 META_DIR = "distrdf_oscar"
@@ -118,7 +119,7 @@ def _is_native_object(class_name: str) -> bool:
 
 def _classify(ROOT, mergeable) -> dict[str, Any]:
     cls = _actual_class(ROOT, mergeable)
-    short = cls[len(_MERGEABLE_NS):] if cls.startswith(_MERGEABLE_NS) else cls
+    short = cls.removeprefix(_MERGEABLE_NS)
     if short.startswith("RMergeableVariations<"):
         value_type = _template_arg(short)
         if _is_native_object(value_type):
@@ -156,7 +157,7 @@ def write_partial(path: str, task_result, *, job_id: str, ranges: Sequence[tuple
     """Write a DistRDF ``TaskResult`` as a partial file covering ``ranges``."""
     ROOT = _root()
     entries = task_result.entries_in_trees
-    slots = None if task_result.mergeables is None else []
+    slots: list[dict[str, Any]] | None = None if task_result.mergeables is None else []
     out = ROOT.TFile.Open(path, "RECREATE", FILE_TITLE, COMPRESSION)
     if not out or out.IsZombie():
         raise OSError(f"cannot create partial file {path}")
@@ -177,10 +178,11 @@ def write_partial(path: str, task_result, *, job_id: str, ranges: Sequence[tuple
                 out.WriteObject(param, name)
             else:
                 meta_dir.WriteObject(ROOT.TObjString(_encode(mergeable)), name)
-            slots.append(slot)
+            if slots is not None:
+                slots.append(slot)
         meta = PartialMeta(
             job_id=job_id,
-            ranges=[tuple(r) for r in ranges],
+            ranges=[(int(lo), int(hi)) for lo, hi in ranges],
             slots=slots,
             processed_entries=None if entries is None else int(entries.processed_entries),
             trees_with_entries={} if entries is None else dict(entries.trees_with_entries),
@@ -225,10 +227,10 @@ def read_meta(path: str) -> PartialMeta:
 
 def _merged_meta(metas: list[PartialMeta], paths: Sequence[str]) -> PartialMeta:
     first = metas[0]
-    for meta, path in zip(metas, paths):
+    for meta, path in zip(metas, paths, strict=True):
         if meta.job_id != first.job_id:
             raise PartialFormatError(f"{path}: belongs to job {meta.job_id}, not {first.job_id}")
-    with_slots = [(m.slots, path) for m, path in zip(metas, paths) if m.slots is not None]
+    with_slots = [(m.slots, path) for m, path in zip(metas, paths, strict=True) if m.slots is not None]
     for slots, path in with_slots:
         if slots != with_slots[0][0]:
             raise PartialFormatError(f"{path}: its actions differ from {with_slots[0][1]}'s")
@@ -261,7 +263,7 @@ def merge_partials(output: str, inputs: Sequence[str]) -> PartialMeta:
     parts = [_read_python_part(ROOT, p) for p in inputs]
     metas = [m for m, _ in parts]
     meta = _merged_meta(metas, inputs)
-    with_values = [p for p, m in zip(inputs, metas) if m.slots is not None]
+    with_values = [p for p, m in zip(inputs, metas, strict=True) if m.slots is not None]
     if with_values:
         _core.merge_files(output, list(with_values), exclude=[META_DIR], overwrite=True, compression=COMPRESSION)
         mode = "UPDATE"

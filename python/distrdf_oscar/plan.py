@@ -15,8 +15,9 @@ Two strategies, as in DESIGN.md §3:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 Interval = tuple[int, int]
 

@@ -29,8 +29,9 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from . import layout, plan
 
@@ -128,7 +129,7 @@ class Tracker:
             body = json.dumps({"job": self.keys.job_id, "interval": [lo, hi]}).encode()
             trigger = Trigger(layout.TREE_PARTIALS, name, body, f"tree reduction of ranges {lo}-{hi - 1}",
                               last_fired=now)
-            self.expected.append(Expected(output, lambda present, m=members: all(k in present for k in m), trigger))
+            self.expected.append(Expected(output, _all_present(members), trigger))
 
     def _expect_batches(self, job_plan: dict[str, Any], now: float) -> None:
         batches = job_plan["batches"] or [1]
@@ -145,8 +146,8 @@ class Tracker:
             self.expected.append(Expected(self.keys.batch(index), launchable, coordinator, kind="launch"))
             body = json.dumps({"job": self.keys.job_id, "index": index}).encode()
             reducer = Trigger(layout.BATCHES, f"{index:04d}", body, f"batch reduction {index}", last_fired=now)
-            output = self.keys.batch_output(index, len(batches))
-            self.expected.append(Expected(output, lambda present, b=self.keys.batch(index): b in present, reducer))
+            output, batch_file = self.keys.batch_output(index, len(batches)), self.keys.batch(index)
+            self.expected.append(Expected(output, _all_present([batch_file]), reducer))
 
     # -- observation ---------------------------------------------------------------
 
@@ -248,6 +249,10 @@ class Tracker:
 
     def new_markers(self, markers: list[str]) -> list[str]:
         return [k for k in sorted(markers) if k not in self._handled_markers]
+
+
+def _all_present(keys: list[str]) -> Callable[[set[str]], bool]:
+    return lambda present: all(key in present for key in keys)
 
 
 def remote_error(job_id: str, marker: dict[str, Any], attempts: str = "") -> RemoteError:

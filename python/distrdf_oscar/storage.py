@@ -8,17 +8,18 @@ Also how a function finds its storage: OSCAR mounts the function's config
 
 from __future__ import annotations
 
+import builtins
 import io
 import os
-import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 from urllib.parse import urlparse
 
 from . import layout
 from .signing import METADATA, Signer
 
 FUNCTION_CONFIG = "/oscar/config/function_config.yaml"
+Metadata = dict[str, str | list[str] | tuple[str]]  # minio-py's type of user metadata and headers
 
 
 class StorageError(RuntimeError):
@@ -171,7 +172,7 @@ class Storage:
         for bucket in layout.buckets(self.bucket):
             try:
                 found = self.client.bucket_exists(bucket)
-            except Exception as exc:  # noqa: BLE001 - re-raised with bucket context
+            except Exception as exc:
                 raise self._fail("bucket check", "", exc, bucket=bucket) from exc
             if not found:
                 raise StorageError(f"bucket {bucket} of the deployment does not exist at {self.config.endpoint}: "
@@ -195,7 +196,7 @@ class Storage:
     def bucket_exists(self, bucket: str) -> bool:
         try:
             return self.client.bucket_exists(bucket)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise self._fail("bucket check", "", exc, bucket=bucket) from exc
 
     def remove_bucket(self, bucket: str) -> bool:
@@ -211,25 +212,25 @@ class Storage:
             self.client.remove_bucket(bucket)
         except StorageError:
             raise
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise self._fail("bucket removal", "", exc, bucket=bucket) from exc
         return True
 
-    def _metadata(self, signature: str | None) -> dict[str, str] | None:
+    def _metadata(self, signature: str | None) -> Metadata | None:
         return {METADATA: signature} if signature else None
 
     def put_bytes(self, key: str, data: bytes) -> None:
         signature = self.signer.sign(key, data) if self.signer else None
         try:
             self.client.put_object(self.bucket_of(key), key, io.BytesIO(data), len(data), metadata=self._metadata(signature))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise self._fail("upload", key, exc) from exc
 
     def put_file(self, key: str, path: str) -> None:
         signature = self.signer.sign_file(key, path) if self.signer else None
         try:
             self.client.fput_object(self.bucket_of(key), key, path, metadata=self._metadata(signature))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise self._fail("upload", key, exc) from exc
 
     def put_if_absent(self, key: str, data: bytes) -> bool:
@@ -241,17 +242,17 @@ class Storage:
         """
         from minio.error import S3Error
 
-        headers = {"Content-Type": "application/octet-stream", "If-None-Match": "*"}
+        headers: Metadata = {"Content-Type": "application/octet-stream", "If-None-Match": "*"}
         if self.signer:
             headers[METADATA] = self.signer.sign(key, data)
         try:
-            self.client._put_object(self.bucket_of(key), key, data, headers)  # noqa: SLF001 - see docstring
+            self.client._put_object(self.bucket_of(key), key, data, headers)  # private: see the docstring
             return True
         except S3Error as exc:
             if exc.code in CONFLICT_CODES:
                 return False
             raise self._fail("upload", key, exc) from exc
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise self._fail("upload", key, exc) from exc
 
     def _download(self, key: str, consume: Callable) -> str | None:
@@ -268,7 +269,7 @@ class Storage:
             finally:
                 response.close()
                 response.release_conn()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise self._fail("download", key, exc) from exc
 
     def get_bytes(self, key: str, verify: bool = True) -> bytes:
@@ -282,8 +283,7 @@ class Storage:
     def get_file(self, key: str, path: str) -> None:
         def write(response) -> None:
             with open(path, "wb") as f:
-                for chunk in response.stream(1 << 20):
-                    f.write(chunk)
+                f.writelines(response.stream(1 << 20))
 
         signature = self._download(key, write)
         if self.signer:
@@ -298,8 +298,8 @@ class Storage:
         if self.signer is None:
             return
         try:
-            signature = self.client.stat_object(self.bucket_of(key), key).metadata.get(METADATA)
-        except Exception as exc:  # noqa: BLE001
+            signature = (self.client.stat_object(self.bucket_of(key), key).metadata or {}).get(METADATA)
+        except Exception as exc:
             raise self._fail("lookup", key, exc) from exc
         self.signer.verify_file(key, path, signature)
 
@@ -313,14 +313,14 @@ class Storage:
             if exc.code in MISSING_CODES:
                 return False
             raise self._fail("lookup", key, exc) from exc
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise self._fail("lookup", key, exc) from exc
 
     def list(self, prefix: str) -> list[str]:
         try:
             return [o.object_name for o in self.client.list_objects(self.bucket_of(prefix), prefix=prefix,
                                                                      recursive=True)]
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise self._fail("listing", prefix, exc) from exc
 
     def modified(self, prefix: str) -> dict[str, float]:
@@ -328,19 +328,19 @@ class Storage:
         try:
             return {o.object_name: o.last_modified.timestamp()
                     for o in self.client.list_objects(self.bucket_of(prefix), prefix=prefix, recursive=True)}
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise self._fail("listing", prefix, exc) from exc
 
-    def delete(self, keys: list[str]) -> None:
+    def delete(self, keys: builtins.list[str]) -> None:
         from minio.deleteobjects import DeleteObject
 
-        by_bucket: dict[str, list[str]] = {}
+        by_bucket: dict[str, builtins.list[str]] = {}
         for key in keys:
             by_bucket.setdefault(self.bucket_of(key), []).append(key)
         for bucket, group in by_bucket.items():
             try:
                 errors = list(self.client.remove_objects(bucket, [DeleteObject(k) for k in group]))
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 raise self._fail("delete", group[0], exc) from exc
             if errors:
                 raise StorageError(f"storage delete of s3://{bucket}/{errors[0].name} failed: {errors[0].code}")

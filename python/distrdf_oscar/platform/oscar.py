@@ -17,8 +17,8 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from .. import layout
-from ..services.definitions import KEY_ID_ENV, ROLES, Deployment
 from ..quantities import parse_quantity
+from ..services.definitions import KEY_ID_ENV, ROLES, Deployment
 from ..storage import Storage, StorageConfig, StorageError
 
 # Fields of a service definition that deploy manages (compared to detect changes), and those an
@@ -49,7 +49,8 @@ def _without_userinfo(endpoint: str) -> str:
 
 def _chain(exc: BaseException):
     """The exception, its causes and contexts, and what urllib3 wraps in ``args``/``reason``."""
-    seen, todo = set(), [exc]
+    seen: set[int] = set()
+    todo: list[Any] = [exc]
     while todo:
         item = todo.pop()
         if item is None or id(item) in seen or not isinstance(item, BaseException):

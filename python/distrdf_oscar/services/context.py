@@ -8,8 +8,8 @@ import json
 import os
 import sys
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 from urllib.parse import unquote
 
 from .. import layout
@@ -124,7 +124,7 @@ def serve(role: str, work: Callable[[FunctionContext], None]) -> int:
     job_id = layout.job_of_key(ctx.key)
     try:
         work(ctx)
-    except BaseException as exc:  # noqa: BLE001 - every failure must reach the client
+    except BaseException as exc:
         if job_id is None:
             raise
         ctx.report_error(job_id, _marker_name(role, ctx.key), exc)
@@ -155,7 +155,7 @@ def _report_unconfigured(role: str, bucket: str, key: str, exc: Exception) -> in
               "trigger": key, "output": None, "retryable": False, "unconfigured": True,
               "error": f"{type(exc).__name__}: {exc}", "traceback": "".join(traceback.format_exception(exc))}
     storage = Storage(config_from_function(base, os.environ.get("DRO_FUNCTION_CONFIG")))
-    storage.put_bytes(layout.JobKeys(job_id).error(marker["who"]), json.dumps(marker).encode())
+    storage.put_bytes(layout.JobKeys(job_id).error(_marker_name(role, key)), json.dumps(marker).encode())
     return 1
 
 

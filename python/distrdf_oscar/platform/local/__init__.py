@@ -7,4 +7,4 @@ Importing this package is cheap: the platform itself runs in a child process.
 from .cluster import LocalPlatform
 from .faults import Fault
 
-__all__ = ["LocalPlatform", "Fault"]
+__all__ = ["Fault", "LocalPlatform"]

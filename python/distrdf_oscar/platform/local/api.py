@@ -9,7 +9,7 @@ import platform as _platform
 import secrets
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from flask import Flask, Response, g, jsonify, request
@@ -20,6 +20,7 @@ from .faults import Fault, FaultPlan
 from .jobs import SUSPENDED, JobStore
 from .services import ServiceRegistry
 from .validation import ServiceError
+from .versions import DEFAULT as DEFAULT_VERSION
 from .versions import JOB_LISTING_LIMIT, OscarVersion
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ class ApiContext:
     submit: Callable[[dict[str, Any], bytes, str | None], Any]  # (service, event body, job owner) -> job
     service_changed: Callable[[str], None]  # after create/update: watch its inputs
     service_deleted: Callable[[str], None]  # after delete: stop watching, drop its jobs
-    version: OscarVersion = OscarVersion.parse("4.1")
+    version: OscarVersion = field(default_factory=lambda: OscarVersion.parse(DEFAULT_VERSION))
     accounts: Accounts | None = None
     kueue: Kueue | None = None
     capacity: float = 1.0
@@ -226,8 +227,8 @@ def create_app(ctx: ApiContext) -> Flask:
         if g.user is None:
             raise ServiceError(400, "the admin has no quota")
         quota = ctx.kueue.quota(g.user.sub)
-        resources = {name: _quota_values(name, *values, as_numbers=ctx.version.release >= (4, 0, 0))
-                     for name, values in quota["resources"].items()}
+        resources = {name: _quota_values(name, maximum, used, as_numbers=ctx.version.release >= (4, 0, 0))
+                     for name, (maximum, used) in quota["resources"].items()}
         return jsonify({**quota, "resources": resources})
 
     @app.post("/job/<name>")

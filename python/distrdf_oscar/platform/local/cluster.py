@@ -122,6 +122,7 @@ class LocalPlatform:
         password = secrets.token_urlsafe(24)
         access_key = "dro" + secrets.token_hex(8)
         secret_key = secrets.token_urlsafe(30)
+        users = new_users(self.oidc_users)
         config = {
             "workdir": self.tmpdir,
             "package_root": _PACKAGE_ROOT,
@@ -137,7 +138,7 @@ class LocalPlatform:
             "s3_secret_key": secret_key,
             "fault_injection": self.fault_injection,
             "oscar_version": self.oscar_version,
-            "oidc_users": new_users(self.oidc_users),
+            "oidc_users": users,
             "user_quota": list(self.user_quota),
         }
         env = dict(os.environ)
@@ -167,7 +168,7 @@ class LocalPlatform:
         self.s3_endpoint = f"127.0.0.1:{ready['s3_port']}"
         self.s3_access_key = access_key
         self.s3_secret_key = secret_key
-        self._oidc = config["oidc_users"]
+        self._oidc = users
         return self
 
     def _read_ready(self) -> dict[str, Any]:
@@ -222,7 +223,8 @@ class LocalPlatform:
         return self._proc is not None and self._proc.poll() is None
 
     def __enter__(self) -> Self:
-        return self.start()
+        self.start()
+        return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
@@ -260,6 +262,7 @@ class LocalPlatform:
         self._require_running()
         from minio import Minio
 
+        assert self.s3_endpoint is not None
         return Minio(
             self.s3_endpoint,
             access_key=self.s3_access_key,

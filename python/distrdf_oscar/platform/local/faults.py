@@ -37,7 +37,6 @@ if TYPE_CHECKING:
     from .gate import StorageGate
 
 # How a function learns where to die: the failpoint it must stop at.
-from ...services.failpoints import VARIABLE as FAILPOINT_VARIABLE
 
 log = logging.getLogger(__name__)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import datetime as _dt
 import os
@@ -113,7 +114,7 @@ class JobStore:
             self._drop(job)
         return job
 
-    def remove_many(self, service: str, only_succeeded: bool) -> list[Job]:
+    def remove_many(self, service: str, only_succeeded: bool) -> builtins.list[Job]:
         """``DELETE /system/logs/NAME``: succeeded jobs only, unless ``all=true`` (as OSCAR)."""
         with self._lock:
             jobs = self._jobs.get(service, {})

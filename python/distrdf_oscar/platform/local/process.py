@@ -64,8 +64,8 @@ def run(config: dict[str, Any]) -> int:
     s3.launch()
 
     # Imported here, not at the top, so that these imports overlap moto's start.
-    from .api import ApiContext, ApiServer, create_app
     from .accounts import DEFAULT_QUOTA, Accounts, Kueue
+    from .api import ApiContext, ApiServer, create_app
     from .faults import FaultPlan
     from .gate import StorageGate
     from .jobs import JobStore
@@ -84,12 +84,12 @@ def run(config: dict[str, Any]) -> int:
         direct = StorageCredentials(s3.endpoint, config["s3_access_key"], config["s3_secret_key"])
         version = OscarVersion.parse(config["oscar_version"])
         accounts = Accounts(config["s3_access_key"], config.get("oidc_users") or {}, version)
-        registry = None
+        services: list[ServiceRegistry] = []  # the registry, once made (it needs the gate's endpoint)
 
         def allowed(access_key: str, bucket: str) -> bool:
             if access_key == accounts.root_access_key:
                 return True
-            return registry is not None and bucket in registry.buckets_of(access_key, accounts.can_see)
+            return any(bucket in registry.buckets_of(access_key, accounts.can_see) for registry in services)
 
         # Everyone but the trigger poller (MinIO's own notifier) reaches storage through the gate.
         gate = StorageGate(s3.port, keys=accounts.access_keys, allowed=allowed)
@@ -101,6 +101,7 @@ def run(config: dict[str, Any]) -> int:
         if config.get("bucket_hint"):
             ensure_bucket(client, config["bucket_hint"])
         registry = ServiceRegistry(os.path.join(workdir, "services"), storage, version)
+        services.append(registry)
         store = JobStore(os.path.join(workdir, "logs"))
         def credentials(job) -> tuple[str, str] | None:
             """The MinIO keys a job's pod mounts: the secret named after the event's uploader, or
@@ -113,8 +114,13 @@ def run(config: dict[str, Any]) -> int:
             user = accounts.users.get(principal)
             return (user.sub, user.secret_key) if user is not None else None
 
-        kueue = Kueue(set(accounts.users), tuple(config.get("user_quota") or DEFAULT_QUOTA),
-                      start=lambda job: runner.enqueue(job))
+        runners: list[Runner] = []  # Kueue admits into the runner, made just below
+
+        def admitted(job) -> None:
+            runners[0].enqueue(job)
+
+        quota = config.get("user_quota") or DEFAULT_QUOTA
+        kueue = Kueue(set(accounts.users), (quota[0], quota[1]), start=admitted)
         runner = Runner(
             capacity=config["capacity"],
             mode=config["mode"],
@@ -130,6 +136,7 @@ def run(config: dict[str, Any]) -> int:
             startup_delay=config.get("startup_delay", 0.0),
             faults=faults,
         )
+        runners.append(runner)
 
         def submit_by_name(name: str, body: bytes) -> None:
             # MinIO's webhook calls /job/NAME with the token it was registered with.

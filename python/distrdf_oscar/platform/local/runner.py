@@ -20,8 +20,9 @@ from typing import Any
 
 from minio import Minio
 
-from .faults import FAILPOINT_VARIABLE, FaultPlan
+from ...services.failpoints import VARIABLE as FAILPOINT_VARIABLE
 from .accounts import Kueue
+from .faults import FaultPlan
 from .jobs import FAILED, PENDING, SUCCEEDED, SUSPENDED, Job, JobStore
 from .supervisor import Invocation, parse_event
 from .validation import parse_cpu

@@ -154,7 +154,7 @@ class ServiceRegistry:
             self._provision(service)
             self._write_files(service)
             self._services[name] = service
-        return self.public(name)  # type: ignore[return-value]
+        return self.public(name)
 
     def delete(self, name: str, before_buckets: Callable[[str], None]) -> None:
         """Forget the service, call ``before_buckets(name)`` (its jobs and triggers stop); from 3.6
@@ -174,7 +174,7 @@ class ServiceRegistry:
     def _complete(self, service: dict[str, Any]) -> None:
         service["cluster_id"] = service.get("cluster_id") or self._cluster_id
         providers = copy.deepcopy(service.get("storage_providers") or {})
-        minio = providers.get("minio") if isinstance(providers.get("minio"), dict) else {}
+        minio: dict[str, Any] = providers["minio"] if isinstance(providers.get("minio"), dict) else {}
         minio["default"] = self._storage.provider()
         providers["minio"] = minio
         service["storage_providers"] = providers

@@ -22,8 +22,8 @@ from urllib.parse import unquote_plus
 from minio import Minio
 
 from .jobs import Job
-from .versions import OscarVersion
 from .storage import output_key
+from .versions import OscarVersion
 
 _STORAGE_EVENT_SOURCES = ("minio:s3", "aws:s3")
 # Linux refuses a single environment string over 128 KiB (MAX_ARG_STRLEN);
