@@ -606,3 +606,17 @@ def test_warm_workers_run_entry_points_in_process(warm):
     assert cold["preloaded"] is False
     assert "bash" in log
     assert cold["pid"] != replacement["pid"]
+
+
+def test_a_function_over_its_memory_limit_is_killed_without_output(oscar, s3):
+    """OSCAR sets ``memory`` as the container's limit: over it, the kernel kills the function."""
+    script = ('python3 -c "import time; block = bytearray(200 * 1024 * 1024); time.sleep(3)"\n'
+              'echo survived > "$TMP_OUTPUT_DIR/out.txt"\n')
+    oscar.create_service(service_def("hungry", script, ["hungry/in"], [{"storage_provider": "minio", "path": "hungry/out"}],
+                                     memory="64Mi"))
+    put(s3, "hungry", "in/a", b"x")
+    [(name, info)] = wait_for_jobs(oscar, "hungry", 1)
+    assert info["status"] == "Failed"
+    assert keys(s3, "hungry", "out/") == ["out/"]  # nothing uploaded, no marker of any kind
+    assert "OOMKilled" in oscar.get_job_logs("hungry", name).text
+    oscar.remove_service("hungry")

@@ -25,7 +25,9 @@ from .accounts import Kueue
 from .faults import FaultPlan
 from .jobs import FAILED, PENDING, SUCCEEDED, SUSPENDED, Job, JobStore
 from .supervisor import Invocation, parse_event
-from .validation import parse_cpu
+from ...quantities import parse_quantity
+from .memory import MemoryWatch, group_rss
+from .validation import DEFAULT_MEMORY, parse_cpu
 from .versions import OscarVersion
 from .warm import ENTRYPOINT_VARIABLE, WarmPool, WarmWorker, WorkerDied
 
@@ -47,6 +49,15 @@ def _kill_group(pid: int, proc: subprocess.Popen[bytes] | None = None, grace: fl
             proc.wait(timeout=grace)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
+
+
+def _memory_limit(job: Job) -> float:
+    return parse_quantity(job.service.get("memory") or DEFAULT_MEMORY)
+
+
+def _oom(job: Job) -> str:
+    """What Kubernetes reports for a container killed over its memory limit."""
+    return f"OOMKilled: the function exceeded its memory limit of {job.service.get('memory') or DEFAULT_MEMORY}"
 
 
 class Runner:
@@ -237,9 +248,12 @@ class Runner:
                 start_new_session=True,
             )
         self._set_killer(job, lambda: _kill_group(proc.pid, proc))
-        code = proc.wait()
+        with MemoryWatch(proc.pid, _memory_limit(job)) as memory:
+            code = proc.wait()
         # The container ends with its main process: background children go too.
         _kill_group(proc.pid)
+        if memory.exceeded:
+            raise RuntimeError(_oom(job))
         job.log(f"Script exited with code {code} (ignored, as OSCAR's supervisor does)")
 
     def _run_warm(
@@ -250,10 +264,14 @@ class Runner:
         self._set_killer(job, worker.kill)
         log = job.log_path if invocation.live_output else invocation.output_log
         task = {"entrypoint": entrypoint, "env": env, "cwd": invocation.work_dir, "log": log}
+        # The worker's own memory (ROOT imported) is not the function's: only what the call adds counts.
         try:
-            result = worker.call(task)
+            with MemoryWatch(worker.pid, _memory_limit(job), baseline=group_rss(worker.pid)) as memory:
+                result = worker.call(task)
         except WorkerDied:
             self._pool.replace(worker)
+            if memory.exceeded:
+                raise RuntimeError(_oom(job)) from None
             raise
         # Forget the killer before the worker can serve another job.
         self._set_killer(job, None)
