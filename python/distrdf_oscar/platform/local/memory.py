@@ -8,9 +8,11 @@ a second and the group is killed with SIGKILL once it is over the limit.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
+from typing import Self
 
 PERIOD = 0.1  # seconds between two samples
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -45,7 +47,7 @@ class MemoryWatch:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name=f"memory-{pgid}", daemon=True)
 
-    def __enter__(self) -> MemoryWatch:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -59,8 +61,6 @@ class MemoryWatch:
             self.peak = max(self.peak, used)
             if used > self._limit:
                 self.exceeded = True
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(self._pgid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
                 return

@@ -20,13 +20,13 @@ from typing import Any
 
 from minio import Minio
 
+from ...quantities import parse_quantity
 from ...services.failpoints import VARIABLE as FAILPOINT_VARIABLE
 from .accounts import Kueue
 from .faults import FaultPlan
 from .jobs import FAILED, PENDING, SUCCEEDED, SUSPENDED, Job, JobStore
-from .supervisor import Invocation, parse_event
-from ...quantities import parse_quantity
 from .memory import MemoryWatch, group_rss
+from .supervisor import Invocation, parse_event
 from .validation import DEFAULT_MEMORY, parse_cpu
 from .versions import OscarVersion
 from .warm import ENTRYPOINT_VARIABLE, WarmPool, WarmWorker, WorkerDied
