@@ -599,6 +599,7 @@ def test_warm_workers_run_entry_points_in_process(warm):
             ["warm-plain/in"],
             outputs,
             environment={"variables": {"PYTHONPATH": code_dir}},
+            memory="1Gi",  # a cold process importing ROOT exceeds OSCAR's default of 256Mi
         )
     )
     info, cold, log = _warm_call(oscar, s3, "plain", "one", 1)

@@ -19,7 +19,7 @@ from oscar_python.client import Client
 from compare import assert_close, assert_same_hist
 from distrdf_oscar import CoordinatedReduction, OSCARExecutor, RemoteError, TreeReduction, cli, layout
 from distrdf_oscar.platform.local import LocalPlatform
-from distrdf_oscar.platform.oscar import OSCARCluster
+from distrdf_oscar.platform.oscar import OSCARCluster, OSCARError
 from distrdf_oscar.services.definitions import ROLES, Deployment
 from distrdf_oscar.signing import ENV_VAR
 
@@ -281,3 +281,52 @@ def test_storage_endpoint_alone_is_overridden_keeping_the_clusters_keys(release)
     assert not [o for o in release.minio_client().list_objects("over", recursive=True)
                 if not o.object_name.endswith("/")]  # the probe left nothing
     executor.cluster.undeploy(executor.deployment, storage)
+
+
+def admin(platform) -> OSCARCluster:
+    return OSCARCluster(platform.oscar_endpoint, user=platform.oscar_user, password=platform.oscar_password)
+
+
+def admin_storage(platform, deployment: Deployment):
+    executor = OSCARExecutor(platform.oscar_endpoint, user=platform.oscar_user, password=platform.oscar_password,
+                             signing_key=KEY, deployment=deployment, progress=False)
+    return executor.unchecked_storage()
+
+
+def test_deploy_refuses_a_bucket_that_exists_before_oscar_can_fail_or_delete_it(release):
+    deployment = Deployment(name="clash").with_signing_key(KEY)
+    release.minio_client().make_bucket("clash-plans")
+    cluster, storage = admin(release), admin_storage(release, deployment)
+    if release.oscar_version < "3.6":
+        assert set(cluster.deploy(deployment, storage).values()) == {"created"}  # 3.5 only logs it
+    else:
+        with pytest.raises(OSCARError, match=r"input bucket clash-plans already exists"):
+            cluster.deploy(deployment, storage)
+    cluster.undeploy(deployment, storage)
+    assert not {b.name for b in release.minio_client().list_buckets()} & set(deployment.buckets)
+
+
+def test_updates_before_4_0_wait_for_running_jobs_and_ownerless_services_are_repaired(release):
+    deployment = Deployment(name="upd", memory="1Gi").with_signing_key(KEY)
+    cluster, storage = admin(release), admin_storage(release, deployment)
+    cluster.deploy(deployment, storage)
+    changed = Deployment(name="upd", memory="3Gi").with_signing_key(KEY)
+    storage.put_bytes(layout.JobKeys(layout.new_job_id()).manifest, b"{}")  # a job some client waits for
+    if release.oscar_version < "4.0":
+        with pytest.raises(OSCARError, match="while jobs run"):
+            cluster.deploy(changed, storage)
+    else:
+        outcome = cluster.deploy(changed, storage)
+        assert outcome.pop("upd-coordinator") == "unchanged"  # its memory is its own
+        assert set(outcome.values()) == {"updated"}
+        # An admin's update without an owner (as distrdf-oscar before this release sent) breaks Kueue's admission.
+        oscar = Client(release.oscar_options())
+        definition = oscar.get_service("upd-mapper").json()
+        definition.pop("owner")
+        oscar.update_service("upd-mapper", definition)
+        with pytest.raises(OSCARError, match=r"upd-mapper have no owner.*deploy --force"):
+            cluster.check_deployed(changed)
+        cluster.deploy(changed, storage, force=True)
+        assert oscar.get_service("upd-mapper").json()["owner"] == "cluster_admin"
+        cluster.check_deployed(changed)
+    cluster.undeploy(deployment, storage)

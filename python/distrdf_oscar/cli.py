@@ -210,7 +210,7 @@ def cmd_status(args) -> int:
     cluster, deployment = executor.cluster, executor.deployment
     version = cluster.info().get("version") or "?"
     print(f"OSCAR {cluster.endpoint} (version {version}); deployment {deployment.name!r}, "
-          f"bucket {deployment.bucket_name!r}")
+          f"buckets {', '.join(deployment.buckets)}")
     services = cluster.services()
     missing = 0
     for role in ROLES:
