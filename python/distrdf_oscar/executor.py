@@ -264,8 +264,9 @@ class OSCARExecutor:
                 try:
                     done = self.cluster.remove_jobs(service, names)
                 except OSCARError as exc:
-                    log.warning("could not delete finished OSCAR jobs of %s: %s", service, exc)
-                    continue
+                    # Only bookkeeping: try again after the next job (the cluster may be gone for good).
+                    log.debug("could not delete finished OSCAR jobs of %s: %s", service, exc)
+                    return
                 with self._lock:
                     left = self._unfinished.get(service, set()) - done
                     if left:
