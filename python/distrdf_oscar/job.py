@@ -222,7 +222,7 @@ class Job:
     def cleanup(self) -> int:
         try:
             for key in self.storage.list(self.keys.function_records):
-                role, oscar_job = key.rsplit("/", 2)[-2:]
+                role, oscar_job = self.keys.parse_function_record(key)
                 self.functions.setdefault(role, []).append(oscar_job)
         except StorageError:
             pass  # only OSCAR's bookkeeping depends on it

@@ -151,6 +151,12 @@ class JobKeys:
     def function_records(self) -> str:
         return f"{JOBS}/{self.job_id}/functions/"
 
+    @staticmethod
+    def parse_function_record(key: str) -> tuple[str, str]:
+        """(role, OSCAR job) named by a :meth:`function_record` key."""
+        role, oscar_job = key.rsplit("/", 2)[-2:]
+        return role, oscar_job
+
     def job_file(self, name: str) -> str:
         """A file the user distributed (header, shared library, data file)."""
         return f"{JOBS}/{self.job_id}/files/{name}"

@@ -10,6 +10,7 @@ import sys
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import unquote
 
 from .. import layout
@@ -88,20 +89,19 @@ class FunctionContext:
 
     def report_error(self, job_id: str, who: str, exc: BaseException) -> None:
         """Error marker, written directly so the client sees it even if the upload step never runs."""
-        marker = {
-            "job": job_id,
-            "who": who,
-            "service": self.service,
-            "trigger": self.key,
-            "output": self.task_output,
-            # A storage hiccup may pass; an error in the user's code or data would only repeat.
-            "retryable": _retryable(exc),
-            "error": f"{type(exc).__name__}: {exc}",
-            "traceback": "".join(traceback.format_exception(exc)),
-        }
+        # A storage hiccup may pass; an error in the user's code or data would only repeat.
+        marker = _marker(job_id, who, self.service, self.key, self.task_output, exc, retryable=_retryable(exc))
         print(marker["traceback"], file=sys.stderr, flush=True)
         # Injected kills aim at a task's outputs, not at its error report.
         self.publish(job_id, layout.JobKeys(job_id).error(who), data=json.dumps(marker).encode(), failpoint=False)
+
+
+def _marker(job_id: str, who: str, service: str, trigger: str, output: str | None, exc: BaseException,
+            retryable: bool) -> dict[str, Any]:
+    """An error marker's content (docs/protocol.md)."""
+    return {"job": job_id, "who": who, "service": service, "trigger": trigger, "output": output,
+            "retryable": retryable, "error": f"{type(exc).__name__}: {exc}",
+            "traceback": "".join(traceback.format_exception(exc))}
 
 
 def _retryable(exc: BaseException) -> bool:
@@ -150,12 +150,11 @@ def _report_unconfigured(role: str, bucket: str, key: str, exc: Exception) -> in
     job_id = layout.job_of_key(key)
     if not bucket or job_id is None:
         raise exc
-    base = layout.base_bucket(bucket, key)
-    marker = {"job": job_id, "who": _marker_name(role, key), "service": os.environ.get("OSCAR_SERVICE_NAME", "?"),
-              "trigger": key, "output": None, "retryable": False, "unconfigured": True,
-              "error": f"{type(exc).__name__}: {exc}", "traceback": "".join(traceback.format_exception(exc))}
-    storage = Storage(config_from_function(base, os.environ.get("DRO_FUNCTION_CONFIG")))
-    storage.put_bytes(layout.JobKeys(job_id).error(_marker_name(role, key)), json.dumps(marker).encode())
+    who = _marker_name(role, key)
+    marker = _marker(job_id, who, os.environ.get("OSCAR_SERVICE_NAME", "?"), key, None, exc, retryable=False)
+    marker["unconfigured"] = True
+    storage = Storage(config_from_function(layout.base_bucket(bucket, key), os.environ.get("DRO_FUNCTION_CONFIG")))
+    storage.put_bytes(layout.JobKeys(job_id).error(who), json.dumps(marker).encode())
     return 1
 
 
