@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 
 import pytest
+import requests
 import ROOT
 from minio import Minio
 from minio.error import S3Error
@@ -86,6 +87,14 @@ def test_an_analyst_runs_jobs_on_an_operators_restricted_deployment(platform, di
     # Bob is not listed: he sees no service, and his storage account may not touch the buckets.
     with pytest.raises(OSCARError, match=r"not visible to you.*--allowed-user"):
         _ = analyst(platform, "bob", "ops").storage  # connecting is the check
+    bob_oscar = Client(platform.oidc_options("bob"))
+    assert bob_oscar.list_services().json() == []
+    answer = requests.get(f"{platform.oscar_endpoint}/system/services/ops-mapper", timeout=30,
+                          headers={"Authorization": f"Bearer {platform.oidc_options('bob')['oidc_token']}"})
+    assert answer.status_code == 403  # OSCAR 4.x (3.6 and 3.7 answer an empty 200)
+    answer = requests.post(f"{platform.oscar_endpoint}/job/ops-mapper", data="{}", timeout=30,
+                           headers={"Authorization": f"Bearer {platform.oidc_options('bob')['oidc_token']}"})
+    assert answer.status_code == 404  # not a service Bob may use
     access, secret = platform.oidc_storage_keys("bob")
     bob = Minio(platform.s3_endpoint, access_key=access, secret_key=secret, secure=False)
     with pytest.raises(S3Error, match="AccessDenied"):
