@@ -24,7 +24,7 @@ def timed(run) -> tuple[float, object]:
 
 def run_analysis(make_df, repeat: int):
     """Book and run the analysis ``repeat`` times; returns (best seconds, spectrum, per-run seconds)."""
-    from distrdf_oscar import analysis
+    from distrdf_oscar.demo import analysis
 
     seconds, spectrum = [], None
     for _ in range(repeat):
@@ -52,7 +52,7 @@ def main() -> int:
     import ROOT
 
     import distrdf_oscar as dro
-    from distrdf_oscar import dataset
+    from distrdf_oscar.demo import dataset
 
     ROOT.gROOT.SetBatch(True)
     os.makedirs(args.out, exist_ok=True)

@@ -16,7 +16,7 @@ DATASET_FILES = 3
 
 @pytest.fixture(scope="session")
 def dimuon_files(tmp_path_factory) -> list[str]:
-    from distrdf_oscar import dataset
+    from distrdf_oscar.demo import dataset
 
     return dataset.generate(str(tmp_path_factory.mktemp("dimuon")), DATASET_EVENTS, files=DATASET_FILES)
 

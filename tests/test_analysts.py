@@ -13,10 +13,10 @@ from minio.error import S3Error
 from oscar_python.client import Client
 
 from distrdf_oscar import CoordinatedReduction, OSCARExecutor, TreeReduction, cli, layout
+from distrdf_oscar.deployment import ROLES, Deployment
 from distrdf_oscar.executor import ConfigurationError
-from distrdf_oscar.platform.local import LocalPlatform
+from distrdf_oscar.platform.embedded import LocalPlatform
 from distrdf_oscar.platform.oscar import OSCARCluster, OSCARError
-from distrdf_oscar.services.definitions import ROLES, Deployment
 
 KEY = "a" * 40
 PYTHON = ["--env", f"DRO_PYTHON={sys.executable}"]

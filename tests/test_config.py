@@ -81,7 +81,7 @@ def test_other_executors_still_reach_roots_own_backends():
 
 def test_function_reads_storage_keys_oscar_hides(tmp_path, monkeypatch):
     """OSCAR >= 3.5 shows the MinIO keys as "hidden" in the function config and mounts them as files."""
-    from distrdf_oscar.storage import config_from_function
+    from distrdf_oscar.functions.contract import storage_config
 
     config = tmp_path / "function_config.yaml"
     config.write_text("storage_providers:\n  minio:\n    default:\n      endpoint: http://minio.minio:9000\n"
@@ -91,7 +91,7 @@ def test_function_reads_storage_keys_oscar_hides(tmp_path, monkeypatch):
     (secrets / "accessKey").write_text("the-access-key\n")
     (secrets / "secretKey").write_text("the-secret-key\n")
     monkeypatch.setenv("DRO_PROVIDER_SECRETS", str(secrets))
-    storage = config_from_function("distrdf", str(config))
+    storage = storage_config("distrdf", str(config))
     assert (storage.access_key, storage.secret_key) == ("the-access-key", "the-secret-key")
     assert storage.endpoint == "http://minio.minio:9000"
     assert storage.verify

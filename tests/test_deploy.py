@@ -32,8 +32,15 @@ import yaml
 
 import distrdf_oscar
 from distrdf_oscar import cli, layout
-from distrdf_oscar.platform.local import LocalPlatform
-from distrdf_oscar.services.definitions import COORDINATOR_MEMORY, MAX_SERVICE_NAME, ROLES, Deployment
+from distrdf_oscar.deployment import (
+    COORDINATOR_MEMORY,
+    DEFAULT_CLUSTER_ID,
+    MAX_SERVICE_NAME,
+    ROLES,
+    SECRET_PLACEHOLDER,
+    Deployment,
+)
+from distrdf_oscar.platform.embedded import LocalPlatform
 from distrdf_oscar.signing import ENV_VAR, Signer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -163,8 +170,8 @@ OSCAR_CLI_STORAGE_IO_KEYS = {"storage_provider", "path", "suffix", "prefix"}
 
 def test_fdl_file_holds_the_deployments_services_with_a_placeholder_for_the_key():
     services = read_fdl(SERVICES / "fdl" / "distrdf.yaml")
-    expected = Deployment().with_secrets({ENV_VAR: cli.SECRET_PLACEHOLDER}).services(secrets_as_variables=True)
-    assert [cluster for cluster, _ in services] == [cli.DEFAULT_CLUSTER_ID] * len(ROLES)
+    expected = Deployment().with_secrets({ENV_VAR: SECRET_PLACEHOLDER}).services(secrets_as_variables=True)
+    assert [cluster for cluster, _ in services] == [DEFAULT_CLUSTER_ID] * len(ROLES)
     for (_, service), wanted in zip(services, expected, strict=True):
         # oscar-cli keeps every key of the file, so the services it applies are the deployment's.
         assert set(service) <= OSCAR_CLI_SERVICE_KEYS
@@ -174,11 +181,11 @@ def test_fdl_file_holds_the_deployments_services_with_a_placeholder_for_the_key(
         assert service["environment"]["Variables"] == wanted["environment"]["variables"]
         assert {k: v for k, v in service.items() if k != "environment"} == \
             {k: v for k, v in wanted.items() if k != "environment"}
-        assert service["environment"]["Variables"][ENV_VAR] == cli.SECRET_PLACEHOLDER
+        assert service["environment"]["Variables"][ENV_VAR] == SECRET_PLACEHOLDER
     # Services applied without replacing the placeholder refuse everything instead of
     # trusting a published key.
     with pytest.raises(ValueError, match="signing key"):
-        Signer(cli.SECRET_PLACEHOLDER)
+        Signer(SECRET_PLACEHOLDER)
 
 
 def test_oscar_python_accepts_every_service_of_a_generated_fdl_file(run, oscar, tmp_path):
@@ -196,7 +203,7 @@ def test_oscar_python_accepts_every_service_of_a_generated_fdl_file(run, oscar, 
             service = oscar.get_service(f"fdlcheck-{role}").json()
             assert service["script"] == (SERVICES / "scripts" / f"{role}.sh").read_text()
             # "Variables" reached OSCAR's environment.variables (Go's JSON keys match case-insensitively).
-            assert service["environment"]["variables"][ENV_VAR] == cli.SECRET_PLACEHOLDER
+            assert service["environment"]["variables"][ENV_VAR] == SECRET_PLACEHOLDER
     finally:
         for role in ROLES:
             with contextlib.suppress(requests.HTTPError):
@@ -527,7 +534,7 @@ def test_wheel_holds_what_the_services_run(service_site):
     site, origin = service_site
     if site is None:
         pytest.skip(origin)
-    for module in ("_core.cpython-311-x86_64-linux-gnu.so", "services/__main__.py", "services/mapper.py"):
+    for module in ("_core.cpython-311-x86_64-linux-gnu.so", "functions/__main__.py", "functions/mapper.py", "deployment.py"):
         assert (site / "distrdf_oscar" / module).is_file()
 
 

@@ -18,7 +18,7 @@ import ROOT
 import distrdf_oscar as dro
 from compare import assert_same_hist
 from distrdf_oscar import layout
-from distrdf_oscar.platform.local import Fault
+from distrdf_oscar.platform.embedded import Fault
 
 NPARTITIONS = 4
 REDUCTIONS = {

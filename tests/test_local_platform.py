@@ -25,7 +25,7 @@ import yaml
 from minio.error import S3Error
 from oscar_python.client import Client
 
-from distrdf_oscar.platform.local import LocalPlatform
+from distrdf_oscar.platform.embedded import LocalPlatform
 
 HAVE_ROOT = importlib.util.find_spec("ROOT") is not None
 FINISHED = ("Succeeded", "Failed")
@@ -480,7 +480,7 @@ def test_platform_stops_when_its_parent_dies(tmp_path):
         """\
         import json, sys, time
         import psutil
-        from distrdf_oscar.platform.local import LocalPlatform
+        from distrdf_oscar.platform.embedded import LocalPlatform
         local = LocalPlatform(workers=1, workdir=sys.argv[1]).start()
         pids = [local.pid] + [p.pid for p in psutil.Process(local.pid).children(recursive=True)]
         print(json.dumps({"pids": pids, "tmpdir": local.tmpdir}), flush=True)

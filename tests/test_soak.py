@@ -18,7 +18,7 @@ import ROOT
 import distrdf_oscar as dro
 from distrdf_oscar import layout
 from distrdf_oscar.job import find_jobs
-from distrdf_oscar.platform.local import Fault
+from distrdf_oscar.platform.embedded import Fault
 from test_faults import assert_exact, book, finish_faults, trigger, wait_idle
 
 JOBS = 50
@@ -79,6 +79,7 @@ def our_tempdirs() -> set[str]:
 
 
 @pytest.mark.soak
+@pytest.mark.timeout(900)
 def test_fifty_jobs_with_random_faults(warm_cluster, dimuon_files):
     reference = [r.GetValue() for r in book(ROOT.RDataFrame("Events", dimuon_files))]
     rng = random.Random(SEED)

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from distrdf_oscar.platform.local import Fault, LocalPlatform
+from distrdf_oscar.platform.embedded import Fault, LocalPlatform
 from distrdf_oscar.signing import Signer
 from distrdf_oscar.storage import Storage, StorageConfig, StorageError
 

@@ -2,7 +2,7 @@
 the CLI as on a real cluster, and the release-specific behaviours the project depends on.
 
 What each release does is read from OSCAR's source (github grycap/oscar, ``git show vX.Y.Z:path``);
-``distrdf_oscar/platform/local/versions.py`` names the file for every behaviour.
+``distrdf_oscar/platform/embedded/versions.py`` names the file for every behaviour.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from oscar_python.client import Client
 
 from compare import assert_close, assert_same_hist
 from distrdf_oscar import CoordinatedReduction, OSCARExecutor, RemoteError, TreeReduction, cli, layout
-from distrdf_oscar.platform.local import LocalPlatform
+from distrdf_oscar.deployment import ROLES, Deployment
+from distrdf_oscar.platform.embedded import LocalPlatform
 from distrdf_oscar.platform.oscar import OSCARCluster, OSCARError
-from distrdf_oscar.services.definitions import ROLES, Deployment
 from distrdf_oscar.signing import ENV_VAR
 
 KEY = "k" * 40

@@ -13,12 +13,12 @@ without starting ROOT's interpreter, so functions that need no ROOT start fast.
 __version__ = "0.1.0"
 
 from . import dispatch
+from .deployment import Deployment
 from .executor import ConfigurationError, OSCARExecutor
 from .local import LocalCluster
 from .plan import DEFAULT_REDUCTION, CoordinatedReduction, PlanError, TreeReduction
 from .platform.oscar import OSCARError
 from .recovery import JobTimeout, RemoteError
-from .services.definitions import Deployment
 
 dispatch.install()
 

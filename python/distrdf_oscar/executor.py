@@ -12,11 +12,11 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from . import plan
+from .deployment import ROLES, Deployment
 from .job import Job, JobFiles, JobOptions
 from .platform.oscar import OSCARCluster, OSCARError
 from .quantities import parse_quantity
 from .recovery import RetryPolicy
-from .services.definitions import ROLES, Deployment
 from .signing import Signer
 from .storage import Storage, StorageConfig
 

@@ -251,7 +251,7 @@ def _progress_bar(enabled: bool, total: int, job_id: str):
 
 def remove_job(storage: Storage, job_id: str) -> int:
     """Delete a job's objects, the manifest first: a function that publishes after this
-    point sees the manifest gone and withdraws its object (services/context.py)."""
+    point sees the manifest gone and withdraws its object (functions/context.py)."""
     keys = layout.JobKeys(job_id)
     storage.delete([keys.manifest])
     return sum(storage.delete_prefix(prefix) for prefix in keys.all_prefixes())

@@ -12,9 +12,9 @@ import secrets
 import sys
 from typing import Any, Self
 
+from .deployment import COORDINATOR_CPU, Deployment
 from .executor import OSCARExecutor
-from .platform.local.cluster import LocalPlatform
-from .services.definitions import COORDINATOR_CPU, Deployment
+from .platform.embedded import LocalPlatform
 
 
 class LocalCluster:
@@ -27,7 +27,7 @@ class LocalCluster:
             invocation, like OSCAR's Kubernetes jobs).
         startup_delay: extra seconds added to every invocation, to emulate a
             slower platform in experiments.
-        platform_options: passed to :class:`~distrdf_oscar.platform.local.LocalPlatform`, e.g.
+        platform_options: passed to :class:`~distrdf_oscar.platform.embedded.LocalPlatform`, e.g.
             ``oscar_version="3.6"`` to behave as that OSCAR release (default: the newest supported).
     """
 

@@ -1,10 +1,5 @@
-"""Object storage through the ``minio`` client, as on an OSCAR cluster's MinIO.
-
-Also how a function finds its storage: OSCAR mounts the function's config
-(with the ``minio.default`` provider's credentials) at
-``/oscar/config/function_config.yaml``; the embedded platform points
-``DRO_FUNCTION_CONFIG`` at its copy.
-"""
+"""Object storage through the ``minio`` client, as on an OSCAR cluster's MinIO: every key routed
+to its bucket (layout.py), transient errors retried, payloads signed and verified."""
 
 from __future__ import annotations
 
@@ -18,7 +13,6 @@ from urllib.parse import urlparse
 from . import layout
 from .signing import METADATA, Signer
 
-FUNCTION_CONFIG = "/oscar/config/function_config.yaml"
 Metadata = dict[str, str | list[str] | tuple[str]]  # minio-py's type of user metadata and headers
 
 
@@ -77,37 +71,6 @@ def split_endpoint(endpoint: str) -> tuple[str, bool]:
     if url.scheme not in ("http", "https") or not url.netloc:
         raise ValueError(f"malformed storage endpoint {endpoint!r}: expected http(s)://host[:port]")
     return url.netloc, url.scheme == "https"
-
-
-PROVIDER_SECRETS = "/var/run/secrets/providers/minio.default"
-
-
-def config_from_function(bucket: str, path: str | None = None) -> StorageConfig:
-    """Storage settings of the running function (OSCAR's function config).
-
-    Since OSCAR 3.5 the config shows the keys as ``hidden`` and mounts them as
-    files under ``/var/run/secrets/providers/minio.default/``; read them there.
-    """
-    import yaml
-
-    path = path or os.environ.get("DRO_FUNCTION_CONFIG", FUNCTION_CONFIG)
-    with open(path) as f:
-        config = yaml.safe_load(f)
-    provider = config["storage_providers"]["minio"]["default"]
-    keys = {}
-    for field, filename in (("access_key", "accessKey"), ("secret_key", "secretKey")):
-        value = provider.get(field)
-        if not value or value == "hidden":
-            with open(os.path.join(os.environ.get("DRO_PROVIDER_SECRETS", PROVIDER_SECRETS), filename)) as f:
-                value = f.read().strip()
-        keys[field] = value
-    return StorageConfig(
-        endpoint=provider["endpoint"],
-        region=provider.get("region") or "us-east-1",
-        verify=bool(provider.get("verify", True)),
-        bucket=bucket,
-        **keys,
-    )
 
 
 def _retry_policy():
@@ -237,8 +200,11 @@ class Storage:
         """Create ``key`` only if no object has it (S3 conditional write, ``If-None-Match: *``).
 
         Returns False when another writer got there first: the first copy wins, so duplicate
-        functions never replace (nor re-announce) an object. minio-py exposes no conditional
-        headers, so this goes through its single-request PUT.
+        functions never replace (nor re-announce) an object. minio-py's public upload turns unknown
+        headers into metadata, so this goes through its single-request PUT (a private method, hence
+        the pin ``minio<8``). boto3 could send the header too, but costs every cold function ~0.25 s
+        to import and build a client; ``check_conditional_writes`` proves the header reaches the
+        server on every new deployment.
         """
         from minio.error import S3Error
 

@@ -1,2 +1,2 @@
 #!/bin/bash
-exec "${DRO_PYTHON:-python3}" -m distrdf_oscar.services mapper
+exec "${DRO_PYTHON:-python3}" -m distrdf_oscar.functions mapper

@@ -1,2 +1,2 @@
 #!/bin/bash
-exec "${DRO_PYTHON:-python3}" -m distrdf_oscar.services reducer
+exec "${DRO_PYTHON:-python3}" -m distrdf_oscar.functions reducer

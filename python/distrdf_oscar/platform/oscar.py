@@ -17,8 +17,8 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from .. import layout
+from ..deployment import KEY_ID_ENV, ROLES, Deployment
 from ..quantities import parse_quantity
-from ..services.definitions import KEY_ID_ENV, ROLES, Deployment
 from ..storage import Storage, StorageConfig, StorageError
 
 # Fields of a service definition that deploy manages (compared to detect changes), and those an

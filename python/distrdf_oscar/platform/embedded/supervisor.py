@@ -21,8 +21,8 @@ from urllib.parse import unquote_plus
 
 from minio import Minio
 
-from .jobs import Job
-from .storage import output_key
+from .job_records import Job
+from .provisioning import output_key
 from .versions import OscarVersion
 
 _STORAGE_EVENT_SOURCES = ("minio:s3", "aws:s3")

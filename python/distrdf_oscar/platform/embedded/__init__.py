@@ -4,7 +4,7 @@ storage triggers and a function runner on loopback, with moto as object store.
 Importing this package is cheap: the platform itself runs in a child process.
 """
 
-from .cluster import LocalPlatform
 from .faults import Fault
+from .launcher import LocalPlatform
 
 __all__ = ["Fault", "LocalPlatform"]

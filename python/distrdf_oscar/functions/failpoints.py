@@ -1,7 +1,7 @@
 """Places where the embedded platform's fault injection kills a function.
 
 The platform sets ``DRO_FAILPOINT=<point>:<token dir>`` for an invocation it
-may fail (see ``platform/local/faults.py``); nothing else does. A function
+may fail (see ``platform/embedded/faults.py``); nothing else does. A function
 that reaches the point takes a token (an atomic unlink, so no more functions
 die than the fault asked for) and dies by SIGKILL, as it would when its node
 disappears: no clean-up, no error marker, nothing flushed.

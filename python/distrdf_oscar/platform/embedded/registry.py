@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from .storage import StorageCredentials, bucket_exists, provision_path, remove_bucket
+from .provisioning import StorageCredentials, bucket_exists, provision_path, remove_bucket
 from .validation import DEFAULT_OWNER, ServiceError, split_path, validate_service
 from .versions import OscarVersion
 

@@ -1,7 +1,7 @@
 """The platform process: S3 server, OSCAR API, trigger poller and runner, started and stopped together.
 
-Started by :class:`~distrdf_oscar.platform.local.cluster.LocalPlatform` as
-``python -m distrdf_oscar.platform.local``. Protocol on its standard streams:
+Started by :class:`~distrdf_oscar.platform.embedded.LocalPlatform` as
+``python -m distrdf_oscar.platform.embedded``. Protocol on its standard streams:
 the first stdin line is the JSON configuration (credentials included, so they
 never appear on a command line); when ready, one JSON line goes to stdout;
 ``stop`` on stdin, stdin reaching EOF (the parent died) or SIGTERM shut
@@ -21,7 +21,7 @@ from typing import Any
 
 from .s3server import S3Server
 
-log = logging.getLogger("distrdf_oscar.platform.local")
+log = logging.getLogger("distrdf_oscar.platform.embedded")
 
 WARM_START_TIMEOUT = 300.0
 
@@ -68,10 +68,10 @@ def run(config: dict[str, Any]) -> int:
     from .api import ApiContext, ApiServer, create_app
     from .faults import FaultPlan
     from .gate import StorageGate
-    from .jobs import JobStore
+    from .job_records import JobStore
+    from .provisioning import StorageCredentials, ensure_bucket
+    from .registry import ServiceRegistry
     from .runner import WARM, Runner
-    from .services import ServiceRegistry
-    from .storage import StorageCredentials, ensure_bucket
     from .triggers import TriggerPoller
     from .versions import OscarVersion
     from .warm import WarmPool

@@ -22,7 +22,7 @@ from minio import Minio
 from minio.error import S3Error
 
 from .faults import FaultPlan
-from .services import ServiceRegistry
+from .registry import ServiceRegistry
 
 log = logging.getLogger(__name__)
 

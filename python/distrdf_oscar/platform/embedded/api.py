@@ -17,8 +17,8 @@ from werkzeug.serving import make_server
 
 from .accounts import Accounts, Kueue, User
 from .faults import Fault, FaultPlan
-from .jobs import SUSPENDED, JobStore
-from .services import ServiceRegistry
+from .job_records import SUSPENDED, JobStore
+from .registry import ServiceRegistry
 from .validation import ServiceError
 from .versions import DEFAULT as DEFAULT_VERSION
 from .versions import JOB_LISTING_LIMIT, OscarVersion

@@ -11,12 +11,12 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote
 
 from .. import layout
 from ..signing import from_environment
-from ..storage import FUNCTION_CONFIG, Storage, StorageConfig, StorageError, config_from_function
+from ..storage import Storage, StorageConfig, StorageError
 from . import failpoints
+from .contract import storage_config, triggering_object
 
 # What publish() did with an object.
 WRITTEN = "written"  # ours is the object now stored under the key
@@ -153,19 +153,9 @@ def _report_unconfigured(role: str, bucket: str, key: str, exc: Exception) -> in
     who = _marker_name(role, key)
     marker = _marker(job_id, who, os.environ.get("OSCAR_SERVICE_NAME", "?"), key, None, exc, retryable=False)
     marker["unconfigured"] = True
-    storage = Storage(config_from_function(layout.base_bucket(bucket, key), os.environ.get("DRO_FUNCTION_CONFIG")))
+    storage = Storage(storage_config(layout.base_bucket(bucket, key)))
     storage.put_bytes(layout.JobKeys(job_id).error(who), json.dumps(marker).encode())
     return 1
-
-
-def triggering_object() -> tuple[str, str]:
-    """(bucket, key) of the object that invoked us: from the MinIO event, else STORAGE_OBJECT_KEY."""
-    try:
-        record = json.loads(os.environ.get("EVENT", ""))["Records"][0]["s3"]
-        return record["bucket"]["name"], unquote(record["object"]["key"])
-    except (ValueError, KeyError, IndexError, TypeError):
-        bucket, _, key = os.environ.get("STORAGE_OBJECT_KEY", "").partition("/")  # "<bucket>/<key>"
-        return bucket, key
 
 
 @functools.lru_cache(maxsize=4)
@@ -186,12 +176,11 @@ def current(bucket: str, key: str) -> FunctionContext:
     follows from them (layout.py), so no setting can name a wrong one."""
     if not bucket or not key:
         raise RuntimeError("no triggering object: neither EVENT nor STORAGE_OBJECT_KEY names one")
-    config_path = os.environ.get("DRO_FUNCTION_CONFIG", FUNCTION_CONFIG)
     return FunctionContext(
         service=os.environ.get("OSCAR_SERVICE_NAME", "?"),
         input_path=os.environ["INPUT_FILE_PATH"],
         key=key,
         output_dir=os.environ["TMP_OUTPUT_DIR"],
         # The storage keys are part of the cache key: OSCAR mounts those of whoever uploaded the trigger.
-        storage=_storage(config_from_function(layout.base_bucket(bucket, key), config_path), _fingerprint()),
+        storage=_storage(storage_config(layout.base_bucket(bucket, key)), _fingerprint()),
     )

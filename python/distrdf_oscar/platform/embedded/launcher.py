@@ -27,6 +27,16 @@ MODES = ("cold", "warm")
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 
+def _check_extra() -> None:
+    """Say which install is missing before the platform process dies of an ImportError."""
+    import importlib.util
+
+    missing = [name for name in ("flask", "moto") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise RuntimeError(f"the embedded platform needs {' and '.join(missing)}: "
+                           "pip install 'distrdf-oscar[local]'")
+
+
 class LocalPlatform:
     """An OSCAR-compatible cluster with MinIO-like storage, on this machine, in one child process.
 
@@ -118,6 +128,7 @@ class LocalPlatform:
     def start(self) -> LocalPlatform:
         if self._proc is not None:
             raise RuntimeError("the local platform is already running")
+        _check_extra()
         self.tmpdir = tempfile.mkdtemp(prefix="distrdf-oscar-local-", dir=self.workdir)
         password = secrets.token_urlsafe(24)
         access_key = "dro" + secrets.token_hex(8)
@@ -146,7 +157,7 @@ class LocalPlatform:
         # Own session: a Ctrl-C meant for the user's process does not hit the
         # platform half-way; stop() (or our exit, which closes its stdin) ends it.
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "distrdf_oscar.platform.local"],
+            [sys.executable, "-m", "distrdf_oscar.platform.embedded"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             cwd=self.tmpdir,

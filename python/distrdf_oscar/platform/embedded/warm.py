@@ -6,7 +6,7 @@ function). The worker runs the call with the invocation's environment, cwd and
 ``TMP*`` directories in place, its fds 1 and 2 redirected into the job's log
 (so C++ output is captured too), and restores its own state afterwards.
 
-Run as ``python -m distrdf_oscar.platform.local.warm FD``: FD is this end of a
+Run as ``python -m distrdf_oscar.platform.embedded.warm FD``: FD is this end of a
 socket pair to the platform, carrying pickled dicts.
 """
 

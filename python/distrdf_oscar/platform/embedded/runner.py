@@ -20,11 +20,11 @@ from typing import Any
 
 from minio import Minio
 
+from ...functions.failpoints import VARIABLE as FAILPOINT_VARIABLE
 from ...quantities import parse_quantity
-from ...services.failpoints import VARIABLE as FAILPOINT_VARIABLE
 from .accounts import Kueue
 from .faults import FaultPlan
-from .jobs import FAILED, PENDING, SUCCEEDED, SUSPENDED, Job, JobStore
+from .job_records import FAILED, PENDING, SUCCEEDED, SUSPENDED, Job, JobStore
 from .memory import MemoryWatch, group_rss
 from .supervisor import Invocation, parse_event
 from .validation import DEFAULT_MEMORY, parse_cpu

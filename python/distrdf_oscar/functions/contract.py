@@ -1,0 +1,55 @@
+"""OSCAR's function contract: how a function learns what triggered it and where its storage is.
+
+OSCAR's supervisor hands the MinIO event in ``EVENT`` (``STORAGE_OBJECT_KEY`` when it is not one) and
+mounts the function's config, with the ``minio.default`` provider, at
+``/oscar/config/function_config.yaml``; the embedded platform points ``DRO_FUNCTION_CONFIG`` at its copy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from urllib.parse import unquote
+
+from ..storage import StorageConfig
+
+FUNCTION_CONFIG = "/oscar/config/function_config.yaml"
+PROVIDER_SECRETS = "/var/run/secrets/providers/minio.default"
+
+
+def storage_config(bucket: str, path: str | None = None) -> StorageConfig:
+    """Storage settings of the running function (OSCAR's function config).
+
+    Since OSCAR 3.5 the config shows the keys as ``hidden`` and mounts them as
+    files under ``/var/run/secrets/providers/minio.default/``; read them there.
+    """
+    import yaml
+
+    path = path or os.environ.get("DRO_FUNCTION_CONFIG", FUNCTION_CONFIG)
+    with open(path) as f:
+        config = yaml.safe_load(f)
+    provider = config["storage_providers"]["minio"]["default"]
+    keys = {}
+    for field, filename in (("access_key", "accessKey"), ("secret_key", "secretKey")):
+        value = provider.get(field)
+        if not value or value == "hidden":
+            with open(os.path.join(os.environ.get("DRO_PROVIDER_SECRETS", PROVIDER_SECRETS), filename)) as f:
+                value = f.read().strip()
+        keys[field] = value
+    return StorageConfig(
+        endpoint=provider["endpoint"],
+        region=provider.get("region") or "us-east-1",
+        verify=bool(provider.get("verify", True)),
+        bucket=bucket,
+        **keys,
+    )
+
+
+def triggering_object() -> tuple[str, str]:
+    """(bucket, key) of the object that invoked us: from the MinIO event, else STORAGE_OBJECT_KEY."""
+    try:
+        record = json.loads(os.environ.get("EVENT", ""))["Records"][0]["s3"]
+        return record["bucket"]["name"], unquote(record["object"]["key"])
+    except (ValueError, KeyError, IndexError, TypeError):
+        bucket, _, key = os.environ.get("STORAGE_OBJECT_KEY", "").partition("/")  # "<bucket>/<key>"
+        return bucket, key
