@@ -195,7 +195,7 @@ class OSCARExecutor:
                 on_partial: Callable[[Any], None] | None = None, reduction: plan.Reduction | None = None):
         """One DistRDF ``ProcessAndMerge``: returns the merged ``TaskResult``."""
         chosen = plan.resolve(reduction or self.reduction)
-        chosen.describe(len(ranges))  # reject a plan that does not fit before anything is written
+        chosen.check(len(ranges))  # reject a plan that does not fit before anything is written
         self._check_quota(chosen)
         job = Job(self.storage, chosen, self.options, idle=self._service_idle)
         self.last_job = job

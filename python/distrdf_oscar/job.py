@@ -9,7 +9,6 @@ OSCAR reports a crashed script as a succeeded job.
 from __future__ import annotations
 
 import base64
-import json
 import os
 import tempfile
 import time
@@ -18,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import layout, partial, plan
+from .messages import ErrorMarker, Manifest, MapperTrigger
 from .recovery import RemoteError, RetryPolicy, Tracker
 from .signing import SignatureError
 from .storage import Storage, StorageError
@@ -73,19 +73,8 @@ class Job:
         return self.keys.job_id
 
     # -- submission -------------------------------------------------------
-    def _describe_plan(self, npartitions: int) -> dict[str, Any]:
-        description = self.reduction.describe(npartitions)
-        description["job"] = self.job_id
-        description["coordinator_timeout"] = self.options.coordinator_timeout
-        return description
-
-    def _mapper_output(self, job_plan: dict[str, Any], range_id: int) -> str:
-        if job_plan["mode"] == "coordinated":
-            return self.keys.partial(range_id, range_id + 1)
-        return self.keys.tree_output(range_id, range_id + 1, job_plan["npartitions"])
-
     def _submit(self, ranges: Sequence[Any], mapper: Callable, files: JobFiles,
-                job_plan: dict[str, Any]) -> dict[int, bytes]:
+                job_plan: plan.JobPlan) -> dict[int, bytes]:
         """Upload everything and write the triggers; returns each range's trigger (for retries)."""
         import cloudpickle
 
@@ -95,33 +84,27 @@ class Job:
                 self.storage.put_file(self.keys.job_file(name), path)
         payload: dict[str, Any] = {kind: [name for name, _ in entries] for kind, entries in named.items()}
         payload["mapper"] = mapper
-        manifest = {"job": self.job_id, "created": time.time(), "plan": job_plan}
-        self.storage.put_bytes(self.keys.manifest, json.dumps(manifest).encode())
+        manifest = Manifest(job=self.job_id, created=time.time(), plan=job_plan.to_dict())
+        self.storage.put_bytes(self.keys.manifest, manifest.to_json())
         self.storage.put_bytes(self.keys.mapper_payload, cloudpickle.dumps(payload))
-        self.storage.put_bytes(self.keys.plan, json.dumps(job_plan).encode())
-        if job_plan["mode"] == "coordinated":
+        self.storage.put_bytes(self.keys.plan, job_plan.to_json())
+        if isinstance(job_plan, plan.CoordinatedPlan):
             # Start the coordinator first, so it is watching when the first partials land.
-            self.storage.put_bytes(self.keys.coordinator_trigger, json.dumps(job_plan).encode())
+            self.storage.put_bytes(self.keys.coordinator_trigger, job_plan.to_json())
         triggers = {}
         for current_range in ranges:
-            trigger = {
-                "job": self.job_id,
-                "range_id": current_range.id,
-                "range": base64.b64encode(cloudpickle.dumps(current_range)).decode("ascii"),
-                "payload": self.keys.mapper_payload,
-                "output": self._mapper_output(job_plan, current_range.id),
-            }
-            triggers[current_range.id] = json.dumps(trigger).encode()
+            trigger = MapperTrigger(
+                job=self.job_id,
+                range_id=current_range.id,
+                range=base64.b64encode(cloudpickle.dumps(current_range)).decode("ascii"),
+                payload=self.keys.mapper_payload,
+                output=job_plan.mapper_output(current_range.id),
+            )
+            triggers[current_range.id] = trigger.to_json()
             self.storage.put_bytes(self.keys.trigger(current_range.id), triggers[current_range.id])
         return triggers
 
     # -- waiting ----------------------------------------------------------
-    def _watched_prefixes(self, job_plan: dict[str, Any]) -> list[str]:
-        """Where the job's expected objects appear."""
-        folders: tuple[str, ...] = (layout.PARTIALS, layout.BATCHES, layout.RESULTS) \
-            if job_plan["mode"] == "coordinated" else (layout.TREE_PARTIALS, layout.RESULTS)
-        return [self.keys.prefix(folder) for folder in folders]
-
     def _handle_errors(self, tracker: Tracker) -> None:
         """Retry what failed transiently; raise RemoteError for what cannot be retried."""
         for key in tracker.new_markers(self.storage.list(self.keys.prefix(layout.ERRORS))):
@@ -130,18 +113,18 @@ class Job:
             if trigger is not None:
                 tracker.fire(trigger, self.storage.put_bytes)
 
-    def _read_marker(self, key: str) -> dict[str, Any]:
+    def _read_marker(self, key: str) -> ErrorMarker:
         """An error marker. A function that could not even start (its signing key missing) reports
         unsigned; such a marker is believed only as that report: it can fail the job (as deleting
         its objects could), never make the client run or trust anything."""
         try:
-            return json.loads(self.storage.get_bytes(key))
+            return ErrorMarker.from_json(self.storage.get_bytes(key))
         except SignatureError:
-            marker = json.loads(self.storage.get_bytes(key, verify=False))
-            if not isinstance(marker, dict) or not marker.get("unconfigured"):
+            marker = ErrorMarker.from_json(self.storage.get_bytes(key, verify=False))
+            if not marker.unconfigured:
                 raise
-            raise RemoteError(f"a function of job {self.job_id} could not start ({marker.get('service', '?')}, "
-                              f"unsigned report): {str(marker.get('error'))[:500]}. Check the deployment's "
+            raise RemoteError(f"a function of job {self.job_id} could not start ({marker.service}, "
+                              f"unsigned report): {marker.error[:500]}. Check the deployment's "
                               "settings (`distrdf-oscar status`; docs/deploy.md)") from None
 
     def _poll(self, tracker: Tracker, prefixes: list[str]) -> None:
@@ -154,13 +137,12 @@ class Job:
             for trigger in tracker.overdue(self.idle, self.storage.exists):
                 tracker.fire(trigger, self.storage.put_bytes)
 
-    def _wait(self, job_plan: dict[str, Any], triggers: dict[int, bytes],
+    def _wait(self, job_plan: plan.JobPlan, triggers: dict[int, bytes],
               on_partial: Callable[[Any], None] | None) -> None:
-        npartitions = job_plan["npartitions"]
-        steps = plan.count_steps(job_plan)
+        npartitions, steps = job_plan.npartitions, job_plan.steps()
         tracker = Tracker.for_plan(self.keys, job_plan, triggers, self.options.retry)
         self.tracker = tracker
-        prefixes = self._watched_prefixes(job_plan)
+        prefixes = [self.keys.prefix(folder) for folder in job_plan.watched_folders]
         bar = _progress_bar(self.options.progress, npartitions + steps, self.job_id)
         failing_since: float | None = None
         delivered: set[str] = set()
@@ -176,7 +158,7 @@ class Job:
                         raise
                 if tracker.done:
                     self.timeline["result_seen"] = time.time()
-                    self._record_last_mapper(tracker)
+                    self._record_last_mapper(tracker, prefixes)
                     bar.update(bar.total - bar.n)
                     return
                 mappers, reductions = tracker.counts()
@@ -191,10 +173,9 @@ class Job:
         finally:
             bar.close()
 
-    def _record_last_mapper(self, tracker: Tracker) -> None:
+    def _record_last_mapper(self, tracker: Tracker, prefixes: list[str]) -> None:
         mapper_keys = set(tracker.mapper_outputs())
-        times = [t for prefix in {k.rsplit("/", 1)[0] + "/" for k in mapper_keys}
-                 for k, t in self.storage.modified(prefix).items() if k in mapper_keys]
+        times = [t for prefix in prefixes for k, t in self.storage.modified(prefix).items() if k in mapper_keys]
         if times:
             self.timeline["last_mapper"] = max(times)
 
@@ -210,7 +191,7 @@ class Job:
         """Put the mappers' Snapshot files where the user asked for them."""
         from ROOT._distrdf.PythonMergeables import SnapshotResult
 
-        uploaded = {k.rsplit("/", 1)[-1]: k for k in self.storage.list(self.keys.snapshot_file(""))}
+        uploaded = {self.keys.snapshot_name(k): k for k in self.storage.list(self.keys.snapshots)}
         for mergeable in task_result.mergeables or []:
             if isinstance(mergeable, SnapshotResult):
                 for path in mergeable.filenames:
@@ -231,7 +212,7 @@ class Job:
     def run(self, ranges: Sequence[Any], mapper: Callable, files: JobFiles,
             on_partial: Callable[[Any], None] | None = None):
         """Run the job to completion and return the merged DistRDF ``TaskResult``."""
-        job_plan = self._describe_plan(len(ranges))
+        job_plan = self.reduction.describe(len(ranges), self.job_id, self.options.coordinator_timeout)
         self.timeline["submitted"] = time.time()
         try:
             triggers = self._submit(ranges, mapper, files, job_plan)

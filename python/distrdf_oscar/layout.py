@@ -161,9 +161,18 @@ class JobKeys:
         """A file the user distributed (header, shared library, data file)."""
         return f"{JOBS}/{self.job_id}/files/{name}"
 
-    def snapshot_file(self, name: str) -> str:
-        """A Snapshot output written by a mapper, fetched by the client."""
-        return f"{JOBS}/{self.job_id}/snapshots/{name}"
+    def snapshot(self, range_id: int, name: str) -> str:
+        """A Snapshot output file ``name`` written by the mapper of a range, fetched by the client."""
+        return f"{self.snapshots}{range_id:06d}/{name}"
+
+    @property
+    def snapshots(self) -> str:
+        return f"{JOBS}/{self.job_id}/snapshots/"
+
+    @staticmethod
+    def snapshot_name(key: str) -> str:
+        """The file name of a :meth:`snapshot` key."""
+        return key.rsplit("/", 1)[-1]
 
     def trigger(self, range_id: int) -> str:
         return f"{TRIGGERS}/{self.job_id}/{interval_stem(range_id, range_id + 1)}.json"
@@ -179,10 +188,10 @@ class JobKeys:
         return f"{PARTIALS}/{self.job_id}/{interval_name(lo, hi)}"
 
     def batch(self, index: int) -> str:
-        return f"{BATCHES}/{self.job_id}/{index:04d}.json"
+        return f"{BATCHES}/{self.job_id}/{self.batch_name(index)}.json"
 
     def batch_result(self, index: int) -> str:
-        return f"{PARTIALS}/{self.job_id}/batch_{index:04d}.root"
+        return f"{PARTIALS}/{self.job_id}/batch_{self.batch_name(index)}.root"
 
     def batch_output(self, index: int, nbatches: int) -> str:
         """Where batch ``index`` of ``nbatches`` lands: the last one is the job's result."""
@@ -200,8 +209,24 @@ class JobKeys:
     def error(self, who: str) -> str:
         return f"{ERRORS}/{self.job_id}/{who}.json"
 
+    @staticmethod
+    def reporter(role: str, trigger: str) -> str:
+        """Who reports a failure (an :meth:`error` name): the role and the stem of its trigger's key,
+        e.g. ``mapper-000003_000004``; it needs nothing from the trigger's content."""
+        return f"{role}-{trigger.rsplit('/', 1)[-1].rsplit('.', 1)[0]}"
+
+    def batch_name(self, index: int) -> str:
+        """The stem of batch ``index``'s file, which also names its retries."""
+        return f"{index:04d}"
+
     def all_prefixes(self) -> list[str]:
         return [self.prefix(folder) for folder in JOB_FOLDERS]
+
+
+def manifest_job(key: str) -> str | None:
+    """The job whose manifest ``key`` is, else None."""
+    job_id = job_of_key(key)
+    return job_id if job_id is not None and key == JobKeys(job_id).manifest else None
 
 
 def job_of_key(key: str) -> str | None:

@@ -14,10 +14,14 @@ Two strategies, as in DESIGN.md §3:
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
+
+from . import layout
+from .messages import BatchRetry, Message, MessageError, TreeRetry
 
 Interval = tuple[int, int]
 
@@ -36,9 +40,12 @@ class TreeReduction:
         if isinstance(self.fan_in, bool) or not isinstance(self.fan_in, int) or self.fan_in < 2:
             raise PlanError(f"TreeReduction fan_in must be an integer >= 2, got {self.fan_in!r}")
 
-    def describe(self, npartitions: int) -> dict[str, Any]:
+    def check(self, npartitions: int) -> None:
         _check_npartitions(npartitions)
-        return {"mode": "tree", "fan_in": self.fan_in, "npartitions": npartitions}
+
+    def describe(self, npartitions: int, job: str, coordinator_timeout: float = 3600.0) -> TreePlan:
+        self.check(npartitions)
+        return TreePlan(job=job, npartitions=npartitions, fan_in=self.fan_in)
 
 
 @dataclass(frozen=True)
@@ -71,8 +78,12 @@ class CoordinatedReduction:
             )
         return batches
 
-    def describe(self, npartitions: int) -> dict[str, Any]:
-        return {"mode": "coordinated", "batches": self.plan_for(npartitions), "npartitions": npartitions}
+    def check(self, npartitions: int) -> None:
+        self.plan_for(npartitions)
+
+    def describe(self, npartitions: int, job: str, coordinator_timeout: float = 3600.0) -> CoordinatedPlan:
+        return CoordinatedPlan(job=job, npartitions=npartitions, batches=tuple(self.plan_for(npartitions)),
+                               coordinator_timeout=coordinator_timeout)
 
 
 Reduction = TreeReduction | CoordinatedReduction
@@ -110,21 +121,6 @@ def tree_groups(npartitions: int, fan_in: int) -> list[list[Interval]]:
     return groups
 
 
-def tree_parent(plan: dict[str, Any], member: Interval) -> list[Interval] | None:
-    """The group ``member`` belongs to in a tree plan, or None if it is the root."""
-    for group in tree_groups(plan["npartitions"], plan["fan_in"]):
-        if tuple(member) in group:
-            return group
-    return None
-
-
-def count_steps(plan: dict[str, Any]) -> int:
-    """Number of reduction steps a plan performs (for progress reporting)."""
-    if plan["mode"] == "tree":
-        return len(tree_groups(plan["npartitions"], plan["fan_in"]))
-    return len(plan["batches"]) or 1  # one partial still passes through a batch reducer
-
-
 def resolve(reduction: Reduction | None) -> Reduction:
     if reduction is None:
         return DEFAULT_REDUCTION
@@ -134,3 +130,132 @@ def resolve(reduction: Reduction | None) -> Reduction:
             "or distrdf_oscar.CoordinatedReduction([...])"
         )
     return reduction
+
+
+# -- the job plan: what reducers and the client read (jobs/<job>/plan.json) ---------------------
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """An output a plan's reductions must produce: due once ``need`` of ``inputs`` exist; a retry
+    object (``retry_body`` named ``retry_name``) in ``retry_folder`` makes its service run again."""
+
+    output: str
+    inputs: tuple[str, ...]
+    need: int
+    retry_folder: str
+    retry_name: str
+    retry_body: bytes
+    label: str  # for messages, e.g. "batch reduction 2"
+    kind: str = "merge"  # "merge" (a reduction's output) or "launch" (a coordinator's batch file)
+
+
+@dataclass(frozen=True)
+class TreePlan(Message):
+    """Event-driven tree: each new partial triggers a reducer, which merges its group once complete."""
+
+    mode: ClassVar[str] = "tree"
+    job: str
+    npartitions: int
+    fan_in: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mode": self.mode, **super().to_dict()}
+
+    @property
+    def watched_folders(self) -> tuple[str, ...]:
+        return (layout.TREE_PARTIALS, layout.RESULTS)
+
+    def mapper_output(self, range_id: int) -> str:
+        return layout.JobKeys(self.job).tree_output(range_id, range_id + 1, self.npartitions)
+
+    def groups(self) -> list[list[Interval]]:
+        return tree_groups(self.npartitions, self.fan_in)
+
+    def steps(self) -> int:
+        return len(self.groups())
+
+    def parent(self, member: Interval) -> list[Interval] | None:
+        """The group ``member`` belongs to, or None if it is the root."""
+        return next((group for group in self.groups() if tuple(member) in group), None)
+
+    def group_covering(self, interval: Interval) -> list[Interval] | None:
+        return next((g for g in self.groups() if (g[0][0], g[-1][1]) == tuple(interval)), None)
+
+    def output(self, group: list[Interval]) -> str:
+        return layout.JobKeys(self.job).tree_output(group[0][0], group[-1][1], self.npartitions)
+
+    def expectations(self) -> list[Expectation]:
+        keys = layout.JobKeys(self.job)
+        out = []
+        for group in self.groups():
+            lo, hi = group[0][0], group[-1][1]
+            members = tuple(keys.tree_partial(*m) for m in group)
+            out.append(Expectation(self.output(group), members, len(members), layout.TREE_PARTIALS,
+                                   layout.interval_stem(lo, hi), TreeRetry(self.job, (lo, hi)).to_json(),
+                                   f"tree reduction of ranges {lo}-{hi - 1}"))
+        return out
+
+
+@dataclass(frozen=True)
+class CoordinatedPlan(Message):
+    """A coordinator launches batch ``i`` once ``batches[i]`` unconsumed items exist."""
+
+    mode: ClassVar[str] = "coordinated"
+    job: str
+    npartitions: int
+    batches: tuple[int, ...]
+    coordinator_timeout: float = 3600.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mode": self.mode, **super().to_dict()}
+
+    @property
+    def sizes(self) -> list[int]:
+        """The batches to run: a single partial (an empty plan) still passes through one batch
+        reducer, so that the final result always comes from a batch."""
+        return list(self.batches) or [1]
+
+    @property
+    def watched_folders(self) -> tuple[str, ...]:
+        return (layout.PARTIALS, layout.BATCHES, layout.RESULTS)
+
+    def mapper_output(self, range_id: int) -> str:
+        return layout.JobKeys(self.job).partial(range_id, range_id + 1)
+
+    def steps(self) -> int:
+        return len(self.sizes)
+
+    def batch_output(self, index: int) -> str:
+        return layout.JobKeys(self.job).batch_output(index, len(self.sizes))
+
+    def expectations(self) -> list[Expectation]:
+        keys = layout.JobKeys(self.job)
+        mappers = tuple(self.mapper_output(r) for r in range(self.npartitions))
+        sizes, out = self.sizes, []
+        for index, size in enumerate(sizes):
+            items = mappers + tuple(keys.batch_result(i) for i in range(index))
+            # The coordinator launches the batch file once enough items arrived; a retry restarts it.
+            out.append(Expectation(keys.batch(index), items, sum(sizes[:index]) + size, layout.PLANS,
+                                   "coordinator", self.to_json(), "coordinator", kind="launch"))
+            out.append(Expectation(self.batch_output(index), (keys.batch(index),), 1, layout.BATCHES,
+                                   keys.batch_name(index), BatchRetry(self.job, index).to_json(),
+                                   f"batch reduction {index}"))
+        return out
+
+
+JobPlan = TreePlan | CoordinatedPlan
+
+
+def plan_from_json(data: bytes | str) -> JobPlan:
+    """A job plan as a reducer, the coordinator or the client reads it back."""
+    try:
+        raw = json.loads(data)
+    except ValueError as exc:
+        raise MessageError(f"job plan: not JSON ({exc})") from None
+    kinds: dict[str, type[TreePlan | CoordinatedPlan]] = {TreePlan.mode: TreePlan,
+                                                                 CoordinatedPlan.mode: CoordinatedPlan}
+    mode = raw.get("mode") if isinstance(raw, dict) else None
+    if mode not in kinds:
+        raise MessageError(f"job plan: unknown mode {mode!r}")
+    return kinds[mode].from_dict(raw)

@@ -26,14 +26,13 @@ another job's functions), or a listing that cannot be trusted (see
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from . import layout, plan
+from .messages import ErrorMarker, MapperTrigger
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +72,7 @@ class Trigger:
     label: str  # for messages, e.g. "mapper of range 3"
     attempts: int = 0  # retries written so far
     last_fired: float = 0.0  # monotonic time of the original trigger or the latest retry
-    last_error: dict[str, Any] | None = None
+    last_error: ErrorMarker | None = None
 
 
 @dataclass
@@ -104,50 +103,23 @@ class Tracker:
     # -- the plan's expectations ---------------------------------------------------
 
     @classmethod
-    def for_plan(cls, keys: layout.JobKeys, job_plan: dict[str, Any], mapper_triggers: dict[int, bytes],
+    def for_plan(cls, keys: layout.JobKeys, job_plan: plan.JobPlan, mapper_triggers: dict[int, bytes],
                  policy: RetryPolicy, clock: Callable[[], float] = time.monotonic) -> Tracker:
         tracker = cls(keys, policy, clock=clock)
         now = clock()
-        coordinated = job_plan["mode"] == "coordinated"
         for range_id, body in sorted(mapper_triggers.items()):
             trigger = Trigger(layout.TRIGGERS, layout.interval_stem(range_id, range_id + 1), body,
                               f"mapper of range {range_id}", last_fired=now)
-            output = json.loads(body)["output"]
+            output = MapperTrigger.from_json(body).output
             tracker.expected.append(Expected(output, lambda present: True, trigger, kind="mapper"))
-        if coordinated:
-            tracker._expect_batches(job_plan, now)
-        else:
-            tracker._expect_tree(job_plan, now)
+        # One trigger per retry object: the coordinator's restarts every batch launch it owes.
+        triggers: dict[tuple[str, str], Trigger] = {}
+        for item in job_plan.expectations():
+            trigger = triggers.setdefault((item.retry_folder, item.retry_name), Trigger(
+                item.retry_folder, item.retry_name, item.retry_body, item.label, last_fired=now))
+            tracker.expected.append(Expected(item.output, _enough_present(item.inputs, item.need), trigger,
+                                             kind=item.kind))
         return tracker
-
-    def _expect_tree(self, job_plan: dict[str, Any], now: float) -> None:
-        for group in plan.tree_groups(job_plan["npartitions"], job_plan["fan_in"]):
-            lo, hi = group[0][0], group[-1][1]
-            output = self.keys.tree_output(lo, hi, job_plan["npartitions"])
-            members = [self.keys.tree_partial(*m) for m in group]
-            name = layout.interval_stem(lo, hi)
-            body = json.dumps({"job": self.keys.job_id, "interval": [lo, hi]}).encode()
-            trigger = Trigger(layout.TREE_PARTIALS, name, body, f"tree reduction of ranges {lo}-{hi - 1}",
-                              last_fired=now)
-            self.expected.append(Expected(output, _all_present(members), trigger))
-
-    def _expect_batches(self, job_plan: dict[str, Any], now: float) -> None:
-        batches = job_plan["batches"] or [1]
-        mapper_outputs = [e.key for e in self.expected]
-        coordinator = Trigger(layout.PLANS, "coordinator", json.dumps(job_plan).encode(), "coordinator",
-                              last_fired=now)
-        for index, size in enumerate(batches):
-            earlier = [self.keys.batch_result(i) for i in range(index)]
-            consumed_before = sum(batches[:index])
-
-            def launchable(present: set[str], items=mapper_outputs + earlier, need=consumed_before + size) -> bool:
-                return sum(1 for k in items if k in present) >= need
-
-            self.expected.append(Expected(self.keys.batch(index), launchable, coordinator, kind="launch"))
-            body = json.dumps({"job": self.keys.job_id, "index": index}).encode()
-            reducer = Trigger(layout.BATCHES, f"{index:04d}", body, f"batch reduction {index}", last_fired=now)
-            output, batch_file = self.keys.batch_output(index, len(batches)), self.keys.batch(index)
-            self.expected.append(Expected(output, _all_present([batch_file]), reducer))
 
     # -- observation ---------------------------------------------------------------
 
@@ -234,13 +206,13 @@ class Tracker:
         self._retried_in_spell = True
         write(self.keys.retry(trigger.folder, trigger.name, trigger.attempts), trigger.body)
 
-    def on_error(self, marker_key: str, marker: dict[str, Any]) -> Trigger | None:
+    def on_error(self, marker_key: str, marker: ErrorMarker) -> Trigger | None:
         """A function reported a failure: the trigger to retry it, or raise RemoteError."""
         self._handled_markers.add(marker_key)
-        item = next((e for e in self.expected if e.key == marker.get("output")), None)
+        item = next((e for e in self.expected if e.key == marker.output), None)
         if item is not None and item.key in self._present:
             return None  # another copy already produced it
-        if item is None or not marker.get("retryable"):
+        if item is None or not marker.retryable:
             raise remote_error(self.keys.job_id, marker)
         item.trigger.last_error = marker
         if item.trigger.attempts >= self.policy.retries:
@@ -251,13 +223,13 @@ class Tracker:
         return [k for k in sorted(markers) if k not in self._handled_markers]
 
 
-def _all_present(keys: list[str]) -> Callable[[set[str]], bool]:
-    return lambda present: all(key in present for key in keys)
+def _enough_present(keys: tuple[str, ...], need: int) -> Callable[[set[str]], bool]:
+    return lambda present: sum(1 for key in keys if key in present) >= need
 
 
-def remote_error(job_id: str, marker: dict[str, Any], attempts: str = "") -> RemoteError:
+def remote_error(job_id: str, marker: ErrorMarker, attempts: str = "") -> RemoteError:
     tries = f" {attempts}" if attempts else ""
     return RemoteError(
-        f"{marker['who']} of job {job_id} failed{tries}: {marker['error']}\n"
-        f"--- remote traceback ({marker['service']}) ---\n{marker['traceback']}"
+        f"{marker.who} of job {job_id} failed{tries}: {marker.error}\n"
+        f"--- remote traceback ({marker.service}) ---\n{marker.traceback}"
     )

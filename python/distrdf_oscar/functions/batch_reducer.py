@@ -6,18 +6,19 @@ batch, in which case the batch file (written once, by a claim) is read.
 
 from __future__ import annotations
 
-import json
-
 from .. import layout
+from ..messages import Batch, BatchRetry
 from . import context
 from .merging import merge_keys
 
 
 def run(ctx: context.FunctionContext) -> None:
-    batch = ctx.read_input_json()
     if layout.parse_retry(ctx.key) is not None:
-        batch = json.loads(ctx.storage.get_bytes(layout.JobKeys(batch["job"]).batch(batch["index"])))
-    merge_keys(ctx, batch["job"], batch["inputs"], batch["output"])
+        retry = BatchRetry.from_json(ctx.read_input())
+        batch = Batch.from_json(ctx.storage.get_bytes(layout.JobKeys(retry.job).batch(retry.index)))
+    else:
+        batch = Batch.from_json(ctx.read_input())
+    merge_keys(ctx, batch.job, list(batch.inputs), batch.output)
 
 
 def main() -> int:

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import os
 import sys
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from .. import layout
+from ..messages import ErrorMarker
 from ..signing import from_environment
 from ..storage import Storage, StorageConfig, StorageError
 from . import failpoints
@@ -81,27 +79,20 @@ class FunctionContext:
         """Whether the client still waits for the job (its manifest exists)."""
         return self.storage.exists(layout.JobKeys(job_id).manifest)
 
-    def read_input_json(self) -> dict:
+    def read_input(self) -> bytes:
         """The trigger the supervisor downloaded, once its signature is verified."""
         self.storage.verify_local(self.key, self.input_path)
-        with open(self.input_path) as f:
-            return json.load(f)
+        with open(self.input_path, "rb") as f:
+            return f.read()
 
     def report_error(self, job_id: str, who: str, exc: BaseException) -> None:
         """Error marker, written directly so the client sees it even if the upload step never runs."""
         # A storage hiccup may pass; an error in the user's code or data would only repeat.
-        marker = _marker(job_id, who, self.service, self.key, self.task_output, exc, retryable=_retryable(exc))
-        print(marker["traceback"], file=sys.stderr, flush=True)
+        marker = ErrorMarker.from_exception(job_id, who, self.service, self.key, self.task_output, exc,
+                                            retryable=_retryable(exc))
+        print(marker.traceback, file=sys.stderr, flush=True)
         # Injected kills aim at a task's outputs, not at its error report.
-        self.publish(job_id, layout.JobKeys(job_id).error(who), data=json.dumps(marker).encode(), failpoint=False)
-
-
-def _marker(job_id: str, who: str, service: str, trigger: str, output: str | None, exc: BaseException,
-            retryable: bool) -> dict[str, Any]:
-    """An error marker's content (docs/protocol.md)."""
-    return {"job": job_id, "who": who, "service": service, "trigger": trigger, "output": output,
-            "retryable": retryable, "error": f"{type(exc).__name__}: {exc}",
-            "traceback": "".join(traceback.format_exception(exc))}
+        self.publish(job_id, layout.JobKeys(job_id).error(who), data=marker.to_json(), failpoint=False)
 
 
 def _retryable(exc: BaseException) -> bool:
@@ -127,7 +118,7 @@ def serve(role: str, work: Callable[[FunctionContext], None]) -> int:
     except BaseException as exc:
         if job_id is None:
             raise
-        ctx.report_error(job_id, _marker_name(role, ctx.key), exc)
+        ctx.report_error(job_id, layout.JobKeys.reporter(role, ctx.key), exc)
         return 1
     finally:
         oscar_job = os.environ.get("JOB_UUID")
@@ -138,10 +129,6 @@ def serve(role: str, work: Callable[[FunctionContext], None]) -> int:
     return 0
 
 
-def _marker_name(role: str, key: str) -> str:
-    return f"{role}-{key.rsplit('/', 1)[-1].rsplit('.', 1)[0]}"
-
-
 def _report_unconfigured(role: str, bucket: str, key: str, exc: Exception) -> int:
     """The function's settings are incomplete (typically the signing key, a secret that a
     deployment tool dropped): write an unsigned marker, which the client accepts only as a report
@@ -150,11 +137,11 @@ def _report_unconfigured(role: str, bucket: str, key: str, exc: Exception) -> in
     job_id = layout.job_of_key(key)
     if not bucket or job_id is None:
         raise exc
-    who = _marker_name(role, key)
-    marker = _marker(job_id, who, os.environ.get("OSCAR_SERVICE_NAME", "?"), key, None, exc, retryable=False)
-    marker["unconfigured"] = True
+    who = layout.JobKeys.reporter(role, key)
+    marker = ErrorMarker.from_exception(job_id, who, os.environ.get("OSCAR_SERVICE_NAME", "?"), key, None, exc,
+                                        retryable=False, unconfigured=True)
     storage = Storage(storage_config(layout.base_bucket(bucket, key)))
-    storage.put_bytes(layout.JobKeys(job_id).error(who), json.dumps(marker).encode())
+    storage.put_bytes(layout.JobKeys(job_id).error(who), marker.to_json())
     return 1
 
 

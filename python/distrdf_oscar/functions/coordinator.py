@@ -14,10 +14,11 @@ written. Every partial is thereby consumed exactly once.
 
 from __future__ import annotations
 
-import json
 import time
 
 from .. import layout
+from ..messages import Batch, MessageError
+from ..plan import CoordinatedPlan, plan_from_json
 from . import context
 
 POLL_SECONDS = 0.1
@@ -27,14 +28,13 @@ def _adopt(ctx: context.FunctionContext, keys: layout.JobKeys, index: int) -> li
     """The inputs of batch ``index`` if an earlier copy already launched it."""
     if not ctx.storage.exists(keys.batch(index)):
         return None
-    return json.loads(ctx.storage.get_bytes(keys.batch(index)))["inputs"]
+    return list(Batch.from_json(ctx.storage.get_bytes(keys.batch(index))).inputs)
 
 
-def run(ctx: context.FunctionContext, job_plan: dict) -> None:
-    keys = layout.JobKeys(job_plan["job"])
-    # A single partial is "merged" alone, so the final result still comes from a batch reducer.
-    batches = job_plan["batches"] or [1]
-    deadline = time.monotonic() + float(job_plan.get("coordinator_timeout", 3600))
+def run(ctx: context.FunctionContext, job_plan: CoordinatedPlan) -> None:
+    keys = layout.JobKeys(job_plan.job)
+    batches = job_plan.sizes
+    deadline = time.monotonic() + job_plan.coordinator_timeout
     arrived: list[str] = []
     consumed: set[str] = set()
     launched = 0
@@ -45,14 +45,13 @@ def run(ctx: context.FunctionContext, job_plan: dict) -> None:
         available = [k for k in arrived if k not in consumed]
         if len(available) >= batches[launched]:
             take = available[:batches[launched]]
-            batch = {"job": keys.job_id, "index": launched, "inputs": take,
-                     "output": keys.batch_output(launched, len(batches))}
+            batch = Batch(job=keys.job_id, index=launched, inputs=tuple(take), output=job_plan.batch_output(launched))
             ctx.task_output = keys.batch(launched)
-            outcome = ctx.publish(keys.job_id, keys.batch(launched), data=json.dumps(batch).encode(), claim=True)
+            outcome = ctx.publish(keys.job_id, keys.batch(launched), data=batch.to_json(), claim=True)
             if outcome == context.ENDED:
                 return
             if outcome == context.TAKEN:  # another copy of the coordinator launched it first
-                take = json.loads(ctx.storage.get_bytes(keys.batch(launched)))["inputs"]
+                take = _adopt(ctx, keys, launched) or []
             consumed.update(take)
             launched += 1
             continue
@@ -65,5 +64,12 @@ def run(ctx: context.FunctionContext, job_plan: dict) -> None:
         arrived.extend(k for k in ctx.storage.list(keys.prefix(layout.PARTIALS)) if k not in known)
 
 
+def _plan(ctx: context.FunctionContext) -> CoordinatedPlan:
+    job_plan = plan_from_json(ctx.read_input())
+    if not isinstance(job_plan, CoordinatedPlan):
+        raise MessageError(f"coordinator triggered by a {job_plan.mode} plan ({ctx.key})")
+    return job_plan
+
+
 def main() -> int:
-    return context.serve("coordinator", lambda ctx: run(ctx, ctx.read_input_json()))
+    return context.serve("coordinator", lambda ctx: run(ctx, _plan(ctx)))

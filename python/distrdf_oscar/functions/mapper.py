@@ -8,6 +8,7 @@ import hashlib
 import os
 
 from .. import layout, partial
+from ..messages import MapperTrigger
 from . import context
 
 
@@ -82,27 +83,27 @@ def _upload_snapshots(ctx: context.FunctionContext, keys: layout.JobKeys, result
     for mergeable in result.mergeables or []:
         if isinstance(mergeable, SnapshotResult):
             for path in mergeable.filenames:
-                ctx.publish(keys.job_id, keys.snapshot_file(f"{range_id:06d}/{os.path.basename(path)}"), path)
+                ctx.publish(keys.job_id, keys.snapshot(range_id, os.path.basename(path)), path)
 
 
-def run(ctx: context.FunctionContext, trigger: dict) -> None:
+def run(ctx: context.FunctionContext, trigger: MapperTrigger) -> None:
     import cloudpickle
 
-    keys = layout.JobKeys(trigger["job"])
-    ctx.task_output = trigger["output"]
-    if not ctx.job_alive(keys.job_id) or ctx.storage.exists(trigger["output"]):
+    keys = layout.JobKeys(trigger.job)
+    ctx.task_output = trigger.output
+    if not ctx.job_alive(keys.job_id) or ctx.storage.exists(trigger.output):
         return  # the job ended (failed elsewhere, or interrupted), or another copy already did this range
-    payload = _payload(ctx.storage, trigger["payload"])
+    payload = _payload(ctx.storage, trigger.payload)
     _distribute(ctx.storage, keys, payload)
     mapper = payload["mapper"]
-    current_range = cloudpickle.loads(base64.b64decode(trigger["range"]))
+    current_range = cloudpickle.loads(base64.b64decode(trigger.range))
     _prepare(mapper, current_range)
     result = mapper(current_range)
-    _upload_snapshots(ctx, keys, result, trigger["range_id"])
+    _upload_snapshots(ctx, keys, result, trigger.range_id)
     path = ctx.scratch("partial.root")
-    partial.write_partial(path, result, job_id=keys.job_id, ranges=[(trigger["range_id"], trigger["range_id"] + 1)])
-    ctx.publish(keys.job_id, trigger["output"], path, claim=True)
+    partial.write_partial(path, result, job_id=keys.job_id, ranges=[(trigger.range_id, trigger.range_id + 1)])
+    ctx.publish(keys.job_id, trigger.output, path, claim=True)
 
 
 def main() -> int:
-    return context.serve("mapper", lambda ctx: run(ctx, ctx.read_input_json()))
+    return context.serve("mapper", lambda ctx: run(ctx, MapperTrigger.from_json(ctx.read_input())))

@@ -9,24 +9,21 @@ interval, and the reducer merges that group.
 
 from __future__ import annotations
 
-import json
-
-from .. import layout, plan
+from .. import layout
+from ..messages import MessageError, TreeRetry
+from ..plan import Interval, TreePlan, plan_from_json
 from . import context
 from .merging import merge_keys
 
 
-def _group(ctx: context.FunctionContext, job_plan: dict) -> list[plan.Interval] | None:
+def _group(ctx: context.FunctionContext, job_plan: TreePlan) -> list[Interval] | None:
     """The group this invocation is about: the one containing the new member, or the retried one."""
-    retry = layout.parse_retry(ctx.key)
-    if retry is not None:
-        wanted = tuple(ctx.read_input_json()["interval"])
-        return next((g for g in plan.tree_groups(job_plan["npartitions"], job_plan["fan_in"])
-                     if (g[0][0], g[-1][1]) == wanted), None)
+    if layout.parse_retry(ctx.key) is not None:
+        return job_plan.group_covering(TreeRetry.from_json(ctx.read_input()).interval)
     member = layout.parse_interval(ctx.key)
     if member is None:
         raise ValueError(f"tree reducer triggered by unexpected object {ctx.key!r}")
-    return plan.tree_parent(job_plan, member)
+    return job_plan.parent(member)
 
 
 def run(ctx: context.FunctionContext) -> None:
@@ -34,11 +31,13 @@ def run(ctx: context.FunctionContext) -> None:
     if job_id is None:
         raise ValueError(f"tree reducer triggered by unexpected object {ctx.key!r}")
     keys = layout.JobKeys(job_id)
-    job_plan = json.loads(ctx.storage.get_bytes(keys.plan))
+    job_plan = plan_from_json(ctx.storage.get_bytes(keys.plan))
+    if not isinstance(job_plan, TreePlan):
+        raise MessageError(f"tree reducer triggered in a {job_plan.mode} job ({ctx.key})")
     group = _group(ctx, job_plan)
     if group is None:
         return
-    output = keys.tree_output(group[0][0], group[-1][1], job_plan["npartitions"])
+    output = job_plan.output(group)
     present = set(ctx.storage.list(keys.prefix(layout.TREE_PARTIALS)))
     members = [keys.tree_partial(*m) for m in group]
     if not all(m in present for m in members) or output in present:

@@ -361,8 +361,7 @@ class JobListing:
 
 def live_jobs(storage: Storage) -> list[str]:
     """Jobs of the deployment whose client still waits (their manifest exists)."""
-    return sorted({job for key in storage.list(layout.JOBS + "/") if key.endswith("/manifest.json")
-                   and (job := layout.job_of_key(key)) is not None})
+    return sorted({job for key in storage.list(layout.JOBS + "/") if (job := layout.manifest_job(key)) is not None})
 
 
 def _dotted(release: tuple[int, int, int]) -> str:
