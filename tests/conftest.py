@@ -1,8 +1,10 @@
-"""Shared fixtures: a small multi-file dimuon dataset, one embedded cluster per mode per session."""
+"""Shared fixtures: a small multi-file dimuon dataset, one embedded cluster per mode per session, each
+module's own embedded platform, and the secret scan of the session clusters' jobs."""
 
 from __future__ import annotations
 
 import contextlib
+import threading
 
 import pytest
 import requests
@@ -21,22 +23,39 @@ def dimuon_files(tmp_path_factory) -> list[str]:
     return dataset.generate(str(tmp_path_factory.mktemp("dimuon")), DATASET_EVENTS, files=DATASET_FILES)
 
 
-# -- secrets never leak: every job object and every function log of the session is searched ----------
+# -- secrets never leak: the job objects and function logs of the session clusters are searched ------
+#
+# Clients delete a job's objects (job.remove_job) and the OSCAR jobs that served it, with their logs
+# (OSCARCluster.remove_jobs, also from a background thread), as soon as it ends: a search afterwards
+# would find nothing. Modules that run jobs on the session clusters therefore wrap both deletions
+# with a search first, through ``pytestmark = pytest.mark.usefixtures("secret_scan")``; everywhere
+# else the real cleanup runs as users get it (test_cleanup.py checks that).
 
 _SECRETS: list[str] = []
 _LEAKS: list[str] = []
+FORGETTER_THREAD = "forget-oscar-jobs"  # executor.py: deletes finished OSCAR jobs in the background
 
 
 def _search(where: str, content: bytes) -> None:
     _LEAKS.extend(f"{where} contains a secret" for s in _SECRETS if s.encode() in content)
 
 
-@pytest.fixture(scope="session", autouse=True)
-def no_secret_in_any_job_object():
-    """Before any job's objects are deleted, read them all (keys, bodies, headers) and search them."""
+def _take_leaks() -> list[str]:
+    leaks = list(_LEAKS)
+    _LEAKS.clear()
+    return leaks
+
+
+@pytest.fixture(scope="module")
+def secret_scan():
+    """For the requesting module: before any job's objects are deleted, read them all (keys, bodies,
+    headers), and before a client deletes the OSCAR jobs that served it, their logs; search them."""
     from distrdf_oscar import job, layout
+    from distrdf_oscar.executor import FORGET_PATIENCE
+    from distrdf_oscar.platform.oscar import OSCARCluster
 
     remove_job = job.remove_job
+    remove_jobs = OSCARCluster.remove_jobs
 
     def search_then_remove(storage, job_id):
         for prefix in layout.JobKeys(job_id).all_prefixes():
@@ -49,10 +68,6 @@ def no_secret_in_any_job_object():
                     response.release_conn()
         return remove_job(storage, job_id)
 
-    from distrdf_oscar.platform.oscar import OSCARCluster
-
-    remove_jobs = OSCARCluster.remove_jobs
-
     def read_logs_then_remove(cluster, service, names):
         # Clients delete the OSCAR jobs that served them: read their logs first.
         names = set(names)
@@ -61,12 +76,15 @@ def no_secret_in_any_job_object():
                 _search(f"log of {service} job {name}", cluster.client.get_job_logs(service, name).content)
         return remove_jobs(cluster, service, names)
 
-    patch = pytest.MonkeyPatch()
-    patch.setattr(job, "remove_job", search_then_remove)
-    patch.setattr(OSCARCluster, "remove_jobs", read_logs_then_remove)
-    yield
-    patch.undo()
-    assert _LEAKS == []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(job, "remove_job", search_then_remove)
+        patch.setattr(OSCARCluster, "remove_jobs", read_logs_then_remove)
+        yield
+        # The module's last jobs may still be deleting their OSCAR jobs: let them finish wrapped.
+        for thread in threading.enumerate():
+            if thread.name == FORGETTER_THREAD:
+                thread.join(FORGET_PATIENCE)
+    assert _take_leaks() == []
 
 
 def _session_cluster(mode: str):
@@ -84,6 +102,7 @@ def _session_cluster(mode: str):
                 with contextlib.suppress(requests.HTTPError):  # deleted meanwhile by its client (read then)
                     _search(f"log of {service['name']} job {name}",
                             client.get_job_logs(service["name"], name).content)
+    assert _take_leaks() == []
 
 
 @pytest.fixture(scope="session")
@@ -97,8 +116,21 @@ def cold_cluster():
 
 
 @pytest.fixture(scope="module")
+def platform(request):
+    """The embedded platform of the requesting test module, started with the module's ``PLATFORM``
+    (the keyword arguments of ``LocalPlatform``), for the module's tests."""
+    from distrdf_oscar.platform.embedded import LocalPlatform
+
+    options = getattr(request.module, "PLATFORM", None)
+    if options is None:
+        pytest.fail(f"{request.module.__name__} uses the platform fixture without a PLATFORM dict of options")
+    with LocalPlatform(**options) as local:
+        yield local
+
+
+@pytest.fixture(scope="module")
 def oscar(platform):
-    """oscar-python's client for the ``platform`` fixture of the requesting test module."""
+    """oscar-python's client for the requesting module's ``platform``."""
     from oscar_python.client import Client
 
     return Client(platform.oscar_options())
@@ -106,10 +138,5 @@ def oscar(platform):
 
 @pytest.fixture(scope="module")
 def s3(platform):
-    """A minio client for the ``platform`` fixture of the requesting test module."""
+    """A minio client for the requesting module's ``platform``."""
     return platform.minio_client()
-
-
-@pytest.fixture(params=["warm", "cold"])
-def cluster(request):
-    return request.getfixturevalue(f"{request.param}_cluster")

@@ -15,17 +15,14 @@ from oscar_python.client import Client
 from distrdf_oscar import CoordinatedReduction, OSCARExecutor, TreeReduction, cli, layout
 from distrdf_oscar.deployment import ROLES, Deployment
 from distrdf_oscar.executor import ConfigurationError
-from distrdf_oscar.platform.embedded import LocalPlatform
 from distrdf_oscar.platform.oscar import OSCARCluster, OSCARError
 
 KEY = "a" * 40
 PYTHON = ["--env", f"DRO_PYTHON={sys.executable}"]
 
 
-@pytest.fixture(scope="module")
-def platform():
-    with LocalPlatform(workers=2, mode="warm", headroom=0.25, oidc_users=("alice", "bob")) as local:
-        yield local
+# This module's platform (conftest.py): an OSCAR 4.1 with OIDC users.
+PLATFORM = {"workers": 2, "mode": "warm", "headroom": 0.25, "oidc_users": ("alice", "bob")}
 
 
 @pytest.fixture(scope="module")

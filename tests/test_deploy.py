@@ -40,8 +40,7 @@ from distrdf_oscar.deployment import (
     SECRET_PLACEHOLDER,
     Deployment,
 )
-from distrdf_oscar.platform.embedded import LocalPlatform
-from distrdf_oscar.signing import ENV_VAR, Signer
+from distrdf_oscar.signing import ENV_VAR, MIN_KEY_LENGTH, Signer
 
 REPO = Path(__file__).resolve().parents[1]
 SERVICES = REPO / "services"
@@ -74,10 +73,7 @@ def wheel_build(tmp_path_factory):
         proc.wait()
 
 
-@pytest.fixture(scope="module")
-def platform(wheel_build):
-    with LocalPlatform(workers=2, mode="cold", headroom=0.25) as local:
-        yield local
+PLATFORM = {"workers": 2, "mode": "cold", "headroom": 0.25}  # this module's platform (conftest.py)
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +85,7 @@ def validator():
 
 
 @pytest.fixture
-def environment(platform, monkeypatch):
+def environment(wheel_build, platform, monkeypatch):  # the build first: it runs while the platform starts
     """The operator's settings for the module's platform; tests change them with ``monkeypatch``."""
     for name in ("OSCAR_TOKEN", "OSCAR_SSL_VERIFY", "MINIO_ENDPOINT", "MINIO_ACCESS_KEY", "MINIO_SECRET_KEY",
                  "DISTRDF_OSCAR_DEPLOYMENT"):
@@ -184,7 +180,7 @@ def test_fdl_file_holds_the_deployments_services_with_a_placeholder_for_the_key(
         assert service["environment"]["Variables"][ENV_VAR] == SECRET_PLACEHOLDER
     # Services applied without replacing the placeholder refuse everything instead of
     # trusting a published key.
-    with pytest.raises(ValueError, match="signing key"):
+    with pytest.raises(ValueError, match=rf"^the signing key must be a string of at least {MIN_KEY_LENGTH} characters$"):
         Signer(SECRET_PLACEHOLDER)
 
 
@@ -231,10 +227,15 @@ def test_every_definition_validates_against_oscar_schema(validator, deployment):
 
 
 def test_deployment_names_that_would_break_oscar_limits_are_refused():
-    with pytest.raises(ValueError, match="at most"):
-        Deployment(name="a" * (MAX_SERVICE_NAME - len("-coordinator") + 1))
-    with pytest.raises(ValueError, match="lowercase"):
+    longest = MAX_SERVICE_NAME - len("-coordinator")  # the longest role's service name fills OSCAR's limit
+    rule = (rf"must be lowercase letters, digits and '-', at most {longest} characters "
+            rf"\(service names stay within OSCAR's {MAX_SERVICE_NAME}\)$")
+    too_long = "a" * (longest + 1)
+    with pytest.raises(ValueError, match=rf"^deployment name '{too_long}' {rule}"):
+        Deployment(name=too_long)
+    with pytest.raises(ValueError, match=rf"^deployment name 'Analysis' {rule}"):
         Deployment(name="Analysis")
+    Deployment(name="a" * longest)  # the limit itself is allowed
 
 
 def valid_definition(name="contract-ok") -> dict:

@@ -113,10 +113,7 @@ def descendants(pid):
 # -- fixtures --------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def platform():
-    with LocalPlatform(workers=2) as local:
-        yield local
+PLATFORM = {"workers": 2}  # the options of this module's platform (conftest.py)
 
 
 def auth(platform):

@@ -15,6 +15,8 @@ import distrdf_oscar as dro
 from distrdf_oscar import layout
 from distrdf_oscar.signing import METADATA, SignatureError, Signer
 
+pytestmark = pytest.mark.usefixtures("secret_scan")  # conftest.py: the session clusters' jobs are searched
+
 
 def wait_for_marker(storage, job_id: str, timeout: float = 60.0) -> dict:
     deadline = time.monotonic() + timeout

@@ -8,17 +8,14 @@ import time
 
 import pytest
 
-from distrdf_oscar.platform.embedded import Fault, LocalPlatform
+from distrdf_oscar.platform.embedded import Fault
 from distrdf_oscar.signing import Signer
 from distrdf_oscar.storage import Storage, StorageConfig, StorageError
 
 BUCKET = "storage-tests"
 
 
-@pytest.fixture(scope="module")
-def platform():
-    with LocalPlatform(workers=1, bucket_hint=BUCKET, fault_injection=True) as p:
-        yield p
+PLATFORM = {"workers": 1, "bucket_hint": BUCKET, "fault_injection": True}  # this module's platform (conftest.py)
 
 
 def storage(platform, bucket: str = BUCKET, access: str | None = None) -> Storage:
