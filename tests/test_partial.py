@@ -88,7 +88,9 @@ def test_partial_is_much_smaller_than_pickled_taskresult(mapped):
 
     backend, paths, _ = mapped
     pickled = len(backend.task_results[0])
-    assert os.path.getsize(paths[0]) < pickled
+    # A third of the dataset: ~210 kB pickled (uncompressed object streams), ~32 kB as a partial
+    # (native slots in a compressed ROOT file). Well under a quarter leaves room for ROOT's versions.
+    assert os.path.getsize(paths[0]) * 4 < pickled, (os.path.getsize(paths[0]), pickled)
 
 
 def test_mismatched_jobs_are_refused(mapped, tmp_path):

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from distrdf_oscar import layout
+from distrdf_oscar.messages import ErrorMarker, MapperTrigger
+from distrdf_oscar.plan import CoordinatedReduction, TreeReduction
 from distrdf_oscar.recovery import IDLE_GRACE, JobTimeout, RemoteError, RetryPolicy, Tracker
 
 JOB = layout.JobKeys("j20261124120000-0123abcd")
@@ -21,12 +21,12 @@ class Clock:
 
 
 def tracker(mode: str, n: int, clock: Clock, **policy) -> Tracker:
-    job_plan = {"mode": mode, "npartitions": n, "fan_in": 2} if mode == "tree" else \
-        {"mode": mode, "npartitions": n, "batches": [2] * (n - 1)}
+    reduction = TreeReduction(fan_in=2) if mode == "tree" else CoordinatedReduction([2] * (n - 1))
+    job_plan = reduction.describe(n, JOB.job_id)
     triggers = {}
     for r in range(n):
-        output = JOB.tree_partial(r, r + 1) if mode == "tree" else JOB.partial(r, r + 1)
-        triggers[r] = json.dumps({"job": JOB.job_id, "range_id": r, "output": output}).encode()
+        output = job_plan.mapper_output(r)
+        triggers[r] = MapperTrigger(JOB.job_id, r, range="", payload=JOB.mapper_payload, output=output).to_json()
     return Tracker.for_plan(JOB, job_plan, triggers, RetryPolicy(**policy), clock=clock)
 
 
@@ -84,7 +84,10 @@ def test_retries_disabled():
     clock = Clock()
     t = tracker("tree", 2, clock, retries=0, retry_after=1.0)
     clock.now += 2
-    with pytest.raises(JobTimeout, match="retries are disabled"):
+    # Nothing arrived: the first task in the plan, range 0's mapper, is the one named.
+    with pytest.raises(JobTimeout, match=rf"^job {JOB.job_id}: the mapper of range 0 produced nothing "
+                                         rf"\({JOB.tree_partial(0, 1)} missing\) retries are disabled "
+                                         r"\(retries=0\); waited 2 s after the last progress\."):
         t.overdue()
 
 
@@ -121,9 +124,10 @@ def test_a_spell_that_needed_a_retry_does_not_stretch_the_limit():
     assert t.quiet_limit() == 2.0
 
 
-def marker(output: str | None, retryable: bool) -> dict:
-    return {"who": "mapper-000001_000002", "service": "distrdf-mapper", "output": output, "retryable": retryable,
-            "error": "StorageError: boom", "traceback": "Traceback: boom"}
+def marker(output: str | None, retryable: bool) -> ErrorMarker:
+    return ErrorMarker(job=JOB.job_id, who="mapper-000001_000002", service="distrdf-mapper",
+                       trigger=JOB.trigger(1), output=output, retryable=retryable,
+                       error="StorageError: boom", traceback="Traceback: boom")
 
 
 def test_transient_function_errors_are_retried_then_reported_with_the_traceback():
@@ -140,7 +144,9 @@ def test_transient_function_errors_are_retried_then_reported_with_the_traceback(
 
 def test_errors_in_user_code_are_not_retried():
     t = tracker("tree", 2, Clock())
-    with pytest.raises(RemoteError, match="boom"):
+    # Reported at once: no attempt count, the function's error and its traceback.
+    with pytest.raises(RemoteError, match=rf"^mapper-000001_000002 of job {JOB.job_id} failed: StorageError: boom\n"
+                                          r"--- remote traceback \(distrdf-mapper\) ---\nTraceback: boom$"):
         t.on_error("e1", marker(JOB.tree_partial(1, 2), False))
 
 
@@ -150,7 +156,12 @@ def test_error_of_a_copy_whose_task_is_done_is_ignored():
     assert t.on_error("e1", marker(JOB.tree_partial(1, 2), True)) is None
 
 
-@pytest.mark.parametrize("policy", [{"retries": -1}, {"retries": 1.5}, {"retry_after": 0}, {"retry_factor": 0.5}])
-def test_bad_retry_options_are_refused(policy):
-    with pytest.raises(ValueError, match=next(iter(policy))):
+@pytest.mark.parametrize(("policy", "message"), [
+    ({"retries": -1}, r"^retries must be a non-negative integer, got -1$"),
+    ({"retries": 1.5}, r"^retries must be a non-negative integer, got 1\.5$"),
+    ({"retry_after": 0}, r"^retry_after must be positive and retry_factor at least 1$"),
+    ({"retry_factor": 0.5}, r"^retry_after must be positive and retry_factor at least 1$"),
+])
+def test_bad_retry_options_are_refused(policy, message):
+    with pytest.raises(ValueError, match=message):
         RetryPolicy(**policy)
