@@ -19,7 +19,9 @@ import distrdf_oscar as dro
 from distrdf_oscar import layout
 from distrdf_oscar.job import find_jobs
 from distrdf_oscar.platform.embedded import Fault
-from test_faults import assert_exact, book, finish_faults, trigger, wait_idle
+from jobfaults import assert_exact, book, finish_faults, trigger, wait_idle
+
+pytestmark = pytest.mark.usefixtures("secret_scan")  # conftest.py: these jobs' objects and logs are searched
 
 JOBS = 50
 SEED = 20261124

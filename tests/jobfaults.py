@@ -1,0 +1,53 @@
+"""Jobs under injected faults: the graph, the exact check and the fault bookkeeping that
+test_faults.py and test_soak.py share."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from compare import assert_same_hist
+from distrdf_oscar import layout
+from distrdf_oscar.platform.embedded import Fault
+
+
+def trigger(range_id: int) -> str:
+    return f"triggers/*/{layout.interval_stem(range_id, range_id + 1)}.json"
+
+
+def book(df):
+    df = df.Filter("nMuon >= 1").Define("pt0", "Muon_pt[0]")
+    return df.Histo1D(("pt0", "leading muon pt", 64, 0.0, 160.0), "pt0"), df.Count(), df.Mean("pt0")
+
+
+def assert_exact(result, reference) -> None:
+    assert_same_hist(result[0], reference[0])
+    assert result[1] == reference[1]
+    assert result[2] == pytest.approx(reference[2], rel=1e-12)
+
+
+def wait_idle(cluster, timeout: float = 120.0) -> None:
+    """Until no function of the cluster is pending or running (stragglers included)."""
+    from oscar_python.client import Client
+
+    client = Client(cluster.platform.oscar_options())
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        busy = [job for service in client.list_services().json()
+                for job in client.list_jobs(service["name"]).json().get("jobs", {}).values()
+                if job["status"] in ("Pending", "Running")]
+        if not busy:
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"functions still running after {timeout} s")
+
+
+def finish_faults(cluster, injected: list[Fault], since: float) -> list[Fault]:
+    """The rules with how often they fired, once any storage outage is over; then clear them."""
+    end = since + max((rule.after + rule.seconds for rule in injected if rule.kind == "storage_outage"), default=0)
+    time.sleep(max(0.0, end - time.monotonic()))
+    fired = cluster.platform.faults()
+    cluster.platform.clear_faults()
+    assert len(fired) == len(injected)
+    return fired
