@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import itertools
+import json
+import re
 
 import pytest
 
-from distrdf_oscar import CoordinatedReduction, PlanError, TreeReduction
-from distrdf_oscar.plan import auto_batches, resolve, tree_groups, tree_parent
+from distrdf_oscar import CoordinatedReduction, PlanError, TreeReduction, layout
+from distrdf_oscar.messages import MessageError
+from distrdf_oscar.plan import auto_batches, plan_from_json, resolve, tree_groups
 
 
 @pytest.mark.parametrize("fan_in", [0, 1, -3, 2.5, "2", True])
@@ -44,11 +47,12 @@ def test_auto_plan_is_valid_and_two_levels(n):
 @pytest.mark.parametrize(("n", "fan_in"), [(1, 2), (2, 2), (3, 2), (7, 2), (7, 4), (16, 4), (17, 4), (100, 3)])
 def test_tree_merges_every_range_exactly_once(n, fan_in):
     groups = tree_groups(n, fan_in)
-    plan = {"npartitions": n, "fan_in": fan_in}
+    plan = TreeReduction(fan_in).describe(n, "j20261124120000-0123abcd")
+    assert plan.groups() == groups
     # Walk up from every leaf: each reaches the root, and the root covers everything.
     for leaf in range(n):
         node = (leaf, leaf + 1)
-        while (group := tree_parent(plan, node)) is not None:
+        while (group := plan.parent(node)) is not None:
             assert node in group
             node = (group[0][0], group[-1][1])
         assert node == (0, n)
@@ -62,3 +66,43 @@ def test_unknown_reduction_is_rejected():
     with pytest.raises(PlanError, match="unknown reduction"):
         resolve("binary-tree")
     assert resolve(None) == TreeReduction(fan_in=4)
+
+
+JOB_ID = "j20261124120000-0123abcd"
+
+
+@pytest.mark.parametrize("reduction", [TreeReduction(fan_in=3), CoordinatedReduction([4, 3]), CoordinatedReduction()])
+def test_job_plans_travel_as_json_unchanged(reduction):
+    plan = reduction.describe(6, JOB_ID, coordinator_timeout=120.0)
+    assert plan_from_json(plan.to_json()) == plan
+    assert json.loads(plan.to_json())["mode"] == plan.mode
+
+
+def test_mapper_outputs_and_steps_follow_the_mode():
+    keys = layout.JobKeys(JOB_ID)
+    tree = TreeReduction(fan_in=2).describe(4, JOB_ID)
+    assert [tree.mapper_output(r) for r in range(4)] == [keys.tree_partial(r, r + 1) for r in range(4)]
+    assert tree.steps() == 3
+    assert TreeReduction(fan_in=2).describe(1, JOB_ID).mapper_output(0) == keys.result
+    coordinated = CoordinatedReduction([3, 2]).describe(4, JOB_ID)
+    assert coordinated.mapper_output(2) == keys.partial(2, 3)
+    assert coordinated.steps() == 2
+    # A single partial still passes through one batch reducer, which writes the result.
+    single = CoordinatedReduction().describe(1, JOB_ID)
+    assert single.batches == ()
+    assert single.sizes == [1]
+    assert single.steps() == 1
+    assert single.batch_output(0) == keys.result
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    (b"not json", "not JSON"),
+    (b'{"mode": "spiral", "job": "j"}', "unknown mode 'spiral'"),
+    (b'{"mode": "tree", "job": "j", "npartitions": 4}', "TreePlan lacks the field 'fan_in'"),
+    (b'{"mode": "tree", "job": "j", "npartitions": "4", "fan_in": 2}', "TreePlan.npartitions must be int"),
+    (b'{"mode": "coordinated", "job": "j", "npartitions": 4, "batches": [3, true]}',
+     "CoordinatedPlan.batches must be int"),
+])
+def test_malformed_plans_are_refused_naming_the_field(body, message):
+    with pytest.raises(MessageError, match=re.escape(message)):
+        plan_from_json(body)
