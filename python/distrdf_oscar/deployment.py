@@ -35,9 +35,28 @@ ROLES: dict[str, tuple[str, str, str]] = {
 ENTRYPOINTS = {role: spec[0] for role, spec in ROLES.items()}
 
 
+# OSCAR's supervisor runs the script with /bin/sh (faas-supervisor, binary/supervisor.py) and
+# ignores its exit status: only the script sees its Python child die of a signal or exit before
+# it could report, so it reports that itself (functions/crash.py), with the output's last lines.
+_SCRIPT = """#!/bin/sh
+# distrdf-oscar {role}: POSIX sh, as OSCAR's supervisor runs it.
+python="${{DRO_PYTHON:-python3}}"
+output=$(mktemp) status=$(mktemp)
+{{ "$python" -m distrdf_oscar.functions {role} 2>&1; echo $? > "$status"; }} | tee "$output"
+code=$(cat "$status")
+case "$code" in
+  0|{reported}) ;;
+  *) "$python" -m distrdf_oscar.functions.crash {role} "$code" "$output" ;;
+esac
+rm -f "$output" "$status"
+"""
+REPORTED_EXIT = 3  # a function's exit status after it reported its own failure (functions/context.py)
+CRASH_VARIABLE = "DRO_ON_CRASH"  # the same report for warm workers (docs/local-platform.md)
+
+
 def script(role: str) -> str:
-    """The service script: run the role's entry point with the image's Python."""
-    return f'#!/bin/bash\nexec "${{DRO_PYTHON:-python3}}" -m distrdf_oscar.functions {role}\n'
+    """The service script: run the role's entry point with the image's Python; report a crash."""
+    return _SCRIPT.format(role=role, reported=REPORTED_EXIT)
 
 
 @dataclass(frozen=True)
@@ -104,7 +123,8 @@ class Deployment:
         never hands secrets to functions (docs/deploy.md says what that exposes)."""
         entrypoint, folder, cpu = ROLES[role]
         secrets = dict(self.secrets)
-        variables = {"DRO_ENTRYPOINT": entrypoint, **self.variables, **(secrets if secrets_as_variables else {})}
+        variables = {"DRO_ENTRYPOINT": entrypoint, CRASH_VARIABLE: "distrdf_oscar.functions.crash:on_warm_crash",
+                     **self.variables, **(secrets if secrets_as_variables else {})}
         access = {"visibility": self.visibility, "allowed_users": list(self.allowed_users)} if self.visibility else {}
         return {
             "name": self.service_name(role),

@@ -136,7 +136,8 @@ class BatchRetry(Message):
 @dataclass(frozen=True)
 class ErrorMarker(Message):
     """``errors/<job>/<who>.json``: a function failed. ``retryable`` when a retry may succeed;
-    ``unconfigured`` for the unsigned report of a function that could not even start."""
+    ``unconfigured`` for the unsigned report of a function that could not even start; ``crash``
+    when its process died (a crash is retried once, however many retries are allowed)."""
 
     job: str
     who: str  # role and trigger, e.g. "mapper-000003_000004"
@@ -147,6 +148,7 @@ class ErrorMarker(Message):
     error: str
     traceback: str
     unconfigured: bool = False
+    crash: str | None = None  # how the process died (e.g. "SIGSEGV"); the traceback is its output's tail
 
     @classmethod
     def from_exception(cls, job: str, who: str, service: str, trigger: str, output: str | None,

@@ -73,6 +73,7 @@ class Trigger:
     attempts: int = 0  # retries written so far
     last_fired: float = 0.0  # monotonic time of the original trigger or the latest retry
     last_error: ErrorMarker | None = None
+    crashes: int = 0  # reports of its process dying
 
 
 @dataclass
@@ -214,6 +215,12 @@ class Tracker:
             return None  # another copy already produced it
         if item is None or not marker.retryable:
             raise remote_error(self.keys.job_id, marker)
+        if marker.crash is not None:
+            # A crash is most often deterministic (the user's code on this range): one retry
+            # tells a bad node from a bad range.
+            item.trigger.crashes += 1
+            if item.trigger.crashes > 1:
+                raise remote_error(self.keys.job_id, marker, "twice")
         item.trigger.last_error = marker
         if item.trigger.attempts >= self.policy.retries:
             raise remote_error(self.keys.job_id, marker, f"after {item.trigger.attempts + 1} attempt(s)")
@@ -229,6 +236,12 @@ def _enough_present(keys: tuple[str, ...], need: int) -> Callable[[set[str]], bo
 
 def remote_error(job_id: str, marker: ErrorMarker, attempts: str = "") -> RemoteError:
     tries = f" {attempts}" if attempts else ""
+    if marker.crash is not None:
+        times = " (twice)" if attempts == "twice" else f" ({attempts})" if attempts else ""
+        return RemoteError(
+            f"{marker.who} of job {job_id} crashed with {marker.crash}{times}: {marker.error}\n"
+            f"--- last lines of its output ({marker.service}) ---\n{marker.traceback}"
+        )
     return RemoteError(
         f"{marker.who} of job {job_id} failed{tries}: {marker.error}\n"
         f"--- remote traceback ({marker.service}) ---\n{marker.traceback}"

@@ -1,2 +1,11 @@
-#!/bin/bash
-exec "${DRO_PYTHON:-python3}" -m distrdf_oscar.functions reducer
+#!/bin/sh
+# distrdf-oscar reducer: POSIX sh, as OSCAR's supervisor runs it.
+python="${DRO_PYTHON:-python3}"
+output=$(mktemp) status=$(mktemp)
+{ "$python" -m distrdf_oscar.functions reducer 2>&1; echo $? > "$status"; } | tee "$output"
+code=$(cat "$status")
+case "$code" in
+  0|3) ;;
+  *) "$python" -m distrdf_oscar.functions.crash reducer "$code" "$output" ;;
+esac
+rm -f "$output" "$status"

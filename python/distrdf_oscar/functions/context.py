@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .. import layout
+from ..deployment import REPORTED_EXIT
 from ..messages import ErrorMarker
 from ..signing import from_environment
 from ..storage import Storage, StorageConfig, StorageError
@@ -22,6 +23,9 @@ TAKEN = "taken"  # a claim found the key already written by another copy of this
 ENDED = "ended"  # the job ended meanwhile: nothing of ours stays
 
 
+TASK_NOTE = ".dro-task"  # in the invocation's output folder: the key being produced, for a crash report
+
+
 @dataclass
 class FunctionContext:
     service: str
@@ -29,7 +33,19 @@ class FunctionContext:
     key: str  # object key of the trigger, relative to the bucket
     output_dir: str
     storage: Storage
-    task_output: str | None = None  # the key this invocation is to produce, once known (for error markers)
+    _task_output: str | None = None
+
+    @property
+    def task_output(self) -> str | None:
+        """The key this invocation is to produce, once known: error markers name it, and so does
+        the report of a crash, read by another process (functions/crash.py) from a note."""
+        return self._task_output
+
+    @task_output.setter
+    def task_output(self, key: str | None) -> None:
+        self._task_output = key
+        with open(os.path.join(self.output_dir, TASK_NOTE), "w") as note:
+            note.write(key or "")
 
     def scratch(self, name: str) -> str:
         """A local path for a file this invocation produces."""
@@ -101,6 +117,15 @@ def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, (ConnectionError, TimeoutError))
 
 
+def noted_task(ctx: FunctionContext) -> str | None:
+    """The task output a crashed invocation had noted (see ``task_output``), if any."""
+    try:
+        with open(os.path.join(ctx.output_dir, TASK_NOTE)) as note:
+            return note.read() or None
+    except FileNotFoundError:
+        return None
+
+
 def serve(role: str, work: Callable[[FunctionContext], None]) -> int:
     """Run a function's work; any failure becomes an error marker of the job its trigger belongs to.
 
@@ -119,7 +144,7 @@ def serve(role: str, work: Callable[[FunctionContext], None]) -> int:
         if job_id is None:
             raise
         ctx.report_error(job_id, layout.JobKeys.reporter(role, ctx.key), exc)
-        return 1
+        return REPORTED_EXIT
     finally:
         oscar_job = os.environ.get("JOB_UUID")
         if job_id is not None and oscar_job:
@@ -142,7 +167,7 @@ def _report_unconfigured(role: str, bucket: str, key: str, exc: Exception) -> in
                                         retryable=False, unconfigured=True)
     storage = Storage(storage_config(layout.base_bucket(bucket, key)))
     storage.put_bytes(layout.JobKeys(job_id).error(who), marker.to_json())
-    return 1
+    return REPORTED_EXIT
 
 
 @functools.lru_cache(maxsize=4)

@@ -3,8 +3,9 @@
 The platform sets ``DRO_FAILPOINT=<point>:<token dir>`` for an invocation it
 may fail (see ``platform/embedded/faults.py``); nothing else does. A function
 that reaches the point takes a token (an atomic unlink, so no more functions
-die than the fault asked for) and dies by SIGKILL, as it would when its node
-disappears: no clean-up, no error marker, nothing flushed.
+die than the fault asked for) and dies by SIGKILL with its whole process group
+(the service script too, which would otherwise report a crash), as a pod does
+when its node disappears: no clean-up, no error marker, nothing flushed.
 """
 
 from __future__ import annotations
@@ -25,4 +26,4 @@ def reach(point: str) -> None:
             os.unlink(os.path.join(tokens, token))
         except FileNotFoundError:
             continue  # another function took it
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.killpg(0, signal.SIGKILL)

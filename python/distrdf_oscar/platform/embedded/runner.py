@@ -29,7 +29,7 @@ from .memory import MemoryWatch, group_rss
 from .supervisor import Invocation, parse_event
 from .validation import DEFAULT_MEMORY, parse_cpu
 from .versions import OscarVersion
-from .warm import ENTRYPOINT_VARIABLE, WarmPool, WarmWorker, WorkerDied
+from .warm import CRASH_VARIABLE, ENTRYPOINT_VARIABLE, WarmPool, WarmWorker, WorkerDied, report_crash
 
 log = logging.getLogger(__name__)
 
@@ -235,11 +235,12 @@ class Runner:
         script = os.path.join(invocation.dir, "script.sh")
         with open(script, "w", encoding="utf-8") as handle:
             handle.write(job.service["script"])
-        job.log(f"Running the script with bash (cold start, job {job.name})")
+        # As OSCAR's supervisor does: /bin/sh, whatever the script's first line says.
+        job.log(f"Running the script with /bin/sh (cold start, job {job.name})")
         with open(job.log_path if invocation.live_output else invocation.output_log, "ab") as out:
             # Own session: the whole group can be killed, like a pod's processes.
             proc = subprocess.Popen(
-                ["bash", script],
+                ["/bin/sh", script],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -268,10 +269,15 @@ class Runner:
         try:
             with MemoryWatch(worker.pid, _memory_limit(job), baseline=group_rss(worker.pid)) as memory:
                 result = worker.call(task)
-        except WorkerDied:
+        except WorkerDied as died:
             self._pool.replace(worker)
             if memory.exceeded:
                 raise RuntimeError(_oom(job)) from None
+            hook = job.service["environment"]["variables"].get(CRASH_VARIABLE)
+            # SIGKILL comes from outside (the platform, a lost node): nothing the function did.
+            if hook and died.status is not None and died.status != -signal.SIGKILL and not job.cancelled:
+                report_crash(hook, env, invocation.work_dir, log, died.status, self._pool.package_root)
+                invocation.flush_output()
             raise
         # Forget the killer before the worker can serve another job.
         self._set_killer(job, None)

@@ -32,8 +32,17 @@ log = logging.getLogger(__name__)
 ENTRYPOINT_VARIABLE = "DRO_ENTRYPOINT"
 
 
+CRASH_VARIABLE = "DRO_ON_CRASH"
+# A fresh interpreter calls the service's crash hook (module:function, no arguments).
+_CALL_HOOK = "import importlib, sys; m, _, f = sys.argv[1].partition(':'); sys.exit(getattr(importlib.import_module(m), f)())"
+
+
 class WorkerDied(RuntimeError):
     """The worker process ended during a call (a crash, or it was killed)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status  # as subprocess reports it: -N for signal N
 
 
 # -- inside the worker process -------------------------------------------------
@@ -139,6 +148,7 @@ class WarmWorker:
         self.pid = self.proc.pid
         self.ready = threading.Event()
         self.failed = False
+        self.killed = False
 
     def wait_ready(self) -> None:
         """Block until ROOT is imported in the worker (called on a background thread)."""
@@ -148,7 +158,8 @@ class WarmWorker:
                 raise WorkerDied("unexpected first message")
         except (EOFError, OSError, WorkerDied):
             self.failed = True
-            log.error("warm worker %d failed to start (exit code %s)", self.pid, self.proc.poll())
+            if not self.killed:  # a worker stopped while starting did not fail
+                log.error("warm worker %d failed to start (%s)", self.pid, _how(self.proc.wait()))
         self.ready.set()
 
     def call(self, task: dict[str, Any]) -> dict[str, Any]:
@@ -156,21 +167,40 @@ class WarmWorker:
             self._conn.send(task)
             return self._conn.recv()
         except (EOFError, OSError) as err:
-            raise WorkerDied(f"warm worker {self.pid} died (exit code {self.proc.wait()})") from err
+            status = self.proc.wait()
+            raise WorkerDied(f"warm worker {self.pid} died ({_how(status)})", status) from err
 
     def kill(self) -> None:
         """SIGKILL the worker's process group: a warm worker has nothing to save."""
+        self.killed = True
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, signal.SIGKILL)
         self.proc.wait()
         self._conn.close()
 
 
+def _how(status: int) -> str:
+    if status < 0:
+        return f"killed by {signal.Signals(-status).name}"
+    return f"exit code {status}"
+
+
+def report_crash(hook: str, env: dict[str, str], cwd: str, log_path: str, status: int, package_root: str) -> None:
+    """Run a service's crash hook for a call its worker did not survive (the worker cannot
+    report its own death), in a fresh process with the call's environment and its output so far."""
+    hook_env = {**env, "DRO_CRASH_STATUS": str(128 - status if status < 0 else status),
+                "DRO_CRASH_OUTPUT": log_path}
+    hook_env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
+    with open(log_path, "ab") as out:
+        subprocess.run([sys.executable, "-c", _CALL_HOOK, hook], env=hook_env, cwd=cwd, stdin=subprocess.DEVNULL,
+                       stdout=out, stderr=subprocess.STDOUT, timeout=120, check=False)
+
+
 class WarmPool:
     """``size`` warm workers; a dead one is replaced in the background."""
 
     def __init__(self, size: int, package_root: str, env: dict[str, str]) -> None:
-        self._package_root = package_root
+        self.package_root = package_root
         self._env = env
         self._lock = threading.Condition()
         self._idle: list[WarmWorker] = []
@@ -180,7 +210,7 @@ class WarmPool:
             self._add()
 
     def _add(self) -> None:
-        worker = WarmWorker(self._package_root, self._env)
+        worker = WarmWorker(self.package_root, self._env)
         with self._lock:
             self._all.append(worker)
         thread = threading.Thread(
