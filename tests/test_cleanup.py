@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import ROOT
 
-from distrdf_oscar import job, layout
+import distrdf_oscar as dro
+from distrdf_oscar import cli, job, layout
 from distrdf_oscar.job import find_jobs, remove_job
 from distrdf_oscar.platform.oscar import OSCARCluster
 
@@ -63,3 +67,74 @@ def test_a_finished_job_cleans_up_after_itself_unwrapped(warm_cluster, dimuon_fi
     for role, names in finished.functions.items():
         listed = client.list_jobs(executor.deployment.service_name(role)).json().get("jobs", {})
         assert set(names).isdisjoint(listed), (role, names, sorted(listed))
+
+
+def _cli_environment(cluster, monkeypatch) -> None:
+    """The operator's settings for ``distrdf-oscar`` against a session cluster."""
+    for name in ("OSCAR_TOKEN", "OSCAR_SSL_VERIFY", "MINIO_ENDPOINT", "DISTRDF_OSCAR_DEPLOYMENT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OSCAR_ENDPOINT", cluster.platform.oscar_endpoint)
+    monkeypatch.setenv("OSCAR_USER", cluster.platform.oscar_user)
+    monkeypatch.setenv("OSCAR_PASSWORD", cluster.platform.oscar_password)
+    monkeypatch.setenv("DISTRDF_OSCAR_KEY", cluster._signing_key)
+
+
+def _start_slow_job(executor, files, sleep_ms: int):
+    """A job whose mappers each sleep once; returns (thread, outcome dict) once its manifest exists."""
+    df = ROOT.RDataFrame("Events", files, executor=executor, npartitions=2)
+    # The sleep's length keeps the jitted code distinct from other tests' in warm workers.
+    booked = df.Define("slow", f"if (rdfentry_ % 12000 == 0) gSystem->Sleep({sleep_ms}); return nMuon;").Sum("slow")
+    outcome: dict = {}
+
+    def wait() -> None:
+        try:
+            outcome["value"] = booked.GetValue()
+        except Exception as exc:  # noqa: BLE001 - handed to the test thread, which checks its type
+            outcome["error"] = exc
+        outcome["ended"] = time.monotonic()
+
+    thread = threading.Thread(target=wait)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not find_jobs(executor.storage) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return thread, outcome
+
+
+def test_cleanup_during_another_clients_job_leaves_it_untouched_and_exact(warm_cluster, dimuon_files,
+                                                                        monkeypatch, capsys):
+    _cli_environment(warm_cluster, monkeypatch)
+    executor = warm_cluster.executor(progress=False)
+    thread, outcome = _start_slow_job(executor, dimuon_files, 3001)
+    (job_id,) = find_jobs(executor.storage)
+    assert cli.main(["cleanup"]) == 0
+    out = capsys.readouterr().out
+    assert f"{job_id}: " in out
+    assert "alive, ttl 120 s): kept" in out
+    assert "0 job(s) removed; 1 left alone" in out
+    thread.join(120)
+    assert "error" not in outcome, outcome.get("error")
+    expected = ROOT.RDataFrame("Events", dimuon_files).Sum("nMuon").GetValue()
+    assert outcome["value"] == expected
+    assert find_jobs(executor.storage) == {}
+
+
+def test_a_job_removed_under_its_client_fails_it_at_once_saying_so(warm_cluster, dimuon_files, monkeypatch, capsys):
+    _cli_environment(warm_cluster, monkeypatch)
+    executor = warm_cluster.executor(progress=False)
+    thread, outcome = _start_slow_job(executor, dimuon_files, 8002)
+    (job_id,) = find_jobs(executor.storage)
+    assert cli.main(["cleanup", "--job", job_id]) == 0
+    removed = time.monotonic()
+    captured = capsys.readouterr()
+    assert f"warning: {job_id} is alive: its client will fail when it is removed" in captured.err
+    assert f"{job_id}: " in captured.out
+    thread.join(60)
+    assert isinstance(outcome.get("error"), dro.JobRemoved), outcome
+    assert str(outcome["error"]).startswith(f"job {job_id} was removed from storage while this client waited")
+    print(f"the client failed {outcome['ended'] - removed:.1f} s after the removal")
+    # The mappers still running withdraw what they write: nothing of the job stays.
+    deadline = time.monotonic() + 30
+    while find_jobs(executor.storage) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert find_jobs(executor.storage) == {}

@@ -595,30 +595,45 @@ def test_committed_scripts_run_a_job_end_to_end(run, environment, oscar, dimuon_
     assert run("undeploy", "--deployment", "smoke", "--yes")[0] == 0
 
 
-def test_cleanup_lists_and_removes_orphaned_jobs(run, platform):
+def test_cleanup_removes_only_abandoned_jobs_unless_one_is_named(run, platform):
     from distrdf_oscar import layout
     from distrdf_oscar.executor import OSCARExecutor
+    from distrdf_oscar.messages import Lease
 
     code, _, err = run("deploy", "--deployment", "orphans")
     assert code == 0, err
     storage = OSCARExecutor.from_env(deployment=cli._deployment(
         cli.argparse.Namespace(deployment="orphans", image=None, memory=None, cpu=None, env=None))).storage
-    orphan = layout.JobKeys(layout.new_job_id())
-    for key in (orphan.manifest, orphan.plan, orphan.partial(0, 1)):  # no trigger: it would start a function
-        storage.put_bytes(key, b"{}")
+    # A job whose client was killed (its lease, of 1 s, lapsed) and one whose client still waits.
+    orphan, waited_for = layout.JobKeys(layout.new_job_id()), layout.JobKeys(layout.new_job_id())
+    for keys, ttl in ((orphan, 1.0), (waited_for, 600.0)):
+        storage.put_bytes(keys.lease, Lease(keys.job_id, ttl).to_json())
+        for key in (keys.manifest, keys.plan, keys.partial(0, 1)):  # no trigger: it would start a function
+            storage.put_bytes(key, b"{}")
+    time.sleep(2.5)  # the orphan's lease lapses (LastModified has a resolution of one second)
 
     code, out, _ = run("cleanup", "--deployment", "orphans", "--dry-run")
     assert code == 0
-    assert f"{orphan.job_id}: 3 objects" in out
-    assert "dry run" in out
+    assert f"{orphan.job_id}: 4 objects, 0 min old, lease renewed" in out
+    assert "lapsed, ttl 1 s): would be removed (dry run)" in out
+    assert f"{waited_for.job_id}: 4 objects" in out
+    assert "alive, ttl 600 s): kept" in out
+    assert "1 job(s) to remove; 1 left alone" in out
     code, out, _ = run("cleanup", "--deployment", "orphans", "--older-than", "1h")
     assert code == 0
-    assert "0 job(s) removed; 1 left alone" in out
+    assert "0 job(s) removed; 2 left alone" in out
     code, out, err = run("cleanup", "--deployment", "orphans", "--older-than", "soon")
     assert code == 2
     assert "--older-than takes a number with a unit" in err
-    code, out, _ = run("cleanup", "--deployment", "orphans", "--job", orphan.job_id)
+    code, out, _ = run("cleanup", "--deployment", "orphans")
     assert code == 0
-    assert f"{orphan.job_id}: removed" in out
+    assert f"{orphan.job_id}: 4 objects" in out
+    assert "1 job(s) removed; 1 left alone" in out
+    assert {layout.job_of_key(k) for k in storage.list("") if layout.job_of_key(k)} == {waited_for.job_id}
+    code, out, err = run("cleanup", "--deployment", "orphans", "--job", waited_for.job_id)
+    assert code == 0
+    assert f"warning: {waited_for.job_id} is alive: its client will fail when it is removed" in err
+    assert f"{waited_for.job_id}: 4 objects" in out
+    assert "removed 3 objects" in out  # and the manifest, deleted first
     assert [k for k in storage.list("") if layout.job_of_key(k)] == []
     assert run("undeploy", "--deployment", "orphans", "--yes")[0] == 0

@@ -18,7 +18,7 @@ from .executor import ConfigurationError, OSCARExecutor
 from .local import LocalCluster
 from .plan import DEFAULT_REDUCTION, CoordinatedReduction, PlanError, TreeReduction
 from .platform.oscar import OSCARError
-from .recovery import JobTimeout, RemoteError
+from .recovery import JobRemoved, JobTimeout, RemoteError
 
 dispatch.install()
 
@@ -27,6 +27,7 @@ __all__ = [
     "ConfigurationError",
     "CoordinatedReduction",
     "Deployment",
+    "JobRemoved",
     "JobTimeout",
     "LocalCluster",
     "OSCARError",

@@ -100,11 +100,12 @@ def parse_duration(text: str) -> float:
 
 
 def cmd_cleanup(args) -> int:
-    """List (and unless --dry-run remove) jobs left in the bucket by interrupted or crashed clients."""
+    """List (and unless --dry-run remove) jobs whose clients are gone: interrupted, killed, crashed."""
     import time
 
     from . import layout
     from .job import find_jobs, remove_job
+    from .leases import job_states
 
     storage = _cluster_and_deployment(args).storage
     min_age = parse_duration(args.older_than) if args.older_than else 0.0
@@ -112,15 +113,21 @@ def cmd_cleanup(args) -> int:
     if args.job and args.job not in found:
         print(f"job {args.job} has no objects in bucket {storage.bucket}")
         return 0
+    states = job_states(storage, {j: n for j, n in found.items() if not args.job or j == args.job})
     now = time.time()
-    chosen = [j for j in sorted(found) if (not args.job or j == args.job) and now - layout.job_created(j) >= min_age]
-    for job_id in chosen:
-        age = (now - layout.job_created(job_id)) / 60
-        if args.dry_run:
-            print(f"{job_id}: {found[job_id]} objects, {age:.0f} min old (dry run, kept)")
-        else:
-            print(f"{job_id}: removed {remove_job(storage, job_id)} objects ({age:.0f} min old)")
-    print(f"{len(chosen)} job(s) {'found' if args.dry_run else 'removed'}; {len(found) - len(chosen)} left alone")
+    chosen = 0
+    for job_id, state in sorted(states.items()):
+        age = now - layout.job_created(job_id)
+        what = f"{job_id}: {state.objects} objects, {age / 60:.0f} min old, {state.describe()}"
+        if not args.job and (state.alive or age < min_age):
+            print(f"{what}: kept")
+            continue
+        if state.alive:
+            print(f"warning: {job_id} is alive: its client will fail when it is removed", file=sys.stderr)
+        chosen += 1
+        print(f"{what}: would be removed (dry run)" if args.dry_run else
+              f"{what}: removed {remove_job(storage, job_id)} objects")
+    print(f"{chosen} job(s) {'to remove' if args.dry_run else 'removed'}; {len(found) - chosen} left alone")
     return 0
 
 
@@ -241,9 +248,11 @@ def main(argv: list[str] | None = None) -> int:
 
     cleanup = sub.add_parser("cleanup", help="find and remove orphaned job data in the deployment's bucket",
                              description="Jobs a client could not clean up (killed, crashed) leave objects behind. "
-                                         "A running job of another user looks the same: use --older-than." + environment)
-    cleanup.add_argument("--older-than", metavar="DURATION", help="only jobs older than this (e.g. 30m, 2h, 1d)")
-    cleanup.add_argument("--job", metavar="ID", help="only this job")
+                                         "A waiting client renews its job's lease; only jobs whose lease lapsed "
+                                         "are removed, unless named with --job." + environment)
+    cleanup.add_argument("--older-than", metavar="DURATION",
+                         help="only abandoned jobs older than this (e.g. 30m, 2h, 1d)")
+    cleanup.add_argument("--job", metavar="ID", help="only this job, even if its client still waits (with a warning)")
     cleanup.add_argument("--dry-run", action="store_true", help="list, remove nothing")
     add_deployment_flags(cleanup)
     cleanup.set_defaults(func=cmd_cleanup)

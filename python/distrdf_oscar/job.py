@@ -16,9 +16,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import layout, partial, plan
+from . import layout, leases, partial, plan
 from .messages import ErrorMarker, Manifest, MapperTrigger
-from .recovery import RemoteError, RetryPolicy, Tracker
+from .recovery import JobRemoved, RemoteError, RetryPolicy, Tracker
 from .signing import SignatureError
 from .storage import Storage, StorageError
 
@@ -30,6 +30,8 @@ class JobOptions:
     coordinator_timeout: float = 3600.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)  # see recovery.py
     storage_patience: float = 120.0  # seconds of failing storage calls the wait loop rides out
+    lease_ttl: float = leases.DEFAULT_TTL  # seconds without renewal after which cleanup may remove the job
+    alive_check: float = 1.0  # seconds between checks that the job's objects were not removed
 
 
 @dataclass
@@ -67,6 +69,7 @@ class Job:
         self.timeline: dict[str, float] = {}
         self.tracker: Tracker | None = None  # what the job expected, and what it retried
         self.functions: dict[str, list[str]] = {}  # role -> OSCAR jobs that served this job
+        self.lease = leases.Holder(storage, self.keys, ttl=options.lease_ttl)
 
     @property
     def job_id(self) -> str:
@@ -79,6 +82,7 @@ class Job:
         import cloudpickle
 
         named = files.named()
+        self.lease.renew(time.monotonic())  # first: uploads can take long, and cleanup must see us
         for kind in named.values():
             for name, path in kind:
                 self.storage.put_file(self.keys.job_file(name), path)
@@ -145,11 +149,17 @@ class Job:
         prefixes = [self.keys.prefix(folder) for folder in job_plan.watched_folders]
         bar = _progress_bar(self.options.progress, npartitions + steps, self.job_id)
         failing_since: float | None = None
+        checked = time.monotonic()
         delivered: set[str] = set()
         try:
             while True:
                 try:
                     self._poll(tracker, prefixes)
+                    now = time.monotonic()
+                    self.lease.renew(now)
+                    if now - checked >= self.options.alive_check:
+                        self._check_not_removed()
+                        checked = now
                     failing_since = None
                 except StorageError as exc:
                     # Ride out a storage outage; give up on permanent errors or a long one.
@@ -172,6 +182,12 @@ class Job:
                 time.sleep(self.options.poll_interval)
         finally:
             bar.close()
+
+    def _check_not_removed(self) -> None:
+        """Someone removed the job (``distrdf-oscar cleanup --job``): say so now, not as a timeout."""
+        if not self.storage.exists(self.keys.manifest):
+            raise JobRemoved(f"job {self.job_id} was removed from storage while this client waited for it "
+                             "(`distrdf-oscar cleanup --job`, or its objects deleted by hand); run it again")
 
     def _record_last_mapper(self, tracker: Tracker, prefixes: list[str]) -> None:
         mapper_keys = set(tracker.mapper_outputs())

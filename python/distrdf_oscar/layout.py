@@ -129,6 +129,11 @@ class JobKeys:
         return f"{JOBS}/{self.job_id}/manifest.json"
 
     @property
+    def lease(self) -> str:
+        """Renewed by the waiting client: cleanup removes only jobs whose lease lapsed (leases.py)."""
+        return f"{JOBS}/{self.job_id}/lease.json"
+
+    @property
     def mapper_payload(self) -> str:
         return f"{JOBS}/{self.job_id}/mapper.pkl"
 

@@ -97,6 +97,15 @@ class Manifest(Message):
 
 
 @dataclass(frozen=True)
+class Lease(Message):
+    """``jobs/<job>/lease.json``: rewritten by the waiting client; the job is alive while the
+    object's age (on the storage server's clock) is under ``ttl`` seconds."""
+
+    job: str
+    ttl: float
+
+
+@dataclass(frozen=True)
 class MapperTrigger(Message):
     """``triggers/<job>/<range>.json`` (and its retries): one entry range to map."""
 

@@ -49,6 +49,10 @@ class JobTimeout(TimeoutError):
     """Something the job needs never appeared, even after the allowed retries."""
 
 
+class JobRemoved(RuntimeError):
+    """The job's objects were removed from storage while its client waited."""
+
+
 @dataclass
 class RetryPolicy:
     retries: int = 3  # retries per task (range, reduction, coordinator) before the job fails
