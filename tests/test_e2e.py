@@ -374,3 +374,29 @@ def test_clean_exit_leaves_no_process_or_tempdir(dimuon_files):
     assert not os.path.exists(tmpdir)
     assert not os.path.exists(f"/proc/{pid}")
     assert set(os.listdir(tempfile.gettempdir())) - before == set()
+
+
+def test_an_unknown_column_in_an_action_is_named_first(warm_cluster, dimuon_files):
+    executor = warm_cluster.executor(progress=False)
+    df = ROOT.RDataFrame("Events", dimuon_files, executor=executor, npartitions=2)
+    with pytest.raises(dro.RemoteError) as info:
+        df.Histo1D(("h", "h", 10, 0, 10), "no_such_column").GetValue()
+    first_line = str(info.value).splitlines()[0]
+    assert re.search(r'^mapper-00000[01]_00000[12] of job j\d{14}-[0-9a-f]{8} failed: '
+                     r'Unknown column: "no_such_column" \(from TypeError: Template method resolution failed:$',
+                     first_line), first_line
+    assert job_keys(executor) == []
+
+
+@pytest.mark.parametrize("npartitions", [0, -3, 1.5])
+def test_npartitions_below_one_is_refused_before_distrdf_divides_by_it(warm_cluster, dimuon_files, npartitions):
+    executor = warm_cluster.executor(progress=False)
+    with pytest.raises(ValueError, match=re.escape(f"npartitions must be an integer of at least 1, got {npartitions}")):
+        ROOT.RDataFrame("Events", dimuon_files, executor=executor, npartitions=npartitions)
+
+
+def test_the_demo_refuses_zero_partitions_naming_the_flag(capsys):
+    from distrdf_oscar import cli
+
+    assert cli.main(["demo", "--npartitions", "0"]) == 2
+    assert "--npartitions, --workers, --events and --files must be at least 1" in capsys.readouterr().err

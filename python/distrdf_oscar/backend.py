@@ -48,6 +48,10 @@ class OSCARBackend(Base.BaseBackend):
 
     def make_dataframe(self, *args, **kwargs):
         npartitions = kwargs.pop("npartitions", None)
+        # DistRDF would divide by it when splitting the ranges (a bare ZeroDivisionError).
+        if npartitions is not None and (isinstance(npartitions, bool) or not isinstance(npartitions, int)
+                                        or npartitions < 1):
+            raise ValueError(f"npartitions must be an integer of at least 1, got {npartitions!r}")
         headnode = HeadNode.get_headnode(self, npartitions, *args)
         return DataFrame.RDataFrame(headnode)
 

@@ -25,6 +25,8 @@ def _add_reduction_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_demo(args) -> int:
+    if args.npartitions < 1 or args.workers < 1 or args.events < 1 or args.files < 1:
+        raise ValueError("--npartitions, --workers, --events and --files must be at least 1")
     import ROOT
 
     from . import LocalCluster

@@ -16,10 +16,9 @@ if TYPE_CHECKING:
 def _constructor_error(exc: TypeError) -> Exception:
     """DistRDF turns a failing RDataFrame construction (e.g. a wrong tree name) into "arguments
     not accepted by any constructor"; the C++ reason is in the chained overload errors. Name it."""
-    import re
+    from .root_errors import cpp_reasons
 
-    details = f"{exc}\n{exc.__context__ or ''}"
-    reasons = dict.fromkeys(m.strip() for m in re.findall(r"(?:invalid_argument|runtime_error): (.+)", details))
+    reasons = cpp_reasons(f"{exc}\n{exc.__context__ or ''}")
     if not reasons:
         return exc
     return ValueError("cannot build the RDataFrame: " + "; ".join(reasons))

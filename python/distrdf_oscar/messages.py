@@ -15,6 +15,8 @@ import typing
 from dataclasses import MISSING, dataclass, fields
 from typing import Any, Self
 
+from .root_errors import headline
+
 
 class MessageError(ValueError):
     """A protocol object whose content is not the message its key promises."""
@@ -163,5 +165,5 @@ class ErrorMarker(Message):
     def from_exception(cls, job: str, who: str, service: str, trigger: str, output: str | None,
                        exc: BaseException, retryable: bool, unconfigured: bool = False) -> ErrorMarker:
         return cls(job=job, who=who, service=service, trigger=trigger, output=output, retryable=retryable,
-                   error=f"{type(exc).__name__}: {exc}", traceback="".join(traceback.format_exception(exc)),
+                   error=headline(exc), traceback="".join(traceback.format_exception(exc)),
                    unconfigured=unconfigured)
