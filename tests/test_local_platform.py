@@ -602,7 +602,7 @@ def test_warm_workers_run_entry_points_in_process(warm):
     info, cold, log = _warm_call(oscar, s3, "plain", "one", 1)
     assert info["status"] == "Succeeded"
     assert cold["preloaded"] is False
-    assert "bash" in log
+    assert "Running the script with /bin/sh (cold start" in log
     assert cold["pid"] != replacement["pid"]
 
 
