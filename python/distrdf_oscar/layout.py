@@ -230,8 +230,17 @@ class JobKeys:
 
 def manifest_job(key: str) -> str | None:
     """The job whose manifest ``key`` is, else None."""
+    return _job_whose(key, "manifest")
+
+
+def lease_job(key: str) -> str | None:
+    """The job whose lease ``key`` is, else None."""
+    return _job_whose(key, "lease")
+
+
+def _job_whose(key: str, record: str) -> str | None:
     job_id = job_of_key(key)
-    return job_id if job_id is not None and key == JobKeys(job_id).manifest else None
+    return job_id if job_id is not None and key == getattr(JobKeys(job_id), record) else None
 
 
 def job_of_key(key: str) -> str | None:

@@ -65,8 +65,7 @@ def server_now(storage: Storage) -> float:
 def job_states(storage: Storage, counts: dict[str, int]) -> dict[str, JobState]:
     """The lease state of every job in ``counts`` (job id -> its number of objects)."""
     now = server_now(storage)
-    leases = {key: mtime for key, mtime in storage.modified(layout.JOBS + "/").items()
-              if (job := layout.job_of_key(key)) is not None and key == layout.JobKeys(job).lease}
+    leases = {key: mtime for key, mtime in storage.modified(layout.JOBS + "/").items() if layout.lease_job(key)}
     states = {}
     for job_id, objects in counts.items():
         keys = layout.JobKeys(job_id)

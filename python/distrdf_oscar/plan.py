@@ -18,7 +18,7 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from . import layout
 from .messages import BatchRetry, Message, MessageError, TreeRetry
@@ -232,12 +232,12 @@ class CoordinatedPlan(Message):
     def expectations(self) -> list[Expectation]:
         keys = layout.JobKeys(self.job)
         mappers = tuple(self.mapper_output(r) for r in range(self.npartitions))
-        sizes, out = self.sizes, []
+        sizes, out, restart = self.sizes, [], self.to_json()
         for index, size in enumerate(sizes):
             items = mappers + tuple(keys.batch_result(i) for i in range(index))
             # The coordinator launches the batch file once enough items arrived; a retry restarts it.
             out.append(Expectation(keys.batch(index), items, sum(sizes[:index]) + size, layout.PLANS,
-                                   "coordinator", self.to_json(), "coordinator", kind="launch"))
+                                   "coordinator", restart, "coordinator", kind="launch"))
             out.append(Expectation(self.batch_output(index), (keys.batch(index),), 1, layout.BATCHES,
                                    keys.batch_name(index), BatchRetry(self.job, index).to_json(),
                                    f"batch reduction {index}"))
@@ -245,6 +245,7 @@ class CoordinatedPlan(Message):
 
 
 JobPlan = TreePlan | CoordinatedPlan
+PlanT = TypeVar("PlanT", TreePlan, CoordinatedPlan)
 
 
 def plan_from_json(data: bytes | str) -> JobPlan:
@@ -259,3 +260,12 @@ def plan_from_json(data: bytes | str) -> JobPlan:
     if mode not in kinds:
         raise MessageError(f"job plan: unknown mode {mode!r}")
     return kinds[mode].from_dict(raw)
+
+
+def expect_plan(data: bytes | str, kind: type[PlanT], reader: str) -> PlanT:
+    """The job plan in ``data``, which ``reader`` (a service, with its trigger) can serve only in
+    ``kind``'s mode."""
+    job_plan = plan_from_json(data)
+    if not isinstance(job_plan, kind):
+        raise MessageError(f"{reader} got a {job_plan.mode} plan")
+    return job_plan

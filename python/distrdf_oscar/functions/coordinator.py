@@ -17,8 +17,8 @@ from __future__ import annotations
 import time
 
 from .. import layout
-from ..messages import Batch, MessageError
-from ..plan import CoordinatedPlan, plan_from_json
+from ..messages import Batch
+from ..plan import CoordinatedPlan, expect_plan
 from . import context
 
 POLL_SECONDS = 0.1
@@ -64,12 +64,6 @@ def run(ctx: context.FunctionContext, job_plan: CoordinatedPlan) -> None:
         arrived.extend(k for k in ctx.storage.list(keys.prefix(layout.PARTIALS)) if k not in known)
 
 
-def _plan(ctx: context.FunctionContext) -> CoordinatedPlan:
-    job_plan = plan_from_json(ctx.read_input())
-    if not isinstance(job_plan, CoordinatedPlan):
-        raise MessageError(f"coordinator triggered by a {job_plan.mode} plan ({ctx.key})")
-    return job_plan
-
-
 def main() -> int:
-    return context.serve("coordinator", lambda ctx: run(ctx, _plan(ctx)))
+    return context.serve("coordinator", lambda ctx: run(ctx, expect_plan(ctx.read_input(), CoordinatedPlan,
+                                                                  f"coordinator triggered by {ctx.key}")))

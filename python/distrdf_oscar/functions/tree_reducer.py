@@ -10,8 +10,8 @@ interval, and the reducer merges that group.
 from __future__ import annotations
 
 from .. import layout
-from ..messages import MessageError, TreeRetry
-from ..plan import Interval, TreePlan, plan_from_json
+from ..messages import TreeRetry
+from ..plan import Interval, TreePlan, expect_plan
 from . import context
 from .merging import merge_keys
 
@@ -31,9 +31,7 @@ def run(ctx: context.FunctionContext) -> None:
     if job_id is None:
         raise ValueError(f"tree reducer triggered by unexpected object {ctx.key!r}")
     keys = layout.JobKeys(job_id)
-    job_plan = plan_from_json(ctx.storage.get_bytes(keys.plan))
-    if not isinstance(job_plan, TreePlan):
-        raise MessageError(f"tree reducer triggered in a {job_plan.mode} job ({ctx.key})")
+    job_plan = expect_plan(ctx.storage.get_bytes(keys.plan), TreePlan, f"tree reducer triggered by {ctx.key}")
     group = _group(ctx, job_plan)
     if group is None:
         return
