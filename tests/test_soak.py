@@ -92,6 +92,10 @@ def test_fifty_jobs_with_random_faults(warm_cluster, dimuon_files):
 
     def census() -> dict[str, object]:
         wait_idle(warm_cluster)
+        # The clients delete finished OSCAR jobs in the background (reading each log first, for
+        # the secret scan): let that finish, or the platform counts a log it has open for it.
+        for executor in executors:
+            executor.wait_for_bookkeeping()
         gc.collect()
         # DistRDF's client-side head node keeps the first input file open for good once a graph has
         # a jitted Define or Filter (ROOT's Dask backend too; see the README's known limitations).
