@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import shutil
 
 import pytest
 import ROOT
@@ -27,7 +28,7 @@ def mapped(dimuon_files, tmp_path_factory):
     paths = []
     for index, result in enumerate(backend.fresh_results()):
         path = str(workdir / f"p{index}.root")
-        partial.write_partial(path, result, job_id="jtest", ranges=[(index, index + 1)])
+        partial.write_partial(path, result, job_id="jtest", range_id=index, key=path)
         paths.append(path)
     return backend, paths, workdir
 
@@ -39,7 +40,7 @@ def test_native_slots_for_mergeables_with_native_form(mapped):
     # Count x2, Sum x2, Mean, Min, Max, StdDev, then Stats and 9 histograms/graphs, AsNumpy, the nominal
     # varied histogram, and the VariationsFor action DistRDF appends to the graph
     assert kinds == ["scalar"] * 4 + ["fallback", "scalar", "scalar", "fallback"] + ["object"] * 10 + \
-        ["fallback", "object", "variations"]
+        ["columns", "object", "variations"]
     assert meta.ranges == [(0, 1)]
     assert meta.job_id == "jtest"
     assert meta.format == partial.FORMAT_VERSION
@@ -50,7 +51,7 @@ def test_nway_merge_equals_pairwise_distrdf_reduction(mapped):
     merged_path = str(workdir / "merged.root")
     meta = partial.merge_partials(merged_path, paths)
     assert meta.ranges == [(0, 1), (1, 2), (2, 3), (3, 4)]
-    merged, _ = partial.read_partial(merged_path)
+    merged, _ = partial.read_partial(merged_path, fetch=shutil.copyfile)
 
     pairwise = backend.fresh_results()
     reference = pairwise[0]
@@ -73,7 +74,7 @@ def test_merged_partial_matches_single_process(mapped, dimuon_files):
     _, paths, workdir = mapped
     merged_path = str(workdir / "merged_sp.root")
     partial.merge_partials(merged_path, paths)
-    merged, _ = partial.read_partial(merged_path)
+    merged, _ = partial.read_partial(merged_path, fetch=shutil.copyfile)
     local = book_all(ROOT.RDataFrame("Events", dimuon_files))
     expected = values(local)
     # The graph holds one more action than was booked here: the VariationsFor that the fixture added.
@@ -96,7 +97,7 @@ def test_partial_is_much_smaller_than_pickled_taskresult(mapped):
 def test_mismatched_jobs_are_refused(mapped, tmp_path):
     backend, paths, _ = mapped
     other = str(tmp_path / "other.root")
-    partial.write_partial(other, backend.fresh_results()[1], job_id="jother", ranges=[(1, 2)])
+    partial.write_partial(other, backend.fresh_results()[1], job_id="jother", range_id=1, key=other)
     with pytest.raises(partial.PartialFormatError, match="belongs to job jother"):
         partial.merge_partials(str(tmp_path / "out.root"), [paths[0], other])
 
@@ -116,10 +117,10 @@ def test_empty_task_result_only_carries_bookkeeping(mapped, tmp_path):
 
     backend, paths, _ = mapped
     empty = str(tmp_path / "empty.root")
-    partial.write_partial(empty, TaskResult(None, TaskTreeEntries(0, {})), job_id="jtest", ranges=[(4, 5)])
+    partial.write_partial(empty, TaskResult(None, TaskTreeEntries(0, {})), job_id="jtest", range_id=4, key=empty)
     out = str(tmp_path / "out.root")
     partial.merge_partials(out, [paths[0], empty])
-    merged, meta = partial.read_partial(out)
+    merged, meta = partial.read_partial(out, fetch=shutil.copyfile)
     assert meta.ranges == [(0, 1), (4, 5)]
     reference = pickle.loads(backend.task_results[0])
     assert merged.mergeables[0].GetValue() == reference.mergeables[0].GetValue()

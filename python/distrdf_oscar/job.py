@@ -200,8 +200,15 @@ class Job:
         with tempfile.TemporaryDirectory(prefix="dro-result-") as workdir:
             path = os.path.join(workdir, "partial.root")
             self.storage.get_file(key, path)
-            task_result, _ = partial.read_partial(path)
+            task_result, _ = partial.read_partial(path, fetch=self._fetch_part)
         return task_result
+
+    def _fetch_part(self, key: str, path: str) -> None:
+        """A mapper partial that a merged result names for its AsNumpy rows (signed, like all)."""
+        if layout.job_of_key(key) != self.job_id:
+            raise partial.PartialFormatError(f"the result of job {self.job_id} names {key!r}, "
+                                             "which is not one of its partials")
+        self.storage.get_file(key, path)
 
     def _fetch_snapshots(self, task_result) -> None:
         """Put the mappers' Snapshot files where the user asked for them."""

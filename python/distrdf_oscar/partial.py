@@ -12,13 +12,18 @@ bookkeeping, and the pickled mergeables without a native form) lives under the
 from __future__ import annotations
 
 import base64
+import itertools
 import json
+import os
 import pickle
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-FORMAT_VERSION = 1
+from . import columns
+
+FORMAT_VERSION = 2
 META_DIR = "distrdf_oscar"
 META_KEY = "meta"
 FILE_TITLE = "distrdf-oscar partial result"
@@ -48,6 +53,9 @@ class PartialMeta:
     slots: list[dict[str, Any]] | None
     processed_entries: int | None = None
     trees_with_entries: dict[str, int] = field(default_factory=dict)
+    # Where the rows of the ``columns`` slots live: one {"range", "key", "rows": {slot: n}} per
+    # mapper partial, in range order (columns.py).
+    column_parts: list[dict[str, Any]] = field(default_factory=list)
     format: int = FORMAT_VERSION
 
     def to_json(self) -> str:
@@ -118,6 +126,10 @@ def _is_native_object(class_name: str) -> bool:
 
 
 def _classify(ROOT, mergeable) -> dict[str, Any]:
+    from ROOT._pythonization._rdataframe import AsNumpyResult
+
+    if isinstance(mergeable, AsNumpyResult):
+        return columns.describe(mergeable)
     cls = _actual_class(ROOT, mergeable)
     short = cls.removeprefix(_MERGEABLE_NS)
     if short.startswith("RMergeableVariations<"):
@@ -153,11 +165,13 @@ def _make_parameter(ROOT, name: str, value, value_type: str, mode: str):
     return param
 
 
-def write_partial(path: str, task_result, *, job_id: str, ranges: Sequence[tuple[int, int]]) -> PartialMeta:
-    """Write a DistRDF ``TaskResult`` as a partial file covering ``ranges``."""
+def write_partial(path: str, task_result, *, job_id: str, range_id: int, key: str) -> PartialMeta:
+    """Write a mapper's ``TaskResult`` for range ``range_id`` as a partial file, to be published
+    as ``key`` (merged partials refer to its AsNumpy columns by that key)."""
     ROOT = _root()
     entries = task_result.entries_in_trees
     slots: list[dict[str, Any]] | None = None if task_result.mergeables is None else []
+    rows: dict[str, int] = {}
     out = ROOT.TFile.Open(path, "RECREATE", FILE_TITLE, COMPRESSION)
     if not out or out.IsZombie():
         raise OSError(f"cannot create partial file {path}")
@@ -171,21 +185,27 @@ def write_partial(path: str, task_result, *, job_id: str, ranges: Sequence[tuple
                 out.WriteObject(mergeable.GetValue(), name)
             elif slot["kind"] == "variations":
                 vdir = out.mkdir(name)
-                for vindex, key in enumerate(slot["keys"]):
-                    vdir.WriteObject(mergeable.GetVariation(key), f"v{vindex:04d}")
+                for vindex, variation in enumerate(slot["keys"]):
+                    vdir.WriteObject(mergeable.GetVariation(variation), f"v{vindex:04d}")
             elif slot["kind"] == "scalar":
                 param = _make_parameter(ROOT, name, mergeable.GetValue(), slot["type"], slot["mode"])
                 out.WriteObject(param, name)
+            elif slot["kind"] == "columns" and slot["storage"] == "tree":
+                rows[name] = columns.write(ROOT, out, name, mergeable, slot["columns"], range_id)
+            elif slot["kind"] == "columns":
+                meta_dir.WriteObject(ROOT.TObjString(_encode(mergeable)), name)
+                rows[name] = len(next(iter(mergeable.GetValue().values()), ()))
             else:
                 meta_dir.WriteObject(ROOT.TObjString(_encode(mergeable)), name)
             if slots is not None:
                 slots.append(slot)
         meta = PartialMeta(
             job_id=job_id,
-            ranges=[(int(lo), int(hi)) for lo, hi in ranges],
+            ranges=[(range_id, range_id + 1)],
             slots=slots,
             processed_entries=None if entries is None else int(entries.processed_entries),
             trees_with_entries={} if entries is None else dict(entries.trees_with_entries),
+            column_parts=[{"range": range_id, "key": key, "rows": rows}] if rows else [],
         )
         _finish(ROOT, out, meta_dir, meta, path)
     finally:
@@ -239,12 +259,18 @@ def _merged_meta(metas: list[PartialMeta], paths: Sequence[str]) -> PartialMeta:
     for m in metas:
         trees.update(m.trees_with_entries)
     processed = [m.processed_entries for m in metas if m.processed_entries is not None]
+    parts = sorted((p for m in metas for p in m.column_parts), key=lambda p: p["range"])
+    for before, after in itertools.pairwise(parts):
+        if before["range"] == after["range"]:
+            raise PartialFormatError(f"AsNumpy rows of range {after['range']} are in two inputs: "
+                                     f"{before['key']} and {after['key']}")
     return PartialMeta(
         job_id=first.job_id,
         ranges=ranges,
         slots=with_slots[0][0] if with_slots else None,
         processed_entries=sum(processed) if processed else None,
         trees_with_entries=trees,
+        column_parts=parts,
     )
 
 
@@ -265,7 +291,9 @@ def merge_partials(output: str, inputs: Sequence[str]) -> PartialMeta:
     meta = _merged_meta(metas, inputs)
     with_values = [p for p, m in zip(inputs, metas, strict=True) if m.slots is not None]
     if with_values:
-        _core.merge_files(output, list(with_values), exclude=[META_DIR], overwrite=True, compression=COMPRESSION)
+        # AsNumpy columns stay in the mappers' partials (columns.py): only their parts are merged.
+        exclude = [META_DIR, *_slot_names(meta, "columns")]
+        _core.merge_files(output, list(with_values), exclude=exclude, overwrite=True, compression=COMPRESSION)
         mode = "UPDATE"
     else:
         mode = "RECREATE"
@@ -284,8 +312,12 @@ def merge_partials(output: str, inputs: Sequence[str]) -> PartialMeta:
     return meta
 
 
+def _slot_names(meta: PartialMeta, kind: str) -> list[str]:
+    return [f"slot_{index:04d}" for index, slot in enumerate(meta.slots or []) if slot["kind"] == kind]
+
+
 def _fallback_names(meta: PartialMeta) -> list[str]:
-    return [f"slot_{index:04d}" for index, slot in enumerate(meta.slots or []) if slot["kind"] == "fallback"]
+    return _slot_names(meta, "fallback")
 
 
 def _read_python_part(ROOT, path: str) -> tuple[PartialMeta, dict[str, str]]:
@@ -307,8 +339,14 @@ def _merge_fallback(texts: Sequence[str]) -> str:
     return _encode(merged)
 
 
-def read_partial(path: str):
-    """Read a (merged) partial file back into the ``TaskResult`` DistRDF expects."""
+Fetch = Callable[[str, str], None]
+
+
+def read_partial(path: str, fetch: Fetch | None = None):
+    """Read a (merged) partial file back into the ``TaskResult`` DistRDF expects.
+
+    ``fetch(key, local_path)`` downloads a mapper partial: the rows of AsNumpy results are read
+    from the partials that hold them (``PartialMeta.column_parts``)."""
     from ROOT._distrdf.Backends.Base import TaskResult
     from ROOT._distrdf.Ranges import TaskTreeEntries
 
@@ -319,7 +357,9 @@ def read_partial(path: str):
         mergeables = None
         if meta.slots is not None:
             _declare_helpers(ROOT)
-            mergeables = [_read_slot(ROOT, f, path, i, slot) for i, slot in enumerate(meta.slots)]
+            arrays = _read_columns(ROOT, f, path, meta, fetch)
+            mergeables = [columns.result(slot["columns"], arrays[i]) if slot["kind"] == "columns"
+                          else _read_slot(ROOT, f, path, i, slot) for i, slot in enumerate(meta.slots)]
     finally:
         f.Close()
     entries = None
@@ -357,3 +397,58 @@ def _read_slot(ROOT, tfile, path: str, index: int, slot: dict[str, Any]):
         keys = ROOT.std.vector["std::string"](slot["keys"])
         return ROOT.distrdf_oscar.MakeVariations[slot["mergeable"], slot["type"]](keys, values)
     raise PartialFormatError(f"{path}: unknown slot kind {kind!r}")
+
+
+def _read_columns(ROOT, tfile, path: str, meta: PartialMeta, fetch: Fetch | None) -> dict[int, dict[str, Any]]:
+    """The arrays of every ``columns`` slot (by slot index), read part by part in range order:
+    chunk trees straight into preallocated arrays, pickled parts concatenated at the end."""
+    import numpy as np
+
+    slots = meta.slots or []
+    indices = [i for i, slot in enumerate(slots) if slot["kind"] == "columns"]
+    if not indices:
+        return {}
+    names = {i: f"slot_{i:04d}" for i in indices}
+    trees = [i for i in indices if slots[i]["storage"] == "tree"]
+    pickles = [i for i in indices if slots[i]["storage"] == "pickle"]
+    parts = meta.column_parts
+    arrays = {i: columns.allocate(slots[i]["columns"], sum(p["rows"].get(names[i], 0) for p in parts))
+              for i in trees}
+    offsets = dict.fromkeys(trees, 0)
+    pieces: dict[int, list[dict[str, Any]]] = {i: [] for i in pickles}
+
+    def read_part(part_file, part_path: str, part: dict[str, Any]) -> None:
+        for i in trees:
+            rows = part["rows"].get(names[i], 0)
+            columns.read_into(ROOT, part_file, part_path, names[i], list(arrays[i].values()), offsets[i], rows)
+            offsets[i] += rows
+        for i in pickles:
+            if part["rows"].get(names[i], 0):
+                pieces[i].append(_decode(_read_string(part_file, names[i], part_path)).GetValue())
+
+    # A mapper's partial holds its own part; merged partials hold none (merge_partials leaves them).
+    own = all(tfile.GetListOfKeys().FindObject(names[i]) for i in trees) and \
+        all(tfile.Get(f"{META_DIR}/{names[i]}") for i in pickles)
+    if own and len(parts) <= 1:
+        for part in parts:
+            read_part(tfile, path, part)
+    elif fetch is None:
+        raise PartialFormatError(f"{path}: its AsNumpy rows are in {len(parts)} other partials, "
+                                 "and no way to fetch them was given")
+    else:
+        with tempfile.TemporaryDirectory(prefix="dro-columns-") as workdir:
+            for index, part in enumerate(parts):
+                if not any(part["rows"].values()):
+                    continue  # a range where nothing passed: no need to fetch its partial
+                local = os.path.join(workdir, f"{index:06d}.root")
+                fetch(part["key"], local)
+                part_file = _open(ROOT, local)
+                try:
+                    read_part(part_file, f"{part['key']} (AsNumpy rows of {path})", part)
+                finally:
+                    part_file.Close()
+                os.remove(local)
+    for i in pickles:
+        arrays[i] = {c["name"]: np.concatenate([piece[c["name"]] for piece in pieces[i]]) if pieces[i]
+                     else np.empty(0, dtype=np.dtype(c["dtype"])) for c in slots[i]["columns"]}
+    return arrays

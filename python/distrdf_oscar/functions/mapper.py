@@ -56,6 +56,23 @@ _CACHED_GRAPHS = 8
 _NOT_CLONEABLE = ("Report", "HistoND", "HistoNSparseD")
 
 
+def _clones_fail(actions) -> bool:
+    """ROOT 6.40's JIT cannot link ``CloneResultAndAction`` for an AsNumpy of a column of
+    arrays (``RVec<RVec<T>>``: an unresolved ``std::_Construct``), so such a graph is not reused."""
+    from ROOT._pythonization._rdataframe import AsNumpyResult
+
+    return any(isinstance(action, AsNumpyResult) and action._py_arrays is not None
+               and any(array.dtype.kind == "O" for array in action._py_arrays.values())
+               for action in actions)
+
+
+def _forget(exec_id) -> None:
+    from ROOT._distrdf import _graph_cache
+
+    _graph_cache._ACTIONS_REGISTER.pop(exec_id, None)
+    _graph_cache._RDF_REGISTER.pop(exec_id, None)
+
+
 def _prepare(mapper, current_range) -> None:
     from ROOT._distrdf import _graph_cache
 
@@ -63,6 +80,8 @@ def _prepare(mapper, current_range) -> None:
     for registry in (_graph_cache._ACTIONS_REGISTER, _graph_cache._RDF_REGISTER):
         while len(registry) >= _CACHED_GRAPHS and current_range.exec_id not in registry:
             registry.pop(next(iter(registry)))
+    if _clones_fail(_graph_cache._ACTIONS_REGISTER.get(current_range.exec_id, ())):
+        _forget(current_range.exec_id)
     for operation in _operations(mapper):
         if operation.name == "Snapshot" and len(operation.args) > 1:
             # Snapshot writes <stem>_<range>.root where the user asked: make its folder exist here.
@@ -73,8 +92,7 @@ def _prepare(mapper, current_range) -> None:
             # DistRDF clones a graph's actions for the next range in the same process; ROOT 6.40
             # aborts cloning Report (RNodeBase::GetVariedFilter) and leaves a cloned THn's entry
             # count from the previous range. Build such graphs afresh, as a cold function would.
-            _graph_cache._ACTIONS_REGISTER.pop(current_range.exec_id, None)
-            _graph_cache._RDF_REGISTER.pop(current_range.exec_id, None)
+            _forget(current_range.exec_id)
 
 
 def _upload_snapshots(ctx: context.FunctionContext, keys: layout.JobKeys, result, range_id: int) -> None:
@@ -101,7 +119,7 @@ def run(ctx: context.FunctionContext, trigger: MapperTrigger) -> None:
     result = mapper(current_range)
     _upload_snapshots(ctx, keys, result, trigger.range_id)
     path = ctx.scratch("partial.root")
-    partial.write_partial(path, result, job_id=keys.job_id, ranges=[(trigger.range_id, trigger.range_id + 1)])
+    partial.write_partial(path, result, job_id=keys.job_id, range_id=trigger.range_id, key=trigger.output)
     ctx.publish(keys.job_id, trigger.output, path, claim=True)
 
 
