@@ -102,8 +102,10 @@ def _peak_and_role(pid: int, root: int) -> tuple[int, str] | None:
         return hwm, "client"
     if "distrdf_oscar.functions" in cmdline or "embedded.warm" in cmdline or "multiprocessing" in cmdline:
         return hwm, "worker"
+    if "moto_server" in cmdline:
+        return hwm, "S3 server (moto)"
     if "distrdf_oscar.platform.embedded" in cmdline:
-        return hwm, "platform (S3 server, triggers)"
+        return hwm, "platform (OSCAR API, triggers)"
     return hwm, "other"
 
 
@@ -174,9 +176,10 @@ def main() -> int:
         worker = f"{ratios['worker_peak']:6.2f}" if ratios["worker_peak"] else "     -"
         print(f"{name:>24}  {ratios['time']:6.2f}  {ratios['client_peak']:6.2f}  {worker}            "
               f"{entry['identical_in_order']!s:>5}       {entry['identical_as_set']}")
-    platform_peak = max((e["peak_bytes_by_role"].get("platform (S3 server, triggers)", 0)
-                         for e in configs.values()), default=0)
-    print(f"embedded platform process (moto S3 server) peak: {platform_peak / 1e9:.2f} GB")
+    for role in ("S3 server (moto)", "platform (OSCAR API, triggers)"):
+        peaks = ", ".join(f"{name} {entry['peak_bytes_by_role'][role] / 1e9:.2f} GB"
+                          for name, entry in configs.items() if role in entry["peak_bytes_by_role"])
+        print(f"peak of the embedded {role}: {peaks}")
 
     os.makedirs(args.out, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")

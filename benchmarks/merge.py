@@ -131,7 +131,8 @@ def generate(ROOT, workdir: str, count: int, entries: int) -> tuple[list[str], l
     for i in range(count):
         result = make_task_result(ROOT, seed=1000 + i, entries=entries)
         native = os.path.join(workdir, f"partial_{i:05d}.root")
-        partial.write_partial(native, result, job_id="bench", range_id=i, key=native)
+        partial.write_partial(native, result, job_id="bench", range_id=i,
+                              columns_file=partial.ColumnsFile(native + ".rows", native + ".rows"))
         pickled = os.path.join(workdir, f"partial_{i:05d}.pkl")
         with open(pickled, "wb") as f:
             pickle.dump(result, f, protocol=pickle.HIGHEST_PROTOCOL)

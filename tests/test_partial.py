@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import shutil
 
@@ -28,7 +29,9 @@ def mapped(dimuon_files, tmp_path_factory):
     paths = []
     for index, result in enumerate(backend.fresh_results()):
         path = str(workdir / f"p{index}.root")
-        partial.write_partial(path, result, job_id="jtest", range_id=index, key=path)
+        rows = str(workdir / f"rows{index}.root")
+        partial.write_partial(path, result, job_id="jtest", range_id=index,
+                              columns_file=partial.ColumnsFile(rows, rows))
         paths.append(path)
     return backend, paths, workdir
 
@@ -85,8 +88,6 @@ def test_merged_partial_matches_single_process(mapped, dimuon_files):
 
 
 def test_partial_is_much_smaller_than_pickled_taskresult(mapped):
-    import os
-
     backend, paths, _ = mapped
     pickled = len(backend.task_results[0])
     # A third of the dataset: ~210 kB pickled (uncompressed object streams), ~32 kB as a partial
@@ -97,7 +98,8 @@ def test_partial_is_much_smaller_than_pickled_taskresult(mapped):
 def test_mismatched_jobs_are_refused(mapped, tmp_path):
     backend, paths, _ = mapped
     other = str(tmp_path / "other.root")
-    partial.write_partial(other, backend.fresh_results()[1], job_id="jother", range_id=1, key=other)
+    rows = partial.ColumnsFile(str(tmp_path / "rows.root"), str(tmp_path / "rows.root"))
+    partial.write_partial(other, backend.fresh_results()[1], job_id="jother", range_id=1, columns_file=rows)
     with pytest.raises(partial.PartialFormatError, match="belongs to job jother"):
         partial.merge_partials(str(tmp_path / "out.root"), [paths[0], other])
 
@@ -117,10 +119,53 @@ def test_empty_task_result_only_carries_bookkeeping(mapped, tmp_path):
 
     backend, paths, _ = mapped
     empty = str(tmp_path / "empty.root")
-    partial.write_partial(empty, TaskResult(None, TaskTreeEntries(0, {})), job_id="jtest", range_id=4, key=empty)
+    rows = partial.ColumnsFile(str(tmp_path / "rows.root"), str(tmp_path / "rows.root"))
+    partial.write_partial(empty, TaskResult(None, TaskTreeEntries(0, {})), job_id="jtest", range_id=4, columns_file=rows)
+    assert not os.path.exists(rows.path)  # no AsNumpy rows: no file
     out = str(tmp_path / "out.root")
     partial.merge_partials(out, [paths[0], empty])
     merged, meta = partial.read_partial(out, fetch=shutil.copyfile)
     assert meta.ranges == [(0, 1), (4, 5)]
     reference = pickle.loads(backend.task_results[0])
     assert merged.mergeables[0].GetValue() == reference.mergeables[0].GetValue()
+
+
+def _asnumpy_partial(workdir, range_id: int, arrays: dict):
+    from ROOT._distrdf.Backends.Base import TaskResult
+    from ROOT._pythonization._rdataframe import AsNumpyResult
+
+    result = AsNumpyResult.__new__(AsNumpyResult)
+    result.__setstate__(arrays)
+    path, rows = str(workdir / f"a{range_id}.root"), str(workdir / f"a{range_id}.rows.root")
+    partial.write_partial(path, TaskResult([result], None), job_id="jcols", range_id=range_id,
+                          columns_file=partial.ColumnsFile(rows, rows))
+    return path
+
+
+def test_asnumpy_rows_come_back_in_range_order_whatever_the_merge_order(tmp_path):
+    import numpy as np
+
+    # Range 1 spans several chunks; range 2 passed nothing; merged out of order and in two steps.
+    sizes = {0: 1000, 1: 3 * (8 << 20) // 8 + 17, 2: 0, 3: 5}
+    pieces = {r: {"x": np.arange(n, dtype=np.float64) + r * 1e7, "k": np.full(n, r, dtype=np.int16)}
+              for r, n in sizes.items()}
+    paths = {r: _asnumpy_partial(tmp_path, r, pieces[r]) for r in sizes}
+    inner = str(tmp_path / "inner.root")
+    partial.merge_partials(inner, [paths[3], paths[0]])
+    merged = str(tmp_path / "merged.root")
+    meta = partial.merge_partials(merged, [paths[2], inner, paths[1]])
+    assert [p["range"] for p in meta.column_parts] == [0, 1, 2, 3]
+    assert os.path.getsize(merged) < 100_000  # the rows stay in the mappers' files
+    fetched = []
+    result, _ = partial.read_partial(merged, fetch=lambda key, dest: (fetched.append(key), shutil.copyfile(key, dest)))
+    got = result.mergeables[0].GetValue()
+    assert list(got) == ["x", "k"]
+    for column in ("x", "k"):
+        np.testing.assert_array_equal(got[column], np.concatenate([pieces[r][column] for r in sorted(sizes)]))
+        assert got[column].dtype == pieces[0][column].dtype
+    assert len(fetched) == 3  # range 2 had no rows: nothing fetched
+    preview, _ = partial.read_partial(merged)  # without fetch: empty, of the right types
+    assert {c: (len(a), a.dtype) for c, a in preview.mergeables[0].GetValue().items()} == \
+        {"x": (0, np.float64), "k": (0, np.int16)}
+    with pytest.raises(partial.PartialFormatError, match="rows of range 0 are in two inputs"):
+        partial.merge_partials(str(tmp_path / "twice.root"), [paths[0], inner])

@@ -1,4 +1,4 @@
-"""The columnar slot of a partial file: ``AsNumpy`` results as a TTree of chunks.
+"""AsNumpy rows as a TTree of chunks, in a mapper's rows file (docs/partial-format.md).
 
 A pickled ``AsNumpyResult`` costs several copies of every array at each step (pickle, base64,
 unpickle, ``numpy.concatenate``), so an 800 MB result needed gigabytes everywhere. Instead each
@@ -8,12 +8,10 @@ mapper writes the numeric columns as raw values in a TTree, one entry per chunk 
     count/I      values in this chunk
     c<j>[count]  the values of column j (leaf type from its numpy dtype), uncompressed
 
-Columns without a flat numeric form (strings, RVecs, classes) are pickled whole instead, in the
-mapper's partial. Either way, concatenation needs no reduction, so reducers leave these trees where the mappers put them and
-merge only the list of parts (key and rows of each mapper partial, ``partial.PartialMeta``). The
-client reads the parts, in range order, into one preallocated array per column: the data crosses
-the object storage twice (up from the mapper, down to the client) instead of once per tree level,
-and no process holds more than the result plus one partial's basket.
+Columns without a flat numeric form (strings, RVecs, classes) are pickled instead. Either way
+concatenation needs no reduction: reducers merge only the list of parts, and the client reads
+the parts in range order into one preallocated array per column. The rows cross the object
+storage twice (up from the mapper, down to the client) instead of once per tree level.
 """
 
 from __future__ import annotations

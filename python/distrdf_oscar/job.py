@@ -178,7 +178,7 @@ class Job:
                     for key in tracker.mapper_outputs():
                         if key not in delivered:
                             delivered.add(key)
-                            on_partial(self.fetch_partial(key))
+                            on_partial(self.fetch_partial(key, rows=False))
                 time.sleep(self.options.poll_interval)
         finally:
             bar.close()
@@ -196,18 +196,20 @@ class Job:
             self.timeline["last_mapper"] = max(times)
 
     # -- result -----------------------------------------------------------
-    def fetch_partial(self, key: str):
+    def fetch_partial(self, key: str, rows: bool = True):
+        """A partial as a ``TaskResult``; with ``rows``, its AsNumpy results filled from the
+        mappers' row files (else empty: LiveVisualize draws histograms, and fetches often)."""
         with tempfile.TemporaryDirectory(prefix="dro-result-") as workdir:
             path = os.path.join(workdir, "partial.root")
             self.storage.get_file(key, path)
-            task_result, _ = partial.read_partial(path, fetch=self._fetch_part)
+            task_result, _ = partial.read_partial(path, fetch=self._fetch_rows if rows else None)
         return task_result
 
-    def _fetch_part(self, key: str, path: str) -> None:
-        """A mapper partial that a merged result names for its AsNumpy rows (signed, like all)."""
+    def _fetch_rows(self, key: str, path: str) -> None:
+        """A mapper's AsNumpy rows, which the result names (signed, like every object)."""
         if layout.job_of_key(key) != self.job_id:
             raise partial.PartialFormatError(f"the result of job {self.job_id} names {key!r}, "
-                                             "which is not one of its partials")
+                                             "which is not one of its objects")
         self.storage.get_file(key, path)
 
     def _fetch_snapshots(self, task_result) -> None:

@@ -174,6 +174,10 @@ class JobKeys:
     def snapshots(self) -> str:
         return f"{JOBS}/{self.job_id}/snapshots/"
 
+    def columns(self, range_id: int) -> str:
+        """The AsNumpy rows of a range's mapper, read only by the client (no service watches it)."""
+        return f"{JOBS}/{self.job_id}/columns/{range_id:06d}.root"
+
     @staticmethod
     def snapshot_name(key: str) -> str:
         """The file name of a :meth:`snapshot` key."""

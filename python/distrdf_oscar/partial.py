@@ -27,6 +27,7 @@ FORMAT_VERSION = 2
 META_DIR = "distrdf_oscar"
 META_KEY = "meta"
 FILE_TITLE = "distrdf-oscar partial result"
+COLUMNS_TITLE = "distrdf-oscar AsNumpy rows"
 # LZ4: partials are about as small as with zlib and read about twice as fast.
 COMPRESSION = 404
 
@@ -165,16 +166,27 @@ def _make_parameter(ROOT, name: str, value, value_type: str, mode: str):
     return param
 
 
-def write_partial(path: str, task_result, *, job_id: str, range_id: int, key: str) -> PartialMeta:
-    """Write a mapper's ``TaskResult`` for range ``range_id`` as a partial file, to be published
-    as ``key`` (merged partials refer to its AsNumpy columns by that key)."""
+@dataclass
+class ColumnsFile:
+    """Where a mapper writes the rows of its AsNumpy results, and the key it publishes them at."""
+
+    path: str
+    key: str
+
+
+def write_partial(path: str, task_result, *, job_id: str, range_id: int, columns_file: ColumnsFile) -> PartialMeta:
+    """Write a mapper's ``TaskResult`` for range ``range_id`` as a partial file.
+
+    The rows of AsNumpy results go to ``columns_file.path`` instead, created only if there are
+    any (``meta.column_parts`` then names its key): the partial stays small for every reducer
+    and supervisor that downloads it, and only the client reads the rows (docs/partial-format.md).
+    """
     ROOT = _root()
     entries = task_result.entries_in_trees
     slots: list[dict[str, Any]] | None = None if task_result.mergeables is None else []
     rows: dict[str, int] = {}
-    out = ROOT.TFile.Open(path, "RECREATE", FILE_TITLE, COMPRESSION)
-    if not out or out.IsZombie():
-        raise OSError(f"cannot create partial file {path}")
+    out = _create(ROOT, path, FILE_TITLE)
+    rows_out = None
     try:
         meta_dir = out.mkdir(META_DIR)
         for index, mergeable in enumerate(task_result.mergeables or []):
@@ -190,33 +202,51 @@ def write_partial(path: str, task_result, *, job_id: str, range_id: int, key: st
             elif slot["kind"] == "scalar":
                 param = _make_parameter(ROOT, name, mergeable.GetValue(), slot["type"], slot["mode"])
                 out.WriteObject(param, name)
-            elif slot["kind"] == "columns" and slot["storage"] == "tree":
-                rows[name] = columns.write(ROOT, out, name, mergeable, slot["columns"], range_id)
             elif slot["kind"] == "columns":
-                meta_dir.WriteObject(ROOT.TObjString(_encode(mergeable)), name)
-                rows[name] = len(next(iter(mergeable.GetValue().values()), ()))
+                if rows_out is None:
+                    rows_out = _create(ROOT, columns_file.path, COLUMNS_TITLE)
+                if slot["storage"] == "tree":
+                    rows[name] = columns.write(ROOT, rows_out, name, mergeable, slot["columns"], range_id)
+                else:
+                    rows_out.WriteObject(ROOT.TObjString(_encode(mergeable)), name)
+                    rows[name] = len(next(iter(mergeable.GetValue().values()), ()))
             else:
                 meta_dir.WriteObject(ROOT.TObjString(_encode(mergeable)), name)
             if slots is not None:
                 slots.append(slot)
+        if rows_out is not None:
+            _write_all(ROOT, rows_out, columns_file.path)
         meta = PartialMeta(
             job_id=job_id,
             ranges=[(range_id, range_id + 1)],
             slots=slots,
             processed_entries=None if entries is None else int(entries.processed_entries),
             trees_with_entries={} if entries is None else dict(entries.trees_with_entries),
-            column_parts=[{"range": range_id, "key": key, "rows": rows}] if rows else [],
+            column_parts=[{"range": range_id, "key": columns_file.key, "rows": rows}] if rows else [],
         )
         _finish(ROOT, out, meta_dir, meta, path)
     finally:
         out.Close()
+        if rows_out is not None:
+            rows_out.Close()
     return meta
+
+
+def _create(ROOT, path: str, title: str):
+    out = ROOT.TFile.Open(path, "RECREATE", title, COMPRESSION)
+    if not out or out.IsZombie():
+        raise OSError(f"cannot create {path}")
+    return out
+
+
+def _write_all(ROOT, out, path: str) -> None:
+    if out.Write() < 0 or out.TestBit(ROOT.TFile.kWriteError):
+        raise OSError(f"write error on {path}")
 
 
 def _finish(ROOT, out, meta_dir, meta: PartialMeta, path: str) -> None:
     meta_dir.WriteObject(ROOT.TObjString(meta.to_json()), META_KEY)
-    if out.Write() < 0 or out.TestBit(ROOT.TFile.kWriteError):
-        raise OSError(f"write error on partial file {path}")
+    _write_all(ROOT, out, path)
 
 
 def _encode(obj) -> str:
@@ -227,10 +257,10 @@ def _decode(text: str):
     return pickle.loads(base64.b64decode(text))
 
 
-def _open(ROOT, path: str):
+def _open(ROOT, path: str, what: str | None = None):
     f = ROOT.TFile.Open(path, "READ")
     if not f or f.IsZombie():
-        raise PartialFormatError(f"{path}: not a readable ROOT file")
+        raise PartialFormatError(f"{what or path}: not a readable ROOT file")
     return f
 
 
@@ -238,6 +268,13 @@ def _read_string(tfile, key: str, path: str) -> str:
     obj = tfile.Get(f"{META_DIR}/{key}")
     if not obj:
         raise PartialFormatError(f"{path}: missing {META_DIR}/{key}; not a distrdf-oscar partial file")
+    return str(obj.GetString())
+
+
+def _read_object_string(tfile, key: str, what: str) -> str:
+    obj = tfile.Get(key)
+    if not obj or not obj.InheritsFrom("TObjString"):
+        raise PartialFormatError(f"{what}: missing {key}")
     return str(obj.GetString())
 
 
@@ -291,9 +328,7 @@ def merge_partials(output: str, inputs: Sequence[str]) -> PartialMeta:
     meta = _merged_meta(metas, inputs)
     with_values = [p for p, m in zip(inputs, metas, strict=True) if m.slots is not None]
     if with_values:
-        # AsNumpy columns stay in the mappers' partials (columns.py): only their parts are merged.
-        exclude = [META_DIR, *_slot_names(meta, "columns")]
-        _core.merge_files(output, list(with_values), exclude=exclude, overwrite=True, compression=COMPRESSION)
+        _core.merge_files(output, list(with_values), exclude=[META_DIR], overwrite=True, compression=COMPRESSION)
         mode = "UPDATE"
     else:
         mode = "RECREATE"
@@ -312,12 +347,8 @@ def merge_partials(output: str, inputs: Sequence[str]) -> PartialMeta:
     return meta
 
 
-def _slot_names(meta: PartialMeta, kind: str) -> list[str]:
-    return [f"slot_{index:04d}" for index, slot in enumerate(meta.slots or []) if slot["kind"] == kind]
-
-
 def _fallback_names(meta: PartialMeta) -> list[str]:
-    return _slot_names(meta, "fallback")
+    return [f"slot_{index:04d}" for index, slot in enumerate(meta.slots or []) if slot["kind"] == "fallback"]
 
 
 def _read_python_part(ROOT, path: str) -> tuple[PartialMeta, dict[str, str]]:
@@ -345,8 +376,8 @@ Fetch = Callable[[str, str], None]
 def read_partial(path: str, fetch: Fetch | None = None):
     """Read a (merged) partial file back into the ``TaskResult`` DistRDF expects.
 
-    ``fetch(key, local_path)`` downloads a mapper partial: the rows of AsNumpy results are read
-    from the partials that hold them (``PartialMeta.column_parts``)."""
+    ``fetch(key, local_path)`` downloads a mapper's AsNumpy rows (``PartialMeta.column_parts``);
+    without it, AsNumpy results come back empty."""
     from ROOT._distrdf.Backends.Base import TaskResult
     from ROOT._distrdf.Ranges import TaskTreeEntries
 
@@ -357,7 +388,7 @@ def read_partial(path: str, fetch: Fetch | None = None):
         mergeables = None
         if meta.slots is not None:
             _declare_helpers(ROOT)
-            arrays = _read_columns(ROOT, f, path, meta, fetch)
+            arrays = _read_columns(ROOT, path, meta, fetch)
             mergeables = [columns.result(slot["columns"], arrays[i]) if slot["kind"] == "columns"
                           else _read_slot(ROOT, f, path, i, slot) for i, slot in enumerate(meta.slots)]
     finally:
@@ -399,55 +430,43 @@ def _read_slot(ROOT, tfile, path: str, index: int, slot: dict[str, Any]):
     raise PartialFormatError(f"{path}: unknown slot kind {kind!r}")
 
 
-def _read_columns(ROOT, tfile, path: str, meta: PartialMeta, fetch: Fetch | None) -> dict[int, dict[str, Any]]:
+def _read_columns(ROOT, path: str, meta: PartialMeta, fetch: Fetch | None) -> dict[int, dict[str, Any]]:
     """The arrays of every ``columns`` slot (by slot index), read part by part in range order:
-    chunk trees straight into preallocated arrays, pickled parts concatenated at the end."""
+    chunk trees straight into preallocated arrays, pickled parts concatenated at the end.
+    Without ``fetch``, every AsNumpy result is empty (LiveVisualize's previews)."""
     import numpy as np
 
     slots = meta.slots or []
     indices = [i for i, slot in enumerate(slots) if slot["kind"] == "columns"]
-    if not indices:
-        return {}
     names = {i: f"slot_{i:04d}" for i in indices}
     trees = [i for i in indices if slots[i]["storage"] == "tree"]
     pickles = [i for i in indices if slots[i]["storage"] == "pickle"]
-    parts = meta.column_parts
+    parts = meta.column_parts if fetch is not None else []
     arrays = {i: columns.allocate(slots[i]["columns"], sum(p["rows"].get(names[i], 0) for p in parts))
               for i in trees}
     offsets = dict.fromkeys(trees, 0)
     pieces: dict[int, list[dict[str, Any]]] = {i: [] for i in pickles}
-
-    def read_part(part_file, part_path: str, part: dict[str, Any]) -> None:
-        for i in trees:
-            rows = part["rows"].get(names[i], 0)
-            columns.read_into(ROOT, part_file, part_path, names[i], list(arrays[i].values()), offsets[i], rows)
-            offsets[i] += rows
-        for i in pickles:
-            if part["rows"].get(names[i], 0):
-                pieces[i].append(_decode(_read_string(part_file, names[i], part_path)).GetValue())
-
-    # A mapper's partial holds its own part; merged partials hold none (merge_partials leaves them).
-    own = all(tfile.GetListOfKeys().FindObject(names[i]) for i in trees) and \
-        all(tfile.Get(f"{META_DIR}/{names[i]}") for i in pickles)
-    if own and len(parts) <= 1:
-        for part in parts:
-            read_part(tfile, path, part)
-    elif fetch is None:
-        raise PartialFormatError(f"{path}: its AsNumpy rows are in {len(parts)} other partials, "
-                                 "and no way to fetch them was given")
-    else:
-        with tempfile.TemporaryDirectory(prefix="dro-columns-") as workdir:
-            for index, part in enumerate(parts):
-                if not any(part["rows"].values()):
-                    continue  # a range where nothing passed: no need to fetch its partial
-                local = os.path.join(workdir, f"{index:06d}.root")
-                fetch(part["key"], local)
-                part_file = _open(ROOT, local)
-                try:
-                    read_part(part_file, f"{part['key']} (AsNumpy rows of {path})", part)
-                finally:
-                    part_file.Close()
-                os.remove(local)
+    with tempfile.TemporaryDirectory(prefix="dro-columns-") as workdir:
+        for index, part in enumerate(parts):
+            if not any(part["rows"].values()):
+                continue  # a range where nothing passed: nothing to fetch
+            local = os.path.join(workdir, f"{index:06d}.root")
+            assert fetch is not None
+            fetch(part["key"], local)
+            where = f"{part['key']} (AsNumpy rows of {path})"
+            part_file = _open(ROOT, local, where)
+            try:
+                for i in trees:
+                    rows = part["rows"].get(names[i], 0)
+                    targets = list(arrays[i].values())
+                    columns.read_into(ROOT, part_file, where, names[i], targets, offsets[i], rows)
+                    offsets[i] += rows
+                for i in pickles:
+                    if part["rows"].get(names[i], 0):
+                        pieces[i].append(_decode(_read_object_string(part_file, names[i], where)).GetValue())
+            finally:
+                part_file.Close()
+            os.remove(local)
     for i in pickles:
         arrays[i] = {c["name"]: np.concatenate([piece[c["name"]] for piece in pieces[i]]) if pieces[i]
                      else np.empty(0, dtype=np.dtype(c["dtype"])) for c in slots[i]["columns"]}

@@ -119,7 +119,11 @@ def run(ctx: context.FunctionContext, trigger: MapperTrigger) -> None:
     result = mapper(current_range)
     _upload_snapshots(ctx, keys, result, trigger.range_id)
     path = ctx.scratch("partial.root")
-    partial.write_partial(path, result, job_id=keys.job_id, range_id=trigger.range_id, key=trigger.output)
+    rows = partial.ColumnsFile(ctx.scratch("columns.root"), keys.columns(trigger.range_id))
+    meta = partial.write_partial(path, result, job_id=keys.job_id, range_id=trigger.range_id, columns_file=rows)
+    if meta.column_parts:
+        # Before the partial that names it; a second copy of this range writes the same rows.
+        ctx.publish(keys.job_id, rows.key, rows.path, failpoint=False)
     ctx.publish(keys.job_id, trigger.output, path, claim=True)
 
 
