@@ -61,14 +61,13 @@ FAULTS = ["drop-trigger", "duplicate-trigger", "kill-before-write", "kill-after-
 
 @pytest.fixture(scope="module")
 def reference(dimuon_files):
-    hist, count, mean = book(ROOT.RDataFrame("Events", dimuon_files))
-    return hist.GetValue(), count.GetValue(), mean.GetValue()
+    return tuple(result.GetValue() for result in book(ROOT.RDataFrame("Events", dimuon_files)))
 
 
 def run_job(cluster, reduction: str, files, **options):
     executor = cluster.executor(reduction=REDUCTIONS[reduction], progress=False, **options)
-    hist, count, mean = book(ROOT.RDataFrame("Events", files, executor=executor, npartitions=NPARTITIONS))
-    return executor, (hist.GetValue(), count.GetValue(), mean.GetValue())
+    results = book(ROOT.RDataFrame("Events", files, executor=executor, npartitions=NPARTITIONS))
+    return executor, tuple(result.GetValue() for result in results)
 
 
 def leftovers(executor, job_id: str) -> list[str]:

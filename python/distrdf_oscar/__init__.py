@@ -13,6 +13,7 @@ without starting ROOT's interpreter, so functions that need no ROOT start fast.
 __version__ = "0.1.0"
 
 from . import dispatch
+from .datasets import DatasetError
 from .deployment import Deployment
 from .executor import ConfigurationError, OSCARExecutor
 from .local import LocalCluster
@@ -26,6 +27,7 @@ __all__ = [
     "DEFAULT_REDUCTION",
     "ConfigurationError",
     "CoordinatedReduction",
+    "DatasetError",
     "Deployment",
     "JobRemoved",
     "JobTimeout",

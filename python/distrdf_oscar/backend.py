@@ -10,6 +10,7 @@ import ROOT
 from ROOT._distrdf import DataFrame, HeadNode
 from ROOT._distrdf.Backends import Base
 
+from .datasets import PathPolicy
 from .job import JobFiles
 
 if TYPE_CHECKING:
@@ -30,15 +31,23 @@ class OSCARBackend(Base.BaseBackend):
         return JobFiles(headers=list(self.headers), shared_libraries=list(self.shared_libraries),
                         pcms=list(self.pcms), files=list(self.files))
 
+    def _run(self, ranges: list[Any], mapper: Callable, on_partial: Callable | None = None) -> Base.TaskResult:
+        # Every dataset file as the functions can open it (datasets.py), named back afterwards.
+        paths = PathPolicy(self.executor.shared_paths)
+        paths.rewrite_ranges(ranges)
+        result = self.executor.run_job(ranges, mapper, self._files(), on_partial=on_partial)
+        paths.restore_names(result)
+        return result
+
     def ProcessAndMerge(self, ranges: list[Any], mapper: Callable, reducer: Callable) -> Base.TaskResult:
-        return self.executor.run_job(ranges, mapper, self._files())
+        return self._run(ranges, mapper)
 
     def ProcessAndMergeLive(self, ranges: list[Any], mapper: Callable, reducer: Callable,
                             drawables_info_dict: dict[int, tuple[list[Callable | None], int, str]]
                             ) -> Base.TaskResult:
         """Like ProcessAndMerge, drawing the merged mapper partials as they arrive."""
         live = _LiveCanvas(drawables_info_dict, reducer)
-        result = self.executor.run_job(ranges, mapper, self._files(), on_partial=live.add)
+        result = self._run(ranges, mapper, on_partial=live.add)
         live.close()
         return result
 

@@ -1,13 +1,15 @@
 """``executor=`` dispatch: route an OSCARExecutor to our backend, leave Dask and Spark to ROOT.
 
 ``ROOT.RDataFrame(..., executor=X)`` and ``FromSpec`` dispatch in ``ROOT._distrdf``
-on the type of ``X``. Importing ``distrdf_oscar`` wraps those two entry points;
-it touches nothing that starts ROOT's interpreter, so it costs nothing at import.
+on the type of ``X``. Importing ``distrdf_oscar`` wraps those two entry points, and
+``RunGraphs`` so that a failing graph of ours raises there; it touches nothing that
+starts ROOT's interpreter, so it costs nothing at import.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, TypeGuard
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 if TYPE_CHECKING:
     from .executor import OSCARExecutor
@@ -30,6 +32,45 @@ def _is_ours(executor: object) -> TypeGuard[OSCARExecutor]:
     return isinstance(executor, OSCARExecutor)
 
 
+def _our_heads(proxies) -> list | None:
+    """The distinct head nodes of these DistRDF proxies, when every one runs on our backend."""
+    from .backend import OSCARBackend
+
+    heads: dict[int, Any] = {}
+    for proxy in proxies:
+        node = getattr(proxy, "proxied_node", None)
+        if node is None:
+            return None
+        head = node.get_head()
+        if not isinstance(head.backend, OSCARBackend):
+            return None
+        heads.setdefault(id(head), node)
+    return list(heads.values())
+
+
+def run_graphs(proxies, stock: Callable) -> int:
+    """ROOT's distributed ``RunGraphs`` runs the graphs in threads and never reads their
+    outcome, so a failed graph only fails later, at ``GetValue``, which submits it again. For
+    graphs on our backend: run each once, wait for all (each cleans up its own job), then raise
+    the first failure."""
+    nodes = _our_heads(proxies) if proxies else None
+    if nodes is None:
+        return stock(proxies)
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ROOT._distrdf.Proxy import execute_graph
+
+    with ThreadPoolExecutor(max_workers=len(nodes), thread_name_prefix="distrdf-oscar-graph") as pool:
+        futures = [pool.submit(execute_graph, node) for node in nodes]
+    failures = [exc for exc in (future.exception() for future in futures) if exc is not None]
+    if failures:
+        if len(failures) > 1:
+            failures[0].add_note(f"distrdf-oscar: {len(failures)} of the {len(nodes)} graphs failed; "
+                                 "this is the first")
+        raise failures[0]
+    return len(nodes)
+
+
 def install() -> None:
     import ROOT
     import ROOT._distrdf as distrdf
@@ -38,6 +79,7 @@ def install() -> None:
         return
     stock_rdataframe = distrdf.RDataFrame
     stock_fromspec = distrdf.FromSpec
+    stock_rungraphs = distrdf.RunGraphs
 
     def RDataFrame(*args, **kwargs):
         executor = kwargs.get("executor")
@@ -61,15 +103,31 @@ def install() -> None:
             return OSCARBackend(executor).make_dataframe(spec, *args, **kwargs)
         return stock_fromspec(jsonfile, *args, **kwargs)
 
+    def RunGraphs(proxies) -> int:
+        return run_graphs(proxies, stock_rungraphs)
+
     RDataFrame._distrdf_oscar = True  # type: ignore[attr-defined]  # marks the installed dispatch
     RDataFrame.__doc__ = stock_rdataframe.__doc__
     FromSpec.__doc__ = stock_fromspec.__doc__
+    RunGraphs.__doc__ = stock_rungraphs.__doc__
     distrdf.RDataFrame = RDataFrame
     distrdf.FromSpec = FromSpec
-    # ROOT.RDF binds FromSpec into ROOT.RDF.Distributed and .Experimental when it is first
-    # built (the facade then drops its RDF property); if that already happened, rebind there.
+    distrdf.RunGraphs = RunGraphs
+    # ROOT.RDF binds FromSpec and RunGraphs into ROOT.RDF.Distributed (and .Experimental, and
+    # ROOT.RDF.RunGraphs's local-or-distributed switch) when it is first built, after which the
+    # facade drops its RDF property; if that already happened, rebind there.
     if "RDF" not in type(ROOT).__dict__:
         ROOT.RDF.Distributed.FromSpec = FromSpec
+        ROOT.RDF.Distributed.RunGraphs = RunGraphs
+        stock_switch = ROOT.RDF.RunGraphs
+
+        def SwitchRunGraphs(handles):
+            # As ROOT's switch: the type's module name, since touching a proxy runs its graph.
+            if len(handles) > 0 and "_distrdf" in str(type(handles[0])):
+                return RunGraphs(handles)
+            return stock_switch(handles)
+
+        ROOT.RDF.RunGraphs = SwitchRunGraphs
         stock_experimental = ROOT.RDF.Experimental.FromSpec
 
         def ExperimentalFromSpec(jsonfile: str, *args, **kwargs):

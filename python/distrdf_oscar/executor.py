@@ -57,6 +57,9 @@ class OSCARExecutor:
         retry_factor: a quiet spell also counts as a loss only once it is this many times longer
             than the longest one the job has seen (default 3). See ``docs/reliability.md``.
         poll_interval, progress: see :class:`distrdf_oscar.job.JobOptions`.
+        shared_paths: local folders the functions can read too (a file system the cluster mounts,
+            such as ``/cvmfs``); a dataset file elsewhere on the client's disk is refused at
+            submission. ``LocalCluster`` shares ``/``. See ``datasets.py``.
     """
 
     def __init__(self, endpoint: str, *, signing_key: str, user: str | None = None, password: str | None = None,
@@ -65,7 +68,7 @@ class OSCARExecutor:
                  deployment: Deployment | None = None, reduction: plan.Reduction | None = None,
                  concurrency: int = 8, auto_deploy: bool = False, poll_interval: float = 0.2,
                  retries: int = 3, retry_after: float = 60.0, retry_factor: float = 3.0,
-                 progress: bool = True) -> None:
+                 progress: bool = True, shared_paths: Sequence[str] = ()) -> None:
         if not ssl_verify:
             warnings.warn(f"TLS certificate verification is disabled for {endpoint}", stacklevel=2)
         if concurrency < 1:
@@ -82,6 +85,7 @@ class OSCARExecutor:
         self._ssl_verify = ssl_verify
         self.concurrency = concurrency
         self.auto_deploy = auto_deploy
+        self.shared_paths = tuple(shared_paths)
         try:
             policy = RetryPolicy(retries=retries, retry_after=retry_after, retry_factor=retry_factor)
         except ValueError as exc:

@@ -73,6 +73,7 @@ class LocalCluster:
         options.setdefault("concurrency", self.workers)
         options.setdefault("auto_deploy", True)
         options.setdefault("deployment", self.deployment())
+        options.setdefault("shared_paths", ("/",))  # the functions run on this machine
         assert self.platform.oscar_endpoint is not None
         return OSCARExecutor(self.platform.oscar_endpoint, user=self.platform.oscar_user,
                              password=self.platform.oscar_password, signing_key=self._signing_key,
