@@ -10,7 +10,7 @@ import ROOT
 from ROOT._distrdf import DataFrame, HeadNode
 from ROOT._distrdf.Backends import Base
 
-from .datasets import PathPolicy
+from .datasets import PathPolicy, read_urls_remotely
 from .job import JobFiles
 
 if TYPE_CHECKING:
@@ -61,6 +61,7 @@ class OSCARBackend(Base.BaseBackend):
         if npartitions is not None and (isinstance(npartitions, bool) or not isinstance(npartitions, int)
                                         or npartitions < 1):
             raise ValueError(f"npartitions must be an integer of at least 1, got {npartitions!r}")
+        read_urls_remotely(ROOT)  # the head node opens the first file too
         headnode = HeadNode.get_headnode(self, npartitions, *args)
         return DataFrame.RDataFrame(headnode)
 

@@ -19,6 +19,26 @@ from typing import Any
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
+# XRootD's client waits up to 5 x 120 s to reconnect and 1800 s for an answer by default: a
+# server that went away would hold a function for an hour. Fail within a minute instead (the
+# client's retry policy then decides); a user's own settings win.
+XROOTD_ENV = {"XRD_CONNECTIONRETRY": "2", "XRD_CONNECTIONWINDOW": "10", "XRD_REQUESTTIMEOUT": "60",
+              "XRD_STREAMTIMEOUT": "30"}
+
+
+def read_urls_remotely(ROOT) -> None:
+    """Read every ``root://`` URL through XRootD, in the client and in the functions.
+
+    ``TFile::Open`` treats a ``root://`` URL whose host is this machine as a local path unless
+    the mode is exactly "READ" (``TFile::GetType``); TChain and RDataFrame open with
+    "READ_WITHOUT_GLOBALREGISTRATION", so ``root://localhost//f.root`` became the missing
+    local file ``/f.root``. ``TFile.ForceRemote`` turns that shortcut off.
+    """
+    for name, value in XROOTD_ENV.items():
+        os.environ.setdefault(name, value)
+    ROOT.gEnv.SetValue("TFile.ForceRemote", 1)
+
+
 class DatasetError(ValueError):
     """A file of the dataset cannot be read by the functions."""
 

@@ -7,7 +7,7 @@ import functools
 import hashlib
 import os
 
-from .. import layout, partial
+from .. import datasets, layout, partial
 from ..messages import MapperTrigger
 from . import context
 
@@ -115,6 +115,9 @@ def run(ctx: context.FunctionContext, trigger: MapperTrigger) -> None:
     _distribute(ctx.storage, keys, payload)
     mapper = payload["mapper"]
     current_range = cloudpickle.loads(base64.b64decode(trigger.range))
+    import ROOT
+
+    datasets.read_urls_remotely(ROOT)
     _prepare(mapper, current_range)
     result = mapper(current_range)
     _upload_snapshots(ctx, keys, result, trigger.range_id)
