@@ -131,15 +131,15 @@ def test_a_local_path_on_a_real_cluster_is_refused_at_submission(warm_cluster, r
 
 def test_path_policy_rules(tmp_path):
     policy = PathPolicy(["/cvmfs"], cwd=str(tmp_path))
-    assert policy.resolve("root://eos.cern.ch//eos/f.root") == "root://eos.cern.ch//eos/f.root"
-    assert policy.resolve("s3://bucket/f.root") == "s3://bucket/f.root"
-    assert policy.resolve("/cvmfs/sft.cern.ch/f.root") == "/cvmfs/sft.cern.ch/f.root"
-    assert policy.resolve("file:///cvmfs/x/../y.root") == "/cvmfs/y.root"
+    assert policy.rename("root://eos.cern.ch//eos/f.root") == "root://eos.cern.ch//eos/f.root"
+    assert policy.rename("s3://bucket/f.root") == "s3://bucket/f.root"
+    assert policy.rename("/cvmfs/sft.cern.ch/f.root") == "/cvmfs/sft.cern.ch/f.root"
+    assert policy.rename("file:///cvmfs/x/../y.root") == "/cvmfs/y.root"
     with pytest.raises(DatasetError, match=r"/cvmfsX/f\.root"):  # a prefix of the name is not the folder
-        policy.resolve("/cvmfsX/f.root")
+        policy.rename("/cvmfsX/f.root")
     with pytest.raises(DatasetError, match=re.escape(str(tmp_path / "f.root"))):
-        policy.resolve("f.root")
-    assert PathPolicy(["/"], cwd=str(tmp_path)).resolve("../f.root") == str(tmp_path.parent / "f.root")
+        policy.rename("f.root")
+    assert PathPolicy(["/"], cwd=str(tmp_path)).rename("../f.root") == str(tmp_path.parent / "f.root")
 
 
 def test_rungraphs_raises_a_failing_graph_and_runs_none_twice(warm_cluster, dimuon_files):

@@ -10,7 +10,7 @@ import ROOT
 from ROOT._distrdf import DataFrame, HeadNode
 from ROOT._distrdf.Backends import Base
 
-from .datasets import PathPolicy, read_urls_remotely
+from .datasets import PathPolicy, read_urls_remotely, stage_for_head_node
 from .job import JobFiles
 
 if TYPE_CHECKING:
@@ -62,7 +62,10 @@ class OSCARBackend(Base.BaseBackend):
                                         or npartitions < 1):
             raise ValueError(f"npartitions must be an integer of at least 1, got {npartitions!r}")
         read_urls_remotely(ROOT)  # the head node opens the first file too
+        args, staged = stage_for_head_node(lambda: self.executor.storage, args)
         headnode = HeadNode.get_headnode(self, npartitions, *args)
+        if staged:  # the ranges name the objects, which the mappers stage
+            headnode.inputfiles = [staged.get(name, name) for name in headnode.inputfiles]
         return DataFrame.RDataFrame(headnode)
 
 

@@ -101,6 +101,13 @@ def parse_duration(text: str) -> float:
     return float(number) * _UNITS[unit]
 
 
+def cmd_upload(args) -> int:
+    """Upload local files to the deployment's object storage and print their s3:// URLs."""
+    for url in _cluster_and_deployment(args).upload(args.files, folder=args.folder, progress=True):
+        print(url)
+    return 0
+
+
 def cmd_cleanup(args) -> int:
     """List (and unless --dry-run remove) jobs whose clients are gone: interrupted, killed, crashed."""
     import time
@@ -258,6 +265,14 @@ def main(argv: list[str] | None = None) -> int:
     cleanup.add_argument("--dry-run", action="store_true", help="list, remove nothing")
     add_deployment_flags(cleanup)
     cleanup.set_defaults(func=cmd_cleanup)
+
+    upload = sub.add_parser("upload", help="upload a local dataset to the deployment's object storage",
+                            description="Upload ROOT files to datasets/FOLDER/ in the deployment's bucket and "
+                                        "print their s3:// URLs, one per line, to give RDataFrame." + environment)
+    upload.add_argument("files", nargs="+", metavar="FILE")
+    upload.add_argument("--folder", default="", help="a folder under datasets/ (default: none)")
+    add_deployment_flags(upload)
+    upload.set_defaults(func=cmd_upload)
 
     fdl = sub.add_parser("fdl", help="write the service scripts and an FDL file for oscar-cli",
                          description="Write DIR/scripts/<role>.sh and DIR/fdl/<deployment>.yaml (an FDL file that "

@@ -158,6 +158,13 @@ class OSCARExecutor:
             config = dataclasses.replace(config, endpoint=self._storage_endpoint)
         return Storage(config, signer=self._signer)
 
+    def upload(self, paths: Sequence[str], folder: str = "", progress: bool | None = None) -> list[str]:
+        """Upload a local dataset to the deployment's object storage; returns the ``s3://`` URLs
+        to analyse (the mappers stage what their ranges read)."""
+        from . import datasets
+
+        return datasets.upload(self.storage, paths, folder, self.options.progress if progress is None else progress)
+
     @property
     def storage(self) -> Storage:
         """Connects on first use: storage settings, buckets, and the deployment's services."""

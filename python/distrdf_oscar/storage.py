@@ -4,6 +4,7 @@ to its bucket (layout.py), transient errors retried, payloads signed and verifie
 from __future__ import annotations
 
 import builtins
+import contextlib
 import io
 import os
 from collections.abc import Callable
@@ -268,6 +269,35 @@ class Storage:
         except Exception as exc:
             raise self._fail("lookup", key, exc) from exc
         self.signer.verify_file(key, path, signature)
+
+    # -- datasets: the user's objects, in any bucket these keys can read; not signed ------------
+    def fetch_dataset(self, bucket: str, key: str, cache: str) -> str:
+        """A local copy of ``s3://bucket/key``, downloaded once per object version into ``cache``."""
+        try:
+            etag = self.client.stat_object(bucket, key).etag or "unknown"
+        except Exception as exc:
+            raise self._fail("dataset lookup", key, exc, bucket=bucket) from exc
+        path = os.path.join(cache, bucket, f"{key}.{etag.strip(chr(34))[:16]}")
+        if os.path.exists(path):
+            return path
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        partial = f"{path}.{os.getpid()}.part"
+        try:
+            self.client.fget_object(bucket, key, partial)
+        except Exception as exc:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(partial)
+            raise self._fail("dataset download", key, exc, bucket=bucket) from exc
+        os.replace(partial, path)  # whole or absent, for a concurrent reader of the cache
+        return path
+
+    def upload_dataset(self, path: str, bucket: str, key: str, progress=None) -> str:
+        """Upload a local file as ``s3://bucket/key`` (in parts, from disk); returns that URL."""
+        try:
+            self.client.fput_object(bucket, key, path, progress=progress)
+        except Exception as exc:
+            raise self._fail("dataset upload", key, exc, bucket=bucket) from exc
+        return f"s3://{bucket}/{key}"
 
     def exists(self, key: str) -> bool:
         from minio.error import S3Error

@@ -118,8 +118,11 @@ def run(ctx: context.FunctionContext, trigger: MapperTrigger) -> None:
     import ROOT
 
     datasets.read_urls_remotely(ROOT)
+    staging = datasets.S3Staging(ctx.storage, "datasets")
+    staging.rewrite_ranges([current_range])
     _prepare(mapper, current_range)
     result = mapper(current_range)
+    staging.restore_names(result)
     _upload_snapshots(ctx, keys, result, trigger.range_id)
     path = ctx.scratch("partial.root")
     rows = partial.ColumnsFile(ctx.scratch("columns.root"), keys.columns(trigger.range_id))
