@@ -12,6 +12,9 @@ import ROOT
 
 ROOT.gROOT.SetBatch(True)
 
+# Executors made directly (not by LocalCluster) against an embedded platform: its functions run
+# on this machine and read the client's files.
+SAME_MACHINE = ("/",)
 DATASET_EVENTS = 24_000
 DATASET_FILES = 3
 

@@ -12,6 +12,7 @@ from minio import Minio
 from minio.error import S3Error
 from oscar_python.client import Client
 
+from conftest import SAME_MACHINE
 from distrdf_oscar import CoordinatedReduction, OSCARExecutor, TreeReduction, cli, layout
 from distrdf_oscar.deployment import ROLES, Deployment
 from distrdf_oscar.executor import ConfigurationError
@@ -49,7 +50,8 @@ def deploy(monkeypatch, capsys, platform, *args: str, token_of: str | None = Non
 
 def analyst(platform, sub: str, name: str, reduction=None) -> OSCARExecutor:
     return OSCARExecutor(platform.oscar_endpoint, token=platform.oidc_options(sub)["oidc_token"], signing_key=KEY,
-                         deployment=Deployment(name=name), reduction=reduction, progress=False, retry_after=20.0)
+                         deployment=Deployment(name=name), reduction=reduction, progress=False, retry_after=20.0,
+                         shared_paths=SAME_MACHINE)
 
 
 def run(executor, files):

@@ -31,6 +31,7 @@ import requests
 import yaml
 
 import distrdf_oscar
+from conftest import SAME_MACHINE
 from distrdf_oscar import cli, layout
 from distrdf_oscar.deployment import (
     COORDINATOR_MEMORY,
@@ -564,7 +565,8 @@ def test_committed_scripts_run_a_job_end_to_end(run, environment, oscar, dimuon_
     served: dict[str, list[str]] = {}  # role -> the OSCAR jobs that ran it
     # Tree: mappers and reducers. Coordinated: mappers, the coordinator and a batch reducer.
     for reduction in (distrdf_oscar.TreeReduction(fan_in=2), distrdf_oscar.CoordinatedReduction([2])):
-        executor = distrdf_oscar.OSCARExecutor.from_env(reduction=reduction, auto_deploy=False, progress=False)
+        executor = distrdf_oscar.OSCARExecutor.from_env(reduction=reduction, auto_deploy=False, progress=False,
+                                                        shared_paths=SAME_MACHINE)
         histogram, count = book(ROOT.RDataFrame("Events", dimuon_files, executor=executor, npartitions=2))
         assert_same_hist(histogram.GetValue(), reference[0].GetValue())
         assert count.GetValue() == reference[1].GetValue()

@@ -98,3 +98,43 @@ def test_the_upload_command_prints_the_urls(warm_cluster, dimuon_files, monkeypa
     executor.storage.delete([printed[0].split("/", 3)[3]])
     with pytest.raises(dro.DatasetError, match="no such file"):
         executor.upload(["/nonexistent/f.root"])
+
+
+@pytest.mark.parametrize("mode", ["merge", "storage"])
+def test_snapshot_merged_into_one_file_or_kept_in_storage(warm_cluster, dimuon_files, urls, tmp_path, monkeypatch,
+                                                          mode):
+    import os
+
+    import numpy as np
+
+    monkeypatch.chdir(tmp_path)
+    executor = warm_cluster.executor(progress=False, snapshots=mode)
+    if mode == "storage":
+        executor.shared_paths = ()  # its dataframe reads nothing from the client's disk, as on a real cluster
+
+    def skim(df):
+        return df.Filter("nMuon > 1").Define("x", "nMuon * 1000 + int(Muon_pt[0] * 10)")
+
+    # As on a real cluster, the storage mode's input and output stay in object storage.
+    source = urls if mode == "storage" else dimuon_files
+    snapshot = skim(ROOT.RDataFrame("Events", source, executor=executor, npartitions=3)).Snapshot(
+        "Skim", "out/skim.root", ["nMuon", "x"])
+    want = skim(ROOT.RDataFrame("Events", dimuon_files)).AsNumpy(["x"])["x"]
+    if mode == "merge":
+        assert os.listdir("out") == ["skim.root"]  # one file, its entries in single-process order
+        np.testing.assert_array_equal(ROOT.RDataFrame("Skim", "out/skim.root").AsNumpy(["x"])["x"], want)
+    else:
+        assert not os.path.exists("out")
+        kept = [k for k in executor.storage.list("datasets/snapshots/") if "skim_" in k]
+        assert len(kept) == 3
+    # The dataframe Snapshot returns runs on the same executor, over the delivered files.
+    assert snapshot.Sum("x").GetValue() == want.sum()
+    assert snapshot.Count().GetValue() == len(want)
+    assert _job_keys(executor) == []
+    if mode == "storage":
+        executor.storage.delete(kept)
+
+
+def test_an_unknown_snapshot_mode_is_refused(warm_cluster):
+    with pytest.raises(dro.ConfigurationError, match="snapshots must be one of 'download', 'merge', 'storage'"):
+        warm_cluster.executor(snapshots="upload")

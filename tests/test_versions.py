@@ -17,6 +17,7 @@ import ROOT
 from oscar_python.client import Client
 
 from compare import assert_close, assert_same_hist
+from conftest import SAME_MACHINE
 from distrdf_oscar import CoordinatedReduction, OSCARExecutor, RemoteError, TreeReduction, cli, layout
 from distrdf_oscar.deployment import ROLES, Deployment
 from distrdf_oscar.platform.embedded import LocalPlatform
@@ -60,7 +61,7 @@ def run_cli(monkeypatch, capsys, platform, *args: str) -> tuple[int, str, str]:
 def analyst(platform: LocalPlatform, reduction) -> OSCARExecutor:
     deployment = Deployment(name=NAME, variables={"DRO_PYTHON": __import__("sys").executable})
     return OSCARExecutor.from_env(settings(platform), deployment=deployment, reduction=reduction,
-                                  progress=False, retry_after=20.0)
+                                  progress=False, retry_after=20.0, shared_paths=SAME_MACHINE)
 
 
 def oscar_jobs(platform: LocalPlatform, service: str) -> dict:
@@ -258,7 +259,7 @@ def test_a_function_without_its_signing_key_fails_the_job_at_once(release, dimuo
     for definition in deployment.services():
         oscar.create_service(definition)
     executor = OSCARExecutor(release.oscar_endpoint, user=release.oscar_user, password=release.oscar_password,
-                             signing_key=KEY, deployment=deployment, progress=False)
+                             signing_key=KEY, deployment=deployment, progress=False, shared_paths=SAME_MACHINE)
     start = time.monotonic()
     with pytest.raises(RemoteError, match=rf"could not start.*{ENV_VAR}.*missing"):
         ROOT.RDataFrame("Events", dimuon_files, executor=executor, npartitions=1).Count().GetValue()

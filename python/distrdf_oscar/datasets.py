@@ -173,6 +173,14 @@ def stage_for_head_node(storage_of, args: tuple) -> tuple[tuple, dict[str, str]]
     """The RDataFrame arguments with the first ``s3://`` file staged locally: DistRDF's head node
     builds a local dataframe of the dataset (to compile the graph), which opens that file. Returns
     the arguments and {local path: URL}; ``storage_of()`` gives the storage (connects lazily)."""
+    import ROOT
+
+    if args and isinstance(args[0], ROOT.TChain) and not args[0].GetListOfFriends():
+        # A chain of objects (a Snapshot kept in storage): by tree name and files instead.
+        chain = args[0]
+        files = [str(f) for f in ROOT.Internal.TreeUtils.GetFileNamesFromTree(chain)]
+        if any(f.startswith("s3://") for f in files):
+            args = (str(chain.GetName()), files, *args[1:])
     if len(args) < 2 or not isinstance(args[0], str):
         return args, {}
     files = [args[1]] if isinstance(args[1], str) else args[1]

@@ -18,6 +18,7 @@ from .platform.oscar import OSCARCluster, OSCARError
 from .quantities import parse_quantity
 from .recovery import RetryPolicy
 from .signing import Signer
+from .snapshots import check_mode as check_snapshot_mode
 from .storage import Storage, StorageConfig
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,9 @@ class OSCARExecutor:
         retry_factor: a quiet spell also counts as a loss only once it is this many times longer
             than the longest one the job has seen (default 3). See ``docs/reliability.md``.
         poll_interval, progress: see :class:`distrdf_oscar.job.JobOptions`.
+        snapshots: where a Snapshot's files go: "download" (default: where the user asked),
+            "merge" (one file there) or "storage" (kept in object storage, read by URL). See
+            ``snapshots.py``.
         shared_paths: local folders the functions can read too (a file system the cluster mounts,
             such as ``/cvmfs``); a dataset file elsewhere on the client's disk is refused at
             submission. ``LocalCluster`` shares ``/``. See ``datasets.py``.
@@ -68,7 +72,7 @@ class OSCARExecutor:
                  deployment: Deployment | None = None, reduction: plan.Reduction | None = None,
                  concurrency: int = 8, auto_deploy: bool = False, poll_interval: float = 0.2,
                  retries: int = 3, retry_after: float = 60.0, retry_factor: float = 3.0,
-                 progress: bool = True, shared_paths: Sequence[str] = ()) -> None:
+                 progress: bool = True, shared_paths: Sequence[str] = (), snapshots: str = "download") -> None:
         if not ssl_verify:
             warnings.warn(f"TLS certificate verification is disabled for {endpoint}", stacklevel=2)
         if concurrency < 1:
@@ -90,7 +94,12 @@ class OSCARExecutor:
             policy = RetryPolicy(retries=retries, retry_after=retry_after, retry_factor=retry_factor)
         except ValueError as exc:
             raise ConfigurationError(str(exc)) from None
-        self.options = JobOptions(poll_interval=poll_interval, progress=progress, retry=policy)
+        try:
+            snapshot_mode = check_snapshot_mode(snapshots)
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
+        self.options = JobOptions(poll_interval=poll_interval, progress=progress, retry=policy,
+                                  snapshots=snapshot_mode)
         self._storage: Storage | None = None
         self.last_job: Job | None = None  # the most recent job, for its timeline
         self._lock = threading.Lock()

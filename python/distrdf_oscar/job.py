@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import layout, leases, partial, plan
+from . import layout, leases, partial, plan, snapshots
 from .messages import ErrorMarker, Manifest, MapperTrigger
 from .recovery import JobRemoved, RemoteError, RetryPolicy, Tracker
 from .signing import SignatureError
@@ -32,6 +32,7 @@ class JobOptions:
     storage_patience: float = 120.0  # seconds of failing storage calls the wait loop rides out
     lease_ttl: float = leases.DEFAULT_TTL  # seconds without renewal after which cleanup may remove the job
     alive_check: float = 1.0  # seconds between checks that the job's objects were not removed
+    snapshots: str = "download"  # where Snapshot files go: snapshots.MODES
 
 
 @dataclass
@@ -212,19 +213,6 @@ class Job:
                                              "which is not one of its objects")
         self.storage.get_file(key, path)
 
-    def _fetch_snapshots(self, task_result) -> None:
-        """Put the mappers' Snapshot files where the user asked for them."""
-        from ROOT._distrdf.PythonMergeables import SnapshotResult
-
-        uploaded = {self.keys.snapshot_name(k): k for k in self.storage.list(self.keys.snapshots)}
-        for mergeable in task_result.mergeables or []:
-            if isinstance(mergeable, SnapshotResult):
-                for path in mergeable.filenames:
-                    folder = os.path.dirname(path)
-                    if folder:
-                        os.makedirs(folder, exist_ok=True)
-                    self.storage.get_file(uploaded[os.path.basename(path)], path)
-
     def cleanup(self) -> int:
         try:
             for key in self.storage.list(self.keys.function_records):
@@ -243,7 +231,7 @@ class Job:
             triggers = self._submit(ranges, mapper, files, job_plan)
             self._wait(job_plan, triggers, on_partial)
             task_result = self.fetch_partial(self.keys.result)
-            self._fetch_snapshots(task_result)
+            snapshots.deliver(self.storage, self.keys, task_result, self.options.snapshots)
             return task_result
         finally:
             self.cleanup()

@@ -291,6 +291,17 @@ class Storage:
         os.replace(partial, path)  # whole or absent, for a concurrent reader of the cache
         return path
 
+    def keep_dataset(self, key: str, dataset_key: str) -> str:
+        """Copy a job's object (server side) to ``dataset_key`` of the base bucket, which outlives
+        the job; returns its ``s3://`` URL."""
+        from minio.commonconfig import CopySource
+
+        try:
+            self.client.copy_object(self.bucket, dataset_key, CopySource(self.bucket_of(key), key))
+        except Exception as exc:
+            raise self._fail("copy", key, exc) from exc
+        return f"s3://{self.bucket}/{dataset_key}"
+
     def upload_dataset(self, path: str, bucket: str, key: str, progress=None) -> str:
         """Upload a local file as ``s3://bucket/key`` (in parts, from disk); returns that URL."""
         try:

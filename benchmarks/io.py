@@ -1,0 +1,139 @@
+"""Read throughput of the mappers: the same dataset from local disk, XRootD and object storage.
+
+One embedded cluster (warm workers), one dataset, one analysis that reads every branch of
+every event (a sum over each one); each source runs ``--repeat`` times and the best is kept.
+For object storage the first run also stages the files into the warm workers' caches (reported
+apart: "s3, first run"). Throughput is the dataset's size on disk over the job's wall time, in
+total and per worker. Needs Debian's xrootd-server for the XRootD row (skipped without it).
+Saves JSON and a PNG under --out.
+
+    python benchmarks/io.py --events 10000000 --files 8 --workers 2 --npartitions 8
+
+The original OSCAR prototype's MinIO reads stopped scaling at 32 mappers, at about 520 MB/s in
+total; that figure is drawn beside these.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import time
+
+PROTOTYPE_MB_S = 520.0  # the prototype's aggregate MinIO read rate at 32 mappers
+
+
+def book(df):
+    """Read every branch: one sum each (the vector branches through their sums per event)."""
+    return [df.Sum("nMuon"), df.Define("pt", "Sum(Muon_pt)").Sum("pt"), df.Define("eta", "Sum(Muon_eta)").Sum("eta"),
+            df.Define("phi", "Sum(Muon_phi)").Sum("phi"), df.Define("m", "Sum(Muon_mass)").Sum("m"),
+            df.Define("q", "Sum(Muon_charge)").Sum("q")]
+
+
+def run(make_df, repeat: int) -> tuple[list[float], list[float]]:
+    seconds, values = [], []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        values = [r.GetValue() for r in book(make_df())]
+        seconds.append(time.perf_counter() - start)
+    return seconds, values
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=10_000_000)
+    parser.add_argument("--files", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--npartitions", type=int, default=8)
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--data", default=os.path.join(os.path.dirname(__file__), "data"))
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
+    args = parser.parse_args()
+
+    import ROOT
+
+    import distrdf_oscar as dro
+    from distrdf_oscar.demo import dataset
+    from distrdf_oscar.platform.embedded.xrootd import XRootDMissing, XRootDServer
+
+    ROOT.gROOT.SetBatch(True)
+    files = dataset.generate(args.data, args.events, files=args.files)
+    megabytes = sum(os.path.getsize(f) for f in files) / 1e6
+    print(f"dataset: {args.events:,} events in {len(files)} files, {megabytes:.0f} MB on disk; "
+          f"{args.workers} warm workers, {args.npartitions} partitions")
+    reference = run(lambda: ROOT.RDataFrame("Events", files), 1)[1]
+    report: dict = {"events": args.events, "files": len(files), "megabytes": megabytes, "workers": args.workers,
+                    "npartitions": args.npartitions, "machine": platform.platform(), "cpus": os.cpu_count(),
+                    "prototype_minio_mb_s_at_32_mappers": PROTOTYPE_MB_S, "sources": {}}
+
+    def record(name: str, seconds: list[float], values: list[float]) -> None:
+        # Sums of doubles over ranges in another order: equal to within rounding.
+        same = all(math.isclose(v, r, rel_tol=1e-9) for v, r in zip(values, reference, strict=True))
+        best = min(seconds)
+        report["sources"][name] = {"seconds": best, "runs": seconds, "mb_s": megabytes / best,
+                                   "mb_s_per_worker": megabytes / best / args.workers,
+                                   "identical": same}
+        print(f"{name:>18}: {best:6.2f} s  {megabytes / best:7.1f} MB/s in total, "
+              f"{megabytes / best / args.workers:6.1f} per worker  same sums: {same}", flush=True)
+
+    server = None
+    with dro.LocalCluster(workers=args.workers, mode="warm") as cluster:
+        executor = cluster.executor(progress=False)
+        remote = cluster.executor(progress=False, shared_paths=())  # nothing from the client's disk
+
+        def on(executor, names):
+            return lambda: ROOT.RDataFrame("Events", names, executor=executor, npartitions=args.npartitions)
+
+        record("local disk", *run(on(executor, files), args.repeat))
+        try:
+            server = XRootDServer()
+            urls = [server.add(f) for f in files]
+            record("xrootd", *run(on(remote, urls), args.repeat))
+        except XRootDMissing as missing:
+            print(f"{'xrootd':>18}: skipped ({missing})")
+        finally:
+            if server is not None:
+                server.close()
+        urls = remote.upload(files, folder="io-benchmark", progress=False)
+        first, values = run(on(remote, urls), 1)
+        record("s3, first run", first, values)
+        record("s3, cached", *run(on(remote, urls), args.repeat))
+        remote.storage.delete([url.split("/", 3)[3] for url in urls])
+
+    os.makedirs(args.out, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    json_path = os.path.join(args.out, f"io-{stamp}.json")
+    with open(json_path, "w") as f:
+        json.dump(report, f, indent=2)
+    png_path = os.path.join(args.out, f"io-{stamp}.png")
+    plot(report, png_path)
+    print(f"saved {json_path} and {png_path}")
+    return 0 if all(entry["identical"] for entry in report["sources"].values()) else 1
+
+
+def plot(report: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(report["sources"])
+    rates = [report["sources"][n]["mb_s"] for n in names]
+    fig, ax = plt.subplots(figsize=(9, 4))
+    bars = ax.barh(names, rates, color="#2a7")
+    for bar, rate in zip(bars, rates, strict=True):
+        ax.text(rate, bar.get_y() + bar.get_height() / 2, f" {rate:.0f} MB/s", va="center")
+    ax.axvline(report["prototype_minio_mb_s_at_32_mappers"], color="k", linestyle="--",
+               label="original prototype, MinIO, 32 mappers (aggregate)")
+    ax.set_xlabel("aggregate read throughput (MB/s of the dataset's size on disk)")
+    ax.set_title(f"{report['events']:,} events, {report['megabytes']:.0f} MB, {report['workers']} warm workers")
+    ax.invert_yaxis()
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
