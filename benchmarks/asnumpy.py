@@ -21,6 +21,8 @@ import time
 CONFIGS = ("one process", "dask", "oscar warm tree", "oscar warm coordinated")
 COLUMNS = ["x", "y"]
 
+import reporting  # benchmarks/reporting.py, beside this script
+
 
 def book(df):
     df = df.Define("x", "sin(double(rdfentry_)) * 100.").Define("y", "double(rdfentry_ % 1000003) / 7.")
@@ -181,24 +183,13 @@ def main() -> int:
                           for name, entry in configs.items() if role in entry["peak_bytes_by_role"])
         print(f"peak of the embedded {role}: {peaks}")
 
-    os.makedirs(args.out, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    json_path = os.path.join(args.out, f"asnumpy-{stamp}.json")
-    with open(json_path, "w") as f:
-        json.dump(report, f, indent=2)
-    png_path = os.path.join(args.out, f"asnumpy-{stamp}.png")
-    plot(report, png_path)
-    print(f"saved {json_path} and {png_path}")
+    reporting.save(report, args.out, "asnumpy", plot)
     ours = [e for n, e in configs.items() if n.startswith("oscar")]
     return 0 if all(e["identical_in_order"] for e in ours) and dask["identical_as_set"] else 1
 
 
 def plot(report: dict, path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = reporting.pyplot()
     names = list(report["configs"])
     panels = [("seconds", "wall time (s)", 1),
               ("client_peak_bytes", "client peak RSS (GB)", 1e9),
@@ -207,11 +198,9 @@ def plot(report: dict, path: str) -> None:
     for ax, (key, label, scale) in zip(axes, panels, strict=True):
         values = [(report["configs"][n]["peak_bytes_by_role"].get("worker", 0) if key == "worker"
                    else report["configs"][n][key]) / scale for n in names]
-        bars = ax.barh(names, values, color=["#2a7" if n.startswith("oscar") else "#777" for n in names])
-        for bar, value in zip(bars, values, strict=True):
-            ax.text(value, bar.get_y() + bar.get_height() / 2, f" {value:.1f}", va="center")
+        reporting.labelled_bars(ax, names, values, lambda v: f"{v:.1f}",
+                                ["#2a7" if n.startswith("oscar") else "#777" for n in names])
         ax.set_xlabel(label)
-        ax.invert_yaxis()
     fig.suptitle(f"AsNumpy of {report['entries']:,} entries x {len(report['columns'])} doubles "
                  f"({report['result_mb']:.0f} MB), {report['workers']} workers, {report['npartitions']} partitions")
     fig.tight_layout()

@@ -10,10 +10,11 @@ under --out. Needs the bench extra (dask[distributed]).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
+
+import reporting  # benchmarks/reporting.py, beside this script
 
 
 def timed(run) -> tuple[float, object]:
@@ -114,33 +115,21 @@ def main() -> int:
         print(f"{name:>28}  {entry['ratio_to_dask']:8.2f}  {entry['ratio_to_one_process']:14.2f}  {tail:>6}  "
               f"{entry['identical']}")
 
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    json_path = os.path.join(args.out, f"e2e-{stamp}.json")
-    with open(json_path, "w") as f:
-        json.dump(report, f, indent=2)
-    png_path = os.path.join(args.out, f"e2e-{stamp}.png")
-    plot(report, png_path)
-    print(f"saved {json_path} and {png_path}")
+    reporting.save(report, args.out, "e2e", plot)
     return 0 if all(entry["identical"] for entry in configs.values()) else 1
 
 
 def plot(report: dict, path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = reporting.pyplot()
     names = list(report["configs"])
     seconds = [report["configs"][n]["seconds"] for n in names]
     fig, ax = plt.subplots(figsize=(9, 4.5))
-    bars = ax.barh(names, seconds, color=["#777" if not n.startswith("oscar") else "#2a7" for n in names])
+    reporting.labelled_bars(ax, names, seconds, lambda v: f"{v:.1f} s",
+                            ["#777" if not n.startswith("oscar") else "#2a7" for n in names])
     ideal = report["configs"]["one process"]["seconds"] / report["workers"]
     ax.axvline(ideal, color="k", linestyle="--", label=f"one process / {report['workers']} workers")
-    for bar, value in zip(bars, seconds, strict=True):
-        ax.text(value, bar.get_y() + bar.get_height() / 2, f" {value:.1f} s", va="center")
     ax.set_xlabel("wall time of the dimuon analysis (s)")
     ax.set_title(f"{report['events']:,} events, {report['workers']} workers, {report['npartitions']} partitions")
-    ax.invert_yaxis()
     ax.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -16,11 +16,12 @@ total; that figure is drawn beside these.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
 import time
+
+import reporting  # benchmarks/reporting.py, beside this script
 
 PROTOTYPE_MB_S = 520.0  # the prototype's aggregate MinIO read rate at 32 mappers
 
@@ -102,34 +103,20 @@ def main() -> int:
         record("s3, cached", *run(on(remote, urls), args.repeat))
         remote.storage.delete([url.split("/", 3)[3] for url in urls])
 
-    os.makedirs(args.out, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    json_path = os.path.join(args.out, f"io-{stamp}.json")
-    with open(json_path, "w") as f:
-        json.dump(report, f, indent=2)
-    png_path = os.path.join(args.out, f"io-{stamp}.png")
-    plot(report, png_path)
-    print(f"saved {json_path} and {png_path}")
+    reporting.save(report, args.out, "io", plot)
     return 0 if all(entry["identical"] for entry in report["sources"].values()) else 1
 
 
 def plot(report: dict, path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = reporting.pyplot()
     names = list(report["sources"])
     rates = [report["sources"][n]["mb_s"] for n in names]
     fig, ax = plt.subplots(figsize=(9, 4))
-    bars = ax.barh(names, rates, color="#2a7")
-    for bar, rate in zip(bars, rates, strict=True):
-        ax.text(rate, bar.get_y() + bar.get_height() / 2, f" {rate:.0f} MB/s", va="center")
+    reporting.labelled_bars(ax, names, rates, lambda v: f"{v:.0f} MB/s", "#2a7")
     ax.axvline(report["prototype_minio_mb_s_at_32_mappers"], color="k", linestyle="--",
                label="original prototype, MinIO, 32 mappers (aggregate)")
     ax.set_xlabel("aggregate read throughput (MB/s of the dataset's size on disk)")
     ax.set_title(f"{report['events']:,} events, {report['megabytes']:.0f} MB, {report['workers']} warm workers")
-    ax.invert_yaxis()
     ax.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
