@@ -165,3 +165,15 @@ def test_rungraphs_raises_a_failing_graph_and_runs_none_twice(warm_cluster, dimu
     local = [ROOT.RDataFrame(10).Count(), ROOT.RDataFrame(20).Count()]
     assert ROOT.RDF.RunGraphs(local) == 2
     assert local[1].GetValue() == 20
+
+
+def test_absolute_paths_need_no_working_directory(tmp_path, monkeypatch):
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()  # a client whose working directory was removed under it
+    policy = PathPolicy(["/data"])
+    assert policy.rename("/data/f.root") == "/data/f.root"
+    assert policy.rename("root://host//f.root") == "root://host//f.root"
+    with pytest.raises(FileNotFoundError):
+        policy.rename("f.root")  # only a relative path needs it

@@ -115,13 +115,18 @@ class PathPolicy(Renaming):
 
     def __init__(self, shared_paths: Sequence[str], cwd: str | None = None) -> None:
         super().__init__()
-        self.shared = [os.path.join(os.path.abspath(p), "") for p in shared_paths]
-        self.cwd = cwd or os.getcwd()
+        self.shared = [os.path.join(os.path.normpath(p if os.path.isabs(p) else os.path.abspath(p)), "")
+                       for p in shared_paths]
+        self._cwd = cwd
 
     def rename(self, name: str) -> str:
         if not is_local(name):
             return name
-        path = os.path.normpath(os.path.join(self.cwd, _local_path(name)))
+        path = _local_path(name)
+        if not os.path.isabs(path):
+            # Only now: a job over absolute paths or URLs must not need a working directory.
+            path = os.path.join(self._cwd or os.getcwd(), path)
+        path = os.path.normpath(path)
         if not any(os.path.join(path, "").startswith(prefix) for prefix in self.shared):
             where = f"shared_paths={[p.rstrip('/') or '/' for p in self.shared]}" if self.shared else \
                 "no shared_paths"
