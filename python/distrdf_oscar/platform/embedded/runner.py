@@ -223,13 +223,15 @@ class Runner:
             if job.cancelled:
                 raise RuntimeError("job deleted while running")
             invocation.upload_outputs()
-            job.mark_finished(SUCCEEDED)
+            status = SUCCEEDED
         except Exception as err:  # noqa: BLE001 - any failure fails this job only
             job.log(f"ERROR: {err}")
-            job.mark_finished(FAILED)
+            status = FAILED
             log.info("job %s failed: %s", job.name, err)
         finally:
+            # The pod's volumes go with it: a finished job has no invocation directory left.
             invocation.cleanup()
+        job.mark_finished(status)
 
     def _run_cold(self, job: Job, env: dict[str, str], invocation: Invocation) -> None:
         script = os.path.join(invocation.dir, "script.sh")

@@ -50,7 +50,8 @@ class XRootDServer:
         if os.geteuid() == 0:
             command += ["-R", "nobody"]  # xrootd refuses to run as root
         self.proc: subprocess.Popen[bytes] | None = subprocess.Popen(
-            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            # xrootd makes its instance's home, <cwd>/<name>, where it starts: inside our folder.
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, cwd=self.root)
         self._wait_listening()
 
     def _wait_listening(self, timeout: float = 20.0) -> None:
