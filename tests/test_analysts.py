@@ -3,6 +3,7 @@ under Kueue's per-user quota (an embedded OSCAR 4.1 with OIDC users ``alice`` an
 
 from __future__ import annotations
 
+import re
 import sys
 
 import pytest
@@ -17,6 +18,7 @@ from distrdf_oscar import CoordinatedReduction, OSCARExecutor, TreeReduction, cl
 from distrdf_oscar.deployment import ROLES, Deployment
 from distrdf_oscar.executor import ConfigurationError
 from distrdf_oscar.platform.oscar import OSCARCluster, OSCARError
+from distrdf_oscar.storage import StorageError
 
 KEY = "a" * 40
 PYTHON = ["--env", f"DRO_PYTHON={sys.executable}"]
@@ -99,6 +101,25 @@ def test_an_analyst_runs_jobs_on_an_operators_restricted_deployment(platform, di
     with pytest.raises(S3Error, match="AccessDenied"):
         list(bob.list_objects("ops", recursive=True))
     assert deploy(monkeypatch, capsys, platform, "undeploy", "--deployment", "ops", "--yes")[0] == 0
+
+
+def test_an_analysts_s3_dataset_is_read_with_her_keys_or_refused_naming_it(platform, dimuon_files, expected,
+                                                                          monkeypatch, capsys):
+    for name, users in (("ops", ("--allowed-user", "alice")), ("closed", ())):
+        code, _, err = deploy(monkeypatch, capsys, platform, "deploy", "--deployment", name, *users, *PYTHON)
+        assert code == 0, err
+    alice = analyst(platform, "alice", "ops")
+    alice.shared_paths = ()  # as on a real cluster: nothing from her disk
+    urls = alice.upload(dimuon_files, folder="alice-run")  # into the bucket her account may write
+    assert run(alice, urls) == reference(expected)
+    operator = OSCARExecutor(platform.oscar_endpoint, user=platform.oscar_user, password=platform.oscar_password,
+                             signing_key=KEY, deployment=Deployment(name="closed"), progress=False)
+    closed = operator.upload(dimuon_files[:1], folder="private")
+    # Her head node stages the first file with her keys, which may not read that bucket.
+    with pytest.raises(StorageError, match=rf"{re.escape(closed[0])} failed: AccessDenied"):
+        ROOT.RDataFrame("Events", closed, executor=alice)
+    alice.storage.delete([url.split("/", 3)[3] for url in urls])
+    operator.storage.delete([url.split("/", 3)[3] for url in closed])
 
 
 def test_a_coordinated_job_under_a_per_user_quota_runs_or_is_refused_naming_it(platform, dimuon_files, expected,
