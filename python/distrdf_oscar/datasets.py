@@ -163,15 +163,23 @@ _caches: dict[str, str] = {}
 
 
 def process_cache(purpose: str) -> str:
-    """A folder for staged dataset files, kept for this process's life (a warm worker's too)."""
-    if purpose not in _caches:
+    """A folder for staged dataset files, kept for this process's life.
+
+    Under ``$DRO_CACHE_DIR`` when set (the embedded platform gives each warm worker one that
+    outlives its calls), else under ``TMPDIR``: a cold function's, gone with its pod. Made anew
+    if something removed it."""
+    cached = _caches.get(purpose)
+    if cached is None or not os.path.isdir(cached):
         import atexit
         import shutil
         import tempfile
 
-        _caches[purpose] = tempfile.mkdtemp(prefix=f"dro-{purpose}-")
-        atexit.register(shutil.rmtree, _caches[purpose], True)
-    return _caches[purpose]
+        base = os.environ.get("DRO_CACHE_DIR") or None
+        if base:
+            os.makedirs(base, exist_ok=True)
+        cached = _caches[purpose] = tempfile.mkdtemp(prefix=f"dro-{purpose}-", dir=base)
+        atexit.register(shutil.rmtree, cached, True)
+    return cached
 
 
 def stage_for_head_node(storage_of, args: tuple) -> tuple[tuple, dict[str, str]]:

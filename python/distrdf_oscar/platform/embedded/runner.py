@@ -266,7 +266,10 @@ class Runner:
         job.log(f"Calling {entrypoint} in warm worker {worker.pid} (job {job.name})")
         self._set_killer(job, worker.kill)
         log = job.log_path if invocation.live_output else invocation.output_log
-        task = {"entrypoint": entrypoint, "env": env, "cwd": invocation.work_dir, "log": log}
+        # A warm worker's dataset cache outlives its calls (the invocation's TMPDIR does not).
+        cache = os.path.join(os.path.dirname(self._jobs_dir), "worker-caches", str(worker.pid))
+        task = {"entrypoint": entrypoint, "env": {**env, "DRO_CACHE_DIR": cache}, "cwd": invocation.work_dir,
+                "log": log}
         # The worker's own memory (ROOT imported) is not the function's: only what the call adds counts.
         try:
             with MemoryWatch(worker.pid, _memory_limit(job), baseline=group_rss(worker.pid)) as memory:
