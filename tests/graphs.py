@@ -32,3 +32,34 @@ def values(results):
         v = r.GetValue()
         out.append(v.Clone() if hasattr(v, "Clone") else v)
     return out
+
+
+def write_friend_trees(files, folder) -> list[str]:
+    """A friend tree ``Friends`` with a ``weight`` per entry beside each ``Events`` file:
+    ``<folder>/friend<i>.root``."""
+    import os
+
+    import ROOT
+
+    friends = []
+    for index, path in enumerate(files):
+        entries = ROOT.RDataFrame("Events", str(path)).Count().GetValue()
+        friend = os.path.join(str(folder), f"friend{index}.root")
+        ROOT.RDataFrame(entries).Define("weight", f"0.5 + (rdfentry_ % 4) + {index}").Snapshot(
+            "Friends", friend, ["weight"])
+        friends.append(friend)
+    return friends
+
+
+def friend_chain(files, friends):
+    """The ``Events`` chain of ``files`` with the ``Friends`` chain of ``friends`` as its friend;
+    returns both (the friend chain must outlive the main one)."""
+    import ROOT
+
+    main, friend = ROOT.TChain("Events"), ROOT.TChain("Friends")
+    for name in files:
+        main.Add(str(name))
+    for name in friends:
+        friend.Add(str(name))
+    main.AddFriend(friend)
+    return main, friend

@@ -19,7 +19,7 @@ import distrdf_oscar as dro
 from compare import assert_same_value
 from distrdf_oscar import layout
 from distrdf_oscar.datasets import DatasetError, PathPolicy
-from graphs import values
+from graphs import friend_chain, values, write_friend_trees
 
 pytestmark = pytest.mark.usefixtures("secret_scan")  # conftest.py: these jobs' objects and logs are searched
 
@@ -31,27 +31,14 @@ def relative_dataset(dimuon_files, tmp_path, monkeypatch):
     data, friend_data = tmp_path / "data", tmp_path / "friends"
     data.mkdir()
     friend_data.mkdir()
-    names, friends = [], []
+    names = []
     for index, path in enumerate(dimuon_files):
         shutil.copy(path, data / f"events{index}.root")
         names.append(f"../data/events{index}.root")
-        entries = ROOT.RDataFrame("Events", path).Count().GetValue()
-        ROOT.RDataFrame(entries).Define("weight", f"0.5 + (rdfentry_ % 4) + {index}").Snapshot(
-            "Friends", str(friend_data / f"friend{index}.root"), ["weight"])
-        friends.append(f"../friends/friend{index}.root")
+    friends = [f"../friends/{os.path.basename(f)}" for f in write_friend_trees(dimuon_files, friend_data)]
     (tmp_path / "work").mkdir()
     monkeypatch.chdir(tmp_path / "work")
     return names, friends
-
-
-def _chain(names, friends):
-    main, friend = ROOT.TChain("Events"), ROOT.TChain("Friends")
-    for name in names:
-        main.Add(name)
-    for name in friends:
-        friend.Add(name)
-    main.AddFriend(friend)
-    return main, friend
 
 
 def _book(df):
@@ -67,9 +54,9 @@ def _job_keys(executor) -> list[str]:
 def test_relative_chain_and_friend_paths_reach_the_functions(request, relative_dataset, mode):
     names, friends = relative_dataset
     executor = request.getfixturevalue(f"{mode}_cluster").executor(progress=False)
-    main, _friend = _chain(names, friends)
+    main, _friend = friend_chain(names, friends)
     got = values(_book(ROOT.RDataFrame(main, executor=executor, npartitions=3)))
-    main2, _friend2 = _chain(names, friends)
+    main2, _friend2 = friend_chain(names, friends)
     for index, (g, e) in enumerate(zip(got, values(_book(ROOT.RDataFrame(main2))), strict=True)):
         assert_same_value(g, e, f"action {index}")
     assert _job_keys(executor) == []
@@ -123,7 +110,7 @@ def test_a_local_path_on_a_real_cluster_is_refused_at_submission(warm_cluster, r
     allowed = warm_cluster.executor(progress=False, shared_paths=[data])
     assert ROOT.RDataFrame("Events", names, executor=allowed, npartitions=2).Count().GetValue() == \
         ROOT.RDataFrame("Events", names).Count().GetValue()
-    main, _friend = _chain(names, friends)
+    main, _friend = friend_chain(names, friends)
     with pytest.raises(DatasetError, match=r"'\.\./friends/friend0\.root' is a local path"):
         ROOT.RDataFrame(main, executor=allowed, npartitions=2).Count().GetValue()
     assert _job_keys(allowed) == []

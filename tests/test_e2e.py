@@ -18,7 +18,7 @@ import ROOT
 
 import distrdf_oscar as dro
 from compare import assert_same_value
-from graphs import book_all, values
+from graphs import book_all, friend_chain, values, write_friend_trees
 
 pytestmark = pytest.mark.usefixtures("secret_scan")  # conftest.py: these jobs' objects and logs are searched
 
@@ -144,29 +144,15 @@ def test_report_and_filters_on_missing_columns(warm_cluster, tmp_path):
 
 
 def test_friend_trees(warm_cluster, dimuon_files, tmp_path):
-    friends = []
-    for index, path in enumerate(dimuon_files):
-        n = ROOT.RDataFrame("Events", path).Count().GetValue()
-        friend = str(tmp_path / f"friend{index}.root")
-        ROOT.RDataFrame(n).Define("weight", f"0.5 + (rdfentry_ % 4) + {index}").Snapshot("Friends", friend, ["weight"])
-        friends.append(friend)
-
-    def chain():
-        main, friend = ROOT.TChain("Events"), ROOT.TChain("Friends")
-        for path in dimuon_files:
-            main.Add(path)
-        for path in friends:
-            friend.Add(path)
-        main.AddFriend(friend)
-        return main, friend
+    friends = write_friend_trees(dimuon_files, tmp_path)
 
     def build(df):
         return [df.Sum("Friends.weight"), df.Histo1D(("fw", "fw", 20, 0, 10), "Friends.weight", "nMuon")]
 
-    main, friend = chain()
+    main, _friend = friend_chain(dimuon_files, friends)
     dist = ROOT.RDataFrame(main, executor=warm_cluster.executor(progress=False), npartitions=4)
     got = values(build(dist))
-    main2, _friend2 = chain()
+    main2, _friend2 = friend_chain(dimuon_files, friends)
     expected = values(build(ROOT.RDataFrame(main2)))
     for index, (g, e) in enumerate(zip(got, expected, strict=True)):
         assert_same_value(g, e, f"friend action {index}")

@@ -16,6 +16,8 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from . import layout
+
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
@@ -205,9 +207,6 @@ def stage_for_head_node(storage_of, args: tuple) -> tuple[tuple, dict[str, str]]
     return (args[0], staged, *args[2:]), staging.originals
 
 
-DATASETS = "datasets"  # the folder of uploaded datasets in the deployment's base bucket
-
-
 def upload(storage, paths: Sequence[str], folder: str = "", progress: bool = True) -> list[str]:
     """Upload local files to ``datasets/<folder>/`` of the deployment's base bucket, with a
     progress bar; returns their ``s3://`` URLs, in order, to give RDataFrame."""
@@ -220,12 +219,12 @@ def upload(storage, paths: Sequence[str], folder: str = "", progress: bool = Tru
     if len(set(names)) != len(names):
         raise DatasetError("cannot upload files of the same name to one folder: "
                            f"{min(n for n in names if names.count(n) > 1)!r}")
-    prefix = "/".join(part for part in (DATASETS, folder.strip("/")) if part)
     total = sum(os.path.getsize(p) for p in paths)
     urls = []
     with tqdm.tqdm(total=total, unit="B", unit_scale=True, desc="upload", disable=not progress) as bar:
         for path, name in zip(paths, names, strict=True):
-            urls.append(storage.upload_dataset(path, storage.bucket, f"{prefix}/{name}", progress=_Progress(bar)))
+            key = layout.dataset_key(folder, name)
+            urls.append(storage.upload_dataset(path, storage.bucket, key, progress=_Progress(bar)))
     return urls
 
 

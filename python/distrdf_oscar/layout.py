@@ -34,6 +34,9 @@ JOBS = "jobs"  # payloads and manifest
 PARTIALS = "partials"  # coordinated mode: mapper outputs and batch results
 RESULTS = "results"  # the final result of a job
 ERRORS = "errors"  # error markers written by failing functions
+# The user's datasets (uploads, Snapshots kept in storage), in the base bucket: not job objects,
+# so cleanup never touches them.
+DATASETS = "datasets"
 
 SERVICE_INPUTS = (TRIGGERS, TREE_PARTIALS, PLANS, BATCHES)
 JOB_FOLDERS = (JOBS, TRIGGERS, TREE_PARTIALS, PLANS, BATCHES, PARTIALS, RESULTS, ERRORS)
@@ -75,6 +78,16 @@ def input_path(base: str, folder: str) -> str:
 def probe_key(token: str) -> str:
     """A short-lived object a client writes twice to see that storage honours conditional writes."""
     return f"{JOBS}/probe-{token}"
+
+
+def dataset_key(folder: str, name: str) -> str:
+    """An uploaded dataset file ``name`` in ``datasets/<folder>/`` (``folder`` may be empty)."""
+    return "/".join(part for part in (DATASETS, folder.strip("/"), name) if part)
+
+
+def kept_snapshot_key(job_id: str, name: str) -> str:
+    """A Snapshot file of a job, kept in storage after the job (``snapshots="storage"``)."""
+    return dataset_key(f"snapshots/{job_id}", name)
 
 
 def new_job_id() -> str:

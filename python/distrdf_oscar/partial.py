@@ -438,6 +438,8 @@ def _read_columns(ROOT, path: str, meta: PartialMeta, fetch: Fetch | None) -> di
 
     slots = meta.slots or []
     indices = [i for i, slot in enumerate(slots) if slot["kind"] == "columns"]
+    if not indices:
+        return {}
     names = {i: f"slot_{i:04d}" for i in indices}
     trees = [i for i in indices if slots[i]["storage"] == "tree"]
     pickles = [i for i in indices if slots[i]["storage"] == "pickle"]

@@ -14,11 +14,7 @@ import subprocess
 import tempfile
 import time
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from .s3server import free_port
 
 
 class XRootDMissing(RuntimeError):
@@ -40,7 +36,7 @@ class XRootDServer:
         os.chmod(self.root, 0o755)
         for folder in ("run", "data"):
             os.chmod(os.path.join(self.root, folder), 0o777)
-        self.port = _free_port()
+        self.port = free_port()
         config = os.path.join(self.root, "xrootd.cfg")
         with open(config, "w") as f:
             f.write(f"all.export /\nxrd.port {self.port}\noss.localroot {self.data}\n"
