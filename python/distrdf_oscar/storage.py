@@ -323,10 +323,12 @@ class Storage:
         except Exception as exc:
             raise self._fail("lookup", key, exc) from exc
 
-    def list(self, prefix: str) -> list[str]:
+    def list(self, prefix: str, start_after: str | None = None) -> list[str]:
+        """Keys under ``prefix`` in key order; with ``start_after``, only the keys after it (S3
+        lists from there, so a caller that knows what it has seen pays only for the rest)."""
         try:
             return [o.object_name for o in self.client.list_objects(self.bucket_of(prefix), prefix=prefix,
-                                                                     recursive=True)]
+                                                                     recursive=True, start_after=start_after)]
         except Exception as exc:
             raise self._fail("listing", prefix, exc) from exc
 
