@@ -296,7 +296,6 @@ def _trigger_semantics(oscar, s3):
     put(s3, "semantics", "in/new", b"1")
     wait_for_jobs(oscar, "semantics", 1)
     s3.remove_object("semantics", "in/new")
-    time.sleep(0.3)  # several polls: the poller forgets the key
     put(s3, "semantics", "in/new", b"2")
     jobs = wait_for_jobs(oscar, "semantics", 2)
     time.sleep(0.3)

@@ -20,12 +20,12 @@ from . import layout, leases, partial, plan, snapshots
 from .messages import ErrorMarker, Manifest, MapperTrigger
 from .recovery import JobRemoved, RemoteError, RetryPolicy, Tracker
 from .signing import SignatureError
-from .storage import Storage, StorageError
+from .storage import Arrivals, Storage, StorageError
 
 
 @dataclass
 class JobOptions:
-    poll_interval: float = 0.2  # seconds between listings of the job's objects
+    poll_interval: float = 0.2  # seconds between looks for the job's new objects
     progress: bool = True  # show a progress bar (terminal or notebook)
     coordinator_timeout: float = 3600.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)  # see recovery.py
@@ -66,7 +66,8 @@ class Job:
         self.reduction = reduction
         self.options = options
         self.keys = layout.JobKeys(layout.new_job_id())
-        # Wall-clock observations (epoch seconds), for the benchmarks' tail measurements.
+        # Wall-clock observations (epoch seconds) for the benchmarks' tail measurements: when the
+        # client saw the last mapper's output and the result (one poll interval apart at best).
         self.timeline: dict[str, float] = {}
         self.tracker: Tracker | None = None  # what the job expected, and what it retried
         self.functions: dict[str, list[str]] = {}  # role -> OSCAR jobs that served this job
@@ -132,12 +133,11 @@ class Job:
                               f"unsigned report): {marker.error[:500]}. Check the deployment's "
                               "settings (`distrdf-oscar status`; docs/deploy.md)") from None
 
-    def _poll(self, tracker: Tracker, prefixes: list[str]) -> None:
+    def _poll(self, tracker: Tracker, watches: list[Arrivals]) -> None:
         self._handle_errors(tracker)
-        present: set[str] = set()
-        for prefix in prefixes:
-            present.update(self.storage.list(prefix))
-        tracker.observe(present)
+        for watch in watches:
+            watch.poll()
+        tracker.observe(set().union(*(watch.found for watch in watches)))
         if not tracker.done:
             for trigger in tracker.overdue(self.idle, self.storage.exists):
                 tracker.fire(trigger, self.storage.put_bytes)
@@ -148,6 +148,8 @@ class Job:
         tracker = Tracker.for_plan(self.keys, job_plan, triggers, self.options.retry)
         self.tracker = tracker
         prefixes = [self.keys.prefix(folder) for folder in job_plan.watched_folders]
+        expected = [item.key for item in tracker.expected]
+        watches = [self.storage.arrivals(prefix, expected) for prefix in prefixes]
         bar = _progress_bar(self.options.progress, npartitions + steps, self.job_id)
         failing_since: float | None = None
         checked = time.monotonic()
@@ -155,7 +157,7 @@ class Job:
         try:
             while True:
                 try:
-                    self._poll(tracker, prefixes)
+                    self._poll(tracker, watches)
                     now = time.monotonic()
                     self.lease.renew(now)
                     if now - checked >= self.options.alive_check:
@@ -167,12 +169,13 @@ class Job:
                     failing_since = failing_since or time.monotonic()
                     if not exc.transient or time.monotonic() - failing_since > self.options.storage_patience:
                         raise
+                mappers, reductions = tracker.counts()
+                if mappers == npartitions:
+                    self.timeline.setdefault("last_mapper", time.time())
                 if tracker.done:
                     self.timeline["result_seen"] = time.time()
-                    self._record_last_mapper(tracker, prefixes)
                     bar.update(bar.total - bar.n)
                     return
-                mappers, reductions = tracker.counts()
                 bar.update(min(mappers, npartitions) + min(reductions, steps) - bar.n)
                 bar.set_postfix_str(f"mappers {mappers}/{npartitions}, reductions {reductions}/{steps}")
                 if on_partial is not None:
@@ -189,12 +192,6 @@ class Job:
         if not self.storage.exists(self.keys.manifest):
             raise JobRemoved(f"job {self.job_id} was removed from storage while this client waited for it "
                              "(`distrdf-oscar cleanup --job`, or its objects deleted by hand); run it again")
-
-    def _record_last_mapper(self, tracker: Tracker, prefixes: list[str]) -> None:
-        mapper_keys = set(tracker.mapper_outputs())
-        times = [t for prefix in prefixes for k, t in self.storage.modified(prefix).items() if k in mapper_keys]
-        if times:
-            self.timeline["last_mapper"] = max(times)
 
     # -- result -----------------------------------------------------------
     def fetch_partial(self, key: str, rows: bool = True):

@@ -229,6 +229,13 @@ class CoordinatedPlan(Message):
     def batch_output(self, index: int) -> str:
         return layout.JobKeys(self.job).batch_output(index, len(self.sizes))
 
+    def items(self) -> tuple[str, ...]:
+        """Every item the coordinator batches: the mappers' partials, then the batches' results
+        (all but the last batch's, which is the job's result)."""
+        keys = layout.JobKeys(self.job)
+        return (tuple(self.mapper_output(r) for r in range(self.npartitions))
+                + tuple(keys.batch_result(i) for i in range(len(self.sizes) - 1)))
+
     def expectations(self) -> list[Expectation]:
         keys = layout.JobKeys(self.job)
         mappers = tuple(self.mapper_output(r) for r in range(self.npartitions))

@@ -103,6 +103,7 @@ class Tracker:
         self._longest_quiet = 0.0
         self._retried_in_spell = False
         self._present: set[str] = set()
+        self._observed = False  # whether observe() has looked at which inputs are present
         self._handled_markers: set[str] = set()
 
     # -- the plan's expectations ---------------------------------------------------
@@ -138,6 +139,9 @@ class Tracker:
             self._retried_in_spell = False
             self._last_progress = now
             self._present |= new
+        elif self._observed:
+            return  # nothing new: no input became present
+        self._observed = True
         for item in self.expected:
             if item.due_since is None and item.key not in self._present and item.needs(self._present):
                 item.due_since = now

@@ -7,7 +7,7 @@ import builtins
 import contextlib
 import io
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
@@ -332,6 +332,10 @@ class Storage:
         except Exception as exc:
             raise self._fail("listing", prefix, exc) from exc
 
+    def arrivals(self, prefix: str, expected: Iterable[str]) -> Arrivals:
+        """A watch on which of the ``expected`` keys under ``prefix`` exist (see :class:`Arrivals`)."""
+        return Arrivals(self, prefix, expected)
+
     def modified(self, prefix: str) -> dict[str, float]:
         """Keys under ``prefix`` with their last-modified time (epoch seconds, server clock)."""
         try:
@@ -358,3 +362,38 @@ class Storage:
         keys = self.list(prefix)
         self.delete(keys)
         return len(keys)
+
+
+class Arrivals:
+    """Which of a known set of keys under one prefix exist yet, learnt by listing.
+
+    A poll lists only past the longest run of expected keys (in key order) already
+    seen. Partials are named by range and mostly arrive in about range order, so a
+    poll costs what is in flight or out of order, not the whole folder: waiting for
+    N objects stays O(N) requests and keys in all instead of O(N²).
+    """
+
+    def __init__(self, storage: Storage, prefix: str, expected: Iterable[str]) -> None:
+        self._storage = storage
+        self._prefix = prefix
+        self._expected = sorted({key for key in expected if key.startswith(prefix)})
+        self._wanted = set(self._expected)
+        self.found: set[str] = set()
+        self._seen_run = 0  # expected[:seen_run] are all found
+
+    @property
+    def complete(self) -> bool:
+        return self._seen_run == len(self._expected)
+
+    def poll(self) -> builtins.list[str]:
+        """The expected keys that appeared since the last poll, in key order."""
+        if self.complete:
+            return []
+        after = self._expected[self._seen_run - 1] if self._seen_run else None
+        new = [k for k in self._storage.list(self._prefix, start_after=after)
+               if k in self._wanted and k not in self.found]
+        self.found.update(new)
+        while self._seen_run < len(self._expected) and self._expected[self._seen_run] in self.found:
+            self._seen_run += 1
+        return new
+

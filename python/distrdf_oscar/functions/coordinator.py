@@ -35,6 +35,7 @@ def run(ctx: context.FunctionContext, job_plan: CoordinatedPlan) -> None:
     keys = layout.JobKeys(job_plan.job)
     batches = job_plan.sizes
     deadline = time.monotonic() + job_plan.coordinator_timeout
+    watch = ctx.storage.arrivals(keys.prefix(layout.PARTIALS), job_plan.items())
     arrived: list[str] = []
     consumed: set[str] = set()
     launched = 0
@@ -60,8 +61,7 @@ def run(ctx: context.FunctionContext, job_plan: CoordinatedPlan) -> None:
         if not ctx.job_alive(keys.job_id):
             return
         time.sleep(POLL_SECONDS)
-        known = set(arrived)
-        arrived.extend(k for k in ctx.storage.list(keys.prefix(layout.PARTIALS)) if k not in known)
+        arrived.extend(watch.poll())
 
 
 def main() -> int:

@@ -36,9 +36,9 @@ def run(ctx: context.FunctionContext) -> None:
     if group is None:
         return
     output = job_plan.output(group)
-    present = set(ctx.storage.list(keys.prefix(layout.TREE_PARTIALS)))
     members = [keys.tree_partial(*m) for m in group]
-    if not all(m in present for m in members) or output in present:
+    # One lookup per member (the one that triggered us exists): O(fan-in), whatever the job's size.
+    if not all(m == ctx.key or ctx.storage.exists(m) for m in members) or ctx.storage.exists(output):
         return
     merge_keys(ctx, job_id, members, output)
 

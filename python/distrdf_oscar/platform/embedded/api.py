@@ -36,8 +36,7 @@ class ApiContext:
     store: JobStore
     minio_provider: dict[str, Any]
     submit: Callable[[dict[str, Any], bytes, str | None], Any]  # (service, event body, job owner) -> job
-    service_changed: Callable[[str], None]  # after create/update: watch its inputs
-    service_deleted: Callable[[str], None]  # after delete: stop watching, drop its jobs
+    service_deleted: Callable[[str], None]  # after delete: drop its jobs
     version: OscarVersion = field(default_factory=lambda: OscarVersion.parse(DEFAULT_VERSION))
     accounts: Accounts | None = None
     kueue: Kueue | None = None
@@ -195,8 +194,7 @@ def create_app(ctx: ApiContext) -> Flask:
 
     @app.post("/system/services")
     def create_service() -> Response:
-        service = ctx.registry.create(_read_json(), owner=caller())
-        ctx.service_changed(service["name"])
+        ctx.registry.create(_read_json(), owner=caller())
         return _text(201)
 
     @app.put("/system/services")
@@ -207,7 +205,6 @@ def create_app(ctx: ApiContext) -> Flask:
         service = ctx.registry.update(payload, owner=caller())
         if service is None:  # the release answers without changing anything
             return _text(200)
-        ctx.service_changed(service["name"])
         return _text(204)
 
     @app.get("/system/services/<name>")

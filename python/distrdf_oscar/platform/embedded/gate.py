@@ -9,7 +9,8 @@ all reach one MinIO, and it applies, request by request:
 - **bucket policies**: ``allowed(access_key, bucket)`` decides whether a user may
   touch a bucket (OSCAR grants a service's users access to its buckets); a
   refusal is 403 ``AccessDenied``;
-- **who uploaded what**: the access key of each object's last successful upload,
+- **bucket notifications**: each successful creation (PUT, copy, completed
+  multipart upload) is reported to ``on_created`` with the uploader's access key,
   which MinIO puts in its event as ``principalId`` and OSCAR uses to choose the
   function's credentials;
 - **outages** (fault injection): answer 503, or refuse connections, for a while,
@@ -163,7 +164,8 @@ class StorageGate:
         self._lock = threading.Lock()
         self._mode: str | None = None
         self._open: set[socket.socket] = set()
-        self._uploaders: dict[tuple[str, str], str] = {}
+        # (bucket, key, size or None, etag, uploader's access key) of every object created
+        self.on_created: Callable[[str, str, int | None, str, str], None] | None = None
         self._stopping = threading.Event()
         self._listener: socket.socket | None = self._listen(0)
         self.port = self._listener.getsockname()[1]
@@ -175,11 +177,6 @@ class StorageGate:
 
     def start(self) -> None:
         self._acceptor.start()
-
-    def uploader(self, bucket: str, key: str) -> str | None:
-        """The access key of the last successful upload of an object (MinIO's ``principalId``)."""
-        with self._lock:
-            return self._uploaders.get((bucket, key))
 
     def _listen(self, port: int) -> socket.socket:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -274,8 +271,8 @@ class StorageGate:
                     b"\r\nexpect: 100-continue", b"")
                 upstream_sock.sendall(forwarded)
                 client.body(head, upstream_sock.sendall)
-                status, keep_alive = self._relay_response(head, upstream, client_sock)
-                self._record(head, status)
+                response, keep_alive = self._relay_response(head, upstream, client_sock)
+                self._report_creation(head, response)
                 if not keep_alive:
                     break
         except (_Closed, OSError, ValueError):
@@ -289,8 +286,8 @@ class StorageGate:
                     sock.close()
 
     @staticmethod
-    def _relay_response(request: _Head, upstream: _Stream, client: socket.socket) -> tuple[int, bool]:
-        """Relay one response: its status, and whether the connection stays open after it."""
+    def _relay_response(request: _Head, upstream: _Stream, client: socket.socket) -> tuple[_Head, bool]:
+        """Relay one response: its head, and whether the connection stays open after it."""
         while True:
             response = upstream.head()
             client.sendall(response.raw)
@@ -304,20 +301,20 @@ class StorageGate:
             upstream.body(response, client.sendall)
         else:
             upstream.until_closed(client.sendall)
-            return status, False
-        return status, response.headers.get("connection", "").lower() != "close"
+            return response, False
+        return response, response.headers.get("connection", "").lower() != "close"
 
-    def _record(self, head: _Head, status: int) -> None:
+    def _report_creation(self, head: _Head, response: _Head) -> None:
         method, bucket, key, query = _target(head)
-        if not 200 <= status < 300 or not key:
+        if not 200 <= int(response.first.split(" ")[1]) < 300 or not key:
             return
-        access_key = access_key_of(head) or ""
         upload = (method == "PUT" and "partNumber=" not in query) or (method == "POST" and "uploadId=" in query)
-        with self._lock:
-            if upload:
-                self._uploaders[(bucket, key)] = access_key
-            elif method == "DELETE":
-                self._uploaders.pop((bucket, key), None)
+        if upload and self.on_created is not None:
+            # A plain PUT says its size; a copy or a multipart completion does not (nor its ETag).
+            plain = method == "PUT" and "x-amz-copy-source" not in head.headers
+            size = head.headers.get("x-amz-decoded-content-length", head.length) if plain else None
+            etag = response.headers.get("etag", "").strip('"') if plain else ""
+            self.on_created(bucket, key, None if size is None else int(size), etag, access_key_of(head) or "")
 
     def stop(self) -> None:
         self._stopping.set()

@@ -1,4 +1,4 @@
-"""The platform process: S3 server, OSCAR API, trigger poller and runner, started and stopped together.
+"""The platform process: S3 server, OSCAR API, trigger notifier and runner, started and stopped together.
 
 Started by :class:`~distrdf_oscar.platform.embedded.LocalPlatform` as
 ``python -m distrdf_oscar.platform.embedded``. Protocol on its standard streams:
@@ -41,7 +41,7 @@ def _configure_logging(level: str) -> None:
     root.addHandler(handler)
     root.setLevel(level.upper())
     if root.level > logging.DEBUG:
-        # werkzeug logs every request at INFO: far too chatty with a poller and functions.
+        # werkzeug logs every request at INFO: far too chatty with functions polling.
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
 
@@ -72,13 +72,13 @@ def run(config: dict[str, Any]) -> int:
     from .provisioning import StorageCredentials, ensure_bucket
     from .registry import ServiceRegistry
     from .runner import WARM, Runner
-    from .triggers import TriggerPoller
+    from .triggers import TriggerNotifier
     from .versions import OscarVersion
     from .warm import WarmPool
 
     base_env = _base_env(config["package_root"])
     pool = WarmPool(config["workers"], config["package_root"], base_env) if config["mode"] == WARM else None
-    server = poller = runner = gate = None
+    server = notifier = runner = gate = None
     try:
         s3.wait_ready()
         direct = StorageCredentials(s3.endpoint, config["s3_access_key"], config["s3_secret_key"])
@@ -91,7 +91,7 @@ def run(config: dict[str, Any]) -> int:
                 return True
             return any(bucket in registry.buckets_of(access_key, accounts.can_see) for registry in services)
 
-        # Everyone but the trigger poller (MinIO's own notifier) reaches storage through the gate.
+        # Everyone reaches storage through the gate, which also reports each new object (MinIO's notifier).
         gate = StorageGate(s3.port, keys=accounts.access_keys, allowed=allowed)
         gate.start()
         storage = StorageCredentials(gate.endpoint, config["s3_access_key"], config["s3_secret_key"])
@@ -148,11 +148,10 @@ def run(config: dict[str, Any]) -> int:
                 return
             runner.submit(service, body)
 
-        poller = TriggerPoller(registry, direct.client(), submit_by_name, access_key=storage.access_key,
-                               faults=faults, uploader=gate.uploader)
+        notifier = TriggerNotifier(registry, direct.client(), submit_by_name, faults=faults)
+        gate.on_created = notifier.created
 
         def service_deleted(name: str) -> None:
-            poller.drop_service(name)
             store.remove_many(name, only_succeeded=False)
 
         ctx = ApiContext(
@@ -162,7 +161,6 @@ def run(config: dict[str, Any]) -> int:
             store=store,
             minio_provider=storage.provider(),
             submit=runner.submit,
-            service_changed=poller.sync_service,
             service_deleted=service_deleted,
             version=version,
             accounts=accounts,
@@ -172,7 +170,7 @@ def run(config: dict[str, Any]) -> int:
         )
         server = ApiServer(create_app(ctx))
         server.start()
-        poller.start()
+        notifier.start()
         if pool is not None and not pool.wait_ready(WARM_START_TIMEOUT):
             raise RuntimeError("warm workers failed to start (see the log above)")
 
@@ -191,7 +189,7 @@ def run(config: dict[str, Any]) -> int:
         return 1
     finally:
         log.info("stopping the local platform")
-        for part in (poller, server, runner, pool, gate):
+        for part in (gate, notifier, server, runner, pool):
             if part is not None:
                 try:
                     part.stop()
