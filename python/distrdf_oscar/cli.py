@@ -87,7 +87,8 @@ def _deployment(args):
 def _cluster_and_deployment(args):
     from .executor import OSCARExecutor
 
-    return OSCARExecutor.from_env(auto_deploy=False, progress=False, deployment=_deployment(args))
+    return OSCARExecutor.from_env(auto_deploy=False, progress=False, deployment=_deployment(args),
+                                  dataset_credentials=getattr(args, "dataset_credentials", False))
 
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -248,6 +249,9 @@ def main(argv: list[str] | None = None) -> int:
             command.add_argument("--visibility", choices=("private", "public", "restricted"),
                                  help="who may use the services (OSCAR's visibility; default: keep what the "
                                       "cluster has, private for new services)")
+            command.add_argument("--dataset-credentials", action="store_true",
+                                 help="give the functions S3_ACCESS_KEY and S3_SECRET_KEY from this environment, "
+                                      "as OSCAR secrets: the keys of s3http(s):// datasets on another S3 endpoint")
             command.add_argument("--allowed-user", action="append", metavar="USER",
                                  help="an OIDC user (subject) allowed to use the services; implies "
                                       "--visibility restricted (repeatable)")

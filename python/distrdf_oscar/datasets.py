@@ -11,6 +11,7 @@ which runs on this machine; nothing by default on a real cluster). URLs pass unc
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -124,6 +125,9 @@ class PathPolicy(Renaming):
     def rename(self, name: str) -> str:
         if not is_local(name):
             return name
+        url = head_node_url(name)
+        if url is not None:  # staged for the client's head node: the functions read the object
+            return url
         path = _local_path(name)
         if not os.path.isabs(path):
             # Only now: a job over absolute paths or URLs must not need a working directory.
@@ -140,38 +144,161 @@ class PathPolicy(Renaming):
         return path
 
 
+S3_SCHEMES = ("s3://", "s3http://", "s3https://")
+DEFAULT_CACHE_MAX_BYTES = 8 * 1024**3
+CACHE_MAX_VARIABLE = "DRO_CACHE_MAX_BYTES"
+
+
+def is_s3(name: str) -> bool:
+    return name.startswith(S3_SCHEMES)
+
+
+def split_s3_url(url: str) -> tuple[str | None, str, str]:
+    """(endpoint, bucket, key) of an object-storage URL.
+
+    ``s3://bucket/key`` is an object of the deployment's own storage (endpoint None).
+    ``s3http://host[:port]/bucket/key`` and ``s3https://host[:port]/bucket/key`` are on another
+    endpoint, as ROOT's ``TS3WebFile`` spells them (ROOT's own ``s3://host/bucket/key``, HTTPS,
+    is ``s3https://`` here: ``s3://`` names the deployment's bucket)."""
+    scheme, _, rest = url.partition("://")
+    endpoint = None
+    if scheme != "s3":
+        host, _, rest = rest.partition("/")
+        if not host:
+            raise DatasetError(f"the dataset URL {url!r} names no host: use {scheme}://host[:port]/bucket/key")
+        endpoint = f"{'https' if scheme == 's3https' else 'http'}://{host}"
+    bucket, _, key = rest.partition("/")
+    if not bucket or not key:
+        form = "s3://bucket/key" if endpoint is None else f"{scheme}://host[:port]/bucket/key"
+        raise DatasetError(f"the dataset URL {url!r} names no object: use {form}")
+    return endpoint, bucket, key
+
+
+_endpoints: dict[tuple[str, str | None, str | None], Any] = {}
+
+
+def dataset_endpoint(endpoint: str):
+    """The client of another S3 endpoint, with the keys the environment holds now (one per
+    endpoint and keys, kept for the process)."""
+    from .storage import DATASET_KEYS, DatasetEndpoint
+
+    access, secret = (os.environ.get(name) for name in DATASET_KEYS)
+    key = (endpoint, access, secret)
+    if key not in _endpoints:
+        _endpoints[key] = DatasetEndpoint(endpoint)
+    return _endpoints[key]
+
+
 class S3Staging(Renaming):
-    """``s3://bucket/key`` files copied to a local cache, where ROOT can open them.
+    """Object-storage files copied to a local cache, where ROOT can open them.
 
     The ROOT wheel reads neither HTTP nor S3 (no Davix; DESIGN.md), so each file a range opens
     is downloaded whole, once per process and object version: a warm worker serving many
-    ranges of a file fetches it once."""
+    ranges of a file fetches it once. ``s3://bucket/key`` comes from ``storage`` (the
+    deployment's), ``s3http(s)://host/bucket/key`` from that endpoint with the environment's
+    keys. The files stay pinned in the cache (never evicted) until :meth:`release`."""
 
     def __init__(self, storage, purpose: str) -> None:
         super().__init__()
         self.storage = storage
         self.purpose = purpose  # of its process_cache, made only once something is staged
+        self.pinned: list[str] = []
 
     def rename(self, name: str) -> str:
-        if not name.startswith("s3://"):
+        if not is_s3(name):
             return name
-        bucket, _, key = name[len("s3://"):].partition("/")
-        if not bucket or not key:
-            raise DatasetError(f"the dataset URL {name!r} names no object: use s3://bucket/key")
-        return self.storage.fetch_dataset(bucket, key, process_cache(self.purpose))
+        endpoint, bucket, key = split_s3_url(name)
+        cache = process_cache(self.purpose)
+        if endpoint is None:
+            path = self.storage.fetch_dataset(bucket, key, cache.folder)
+        else:
+            folder = os.path.join(cache.folder, "endpoints", re.sub(r"[^A-Za-z0-9.-]", "_", endpoint))
+            path = dataset_endpoint(endpoint).fetch(name, bucket, key, folder)
+        cache.admit(path, pinned=self.pinned)
+        return path
+
+    def release(self) -> None:
+        """The range that opened these files is done: they may be evicted."""
+        if self.pinned:
+            process_cache(self.purpose).unpin(self.pinned)
+            self.pinned = []
 
 
-_caches: dict[str, str] = {}
+class DatasetCache:
+    """A process's staged dataset files, at most ``max_bytes`` (``$DRO_CACHE_MAX_BYTES``, a
+    Kubernetes quantity such as ``20Gi``; default 8 GiB): once a new file takes it over, the least
+    recently used files are removed until it fits, except those a running range has open
+    (pinned). A range whose own files exceed the bound keeps them all until it ends."""
+
+    def __init__(self, folder: str, max_bytes: int) -> None:
+        self.folder = folder
+        self.max_bytes = max_bytes
+        self._pins: dict[str, int] = {}
+
+    def admit(self, path: str, pinned: list[str]) -> None:
+        self._pins[path] = self._pins.get(path, 0) + 1
+        pinned.append(path)
+        self.evict()
+
+    def unpin(self, paths: Iterable[str]) -> None:
+        for path in paths:
+            left = self._pins.get(path, 0) - 1
+            if left > 0:
+                self._pins[path] = left
+            else:
+                self._pins.pop(path, None)
+        self.evict()
+
+    def files(self) -> list[tuple[float, int, str]]:
+        """(last use, size, path) of every cached file, least recently used first."""
+        found = []
+        for folder, _dirs, names in os.walk(self.folder):
+            for name in names:
+                path = os.path.join(folder, name)
+                try:
+                    stat = os.stat(path)
+                except FileNotFoundError:
+                    continue
+                found.append((stat.st_mtime, stat.st_size, path))
+        return sorted(found)
+
+    def evict(self) -> None:
+        files = self.files()
+        total = sum(size for _, size, _ in files)
+        for _, size, path in files:
+            if total <= self.max_bytes:
+                break
+            if path in self._pins or path.endswith(".part"):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+            total -= size
 
 
-def process_cache(purpose: str) -> str:
-    """A folder for staged dataset files, kept for this process's life.
+def cache_max_bytes() -> int:
+    from .quantities import parse_quantity
+
+    text = os.environ.get(CACHE_MAX_VARIABLE, "").strip()
+    if not text:
+        return DEFAULT_CACHE_MAX_BYTES
+    try:
+        return int(parse_quantity(text))
+    except ValueError:
+        raise DatasetError(f"{CACHE_MAX_VARIABLE} must be a size in bytes such as 4000000000 or 4Gi, "
+                           f"got {text!r}") from None
+
+
+_caches: dict[str, DatasetCache] = {}
+
+
+def process_cache(purpose: str) -> DatasetCache:
+    """The cache of staged dataset files, kept for this process's life.
 
     Under ``$DRO_CACHE_DIR`` when set (the embedded platform gives each warm worker one that
     outlives its calls), else under ``TMPDIR``: a cold function's, gone with its pod. Made anew
-    if something removed it."""
+    if something removed it. Its bound is read again on every use."""
     cached = _caches.get(purpose)
-    if cached is None or not os.path.isdir(cached):
+    if cached is None or not os.path.isdir(cached.folder):
         import atexit
         import shutil
         import tempfile
@@ -179,30 +306,90 @@ def process_cache(purpose: str) -> str:
         base = os.environ.get("DRO_CACHE_DIR") or None
         if base:
             os.makedirs(base, exist_ok=True)
-        cached = _caches[purpose] = tempfile.mkdtemp(prefix=f"dro-{purpose}-", dir=base)
-        atexit.register(shutil.rmtree, cached, True)
+        folder = tempfile.mkdtemp(prefix=f"dro-{purpose}-", dir=base)
+        cached = _caches[purpose] = DatasetCache(folder, cache_max_bytes())
+        atexit.register(shutil.rmtree, folder, True)
+    cached.max_bytes = cache_max_bytes()
     return cached
 
 
-def stage_for_head_node(storage_of, args: tuple) -> tuple[tuple, dict[str, str]]:
-    """The RDataFrame arguments with the first ``s3://`` file staged locally: DistRDF's head node
-    builds a local dataframe of the dataset (to compile the graph), which opens that file. Returns
-    the arguments and {local path: URL}; ``storage_of()`` gives the storage (connects lazily)."""
+_head_node_urls: dict[str, str] = {}  # a file the head node staged -> its URL
+_head_node_chains: list[Any] = []  # chains built for head nodes, alive as long as their dataframes may be
+
+
+def head_node_url(path: str) -> str | None:
+    """The URL of a file this process staged for a head node (PathPolicy names it back)."""
+    return _head_node_urls.get(path)
+
+
+def _chain_files(chain) -> tuple[list[str], list[str]]:
     import ROOT
 
-    if args and isinstance(args[0], ROOT.TChain) and not args[0].GetListOfFriends():
-        # A chain of objects (a Snapshot kept in storage): by tree name and files instead.
+    return ([str(f) for f in ROOT.Internal.TreeUtils.GetFileNamesFromTree(chain)],
+            [str(t) for t in ROOT.Internal.TreeUtils.GetTreeFullPaths(chain)])
+
+
+def _staged_chain(ROOT, name: str, files: list[str], trees: list[str], stage) -> Any:
+    """A chain of ``files`` (each with its tree), the first staged: the head node opens only it."""
+    chain = ROOT.TChain(name)
+    for index, (path, tree) in enumerate(zip(files, trees, strict=True)):
+        chain.Add(f"{stage(path) if index == 0 else path}?#{tree}")
+    return chain
+
+
+def _stage_chain_with_friends(ROOT, chain, stage) -> Any:
+    """The user's chain rebuilt with its friends, the first file of the chain and of each friend
+    staged; the ranges name the URLs again (PathPolicy, through :func:`head_node_url`)."""
+    files, trees = _chain_files(chain)
+    info = ROOT.Internal.TreeUtils.GetFriendInfo(chain)
+    rebuilt = _staged_chain(ROOT, str(chain.GetName()), files, trees, stage)
+    keep = [rebuilt]
+    for index, names in enumerate(info.fFriendNames):
+        friend_files = [str(f) for f in info.fFriendFileNames[index]]
+        subnames = [str(t) for t in info.fFriendChainSubNames[index]] or [str(names.first)] * len(friend_files)
+        friend = _staged_chain(ROOT, str(names.first), friend_files, subnames, stage)
+        rebuilt.AddFriend(friend, str(names.second))
+        keep.append(friend)
+    _head_node_chains.append(keep)
+    return rebuilt
+
+
+def stage_for_head_node(storage_of, args: tuple) -> tuple[tuple, dict[str, str]]:
+    """The RDataFrame arguments with the first object-storage file staged locally: DistRDF's head
+    node builds a local dataframe of the dataset (to compile the graph), which opens that file, and
+    the first file of each friend tree. Returns the arguments and {local path: URL} of the main
+    chain's files; ``storage_of()`` gives the deployment's storage (connects lazily)."""
+    import ROOT
+
+    staging = S3Staging(None, "head-node")
+
+    def stage(name: str) -> str:
+        if not is_s3(name):
+            return name
+        if staging.storage is None and split_s3_url(name)[0] is None:
+            staging.storage = storage_of()
+        path = staging._renamed(name)
+        _head_node_urls[path] = name
+        return path
+
+    if args and isinstance(args[0], ROOT.TChain):
         chain = args[0]
-        files = [str(f) for f in ROOT.Internal.TreeUtils.GetFileNamesFromTree(chain)]
-        if any(f.startswith("s3://") for f in files):
+        files, _trees = _chain_files(chain)
+        if chain.GetListOfFriends():
+            info = ROOT.Internal.TreeUtils.GetFriendInfo(chain)
+            friend_files = [str(f) for names in info.fFriendFileNames for f in names]
+            if not any(is_s3(f) for f in [*files, *friend_files]):
+                return args, {}
+            return (_stage_chain_with_friends(ROOT, chain, stage), *args[1:]), staging.originals
+        if any(is_s3(f) for f in files):
+            # A chain of objects (a Snapshot kept in storage): by tree name and files instead.
             args = (str(chain.GetName()), files, *args[1:])
     if len(args) < 2 or not isinstance(args[0], str):
         return args, {}
     files = [args[1]] if isinstance(args[1], str) else args[1]
-    if not isinstance(files, (list, tuple)) or not files or not str(files[0]).startswith("s3://"):
+    if not isinstance(files, (list, tuple)) or not files or not is_s3(str(files[0])):
         return args, {}
-    staging = S3Staging(storage_of(), "head-node")
-    first = staging._renamed(str(files[0]))
+    first = stage(str(files[0]))
     staged = first if isinstance(args[1], str) else [first, *files[1:]]
     return (args[0], staged, *args[2:]), staging.originals
 

@@ -101,6 +101,20 @@ class Deployment:
         secrets back, so the fingerprint is how a client sees which key the services hold."""
         return replace(self.with_secrets({SIGNING_ENV: key}), variables={**self.variables, KEY_ID_ENV: key_id(key)})
 
+    def with_dataset_credentials(self, environ: dict[str, str] | None = None) -> Deployment:
+        """``S3_ACCESS_KEY``/``S3_SECRET_KEY`` (of ``environ``, default this process's environment)
+        as OSCAR secrets: the keys the functions read ``s3http(s)://`` datasets of another S3
+        endpoint with (datasets.py). ValueError naming what is missing, never a value."""
+        import os
+
+        from .storage import DATASET_KEYS
+
+        env = os.environ if environ is None else environ
+        missing = [name for name in DATASET_KEYS if not env.get(name)]
+        if missing:
+            raise ValueError(f"dataset credentials: {' and '.join(missing)} not set in the environment")
+        return self.with_secrets({name: env[name] for name in DATASET_KEYS})
+
     @property
     def bucket_name(self) -> str:
         """The base bucket: the mapper's input and the folders no service watches."""

@@ -61,6 +61,10 @@ class OSCARExecutor:
         snapshots: where a Snapshot's files go: "download" (default: where the user asked),
             "merge" (one file there) or "storage" (kept in object storage, read by URL). See
             ``snapshots.py``.
+        dataset_credentials: give the services this client's ``S3_ACCESS_KEY``/``S3_SECRET_KEY`` as
+            OSCAR secrets, for ``s3http(s)://`` datasets on another S3 endpoint (with
+            ``auto_deploy``, as on ``LocalCluster``; on a real cluster the operator runs
+            ``distrdf-oscar deploy --dataset-credentials``).
         shared_paths: local folders the functions can read too (a file system the cluster mounts,
             such as ``/cvmfs``); a dataset file elsewhere on the client's disk is refused at
             submission. ``LocalCluster`` shares ``/``. See ``datasets.py``.
@@ -72,7 +76,8 @@ class OSCARExecutor:
                  deployment: Deployment | None = None, reduction: plan.Reduction | None = None,
                  concurrency: int = 8, auto_deploy: bool = False, poll_interval: float = 0.2,
                  retries: int = 3, retry_after: float = 60.0, retry_factor: float = 3.0,
-                 progress: bool = True, shared_paths: Sequence[str] = (), snapshots: str = "download") -> None:
+                 progress: bool = True, shared_paths: Sequence[str] = (), snapshots: str = "download",
+                 dataset_credentials: bool = False) -> None:
         if not ssl_verify:
             warnings.warn(f"TLS certificate verification is disabled for {endpoint}", stacklevel=2)
         if concurrency < 1:
@@ -83,6 +88,11 @@ class OSCARExecutor:
             raise ConfigurationError(str(exc)) from None
         self.reduction = plan.resolve(reduction)
         self.deployment = (deployment or Deployment()).with_signing_key(signing_key)
+        if dataset_credentials:
+            try:
+                self.deployment = self.deployment.with_dataset_credentials()
+            except ValueError as exc:
+                raise ConfigurationError(str(exc)) from None
         self.cluster = OSCARCluster(endpoint, user=user, password=password, token=token, verify=ssl_verify)
         self._storage_config = storage
         self._storage_endpoint = storage_endpoint

@@ -273,23 +273,8 @@ class Storage:
     # -- datasets: the user's objects, in any bucket these keys can read; not signed ------------
     def fetch_dataset(self, bucket: str, key: str, cache: str) -> str:
         """A local copy of ``s3://bucket/key``, downloaded once per object version into ``cache``."""
-        try:
-            etag = self.client.stat_object(bucket, key).etag or "unknown"
-        except Exception as exc:
-            raise self._fail("dataset lookup", key, exc, bucket=bucket) from exc
-        path = os.path.join(cache, bucket, f"{key}.{etag.strip(chr(34))[:16]}")
-        if os.path.exists(path):
-            return path
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        partial = f"{path}.{os.getpid()}.part"
-        try:
-            self.client.fget_object(bucket, key, partial)
-        except Exception as exc:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(partial)
-            raise self._fail("dataset download", key, exc, bucket=bucket) from exc
-        os.replace(partial, path)  # whole or absent, for a concurrent reader of the cache
-        return path
+        return fetch_object(self.client, bucket, key, cache,
+                            lambda action, exc: self._fail(action, key, exc, bucket=bucket))
 
     def keep_dataset(self, key: str, dataset_key: str) -> str:
         """Copy a job's object (server side) to ``dataset_key`` of the base bucket, which outlives
@@ -397,3 +382,84 @@ class Arrivals:
             self._seen_run += 1
         return new
 
+
+# -- datasets on another S3 endpoint ---------------------------------------------------------------
+# The keys of another endpoint's datasets, named as ROOT's TS3WebFile reads them: in the client's
+# environment, and in the functions' as secrets of the services (deploy --dataset-credentials).
+DATASET_KEYS = ("S3_ACCESS_KEY", "S3_SECRET_KEY")
+CREDENTIAL_CODES = frozenset({"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken",
+                              "ExpiredToken", "AllAccessDisabled", "InvalidClientTokenId"})
+
+
+def fetch_object(client, bucket: str, key: str, cache: str, fail: Callable[[str, Exception], Exception]) -> str:
+    """Download ``bucket/key`` once per object version (its ETag) into ``cache``; returns the path.
+    A cached copy's modification time is its last use (datasets.DatasetCache evicts by it)."""
+    import hashlib
+
+    try:
+        etag = client.stat_object(bucket, key).etag or "unknown"
+    except Exception as exc:
+        raise fail("dataset lookup", exc) from exc
+    # One flat name per key (no folder of the key can climb out of the cache), its end readable.
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    path = os.path.join(cache, bucket, f"{digest}-{key.rsplit('/', 1)[-1][-80:]}.{etag.strip(chr(34))[:16]}")
+    if os.path.exists(path):
+        os.utime(path)
+        return path
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    partial = f"{path}.{os.getpid()}.part"
+    try:
+        client.fget_object(bucket, key, partial)
+    except Exception as exc:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(partial)
+        raise fail("dataset download", exc) from exc
+    os.replace(partial, path)  # whole or absent, for a concurrent reader of the cache
+    return path
+
+
+class DatasetEndpoint:
+    """Another S3 endpoint's objects (``s3http://host:port/bucket/key``, ``s3https://...``), read
+    with the keys in ``S3_ACCESS_KEY``/``S3_SECRET_KEY`` (anonymously without them). Errors name
+    the URL and what to fix, never the keys. An endpoint that does not answer fails within
+    seconds: two connection retries, not the deployment storage's twelve seconds of backoff."""
+
+    def __init__(self, endpoint: str, environ: dict[str, str] | None = None) -> None:
+        import urllib3
+        from minio import Minio
+
+        env = os.environ if environ is None else environ
+        access, secret = (env.get(name) or None for name in DATASET_KEYS)
+        self.endpoint = endpoint
+        self.anonymous = not (access and secret)
+        host, secure = split_endpoint(endpoint)
+        http = urllib3.PoolManager(
+            timeout=urllib3.Timeout(connect=5, read=60), maxsize=4, cert_reqs="CERT_REQUIRED",
+            retries=urllib3.Retry(total=2, connect=2, read=2, status=2, backoff_factor=0.25,
+                                  status_forcelist=[500, 502, 503, 504], allowed_methods=None,
+                                  raise_on_status=False))
+        self.client = Minio(host, access_key=None if self.anonymous else access,
+                            secret_key=None if self.anonymous else secret, secure=secure,
+                            region=env.get("S3_REGION") or "us-east-1", http_client=http)
+
+    def error(self, action: str, url: str, exc: Exception) -> StorageError:
+        import urllib3
+
+        code = getattr(exc, "code", None)
+        if code is None and isinstance(exc, (urllib3.exceptions.HTTPError, OSError)):
+            reason = getattr(exc, "reason", None) or exc
+            return StorageError(f"{action} of {url} failed: the S3 endpoint {self.endpoint} did not answer "
+                                f"({type(reason).__name__})", transient=True)
+        code = code or type(exc).__name__
+        if code in MISSING_CODES or code == "NoSuchBucket":
+            return StorageError(f"{action} of {url} failed: {code} (no such object on {self.endpoint})")
+        keys = "/".join(DATASET_KEYS)
+        if code in CREDENTIAL_CODES or self.anonymous:
+            why = (f"no {keys} set: the request was anonymous" if self.anonymous else
+                   f"check the keys in {keys}")
+            return StorageError(f"{action} of {url} failed: {code} ({why}; the functions get them as "
+                                "secrets of the services: distrdf-oscar deploy --dataset-credentials)")
+        return StorageError(f"{action} of {url} failed: {code}", transient=_is_transient(exc))
+
+    def fetch(self, url: str, bucket: str, key: str, cache: str) -> str:
+        return fetch_object(self.client, bucket, key, cache, lambda action, exc: self.error(action, url, exc))

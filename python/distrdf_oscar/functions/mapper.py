@@ -119,9 +119,12 @@ def run(ctx: context.FunctionContext, trigger: MapperTrigger) -> None:
 
     datasets.read_urls_remotely(ROOT)
     staging = datasets.S3Staging(ctx.storage, "datasets")
-    staging.rewrite_ranges([current_range])
-    _prepare(mapper, current_range)
-    result = mapper(current_range)
+    try:
+        staging.rewrite_ranges([current_range])
+        _prepare(mapper, current_range)
+        result = mapper(current_range)
+    finally:
+        staging.release()  # this range's files may leave the cache now (datasets.DatasetCache)
     staging.restore_names(result)
     _upload_snapshots(ctx, keys, result, trigger.range_id)
     path = ctx.scratch("partial.root")
