@@ -164,3 +164,27 @@ def test_absolute_paths_need_no_working_directory(tmp_path, monkeypatch):
     assert policy.rename("root://host//f.root") == "root://host//f.root"
     with pytest.raises(FileNotFoundError):
         policy.rename("f.root")  # only a relative path needs it
+
+
+def test_an_rntuple_at_a_relative_path_gives_the_single_process_result(warm_cluster, tmp_path, monkeypatch):
+    """DistRDF in ROOT 6.40 runs RNTuple inputs (RNTupleHeadNode); a relative path means the client's
+    directory, as for trees."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    options = ROOT.RDF.RSnapshotOptions()
+    options.fOutputFormat = ROOT.RDF.ESnapshotOutputFormat.kRNTuple
+    for index in range(2):
+        ROOT.RDataFrame(3000).Define("x", f"double(rdfentry_ * 3 + {index})").Define("n", "int(rdfentry_ % 7)") \
+            .Snapshot("ntpl", f"../data/nt{index}.root", ["x", "n"], options)
+    names = ["../data/nt0.root", "../data/nt1.root"]
+
+    def book(df):
+        return [df.Count(), df.Filter("n > 2").Sum("x"), df.Histo1D(("x", "x", 50, 0, 9000), "x"),
+                df.Filter("n == 5").AsNumpy(["x"], lazy=True)]
+
+    executor = warm_cluster.executor(progress=False)
+    got = values(book(ROOT.RDataFrame("ntpl", names, executor=executor, npartitions=3)))
+    for index, (g, e) in enumerate(zip(got, values(book(ROOT.RDataFrame("ntpl", names))), strict=True)):
+        assert_same_value(g, e, f"action {index}")
+    assert _job_keys(executor) == []

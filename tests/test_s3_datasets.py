@@ -321,3 +321,51 @@ def test_deploy_gives_the_dataset_credentials_as_secrets(warm_cluster, other_end
     monkeypatch.delenv("S3_SECRET_KEY")
     assert cli.main(command) != 0
     assert "dataset credentials: S3_SECRET_KEY not set in the environment" in capsys.readouterr().err
+
+
+def test_the_dataset_cache_stays_under_its_bound(warm_cluster, upload_to, dimuon_files, local_spectrum, tmp_path,
+                                                 monkeypatch):
+    """DRO_CACHE_MAX_BYTES bounds a process's staged files: the least recently used go first, never
+    one a running range has open (pinned until S3Staging.release)."""
+    import glob
+    import os
+    import time
+
+    from distrdf_oscar import datasets
+
+    urls = upload_to(warm_cluster)
+    bound = int(1.5 * max(os.path.getsize(p) for p in dimuon_files))  # room for one file, not two
+    storage = warm_cluster.executor(progress=False).storage
+    monkeypatch.setenv("DRO_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv(datasets.CACHE_MAX_VARIABLE, str(bound))
+    monkeypatch.setattr(datasets, "_caches", {})
+    staging = datasets.S3Staging(storage, "bounded")
+    first, second = staging.rename(urls[0]), staging.rename(urls[1])
+    assert os.path.exists(first)  # over the bound, but one range reads both
+    assert os.path.exists(second)
+    staging.release()
+    assert not os.path.exists(first)  # the least recently used went
+    assert os.path.exists(second)
+    again = datasets.S3Staging(storage, "bounded")
+    assert again.rename(urls[1]) == second
+    again.release()
+    cache = datasets.process_cache("bounded")
+    assert sum(size for _, size, _ in cache.files()) <= bound
+
+    # The warm workers, bounded the same way, give the exact result.
+    deployment = warm_cluster.deployment("cachebound")
+    deployment = deployment.__class__(name=deployment.name, variables={**deployment.variables,
+                                                                       datasets.CACHE_MAX_VARIABLE: str(bound)})
+    executor = warm_cluster.executor(progress=False, deployment=deployment)
+    executor.shared_paths = ()
+    started = time.time()
+    df = ROOT.RDataFrame("Events", urls, executor=executor, npartitions=6)
+    for name, result in book_dimuon_spectrum(df).items():
+        assert_same_value(result.GetValue(), local_spectrum[name], name)
+    used = [folder for folder in glob.glob(os.path.join(warm_cluster.platform.tmpdir, "**", "dro-datasets-*"),
+                                           recursive=True)
+            if any(os.path.getmtime(os.path.join(f, n)) >= started for f, _, names in os.walk(folder) for n in names)]
+    assert used, "no warm worker staged a file"
+    for folder in used:
+        assert sum(os.path.getsize(os.path.join(f, n)) for f, _, names in os.walk(folder) for n in names) <= bound
+    assert _job_keys(executor) == []
