@@ -80,10 +80,10 @@ def _crash_marker(keys: layout.JobKeys, output: str, retry: int) -> ErrorMarker:
 def test_a_crash_is_retried_once_however_many_retries_are_allowed():
     keys = layout.JobKeys("j20261124120000-0123abcd")
     job_plan = TreeReduction(fan_in=2).describe(2, keys.job_id)
-    triggers = {r: MapperTrigger(keys.job_id, r, "", keys.mapper_payload, job_plan.mapper_output(r)).to_json()
+    triggers = {r: MapperTrigger(keys.job_id, r, "", keys.mapper_payload, job_plan.mapper_output((r, r + 1))).to_json()
                 for r in range(2)}
     tracker = Tracker.for_plan(keys, job_plan, triggers, RetryPolicy(retries=5))
-    output = job_plan.mapper_output(0)
+    output = job_plan.mapper_output((0, 1))
     trigger = tracker.on_error("e0", _crash_marker(keys, output, 0))
     assert trigger is not None
     assert trigger.label == "mapper of range 0"

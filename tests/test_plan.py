@@ -10,7 +10,7 @@ import pytest
 
 from distrdf_oscar import CoordinatedReduction, PlanError, TreeReduction, layout
 from distrdf_oscar.messages import MessageError
-from distrdf_oscar.plan import auto_batches, plan_from_json, resolve, tree_groups
+from distrdf_oscar.plan import auto_batches, plan_from_json, ranges_per_call, resolve, tree_groups
 
 
 @pytest.mark.parametrize("fan_in", [0, 1, -3, 2.5, "2", True])
@@ -81,11 +81,11 @@ def test_job_plans_travel_as_json_unchanged(reduction):
 def test_mapper_outputs_and_steps_follow_the_mode():
     keys = layout.JobKeys(JOB_ID)
     tree = TreeReduction(fan_in=2).describe(4, JOB_ID)
-    assert [tree.mapper_output(r) for r in range(4)] == [keys.tree_partial(r, r + 1) for r in range(4)]
+    assert [tree.mapper_output((r, r + 1)) for r in range(4)] == [keys.tree_partial(r, r + 1) for r in range(4)]
     assert tree.steps() == 3
-    assert TreeReduction(fan_in=2).describe(1, JOB_ID).mapper_output(0) == keys.result
+    assert TreeReduction(fan_in=2).describe(1, JOB_ID).mapper_output((0, 1)) == keys.result
     coordinated = CoordinatedReduction([3, 2]).describe(4, JOB_ID)
-    assert coordinated.mapper_output(2) == keys.partial(2, 3)
+    assert coordinated.mapper_output((2, 3)) == keys.partial(2, 3)
     assert coordinated.steps() == 2
     # A single partial still passes through one batch reducer, which writes the result.
     single = CoordinatedReduction().describe(1, JOB_ID)
@@ -93,6 +93,36 @@ def test_mapper_outputs_and_steps_follow_the_mode():
     assert single.sizes == [1]
     assert single.steps() == 1
     assert single.batch_output(0) == keys.result
+
+
+def test_calls_of_several_ranges_make_the_leaves_and_the_items():
+    keys = layout.JobKeys(JOB_ID)
+    tree = TreeReduction(fan_in=2).describe(7, JOB_ID, ranges_per_call=3)
+    assert tree.tasks == [(0, 3), (3, 6), (6, 7)]
+    assert tree.groups() == [[(0, 3), (3, 6)], [(0, 6), (6, 7)]]
+    assert tree.mapper_output((3, 6)) == keys.tree_partial(3, 6)
+    # A plan counts the calls' partials: 3 calls make 3 items, and [6, 3] is refused naming 3.
+    coordinated = CoordinatedReduction([2, 2]).describe(7, JOB_ID, ranges_per_call=3)
+    assert coordinated.items() == (keys.partial(0, 3), keys.partial(3, 6), keys.partial(6, 7), keys.batch_result(0))
+    with pytest.raises(PlanError, match=r"does not merge 3 partials exactly once"):
+        CoordinatedReduction([6, 3]).describe(8, JOB_ID, ranges_per_call=3)
+
+
+@pytest.mark.parametrize(("npartitions", "concurrency", "reduction", "requested", "expected"), [
+    (8, 2, TreeReduction(4), None, 1),  # 4 calls per slot already
+    (1000, 2, TreeReduction(4), None, 125),  # 8 calls: four per slot
+    (1000, 80, CoordinatedReduction(), None, 4),
+    (8, 2, CoordinatedReduction([6, 3]), None, 1),  # an explicit plan counts ranges
+    (1000, 2, TreeReduction(4), 10, 10),  # the user's setting wins
+])
+def test_ranges_per_call_default_amortises_calls(npartitions, concurrency, reduction, requested, expected):
+    assert ranges_per_call(npartitions, concurrency, reduction, requested) == expected
+
+
+def test_ranges_per_call_refuses_nonsense():
+    for bad in (0, -1, True, 2.5):
+        with pytest.raises(PlanError, match="ranges_per_call must be an integer of at least 1"):
+            ranges_per_call(8, 2, TreeReduction(4), bad)
 
 
 @pytest.mark.parametrize(("body", "message"), [

@@ -25,7 +25,7 @@ def tracker(mode: str, n: int, clock: Clock, **policy) -> Tracker:
     job_plan = reduction.describe(n, JOB.job_id)
     triggers = {}
     for r in range(n):
-        output = job_plan.mapper_output(r)
+        output = job_plan.mapper_output((r, r + 1))
         triggers[r] = MapperTrigger(JOB.job_id, r, range="", payload=JOB.mapper_payload, output=output).to_json()
     return Tracker.for_plan(JOB, job_plan, triggers, RetryPolicy(**policy), clock=clock)
 

@@ -57,6 +57,10 @@ class OSCARExecutor:
             missing counts as lost (default 60: a cold start on a busy cluster can take that long).
         retry_factor: a quiet spell also counts as a loss only once it is this many times longer
             than the longest one the job has seen (default 3). See ``docs/reliability.md``.
+        ranges_per_call: entry ranges one mapper call processes (its partial covers them all);
+            by default about ``npartitions / (4 x concurrency)``, so that a call's fixed cost (pod,
+            imports, JIT) is paid once for several ranges; 1 with an explicit coordinated plan,
+            whose batch sizes count one partial per range. See ``plan.ranges_per_call``.
         poll_interval, progress: see :class:`distrdf_oscar.job.JobOptions`.
         snapshots: where a Snapshot's files go: "download" (default: where the user asked),
             "merge" (one file there) or "storage" (kept in object storage, read by URL). See
@@ -77,7 +81,7 @@ class OSCARExecutor:
                  concurrency: int = 8, auto_deploy: bool = False, poll_interval: float = 0.2,
                  retries: int = 3, retry_after: float = 60.0, retry_factor: float = 3.0,
                  progress: bool = True, shared_paths: Sequence[str] = (), snapshots: str = "download",
-                 dataset_credentials: bool = False) -> None:
+                 dataset_credentials: bool = False, ranges_per_call: int | None = None) -> None:
         if not ssl_verify:
             warnings.warn(f"TLS certificate verification is disabled for {endpoint}", stacklevel=2)
         if concurrency < 1:
@@ -98,6 +102,12 @@ class OSCARExecutor:
         self._storage_endpoint = storage_endpoint
         self._ssl_verify = ssl_verify
         self.concurrency = concurrency
+        if ranges_per_call is not None:
+            try:
+                plan.ranges_per_call(1, concurrency, self.reduction, ranges_per_call)
+            except plan.PlanError as exc:
+                raise ConfigurationError(str(exc)) from None
+        self.ranges_per_call = ranges_per_call
         self.auto_deploy = auto_deploy
         self.shared_paths = tuple(shared_paths)
         try:
@@ -225,12 +235,13 @@ class OSCARExecutor:
                 on_partial: Callable[[Any], None] | None = None, reduction: plan.Reduction | None = None):
         """One DistRDF ``ProcessAndMerge``: returns the merged ``TaskResult``."""
         chosen = plan.resolve(reduction or self.reduction)
-        chosen.check(len(ranges))  # reject a plan that does not fit before anything is written
+        per_call = plan.ranges_per_call(len(ranges), self.concurrency, chosen, self.ranges_per_call)
+        chosen.check(len(ranges), per_call)  # reject a plan that does not fit before anything is written
         self._check_quota(chosen)
         job = Job(self.storage, chosen, self.options, idle=self._service_idle)
         self.last_job = job
         try:
-            return job.run(ranges, mapper, files, on_partial=on_partial)
+            return job.run(ranges, mapper, files, on_partial=on_partial, ranges_per_call=per_call)
         finally:
             self._forget_functions(job.functions)
 

@@ -97,17 +97,14 @@ class Job:
         if isinstance(job_plan, plan.CoordinatedPlan):
             # Start the coordinator first, so it is watching when the first partials land.
             self.storage.put_bytes(self.keys.coordinator_trigger, job_plan.to_json())
+        by_id = {current_range.id: current_range for current_range in ranges}
         triggers = {}
-        for current_range in ranges:
-            trigger = MapperTrigger(
-                job=self.job_id,
-                range_id=current_range.id,
-                range=base64.b64encode(cloudpickle.dumps(current_range)).decode("ascii"),
-                payload=self.keys.mapper_payload,
-                output=job_plan.mapper_output(current_range.id),
-            )
-            triggers[current_range.id] = trigger.to_json()
-            self.storage.put_bytes(self.keys.trigger(current_range.id), triggers[current_range.id])
+        for lo, hi in job_plan.tasks:
+            encoded = [base64.b64encode(cloudpickle.dumps(by_id[i])).decode("ascii") for i in range(lo, hi)]
+            trigger = MapperTrigger(job=self.job_id, range_id=lo, range=encoded[0], payload=self.keys.mapper_payload,
+                                    output=job_plan.mapper_output((lo, hi)), more=tuple(encoded[1:]))
+            triggers[lo] = trigger.to_json()
+            self.storage.put_bytes(self.keys.trigger(lo, hi), triggers[lo])
         return triggers
 
     # -- waiting ----------------------------------------------------------
@@ -144,13 +141,13 @@ class Job:
 
     def _wait(self, job_plan: plan.JobPlan, triggers: dict[int, bytes],
               on_partial: Callable[[Any], None] | None) -> None:
-        npartitions, steps = job_plan.npartitions, job_plan.steps()
+        calls, steps = len(job_plan.tasks), job_plan.steps()
         tracker = Tracker.for_plan(self.keys, job_plan, triggers, self.options.retry)
         self.tracker = tracker
         prefixes = [self.keys.prefix(folder) for folder in job_plan.watched_folders]
         expected = [item.key for item in tracker.expected]
         watches = [self.storage.arrivals(prefix, expected) for prefix in prefixes]
-        bar = _progress_bar(self.options.progress, npartitions + steps, self.job_id)
+        bar = _progress_bar(self.options.progress, calls + steps, self.job_id)
         failing_since: float | None = None
         checked = time.monotonic()
         delivered: set[str] = set()
@@ -170,14 +167,14 @@ class Job:
                     if not exc.transient or time.monotonic() - failing_since > self.options.storage_patience:
                         raise
                 mappers, reductions = tracker.counts()
-                if mappers == npartitions:
+                if mappers == calls:
                     self.timeline.setdefault("last_mapper", time.time())
                 if tracker.done:
                     self.timeline["result_seen"] = time.time()
                     bar.update(bar.total - bar.n)
                     return
-                bar.update(min(mappers, npartitions) + min(reductions, steps) - bar.n)
-                bar.set_postfix_str(f"mappers {mappers}/{npartitions}, reductions {reductions}/{steps}")
+                bar.update(min(mappers, calls) + min(reductions, steps) - bar.n)
+                bar.set_postfix_str(f"mappers {mappers}/{calls}, reductions {reductions}/{steps}")
                 if on_partial is not None:
                     for key in tracker.mapper_outputs():
                         if key not in delivered:
@@ -220,9 +217,11 @@ class Job:
         return remove_job(self.storage, self.job_id)
 
     def run(self, ranges: Sequence[Any], mapper: Callable, files: JobFiles,
-            on_partial: Callable[[Any], None] | None = None):
-        """Run the job to completion and return the merged DistRDF ``TaskResult``."""
-        job_plan = self.reduction.describe(len(ranges), self.job_id, self.options.coordinator_timeout)
+            on_partial: Callable[[Any], None] | None = None, ranges_per_call: int = 1):
+        """Run the job to completion and return the merged DistRDF ``TaskResult``; each mapper
+        call processes ``ranges_per_call`` consecutive ranges (the last call may have fewer)."""
+        job_plan = self.reduction.describe(len(ranges), self.job_id, self.options.coordinator_timeout,
+                                           ranges_per_call=ranges_per_call)
         self.timeline["submitted"] = time.time()
         try:
             triggers = self._submit(ranges, mapper, files, job_plan)

@@ -196,8 +196,9 @@ class JobKeys:
         """The file name of a :meth:`snapshot` key."""
         return key.rsplit("/", 1)[-1]
 
-    def trigger(self, range_id: int) -> str:
-        return f"{TRIGGERS}/{self.job_id}/{interval_stem(range_id, range_id + 1)}.json"
+    def trigger(self, lo: int, hi: int | None = None) -> str:
+        """The trigger of the mapper call for ranges ``[lo, hi)`` (one range by default)."""
+        return f"{TRIGGERS}/{self.job_id}/{interval_stem(lo, lo + 1 if hi is None else hi)}.json"
 
     def tree_partial(self, lo: int, hi: int) -> str:
         return f"{TREE_PARTIALS}/{self.job_id}/{interval_name(lo, hi)}"

@@ -109,13 +109,18 @@ class Lease(Message):
 
 @dataclass(frozen=True)
 class MapperTrigger(Message):
-    """``triggers/<job>/<range>.json`` (and its retries): one entry range to map."""
+    """``triggers/<job>/<lo>_<hi>.json`` (and its retries): one mapper call, ranges ``[lo, hi)``."""
 
     job: str
-    range_id: int
+    range_id: int  # lo: the call's first range
     range: str  # DistRDF's range object, cloudpickled and base64-encoded
     payload: str  # key of the pickled mapper and the names of the distributed files
-    output: str  # key of the partial the mapper writes
+    output: str  # key of the partial the mapper writes, covering all the call's ranges
+    more: tuple[str, ...] = ()  # the call's further ranges, lo + 1, lo + 2, ..., encoded as ``range``
+
+    @property
+    def interval(self) -> tuple[int, int]:
+        return self.range_id, self.range_id + 1 + len(self.more)
 
 
 @dataclass(frozen=True)

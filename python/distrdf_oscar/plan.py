@@ -40,12 +40,13 @@ class TreeReduction:
         if isinstance(self.fan_in, bool) or not isinstance(self.fan_in, int) or self.fan_in < 2:
             raise PlanError(f"TreeReduction fan_in must be an integer >= 2, got {self.fan_in!r}")
 
-    def check(self, npartitions: int) -> None:
+    def check(self, npartitions: int, ranges_per_call: int = 1) -> None:
         _check_npartitions(npartitions)
 
-    def describe(self, npartitions: int, job: str, coordinator_timeout: float = 3600.0) -> TreePlan:
+    def describe(self, npartitions: int, job: str, coordinator_timeout: float = 3600.0,
+                 ranges_per_call: int = 1) -> TreePlan:
         self.check(npartitions)
-        return TreePlan(job=job, npartitions=npartitions, fan_in=self.fan_in)
+        return TreePlan(job=job, npartitions=npartitions, fan_in=self.fan_in, ranges_per_call=ranges_per_call)
 
 
 @dataclass(frozen=True)
@@ -78,12 +79,17 @@ class CoordinatedReduction:
             )
         return batches
 
-    def check(self, npartitions: int) -> None:
-        self.plan_for(npartitions)
+    def check(self, npartitions: int, ranges_per_call: int = 1) -> None:
+        """A plan counts the mappers' partials: one per call of ``ranges_per_call`` ranges."""
+        _check_npartitions(npartitions)
+        self.plan_for(len(task_intervals(npartitions, ranges_per_call)))
 
-    def describe(self, npartitions: int, job: str, coordinator_timeout: float = 3600.0) -> CoordinatedPlan:
-        return CoordinatedPlan(job=job, npartitions=npartitions, batches=tuple(self.plan_for(npartitions)),
-                               coordinator_timeout=coordinator_timeout)
+    def describe(self, npartitions: int, job: str, coordinator_timeout: float = 3600.0,
+                 ranges_per_call: int = 1) -> CoordinatedPlan:
+        self.check(npartitions, ranges_per_call)
+        batches = self.plan_for(len(task_intervals(npartitions, ranges_per_call)))
+        return CoordinatedPlan(job=job, npartitions=npartitions, batches=tuple(batches),
+                               coordinator_timeout=coordinator_timeout, ranges_per_call=ranges_per_call)
 
 
 Reduction = TreeReduction | CoordinatedReduction
@@ -93,6 +99,33 @@ DEFAULT_REDUCTION = TreeReduction(fan_in=4)
 def _check_npartitions(npartitions: int) -> None:
     if npartitions < 1:
         raise PlanError(f"a job needs at least one partition, got {npartitions}")
+
+
+# Mapper calls per function slot when the user does not say: a call's fixed cost (a pod, the
+# imports, the JIT) is paid once for several ranges, and with four calls per slot the last wave
+# still balances the load (a slot idles for at most about a quarter of its work).
+CALLS_PER_SLOT = 4
+
+
+def ranges_per_call(npartitions: int, concurrency: int, reduction: Reduction,
+                    requested: int | None = None) -> int:
+    """How many consecutive entry ranges one mapper call processes.
+
+    ``requested`` (the user's setting) wins; otherwise ``ceil(N / (CALLS_PER_SLOT x
+    concurrency))``, so that N ranges make about four calls per slot, except with an explicit
+    coordinated plan, whose batch sizes count one partial per range."""
+    if requested is not None:
+        if isinstance(requested, bool) or not isinstance(requested, int) or requested < 1:
+            raise PlanError(f"ranges_per_call must be an integer of at least 1, got {requested!r}")
+        return requested
+    if isinstance(reduction, CoordinatedReduction) and reduction.batches is not None:
+        return 1
+    return max(1, math.ceil(npartitions / (CALLS_PER_SLOT * max(1, concurrency))))
+
+
+def task_intervals(npartitions: int, ranges_per_call: int) -> list[Interval]:
+    """The range intervals ``[lo, hi)`` of the mapper calls, in order."""
+    return [(lo, min(lo + ranges_per_call, npartitions)) for lo in range(0, npartitions, ranges_per_call)]
 
 
 def auto_batches(npartitions: int) -> list[int]:
@@ -106,9 +139,10 @@ def auto_batches(npartitions: int) -> list[int]:
     return batches
 
 
-def tree_groups(npartitions: int, fan_in: int) -> list[list[Interval]]:
-    """All reduction groups of a tree, bottom level first; the last group is the root."""
-    level: list[Interval] = [(i, i + 1) for i in range(npartitions)]
+def tree_groups(npartitions: int, fan_in: int, ranges_per_call: int = 1) -> list[list[Interval]]:
+    """All reduction groups of a tree over the mapper calls' partials, bottom level first; the
+    last group is the root."""
+    level: list[Interval] = task_intervals(npartitions, ranges_per_call)
     groups: list[list[Interval]] = []
     while len(level) > 1:
         upper: list[Interval] = []
@@ -158,6 +192,7 @@ class TreePlan(Message):
     job: str
     npartitions: int
     fan_in: int
+    ranges_per_call: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         return {"mode": self.mode, **super().to_dict()}
@@ -166,11 +201,16 @@ class TreePlan(Message):
     def watched_folders(self) -> tuple[str, ...]:
         return (layout.TREE_PARTIALS, layout.RESULTS)
 
-    def mapper_output(self, range_id: int) -> str:
-        return layout.JobKeys(self.job).tree_output(range_id, range_id + 1, self.npartitions)
+    @property
+    def tasks(self) -> list[Interval]:
+        """The mapper calls' range intervals."""
+        return task_intervals(self.npartitions, self.ranges_per_call)
+
+    def mapper_output(self, task: Interval) -> str:
+        return layout.JobKeys(self.job).tree_output(task[0], task[1], self.npartitions)
 
     def groups(self) -> list[list[Interval]]:
-        return tree_groups(self.npartitions, self.fan_in)
+        return tree_groups(self.npartitions, self.fan_in, self.ranges_per_call)
 
     def steps(self) -> int:
         return len(self.groups())
@@ -206,6 +246,7 @@ class CoordinatedPlan(Message):
     npartitions: int
     batches: tuple[int, ...]
     coordinator_timeout: float = 3600.0
+    ranges_per_call: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         return {"mode": self.mode, **super().to_dict()}
@@ -220,8 +261,13 @@ class CoordinatedPlan(Message):
     def watched_folders(self) -> tuple[str, ...]:
         return (layout.PARTIALS, layout.BATCHES, layout.RESULTS)
 
-    def mapper_output(self, range_id: int) -> str:
-        return layout.JobKeys(self.job).partial(range_id, range_id + 1)
+    @property
+    def tasks(self) -> list[Interval]:
+        """The mapper calls' range intervals."""
+        return task_intervals(self.npartitions, self.ranges_per_call)
+
+    def mapper_output(self, task: Interval) -> str:
+        return layout.JobKeys(self.job).partial(*task)
 
     def steps(self) -> int:
         return len(self.sizes)
@@ -233,12 +279,12 @@ class CoordinatedPlan(Message):
         """Every item the coordinator batches: the mappers' partials, then the batches' results
         (all but the last batch's, which is the job's result)."""
         keys = layout.JobKeys(self.job)
-        return (tuple(self.mapper_output(r) for r in range(self.npartitions))
+        return (tuple(self.mapper_output(task) for task in self.tasks)
                 + tuple(keys.batch_result(i) for i in range(len(self.sizes) - 1)))
 
     def expectations(self) -> list[Expectation]:
         keys = layout.JobKeys(self.job)
-        mappers = tuple(self.mapper_output(r) for r in range(self.npartitions))
+        mappers = tuple(self.mapper_output(task) for task in self.tasks)
         sizes, out, restart = self.sizes, [], self.to_json()
         for index, size in enumerate(sizes):
             items = mappers + tuple(keys.batch_result(i) for i in range(index))

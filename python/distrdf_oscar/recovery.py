@@ -113,11 +113,12 @@ class Tracker:
                  policy: RetryPolicy, clock: Callable[[], float] = time.monotonic) -> Tracker:
         tracker = cls(keys, policy, clock=clock)
         now = clock()
-        for range_id, body in sorted(mapper_triggers.items()):
-            trigger = Trigger(layout.TRIGGERS, layout.interval_stem(range_id, range_id + 1), body,
-                              f"mapper of range {range_id}", last_fired=now)
-            output = MapperTrigger.from_json(body).output
-            tracker.expected.append(Expected(output, lambda present: True, trigger, kind="mapper"))
+        for _, body in sorted(mapper_triggers.items()):
+            message = MapperTrigger.from_json(body)
+            lo, hi = message.interval
+            label = f"mapper of range {lo}" if hi == lo + 1 else f"mapper of ranges {lo}-{hi - 1}"
+            trigger = Trigger(layout.TRIGGERS, layout.interval_stem(lo, hi), body, label, last_fired=now)
+            tracker.expected.append(Expected(message.output, lambda present: True, trigger, kind="mapper"))
         # One trigger per retry object: the coordinator's restarts every batch launch it owes.
         triggers: dict[tuple[str, str], Trigger] = {}
         for item in job_plan.expectations():

@@ -104,20 +104,9 @@ def _upload_snapshots(ctx: context.FunctionContext, keys: layout.JobKeys, result
                 ctx.publish(keys.job_id, keys.snapshot(range_id, os.path.basename(path)), path)
 
 
-def run(ctx: context.FunctionContext, trigger: MapperTrigger) -> None:
-    import cloudpickle
-
-    keys = layout.JobKeys(trigger.job)
-    ctx.task_output = trigger.output
-    if not ctx.job_alive(keys.job_id) or ctx.storage.exists(trigger.output):
-        return  # the job ended (failed elsewhere, or interrupted), or another copy already did this range
-    payload = _payload(ctx.storage, trigger.payload)
-    _distribute(ctx.storage, keys, payload)
-    mapper = payload["mapper"]
-    current_range = cloudpickle.loads(base64.b64decode(trigger.range))
-    import ROOT
-
-    datasets.read_urls_remotely(ROOT)
+def _map_range(ctx: context.FunctionContext, keys: layout.JobKeys, mapper, current_range, range_id: int) -> str:
+    """Run DistRDF's mapper on one range, publish its AsNumpy rows and Snapshot files; returns the
+    path of its partial in the scratch folder."""
     staging = datasets.S3Staging(ctx.storage, "datasets")
     try:
         staging.rewrite_ranges([current_range])
@@ -126,13 +115,36 @@ def run(ctx: context.FunctionContext, trigger: MapperTrigger) -> None:
     finally:
         staging.release()  # this range's files may leave the cache now (datasets.DatasetCache)
     staging.restore_names(result)
-    _upload_snapshots(ctx, keys, result, trigger.range_id)
-    path = ctx.scratch("partial.root")
-    rows = partial.ColumnsFile(ctx.scratch("columns.root"), keys.columns(trigger.range_id))
-    meta = partial.write_partial(path, result, job_id=keys.job_id, range_id=trigger.range_id, columns_file=rows)
+    _upload_snapshots(ctx, keys, result, range_id)
+    path = ctx.scratch(f"partial-{range_id:06d}.root")
+    rows = partial.ColumnsFile(ctx.scratch(f"columns-{range_id:06d}.root"), keys.columns(range_id))
+    meta = partial.write_partial(path, result, job_id=keys.job_id, range_id=range_id, columns_file=rows)
     if meta.column_parts:
         # Before the partial that names it; a second copy of this range writes the same rows.
         ctx.publish(keys.job_id, rows.key, rows.path, failpoint=False)
+    return path
+
+
+def run(ctx: context.FunctionContext, trigger: MapperTrigger) -> None:
+    import cloudpickle
+
+    keys = layout.JobKeys(trigger.job)
+    ctx.task_output = trigger.output
+    if not ctx.job_alive(keys.job_id) or ctx.storage.exists(trigger.output):
+        return  # the job ended (failed elsewhere, or interrupted), or another copy already did these ranges
+    payload = _payload(ctx.storage, trigger.payload)
+    _distribute(ctx.storage, keys, payload)
+    mapper = payload["mapper"]
+    import ROOT
+
+    datasets.read_urls_remotely(ROOT)
+    # A call of several ranges pays its fixed cost once and hands on one partial for them all.
+    paths = [_map_range(ctx, keys, mapper, cloudpickle.loads(base64.b64decode(encoded)), trigger.range_id + offset)
+             for offset, encoded in enumerate((trigger.range, *trigger.more))]
+    path = paths[0]
+    if len(paths) > 1:
+        path = ctx.scratch("partial.root")
+        partial.merge_partials(path, paths)
     ctx.publish(keys.job_id, trigger.output, path, claim=True)
 
 
