@@ -100,3 +100,27 @@ def test_storage_that_ignores_conditional_writes_is_refused_naming_the_minio_rel
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_arrivals_list_only_past_the_run_already_seen(platform):
+    s = storage(platform)
+    expected = [f"arrive/{i:03d}" for i in range(6)]
+    listed: list[list[str]] = []
+    real_list = s.list
+    s.list = lambda prefix, start_after=None: listed.append(real_list(prefix, start_after)) or listed[-1]
+    watch = s.arrivals("arrive/", expected)
+    for key in ("arrive/001", "arrive/000", "arrive/004", "arrive/unexpected"):
+        s.put_bytes(key, b"x")
+    assert watch.poll() == ["arrive/000", "arrive/001", "arrive/004"]
+    s.put_bytes("arrive/002", b"x")
+    assert watch.poll() == ["arrive/002"]
+    # The second listing started after 001, the end of the run of keys seen in order.
+    assert listed[-1] == ["arrive/002", "arrive/004", "arrive/unexpected"]
+    for key in ("arrive/003", "arrive/005"):
+        s.put_bytes(key, b"x")
+    assert watch.poll() == ["arrive/003", "arrive/005"]
+    assert watch.complete
+    assert watch.found == set(expected)
+    calls = len(listed)
+    assert watch.poll() == []
+    assert len(listed) == calls  # complete: no more listing
