@@ -22,6 +22,7 @@ import psutil
 import pytest
 import requests
 import yaml
+from minio.commonconfig import CopySource
 from minio.error import S3Error
 from oscar_python.client import Client
 
@@ -297,10 +298,13 @@ def _trigger_semantics(oscar, s3):
     wait_for_jobs(oscar, "semantics", 1)
     s3.remove_object("semantics", "in/new")
     put(s3, "semantics", "in/new", b"2")
-    jobs = wait_for_jobs(oscar, "semantics", 2)
+    wait_for_jobs(oscar, "semantics", 2)
+    # A server-side copy is an s3:ObjectCreated event too (OSCAR subscribes to them all).
+    s3.copy_object("semantics", "in/copied", CopySource("semantics", "in/new"))
+    jobs = wait_for_jobs(oscar, "semantics", 3)
     time.sleep(0.3)
-    assert len(jobs_of(oscar, "semantics")) == 2  # the pre-existing object never triggered
-    assert sorted(read_object(s3, "semantics", f"out/{name}") for name, _ in jobs) == [b"1", b"2"]
+    assert len(jobs_of(oscar, "semantics")) == 3  # the pre-existing object never triggered
+    assert sorted(read_object(s3, "semantics", f"out/{name}") for name, _ in jobs) == [b"1", b"2", b"2"]
 
 
 def test_run_service_and_job_endpoint(platform, oscar, s3):
