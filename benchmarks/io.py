@@ -11,6 +11,15 @@ Saves JSON and a PNG under --out.
 
 The original OSCAR prototype's MinIO reads stopped scaling at 32 mappers, at about 520 MB/s in
 total; that figure is drawn beside these.
+
+Then two choices a mapper makes, measured in this process on the first file split into
+``--npartitions / --files`` ranges (what one mapper reads):
+- XRootD: read the range directly through ``root://`` (what mappers do) vs copy the whole file to
+  local disk first (``TFile::Cp``) and read the range there: per range (a cold function) and with
+  the copy shared by all the file's ranges (one warm worker serving them all);
+- object storage: the bytes a range's reading takes (``TFile::GetFileBytesRead`` on the local copy:
+  what ranged GETs would fetch) vs the file's size (what whole-file staging fetches), and the time of
+  a whole-file GET.
 """
 
 from __future__ import annotations
@@ -101,23 +110,98 @@ def main() -> int:
         first, values = run(on(remote, urls), 1)
         record("s3, first run", first, values)
         record("s3, cached", *run(on(remote, urls), args.repeat))
+        report["choices"] = choices(ROOT, files[0], max(1, args.npartitions // len(files)), remote.storage,
+                                    urls[0])
         remote.storage.delete([url.split("/", 3)[3] for url in urls])
 
     reporting.save(report, args.out, "io", plot)
     return 0 if all(entry["identical"] for entry in report["sources"].values()) else 1
 
 
+def _read_range(ROOT, name: str, begin: int, end: int) -> float:
+    """Seconds to read every branch of entries [begin, end) of ``name``'s Events tree."""
+    start = time.perf_counter()
+    df = ROOT.RDataFrame("Events", name).Range(begin, end)
+    for result in book(df):
+        result.GetValue()
+    return time.perf_counter() - start
+
+
+def choices(ROOT, path: str, ranges: int, storage, s3_url: str) -> dict:
+    """Direct XRootD reads vs staging whole files; the bytes a range reads vs the file's size."""
+    import shutil
+    import tempfile
+
+    from distrdf_oscar.datasets import process_cache, read_urls_remotely
+    from distrdf_oscar.platform.embedded.xrootd import XRootDMissing, XRootDServer
+
+    read_urls_remotely(ROOT)
+    entries = ROOT.RDataFrame("Events", path).Count().GetValue()
+    bounds = [(entries * i // ranges, entries * (i + 1) // ranges) for i in range(ranges)]
+    size = os.path.getsize(path)
+    out: dict = {"file_bytes": size, "ranges": ranges, "entries": entries}
+    folder = tempfile.mkdtemp(prefix="io-choices-")
+    try:
+        server = None
+        try:
+            server = XRootDServer()
+            url = server.add(path)
+            _read_range(ROOT, url, 0, 1)  # connect once: the server's start is nobody's cost
+            direct = [_read_range(ROOT, url, b, e) for b, e in bounds]
+            copies, staged = [], []
+            for b, e in bounds:
+                local = os.path.join(folder, f"copy{b}.root")
+                start = time.perf_counter()
+                if not ROOT.TFile.Cp(url, local, False):
+                    raise RuntimeError(f"TFile::Cp {url} failed")
+                copies.append(time.perf_counter() - start)
+                staged.append(_read_range(ROOT, local, b, e))
+            out["xrootd"] = {"direct_s": sum(direct), "staged_per_range_s": sum(copies) + sum(staged),
+                             "staged_once_s": min(copies) + sum(staged), "copy_s": min(copies)}
+            print(f"xrootd, {ranges} ranges of one file: direct {sum(direct):.2f} s; staged per range "
+                  f"{sum(copies) + sum(staged):.2f} s; staged once {min(copies) + sum(staged):.2f} s "
+                  f"(copy {min(copies):.2f} s)")
+        except XRootDMissing as missing:
+            print(f"xrootd choice: skipped ({missing})")
+        finally:
+            if server is not None:
+                server.close()
+        fractions = []
+        for b, e in bounds:
+            ROOT.TFile.SetFileBytesRead(0)
+            _read_range(ROOT, path, b, e)
+            fractions.append(ROOT.TFile.GetFileBytesRead() / size)
+        bucket, key = s3_url[len("s3://"):].split("/", 1)
+        start = time.perf_counter()
+        storage.fetch_dataset(bucket, key, process_cache("io-benchmark").folder)
+        whole = time.perf_counter() - start
+        out["s3"] = {"range_read_fractions": fractions, "whole_file_get_s": whole}
+        print(f"s3: a range reads {min(fractions):.0%}..{max(fractions):.0%} of its file's {size / 1e6:.1f} MB "
+              f"(what ranged GETs would fetch); the whole-file GET took {whole:.2f} s")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return out
+
+
 def plot(report: dict, path: str) -> None:
     plt = reporting.pyplot()
     names = list(report["sources"])
     rates = [report["sources"][n]["mb_s"] for n in names]
-    fig, ax = plt.subplots(figsize=(9, 4))
+    xrootd = report.get("choices", {}).get("xrootd")
+    fig, axes = plt.subplots(2 if xrootd else 1, 1, figsize=(9, 7 if xrootd else 4), squeeze=False)
+    ax = axes[0][0]
     reporting.labelled_bars(ax, names, rates, lambda v: f"{v:.0f} MB/s", "#2a7")
     ax.axvline(report["prototype_minio_mb_s_at_32_mappers"], color="k", linestyle="--",
                label="original prototype, MinIO, 32 mappers (aggregate)")
     ax.set_xlabel("aggregate read throughput (MB/s of the dataset's size on disk)")
     ax.set_title(f"{report['events']:,} events, {report['megabytes']:.0f} MB, {report['workers']} warm workers")
     ax.legend(loc="lower right")
+    if xrootd:
+        choice = report["choices"]
+        labels = ["read directly", "staged per range", "staged once per worker"]
+        reporting.labelled_bars(axes[1][0], labels, [xrootd["direct_s"], xrootd["staged_per_range_s"],
+                                                     xrootd["staged_once_s"]], lambda v: f"{v:.2f} s", "#27a")
+        axes[1][0].set_xlabel(f"seconds to read one file's {choice['ranges']} ranges through XRootD")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
