@@ -207,6 +207,20 @@ def cmd_status(args) -> int:
     return 1 if missing else 0
 
 
+def cmd_pool(args) -> int:
+    """Start, stop or show the deployment's warm pool (an OSCAR exposed service)."""
+    executor = _cluster_and_deployment(args)
+    if args.action == "start":
+        done = executor.start_pool(args.size, wait=args.wait)
+        print(f"pool {executor.deployment.service_name('pool')}: {done}, {args.size} worker(s) asked for")
+    elif args.action == "stop":
+        print(f"pool {executor.deployment.service_name('pool')}: {executor.stop_pool()}")
+    workers = executor.pool_workers()
+    print(f"live pool workers: {len(workers)}" + "".join(f"\n  {w.worker}: {w.served} call(s) served"
+                                                        for w in sorted(workers, key=lambda w: w.worker)))
+    return 0 if args.action != "start" or len(workers) >= args.size or not args.wait else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     from .deployment import DEFAULT_CLUSTER_ID, SECRET_PLACEHOLDER
 
@@ -258,6 +272,17 @@ def main(argv: list[str] | None = None) -> int:
         if name == "undeploy":
             command.add_argument("--yes", action="store_true", help="confirm removal")
         command.set_defaults(func=func)
+
+    pool = sub.add_parser("pool", help="start, stop or show the deployment's warm pool",
+                          description="A warm pool is an OSCAR exposed service whose workers import ROOT once and "
+                                      "compute the mapper calls of every job while they live; jobs use it when it "
+                                      "is up, and the file-triggered services otherwise." + environment)
+    pool.add_argument("action", choices=("start", "stop", "status"))
+    pool.add_argument("--size", type=int, default=2, help="workers to run (start; default 2)")
+    pool.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                      help="wait this long for the workers to report (start; default: do not wait)")
+    add_deployment_flags(pool)
+    pool.set_defaults(func=cmd_pool)
 
     cleanup = sub.add_parser("cleanup", help="find and remove orphaned job data in the deployment's bucket",
                              description="Jobs a client could not clean up (killed, crashed) leave objects behind. "

@@ -32,7 +32,9 @@ ROLES: dict[str, tuple[str, str, str]] = {
     "coordinator": ("distrdf_oscar.functions.coordinator:main", layout.PLANS, COORDINATOR_CPU),
     "batch": ("distrdf_oscar.functions.batch_reducer:main", layout.BATCHES, "1"),
 }
-ENTRYPOINTS = {role: spec[0] for role, spec in ROLES.items()}
+POOL = "pool"  # the warm pool: an exposed service (functions/pool.py), started and stopped by operators
+POOL_PORT = 8080  # its api_port: the probes' port
+ENTRYPOINTS = {**{role: spec[0] for role, spec in ROLES.items()}, POOL: "distrdf_oscar.functions.pool:main"}
 
 
 # OSCAR's supervisor runs the script with /bin/sh (faas-supervisor, binary/supervisor.py) and
@@ -52,6 +54,13 @@ rm -f "$output" "$status"
 """
 REPORTED_EXIT = 3  # a function's exit status after it reported its own failure (functions/context.py)
 CRASH_VARIABLE = "DRO_ON_CRASH"  # the same report for warm workers (docs/local-platform.md)
+
+
+# An exposed service's container runs its script once (no supervisor): the worker is the pod.
+_POOL_SCRIPT = """#!/bin/sh
+# distrdf-oscar pool worker: runs for the pod's life (an OSCAR exposed service).
+exec "${DRO_PYTHON:-python3}" -m distrdf_oscar.functions pool
+"""
 
 
 def script(role: str) -> str:
@@ -153,6 +162,39 @@ class Deployment:
                 "variables": variables,
                 "secrets": {} if secrets_as_variables else secrets,
             },
+            **access,
+        }
+
+    def pool_service(self, size: int, storage_keys: tuple[str, str], release: tuple[int, int, int],
+                     secrets_as_variables: bool = False) -> dict[str, Any]:
+        """The OSCAR definition of the deployment's warm pool: an exposed service of ``size``
+        replicas (``functions/pool.py``). Its pods get no mounted MinIO keys, so ``storage_keys``
+        (access, secret) travel as its secrets; ``api_port`` is a number up to OSCAR 4.0 and a
+        list from 4.1 (``pkg/types/service.go``)."""
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"a pool needs at least one worker, got {size!r}")
+        from .functions.contract import POOL_KEYS
+        from .functions.pool import BUCKET_VARIABLE, PORT_VARIABLE, SERVICE_VARIABLE
+
+        name = self.service_name(POOL)
+        secrets = {**self.secrets, POOL_KEYS[0]: storage_keys[0], POOL_KEYS[1]: storage_keys[1]}
+        variables = {BUCKET_VARIABLE: self.bucket_name, PORT_VARIABLE: str(POOL_PORT), SERVICE_VARIABLE: name,
+                     **self.variables, **(secrets if secrets_as_variables else {})}
+        expose: dict[str, Any] = {"min_scale": size, "max_scale": size, "cpu_threshold": 80,
+                                  "api_port": [POOL_PORT] if release >= (4, 1, 0) else POOL_PORT}
+        if release >= (3, 6, 0):
+            expose["health_path"] = "/health"
+        access = {"visibility": self.visibility, "allowed_users": list(self.allowed_users)} if self.visibility else {}
+        return {
+            "name": name,
+            "image": self.image,
+            "cpu": self.cpu or "1",
+            "memory": self.memory,
+            "script": _POOL_SCRIPT,
+            "input": [],
+            "output": [],
+            "expose": expose,
+            "environment": {"variables": variables, "secrets": {} if secrets_as_variables else secrets},
             **access,
         }
 

@@ -11,10 +11,12 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from . import plan
+from . import layout, plan
 from .deployment import ROLES, Deployment
 from .job import Job, JobFiles, JobOptions
+from .messages import Heartbeat
 from .platform.oscar import OSCARCluster, OSCARError
+from .pools import live_workers
 from .quantities import parse_quantity
 from .recovery import RetryPolicy
 from .signing import Signer
@@ -61,6 +63,11 @@ class OSCARExecutor:
             by default about ``npartitions / (4 x concurrency)``, so that a call's fixed cost (pod,
             imports, JIT) is paid once for several ranges; 1 with an explicit coordinated plan,
             whose batch sizes count one partial per range. See ``plan.ranges_per_call``.
+        pool: offer the mapper calls to the deployment's warm pool (an OSCAR exposed service of
+            long-lived workers, ``distrdf-oscar pool start``): None (default) when one is up, True
+            to require one, False never. Pool jobs merge their tree inline, in the workers.
+        pool_overflow_after: seconds without a pool worker claiming a call after which the
+            unclaimed calls go to the file-triggered mappers (default 30).
         poll_interval, progress: see :class:`distrdf_oscar.job.JobOptions`.
         snapshots: where a Snapshot's files go: "download" (default: where the user asked),
             "merge" (one file there) or "storage" (kept in object storage, read by URL). See
@@ -81,7 +88,8 @@ class OSCARExecutor:
                  concurrency: int = 8, auto_deploy: bool = False, poll_interval: float = 0.2,
                  retries: int = 3, retry_after: float = 60.0, retry_factor: float = 3.0,
                  progress: bool = True, shared_paths: Sequence[str] = (), snapshots: str = "download",
-                 dataset_credentials: bool = False, ranges_per_call: int | None = None) -> None:
+                 dataset_credentials: bool = False, ranges_per_call: int | None = None,
+                 pool: bool | None = None, pool_overflow_after: float = 30.0) -> None:
         if not ssl_verify:
             warnings.warn(f"TLS certificate verification is disabled for {endpoint}", stacklevel=2)
         if concurrency < 1:
@@ -118,8 +126,13 @@ class OSCARExecutor:
             snapshot_mode = check_snapshot_mode(snapshots)
         except ValueError as exc:
             raise ConfigurationError(str(exc)) from None
+        if pool not in (None, True, False):
+            raise ConfigurationError(f"pool must be None (use one when up), True or False, got {pool!r}")
+        if pool_overflow_after <= 0:
+            raise ConfigurationError(f"pool_overflow_after must be positive, got {pool_overflow_after!r}")
+        self.pool = pool
         self.options = JobOptions(poll_interval=poll_interval, progress=progress, retry=policy,
-                                  snapshots=snapshot_mode)
+                                  snapshots=snapshot_mode, pool_overflow_after=pool_overflow_after)
         self._storage: Storage | None = None
         self.last_job: Job | None = None  # the most recent job, for its timeline
         self._lock = threading.Lock()
@@ -194,6 +207,27 @@ class OSCARExecutor:
 
         return datasets.upload(self.storage, paths, folder, self.options.progress if progress is None else progress)
 
+    # -- warm pools (operators) ------------------------------------------------------------------
+
+    def start_pool(self, size: int, wait: float = 0.0) -> str:
+        """Start (or resize) the deployment's warm pool of ``size`` workers, an OSCAR exposed
+        service; with ``wait``, wait up to that many seconds for them to report. Returns what
+        OSCAR was asked to do (created, updated, replaced)."""
+        config = self.storage.config
+        done = self.cluster.start_pool(self.deployment, size, (config.access_key, config.secret_key))
+        deadline = time.monotonic() + wait
+        while len(self.pool_workers()) < size and time.monotonic() < deadline:
+            time.sleep(0.5)
+        return done
+
+    def stop_pool(self) -> str:
+        """Stop the deployment's warm pool (jobs then use the file-triggered services)."""
+        return self.cluster.stop_pool(self.deployment)
+
+    def pool_workers(self) -> list[Heartbeat]:
+        """The live workers of the deployment's warm pool."""
+        return live_workers(self.storage)
+
     @property
     def storage(self) -> Storage:
         """Connects on first use: storage settings, buckets, and the deployment's services."""
@@ -238,12 +272,26 @@ class OSCARExecutor:
         per_call = plan.ranges_per_call(len(ranges), self.concurrency, chosen, self.ranges_per_call)
         chosen.check(len(ranges), per_call)  # reject a plan that does not fit before anything is written
         self._check_quota(chosen)
-        job = Job(self.storage, chosen, self.options, idle=self._service_idle)
+        use_pool = self._use_pool()
+        # Pool workers and inline merges are no OSCAR jobs: a listing cannot tell they are idle.
+        idle = self._service_idle if not use_pool else (
+            lambda folder, since: folder not in (layout.TRIGGERS, layout.TREE_PARTIALS, layout.BATCHES)
+            and self._service_idle(folder, since))
+        job = Job(self.storage, chosen, self.options, idle=idle)
         self.last_job = job
         try:
-            return job.run(ranges, mapper, files, on_partial=on_partial, ranges_per_call=per_call)
+            return job.run(ranges, mapper, files, on_partial=on_partial, ranges_per_call=per_call, pool=use_pool)
         finally:
             self._forget_functions(job.functions)
+
+    def _use_pool(self) -> bool:
+        if self.pool is False:
+            return False
+        workers = live_workers(self.storage)
+        if self.pool and not workers:
+            raise ConfigurationError(f"no warm pool is up for deployment {self.deployment.name!r} (pool=True): "
+                                     "ask the operator to run `distrdf-oscar pool start`, or leave pool unset")
+        return bool(workers)
 
     def _check_quota(self, reduction: plan.Reduction) -> None:
         """Refuse a reduction that the caller's Kueue quota can never run.

@@ -9,6 +9,8 @@ OSCAR reports a crashed script as a succeeded job.
 from __future__ import annotations
 
 import base64
+import dataclasses
+import logging
 import os
 import tempfile
 import time
@@ -22,6 +24,8 @@ from .recovery import JobRemoved, RemoteError, RetryPolicy, Tracker
 from .signing import SignatureError
 from .storage import Arrivals, Storage, StorageError
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class JobOptions:
@@ -33,6 +37,9 @@ class JobOptions:
     lease_ttl: float = leases.DEFAULT_TTL  # seconds without renewal after which cleanup may remove the job
     alive_check: float = 1.0  # seconds between checks that the job's objects were not removed
     snapshots: str = "download"  # where Snapshot files go: snapshots.MODES
+    # seconds a mapper call offered to a warm pool may wait unclaimed before the file-triggered
+    # mapper is invoked for it too (the two claim it: one computes it)
+    pool_overflow_after: float = 30.0
 
 
 @dataclass
@@ -72,6 +79,10 @@ class Job:
         self.tracker: Tracker | None = None  # what the job expected, and what it retried
         self.functions: dict[str, list[str]] = {}  # role -> OSCAR jobs that served this job
         self.lease = leases.Holder(storage, self.keys, ttl=options.lease_ttl)
+        self.pool = False  # whether a warm pool was offered the mapper calls
+        # pool jobs: lo -> (range interval, body) of each call offered to the pool, not yet overflowed
+        self._offered: dict[int, tuple[tuple[int, int], bytes]] = {}
+        self._claimed_at = 0.0  # when a pool worker was last seen claiming one of them (monotonic)
 
     @property
     def job_id(self) -> str:
@@ -103,9 +114,32 @@ class Job:
             encoded = [base64.b64encode(cloudpickle.dumps(by_id[i])).decode("ascii") for i in range(lo, hi)]
             trigger = MapperTrigger(job=self.job_id, range_id=lo, range=encoded[0], payload=self.keys.mapper_payload,
                                     output=job_plan.mapper_output((lo, hi)), more=tuple(encoded[1:]))
-            triggers[lo] = trigger.to_json()
-            self.storage.put_bytes(self.keys.trigger(lo, hi), triggers[lo])
+            triggers[lo] = trigger.to_json()  # retries carry no claim: they run whoever holds it
+            if self.pool:
+                # Offered to the pool, in a folder no webhook watches: no OSCAR job starts for it.
+                offer = dataclasses.replace(trigger, claim=self.keys.claim(lo, hi)).to_json()
+                self._offered[lo] = ((lo, hi), offer)
+                self.storage.put_bytes(self.keys.queued(lo, hi), offer)
+            else:
+                self.storage.put_bytes(self.keys.trigger(lo, hi), triggers[lo])
         return triggers
+
+    def _overflow(self, tracker: Tracker, claims: Arrivals) -> None:
+        """Pool jobs: once no pool worker has claimed a call for ``pool_overflow_after`` seconds
+        (the pool is gone, stuck or stopped), hand the unclaimed calls to the file-triggered mapper:
+        same body, same claim, so the pool and the mappers still compute each call once."""
+        now = time.monotonic()
+        if claims.poll():
+            self._claimed_at = now
+        if now - self._claimed_at < self.options.pool_overflow_after:
+            return
+        done = set(tracker.mapper_outputs())
+        log.warning("job %s: the warm pool took no call for %.0f s: the file-triggered mappers take the rest",
+                    self.job_id, now - self._claimed_at)
+        for lo, ((_, hi), offer) in sorted(self._offered.items()):
+            if self.keys.claim(lo, hi) not in claims.found and MapperTrigger.from_json(offer).output not in done:
+                self.storage.put_bytes(self.keys.trigger(lo, hi), offer)
+        self._offered.clear()
 
     # -- waiting ----------------------------------------------------------
     def _handle_errors(self, tracker: Tracker) -> None:
@@ -147,7 +181,9 @@ class Job:
         prefixes = [self.keys.prefix(folder) for folder in job_plan.watched_folders]
         expected = [item.key for item in tracker.expected]
         watches = [self.storage.arrivals(prefix, expected) for prefix in prefixes]
-        bar = _progress_bar(self.options.progress, calls + steps, self.job_id)
+        claims = self.storage.arrivals(self.keys.claims, [self.keys.claim(*task) for task, _ in self._offered.values()])
+        self._claimed_at = time.monotonic()
+        bar = _progress_bar(self.options.progress, calls + steps, self.job_id + (" (warm pool)" if self.pool else ""))
         failing_since: float | None = None
         checked = time.monotonic()
         delivered: set[str] = set()
@@ -155,6 +191,8 @@ class Job:
             while True:
                 try:
                     self._poll(tracker, watches)
+                    if self._offered:
+                        self._overflow(tracker, claims)
                     now = time.monotonic()
                     self.lease.renew(now)
                     if now - checked >= self.options.alive_check:
@@ -217,11 +255,13 @@ class Job:
         return remove_job(self.storage, self.job_id)
 
     def run(self, ranges: Sequence[Any], mapper: Callable, files: JobFiles,
-            on_partial: Callable[[Any], None] | None = None, ranges_per_call: int = 1):
+            on_partial: Callable[[Any], None] | None = None, ranges_per_call: int = 1, pool: bool = False):
         """Run the job to completion and return the merged DistRDF ``TaskResult``; each mapper
-        call processes ``ranges_per_call`` consecutive ranges (the last call may have fewer)."""
+        call processes ``ranges_per_call`` consecutive ranges (the last call may have fewer).
+        With ``pool``, the calls are offered to the deployment's warm pool first."""
+        self.pool = pool
         job_plan = self.reduction.describe(len(ranges), self.job_id, self.options.coordinator_timeout,
-                                           ranges_per_call=ranges_per_call)
+                                           ranges_per_call=ranges_per_call, pool=pool)
         self.timeline["submitted"] = time.time()
         try:
             triggers = self._submit(ranges, mapper, files, job_plan)
@@ -233,10 +273,10 @@ class Job:
             self.cleanup()
 
 
-def _progress_bar(enabled: bool, total: int, job_id: str):
+def _progress_bar(enabled: bool, total: int, label: str):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=f"distrdf-oscar {job_id}", unit="task", disable=not enabled, leave=False)
+    return tqdm(total=total, desc=f"distrdf-oscar {label}", unit="task", disable=not enabled, leave=False)
 
 
 def remove_job(storage: Storage, job_id: str) -> int:

@@ -34,12 +34,14 @@ JOBS = "jobs"  # payloads and manifest
 PARTIALS = "partials"  # coordinated mode: mapper outputs and batch results
 RESULTS = "results"  # the final result of a job
 ERRORS = "errors"  # error markers written by failing functions
+QUEUE = "queue"  # mapper calls offered to warm pools, which claim them (no webhook watches it)
+POOL = "pool"  # pool workers' heartbeats: not job objects
 # The user's datasets (uploads, Snapshots kept in storage), in the base bucket: not job objects,
 # so cleanup never touches them.
 DATASETS = "datasets"
 
 SERVICE_INPUTS = (TRIGGERS, TREE_PARTIALS, PLANS, BATCHES)
-JOB_FOLDERS = (JOBS, TRIGGERS, TREE_PARTIALS, PLANS, BATCHES, PARTIALS, RESULTS, ERRORS)
+JOB_FOLDERS = (JOBS, TRIGGERS, TREE_PARTIALS, PLANS, BATCHES, PARTIALS, RESULTS, ERRORS, QUEUE)
 # Service inputs with a bucket of their own; every other folder lives in the base bucket.
 OWN_BUCKET = (TREE_PARTIALS, PLANS, BATCHES)
 
@@ -88,6 +90,14 @@ def dataset_key(folder: str, name: str) -> str:
 def kept_snapshot_key(job_id: str, name: str) -> str:
     """A Snapshot file of a job, kept in storage after the job (``snapshots="storage"``)."""
     return dataset_key(f"snapshots/{job_id}", name)
+
+
+def pool_heartbeat(worker: str) -> str:
+    """Rewritten by a live pool worker every few seconds (functions/pool.py)."""
+    return f"{POOL}/workers/{worker}.json"
+
+
+POOL_HEARTBEATS = f"{POOL}/workers/"
 
 
 def new_job_id() -> str:
@@ -200,12 +210,29 @@ class JobKeys:
         """The trigger of the mapper call for ranges ``[lo, hi)`` (one range by default)."""
         return f"{TRIGGERS}/{self.job_id}/{interval_stem(lo, lo + 1 if hi is None else hi)}.json"
 
+    def queued(self, lo: int, hi: int) -> str:
+        """The mapper call for ranges ``[lo, hi)`` offered to warm pools."""
+        return f"{QUEUE}/{self.job_id}/{interval_stem(lo, hi)}.json"
+
+    def claim(self, lo: int, hi: int) -> str:
+        """Taken (a conditional write) by whoever computes the call ``[lo, hi)`` of a pool job: a
+        pool worker, or the file-triggered mapper it overflowed to; only one computes it."""
+        return self.claim_of(self.queued(lo, hi))
+
+    def queued_batch(self, index: int) -> str:
+        """A pool job's batch file: in the queue, for the pool's workers (no webhook watches it)."""
+        return f"{QUEUE}/{self.job_id}/batch_{self.batch_name(index)}.json"
+
+    def claim_of(self, queued: str) -> str:
+        """The claim of a queued item (a mapper call or a batch), named after it."""
+        return self.claims + queued.rsplit("/", 1)[-1].removesuffix(".json")
+
+    @property
+    def claims(self) -> str:
+        return f"{JOBS}/{self.job_id}/claims/"
+
     def tree_partial(self, lo: int, hi: int) -> str:
         return f"{TREE_PARTIALS}/{self.job_id}/{interval_name(lo, hi)}"
-
-    def tree_output(self, lo: int, hi: int, npartitions: int) -> str:
-        """Where the tree node covering ranges [lo, hi) lands: the root is the job's result."""
-        return self.result if (lo, hi) == (0, npartitions) else self.tree_partial(lo, hi)
 
     def partial(self, lo: int, hi: int) -> str:
         return f"{PARTIALS}/{self.job_id}/{interval_name(lo, hi)}"

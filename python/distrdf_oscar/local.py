@@ -16,15 +16,20 @@ from .deployment import COORDINATOR_CPU, Deployment
 from .executor import OSCARExecutor
 from .platform.embedded import LocalPlatform
 
+MODES = ("warm", "cold", "pool")
+POOL_START_TIMEOUT = 120.0  # seconds for the pool's workers to import ROOT and report
+
 
 class LocalCluster:
     """An OSCAR-compatible platform on this machine.
 
     Args:
         workers: CPU slots; at most this many one-core functions run at once.
-        mode: ``"warm"`` (pre-started workers with ROOT imported, like warm
-            serverless instances; the default) or ``"cold"`` (a fresh process per
-            invocation, like OSCAR's Kubernetes jobs).
+        mode: ``"warm"`` (pre-started workers with ROOT imported run the functions'
+            invocations: an emulator mode without an OSCAR counterpart; the default),
+            ``"cold"`` (a fresh process per invocation, like OSCAR's Kubernetes jobs) or
+            ``"pool"`` (cold invocations plus a warm pool of ``workers`` long-lived workers,
+            an OSCAR exposed service, as ``distrdf-oscar pool start`` runs on a real cluster).
         startup_delay: extra seconds added to every invocation, to emulate a
             slower platform in experiments.
         platform_options: passed to :class:`~distrdf_oscar.platform.embedded.LocalPlatform`, e.g.
@@ -32,15 +37,16 @@ class LocalCluster:
     """
 
     def __init__(self, workers: int = 2, mode: str = "warm", startup_delay: float = 0.0, **platform_options: Any):
-        if mode not in ("warm", "cold"):
-            raise ValueError(f"LocalCluster mode must be 'warm' or 'cold', got {mode!r}")
+        if mode not in MODES:
+            raise ValueError(f"LocalCluster mode must be one of {', '.join(MODES)}, got {mode!r}")
         if workers < 1:
             raise ValueError(f"LocalCluster needs at least one worker, got {workers}")
         self.workers = workers
         self.mode = mode
         # Headroom for a coordinator's fractional request, so it never takes a mapper's slot.
         platform_options.setdefault("headroom", float(COORDINATOR_CPU))
-        self.platform = LocalPlatform(workers=workers, mode=mode, startup_delay=startup_delay, **platform_options)
+        self.platform = LocalPlatform(workers=workers, mode="cold" if mode == "pool" else mode,
+                                      startup_delay=startup_delay, **platform_options)
         self._started = False
         # The deployment's signing key lives as long as the cluster, in memory only.
         self._signing_key = secrets.token_hex(32)
@@ -49,6 +55,16 @@ class LocalCluster:
         if not self._started:
             self.platform.start()
             self._started = True
+            if self.mode == "pool":
+                try:
+                    executor = self.executor(progress=False)
+                    executor.start_pool(self.workers, wait=POOL_START_TIMEOUT)
+                    if len(executor.pool_workers()) < self.workers:
+                        raise RuntimeError(f"the warm pool's {self.workers} workers did not report within "
+                                           f"{POOL_START_TIMEOUT:.0f} s (see the platform's log)")
+                except BaseException:
+                    self.close()
+                    raise
         return self
 
     def close(self) -> None:

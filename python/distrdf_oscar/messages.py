@@ -117,10 +117,21 @@ class MapperTrigger(Message):
     payload: str  # key of the pickled mapper and the names of the distributed files
     output: str  # key of the partial the mapper writes, covering all the call's ranges
     more: tuple[str, ...] = ()  # the call's further ranges, lo + 1, lo + 2, ..., encoded as ``range``
+    claim: str = ""  # a key to claim before working (pool jobs: the pool and overflow share it)
 
     @property
     def interval(self) -> tuple[int, int]:
         return self.range_id, self.range_id + 1 + len(self.more)
+
+
+@dataclass(frozen=True)
+class Heartbeat(Message):
+    """``pool/workers/<worker>.json``: a pool worker is alive while the object is younger than
+    ``ttl`` (on the storage server's clock)."""
+
+    worker: str
+    ttl: float
+    served: int  # mapper calls computed so far
 
 
 @dataclass(frozen=True)
@@ -147,6 +158,7 @@ class BatchRetry(Message):
 
     job: str
     index: int
+    file: str = ""  # the batch file's key when not ``batches/<job>/<index>.json`` (a pool job's)
 
 
 @dataclass(frozen=True)

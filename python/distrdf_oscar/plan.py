@@ -44,9 +44,10 @@ class TreeReduction:
         _check_npartitions(npartitions)
 
     def describe(self, npartitions: int, job: str, coordinator_timeout: float = 3600.0,
-                 ranges_per_call: int = 1) -> TreePlan:
+                 ranges_per_call: int = 1, pool: bool = False) -> TreePlan:
         self.check(npartitions)
-        return TreePlan(job=job, npartitions=npartitions, fan_in=self.fan_in, ranges_per_call=ranges_per_call)
+        return TreePlan(job=job, npartitions=npartitions, fan_in=self.fan_in, ranges_per_call=ranges_per_call,
+                        inline=pool)
 
 
 @dataclass(frozen=True)
@@ -85,11 +86,12 @@ class CoordinatedReduction:
         self.plan_for(len(task_intervals(npartitions, ranges_per_call)))
 
     def describe(self, npartitions: int, job: str, coordinator_timeout: float = 3600.0,
-                 ranges_per_call: int = 1) -> CoordinatedPlan:
+                 ranges_per_call: int = 1, pool: bool = False) -> CoordinatedPlan:
+        """(``pool``: the batch files go to the warm pool's queue.)"""
         self.check(npartitions, ranges_per_call)
         batches = self.plan_for(len(task_intervals(npartitions, ranges_per_call)))
         return CoordinatedPlan(job=job, npartitions=npartitions, batches=tuple(batches),
-                               coordinator_timeout=coordinator_timeout, ranges_per_call=ranges_per_call)
+                               coordinator_timeout=coordinator_timeout, ranges_per_call=ranges_per_call, pool=pool)
 
 
 Reduction = TreeReduction | CoordinatedReduction
@@ -186,28 +188,40 @@ class Expectation:
 
 @dataclass(frozen=True)
 class TreePlan(Message):
-    """Event-driven tree: each new partial triggers a reducer, which merges its group once complete."""
+    """Event-driven tree: each new partial triggers a reducer, which merges its group once complete.
+
+    ``inline`` (jobs served by a warm pool): the nodes live in ``partials/``, which no webhook
+    watches, and whoever writes a node merges the group it completes, up the tree (a pool worker,
+    a mapper, a reducer); a tree reducer runs only for a retry the client writes."""
 
     mode: ClassVar[str] = "tree"
     job: str
     npartitions: int
     fan_in: int
     ranges_per_call: int = 1
+    inline: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {"mode": self.mode, **super().to_dict()}
 
     @property
     def watched_folders(self) -> tuple[str, ...]:
-        return (layout.TREE_PARTIALS, layout.RESULTS)
+        return (layout.PARTIALS if self.inline else layout.TREE_PARTIALS, layout.RESULTS)
 
     @property
     def tasks(self) -> list[Interval]:
         """The mapper calls' range intervals."""
         return task_intervals(self.npartitions, self.ranges_per_call)
 
+    def node(self, interval: Interval) -> str:
+        """Where the tree node covering ``interval`` lands: the root is the job's result."""
+        keys = layout.JobKeys(self.job)
+        if tuple(interval) == (0, self.npartitions):
+            return keys.result
+        return keys.partial(*interval) if self.inline else keys.tree_partial(*interval)
+
     def mapper_output(self, task: Interval) -> str:
-        return layout.JobKeys(self.job).tree_output(task[0], task[1], self.npartitions)
+        return self.node(task)
 
     def groups(self) -> list[list[Interval]]:
         return tree_groups(self.npartitions, self.fan_in, self.ranges_per_call)
@@ -223,14 +237,13 @@ class TreePlan(Message):
         return next((g for g in self.groups() if (g[0][0], g[-1][1]) == tuple(interval)), None)
 
     def output(self, group: list[Interval]) -> str:
-        return layout.JobKeys(self.job).tree_output(group[0][0], group[-1][1], self.npartitions)
+        return self.node((group[0][0], group[-1][1]))
 
     def expectations(self) -> list[Expectation]:
-        keys = layout.JobKeys(self.job)
         out = []
         for group in self.groups():
             lo, hi = group[0][0], group[-1][1]
-            members = tuple(keys.tree_partial(*m) for m in group)
+            members = tuple(self.node(m) for m in group)
             out.append(Expectation(self.output(group), members, len(members), layout.TREE_PARTIALS,
                                    layout.interval_stem(lo, hi), TreeRetry(self.job, (lo, hi)).to_json(),
                                    f"tree reduction of ranges {lo}-{hi - 1}"))
@@ -247,6 +260,7 @@ class CoordinatedPlan(Message):
     batches: tuple[int, ...]
     coordinator_timeout: float = 3600.0
     ranges_per_call: int = 1
+    pool: bool = False  # batch files go to the queue, for the warm pool's workers
 
     def to_dict(self) -> dict[str, Any]:
         return {"mode": self.mode, **super().to_dict()}
@@ -259,7 +273,12 @@ class CoordinatedPlan(Message):
 
     @property
     def watched_folders(self) -> tuple[str, ...]:
-        return (layout.PARTIALS, layout.BATCHES, layout.RESULTS)
+        return (layout.PARTIALS, layout.QUEUE if self.pool else layout.BATCHES, layout.RESULTS)
+
+    def batch_file(self, index: int) -> str:
+        """Where the coordinator defines batch ``index``: a pool's queue, or the batch service's input."""
+        keys = layout.JobKeys(self.job)
+        return keys.queued_batch(index) if self.pool else keys.batch(index)
 
     @property
     def tasks(self) -> list[Interval]:
@@ -289,10 +308,11 @@ class CoordinatedPlan(Message):
         for index, size in enumerate(sizes):
             items = mappers + tuple(keys.batch_result(i) for i in range(index))
             # The coordinator launches the batch file once enough items arrived; a retry restarts it.
-            out.append(Expectation(keys.batch(index), items, sum(sizes[:index]) + size, layout.PLANS,
+            out.append(Expectation(self.batch_file(index), items, sum(sizes[:index]) + size, layout.PLANS,
                                    "coordinator", restart, "coordinator", kind="launch"))
-            out.append(Expectation(self.batch_output(index), (keys.batch(index),), 1, layout.BATCHES,
-                                   keys.batch_name(index), BatchRetry(self.job, index).to_json(),
+            retry = BatchRetry(self.job, index, self.batch_file(index) if self.pool else "")
+            out.append(Expectation(self.batch_output(index), (self.batch_file(index),), 1, layout.BATCHES,
+                                   keys.batch_name(index), retry.to_json(),
                                    f"batch reduction {index}"))
         return out
 

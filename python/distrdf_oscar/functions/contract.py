@@ -15,6 +15,8 @@ from ..storage import StorageConfig
 
 FUNCTION_CONFIG = "/oscar/config/function_config.yaml"
 PROVIDER_SECRETS = "/var/run/secrets/providers/minio.default"
+# The storage keys of a pool service, as its secrets: OSCAR mounts MinIO keys only into jobs (job.go).
+POOL_KEYS = ("DRO_STORAGE_ACCESS_KEY", "DRO_STORAGE_SECRET_KEY")
 
 
 def storage_config(bucket: str, path: str | None = None) -> StorageConfig:
@@ -30,9 +32,11 @@ def storage_config(bucket: str, path: str | None = None) -> StorageConfig:
         config = yaml.safe_load(f)
     provider = config["storage_providers"]["minio"]["default"]
     keys = {}
-    for field, filename in (("access_key", "accessKey"), ("secret_key", "secretKey")):
+    for field, filename, secret in (("access_key", "accessKey", POOL_KEYS[0]), ("secret_key", "secretKey", POOL_KEYS[1])):
         value = provider.get(field)
         if not value or value == "hidden":
+            value = os.environ.get(secret, "")  # an exposed service's pod: no mounted keys, its secrets
+        if not value:
             with open(os.path.join(os.environ.get("DRO_PROVIDER_SECRETS", PROVIDER_SECRETS), filename)) as f:
                 value = f.read().strip()
         keys[field] = value

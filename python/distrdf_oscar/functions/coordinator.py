@@ -24,11 +24,11 @@ from . import context
 POLL_SECONDS = 0.1
 
 
-def _adopt(ctx: context.FunctionContext, keys: layout.JobKeys, index: int) -> list[str] | None:
+def _adopt(ctx: context.FunctionContext, job_plan: CoordinatedPlan, index: int) -> list[str] | None:
     """The inputs of batch ``index`` if an earlier copy already launched it."""
-    if not ctx.storage.exists(keys.batch(index)):
+    if not ctx.storage.exists(job_plan.batch_file(index)):
         return None
-    return list(Batch.from_json(ctx.storage.get_bytes(keys.batch(index))).inputs)
+    return list(Batch.from_json(ctx.storage.get_bytes(job_plan.batch_file(index))).inputs)
 
 
 def run(ctx: context.FunctionContext, job_plan: CoordinatedPlan) -> None:
@@ -39,7 +39,7 @@ def run(ctx: context.FunctionContext, job_plan: CoordinatedPlan) -> None:
     arrived: list[str] = []
     consumed: set[str] = set()
     launched = 0
-    while launched < len(batches) and (taken := _adopt(ctx, keys, launched)) is not None:
+    while launched < len(batches) and (taken := _adopt(ctx, job_plan, launched)) is not None:
         consumed.update(taken)
         launched += 1
     while launched < len(batches):
@@ -47,12 +47,12 @@ def run(ctx: context.FunctionContext, job_plan: CoordinatedPlan) -> None:
         if len(available) >= batches[launched]:
             take = available[:batches[launched]]
             batch = Batch(job=keys.job_id, index=launched, inputs=tuple(take), output=job_plan.batch_output(launched))
-            ctx.task_output = keys.batch(launched)
-            outcome = ctx.publish(keys.job_id, keys.batch(launched), data=batch.to_json(), claim=True)
+            ctx.task_output = job_plan.batch_file(launched)
+            outcome = ctx.publish(keys.job_id, job_plan.batch_file(launched), data=batch.to_json(), claim=True)
             if outcome == context.ENDED:
                 return
             if outcome == context.TAKEN:  # another copy of the coordinator launched it first
-                take = _adopt(ctx, keys, launched) or []
+                take = _adopt(ctx, job_plan, launched) or []
             consumed.update(take)
             launched += 1
             continue

@@ -9,7 +9,8 @@ import os
 
 from .. import datasets, layout, partial
 from ..messages import MapperTrigger
-from . import context
+from ..plan import JobPlan, TreePlan, plan_from_json
+from . import context, tree_reducer
 
 
 @functools.lru_cache(maxsize=8)
@@ -132,6 +133,8 @@ def run(ctx: context.FunctionContext, trigger: MapperTrigger) -> None:
     ctx.task_output = trigger.output
     if not ctx.job_alive(keys.job_id) or ctx.storage.exists(trigger.output):
         return  # the job ended (failed elsewhere, or interrupted), or another copy already did these ranges
+    if trigger.claim and not ctx.storage.put_if_absent(trigger.claim, ctx.service.encode()):
+        return  # a pool job's call, taken by a pool worker (or by the other copy of its overflow)
     payload = _payload(ctx.storage, trigger.payload)
     _distribute(ctx.storage, keys, payload)
     mapper = payload["mapper"]
@@ -145,7 +148,18 @@ def run(ctx: context.FunctionContext, trigger: MapperTrigger) -> None:
     if len(paths) > 1:
         path = ctx.scratch("partial.root")
         partial.merge_partials(path, paths)
-    ctx.publish(keys.job_id, trigger.output, path, claim=True)
+    written = ctx.publish(keys.job_id, trigger.output, path, claim=True) == context.WRITTEN
+    # Nodes of an inline tree (a pool job's) live in partials/, where no reducer is triggered.
+    if written and trigger.output.startswith(keys.prefix(layout.PARTIALS)):
+        job_plan = _plan(ctx.storage, keys.plan)
+        if isinstance(job_plan, TreePlan) and job_plan.inline:
+            tree_reducer.merge_upwards(ctx, job_plan, trigger.interval)
+
+
+@functools.lru_cache(maxsize=8)
+def _plan(storage, key: str) -> JobPlan:
+    # A job's plan never changes: a pool worker reads it once per job.
+    return plan_from_json(storage.get_bytes(key))
 
 
 def main() -> int:

@@ -9,12 +9,13 @@ from .. import partial
 from . import context
 
 
-def merge_keys(ctx: context.FunctionContext, job_id: str, inputs: list[str], output_key: str) -> None:
+def merge_keys(ctx: context.FunctionContext, job_id: str, inputs: list[str], output_key: str) -> str | None:
     """Merge the partials at ``inputs`` into the object ``output_key``, unless another copy of
-    this task already did; if two copies race, the first to finish wins (a claim)."""
+    this task already did; if two copies race, the first to finish wins (a claim). Returns what
+    publishing did (context.WRITTEN, TAKEN, ENDED), None when nothing was merged."""
     ctx.task_output = output_key
     if ctx.storage.exists(output_key) or not ctx.job_alive(job_id):
-        return
+        return None
     with tempfile.TemporaryDirectory(prefix="dro-merge-") as workdir:
         local = []
         for index, key in enumerate(inputs):
@@ -23,4 +24,4 @@ def merge_keys(ctx: context.FunctionContext, job_id: str, inputs: list[str], out
             local.append(path)
         output = os.path.join(workdir, "merged.root")
         partial.merge_partials(output, local)
-        ctx.publish(job_id, output_key, output, claim=True)
+        return ctx.publish(job_id, output_key, output, claim=True)

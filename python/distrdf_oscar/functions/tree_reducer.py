@@ -1,7 +1,9 @@
 """Tree reducer: triggered by every new tree partial; merges its group once complete.
 
 The last member of a group to arrive always sees the whole group, so with
-at-least-once triggers every group is merged. A reducer that finds its
+at-least-once triggers every group is merged. In a pool job's inline tree
+(plan.TreePlan.inline) the writer of a node merges upwards itself and this
+service runs only for the client's retries. A reducer that finds its
 group's output already present skips the work (duplicate trigger). When a
 trigger was lost, the client writes a retry trigger naming the group's
 interval, and the reducer merges that group.
@@ -26,6 +28,25 @@ def _group(ctx: context.FunctionContext, job_plan: TreePlan) -> list[Interval] |
     return job_plan.parent(member)
 
 
+def merge_group(ctx: context.FunctionContext, job_plan: TreePlan, group: list[Interval],
+                written: str | None = None) -> bool:
+    """Merge ``group`` if all its members exist and its output does not; True if this call wrote
+    the output. ``written`` is a member known to exist (the one that triggered us)."""
+    output = job_plan.output(group)
+    members = [job_plan.node(m) for m in group]
+    # One lookup per member: O(fan-in), whatever the job's size.
+    if not all(m == written or ctx.storage.exists(m) for m in members) or ctx.storage.exists(output):
+        return False
+    return merge_keys(ctx, job_plan.job, members, output) == context.WRITTEN
+
+
+def merge_upwards(ctx: context.FunctionContext, job_plan: TreePlan, node: Interval) -> None:
+    """Inline tree (pool jobs): ``node`` was just written by us; merge every group that completes,
+    up to the root. Of two writers racing for a group, the one whose merge wins goes on."""
+    while (group := job_plan.parent(node)) is not None and merge_group(ctx, job_plan, group, job_plan.node(node)):
+        node = (group[0][0], group[-1][1])
+
+
 def run(ctx: context.FunctionContext) -> None:
     job_id = layout.job_of_key(ctx.key)
     if job_id is None:
@@ -33,14 +54,8 @@ def run(ctx: context.FunctionContext) -> None:
     keys = layout.JobKeys(job_id)
     job_plan = expect_plan(ctx.storage.get_bytes(keys.plan), TreePlan, f"tree reducer triggered by {ctx.key}")
     group = _group(ctx, job_plan)
-    if group is None:
-        return
-    output = job_plan.output(group)
-    members = [keys.tree_partial(*m) for m in group]
-    # One lookup per member (the one that triggered us exists): O(fan-in), whatever the job's size.
-    if not all(m == ctx.key or ctx.storage.exists(m) for m in members) or ctx.storage.exists(output):
-        return
-    merge_keys(ctx, job_id, members, output)
+    if group is not None and merge_group(ctx, job_plan, group, ctx.key) and job_plan.inline:
+        merge_upwards(ctx, job_plan, (group[0][0], group[-1][1]))
 
 
 def main() -> int:

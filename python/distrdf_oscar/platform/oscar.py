@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from .. import layout
-from ..deployment import KEY_ID_ENV, ROLES, Deployment
+from ..deployment import KEY_ID_ENV, POOL, ROLES, Deployment
 from ..quantities import parse_quantity
 from ..storage import Storage, StorageConfig, StorageError
 
@@ -285,12 +285,59 @@ class OSCARCluster:
                 raise OSCARError(f"service {definition['name']} holds a different signing key than DISTRDF_OSCAR_KEY "
                                  f"(key id {held or 'unknown'}, yours {wanted}): use the deployment's key, or redeploy")
 
+    # -- the warm pool: an exposed service ------------------------------------------------------
+
+    def start_pool(self, deployment: Deployment, size: int, storage_keys: tuple[str, str]) -> str:
+        """Create the deployment's pool service with ``size`` replicas, or resize or restart it;
+        returns what was done. OSCAR runs it as a Deployment whose pods run the worker for their
+        life (pkg/backends/resources/expose.go)."""
+        if self.oidc:
+            raise OSCARError("starting a pool takes the operator's credentials (its workers hold the "
+                             "deployment's storage keys): ask the operator to run `distrdf-oscar pool start`")
+        release = self.release()
+        wanted = deployment.pool_service(size, storage_keys, release, secrets_as_variables=release < (3, 6, 0))
+        name = wanted["name"]
+        self._secrets += [v for v in wanted["environment"]["secrets"].values() if v and v not in self._secrets]
+        self._secrets += [v for v in storage_keys if v and v not in self._secrets]
+        current = self.services().get(name)
+        if current is None:
+            self._call(f"create service {name}", self.client.create_service, wanted)
+            return "created"
+        if release >= (4, 0, 0):
+            wanted = {**wanted, "owner": current.get("owner") or ADMIN_OWNER}
+            self._call(f"update service {name}", self.client.update_service, name, wanted)
+            if release >= (4, 1, 0):  # a stopped pool is scaled back up
+                self._call(f"start service {name}", self._post, f"/system/services/{name}/start")
+            return "updated"
+        # Before 4.0 an update gives the service a new token or changes nothing; the pool has no
+        # input bucket, so replacing it loses nothing but the running workers.
+        self._call(f"remove service {name}", self.client.remove_service, name)
+        self._call(f"create service {name}", self.client.create_service, wanted)
+        return "replaced"
+
+    def stop_pool(self, deployment: Deployment) -> str:
+        """Stop the pool's workers: scaled to zero from OSCAR 4.1 (``POST .../stop``), the service
+        removed before. Jobs in flight go on with the file-triggered services."""
+        name = deployment.service_name(POOL)
+        if name not in self.services():
+            return "absent"
+        if self.release() >= (4, 1, 0):
+            self._call(f"stop service {name}", self._post, f"/system/services/{name}/stop")
+            return "stopped"
+        self._call(f"remove service {name}", self.client.remove_service, name)
+        return "removed"
+
+    def _post(self, path: str):
+        from oscar_python import _utils
+
+        return _utils.make_request(self.client, path, "post")
+
     def undeploy(self, deployment: Deployment, storage: Storage) -> list[str]:
         """Remove the services, then whatever buckets of the deployment OSCAR left (before 3.6 it
         keeps a service's buckets and objects); returns what was removed."""
         existing = self.services()
         removed = []
-        for role in ROLES:
+        for role in (*ROLES, POOL):
             name = deployment.service_name(role)
             if name in existing:
                 self._call(f"remove service {name}", self.client.remove_service, name)
