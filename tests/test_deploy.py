@@ -227,6 +227,22 @@ def test_every_definition_validates_against_oscar_schema(validator, deployment):
         assert len(service["name"]) <= MAX_SERVICE_NAME
 
 
+def test_the_pool_is_an_exposed_service_as_each_release_spells_it(validator):
+    deployment = Deployment(secrets={ENV_VAR: "k" * 64})
+    newest = deployment.pool_service(3, ("AKIAPOOL", "pool-secret"), (4, 1, 2))
+    assert not [e.message for e in validator.iter_errors(newest)]
+    assert newest["expose"] == {"min_scale": 3, "max_scale": 3, "cpu_threshold": 80, "api_port": [8080],
+                                "health_path": "/health"}
+    assert newest["input"] == []  # nothing triggers it: it takes work from the queue
+    # Exposed pods get secrets but no mounted MinIO keys (job.go only): the keys are secrets.
+    assert newest["environment"]["secrets"]["DRO_STORAGE_SECRET_KEY"] == "pool-secret"
+    assert "pool-secret" not in json.dumps(newest["environment"]["variables"])
+    assert deployment.pool_service(2, ("a", "b"), (4, 0, 0))["expose"]["api_port"] == 8080  # a number before 4.1
+    assert "health_path" not in deployment.pool_service(2, ("a", "b"), (3, 5, 3))["expose"]  # 3.6 added it
+    with pytest.raises(ValueError, match="a pool needs at least one worker, got 0"):
+        deployment.pool_service(0, ("a", "b"), (4, 1, 2))
+
+
 def test_deployment_names_that_would_break_oscar_limits_are_refused():
     longest = MAX_SERVICE_NAME - len("-coordinator")  # the longest role's service name fills OSCAR's limit
     rule = (rf"must be lowercase letters, digits and '-', at most {longest} characters "
