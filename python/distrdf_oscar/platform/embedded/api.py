@@ -6,6 +6,7 @@ import base64
 import json
 import logging
 import platform as _platform
+import re
 import secrets
 import threading
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from flask import Flask, Response, g, jsonify, request
 from werkzeug.serving import make_server
 
 from .accounts import Accounts, Kueue, User
+from .exposed import ExposedServices, api_ports
 from .faults import Fault, FaultPlan
 from .job_records import SUSPENDED, JobStore
 from .registry import ServiceRegistry
@@ -42,6 +44,7 @@ class ApiContext:
     kueue: Kueue | None = None
     capacity: float = 1.0
     faults: FaultPlan | None = None  # fault injection rules (not part of OSCAR's API)
+    exposed: ExposedServices | None = None  # exposed services' Deployments
 
 
 def _encode_page(name: str) -> str:
@@ -104,11 +107,20 @@ def create_app(ctx: ApiContext) -> Flask:
             return None
         return ctx.accounts.user_for_token(token.strip())
 
+    # Routes a release lacks: gin answers its own 404 before any middleware runs.
+    later_routes = (
+        (re.compile(r"^/system/services/[^/]+/deployment(/logs)?/?$"), lambda v: v.deployment_status),
+        (re.compile(r"^/system/services/[^/]+/(stop|start|restart)/?$"), lambda v: v.exposed_lifecycle),
+    )
+
     @app.before_request
     def require_auth() -> Response | None:
         # Management endpoints take basic auth (the admin) or an OIDC user's bearer token;
         # /health and /job/NAME do not.
         g.user = None
+        for pattern, present in later_routes:
+            if pattern.match(request.path) and not present(ctx.version):
+                return _text(404, "404 page not found")
         if not request.path.startswith("/system") or basic_auth_ok():
             return None
         g.user = oidc_user()
@@ -185,12 +197,22 @@ def create_app(ctx: ApiContext) -> Flask:
             }
         )
 
+    def with_deployment(service: dict[str, Any]) -> dict[str, Any]:
+        """``?include=deployment`` (4.0, read.go/list.go setDeploymentSummary)."""
+        if not ctx.version.deployment_status or ctx.exposed is None or \
+                "deployment" not in request.args.get("include", "").split(","):
+            return service
+        status = ctx.exposed.status(service)
+        summary = {key: status[key] for key in ("state", "reason", "last_transition_time", "active_instances",
+                                                "affected_instances", "resource_kind") if key in status}
+        return {**service, "deployment": summary}
+
     @app.get("/system/services")
     def list_services() -> Response:
         services = [ctx.registry.public(name) for name in ctx.registry.names()]
         if ctx.accounts is not None:
             services = [s for s in services if s is not None and ctx.accounts.can_see(caller(), s)]
-        return jsonify(services)
+        return jsonify([with_deployment(s) for s in services if s is not None])
 
     @app.post("/system/services")
     def create_service() -> Response:
@@ -210,7 +232,7 @@ def create_app(ctx: ApiContext) -> Flask:
     @app.get("/system/services/<name>")
     def read_service(name: str) -> Response:
         try:
-            return jsonify(visible(name))
+            return jsonify(with_deployment(visible(name)))
         except ServiceError as err:
             if err.status == 403 and (3, 6, 0) <= ctx.version.release < (4, 0, 0):
                 return _text(200)  # read.go falls through without an answer (fixed in 4.0)
@@ -299,6 +321,83 @@ def create_app(ctx: ApiContext) -> Flask:
         if ctx.registry.get(name) is None or ctx.store.remove(name, job_name) is None:
             return _text(404, "Not found")
         return _text(204)
+
+    # -- exposed services: deployment status (4.0) and lifecycle (4.1) -------------------------
+
+    def readable(name: str) -> dict[str, Any]:
+        """deployment.go getAuthorizedService: 404 unknown, 403 a service the caller may not see."""
+        try:
+            return visible(name)
+        except ServiceError as err:
+            if err.status == 403:
+                raise ServiceError(403, "You do not have permission to access this service") from None
+            raise ServiceError(err.status, "") from None
+
+    @app.get("/system/services/<name>/deployment")
+    def deployment_status(name: str) -> Response:
+        service = readable(name)
+        assert ctx.exposed is not None
+        return jsonify(ctx.exposed.status(service))
+
+    @app.get("/system/services/<name>/deployment/logs")
+    def deployment_logs(name: str) -> Response:
+        service = readable(name)
+        assert ctx.exposed is not None
+        try:
+            tail = int(request.args.get("tailLines", "200"))
+        except ValueError:
+            tail = 200
+        tail = tail if tail > 0 else 200
+        lines = ctx.exposed.logs(name, tail) if ctx.exposed.has(name) else []
+        body: dict[str, Any] = {"service_name": service["name"], "available": bool(lines),
+                                "entries": [{"message": line} for line in lines]}
+        if not ctx.exposed.has(name):
+            body["message"] = "Deployment logs are unavailable for this service."
+        elif not lines:
+            body["message"] = "Deployment logs are not yet available."
+        return jsonify(body)
+
+    def lifecycle(name: str, action: str) -> Response:
+        """lifecycle.go makeExposedServiceLifecycleHandler."""
+        service = ctx.registry.public(name)
+        if service is None:
+            return _text(404)
+        if g.user is not None and service.get("owner") != g.user.sub:
+            return _text(403, f"User {g.user.sub} doesn't have permission to manage this service")
+        if not api_ports(service):
+            return _text(400, f'service "{name}" is not exposed')
+        assert ctx.exposed is not None
+        try:
+            if action == "stop":
+                ctx.exposed.stop_service(name)
+            elif action == "start":
+                ctx.exposed.start_service(name, service)
+            else:
+                ctx.exposed.restart_service(name)
+        except ServiceError as err:
+            return _text(err.status, err.message)
+        return jsonify(ctx.exposed.status(service))
+
+    @app.post("/system/services/<name>/stop")
+    def stop_exposed(name: str) -> Response:
+        return lifecycle(name, "stop")
+
+    @app.post("/system/services/<name>/start")
+    def start_exposed(name: str) -> Response:
+        return lifecycle(name, "start")
+
+    @app.post("/system/services/<name>/restart")
+    def restart_exposed(name: str) -> Response:
+        return lifecycle(name, "restart")
+
+    # -- the embedded platform's own endpoints, not OSCAR's ------------------------------------
+
+    @app.get("/system/local/exposed/<name>")
+    def exposed_replicas(name: str) -> Response:
+        """Every replica (pod) of an exposed service, with its pid and readiness (emulator only)."""
+        if ctx.registry.get(name) is None and (ctx.exposed is None or not ctx.exposed.has(name)):
+            return _text(404, f"Service '{name}' not found")
+        return jsonify(ctx.exposed.replicas(name) if ctx.exposed is not None else [])
 
     # -- fault injection: the embedded platform's own endpoints, not OSCAR's -----------------
 

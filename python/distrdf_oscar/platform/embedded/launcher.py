@@ -90,6 +90,7 @@ class LocalPlatform:
         oscar_version: str = DEFAULT_VERSION,
         oidc_users: tuple[str, ...] = (),
         user_quota: tuple[str, str] = DEFAULT_QUOTA,
+        exposed_time_scale: float = 1.0,
     ) -> None:
         if int(workers) != workers or workers < 1:
             raise ValueError(f"workers must be a positive integer, got {workers!r}")
@@ -99,6 +100,10 @@ class LocalPlatform:
             raise ValueError("startup_delay must not be negative")
         if headroom < 0:
             raise ValueError("headroom must not be negative")
+        if not exposed_time_scale > 0:
+            raise ValueError("exposed_time_scale must be positive")
+        # Multiplies exposed services' probe periods and delays, crash back-off and grace (1.0: OSCAR's).
+        self.exposed_time_scale = float(exposed_time_scale)
         self.oscar_version = OscarVersion.parse(oscar_version).label[1:]
         self.oidc_users = tuple(oidc_users)
         self.user_quota = tuple(user_quota)
@@ -151,6 +156,7 @@ class LocalPlatform:
             "oscar_version": self.oscar_version,
             "oidc_users": users,
             "user_quota": list(self.user_quota),
+            "exposed_time_scale": self.exposed_time_scale,
         }
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH", "")) if p)
@@ -281,6 +287,21 @@ class LocalPlatform:
             secure=self.s3_secure,
             region=self.s3_region,
         )
+
+    # -- exposed services: the emulator's own view (OSCAR's API shows no pods) -------------------
+
+    def exposed_replicas(self, name: str) -> list[dict[str, Any]]:
+        """The replicas (pods) of exposed service ``name``: ``name``, ``pid`` (None while the
+        container is not running), ``ready``, ``state``, ``reason``, ``restarts``,
+        ``last_exit_code``, ``generation`` (pod template), ``dir``, ``log``, ``tail`` (last
+        lines of its output). From ``GET /system/local/exposed/NAME``, which is not OSCAR's."""
+        import requests
+
+        self._require_running()
+        response = requests.get(f"{self.oscar_endpoint}/system/local/exposed/{name}",
+                                auth=(self.oscar_user, self.oscar_password or ""), timeout=30)
+        response.raise_for_status()
+        return list(response.json())
 
     # -- fault injection -------------------------------------------------------------
 

@@ -66,6 +66,7 @@ def run(config: dict[str, Any]) -> int:
     # Imported here, not at the top, so that these imports overlap moto's start.
     from .accounts import DEFAULT_QUOTA, Accounts, Kueue
     from .api import ApiContext, ApiServer, create_app
+    from .exposed import ExposedServices
     from .faults import FaultPlan
     from .gate import StorageGate
     from .job_records import JobStore
@@ -78,7 +79,7 @@ def run(config: dict[str, Any]) -> int:
 
     base_env = _base_env(config["package_root"])
     pool = WarmPool(config["workers"], config["package_root"], base_env) if config["mode"] == WARM else None
-    server = notifier = runner = gate = None
+    server = notifier = runner = gate = exposed = None
     try:
         s3.wait_ready()
         direct = StorageCredentials(s3.endpoint, config["s3_access_key"], config["s3_secret_key"])
@@ -102,6 +103,16 @@ def run(config: dict[str, Any]) -> int:
             ensure_bucket(client, config["bucket_hint"])
         registry = ServiceRegistry(os.path.join(workdir, "services"), storage, version)
         services.append(registry)
+
+        def secrets_of(name: str) -> dict[str, str]:
+            service = registry.get(name)
+            return dict(service["environment"]["secrets"]) if service else {}
+
+        # Exposed services' Deployments: replicas under <workdir>/exposed/<service>/<pod>/.
+        exposed = ExposedServices(os.path.join(workdir, "exposed"), base_env, version,
+                                  config_path=registry.config_path, script_path=registry.script_path,
+                                  secrets_of=secrets_of, time_scale=config.get("exposed_time_scale", 1.0))
+        registry.exposed = exposed
         store = JobStore(os.path.join(workdir, "logs"))
         def credentials(job) -> tuple[str, str] | None:
             """The MinIO keys a job's pod mounts: the secret named after the event's uploader, or
@@ -167,6 +178,7 @@ def run(config: dict[str, Any]) -> int:
             kueue=kueue,
             capacity=float(config["capacity"]),
             faults=faults,
+            exposed=exposed,
         )
         server = ApiServer(create_app(ctx))
         server.start()
@@ -189,7 +201,7 @@ def run(config: dict[str, Any]) -> int:
         return 1
     finally:
         log.info("stopping the local platform")
-        for part in (gate, notifier, server, runner, pool):
+        for part in (gate, notifier, server, exposed, runner, pool):
             if part is not None:
                 try:
                     part.stop()

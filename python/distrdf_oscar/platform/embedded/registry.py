@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import os
@@ -13,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from .exposed import ExposedServices, deployment_problem, is_exposed
 from .provisioning import StorageCredentials, bucket_exists, provision_path, remove_bucket
 from .validation import DEFAULT_OWNER, ServiceError, split_path, validate_service
 from .versions import OscarVersion
@@ -45,6 +47,7 @@ class ServiceRegistry:
         self._client = storage.client()
         self._lock = threading.RLock()
         self._services: dict[str, dict[str, Any]] = {}
+        self.exposed: ExposedServices | None = None  # the Deployments of exposed services, once attached
 
     # -- queries ------------------------------------------------------------
 
@@ -116,6 +119,8 @@ class ServiceRegistry:
         with self._lock:
             if name in self._services:
                 raise ServiceError(409, "A service with the provided name already exists")
+            if self.exposed is not None and is_exposed(service):
+                self._check_exposed_create(service)
             for item in service["input"]:
                 bucket = split_path(item["path"])[0]
                 if bucket_exists(self._client, bucket):
@@ -128,7 +133,34 @@ class ServiceRegistry:
             self._provision(service)
             self._write_files(service)
             self._services[name] = service
+            if self.exposed is not None and is_exposed(service):
+                self.exposed.create(service)
         return self.public(name)  # type: ignore[return-value]
+
+    def _check_exposed_create(self, service: dict[str, Any]) -> None:
+        """CreateExpose's failures (pkg/backends/k8s.go CreateService): a Deployment left by an
+        earlier service of that name (409), or what Kubernetes refuses in the Deployment or its
+        HPA (500): undone from 3.7; before, the half-made service stays, its Deployment running
+        without an HPA, and no buckets or webhook."""
+        assert self.exposed is not None
+        name = service["name"]
+        if self.exposed.has(name):
+            raise ServiceError(409, "A service with the provided name already exists")
+        problem, made = deployment_problem(service, self.version)
+        if not problem:
+            return
+        if not self.version.rolls_back_failed_create:
+            service["token"] = secrets.token_hex(32)
+            service["webhook_token"] = ""  # no webhook: storage events are refused
+            self._complete(service)
+            self._write_files(service)
+            self._services[name] = service
+            if made:
+                self.exposed.create(service, with_hpa=False)
+        if problem.startswith("The length of nodePort"):
+            raise ServiceError(500, f"Error creating the service: {problem}")
+        raise ServiceError(500, "Error creating the service: error creating deployment for exposed "
+                                f"service '{name}': {problem}")
 
     def update(self, payload: Any, owner: str | None = None) -> dict[str, Any] | None:
         """``PUT /system/services`` by an admin (``owner`` None) or by the service's OIDC owner;
@@ -151,10 +183,48 @@ class ServiceRegistry:
             service["token"] = old["token"] if self.version.keeps_token_on_update else secrets.token_hex(32)
             service["webhook_token"] = old["webhook_token"]
             self._complete(service)
+            if self.exposed is not None and is_exposed(service):
+                self._update_exposed(old, service)
+                return self.public(name)
             self._provision(service)
             self._write_files(service)
             self._services[name] = service
+            # An update that drops ``expose`` leaves the Deployment running (UpdateExpose is not
+            # called), and a later delete does not remove it (DeleteExpose neither).
         return self.public(name)
+
+    def _update_exposed(self, old: dict[str, Any], service: dict[str, Any]) -> None:
+        """UpdateService then UpdateExpose: the Deployment is updated (rolled when its template
+        changed, ``replicas`` back to ``min_scale``), then the HPA; on a failure OSCAR answers 500
+        and, from 3.7, updates everything back to the old definition."""
+        assert self.exposed is not None
+        name = service["name"]
+        problem, made = deployment_problem(service, self.version)
+        if problem.startswith("The length of nodePort"):
+            problem, made = "", True  # only CreateExpose checks it
+        restore = self.version.restores_failed_update
+        if not self.exposed.has(name) or not made:
+            if not restore:
+                self._provision(service)
+                self._write_files(service)
+                self._services[name] = service
+            if not self.exposed.has(name):
+                raise ServiceError(500, f'Error updating the service: deployments.apps "{name}-dpl" not found')
+            raise ServiceError(500, f"Error updating the service: {problem}")
+        self._provision(service)
+        self._write_files(service)
+        self._services[name] = service
+        try:
+            self.exposed.update(service)
+            if problem:
+                raise ServiceError(500, f"Error updating the service: {problem}")
+        except ServiceError:
+            if restore:
+                self._write_files(old)
+                self._services[name] = old
+                with contextlib.suppress(ServiceError):
+                    self.exposed.update(old)
+            raise
 
     def delete(self, name: str, before_buckets: Callable[[str], None]) -> None:
         """Forget the service, call ``before_buckets(name)`` (its jobs and triggers stop); from 3.6
@@ -164,6 +234,8 @@ class ServiceRegistry:
             if service is None:
                 raise ServiceError(404, f"Service '{name}' not found")
             shutil.rmtree(os.path.join(self._root, name), ignore_errors=True)
+        if self.exposed is not None and is_exposed(service):
+            self.exposed.delete(name)  # its pods at once (grace period 0)
         before_buckets(name)
         if self.version.deletes_input_buckets:
             for item in service["input"]:
@@ -198,3 +270,5 @@ class ServiceRegistry:
         fdl["storage_providers"]["minio"]["default"].update(access_key="hidden", secret_key="hidden")
         _write_private(os.path.join(directory, CONFIG_FILE), yaml.safe_dump(fdl, sort_keys=True))
         _write_private(os.path.join(directory, SCRIPT_FILE), service["script"])
+        # The config map is mounted with mode 0777 for exposed pods, which exec the script.
+        os.chmod(os.path.join(directory, SCRIPT_FILE), 0o700)

@@ -124,6 +124,73 @@ def _check_storage_io(items: Any, kind: str) -> list[dict[str, Any]]:
     return checked
 
 
+_GO_TYPES = {"int": "int", "int32": "int32", "int_list": "[]int", "int32_list": "[]int32", "bool": "bool",
+             "string": "string"}
+_INT_BOUNDS = {"int": 1 << 63, "int32": 1 << 31}
+_OMITEMPTY = ("api_port", "probe_mode", "auth_type")  # and nodePort from 4.1 (a list)
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+def _go_int(value: Any, kind: str, field: str) -> int:
+    bound = _INT_BOUNDS[kind]
+    if isinstance(value, bool) or not isinstance(value, int) or not -bound <= value < bound:
+        what = f"number {value}" if _json_kind(value) == "number" else _json_kind(value)
+        raise _invalid(f"json: cannot unmarshal {what} into Go struct field Expose.expose.{field} of type {kind}")
+    return value
+
+
+def _check_expose(value: Any, version: OscarVersion) -> dict[str, Any]:
+    """``expose`` decoded into the release's ``Expose`` type (pkg/types/service.go): Go's JSON rules
+    (keys matched case-insensitively, unknown keys dropped, ``null`` leaves the zero value, a wrong
+    type is a 400) and its encoding back (zero values shown unless the field is ``omitempty``)."""
+    fields = version.expose_fields
+    if not isinstance(value, dict):
+        raise _invalid(f"json: cannot unmarshal {_json_kind(value)} into Go struct field Service.expose "
+                       "of type types.Expose")
+    by_lower = {name.lower(): name for name in fields}
+    given: dict[str, Any] = {}
+    for key, item in value.items():
+        name = by_lower.get(str(key).lower())
+        if name is not None and item is not None:
+            given[name] = item
+    expose: dict[str, Any] = {}
+    for name, kind in fields.items():
+        item = given.get(name)
+        if kind in ("int", "int32"):
+            expose[name] = 0 if item is None else _go_int(item, kind, name)
+        elif kind in ("int_list", "int32_list"):
+            if item is not None and not isinstance(item, list):
+                raise _invalid(f"json: cannot unmarshal {_json_kind(item)} into Go struct field "
+                               f"Expose.expose.{name} of type {_GO_TYPES[kind]}")
+            element = kind.removesuffix("_list")
+            expose[name] = [_go_int(v, element, name) for v in item or []]
+        elif kind == "bool":
+            if item is not None and not isinstance(item, bool):
+                raise _invalid(f"json: cannot unmarshal {_json_kind(item)} into Go struct field "
+                               f"Expose.expose.{name} of type bool")
+            expose[name] = bool(item)
+        else:
+            if item is not None and not isinstance(item, str):
+                raise _invalid(f"json: cannot unmarshal {_json_kind(item)} into Go struct field "
+                               f"Expose.expose.{name} of type string")
+            expose[name] = item or ""
+    for name in _OMITEMPTY + (("nodePort",) if version.expose_port_lists else ()):
+        if name in expose and not expose[name]:
+            del expose[name]
+    return expose
+
+
 def validate_service(payload: Any, version: OscarVersion) -> dict[str, Any]:
     """Check a definition sent to ``POST/PUT /system/services`` and fill in OSCAR's defaults.
 
@@ -195,4 +262,8 @@ def validate_service(payload: Any, version: OscarVersion) -> dict[str, Any]:
     labels.update({"oscar_service": name, "oscar.grycap/user-service": "true"})
     service["labels"] = labels
     service["annotations"] = _check_string_map(service.get("annotations"), "annotations")
+    if service.get("expose") is not None:
+        service["expose"] = _check_expose(service["expose"], version)
+    else:
+        service.pop("expose", None)
     return service

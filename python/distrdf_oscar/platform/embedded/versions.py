@@ -103,3 +103,63 @@ class OscarVersion:
     def removed_fields(self) -> tuple[str, ...]:
         """Service fields dropped from the type in 4.1.0 (pkg/types/service.go)."""
         return REMOVED_IN_4_1 if self.release >= (4, 1, 0) else ()
+
+    # -- exposed services (pkg/backends/resources/expose.go; pkg/types/expose.go in 3.5) -------
+
+    @property
+    def expose_port_lists(self) -> bool:
+        """``expose.api_port`` and ``expose.nodePort`` are JSON lists (4.1.0, pkg/types/service.go
+        ``APIPort []int``); before, single integers. Go's decoding refuses the other shape (400)."""
+        return self.release >= (4, 1, 0)
+
+    @property
+    def expose_fields(self) -> dict[str, str]:
+        """The fields of the release's ``Expose`` type and their JSON kinds (pkg/types/service.go)."""
+        port = "int_list" if self.expose_port_lists else "int"
+        fields = {"min_scale": "int32", "max_scale": "int32", "api_port": port, "cpu_threshold": "int32",
+                  "rewrite_target": "bool", "nodePort": "int32_list" if self.expose_port_lists else "int32",
+                  "default_command": "bool", "set_auth": "bool"}
+        if self.release >= (3, 6, 5):
+            fields["health_path"] = "string"
+        if self.release >= (4, 0, 0):
+            fields["probe_mode"] = "string"
+        if self.release >= (4, 1, 0):
+            fields["auth_type"] = "string"
+        return fields
+
+    @property
+    def exposed_probe_profile(self) -> str:
+        """Which probes an exposed pod gets (expose.go getPodTemplateSpec): ``none`` up to 3.6.1;
+        ``early`` (3.6.2: liveness and readiness on ``/``); ``health`` (3.6.5: on ``health_path``,
+        liveness after 30 s); ``startup`` (4.0.0: a startup probe, liveness after 60 s, 12 failures)."""
+        if self.release >= (4, 0, 0):
+            return "startup"
+        if self.release >= (3, 6, 5):
+            return "health"
+        if self.release >= (3, 6, 2):
+            return "early"
+        return "none"
+
+    @property
+    def rolls_back_failed_create(self) -> bool:
+        """A create whose Kubernetes objects fail is undone (3.7.0, create.go ``back.DeleteService``);
+        before, the half-made service (its definition, a Deployment without HPA) stays."""
+        return self.release >= (3, 7, 0)
+
+    @property
+    def restores_failed_update(self) -> bool:
+        """An update whose Kubernetes objects fail is undone by updating back to the old definition
+        (3.7.0, update.go); before, the new definition stays."""
+        return self.release >= (3, 7, 0)
+
+    @property
+    def deployment_status(self) -> bool:
+        """``GET /system/services/NAME/deployment`` (and ``/deployment/logs``, ``?include=deployment``)
+        exist (4.0.0, main.go, pkg/handlers/deployment.go)."""
+        return self.release >= (4, 0, 0)
+
+    @property
+    def exposed_lifecycle(self) -> bool:
+        """``POST /system/services/NAME/stop|start|restart`` exist (4.1.0, pkg/handlers/lifecycle.go);
+        a zero-replica Deployment reports ``stopped`` (4.0 says ``pending``)."""
+        return self.release >= (4, 1, 0)
