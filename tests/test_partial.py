@@ -169,3 +169,30 @@ def test_asnumpy_rows_come_back_in_range_order_whatever_the_merge_order(tmp_path
         {"x": (0, np.float64), "k": (0, np.int16)}
     with pytest.raises(partial.PartialFormatError, match="rows of range 0 are in two inputs"):
         partial.merge_partials(str(tmp_path / "twice.root"), [paths[0], inner])
+
+
+def test_merging_native_partials_never_starts_pyroot(dimuon_files, tmp_path):
+    """A reducer of native partials pays the core's start-up, not PyROOT's (issue: cold reducers)."""
+    import subprocess
+    import sys
+
+    backend = InProcessBackend(npartitions=2)
+    df = backend.make_dataframe("Events", dimuon_files)
+    actions = [df.Count(), df.Histo1D(("pt", "pt", 20, 0, 100), "Muon_pt"), df.Sum("nMuon")]
+    actions[0].GetValue()
+    paths = []
+    for index, result in enumerate(backend.fresh_results()):
+        paths.append(str(tmp_path / f"p{index}.root"))
+        rows = str(tmp_path / f"rows{index}.root")
+        partial.write_partial(paths[-1], result, job_id="jnative", range_id=index,
+                              columns_file=partial.ColumnsFile(rows, rows))
+    assert {slot["kind"] for slot in partial.read_meta(paths[0]).slots} == {"scalar", "object"}
+    merged = str(tmp_path / "merged.root")
+    script = ("import sys; from distrdf_oscar import partial; partial.merge_partials(sys.argv[1], sys.argv[2:]); "
+              "print(sorted(m for m in ('cppyy', 'libcppyy') if m in sys.modules))")  # PyROOT's engine
+    out = subprocess.run([sys.executable, "-W", "ignore", "-c", script, merged, *paths],
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+    result, meta = partial.read_partial(merged)
+    assert meta.ranges == [(0, 1), (1, 2)]
+    assert result.mergeables[0].GetValue() == ROOT.RDataFrame("Events", dimuon_files).Count().GetValue()

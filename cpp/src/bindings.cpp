@@ -6,10 +6,16 @@
 #include <pybind11/stl.h>
 #include <pybind11/stl/filesystem.h>
 
+#include <TDirectory.h>
+#include <TFile.h>
+#include <TObjString.h>
 #include <TROOT.h>
 
 #include <filesystem>
+#include <map>
+#include <memory>
 #include <optional>
+#include <stdexcept>
 
 namespace py = pybind11;
 
@@ -55,6 +61,42 @@ py::dict merge_files(const std::filesystem::path &output, const std::vector<std:
    return d;
 }
 
+// Text records (TObjString) in a file: a partial's metadata, read and written without PyROOT, so
+// that a reducer of native partials never pays PyROOT's start-up.
+std::optional<std::string> read_text(const std::string &path, const std::string &key)
+{
+   std::unique_ptr<TFile> f(TFile::Open(path.c_str(), "READ"));
+   if (!f || f->IsZombie())
+      throw std::runtime_error(path + ": not a readable ROOT file");
+   auto *text = f->Get<TObjString>(key.c_str());
+   if (!text)
+      return std::nullopt;
+   std::string out = text->GetString().Data();
+   delete text;
+   return out;
+}
+
+void write_texts(const std::string &path, const std::string &directory, const std::map<std::string, std::string> &texts,
+                 bool update, const std::string &title, int compression)
+{
+   std::unique_ptr<TFile> f(TFile::Open(path.c_str(), update ? "UPDATE" : "RECREATE", title.c_str(), compression));
+   if (!f || f->IsZombie())
+      throw std::runtime_error(path + ": cannot open for writing");
+   TDirectory *dir = f->GetDirectory(directory.c_str());
+   if (!dir)
+      dir = f->mkdir(directory.c_str());
+   if (!dir)
+      throw std::runtime_error(path + ": cannot make directory " + directory);
+   for (const auto &[key, value] : texts) {
+      TObjString text(value.c_str());
+      if (dir->WriteObject(&text, key.c_str()) <= 0)
+         throw std::runtime_error(path + ": cannot write " + directory + "/" + key);
+   }
+   if (f->Write() < 0 || f->TestBit(TFile::kWriteError))
+      throw std::runtime_error(path + ": write error");
+   f->Close();
+}
+
 } // namespace
 
 PYBIND11_MODULE(_core, m)
@@ -89,4 +131,11 @@ call of its class's merge function, trees are concatenated, directories recurse.
 in ``exclude`` are skipped. Raises MergeError (``kind``: "input", "mismatch", "output" or "write");
 the partial output is removed. The GIL is released while merging.)doc");
    m.def("root_version", &dro::root_version, "ROOT version the core runs with, e.g. '6.40.00'.");
+   m.def("read_text", &read_text, py::arg("path"), py::arg("key"),
+         "The TObjString at ``key`` (e.g. 'dir/name') of a ROOT file, None if absent; RuntimeError if the file "
+         "cannot be read.");
+   m.def("write_texts", &write_texts, py::arg("path"), py::arg("directory"), py::arg("texts"), py::kw_only(),
+         py::arg("update"), py::arg("title") = "", py::arg("compression") = -1,
+         "Write each (key, text) of ``texts`` as a TObjString in ``directory`` of a ROOT file (made if missing), "
+         "updating the file or creating it anew.");
 }
