@@ -304,10 +304,13 @@ class OSCARCluster:
             self._call(f"create service {name}", self.client.create_service, wanted)
             return "created"
         if release >= (4, 0, 0):
+            if release >= (4, 1, 0):
+                # A stopped pool is scaled back up first: 4.1 fails (500) to update a stopped service.
+                self._call(f"start service {name}", self._post, f"/system/services/{name}/start")
+            # Without its owner an admin's update leaves the service ownerless, and Kueue then gives
+            # its Deployment no replica.
             wanted = {**wanted, "owner": current.get("owner") or ADMIN_OWNER}
             self._call(f"update service {name}", self.client.update_service, name, wanted)
-            if release >= (4, 1, 0):  # a stopped pool is scaled back up
-                self._call(f"start service {name}", self._post, f"/system/services/{name}/start")
             return "updated"
         # Before 4.0 an update gives the service a new token or changes nothing; the pool has no
         # input bucket, so replacing it loses nothing but the running workers.

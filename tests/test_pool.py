@@ -1,0 +1,129 @@
+"""Warm pools: an OSCAR exposed service whose long-lived workers take the mapper calls (and
+coordinated batches) of every job from the queue, claiming each; the file-triggered services stay
+the fallback. Run on the embedded platform's model of exposed services, as on a real cluster."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import ROOT
+
+import distrdf_oscar as dro
+from distrdf_oscar import layout
+from distrdf_oscar.demo import analysis
+from distrdf_oscar.messages import Manifest, MapperTrigger
+from jobfaults import assert_exact, book
+
+pytestmark = pytest.mark.usefixtures("secret_scan")  # conftest.py: these jobs' objects and logs are searched
+
+NPARTITIONS = 12
+
+
+@pytest.fixture(scope="module")
+def pool_cluster():
+    with dro.LocalCluster(workers=2, mode="pool") as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def reference(dimuon_files):
+    return tuple(result.GetValue() for result in book(ROOT.RDataFrame("Events", dimuon_files)))
+
+
+def served(executor) -> int:
+    return sum(worker.served for worker in executor.pool_workers())
+
+
+def wait_for_served(executor, count: int, timeout: float = 15.0) -> int:
+    """The pool's served count once it reaches ``count`` (heartbeats come every few seconds)."""
+    deadline = time.monotonic() + timeout
+    while (total := served(executor)) < count and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return total
+
+
+@pytest.mark.parametrize("reduction", [dro.TreeReduction(fan_in=2), dro.CoordinatedReduction()],
+                         ids=["tree2", "coordinated"])
+def test_pool_workers_serve_many_calls_and_start_no_oscar_job(pool_cluster, dimuon_files, reference, reduction):
+    executor = pool_cluster.executor(reduction=reduction, progress=False, ranges_per_call=1)
+    workers = {w.worker for w in executor.pool_workers()}
+    before = served(executor)
+    results = book(ROOT.RDataFrame("Events", dimuon_files, executor=executor, npartitions=NPARTITIONS))
+    assert_exact(tuple(result.GetValue() for result in results), reference)
+    job = executor.last_job
+    assert job.pool
+    # Nothing computed by OSCAR jobs but the coordinator: the mappers, the tree's merges (inline)
+    # and the coordinated batches all ran in the two long-lived workers.
+    assert set(job.functions) <= {"coordinator"}
+    batches = sum(1 for item in job.tracker.expected if item.kind == "launch")  # coordinated: batch files
+    calls = NPARTITIONS + batches
+    assert wait_for_served(executor, before + calls) == before + calls
+    assert {w.worker for w in executor.pool_workers()} == workers  # the same processes throughout
+
+
+def test_a_claimed_call_is_never_computed_again(pool_cluster):
+    """A queued call whose claim is taken (computed, or being computed, elsewhere) is dropped."""
+    executor = pool_cluster.executor(progress=False)
+    storage = executor.storage
+    keys = layout.JobKeys(layout.new_job_id())
+    storage.put_bytes(keys.manifest, Manifest(job=keys.job_id, created=time.time(), plan={}).to_json())
+    try:
+        before = served(executor)
+        assert storage.put_if_absent(keys.claim(0, 1), b"someone else")
+        output = keys.partial(0, 1)
+        offer = MapperTrigger(keys.job_id, 0, "", keys.mapper_payload, output, claim=keys.claim(0, 1))
+        storage.put_bytes(keys.queued(0, 1), offer.to_json())
+        deadline = time.monotonic() + 10
+        while storage.exists(keys.queued(0, 1)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not storage.exists(keys.queued(0, 1)), "the pool never looked at the offer"
+        assert not storage.exists(output)
+        assert storage.list(keys.prefix(layout.ERRORS)) == []
+        time.sleep(6)  # a heartbeat later
+        assert served(executor) == before
+    finally:
+        dro.job.remove_job(storage, keys.job_id)
+
+
+def test_a_pool_that_dies_mid_job_leaves_the_rest_to_the_file_triggered_services(pool_cluster, dimuon_files,
+                                                                                   reference):
+    executor = pool_cluster.executor(reduction=dro.TreeReduction(fan_in=2), progress=False, ranges_per_call=1,
+                                     retry_after=2.0, pool_overflow_after=2.0)
+    storage = executor.storage
+    stopped = threading.Event()
+
+    def stop_when_work_started() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not stopped.is_set():
+            if any(storage.list(f"{layout.JOBS}/{job}/claims/") for job in _running_jobs(storage)):
+                executor.stop_pool()
+                stopped.set()
+                return
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=stop_when_work_started)
+    watcher.start()
+    try:
+        results = book(ROOT.RDataFrame("Events", dimuon_files, executor=executor, npartitions=NPARTITIONS))
+        assert_exact(tuple(result.GetValue() for result in results), reference)
+    finally:
+        stopped.set()
+        watcher.join()
+        executor.start_pool(pool_cluster.workers, wait=120)  # as the module's other tests expect it
+    job = executor.last_job
+    assert job.pool
+    assert job.functions.get("mapper"), "no file-triggered mapper took over from the stopped pool"
+
+
+def _running_jobs(storage) -> list[str]:
+    return sorted({layout.job_of_key(key) for key in storage.list(layout.QUEUE + "/")} - {None})
+
+
+def test_the_dimuon_analysis_in_pool_mode_is_identical(pool_cluster, dimuon_files):
+    reference = analysis.book_dimuon_spectrum(ROOT.RDataFrame("Events", dimuon_files))["spectrum"].GetValue()
+    executor = pool_cluster.executor(progress=False)
+    spectrum = analysis.book_dimuon_spectrum(
+        ROOT.RDataFrame("Events", dimuon_files, executor=executor, npartitions=4))["spectrum"].GetValue()
+    assert all(spectrum.GetBinContent(i) == reference.GetBinContent(i) for i in range(reference.GetNbinsX() + 2))
