@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from distrdf_oscar import ConfigurationError, OSCARExecutor
@@ -121,3 +123,27 @@ def test_analyst_client_checks_the_deployment_instead_of_changing_it(warm_cluste
                                   deployment=warm_cluster.deployment())
     with pytest.raises(dro.OSCARError, match="holds a different signing key"):
         _ = other_key.storage
+
+
+def test_pool_and_call_settings_are_checked(warm_cluster):
+    import ROOT
+
+    from distrdf_oscar import layout
+    from distrdf_oscar.deployment import Deployment
+    from distrdf_oscar.platform.oscar import OSCARCluster, OSCARError
+
+    for options, message in (({"pool": "yes"}, "pool must be None (use one when up), True or False, got 'yes'"),
+                             ({"pool_overflow_after": 0}, "pool_overflow_after must be positive, got 0"),
+                             ({"ranges_per_call": 0}, "ranges_per_call must be an integer of at least 1, got 0")):
+        with pytest.raises(ConfigurationError, match=re.escape(message)):
+            OSCARExecutor.from_env(GOOD, **options)
+    # No pool on this cluster: pool=True refuses the job before anything is written.
+    executor = warm_cluster.executor(pool=True, progress=False)
+    with pytest.raises(ConfigurationError, match=r"no warm pool is up for deployment 'distrdf' \(pool=True\): "
+                                                 r"ask the operator to run `distrdf-oscar pool start`"):
+        ROOT.RDataFrame(10, executor=executor, npartitions=2).Count().GetValue()
+    assert [k for k in executor.storage.list("") if layout.job_of_key(k)] == []
+    # An analyst's token cannot start a pool: its workers would hold the deployment's storage keys.
+    analyst = OSCARCluster("https://oscar.example.org", token="an-oidc-token")
+    with pytest.raises(OSCARError, match="starting a pool takes the operator's credentials"):
+        analyst.start_pool(Deployment(), 2, ("access", "secret"))

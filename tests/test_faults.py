@@ -65,7 +65,8 @@ def reference(dimuon_files):
 
 
 def run_job(cluster, reduction: str, files, **options):
-    executor = cluster.executor(reduction=REDUCTIONS[reduction], progress=False, **options)
+    # One range per call: the fault rules name ranges' triggers.
+    executor = cluster.executor(reduction=REDUCTIONS[reduction], progress=False, ranges_per_call=1, **options)
     results = book(ROOT.RDataFrame("Events", files, executor=executor, npartitions=NPARTITIONS))
     return executor, tuple(result.GetValue() for result in results)
 

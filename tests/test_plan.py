@@ -108,15 +108,16 @@ def test_calls_of_several_ranges_make_the_leaves_and_the_items():
         CoordinatedReduction([6, 3]).describe(8, JOB_ID, ranges_per_call=3)
 
 
-@pytest.mark.parametrize(("npartitions", "concurrency", "reduction", "requested", "expected"), [
-    (8, 2, TreeReduction(4), None, 1),  # 4 calls per slot already
-    (1000, 2, TreeReduction(4), None, 125),  # 8 calls: four per slot
-    (1000, 80, CoordinatedReduction(), None, 4),
-    (8, 2, CoordinatedReduction([6, 3]), None, 1),  # an explicit plan counts ranges
-    (1000, 2, TreeReduction(4), 10, 10),  # the user's setting wins
+@pytest.mark.parametrize(("npartitions", "concurrency", "reduction", "requested", "pool", "expected"), [
+    (8, 2, TreeReduction(4), None, False, 4),  # file-triggered: one call per slot
+    (8, 2, TreeReduction(4), None, True, 1),  # a warm pool: four calls per worker already
+    (1000, 2, TreeReduction(4), None, True, 125),  # 8 calls: four per worker
+    (1000, 80, CoordinatedReduction(), None, False, 13),
+    (8, 2, CoordinatedReduction([6, 3]), None, False, 1),  # an explicit plan counts ranges
+    (1000, 2, TreeReduction(4), 10, True, 10),  # the user's setting wins
 ])
-def test_ranges_per_call_default_amortises_calls(npartitions, concurrency, reduction, requested, expected):
-    assert ranges_per_call(npartitions, concurrency, reduction, requested) == expected
+def test_ranges_per_call_default_amortises_calls(npartitions, concurrency, reduction, requested, pool, expected):
+    assert ranges_per_call(npartitions, concurrency, reduction, requested, pool) == expected
 
 
 def test_ranges_per_call_refuses_nonsense():

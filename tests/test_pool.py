@@ -54,9 +54,9 @@ def test_pool_workers_serve_many_calls_and_start_no_oscar_job(pool_cluster, dimu
     assert_exact(tuple(result.GetValue() for result in results), reference)
     job = executor.last_job
     assert job.pool
-    # Nothing computed by OSCAR jobs but the coordinator: the mappers, the tree's merges (inline)
-    # and the coordinated batches all ran in the two long-lived workers.
-    assert set(job.functions) <= {"coordinator"}
+    # No OSCAR job at all: the mappers, the tree's merges (inline), the coordinator and its batches
+    # all ran in the two long-lived workers.
+    assert job.functions == {}
     batches = sum(1 for item in job.tracker.expected if item.kind == "launch")  # coordinated: batch files
     calls = NPARTITIONS + batches
     assert wait_for_served(executor, before + calls) == before + calls

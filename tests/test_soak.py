@@ -86,7 +86,7 @@ def test_fifty_jobs_with_random_faults(warm_cluster, dimuon_files):
     reference = [r.GetValue() for r in book(ROOT.RDataFrame("Events", dimuon_files))]
     rng = random.Random(SEED)
     platform = warm_cluster.platform
-    executors = [warm_cluster.executor(reduction=r, progress=False, retry_after=3.0, retry_factor=1.5)
+    executors = [warm_cluster.executor(reduction=r, progress=False, retry_after=3.0, retry_factor=1.5, ranges_per_call=1)
                  for r in REDUCTIONS]
     storage = executors[0].storage
 

@@ -234,7 +234,9 @@ def main(argv: list[str] | None = None) -> int:
                       help="dataset directory (default ./dimuon-data; reused if complete)")
     demo.add_argument("--out", default=os.getcwd(), help="where to save dimuon_spectrum.png (default .)")
     demo.add_argument("--workers", type=int, default=2, help="function slots of the local platform (default 2)")
-    demo.add_argument("--mode", choices=("warm", "cold"), default="warm", help="function start mode (default warm)")
+    demo.add_argument("--mode", choices=("warm", "cold", "pool"), default="warm",
+                      help="function start mode (default warm); pool: a warm pool of --workers workers, an OSCAR "
+                           "exposed service, beside cold functions")
     demo.add_argument("--npartitions", type=int, default=8, help="entry ranges, one mapper each (default 8)")
     _add_reduction_flags(demo)
     demo.set_defaults(func=cmd_demo)

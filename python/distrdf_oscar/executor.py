@@ -11,7 +11,7 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from . import layout, plan
+from . import plan
 from .deployment import ROLES, Deployment
 from .job import Job, JobFiles, JobOptions
 from .messages import Heartbeat
@@ -60,9 +60,10 @@ class OSCARExecutor:
         retry_factor: a quiet spell also counts as a loss only once it is this many times longer
             than the longest one the job has seen (default 3). See ``docs/reliability.md``.
         ranges_per_call: entry ranges one mapper call processes (its partial covers them all);
-            by default about ``npartitions / (4 x concurrency)``, so that a call's fixed cost (pod,
-            imports, JIT) is paid once for several ranges; 1 with an explicit coordinated plan,
-            whose batch sizes count one partial per range. See ``plan.ranges_per_call``.
+            by default ``npartitions / concurrency`` (one call per slot: a file-triggered call's
+            fixed cost, pod, imports and JIT, is paid once), or ``npartitions / (4 x concurrency)``
+            for a warm pool's job; 1 with an explicit coordinated plan, whose batch sizes count one
+            partial per range. See ``plan.ranges_per_call``.
         pool: offer the mapper calls to the deployment's warm pool (an OSCAR exposed service of
             long-lived workers, ``distrdf-oscar pool start``): None (default) when one is up, True
             to require one, False never. Pool jobs merge their tree inline, in the workers.
@@ -269,15 +270,13 @@ class OSCARExecutor:
                 on_partial: Callable[[Any], None] | None = None, reduction: plan.Reduction | None = None):
         """One DistRDF ``ProcessAndMerge``: returns the merged ``TaskResult``."""
         chosen = plan.resolve(reduction or self.reduction)
-        per_call = plan.ranges_per_call(len(ranges), self.concurrency, chosen, self.ranges_per_call)
+        use_pool = self._use_pool()
+        per_call = plan.ranges_per_call(len(ranges), self.concurrency, chosen, self.ranges_per_call, use_pool)
         chosen.check(len(ranges), per_call)  # reject a plan that does not fit before anything is written
         self._check_quota(chosen)
-        use_pool = self._use_pool()
-        # Pool workers and inline merges are no OSCAR jobs: a listing cannot tell they are idle.
-        idle = self._service_idle if not use_pool else (
-            lambda folder, since: folder not in (layout.TRIGGERS, layout.TREE_PARTIALS, layout.BATCHES)
-            and self._service_idle(folder, since))
-        job = Job(self.storage, chosen, self.options, idle=idle)
+        # A pool job's work runs in pool workers, not OSCAR jobs: OSCAR's listing cannot tell that
+        # its services are idle, so losses are found by the quiet-spell rule alone.
+        job = Job(self.storage, chosen, self.options, idle=None if use_pool else self._service_idle)
         self.last_job = job
         try:
             return job.run(ranges, mapper, files, on_partial=on_partial, ranges_per_call=per_call, pool=use_pool)

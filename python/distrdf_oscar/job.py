@@ -106,8 +106,10 @@ class Job:
         self.storage.put_bytes(self.keys.mapper_payload, cloudpickle.dumps(payload))
         self.storage.put_bytes(self.keys.plan, job_plan.to_json())
         if isinstance(job_plan, plan.CoordinatedPlan):
-            # Start the coordinator first, so it is watching when the first partials land.
-            self.storage.put_bytes(self.keys.coordinator_trigger, job_plan.to_json())
+            # Start the coordinator first, so it is watching when the first partials land; a pool
+            # runs it in a worker, beside the calls, instead of a cold OSCAR job.
+            self.storage.put_bytes(self.keys.queued_coordinator if self.pool else self.keys.coordinator_trigger,
+                                   job_plan.to_json())
         by_id = {current_range.id: current_range for current_range in ranges}
         triggers = {}
         for lo, hi in job_plan.tasks:

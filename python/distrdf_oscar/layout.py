@@ -36,6 +36,7 @@ RESULTS = "results"  # the final result of a job
 ERRORS = "errors"  # error markers written by failing functions
 QUEUE = "queue"  # mapper calls offered to warm pools, which claim them (no webhook watches it)
 POOL = "pool"  # pool workers' heartbeats: not job objects
+COORDINATOR_ITEM = "coordinator.json"  # a pool job's coordinator, in its queue folder
 # The user's datasets (uploads, Snapshots kept in storage), in the base bucket: not job objects,
 # so cleanup never touches them.
 DATASETS = "datasets"
@@ -218,6 +219,11 @@ class JobKeys:
         """Taken (a conditional write) by whoever computes the call ``[lo, hi)`` of a pool job: a
         pool worker, or the file-triggered mapper it overflowed to; only one computes it."""
         return self.claim_of(self.queued(lo, hi))
+
+    @property
+    def queued_coordinator(self) -> str:
+        """A pool job's coordinator, run by a pool worker beside its calls (a copy of the plan)."""
+        return f"{QUEUE}/{self.job_id}/{COORDINATOR_ITEM}"
 
     def queued_batch(self, index: int) -> str:
         """A pool job's batch file: in the queue, for the pool's workers (no webhook watches it)."""

@@ -103,26 +103,30 @@ def _check_npartitions(npartitions: int) -> None:
         raise PlanError(f"a job needs at least one partition, got {npartitions}")
 
 
-# Mapper calls per function slot when the user does not say: a call's fixed cost (a pod, the
-# imports, the JIT) is paid once for several ranges, and with four calls per slot the last wave
-# still balances the load (a slot idles for at most about a quarter of its work).
-CALLS_PER_SLOT = 4
+# Mapper calls per function slot when the user does not say. A file-triggered call pays a pod,
+# the supervisor, the imports and the JIT (seconds on OSCAR): one call per slot pays it once. A warm
+# pool's call costs milliseconds: four per slot balance the load (a slot idles at most about a
+# quarter of its work).
+CALLS_PER_SLOT = 1
+CALLS_PER_POOL_WORKER = 4
 
 
 def ranges_per_call(npartitions: int, concurrency: int, reduction: Reduction,
-                    requested: int | None = None) -> int:
+                    requested: int | None = None, pool: bool = False) -> int:
     """How many consecutive entry ranges one mapper call processes.
 
-    ``requested`` (the user's setting) wins; otherwise ``ceil(N / (CALLS_PER_SLOT x
-    concurrency))``, so that N ranges make about four calls per slot, except with an explicit
-    coordinated plan, whose batch sizes count one partial per range."""
+    ``requested`` (the user's setting) wins; otherwise ``ceil(N / (calls per slot x
+    concurrency))`` (:data:`CALLS_PER_SLOT`, or :data:`CALLS_PER_POOL_WORKER` for a warm
+    pool's job), except with an explicit coordinated plan, whose batch sizes count one partial
+    per range."""
     if requested is not None:
         if isinstance(requested, bool) or not isinstance(requested, int) or requested < 1:
             raise PlanError(f"ranges_per_call must be an integer of at least 1, got {requested!r}")
         return requested
     if isinstance(reduction, CoordinatedReduction) and reduction.batches is not None:
         return 1
-    return max(1, math.ceil(npartitions / (CALLS_PER_SLOT * max(1, concurrency))))
+    per_slot = CALLS_PER_POOL_WORKER if pool else CALLS_PER_SLOT
+    return max(1, math.ceil(npartitions / (per_slot * max(1, concurrency))))
 
 
 def task_intervals(npartitions: int, ranges_per_call: int) -> list[Interval]:

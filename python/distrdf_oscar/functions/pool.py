@@ -4,8 +4,8 @@ OSCAR runs an exposed service as a Kubernetes Deployment (``pkg/backends/resourc
 each replica runs the service script once and must answer HTTP probes on the service's first
 ``api_port``. A worker imports ROOT once and then computes mapper calls taken from the
 deployment's ``queue/`` folder, which no webhook watches, so no OSCAR job is started for work it
-takes, nor for the batch merges of coordinated jobs, whose coordinator queues them here too. It
-claims each item with a conditional write first (the file-triggered mapper that the
+takes, nor for coordinated jobs' coordinators (run in a thread beside the calls, since they only
+watch storage) and batch merges, which they queue here too. It claims each item with a conditional write first (the file-triggered mapper that the
 client may overflow the call to claims the same key, so a call is computed once), keeps
 DistRDF's graph cache, the payloads and the staged datasets between calls, and rewrites a
 heartbeat object so that clients know a pool is up (``pools.py``). A worker that dies
@@ -32,6 +32,7 @@ import threading
 
 from .. import layout
 from ..messages import Batch, Heartbeat, MapperTrigger, MessageError
+from ..plan import CoordinatedPlan, expect_plan
 from ..signing import SignatureError, from_environment
 from ..storage import Storage, StorageError
 from . import context, contract
@@ -99,7 +100,10 @@ class PoolWorker:
                     print(f"pool worker: cannot list the queue: {exc}", file=sys.stderr, flush=True)
                     queued = []
                 took = False
-                for key in queued:  # oldest job first: job ids sort by creation time
+                # Coordinators first (they only watch storage, in a thread); then the oldest job's
+                # items first: job ids sort by creation time.
+                queued.sort(key=lambda key: not key.endswith("/" + layout.COORDINATOR_ITEM))
+                for key in queued:
                     if self.stopping.is_set():
                         break
                     took = self.take(key) or took
@@ -116,9 +120,13 @@ class PoolWorker:
         if job_id is None or key in self._passed:
             return False
         claim = layout.JobKeys(job_id).claim_of(key)
-        batch = key.rsplit("/", 1)[-1].startswith("batch_")
+        name = key.rsplit("/", 1)[-1]
+        batch = name.startswith("batch_")
         try:
-            item = (Batch if batch else MapperTrigger).from_json(self.storage.get_bytes(key))
+            body = self.storage.get_bytes(key)
+            item: MapperTrigger | Batch | CoordinatedPlan = (
+                expect_plan(body, CoordinatedPlan, f"pool worker taking {key}") if name == layout.COORDINATOR_ITEM
+                else Batch.from_json(body) if batch else MapperTrigger.from_json(body))
         except StorageError:
             return False  # taken (and removed) by another worker since the listing
         except (SignatureError, MessageError) as exc:
@@ -135,6 +143,10 @@ class PoolWorker:
         self._pass(key)
         if not batch:
             self.storage.delete([key])  # a batch file stays: the job's record of what it merges
+        if isinstance(item, CoordinatedPlan):
+            threading.Thread(target=self._compute, args=(key, job_id, item), name=f"coordinator-{job_id}",
+                             daemon=True).start()
+            return False  # the worker goes on taking calls meanwhile
         self._compute(key, job_id, item)
         self.served += 1
         return True
@@ -145,16 +157,18 @@ class PoolWorker:
             self._passed.clear()
         self._passed.add(key)
 
-    def _compute(self, key: str, job_id: str, item: MapperTrigger | Batch) -> None:
-        from . import mapper
+    def _compute(self, key: str, job_id: str, item: MapperTrigger | Batch | CoordinatedPlan) -> None:
+        from . import coordinator, mapper
         from .merging import merge_keys
 
         scratch = tempfile.mkdtemp(prefix="dro-pool-")
         ctx = context.FunctionContext(service=self.service, input_path="", key=key, output_dir=scratch,
                                       storage=self.storage)
-        role = "batch" if isinstance(item, Batch) else "mapper"
+        role = "batch" if isinstance(item, Batch) else "coordinator" if isinstance(item, CoordinatedPlan) else "mapper"
         try:
-            if isinstance(item, Batch):
+            if isinstance(item, CoordinatedPlan):
+                coordinator.run(ctx, item)
+            elif isinstance(item, Batch):
                 merge_keys(ctx, item.job, list(item.inputs), item.output)
             else:
                 # The claim is ours: a copy that finds it taken skips the call, so computing it must not.
