@@ -305,9 +305,9 @@ def test_live_visualize_draws_partials(warm_cluster, dimuon_files):
     final = histo.GetValue()
     expected = ROOT.RDataFrame("Events", dimuon_files).Histo1D(("live", "live", 40, 0, 40), "Muon_pt").GetValue()
     assert_same_value(final, expected, "live histogram")
-    # One call per mapper partial that arrives before the result (each is delivered once), and none
-    # while only empty ranges have arrived: at least one, at most npartitions, with entries.
-    assert 1 <= len(seen) <= 4, seen
+    # One call per mapper partial (each delivered once, also one that arrived with the result), and
+    # none while only empty ranges have arrived: the two calls' partials (4 ranges, 2 slots).
+    assert len(seen) == 2, seen
     assert seen[0] > 0
     assert seen == sorted(seen)
     assert seen[-1] <= final.GetEntries()

@@ -129,7 +129,8 @@ def test_lost_work_without_retries_is_named(warm_cluster, dimuon_files, fault, r
     assert injected[0].key == trigger(range_id)
     warm_cluster.platform.inject(*injected)
     since = time.monotonic()
-    executor = warm_cluster.executor(reduction=REDUCTIONS["tree2"], progress=False, retries=0, retry_after=5.0)
+    executor = warm_cluster.executor(reduction=REDUCTIONS["tree2"], progress=False, retries=0, retry_after=5.0,
+                                     ranges_per_call=1)
     try:
         lost = re.escape(layout.interval_stem(range_id, range_id + 1))
         with pytest.raises(dro.JobTimeout, match=rf"the mapper of range {range_id} produced nothing "

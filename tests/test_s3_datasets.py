@@ -85,13 +85,18 @@ def test_missing_objects_are_named(warm_cluster, urls):
     assert _job_keys(executor) == []
 
 
-def test_the_upload_command_prints_the_urls(warm_cluster, dimuon_files, monkeypatch, capsys):
-    monkeypatch.setenv("OSCAR_ENDPOINT", warm_cluster.platform.oscar_endpoint)
-    monkeypatch.setenv("OSCAR_USER", warm_cluster.platform.oscar_user)
-    monkeypatch.setenv("OSCAR_PASSWORD", warm_cluster.platform.oscar_password)
-    monkeypatch.setenv("DISTRDF_OSCAR_KEY", warm_cluster._signing_key)
+def _cli_settings(monkeypatch, cluster) -> None:
+    """The environment the command line reads, pointing at ``cluster`` as an operator's would."""
+    monkeypatch.setenv("OSCAR_ENDPOINT", cluster.platform.oscar_endpoint)
+    monkeypatch.setenv("OSCAR_USER", cluster.platform.oscar_user)
+    monkeypatch.setenv("OSCAR_PASSWORD", cluster.platform.oscar_password)
+    monkeypatch.setenv("DISTRDF_OSCAR_KEY", cluster._signing_key)
     for name in ("OSCAR_TOKEN", "OSCAR_SSL_VERIFY", "MINIO_ENDPOINT"):
         monkeypatch.delenv(name, raising=False)
+
+
+def test_the_upload_command_prints_the_urls(warm_cluster, dimuon_files, monkeypatch, capsys):
+    _cli_settings(monkeypatch, warm_cluster)
     executor = warm_cluster.executor(progress=False)
     deployment = executor.deployment.name
     assert cli.main(["upload", "--deployment", deployment, "--folder", "cli", dimuon_files[0]]) == 0
@@ -302,12 +307,7 @@ def test_deploy_gives_the_dataset_credentials_as_secrets(warm_cluster, other_end
     OSCAR secrets of every service, never variables); without the keys in its environment it refuses."""
     import sys
 
-    monkeypatch.setenv("OSCAR_ENDPOINT", warm_cluster.platform.oscar_endpoint)
-    monkeypatch.setenv("OSCAR_USER", warm_cluster.platform.oscar_user)
-    monkeypatch.setenv("OSCAR_PASSWORD", warm_cluster.platform.oscar_password)
-    monkeypatch.setenv("DISTRDF_OSCAR_KEY", warm_cluster._signing_key)
-    for name in ("OSCAR_TOKEN", "OSCAR_SSL_VERIFY", "MINIO_ENDPOINT"):
-        monkeypatch.delenv(name, raising=False)
+    _cli_settings(monkeypatch, warm_cluster)
     for name, value in other_endpoint.keys.items():
         monkeypatch.setenv(name, value)
     assert endpoint_executor.storage  # deployed with the executor's option

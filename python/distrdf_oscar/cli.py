@@ -207,6 +207,18 @@ def cmd_status(args) -> int:
     return 1 if missing else 0
 
 
+def cmd_report(args) -> int:
+    """Print where a job's time went and draw its timeline (its record, timeline.py)."""
+    from . import report
+
+    record = report.load(args.job)
+    print(report.summary(record, price=args.price))
+    if not args.no_plot:
+        path = report.gantt(record, args.out or f"{record.job}-timeline.png")
+        print(f"timeline: {path}")
+    return 0
+
+
 def cmd_pool(args) -> int:
     """Start, stop or show the deployment's warm pool (an OSCAR exposed service)."""
     executor = _cluster_and_deployment(args)
@@ -286,6 +298,20 @@ def main(argv: list[str] | None = None) -> int:
     add_deployment_flags(pool)
     pool.set_defaults(func=cmd_pool)
 
+    from .report import DEFAULT_PRICE
+    from .timeline import RECORDS_VARIABLE
+
+    report = sub.add_parser("report", help="where a job's time and money went, and its timeline",
+                            description="Read a job record (a file, a job id, or the newest record; records are "
+                                        f"kept in ${RECORDS_VARIABLE} or ~/.local/state/distrdf-oscar/jobs), print "
+                                        "the breakdown by role and draw a Gantt chart of its calls.")
+    report.add_argument("job", nargs="?", help="a job id or a record file (default: the newest record)")
+    report.add_argument("--price", type=float, default=DEFAULT_PRICE,
+                        help=f"price of one core-second, for the cost estimate (default {DEFAULT_PRICE:g})")
+    report.add_argument("--out", help="the timeline PNG (default <job>-timeline.png here)")
+    report.add_argument("--no-plot", action="store_true", help="print the breakdown only")
+    report.set_defaults(func=cmd_report)
+
     cleanup = sub.add_parser("cleanup", help="find and remove orphaned job data in the deployment's bucket",
                              description="Jobs a client could not clean up (killed, crashed) leave objects behind. "
                                          "A waiting client renews its job's lease; only jobs whose lease lapsed "
@@ -321,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except (ConfigurationError, OSCARError, ValueError) as exc:
+    except (ConfigurationError, OSCARError, ValueError, FileNotFoundError) as exc:
         print(f"distrdf-oscar: error: {exc}", file=sys.stderr)
         return 2
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import layout, leases, partial, plan, snapshots
+from . import layout, leases, partial, plan, snapshots, timeline
 from .messages import ErrorMarker, Manifest, MapperTrigger
 from .recovery import JobRemoved, RemoteError, RetryPolicy, Tracker
 from .signing import SignatureError
@@ -78,6 +78,8 @@ class Job:
         self.timeline: dict[str, float] = {}
         self.tracker: Tracker | None = None  # what the job expected, and what it retried
         self.functions: dict[str, list[str]] = {}  # role -> OSCAR jobs that served this job
+        self.record: timeline.JobRecord | None = None  # once the result is in: where the time went
+        self.record_path: str | None = None  # the record's file (timeline.records_dir())
         self.lease = leases.Holder(storage, self.keys, ttl=options.lease_ttl)
         self.pool = False  # whether a warm pool was offered the mapper calls
         # pool jobs: lo -> (range interval, body) of each call offered to the pool, not yet overflowed
@@ -211,15 +213,17 @@ class Job:
                     self.timeline.setdefault("last_mapper", time.time())
                 if tracker.done:
                     self.timeline["result_seen"] = time.time()
+                # Every mapper partial reaches a live view, as with Dask, even one that arrived
+                # together with the result.
+                for key in tracker.mapper_outputs() if on_partial is not None else ():
+                    if key not in delivered:
+                        delivered.add(key)
+                        on_partial(self.fetch_partial(key, rows=False))
+                if tracker.done:
                     bar.update(bar.total - bar.n)
                     return
                 bar.update(min(mappers, calls) + min(reductions, steps) - bar.n)
                 bar.set_postfix_str(f"mappers {mappers}/{calls}, reductions {reductions}/{steps}")
-                if on_partial is not None:
-                    for key in tracker.mapper_outputs():
-                        if key not in delivered:
-                            delivered.add(key)
-                            on_partial(self.fetch_partial(key, rows=False))
                 time.sleep(self.options.poll_interval)
         finally:
             bar.close()
@@ -234,11 +238,24 @@ class Job:
     def fetch_partial(self, key: str, rows: bool = True):
         """A partial as a ``TaskResult``; with ``rows``, its AsNumpy results filled from the
         mappers' row files (else empty: LiveVisualize draws histograms, and fetches often)."""
+        return self._fetch_partial(key, rows)[0]
+
+    def _fetch_partial(self, key: str, rows: bool = True) -> tuple[Any, partial.PartialMeta]:
         with tempfile.TemporaryDirectory(prefix="dro-result-") as workdir:
             path = os.path.join(workdir, "partial.root")
             self.storage.get_file(key, path)
-            task_result, _ = partial.read_partial(path, fetch=self._fetch_rows if rows else None)
-        return task_result
+            return partial.read_partial(path, fetch=self._fetch_rows if rows else None)
+
+    def _keep_record(self, job_plan: plan.JobPlan, meta: partial.PartialMeta) -> None:
+        """The job record (timeline.py): the client's observations and every call's phases."""
+        self.record = timeline.JobRecord(
+            job=self.job_id, mode=job_plan.mode, npartitions=job_plan.npartitions, calls=len(job_plan.tasks),
+            pool=self.pool, client=dict(self.timeline),
+            functions=[timeline.CallRecord(**f) for f in meta.functions])
+        try:
+            self.record_path = timeline.save(self.record)
+        except OSError as exc:  # the result matters more than its record
+            log.warning("job %s: could not save its record in %s: %s", self.job_id, timeline.records_dir(), exc)
 
     def _fetch_rows(self, key: str, path: str) -> None:
         """A mapper's AsNumpy rows, which the result names (signed, like every object)."""
@@ -268,7 +285,8 @@ class Job:
         try:
             triggers = self._submit(ranges, mapper, files, job_plan)
             self._wait(job_plan, triggers, on_partial)
-            task_result = self.fetch_partial(self.keys.result)
+            task_result, meta = self._fetch_partial(self.keys.result)
+            self._keep_record(job_plan, meta)
             snapshots.deliver(self.storage, self.keys, task_result, self.options.snapshots)
             return task_result
         finally:

@@ -57,6 +57,8 @@ class PartialMeta:
     # Where the rows of the ``columns`` slots live: one {"range", "key", "rows": {slot: n}} per
     # mapper partial, in range order (columns.py).
     column_parts: list[dict[str, Any]] = field(default_factory=list)
+    # The records of the function calls that produced this partial and its inputs (timeline.py).
+    functions: list[dict[str, Any]] = field(default_factory=list)
     format: int = FORMAT_VERSION
 
     def to_json(self) -> str:
@@ -174,8 +176,10 @@ class ColumnsFile:
     key: str
 
 
-def write_partial(path: str, task_result, *, job_id: str, range_id: int, columns_file: ColumnsFile) -> PartialMeta:
-    """Write a mapper's ``TaskResult`` for range ``range_id`` as a partial file.
+def write_partial(path: str, task_result, *, job_id: str, range_id: int, columns_file: ColumnsFile,
+                  functions: Sequence[dict[str, Any]] = ()) -> PartialMeta:
+    """Write a mapper's ``TaskResult`` for range ``range_id`` as a partial file (``functions``:
+    the records of the calls that produced it, timeline.py).
 
     The rows of AsNumpy results go to ``columns_file.path`` instead, created only if there are
     any (``meta.column_parts`` then names its key): the partial stays small for every reducer
@@ -223,6 +227,7 @@ def write_partial(path: str, task_result, *, job_id: str, range_id: int, columns
             processed_entries=None if entries is None else int(entries.processed_entries),
             trees_with_entries={} if entries is None else dict(entries.trees_with_entries),
             column_parts=[{"range": range_id, "key": columns_file.key, "rows": rows}] if rows else [],
+            functions=list(functions),
         )
         _finish(ROOT, out, meta_dir, meta, path)
     finally:
@@ -278,6 +283,19 @@ def _read_object_string(tfile, key: str, what: str) -> str:
     return str(obj.GetString())
 
 
+def add_functions(path: str, records: Sequence[dict[str, Any]]) -> None:
+    """Add function records (timeline.py) to a partial's metadata."""
+    from . import _core
+
+    meta = read_meta(path)
+    meta.functions.extend(records)
+    try:
+        _core.write_texts(path, META_DIR, {META_KEY: meta.to_json()}, update=True, title=FILE_TITLE,
+                          compression=COMPRESSION)
+    except RuntimeError as exc:
+        raise OSError(f"cannot update partial {path}: {exc}") from None
+
+
 def read_meta(path: str) -> PartialMeta:
     return _read_part(path)[0]
 
@@ -308,10 +326,12 @@ def _merged_meta(metas: list[PartialMeta], paths: Sequence[str]) -> PartialMeta:
         processed_entries=sum(processed) if processed else None,
         trees_with_entries=trees,
         column_parts=parts,
+        functions=[f for m in metas for f in m.functions],
     )
 
 
-def merge_partials(output: str, inputs: Sequence[str]) -> PartialMeta:
+def merge_partials(output: str, inputs: Sequence[str],
+                   own: Callable[[], dict[str, Any]] | None = None) -> PartialMeta:
     """Merge partial files n-way into ``output``.
 
     Native slots go through the C++ core in one call per key; fallback slots
@@ -319,6 +339,8 @@ def merge_partials(output: str, inputs: Sequence[str]) -> PartialMeta:
     that processed nothing (no mergeables) only contribute their bookkeeping.
     The records (metadata, pickled slots) are read and written by the core too:
     a merge of native partials never starts PyROOT (about 0.7 s in a fresh process).
+    ``own()``: the merging call's record, taken once the merge is done and added to its inputs'
+    (timeline.py).
     """
     from . import _core
 
@@ -332,6 +354,8 @@ def merge_partials(output: str, inputs: Sequence[str]) -> PartialMeta:
         _core.merge_files(output, list(with_values), exclude=[META_DIR], overwrite=True, compression=COMPRESSION)
     records = {name: _merge_fallback([texts[name] for _, texts in parts if name in texts])
                for name in _fallback_names(meta)}
+    if own is not None:
+        meta.functions.append(own())
     records[META_KEY] = meta.to_json()
     try:
         _core.write_texts(output, META_DIR, records, update=bool(with_values), title=FILE_TITLE,

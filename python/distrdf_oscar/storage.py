@@ -106,6 +106,9 @@ class Storage:
         )
         self.config = config
         self.signer = signer
+        # Bytes of protocol objects this client moved (timeline records read the difference per call).
+        self.bytes_read = 0
+        self.bytes_written = 0
         self.bucket = config.bucket
         self.client = Minio(host, access_key=config.access_key, secret_key=config.secret_key,
                             secure=secure, region=config.region, http_client=http)
@@ -189,6 +192,7 @@ class Storage:
             self.client.put_object(self.bucket_of(key), key, io.BytesIO(data), len(data), metadata=self._metadata(signature))
         except Exception as exc:
             raise self._fail("upload", key, exc) from exc
+        self.bytes_written += len(data)
 
     def put_file(self, key: str, path: str) -> None:
         signature = self.signer.sign_file(key, path) if self.signer else None
@@ -196,6 +200,7 @@ class Storage:
             self.client.fput_object(self.bucket_of(key), key, path, metadata=self._metadata(signature))
         except Exception as exc:
             raise self._fail("upload", key, exc) from exc
+        self.bytes_written += os.path.getsize(path)
 
     def put_if_absent(self, key: str, data: bytes) -> bool:
         """Create ``key`` only if no object has it (S3 conditional write, ``If-None-Match: *``).
@@ -214,6 +219,7 @@ class Storage:
             headers[METADATA] = self.signer.sign(key, data)
         try:
             self.client._put_object(self.bucket_of(key), key, data, headers)  # private: see the docstring
+            self.bytes_written += len(data)
             return True
         except S3Error as exc:
             if exc.code in CONFLICT_CODES:
@@ -245,6 +251,7 @@ class Storage:
         signature = self._download(key, lambda response: body.append(response.read()))
         if self.signer and verify:
             self.signer.verify(key, body[0], signature)
+        self.bytes_read += len(body[0])
         return body[0]
 
     def get_file(self, key: str, path: str) -> None:
@@ -259,6 +266,7 @@ class Storage:
             except Exception:
                 os.remove(path)
                 raise
+        self.bytes_read += os.path.getsize(path)
 
     def verify_local(self, key: str, path: str) -> None:
         """Check a file someone else downloaded (OSCAR's supervisor) against the object's signature."""

@@ -18,7 +18,7 @@ def run(ctx: context.FunctionContext) -> None:
         batch = Batch.from_json(ctx.storage.get_bytes(retry.file or layout.JobKeys(retry.job).batch(retry.index)))
     else:
         batch = Batch.from_json(ctx.read_input())
-    merge_keys(ctx, batch.job, list(batch.inputs), batch.output)
+    merge_keys(ctx, batch.job, list(batch.inputs), batch.output, role="batch")
 
 
 def main() -> int:

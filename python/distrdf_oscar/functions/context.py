@@ -6,6 +6,7 @@ import contextlib
 import functools
 import os
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -14,8 +15,9 @@ from ..deployment import REPORTED_EXIT
 from ..messages import ErrorMarker
 from ..signing import from_environment
 from ..storage import Storage, StorageConfig, StorageError
+from ..timeline import Recorder, process_start
 from . import failpoints
-from .contract import storage_config, triggering_object
+from .contract import event_time, storage_config, triggering_object
 
 # What publish() did with an object.
 WRITTEN = "written"  # ours is the object now stored under the key
@@ -34,6 +36,10 @@ class FunctionContext:
     output_dir: str
     storage: Storage
     _task_output: str | None = None
+    worker: str = ""  # who runs this invocation: its OSCAR job (JOB_UUID), or a pool worker
+    invoked: float | None = None  # the storage event's time, or a pool's claim (epoch seconds)
+    started: float | None = None  # when the invocation's process started, if it is a fresh one
+    _recorded: bool = False
 
     @property
     def task_output(self) -> str | None:
@@ -90,6 +96,15 @@ class FunctionContext:
             return WRITTEN
         self.storage.delete([key])
         return ENDED
+
+    def recorder(self, role: str) -> Recorder:
+        """The phase recorder of the next task this invocation does: the first one counts from
+        the event and the process start, later ones (inline merges) from their own start."""
+        first, self._recorded = not self._recorded, True
+        counters = lambda: (self.storage.bytes_read, self.storage.bytes_written)
+        if first:
+            return Recorder(role, self.worker, invoked=self.invoked, started=self.started, counters=counters)
+        return Recorder(role, self.worker, counters=counters)
 
     def job_alive(self, job_id: str) -> bool:
         """Whether the client still waits for the job (its manifest exists)."""
@@ -188,6 +203,8 @@ def current(bucket: str, key: str) -> FunctionContext:
     follows from them (layout.py), so no setting can name a wrong one."""
     if not bucket or not key:
         raise RuntimeError("no triggering object: neither EVENT nor STORAGE_OBJECT_KEY names one")
+    invoked = event_time()
+    begun = process_start()
     return FunctionContext(
         service=os.environ.get("OSCAR_SERVICE_NAME", "?"),
         input_path=os.environ["INPUT_FILE_PATH"],
@@ -195,4 +212,8 @@ def current(bucket: str, key: str) -> FunctionContext:
         output_dir=os.environ["TMP_OUTPUT_DIR"],
         # The storage keys are part of the cache key: OSCAR mounts those of whoever uploaded the trigger.
         storage=_storage(storage_config(layout.base_bucket(bucket, key)), _fingerprint()),
+        worker=os.environ.get("JOB_UUID") or f"pid-{os.getpid()}",
+        invoked=invoked,
+        # A process older than the event is a warm one: the call starts now, not with it.
+        started=begun if begun is not None and (invoked is None or begun >= invoked) else time.time(),
     )

@@ -57,3 +57,14 @@ def triggering_object() -> tuple[str, str]:
     except (ValueError, KeyError, IndexError, TypeError):
         bucket, _, key = os.environ.get("STORAGE_OBJECT_KEY", "").partition("/")  # "<bucket>/<key>"
         return bucket, key
+
+
+def event_time() -> float | None:
+    """When storage emitted the event that invoked us (MinIO's ``eventTime``), epoch seconds."""
+    import datetime as dt
+
+    try:
+        stamp = json.loads(os.environ.get("EVENT", ""))["Records"][0]["eventTime"]
+        return dt.datetime.fromisoformat(stamp).timestamp()  # Python 3.11 reads the "Z"
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None

@@ -135,19 +135,25 @@ def run(ctx: context.FunctionContext, trigger: MapperTrigger) -> None:
         return  # the job ended (failed elsewhere, or interrupted), or another copy already did these ranges
     if trigger.claim and not ctx.storage.put_if_absent(trigger.claim, ctx.service.encode()):
         return  # a pool job's call, taken by a pool worker (or by the other copy of its overflow)
+    recorder = ctx.recorder("mapper")
     payload = _payload(ctx.storage, trigger.payload)
     _distribute(ctx.storage, keys, payload)
     mapper = payload["mapper"]
     import ROOT
 
     datasets.read_urls_remotely(ROOT)
+    recorder.mark("ready")
     # A call of several ranges pays its fixed cost once and hands on one partial for them all.
     paths = [_map_range(ctx, keys, mapper, cloudpickle.loads(base64.b64decode(encoded)), trigger.range_id + offset)
              for offset, encoded in enumerate((trigger.range, *trigger.more))]
+    recorder.mark("computed")
+    record = recorder.record(trigger.output)
     path = paths[0]
     if len(paths) > 1:
         path = ctx.scratch("partial.root")
-        partial.merge_partials(path, paths)
+        partial.merge_partials(path, paths, own=lambda: record)
+    else:
+        partial.add_functions(path, [record])
     written = ctx.publish(keys.job_id, trigger.output, path, claim=True) == context.WRITTEN
     # Nodes of an inline tree (a pool job's) live in partials/, where no reducer is triggered.
     if written and trigger.output.startswith(keys.prefix(layout.PARTIALS)):

@@ -9,19 +9,29 @@ from .. import partial
 from . import context
 
 
-def merge_keys(ctx: context.FunctionContext, job_id: str, inputs: list[str], output_key: str) -> str | None:
+def merge_keys(ctx: context.FunctionContext, job_id: str, inputs: list[str], output_key: str,
+               role: str = "reducer") -> str | None:
     """Merge the partials at ``inputs`` into the object ``output_key``, unless another copy of
     this task already did; if two copies race, the first to finish wins (a claim). Returns what
-    publishing did (context.WRITTEN, TAKEN, ENDED), None when nothing was merged."""
+    publishing did (context.WRITTEN, TAKEN, ENDED), None when nothing was merged. ``role``
+    names the merge in the job's timeline (reducer: a tree's, batch: a coordinated one)."""
     ctx.task_output = output_key
     if ctx.storage.exists(output_key) or not ctx.job_alive(job_id):
         return None
+    recorder = ctx.recorder(role)
+    recorder.mark("ready")
     with tempfile.TemporaryDirectory(prefix="dro-merge-") as workdir:
         local = []
         for index, key in enumerate(inputs):
             path = os.path.join(workdir, f"{index:06d}.root")
             ctx.storage.get_file(key, path)
             local.append(path)
+        recorder.mark("inputs")
         output = os.path.join(workdir, "merged.root")
-        partial.merge_partials(output, local)
+
+        def record() -> dict:
+            recorder.mark("computed")
+            return recorder.record(output_key)
+
+        partial.merge_partials(output, local, own=record)
         return ctx.publish(job_id, output_key, output, claim=True)

@@ -29,6 +29,7 @@ import socket
 import sys
 import tempfile
 import threading
+import time
 
 from .. import layout
 from ..messages import Batch, Heartbeat, MapperTrigger, MessageError
@@ -162,14 +163,15 @@ class PoolWorker:
         from .merging import merge_keys
 
         scratch = tempfile.mkdtemp(prefix="dro-pool-")
+        now = time.time()  # the claim was just won: the call is invoked and starts now
         ctx = context.FunctionContext(service=self.service, input_path="", key=key, output_dir=scratch,
-                                      storage=self.storage)
+                                      storage=self.storage, worker=self.worker, invoked=now, started=now)
         role = "batch" if isinstance(item, Batch) else "coordinator" if isinstance(item, CoordinatedPlan) else "mapper"
         try:
             if isinstance(item, CoordinatedPlan):
                 coordinator.run(ctx, item)
             elif isinstance(item, Batch):
-                merge_keys(ctx, item.job, list(item.inputs), item.output)
+                merge_keys(ctx, item.job, list(item.inputs), item.output, role="batch")
             else:
                 # The claim is ours: a copy that finds it taken skips the call, so computing it must not.
                 mapper.run(ctx, dataclasses.replace(item, claim=""))

@@ -665,24 +665,21 @@ class ExposedServices:
             body["last_transition_time"] = when
         return body
 
-    def logs(self, name: str, tail: int) -> list[str]:
+    def _pods(self, name: str) -> list:
+        """The pods of service ``name``'s Deployment, oldest first (none without one)."""
         with self._lock:
             dep = self._deployments.get(name)
         if dep is None:
             return []
         with dep._lock:
-            pods = sorted(dep.pods, key=lambda p: p.created)
+            return sorted(dep.pods, key=lambda p: p.created)
+
+    def logs(self, name: str, tail: int) -> list[str]:
         lines: list[str] = []
-        for pod in pods:
+        for pod in self._pods(name):
             lines.extend(pod.tail_lines(tail))
         return lines[-tail:] if tail > 0 else []
 
     def replicas(self, name: str) -> list[dict[str, Any]]:
         """The emulator's own view (not OSCAR's): every pod with its pid and readiness."""
-        with self._lock:
-            dep = self._deployments.get(name)
-        if dep is None:
-            return []
-        with dep._lock:
-            pods = sorted(dep.pods, key=lambda p: p.created)
-        return [{**pod.info(), "tail": pod.tail_lines(20)} for pod in pods]
+        return [{**pod.info(), "tail": pod.tail_lines(20)} for pod in self._pods(name)]

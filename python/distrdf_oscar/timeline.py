@@ -1,0 +1,139 @@
+"""Where a job's time goes: each function call's phases and resource use, carried in the partials.
+
+A call (a mapper call, a merge) marks its phases as it goes and writes the record into the
+partial it produces (``PartialMeta.functions``); a merge carries its inputs' records on, so the
+job's result holds every call that contributed to it. The client saves them, with its own
+observations, as the job record (``JobRecord``): a JSON file per job in :func:`records_dir`,
+which ``distrdf-oscar report`` reads.
+
+Phases, in order (epoch seconds; a call marks those that apply to it):
+
+- ``invoked``: the storage event that started the call (MinIO's event time), or the claim of a
+  pool's call;
+- ``started``: the call's process started (a pool's or warm worker's: the call began);
+- ``ready``: imports done, trigger and payload read;
+- ``inputs``: a merge's inputs downloaded;
+- ``computed``: DistRDF's mapper ran every range (graph, JIT and event loop: ROOT does not
+  tell them apart), or the n-way merge ended;
+The partial's upload ends when its object appears, which the client or the next call sees.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+PHASES = ("invoked", "started", "ready", "inputs", "computed")
+RECORDS_VARIABLE = "DISTRDF_OSCAR_RECORDS"  # where job records go (default: records_dir())
+
+
+def process_start() -> float | None:
+    """When this process started (epoch seconds), from Linux's /proc; None elsewhere."""
+    try:
+        with open("/proc/self/stat") as stat:
+            ticks = int(stat.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/stat") as boot:
+            btime = next(int(line.split()[1]) for line in boot if line.startswith("btime"))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+    return btime + ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+class Recorder:
+    """The phases of one call, and the CPU time it used (from its start, so a long-lived worker's
+    earlier calls do not count)."""
+
+    def __init__(self, role: str, worker: str, invoked: float | None = None, started: float | None = None,
+                 counters: Callable[[], tuple[int, int]] = lambda: (0, 0)) -> None:
+        self.role = role
+        self.worker = worker
+        self.phases: dict[str, float] = {}
+        self._cpu = _cpu_seconds()
+        self._counters = counters  # (bytes read, bytes written) of the call's storage client so far
+        self._moved = counters()
+        if invoked is not None:
+            self.phases["invoked"] = invoked
+        self.phases["started"] = started if started is not None else time.time()
+
+    def mark(self, phase: str) -> None:
+        if phase not in PHASES:
+            raise ValueError(f"unknown phase {phase!r}")
+        self.phases[phase] = time.time()
+
+    def record(self, task: str) -> dict[str, Any]:
+        """The call's record for the partial it writes (``task``: that partial's key); what the call
+        uploads after this (the partial itself) is not counted in ``bytes_written``."""
+        read, written = self._counters()
+        return asdict(CallRecord(role=self.role, worker=self.worker, task=task, phases=dict(self.phases),
+                                 cpu_seconds=round(_cpu_seconds() - self._cpu, 4),
+                                 peak_rss=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                                 bytes_read=read - self._moved[0], bytes_written=written - self._moved[1]))
+
+
+@dataclass
+class CallRecord:
+    role: str  # mapper, reducer (a tree merge), batch (a coordinated merge)
+    worker: str  # the OSCAR job (JOB_UUID), or the pool worker, that ran it
+    task: str  # the key of the partial it produced
+    phases: dict[str, float]
+    cpu_seconds: float
+    peak_rss: int  # bytes: the process's high-water mark (a long-lived worker's, since it started)
+    bytes_read: int  # from object storage, by the call
+    bytes_written: int
+
+    @property
+    def start(self) -> float:
+        return self.phases.get("invoked", self.phases["started"])
+
+    @property
+    def end(self) -> float:
+        return max(self.phases.values())
+
+
+@dataclass
+class JobRecord:
+    """A finished job: what the client saw, and every call that contributed to its result."""
+
+    job: str
+    mode: str  # tree or coordinated
+    npartitions: int
+    calls: int  # mapper calls
+    pool: bool
+    client: dict[str, float]  # the client's observations: submitted, last_mapper, result_seen (epoch s)
+    functions: list[CallRecord] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> JobRecord:
+        raw = json.loads(text)
+        raw["functions"] = [CallRecord(**f) for f in raw.get("functions", [])]
+        return cls(**raw)
+
+
+def records_dir() -> str:
+    """Where job records are kept: $DISTRDF_OSCAR_RECORDS, else the user's state folder."""
+    default = os.path.join(os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state"),
+                           "distrdf-oscar", "jobs")
+    return os.environ.get(RECORDS_VARIABLE) or default
+
+
+def save(record: JobRecord) -> str:
+    folder = records_dir()
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f"{record.job}.json")
+    with open(path + ".part", "w") as f:
+        f.write(record.to_json())
+    os.replace(path + ".part", path)
+    return path

@@ -1,0 +1,80 @@
+"""Where a job's time goes: every call's phases travel in the partials to the job record, which
+`distrdf-oscar report` summarises and draws."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import ROOT
+
+import distrdf_oscar as dro
+from distrdf_oscar import cli, report, timeline
+
+pytestmark = pytest.mark.usefixtures("secret_scan")  # conftest.py: these jobs' objects and logs are searched
+
+
+@pytest.fixture
+def records(tmp_path, monkeypatch):
+    monkeypatch.setenv(timeline.RECORDS_VARIABLE, str(tmp_path / "records"))
+    return tmp_path / "records"
+
+
+@pytest.mark.parametrize(("mode", "reduction", "merges"), [
+    ("warm", dro.TreeReduction(fan_in=2), {"reducer": 3}),
+    ("cold", dro.CoordinatedReduction([3, 2]), {"batch": 2}),
+])
+def test_every_call_of_a_job_is_recorded_with_ordered_phases(request, dimuon_files, records, mode, reduction,
+                                                             merges):
+    cluster = request.getfixturevalue(f"{mode}_cluster")
+    executor = cluster.executor(reduction=reduction, progress=False, ranges_per_call=1)
+    df = ROOT.RDataFrame("Events", dimuon_files, executor=executor, npartitions=4)
+    assert df.Count().GetValue() == ROOT.RDataFrame("Events", dimuon_files).Count().GetValue()
+    job = executor.last_job
+    record = timeline.JobRecord.from_json((records / f"{job.job_id}.json").read_text())
+    assert record == job.record
+    roles = {role: sum(1 for f in record.functions if f.role == role) for role in ("mapper", *merges)}
+    assert roles == {"mapper": 4, **merges}
+    for call in record.functions:
+        order = [call.phases[p] for p in timeline.PHASES if p in call.phases]
+        assert order == sorted(order), call
+        assert {"started", "ready", "computed"} <= set(call.phases), call
+        # File-triggered calls know the storage event that started them.
+        assert "invoked" in call.phases
+        assert call.cpu_seconds > 0
+        assert call.peak_rss > 10_000_000
+    mappers = [f for f in record.functions if f.role == "mapper"]
+    assert sorted(f.task.rsplit("/", 1)[-1] for f in mappers) == [f"{i:06d}_{i + 1:06d}.root" for i in range(4)]
+    merged = [f for f in record.functions if f.role != "mapper"]
+    assert all(f.bytes_read > 0 for f in merged)  # they downloaded their inputs
+    client = record.client
+    assert client["submitted"] <= client["last_mapper"] <= client["result_seen"]
+    assert max(f.phases["computed"] for f in record.functions) <= client["result_seen"]
+
+
+def test_report_prints_the_breakdown_and_draws_lanes(records, tmp_path, capsys):
+    def call(role, worker, start, took):
+        return timeline.CallRecord(role=role, worker=worker, task=f"t/{role}{start}", cpu_seconds=took,
+                                   peak_rss=200_000_000, bytes_read=1_000_000, bytes_written=0,
+                                   phases={"invoked": start, "started": start + 0.5, "ready": start + 1.0,
+                                           "computed": start + took})
+    # Two slots: the third mapper starts when the first ends, and the merge after the last.
+    calls = [call("mapper", "a", 100.0, 3.0), call("mapper", "b", 100.2, 3.0), call("mapper", "c", 103.1, 2.0),
+             call("reducer", "d", 105.5, 1.5)]
+    record = timeline.JobRecord(job="j20261202000000-0123abcd", mode="tree", npartitions=3, calls=3, pool=False,
+                                client={"submitted": 99.9, "last_mapper": 105.2, "result_seen": 107.2},
+                                functions=calls)
+    assert [[c.worker for c in lane] for lane in report.lanes(calls)] == [["a", "c", "d"], ["b"]]
+    path = records / f"{record.job}.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(record.to_json())
+    png = tmp_path / "timeline.png"
+    assert cli.main(["report", record.job, "--price", "0.5", "--out", str(png)]) == 0
+    out = capsys.readouterr().out
+    assert "wall time 7.30 s: mapping 5.30 s, tail (last mapper -> result) 2.00 s" in out
+    assert "mapper       3    0.50s     0.50s    1.67s     8.0" in out
+    assert "CPU: 9.5 core-seconds; cost at 0.5 per core-second: 4.750000" in out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads(path.read_text())["job"] == record.job
+    assert cli.main(["report", "j20990101000000-ffffffff", "--no-plot"]) == 2
+    assert "no record of job j20990101000000-ffffffff" in capsys.readouterr().err
