@@ -215,8 +215,8 @@ class Job:
                     self.timeline["result_seen"] = time.time()
                 # Every mapper partial reaches a live view, as with Dask, even one that arrived
                 # together with the result.
-                for key in tracker.mapper_outputs() if on_partial is not None else ():
-                    if key not in delivered:
+                for key in tracker.mapper_outputs():
+                    if on_partial is not None and key not in delivered:
                         delivered.add(key)
                         on_partial(self.fetch_partial(key, rows=False))
                 if tracker.done:
