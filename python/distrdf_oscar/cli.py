@@ -66,6 +66,15 @@ def cmd_demo(args) -> int:
     for name, seconds in timings.items():
         print(f"  {name:>16}: {seconds:7.2f} s")
     print(f"  ({args.mode} mode, {args.workers} workers, {args.npartitions} partitions, {args.reduction} reduction)")
+    record = executor.last_job.record if executor.last_job is not None else None
+    if record is not None:
+        from . import report
+
+        print(report.summary(record))
+        try:
+            print(f"timeline saved to {report.gantt(record, os.path.join(args.out, 'dimuon_timeline.png'))}")
+        except RuntimeError as exc:  # no matplotlib
+            print(f"no timeline drawn: {exc}")
     return 0 if identical else 1
 
 
@@ -246,9 +255,10 @@ def main(argv: list[str] | None = None) -> int:
                       help="dataset directory (default ./dimuon-data; reused if complete)")
     demo.add_argument("--out", default=os.getcwd(), help="where to save dimuon_spectrum.png (default .)")
     demo.add_argument("--workers", type=int, default=2, help="function slots of the local platform (default 2)")
-    demo.add_argument("--mode", choices=("warm", "cold", "pool"), default="warm",
-                      help="function start mode (default warm); pool: a warm pool of --workers workers, an OSCAR "
-                           "exposed service, beside cold functions")
+    demo.add_argument("--mode", choices=("pool", "cold", "warm"), default="pool",
+                      help="pool (default): a warm pool of --workers workers, an OSCAR exposed service, beside "
+                           "cold functions; cold: every call a fresh process, as OSCAR's jobs; warm: pre-started "
+                           "processes run the calls (an emulator mode with no OSCAR counterpart)")
     demo.add_argument("--npartitions", type=int, default=8, help="entry ranges, one mapper each (default 8)")
     _add_reduction_flags(demo)
     demo.set_defaults(func=cmd_demo)
