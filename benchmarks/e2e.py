@@ -54,6 +54,7 @@ def main() -> int:
 
     import distrdf_oscar as dro
     from distrdf_oscar.demo import dataset
+    from distrdf_oscar.report import role_costs
 
     ROOT.gROOT.SetBatch(True)
     os.makedirs(args.out, exist_ok=True)
@@ -92,8 +93,13 @@ def main() -> int:
                     args.repeat)
                 timeline = executor.last_job.timeline
                 tail = timeline.get("result_seen", 0) - timeline.get("last_mapper", timeline.get("result_seen", 0))
+                # Each role's fixed costs by phase, from the functions' own timestamps (the last run's).
+                costs = role_costs(executor.last_job.record)
                 record(f"oscar {mode} {name}", best, runs, spectrum, reference,
-                       tail_seconds=tail, cluster_start_seconds=started)
+                       tail_seconds=tail, cluster_start_seconds=started, roles=costs)
+                for role, c in costs.items():
+                    print(f"{'':>30}{role}: {c['calls']:.0f} calls, waiting {c['waiting']:.2f} s, start-up "
+                          f"{c['startup']:.2f} s, compute {c['compute']:.2f} s (means per call)")
             # Per-invocation overhead: a trivial one-range job.
             executor = cluster.executor(progress=False)
             overhead = [timed(lambda executor=executor: ROOT.RDataFrame(1, executor=executor, npartitions=1).Count().GetValue())[0]

@@ -48,6 +48,27 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else 0.0
 
 
+def role_costs(record: JobRecord) -> dict[str, dict[str, float]]:
+    """Per role: calls, the mean seconds of each fixed cost (waiting: event to process; start-up:
+    process to ready, i.e. pod, imports, payload) and of the compute, and the totals of CPU
+    seconds, bytes read and the peak RSS."""
+    out = {}
+    for role in ("mapper", "reducer", "batch"):
+        calls = [f for f in record.functions if f.role == role]
+        if calls:
+            out[role] = {
+                "calls": len(calls),
+                "waiting": _mean([f.phases["started"] - f.phases["invoked"] for f in calls if "invoked" in f.phases]),
+                "startup": _mean([f.phases["ready"] - f.phases["started"] for f in calls if "ready" in f.phases]),
+                "compute": _mean([f.phases["computed"] - f.phases.get("inputs", f.phases.get("ready", f.phases["started"]))
+                                  for f in calls if "computed" in f.phases]),
+                "cpu_seconds": sum(f.cpu_seconds for f in calls),
+                "bytes_read": sum(f.bytes_read for f in calls),
+                "peak_rss": max(f.peak_rss for f in calls),
+            }
+    return out
+
+
 def summary(record: JobRecord, price: float = DEFAULT_PRICE) -> str:
     client = record.client
     wall = client.get("result_seen", 0.0) - client.get("submitted", 0.0)
@@ -57,19 +78,11 @@ def summary(record: JobRecord, price: float = DEFAULT_PRICE) -> str:
              f"  wall time {wall:.2f} s: mapping {mapping:.2f} s, tail (last mapper -> result) {wall - mapping:.2f} s",
              (f"  {'role':<8} {'calls':>5} {'waiting':>8} {'start-up':>9} {'compute':>8} {'CPU s':>7} "
              f"{'read MB':>8} {'peak RSS MB':>11}")]
-    total_cpu = 0.0
-    for role in ("mapper", "reducer", "batch"):
-        calls = [f for f in record.functions if f.role == role]
-        if not calls:
-            continue
-        waiting = _mean([f.phases["started"] - f.phases["invoked"] for f in calls if "invoked" in f.phases])
-        startup = _mean([f.phases["ready"] - f.phases["started"] for f in calls if "ready" in f.phases])
-        compute = _mean([f.phases["computed"] - f.phases.get("inputs", f.phases.get("ready", f.phases["started"]))
-                         for f in calls if "computed" in f.phases])
-        cpu = sum(f.cpu_seconds for f in calls)
-        total_cpu += cpu
-        lines.append(f"  {role:<8} {len(calls):>5} {waiting:>7.2f}s {startup:>8.2f}s {compute:>7.2f}s {cpu:>7.1f} "
-                     f"{sum(f.bytes_read for f in calls) / 1e6:>8.1f} {max(f.peak_rss for f in calls) / 1e6:>11.0f}")
+    costs = role_costs(record)
+    for role, c in costs.items():
+        lines.append(f"  {role:<8} {c['calls']:>5.0f} {c['waiting']:>7.2f}s {c['startup']:>8.2f}s {c['compute']:>7.2f}s "
+                     f"{c['cpu_seconds']:>7.1f} {c['bytes_read'] / 1e6:>8.1f} {c['peak_rss'] / 1e6:>11.0f}")
+    total_cpu = sum(c["cpu_seconds"] for c in costs.values())
     lines.append("  (waiting, start-up and compute are means per call; CPU seconds are totals)")
     lines.append(f"  CPU: {total_cpu:.1f} core-seconds; cost at {price:g} per core-second: {total_cpu * price:.6f}")
     return "\n".join(lines)
