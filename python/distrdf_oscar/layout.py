@@ -225,6 +225,10 @@ class JobKeys:
         """A pool job's coordinator, run by a pool worker beside its calls (a copy of the plan)."""
         return f"{QUEUE}/{self.job_id}/{COORDINATOR_ITEM}"
 
+    def group_claim(self, lo: int, hi: int) -> str:
+        """Taken by the tree reducer (or pool worker) that merges the group covering ``[lo, hi)``."""
+        return f"{self.claims}group_{interval_stem(lo, hi)}"
+
     def queued_batch(self, index: int) -> str:
         """A pool job's batch file: in the queue, for the pool's workers (no webhook watches it)."""
         return f"{QUEUE}/{self.job_id}/batch_{self.batch_name(index)}.json"

@@ -29,13 +29,20 @@ def _group(ctx: context.FunctionContext, job_plan: TreePlan) -> list[Interval] |
 
 
 def merge_group(ctx: context.FunctionContext, job_plan: TreePlan, group: list[Interval],
-                written: str | None = None) -> bool:
+                written: str | None = None, claim: bool = True) -> bool:
     """Merge ``group`` if all its members exist and its output does not; True if this call wrote
-    the output. ``written`` is a member known to exist (the one that triggered us)."""
+    the output. ``written`` is a member known to exist (the one that triggered us).
+
+    Members that arrive together each see the group complete: the first to ``claim`` it merges,
+    the others stop (no duplicate merge, nor a late copy of the result after the job). A retry
+    the client writes (``claim=False``) merges regardless: the claimer may have died."""
     output = job_plan.output(group)
     members = [job_plan.node(m) for m in group]
     # One lookup per member: O(fan-in), whatever the job's size.
     if not all(m == written or ctx.storage.exists(m) for m in members) or ctx.storage.exists(output):
+        return False
+    keys = layout.JobKeys(job_plan.job)
+    if claim and not ctx.storage.put_if_absent(keys.group_claim(group[0][0], group[-1][1]), ctx.worker.encode()):
         return False
     return merge_keys(ctx, job_plan.job, members, output) == context.WRITTEN
 
@@ -54,7 +61,8 @@ def run(ctx: context.FunctionContext) -> None:
     keys = layout.JobKeys(job_id)
     job_plan = expect_plan(ctx.storage.get_bytes(keys.plan), TreePlan, f"tree reducer triggered by {ctx.key}")
     group = _group(ctx, job_plan)
-    if group is not None and merge_group(ctx, job_plan, group, ctx.key) and job_plan.inline:
+    retry = layout.parse_retry(ctx.key) is not None
+    if group is not None and merge_group(ctx, job_plan, group, ctx.key, claim=not retry) and job_plan.inline:
         merge_upwards(ctx, job_plan, (group[0][0], group[-1][1]))
 
 
