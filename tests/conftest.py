@@ -19,6 +19,23 @@ DATASET_EVENTS = 24_000
 DATASET_FILES = 3
 
 
+@pytest.fixture(scope="session", autouse=True)
+def job_records(tmp_path_factory):
+    """Every job's record (timeline.py) goes to the session's temporary folder, not the user's."""
+    import os
+
+    from distrdf_oscar.timeline import RECORDS_VARIABLE
+
+    folder = str(tmp_path_factory.mktemp("job-records"))
+    saved = os.environ.get(RECORDS_VARIABLE)
+    os.environ[RECORDS_VARIABLE] = folder
+    yield folder
+    if saved is None:
+        os.environ.pop(RECORDS_VARIABLE, None)
+    else:
+        os.environ[RECORDS_VARIABLE] = saved
+
+
 @pytest.fixture(scope="session")
 def dimuon_files(tmp_path_factory) -> list[str]:
     from distrdf_oscar.demo import dataset

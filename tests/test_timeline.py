@@ -78,3 +78,12 @@ def test_report_prints_the_breakdown_and_draws_lanes(records, tmp_path, capsys):
     assert json.loads(path.read_text())["job"] == record.job
     assert cli.main(["report", "j20990101000000-ffffffff", "--no-plot"]) == 2
     assert "no record of job j20990101000000-ffffffff" in capsys.readouterr().err
+
+
+def test_only_the_newest_records_are_kept(records, monkeypatch):
+    monkeypatch.setattr(timeline, "KEPT_RECORDS", 2)
+    for second in (1, 2, 3):
+        timeline.save(timeline.JobRecord(job=f"j2026120200000{second}-0123abcd", mode="tree", npartitions=1, calls=1,
+                                         pool=False, client={}))
+    assert sorted(p.name for p in records.iterdir()) == ["j20261202000002-0123abcd.json",
+                                                         "j20261202000003-0123abcd.json"]

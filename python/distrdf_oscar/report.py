@@ -112,7 +112,8 @@ def gantt(record: JobRecord, path: str) -> str:
 
     origin = record.client.get("submitted") or min((c.start for c in record.functions), default=0.0)
     packed = lanes(record.functions)
-    fig, ax = plt.subplots(figsize=(11, 1.2 + 0.28 * max(len(packed), 4)))
+    height = 2.4 + 0.28 * max(len(packed), 4)  # inches: lanes, plus room for the axis and the legend
+    fig, ax = plt.subplots(figsize=(11, height))
     for row, lane in enumerate(packed):
         for call in lane:
             previous = call.start
@@ -130,13 +131,12 @@ def gantt(record: JobRecord, path: str) -> str:
     legend = [Patch(color=c, label=label) for _, label, c in SEGMENTS if c]
     legend += [Patch(color=c, label=f"{role}: computing or merging") for role, c in ROLE_COLOURS.items()
                if any(f.role == role for f in record.functions)]
-    ax.legend(handles=legend, loc="upper center", bbox_to_anchor=(0.5, -0.14 if len(packed) > 8 else -0.25),
-              ncol=3, fontsize=8, frameon=False)
+    fig.legend(handles=legend, loc="lower center", ncol=3, fontsize=8, frameon=False)
     ax.set_yticks(range(len(packed)), [f"slot {i}" for i in range(len(packed))], fontsize=7 if len(packed) > 20 else 9)
     ax.invert_yaxis()
     ax.set_xlabel("seconds since the job was submitted (dashed: the client saw the last mapper, the result)")
     ax.set_title(f"job {record.job}: {record.mode}, {record.calls} mapper call(s), {len(record.functions)} calls in all")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.75 / height, 1, 1))  # the bottom 0.75 inch holds the legend
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path

@@ -20,6 +20,7 @@ The partial's upload ends when its object appears, which the client or the next 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -129,6 +130,9 @@ def records_dir() -> str:
     return os.environ.get(RECORDS_VARIABLE) or default
 
 
+KEPT_RECORDS = 500  # the newest records kept in records_dir(); older ones are removed
+
+
 def save(record: JobRecord) -> str:
     folder = records_dir()
     os.makedirs(folder, exist_ok=True)
@@ -136,4 +140,8 @@ def save(record: JobRecord) -> str:
     with open(path + ".part", "w") as f:
         f.write(record.to_json())
     os.replace(path + ".part", path)
+    # Job ids sort by creation time: drop the oldest beyond what is kept.
+    for old in sorted(name for name in os.listdir(folder) if name.endswith(".json"))[:-KEPT_RECORDS]:
+        with contextlib.suppress(OSError):
+            os.remove(os.path.join(folder, old))
     return path
