@@ -113,7 +113,7 @@ class OSCARExecutor:
         self.concurrency = concurrency
         if ranges_per_call is not None:
             try:
-                plan.ranges_per_call(1, concurrency, self.reduction, ranges_per_call)
+                plan.check_ranges_per_call(ranges_per_call)
             except plan.PlanError as exc:
                 raise ConfigurationError(str(exc)) from None
         self.ranges_per_call = ranges_per_call

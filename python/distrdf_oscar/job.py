@@ -79,11 +79,10 @@ class Job:
         self.tracker: Tracker | None = None  # what the job expected, and what it retried
         self.functions: dict[str, list[str]] = {}  # role -> OSCAR jobs that served this job
         self.record: timeline.JobRecord | None = None  # once the result is in: where the time went
-        self.record_path: str | None = None  # the record's file (timeline.records_dir())
         self.lease = leases.Holder(storage, self.keys, ttl=options.lease_ttl)
         self.pool = False  # whether a warm pool was offered the mapper calls
-        # pool jobs: lo -> (range interval, body) of each call offered to the pool, not yet overflowed
-        self._offered: dict[int, tuple[tuple[int, int], bytes]] = {}
+        # pool jobs: range interval -> body of each call offered to the pool, not yet overflowed
+        self._offered: dict[tuple[int, int], bytes] = {}
         self._claimed_at = 0.0  # when a pool worker was last seen claiming one of them (monotonic)
 
     @property
@@ -122,7 +121,7 @@ class Job:
             if self.pool:
                 # Offered to the pool, in a folder no webhook watches: no OSCAR job starts for it.
                 offer = dataclasses.replace(trigger, claim=self.keys.claim(lo, hi)).to_json()
-                self._offered[lo] = ((lo, hi), offer)
+                self._offered[(lo, hi)] = offer
                 self.storage.put_bytes(self.keys.queued(lo, hi), offer)
             else:
                 self.storage.put_bytes(self.keys.trigger(lo, hi), triggers[lo])
@@ -140,7 +139,7 @@ class Job:
         done = set(tracker.mapper_outputs())
         log.warning("job %s: the warm pool took no call for %.0f s: the file-triggered mappers take the rest",
                     self.job_id, now - self._claimed_at)
-        for lo, ((_, hi), offer) in sorted(self._offered.items()):
+        for (lo, hi), offer in sorted(self._offered.items()):
             if self.keys.claim(lo, hi) not in claims.found and MapperTrigger.from_json(offer).output not in done:
                 self.storage.put_bytes(self.keys.trigger(lo, hi), offer)
         self._offered.clear()
@@ -185,7 +184,7 @@ class Job:
         prefixes = [self.keys.prefix(folder) for folder in job_plan.watched_folders]
         expected = [item.key for item in tracker.expected]
         watches = [self.storage.arrivals(prefix, expected) for prefix in prefixes]
-        claims = self.storage.arrivals(self.keys.claims, [self.keys.claim(*task) for task, _ in self._offered.values()])
+        claims = self.storage.arrivals(self.keys.claims, [self.keys.claim(*task) for task in self._offered])
         self._claimed_at = time.monotonic()
         bar = _progress_bar(self.options.progress, calls + steps, self.job_id + (" (warm pool)" if self.pool else ""))
         failing_since: float | None = None
@@ -253,7 +252,7 @@ class Job:
             pool=self.pool, client=dict(self.timeline),
             functions=[timeline.CallRecord(**f) for f in meta.functions])
         try:
-            self.record_path = timeline.save(self.record)
+            timeline.save(self.record)
         except OSError as exc:  # the result matters more than its record
             log.warning("job %s: could not save its record in %s: %s", self.job_id, timeline.records_dir(), exc)
 

@@ -111,6 +111,13 @@ CALLS_PER_SLOT = 1
 CALLS_PER_POOL_WORKER = 4
 
 
+def check_ranges_per_call(requested: int) -> int:
+    """The user's ``ranges_per_call``, or PlanError naming what is wrong with it."""
+    if isinstance(requested, bool) or not isinstance(requested, int) or requested < 1:
+        raise PlanError(f"ranges_per_call must be an integer of at least 1, got {requested!r}")
+    return requested
+
+
 def ranges_per_call(npartitions: int, concurrency: int, reduction: Reduction,
                     requested: int | None = None, pool: bool = False) -> int:
     """How many consecutive entry ranges one mapper call processes.
@@ -120,9 +127,7 @@ def ranges_per_call(npartitions: int, concurrency: int, reduction: Reduction,
     pool's job), except with an explicit coordinated plan, whose batch sizes count one partial
     per range."""
     if requested is not None:
-        if isinstance(requested, bool) or not isinstance(requested, int) or requested < 1:
-            raise PlanError(f"ranges_per_call must be an integer of at least 1, got {requested!r}")
-        return requested
+        return check_ranges_per_call(requested)
     if isinstance(reduction, CoordinatedReduction) and reduction.batches is not None:
         return 1
     per_slot = CALLS_PER_POOL_WORKER if pool else CALLS_PER_SLOT

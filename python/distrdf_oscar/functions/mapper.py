@@ -133,7 +133,7 @@ def run(ctx: context.FunctionContext, trigger: MapperTrigger) -> None:
     ctx.task_output = trigger.output
     if not ctx.job_alive(keys.job_id) or ctx.storage.exists(trigger.output):
         return  # the job ended (failed elsewhere, or interrupted), or another copy already did these ranges
-    if trigger.claim and not ctx.storage.put_if_absent(trigger.claim, ctx.service.encode()):
+    if trigger.claim and not ctx.storage.put_if_absent(trigger.claim, ctx.worker.encode()):
         return  # a pool job's call, taken by a pool worker (or by the other copy of its overflow)
     recorder = ctx.recorder("mapper")
     payload = _payload(ctx.storage, trigger.payload)

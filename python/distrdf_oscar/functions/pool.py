@@ -2,11 +2,11 @@
 
 OSCAR runs an exposed service as a Kubernetes Deployment (``pkg/backends/resources/expose.go``):
 each replica runs the service script once and must answer HTTP probes on the service's first
-``api_port``. A worker imports ROOT once and then computes mapper calls taken from the
-deployment's ``queue/`` folder, which no webhook watches, so no OSCAR job is started for work it
-takes, nor for coordinated jobs' coordinators (run in a thread beside the calls, since they only
-watch storage) and batch merges, which they queue here too. It claims each item with a conditional write first (the file-triggered mapper that the
-client may overflow the call to claims the same key, so a call is computed once), keeps
+``api_port``. A worker imports ROOT once and then takes work from the deployment's ``queue/``
+folder, which no webhook watches, so no OSCAR job is started for it: mapper calls, coordinated
+jobs' coordinators (run in a thread beside the calls, since they only watch storage) and their
+batch merges. It claims each item with a conditional write first (the file-triggered mapper that
+the client may overflow a call to claims the same key, so a call is computed once), keeps
 DistRDF's graph cache, the payloads and the staged datasets between calls, and rewrites a
 heartbeat object so that clients know a pool is up (``pools.py``). A worker that dies
 leaves its claimed call to the client's retries, which go to the file-triggered services.
@@ -115,8 +115,8 @@ class PoolWorker:
                 self.storage.delete([layout.pool_heartbeat(self.worker)])
 
     def take(self, key: str) -> bool:
-        """Claim and compute the queued item ``key`` (a mapper call, or a coordinated job's batch);
-        False if it is not ours to compute."""
+        """Claim and compute the queued item ``key`` (a mapper call, a coordinated job's batch, or
+        its coordinator, started in a thread); True if a call or batch was computed here."""
         job_id = layout.job_of_key(key)
         if job_id is None or key in self._passed:
             return False
