@@ -102,7 +102,7 @@ def _peak_and_role(pid: int, root: int) -> tuple[int, str] | None:
         return None
     if pid == root:
         return hwm, "client"
-    if "distrdf_oscar.functions" in cmdline or "embedded.warm" in cmdline or "multiprocessing" in cmdline:
+    if "distrdf_oscar.functions" in cmdline or "embedded.prestarted" in cmdline or "multiprocessing" in cmdline:
         return hwm, "worker"
     if "moto_server" in cmdline:
         return hwm, "S3 server (moto)"

@@ -80,7 +80,7 @@ def main() -> int:
             lambda: ROOT.RDataFrame("Events", files, executor=client, npartitions=args.npartitions), args.repeat)
         record("dask", best, runs, spectrum, reference)
 
-    modes = ["pool", "warm"] if args.skip_cold else ["pool", "warm", "cold"]
+    modes = ["warm"] if args.skip_cold else ["warm", "cold"]
     reductions = {"tree": dro.TreeReduction(fan_in=4), "coordinated": dro.CoordinatedReduction()}
     for mode in modes:
         started, cluster = timed(lambda mode=mode: dro.LocalCluster(workers=args.workers, mode=mode).start())

@@ -35,7 +35,7 @@ def main() -> int:
     parser.add_argument("--files", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--partitions", type=int, nargs="+", default=[64, 256, 1000])
-    parser.add_argument("--mode", default="pool", choices=["pool", "warm", "cold"])
+    parser.add_argument("--mode", default="warm", choices=["warm", "cold"])
     parser.add_argument("--data", default=os.path.join(os.path.dirname(__file__), "data"))
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     args = parser.parse_args()

@@ -113,7 +113,8 @@ def _session_cluster(mode: str):
     from distrdf_oscar import LocalCluster
 
     # With fault injection: test_faults.py stages faults; other tests run through its (idle) gate.
-    with LocalCluster(workers=2, mode=mode, fault_injection=True) as cluster:
+    # No emulated pod start (the cold mode's default): the protocol is under test, not the timing.
+    with LocalCluster(workers=2, mode=mode, fault_injection=True, startup_delay=0.0) as cluster:
         _SECRETS.extend([cluster._signing_key, cluster.platform.oscar_password, cluster.platform.s3_secret_key])
         yield cluster
         client = Client(cluster.platform.oscar_options())
@@ -126,8 +127,8 @@ def _session_cluster(mode: str):
 
 
 @pytest.fixture(scope="session")
-def warm_cluster():
-    yield from _session_cluster("warm")
+def prestarted_cluster():
+    yield from _session_cluster("prestarted")
 
 
 @pytest.fixture(scope="session")

@@ -25,7 +25,7 @@ PYTHON = ["--env", f"DRO_PYTHON={sys.executable}"]
 
 
 # This module's platform (conftest.py): an OSCAR 4.1 with OIDC users.
-PLATFORM = {"workers": 2, "mode": "warm", "headroom": 0.25, "oidc_users": ("alice", "bob")}
+PLATFORM = {"workers": 2, "mode": "prestarted", "headroom": 0.25, "oidc_users": ("alice", "bob")}
 
 
 @pytest.fixture(scope="module")

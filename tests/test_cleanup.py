@@ -15,8 +15,8 @@ from distrdf_oscar.platform.oscar import OSCARCluster
 # No secret scan in this module (conftest.py): cleanup runs as users get it.
 
 
-def test_find_and_remove_jobs_leaves_other_jobs_alone(warm_cluster):
-    storage = warm_cluster.executor(progress=False).storage
+def test_find_and_remove_jobs_leaves_other_jobs_alone(prestarted_cluster):
+    storage = prestarted_cluster.executor(progress=False).storage
     doomed, kept = layout.JobKeys(layout.new_job_id()), layout.JobKeys(layout.new_job_id())
     for keys in (doomed, kept):
         # Only folders no service watches: a trigger would start a real function.
@@ -46,14 +46,14 @@ def test_job_ids_sort_by_creation_and_carry_their_time():
     assert layout.job_of_key("tree-partials/not-a-job/x.root") is None
 
 
-def test_a_finished_job_cleans_up_after_itself_unwrapped(warm_cluster, dimuon_files):
+def test_a_finished_job_cleans_up_after_itself_unwrapped(prestarted_cluster, dimuon_files):
     from oscar_python.client import Client
 
     # The real deletions, not the secret scan's wrappers (conftest.py applies those elsewhere only).
     assert job.remove_job is remove_job
     assert OSCARCluster.remove_jobs.__qualname__ == "OSCARCluster.remove_jobs"
     assert OSCARCluster.remove_jobs.__module__ == "distrdf_oscar.platform.oscar"
-    executor = warm_cluster.executor(progress=False)
+    executor = prestarted_cluster.executor(progress=False)
     df = ROOT.RDataFrame("Events", dimuon_files, executor=executor, npartitions=2)
     assert df.Count().GetValue() == ROOT.RDataFrame("Events", dimuon_files).Count().GetValue()
     finished = executor.last_job
@@ -63,7 +63,7 @@ def test_a_finished_job_cleans_up_after_itself_unwrapped(warm_cluster, dimuon_fi
     # The OSCAR jobs that served it, with their logs: deleted in the background once finished.
     assert set(finished.functions) == {"mapper", "reducer"}
     assert executor.wait_for_bookkeeping()
-    client = Client(warm_cluster.platform.oscar_options())
+    client = Client(prestarted_cluster.platform.oscar_options())
     for role, names in finished.functions.items():
         listed = client.list_jobs(executor.deployment.service_name(role)).json().get("jobs", {})
         assert set(names).isdisjoint(listed), (role, names, sorted(listed))
@@ -101,10 +101,10 @@ def _start_slow_job(executor, files, sleep_ms: int):
     return thread, outcome
 
 
-def test_cleanup_during_another_clients_job_leaves_it_untouched_and_exact(warm_cluster, dimuon_files,
+def test_cleanup_during_another_clients_job_leaves_it_untouched_and_exact(prestarted_cluster, dimuon_files,
                                                                         monkeypatch, capsys):
-    _cli_environment(warm_cluster, monkeypatch)
-    executor = warm_cluster.executor(progress=False)
+    _cli_environment(prestarted_cluster, monkeypatch)
+    executor = prestarted_cluster.executor(progress=False)
     thread, outcome = _start_slow_job(executor, dimuon_files, 3001)
     (job_id,) = find_jobs(executor.storage)
     assert cli.main(["cleanup"]) == 0
@@ -119,9 +119,9 @@ def test_cleanup_during_another_clients_job_leaves_it_untouched_and_exact(warm_c
     assert find_jobs(executor.storage) == {}
 
 
-def test_a_job_removed_under_its_client_fails_it_at_once_saying_so(warm_cluster, dimuon_files, monkeypatch, capsys):
-    _cli_environment(warm_cluster, monkeypatch)
-    executor = warm_cluster.executor(progress=False)
+def test_a_job_removed_under_its_client_fails_it_at_once_saying_so(prestarted_cluster, dimuon_files, monkeypatch, capsys):
+    _cli_environment(prestarted_cluster, monkeypatch)
+    executor = prestarted_cluster.executor(progress=False)
     thread, outcome = _start_slow_job(executor, dimuon_files, 8002)
     (job_id,) = find_jobs(executor.storage)
     assert cli.main(["cleanup", "--job", job_id]) == 0

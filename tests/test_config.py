@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+import distrdf_oscar as dro
 from distrdf_oscar import ConfigurationError, OSCARExecutor
 
 GOOD = {"OSCAR_ENDPOINT": "https://oscar.example.org", "OSCAR_USER": "alice", "OSCAR_PASSWORD": "pw-secret-123",
@@ -109,23 +110,23 @@ def test_bucket_names_follow_s3_rules(name, bucket):
         Deployment(name=name, bucket=bucket)
 
 
-def test_analyst_client_checks_the_deployment_instead_of_changing_it(warm_cluster):
+def test_analyst_client_checks_the_deployment_instead_of_changing_it(prestarted_cluster):
     import distrdf_oscar as dro
 
-    _ = warm_cluster.executor(progress=False).storage  # the cluster's own key deploys the services
-    platform = warm_cluster.platform
+    _ = prestarted_cluster.executor(progress=False).storage  # the cluster's own key deploys the services
+    platform = prestarted_cluster.platform
     missing = dro.OSCARExecutor(platform.oscar_endpoint, user=platform.oscar_user, password=platform.oscar_password,
                                 signing_key="another-key-0123456789", deployment=dro.Deployment(name="nowhere"))
     with pytest.raises(dro.OSCARError, match=r"deployment 'nowhere' is not on .*distrdf-oscar deploy"):
         _ = missing.storage
     other_key = dro.OSCARExecutor(platform.oscar_endpoint, user=platform.oscar_user,
                                   password=platform.oscar_password, signing_key="another-key-0123456789",
-                                  deployment=warm_cluster.deployment())
+                                  deployment=prestarted_cluster.deployment())
     with pytest.raises(dro.OSCARError, match="holds a different signing key"):
         _ = other_key.storage
 
 
-def test_pool_and_call_settings_are_checked(warm_cluster):
+def test_pool_and_call_settings_are_checked(prestarted_cluster):
     import ROOT
 
     from distrdf_oscar import layout
@@ -138,7 +139,7 @@ def test_pool_and_call_settings_are_checked(warm_cluster):
         with pytest.raises(ConfigurationError, match=re.escape(message)):
             OSCARExecutor.from_env(GOOD, **options)
     # No pool on this cluster: pool=True refuses the job before anything is written.
-    executor = warm_cluster.executor(pool=True, progress=False)
+    executor = prestarted_cluster.executor(pool=True, progress=False)
     with pytest.raises(ConfigurationError, match=r"no warm pool is up for deployment 'distrdf' \(pool=True\): "
                                                  r"ask the operator to run `distrdf-oscar pool start`"):
         ROOT.RDataFrame(10, executor=executor, npartitions=2).Count().GetValue()
@@ -147,3 +148,18 @@ def test_pool_and_call_settings_are_checked(warm_cluster):
     analyst = OSCARCluster("https://oscar.example.org", token="an-oidc-token")
     with pytest.raises(OSCARError, match="starting a pool takes the operator's credentials"):
         analyst.start_pool(Deployment(), 2, ("access", "secret"))
+
+
+def test_local_cluster_modes_and_their_pod_start():
+    """The file-triggered calls of the OSCAR-like modes pay a pod's start-up unless told otherwise;
+    the pre-started speed-up pays none; an unknown mode is named."""
+    from distrdf_oscar.platform.embedded.launcher import POD_START_DELAY
+
+    assert POD_START_DELAY > 0
+    assert dro.LocalCluster(mode="cold").platform.startup_delay == POD_START_DELAY
+    warm = dro.LocalCluster()  # the default: cold file-triggered services beside a warm pool
+    assert (warm.mode, warm.platform.mode, warm.platform.startup_delay) == ("warm", "cold", POD_START_DELAY)
+    assert dro.LocalCluster(mode="prestarted").platform.startup_delay == 0.0
+    assert dro.LocalCluster(mode="cold", startup_delay=0.5).platform.startup_delay == 0.5
+    with pytest.raises(ValueError, match=r"mode must be one of warm, cold, prestarted, got 'pool'"):
+        dro.LocalCluster(mode="pool")

@@ -24,7 +24,7 @@ CRASHES = {
 }
 
 
-@pytest.mark.parametrize("mode", ["cold", "warm"])
+@pytest.mark.parametrize("mode", ["cold", "prestarted"])
 @pytest.mark.parametrize("signal_name", sorted(CRASHES))
 def test_a_crashing_filter_fails_the_job_naming_the_crash(request, dimuon_files, mode, signal_name):
     cluster = request.getfixturevalue(f"{mode}_cluster")

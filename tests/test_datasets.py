@@ -50,7 +50,7 @@ def _job_keys(executor) -> list[str]:
     return [k for k in executor.storage.list("") if layout.job_of_key(k)]
 
 
-@pytest.mark.parametrize("mode", ["warm", "cold"])
+@pytest.mark.parametrize("mode", ["prestarted", "cold"])
 def test_relative_chain_and_friend_paths_reach_the_functions(request, relative_dataset, mode):
     names, friends = relative_dataset
     executor = request.getfixturevalue(f"{mode}_cluster").executor(progress=False)
@@ -62,7 +62,7 @@ def test_relative_chain_and_friend_paths_reach_the_functions(request, relative_d
     assert _job_keys(executor) == []
 
 
-def test_relative_fromspec_samples_and_snapshot_reread(warm_cluster, relative_dataset):
+def test_relative_fromspec_samples_and_snapshot_reread(prestarted_cluster, relative_dataset):
     names, _ = relative_dataset
     spec = {"samples": {
         "first": {"trees": ["Events"], "files": names[:1], "metadata": {"scale": 2.0}},
@@ -75,7 +75,7 @@ def test_relative_fromspec_samples_and_snapshot_reread(warm_cluster, relative_da
         df = df.DefinePerSample("scale", 'rdfsampleinfo_.GetD("scale")').Define("sw", "scale * nMuon")
         return [df.Sum("sw"), df.Histo1D(("sw", "sw", 20, 0, 10), "sw"), df.Count()]
 
-    executor = warm_cluster.executor(progress=False)
+    executor = prestarted_cluster.executor(progress=False)
     got = values(book(ROOT.RDF.Experimental.FromSpec("spec.json", executor=executor, npartitions=4)))
     for index, (g, e) in enumerate(zip(got, values(book(ROOT.RDF.Experimental.FromSpec("spec.json"))),
                                        strict=True)):
@@ -91,10 +91,10 @@ def test_relative_fromspec_samples_and_snapshot_reread(warm_cluster, relative_da
     assert _job_keys(executor) == []
 
 
-def test_a_local_path_on_a_real_cluster_is_refused_at_submission(warm_cluster, relative_dataset):
+def test_a_local_path_on_a_real_cluster_is_refused_at_submission(prestarted_cluster, relative_dataset):
     names, friends = relative_dataset
     # A real cluster's executor shares no folder with the client unless told (shared_paths).
-    executor = warm_cluster.executor(progress=False, shared_paths=())
+    executor = prestarted_cluster.executor(progress=False, shared_paths=())
     df = ROOT.RDataFrame("Events", names, executor=executor, npartitions=2)
     with pytest.raises(DatasetError) as refused:
         df.Count().GetValue()
@@ -107,7 +107,7 @@ def test_a_local_path_on_a_real_cluster_is_refused_at_submission(warm_cluster, r
 
     # A shared folder is allowed; a friend outside it is named.
     data = os.path.dirname(os.path.abspath(names[0]))
-    allowed = warm_cluster.executor(progress=False, shared_paths=[data])
+    allowed = prestarted_cluster.executor(progress=False, shared_paths=[data])
     assert ROOT.RDataFrame("Events", names, executor=allowed, npartitions=2).Count().GetValue() == \
         ROOT.RDataFrame("Events", names).Count().GetValue()
     main, _friend = friend_chain(names, friends)
@@ -129,8 +129,8 @@ def test_path_policy_rules(tmp_path):
     assert PathPolicy(["/"], cwd=str(tmp_path)).rename("../f.root") == str(tmp_path.parent / "f.root")
 
 
-def test_rungraphs_raises_a_failing_graph_and_runs_none_twice(warm_cluster, dimuon_files):
-    executor = warm_cluster.executor(progress=False)
+def test_rungraphs_raises_a_failing_graph_and_runs_none_twice(prestarted_cluster, dimuon_files):
+    executor = prestarted_cluster.executor(progress=False)
     submitted = []
     run_job = executor.run_job
 
@@ -166,7 +166,7 @@ def test_absolute_paths_need_no_working_directory(tmp_path, monkeypatch):
         policy.rename("f.root")  # only a relative path needs it
 
 
-def test_an_rntuple_at_a_relative_path_gives_the_single_process_result(warm_cluster, tmp_path, monkeypatch):
+def test_an_rntuple_at_a_relative_path_gives_the_single_process_result(prestarted_cluster, tmp_path, monkeypatch):
     """DistRDF in ROOT 6.40 runs RNTuple inputs (RNTupleHeadNode); a relative path means the client's
     directory, as for trees."""
     (tmp_path / "data").mkdir()
@@ -183,7 +183,7 @@ def test_an_rntuple_at_a_relative_path_gives_the_single_process_result(warm_clus
         return [df.Count(), df.Filter("n > 2").Sum("x"), df.Histo1D(("x", "x", 50, 0, 9000), "x"),
                 df.Filter("n == 5").AsNumpy(["x"], lazy=True)]
 
-    executor = warm_cluster.executor(progress=False)
+    executor = prestarted_cluster.executor(progress=False)
     got = values(book(ROOT.RDataFrame("ntpl", names, executor=executor, npartitions=3)))
     for index, (g, e) in enumerate(zip(got, values(book(ROOT.RDataFrame("ntpl", names))), strict=True)):
         assert_same_value(g, e, f"action {index}")

@@ -53,8 +53,8 @@ def job_keys(executor) -> list[str]:
 
 @pytest.mark.parametrize("npartitions", [1, 2, 7, 16])
 @pytest.mark.parametrize("reduction", list(REDUCTIONS))
-def test_ttree_all_actions_warm(warm_cluster, dimuon_files, reference, reduction, npartitions):
-    executor = warm_cluster.executor(reduction=REDUCTIONS[reduction], progress=False)
+def test_ttree_all_actions_warm(prestarted_cluster, dimuon_files, reference, reduction, npartitions):
+    executor = prestarted_cluster.executor(reduction=REDUCTIONS[reduction], progress=False)
     df = ROOT.RDataFrame("Events", dimuon_files, executor=executor, npartitions=npartitions)
     _check_all(df, reference, dimuon_files)
     assert job_keys(executor) == []
@@ -86,7 +86,7 @@ def _check_all(df, expected, files):
 
 
 @pytest.mark.parametrize(("mode", "reduction", "npartitions"), [
-    ("warm", "tree2", 16), ("warm", "coordinated", 7), ("warm", "tree4", 1),
+    ("prestarted", "tree2", 16), ("prestarted", "coordinated", 7), ("prestarted", "tree4", 1),
     ("cold", "tree4", 1),  # cold functions cost seconds each; test_faults.py runs the reductions cold
 ])
 def test_empty_source_all_actions(request, mode, reduction, npartitions):
@@ -109,15 +109,15 @@ def test_empty_source_all_actions(request, mode, reduction, npartitions):
 
 # --- features --------------------------------------------------------------------------------------
 
-def test_default_npartitions_is_cluster_concurrency(warm_cluster, dimuon_files):
-    executor = warm_cluster.executor(progress=False)
+def test_default_npartitions_is_cluster_concurrency(prestarted_cluster, dimuon_files):
+    executor = prestarted_cluster.executor(progress=False)
     df = ROOT.RDataFrame("Events", dimuon_files, executor=executor)
     count = df.Count()
     assert count.GetValue() == ROOT.RDataFrame("Events", dimuon_files).Count().GetValue()
-    assert df._headnode.npartitions == warm_cluster.workers
+    assert df._headnode.npartitions == prestarted_cluster.workers
 
 
-def test_report_and_filters_on_missing_columns(warm_cluster, tmp_path):
+def test_report_and_filters_on_missing_columns(prestarted_cluster, tmp_path):
     # One file with an "extra" column, one without: FilterAvailable/FilterMissing/DefaultValueFor.
     paths = []
     for index, with_extra in enumerate((True, False)):
@@ -135,7 +135,7 @@ def test_report_and_filters_on_missing_columns(warm_cluster, tmp_path):
                 df.DefaultValueFor("extra", 100).Sum("extra"),
                 df.Filter("x > 100", "x cut").Filter("x < 900", "x window").Count()]
 
-    executor = warm_cluster.executor(progress=False)
+    executor = prestarted_cluster.executor(progress=False)
     for npartitions in (1, 3):
         dist = ROOT.RDataFrame("T", paths, executor=executor, npartitions=npartitions)
         got = values(build(dist))
@@ -146,14 +146,14 @@ def test_report_and_filters_on_missing_columns(warm_cluster, tmp_path):
         assert cuts == {"x cut": (899, 1000), "x window": (799, 899)}
 
 
-def test_friend_trees(warm_cluster, dimuon_files, tmp_path):
+def test_friend_trees(prestarted_cluster, dimuon_files, tmp_path):
     friends = write_friend_trees(dimuon_files, tmp_path)
 
     def build(df):
         return [df.Sum("Friends.weight"), df.Histo1D(("fw", "fw", 20, 0, 10), "Friends.weight", "nMuon")]
 
     main, _friend = friend_chain(dimuon_files, friends)
-    dist = ROOT.RDataFrame(main, executor=warm_cluster.executor(progress=False), npartitions=4)
+    dist = ROOT.RDataFrame(main, executor=prestarted_cluster.executor(progress=False), npartitions=4)
     got = values(build(dist))
     main2, _friend2 = friend_chain(dimuon_files, friends)
     expected = values(build(ROOT.RDataFrame(main2)))
@@ -161,7 +161,7 @@ def test_friend_trees(warm_cluster, dimuon_files, tmp_path):
         assert_same_value(g, e, f"friend action {index}")
 
 
-def test_fromspec_and_define_per_sample(warm_cluster, dimuon_files, tmp_path):
+def test_fromspec_and_define_per_sample(prestarted_cluster, dimuon_files, tmp_path):
     spec = {
         "samples": {
             "first": {"trees": ["Events"], "files": dimuon_files[:1], "metadata": {"scale": 2.0}},
@@ -177,15 +177,15 @@ def test_fromspec_and_define_per_sample(warm_cluster, dimuon_files, tmp_path):
         df = df.DefinePerSample("scale", 'rdfsampleinfo_.GetD("scale")').Define("sw", "scale * nMuon")
         return [df.Sum("sw"), df.Histo1D(("sw", "sw", 20, 0, 10), "sw"), df.Count()]
 
-    executor = warm_cluster.executor(progress=False)
+    executor = prestarted_cluster.executor(progress=False)
     got = values(build(ROOT.RDF.Experimental.FromSpec(path, executor=executor, npartitions=4)))
     expected = values(build(ROOT.RDF.Experimental.FromSpec(path)))
     for index, (g, e) in enumerate(zip(got, expected, strict=True)):
         assert_same_value(g, e, f"spec action {index}")
 
 
-def test_rungraphs_concurrent_jobs_do_not_interfere(warm_cluster, dimuon_files):
-    executors = [warm_cluster.executor(reduction=r, progress=False)
+def test_rungraphs_concurrent_jobs_do_not_interfere(prestarted_cluster, dimuon_files):
+    executors = [prestarted_cluster.executor(reduction=r, progress=False)
                  for r in (dro.TreeReduction(2), dro.CoordinatedReduction(), dro.TreeReduction(4))]
     histos, expected = [], []
     for index, executor in enumerate(executors):
@@ -201,7 +201,7 @@ def test_rungraphs_concurrent_jobs_do_not_interfere(warm_cluster, dimuon_files):
 
 
 @pytest.mark.parametrize(("mode", "reduction", "npartitions"), [
-    ("warm", "tree2", 7), ("warm", "coordinated", 6), ("cold", "tree4", 5),
+    ("prestarted", "tree2", 7), ("prestarted", "coordinated", 6), ("cold", "tree4", 5),
 ])
 def test_asnumpy_of_millions_in_entry_order(request, mode, reduction, npartitions):
     """Numeric columns travel as chunk trees (columns.py); an RVec column stays pickled. Both
@@ -219,7 +219,7 @@ def test_asnumpy_of_millions_in_entry_order(request, mode, reduction, npartition
                   .AsNumpy(["v", "x"], lazy=True),
                 df.Filter("false").AsNumpy(["x"], lazy=True)]
 
-    entries = 3_000_000 if mode == "warm" else 1_000_000  # cold: the same path, fresh processes
+    entries = 3_000_000 if mode == "prestarted" else 1_000_000  # cold: the same path, fresh processes
     got = [r.GetValue() for r in book(ROOT.RDataFrame(entries, executor=executor, npartitions=npartitions))]
     want = [r.GetValue() for r in book(ROOT.RDataFrame(entries))]
     assert len(want[0]["x"]) == entries * 4 // 5
@@ -231,8 +231,8 @@ def test_asnumpy_of_millions_in_entry_order(request, mode, reduction, npartition
     assert_same_value(got[2], want[2], "empty selection")
 
 
-def test_snapshot_lands_where_asked(warm_cluster, dimuon_files, tmp_path):
-    executor = warm_cluster.executor(progress=False)
+def test_snapshot_lands_where_asked(prestarted_cluster, dimuon_files, tmp_path):
+    executor = prestarted_cluster.executor(progress=False)
     df = ROOT.RDataFrame("Events", dimuon_files, executor=executor, npartitions=3)
     target = tmp_path / "snaps" / "snap.root"
     snapshot = df.Define("x", "nMuon * 2").Filter("nMuon > 1").Snapshot("Skim", str(target), ["nMuon", "x"])
@@ -259,7 +259,7 @@ def restore_distributed_state():
     BaseBackend.initialization = initialization
 
 
-def test_distributed_code_headers_libraries_files_and_initialize(warm_cluster, dimuon_files, tmp_path,
+def test_distributed_code_headers_libraries_files_and_initialize(prestarted_cluster, dimuon_files, tmp_path,
                                                                  restore_distributed_state):
     header = tmp_path / "dro_triple.h"
     header.write_text("#pragma once\nint dro_triple(int x);\n")
@@ -278,7 +278,7 @@ def test_distributed_code_headers_libraries_files_and_initialize(warm_cluster, d
     ROOT.RDF.Distributed.DistributeCppCode(
         '#include <fstream>\nint dro_read_offset_remote() { std::ifstream f("offset.txt"); int v = -1; f >> v; return v; }')
 
-    executor = warm_cluster.executor(progress=False)
+    executor = prestarted_cluster.executor(progress=False)
     df = ROOT.RDataFrame("Events", dimuon_files, executor=executor, npartitions=3)
     df = df.Define("t", "dro_triple(nMuon) + dro_add_offset(0) + dro_init_value() + dro_read_offset_remote()")
     got = df.Sum("t").GetValue()
@@ -295,8 +295,8 @@ def record_live_entries(histogram):
     _LIVE_ENTRIES.append(histogram.GetEntries())
 
 
-def test_live_visualize_draws_partials(warm_cluster, dimuon_files):
-    executor = warm_cluster.executor(progress=False)
+def test_live_visualize_draws_partials(prestarted_cluster, dimuon_files):
+    executor = prestarted_cluster.executor(progress=False)
     df = ROOT.RDataFrame("Events", dimuon_files, executor=executor, npartitions=4)
     histo = df.Histo1D(("live", "live", 40, 0, 40), "Muon_pt")
     seen = _LIVE_ENTRIES
@@ -315,7 +315,7 @@ def test_live_visualize_draws_partials(warm_cluster, dimuon_files):
 
 # --- failures ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("mode", ["warm", "cold"])
+@pytest.mark.parametrize("mode", ["prestarted", "cold"])
 def test_remote_error_reaches_user_with_traceback(request, dimuon_files, mode):
     cluster = request.getfixturevalue(f"{mode}_cluster")
     executor = cluster.executor(progress=False)
@@ -328,8 +328,8 @@ def test_remote_error_reaches_user_with_traceback(request, dimuon_files, mode):
     assert job_keys(executor) == []
 
 
-def test_unknown_column_fails_in_the_client_before_any_function(warm_cluster, dimuon_files, capfd):
-    executor = warm_cluster.executor(progress=False)
+def test_unknown_column_fails_in_the_client_before_any_function(prestarted_cluster, dimuon_files, capfd):
+    executor = prestarted_cluster.executor(progress=False)
     before = bucket_keys(executor)
     df = ROOT.RDataFrame("Events", dimuon_files, executor=executor, npartitions=2)
     # DistRDF jit-checks the expression on the client (ROOT prints the compiler's message naming the column).
@@ -351,9 +351,9 @@ def test_unknown_column_fails_in_the_client_before_any_function(warm_cluster, di
      rf"Filter\(string_view expression, string_view name = \"\"\) =>.*{re.escape(JIT_FAILED)}",
      ["error: expected expression", "var0 >> > 2"]),
 ])
-def test_bad_analysis_fails_before_any_function_and_leaves_nothing(warm_cluster, dimuon_files, capfd, what, book,
+def test_bad_analysis_fails_before_any_function_and_leaves_nothing(prestarted_cluster, dimuon_files, capfd, what, book,
                                                                    error, message, diagnostics):
-    executor = warm_cluster.executor(progress=False)
+    executor = prestarted_cluster.executor(progress=False)
     before = bucket_keys(executor)
     tree = "NoSuchTree" if what == "wrong tree name" else "Events"
     capfd.readouterr()
@@ -365,8 +365,8 @@ def test_bad_analysis_fails_before_any_function_and_leaves_nothing(warm_cluster,
     assert bucket_keys(executor) == before
 
 
-def test_missing_input_file_is_reported(warm_cluster, dimuon_files, tmp_path):
-    executor = warm_cluster.executor(progress=False)
+def test_missing_input_file_is_reported(prestarted_cluster, dimuon_files, tmp_path):
+    executor = prestarted_cluster.executor(progress=False)
     missing = str(tmp_path / "missing.root")
     # Two files, two ranges: the second range's mapper is the one to open the missing file.
     with pytest.raises(dro.RemoteError, match=rf'(?s)^mapper-000001_000002 of job \S+ failed.*'
@@ -375,8 +375,8 @@ def test_missing_input_file_is_reported(warm_cluster, dimuon_files, tmp_path):
     assert job_keys(executor) == []
 
 
-def test_plan_not_covering_partials_fails_before_anything_runs(warm_cluster, dimuon_files):
-    executor = warm_cluster.executor(reduction=dro.CoordinatedReduction([6, 3]), progress=False)
+def test_plan_not_covering_partials_fails_before_anything_runs(prestarted_cluster, dimuon_files):
+    executor = prestarted_cluster.executor(reduction=dro.CoordinatedReduction([6, 3]), progress=False)
     before = bucket_keys(executor)
     with pytest.raises(dro.PlanError, match="does not merge 4 partials exactly once"):
         ROOT.RDataFrame("Events", dimuon_files, executor=executor, npartitions=4).Count().GetValue()
@@ -387,7 +387,7 @@ def test_clean_exit_leaves_no_process_or_tempdir(dimuon_files):
     import tempfile
 
     before = set(os.listdir(tempfile.gettempdir()))
-    cluster = dro.LocalCluster(workers=1, mode="cold").start()
+    cluster = dro.LocalCluster(workers=1, mode="cold", startup_delay=0.0).start()
     tmpdir, pid = cluster.platform.tmpdir, cluster.platform.pid
     executor = cluster.executor(progress=False)
     assert ROOT.RDataFrame(100, executor=executor, npartitions=1).Count().GetValue() == 100
@@ -397,8 +397,8 @@ def test_clean_exit_leaves_no_process_or_tempdir(dimuon_files):
     assert set(os.listdir(tempfile.gettempdir())) - before == set()
 
 
-def test_an_unknown_column_in_an_action_is_named_first(warm_cluster, dimuon_files):
-    executor = warm_cluster.executor(progress=False)
+def test_an_unknown_column_in_an_action_is_named_first(prestarted_cluster, dimuon_files):
+    executor = prestarted_cluster.executor(progress=False)
     df = ROOT.RDataFrame("Events", dimuon_files, executor=executor, npartitions=2)
     with pytest.raises(dro.RemoteError) as info:
         df.Histo1D(("h", "h", 10, 0, 10), "no_such_column").GetValue()
@@ -410,8 +410,8 @@ def test_an_unknown_column_in_an_action_is_named_first(warm_cluster, dimuon_file
 
 
 @pytest.mark.parametrize("npartitions", [0, -3, 1.5])
-def test_npartitions_below_one_is_refused_before_distrdf_divides_by_it(warm_cluster, dimuon_files, npartitions):
-    executor = warm_cluster.executor(progress=False)
+def test_npartitions_below_one_is_refused_before_distrdf_divides_by_it(prestarted_cluster, dimuon_files, npartitions):
+    executor = prestarted_cluster.executor(progress=False)
     with pytest.raises(ValueError, match=re.escape(f"npartitions must be an integer of at least 1, got {npartitions}")):
         ROOT.RDataFrame("Events", dimuon_files, executor=executor, npartitions=npartitions)
 

@@ -1,8 +1,8 @@
 """Exact results under lost, duplicated, killed and slow functions and a failing object store.
 
 Every fault of the embedded platform x {tree fan-in 2, tree fan-in 4, coordinated}
-x {warm, cold}, on a histogram + count + mean over the multi-file TTree. In warm
-mode each fault gets its own job; cold functions cost seconds each, so in cold
+x {prestarted, cold}, on a histogram + count + mean over the multi-file TTree. With
+pre-started workers each fault gets its own job; cold functions cost seconds each, so in cold
 mode one job per reduction carries every fault at once. Each job must give the
 single-process result exactly, each fault must really have fired, and nothing
 of the job may stay in the bucket.
@@ -30,8 +30,8 @@ REDUCTIONS = {
     "coordinated": dro.CoordinatedReduction(),
 }
 # Quick loss detection for tests; a cold function needs longer before its first output.
-RETRY = {"warm": {"retry_after": 3.0, "retry_factor": 1.5}, "cold": {"retry_after": 8.0, "retry_factor": 1.5}}
-STRAGGLER_SECONDS = {"warm": 10.0, "cold": 20.0}
+RETRY = {"prestarted": {"retry_after": 3.0, "retry_factor": 1.5}, "cold": {"retry_after": 8.0, "retry_factor": 1.5}}
+STRAGGLER_SECONDS = {"prestarted": 10.0, "cold": 20.0}
 
 
 def faults_for(name: str, reduction: str, mode: str) -> list[Fault]:
@@ -91,20 +91,20 @@ def check_fired(cluster, injected: list[Fault], since: float, every_rule: bool =
 
 @pytest.mark.parametrize("reduction", list(REDUCTIONS))
 @pytest.mark.parametrize("fault", FAULTS)
-def test_fault_warm(warm_cluster, dimuon_files, reference, fault, reduction):
-    injected = faults_for(fault, reduction, "warm")
-    warm_cluster.platform.inject(*injected)
+def test_fault_prestarted(prestarted_cluster, dimuon_files, reference, fault, reduction):
+    injected = faults_for(fault, reduction, "prestarted")
+    prestarted_cluster.platform.inject(*injected)
     since = time.monotonic()
     try:
-        executor, result = run_job(warm_cluster, reduction, dimuon_files, **RETRY["warm"])
+        executor, result = run_job(prestarted_cluster, reduction, dimuon_files, **RETRY["prestarted"])
     finally:
-        check_fired(warm_cluster, injected, since)
+        check_fired(prestarted_cluster, injected, since)
     assert_exact(result, reference)
     job = executor.last_job
     if fault in ("drop-trigger", "kill-before-write", "straggler"):
         assert any(e.trigger.attempts for e in job.tracker.expected), "the lost work was never re-triggered"
     if fault == "straggler":
-        wait_idle(warm_cluster)  # the slow copy finishes late, after the job ended: it must leave nothing
+        wait_idle(prestarted_cluster)  # the slow copy finishes late, after the job ended: it must leave nothing
     assert leftovers(executor, job.job_id) == []
 
 
@@ -124,12 +124,12 @@ def test_every_fault_at_once_cold(cold_cluster, dimuon_files, reference, reducti
 
 # The first rule of each fault aims at one mapper: trigger(1) for a lost trigger, trigger(0) for a kill.
 @pytest.mark.parametrize(("fault", "range_id"), [("drop-trigger", 1), ("kill-before-write", 0)])
-def test_lost_work_without_retries_is_named(warm_cluster, dimuon_files, fault, range_id):
-    injected = faults_for(fault, "tree2", "warm")[:1]
+def test_lost_work_without_retries_is_named(prestarted_cluster, dimuon_files, fault, range_id):
+    injected = faults_for(fault, "tree2", "prestarted")[:1]
     assert injected[0].key == trigger(range_id)
-    warm_cluster.platform.inject(*injected)
+    prestarted_cluster.platform.inject(*injected)
     since = time.monotonic()
-    executor = warm_cluster.executor(reduction=REDUCTIONS["tree2"], progress=False, retries=0, retry_after=5.0,
+    executor = prestarted_cluster.executor(reduction=REDUCTIONS["tree2"], progress=False, retries=0, retry_after=5.0,
                                      ranges_per_call=1)
     try:
         lost = re.escape(layout.interval_stem(range_id, range_id + 1))
@@ -137,5 +137,5 @@ def test_lost_work_without_retries_is_named(warm_cluster, dimuon_files, fault, r
                                                  rf"\(\S+/{lost}\.root missing\) retries are disabled \(retries=0\)"):
             ROOT.RDataFrame("Events", dimuon_files, executor=executor, npartitions=NPARTITIONS).Count().GetValue()
     finally:
-        check_fired(warm_cluster, injected, since)
+        check_fired(prestarted_cluster, injected, since)
     assert leftovers(executor, executor.last_job.job_id) == []

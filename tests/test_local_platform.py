@@ -510,7 +510,7 @@ def _seconds(stamp):
     return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").timestamp()
 
 
-# -- warm workers --------------------------------------------------------------------
+# -- pre-started workers --------------------------------------------------------------------
 
 WARM_ENTRY = textwrap.dedent(
     """\
@@ -540,7 +540,7 @@ def warm(tmp_path_factory):
         pytest.skip("ROOT is not installed")
     code_dir = tmp_path_factory.mktemp("warm-code")
     (code_dir / "dro_warm_entry.py").write_text(WARM_ENTRY)
-    with LocalPlatform(workers=1, mode="warm") as local:
+    with LocalPlatform(workers=1, mode="prestarted") as local:
         yield local, str(code_dir)
 
 
@@ -553,7 +553,7 @@ def _warm_call(oscar, s3, service, key, count):
     return info, (json.loads(result) if result else None), oscar.get_job_logs(service, name).text
 
 
-def test_warm_workers_run_entry_points_in_process(warm):
+def test_prestarted_workers_run_entry_points_in_process(warm):
     local, code_dir = warm
     oscar, s3 = Client(local.oscar_options()), local.minio_client()
     variables = {"DRO_ENTRYPOINT": "dro_warm_entry:main", "PYTHONPATH": code_dir}
@@ -568,7 +568,7 @@ def test_warm_workers_run_entry_points_in_process(warm):
     assert first["preloaded"] is True
     assert "hello from C++" in log
     assert "hello from Python" in log
-    assert "in warm worker" in log
+    assert "in pre-started worker" in log
     assert first["cwd"].startswith(local.tmpdir)
 
     info, second, log = _warm_call(oscar, s3, "entry", "two-raise", 2)
@@ -585,13 +585,13 @@ def test_warm_workers_run_entry_points_in_process(warm):
         _, result, log = _warm_call(
             oscar, s3, "entry", f"again-{time.monotonic()}", len(jobs_of(oscar, "entry")) + 1
         )
-        return result if "in warm worker" in log else None
+        return result if "in pre-started worker" in log else None
 
-    replacement = wait_for(served_by_new_worker, timeout=60, interval=0.5, what="a replacement warm worker")
+    replacement = wait_for(served_by_new_worker, timeout=60, interval=0.5, what="a replacement pre-started worker")
     assert replacement["pid"] != first["pid"]
     assert replacement["preloaded"] is True
 
-    # Without DRO_ENTRYPOINT a service runs its script cold, even in warm mode.
+    # Without DRO_ENTRYPOINT a service runs its script cold, even in prestarted mode.
     oscar.create_service(
         service_def(
             "plain",

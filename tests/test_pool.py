@@ -1,9 +1,13 @@
-"""Warm pools: an OSCAR exposed service whose long-lived workers take the mapper calls (and
-coordinated batches) of every job from the queue, claiming each; the file-triggered services stay
-the fallback. Run on the embedded platform's model of exposed services, as on a real cluster."""
+"""Warm pools (``LocalCluster(mode="warm")``): an OSCAR exposed service whose long-lived workers
+take the mapper calls (and coordinated batches) of every job from the queue, claiming each; the
+file-triggered services stay the fallback. Run on the embedded platform's model of exposed
+services, as on a real cluster, and under the faults a pool meets there: a replica killed
+mid-call, a queued call lost, the object store failing, the whole pool stopped."""
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 
@@ -14,7 +18,8 @@ import distrdf_oscar as dro
 from distrdf_oscar import layout
 from distrdf_oscar.demo import analysis
 from distrdf_oscar.messages import Manifest, MapperTrigger
-from jobfaults import assert_exact, book
+from distrdf_oscar.platform.embedded import Fault
+from jobfaults import assert_exact, book, finish_faults
 
 pytestmark = pytest.mark.usefixtures("secret_scan")  # conftest.py: these jobs' objects and logs are searched
 
@@ -23,7 +28,8 @@ NPARTITIONS = 12
 
 @pytest.fixture(scope="module")
 def pool_cluster():
-    with dro.LocalCluster(workers=2, mode="pool") as cluster:
+    # The warm mode, without its emulated pod start for the file-triggered fallback (test time).
+    with dro.LocalCluster(workers=2, mode="warm", startup_delay=0.0, fault_injection=True) as cluster:
         yield cluster
 
 
@@ -127,3 +133,99 @@ def test_the_dimuon_analysis_in_pool_mode_is_identical(pool_cluster, dimuon_file
     spectrum = analysis.book_dimuon_spectrum(
         ROOT.RDataFrame("Events", dimuon_files, executor=executor, npartitions=4))["spectrum"].GetValue()
     assert all(spectrum.GetBinContent(i) == reference.GetBinContent(i) for i in range(reference.GetNbinsX() + 2))
+
+
+def _run(executor, files) -> tuple:
+    """The booked results' values: the job runs here (booking is lazy)."""
+    results = book(ROOT.RDataFrame("Events", files, executor=executor, npartitions=NPARTITIONS))
+    return tuple(result.GetValue() for result in results)
+
+
+def _run_acting_on_first(executor, files, prefix: str, act, timeout: float = 60.0) -> tuple[tuple, list[str]]:
+    """Run the job while a thread calls ``act(key)`` on the first object under ``prefix`` (with
+    ``{job}`` for the running job's id); the results and the keys acted on."""
+    storage, acted = executor.storage, []
+
+    def watch() -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not acted:
+            for job in _running_jobs(storage):
+                found = storage.list(prefix.format(job=job))
+                if found:
+                    act(found[-1])
+                    acted.append(found[-1])
+                    return
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=watch)
+    thread.start()
+    try:
+        return _run(executor, files), acted
+    finally:
+        thread.join()
+
+
+def test_a_replica_killed_mid_call_is_replaced_and_its_call_recomputed(pool_cluster, dimuon_files, reference):
+    """The Deployment restarts the replica; the dead worker's claim stays, so the client's retry
+    (which carries no claim) has the file-triggered mapper compute the call."""
+    executor = pool_cluster.executor(reduction=dro.TreeReduction(fan_in=2), progress=False, ranges_per_call=1,
+                                     retry_after=2.0)
+    storage = executor.storage
+    before = {w.worker for w in executor.pool_workers()}
+    killed: list[int] = []
+
+    def kill_holder(claim: str) -> None:
+        worker = storage.get_bytes(claim).decode()  # a claim names its worker: host-pid-nonce
+        pid = int(worker.rsplit("-", 2)[1])
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
+
+    result, _ = _run_acting_on_first(executor, dimuon_files, f"{layout.JOBS}/{{job}}/claims/", kill_holder)
+    assert killed, "no claim was seen to kill its holder"
+    assert_exact(result, reference)
+    job = executor.last_job
+    assert job.functions.get("mapper"), "no file-triggered mapper recomputed the killed worker's call"
+    # A replacement replica imports ROOT and reports: the pool is whole again.
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        now = {w.worker for w in executor.pool_workers()}
+        if len(now) == pool_cluster.workers and now != before:
+            break
+        time.sleep(0.5)
+    now = {w.worker for w in executor.pool_workers()}
+    assert len(now) == pool_cluster.workers
+    assert not any(str(killed[0]) in w.split("-") for w in now)
+
+
+def test_a_lost_queued_call_is_computed_by_the_file_triggered_mapper(pool_cluster, dimuon_files, reference):
+    """An offer gone before any worker claimed it (a lost object): the client's retry covers it."""
+    executor = pool_cluster.executor(reduction=dro.TreeReduction(fan_in=4), progress=False, ranges_per_call=1,
+                                     retry_after=2.0)
+    storage = executor.storage
+    last = layout.interval_stem(NPARTITIONS - 1, NPARTITIONS)  # workers take the queue in order: last is taken last
+    result, dropped = _run_acting_on_first(executor, dimuon_files, f"{layout.QUEUE}/{{job}}/{last}",
+                                           lambda key: storage.delete([key]))
+    assert dropped, "the last offer was never seen"
+    assert_exact(result, reference)
+    job = executor.last_job
+    lost = next(item for item in job.tracker.expected if item.key == layout.JobKeys(job.job_id).partial(
+        NPARTITIONS - 1, NPARTITIONS))
+    assert lost.trigger.attempts >= 1, "the lost call was never retried"
+    assert job.functions.get("mapper"), "no file-triggered mapper ran"
+    assert [k for k in storage.list("") if layout.job_of_key(k) == job.job_id] == []
+
+
+def test_a_pool_job_through_an_object_store_outage_is_exact(pool_cluster, dimuon_files, reference):
+    """The object store answers 503 for a while mid-job: workers, coordinator and client wait it out."""
+    executor = pool_cluster.executor(reduction=dro.CoordinatedReduction(), progress=False, ranges_per_call=1,
+                                     retry_after=3.0)
+    outage = Fault.storage_outage(seconds=2.5, mode="503", after=0.5)
+    pool_cluster.platform.inject(outage)
+    since = time.monotonic()
+    try:
+        result = _run(executor, dimuon_files)
+    finally:
+        fired = finish_faults(pool_cluster, [outage], since)
+    assert fired[0].fired, "the outage never began"
+    assert_exact(result, reference)
+    assert len(executor.pool_workers()) == pool_cluster.workers

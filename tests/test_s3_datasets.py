@@ -41,22 +41,22 @@ def upload_to(dimuon_files):
 
 
 @pytest.fixture(scope="module")
-def urls(warm_cluster, upload_to):
-    return upload_to(warm_cluster)
+def urls(prestarted_cluster, upload_to):
+    return upload_to(prestarted_cluster)
 
 
 def _job_keys(executor) -> list[str]:
     return [k for k in executor.storage.list("") if layout.job_of_key(k)]
 
 
-def test_upload_returns_urls_in_the_deployments_bucket(warm_cluster, urls, dimuon_files):
-    bucket = warm_cluster.executor(progress=False).storage.bucket
+def test_upload_returns_urls_in_the_deployments_bucket(prestarted_cluster, urls, dimuon_files):
+    bucket = prestarted_cluster.executor(progress=False).storage.bucket
     assert urls == [f"s3://{bucket}/datasets/dimuon/{path.rsplit('/', 1)[1]}" for path in dimuon_files]
 
 
 # Warm with a tree reduction: test_dimuon_analysis_over_another_s3_endpoint_is_identical.
 @pytest.mark.parametrize(("mode", "reduction"), [
-    ("warm", dro.CoordinatedReduction()), ("cold", dro.TreeReduction(fan_in=4)),
+    ("prestarted", dro.CoordinatedReduction()), ("cold", dro.TreeReduction(fan_in=4)),
 ])
 def test_dimuon_analysis_over_s3_is_identical(request, upload_to, local_spectrum, mode, reduction):
     cluster = request.getfixturevalue(f"{mode}_cluster")
@@ -69,8 +69,8 @@ def test_dimuon_analysis_over_s3_is_identical(request, upload_to, local_spectrum
     assert _job_keys(executor) == []
 
 
-def test_missing_objects_are_named(warm_cluster, urls):
-    executor = warm_cluster.executor(progress=False)
+def test_missing_objects_are_named(prestarted_cluster, urls):
+    executor = prestarted_cluster.executor(progress=False)
     bucket = executor.storage.bucket
     # The first file is staged by the client (its head node opens it) ...
     with pytest.raises(StorageError, match=rf"s3://{bucket}/datasets/nothing\.root failed: NoSuchKey"):
@@ -95,9 +95,9 @@ def _cli_settings(monkeypatch, cluster) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-def test_the_upload_command_prints_the_urls(warm_cluster, dimuon_files, monkeypatch, capsys):
-    _cli_settings(monkeypatch, warm_cluster)
-    executor = warm_cluster.executor(progress=False)
+def test_the_upload_command_prints_the_urls(prestarted_cluster, dimuon_files, monkeypatch, capsys):
+    _cli_settings(monkeypatch, prestarted_cluster)
+    executor = prestarted_cluster.executor(progress=False)
     deployment = executor.deployment.name
     assert cli.main(["upload", "--deployment", deployment, "--folder", "cli", dimuon_files[0]]) == 0
     printed = capsys.readouterr().out.split()
@@ -110,14 +110,14 @@ def test_the_upload_command_prints_the_urls(warm_cluster, dimuon_files, monkeypa
 
 
 @pytest.mark.parametrize("mode", ["merge", "storage"])
-def test_snapshot_merged_into_one_file_or_kept_in_storage(warm_cluster, dimuon_files, urls, tmp_path, monkeypatch,
+def test_snapshot_merged_into_one_file_or_kept_in_storage(prestarted_cluster, dimuon_files, urls, tmp_path, monkeypatch,
                                                           mode):
     import os
 
     import numpy as np
 
     monkeypatch.chdir(tmp_path)
-    executor = warm_cluster.executor(progress=False, snapshots=mode)
+    executor = prestarted_cluster.executor(progress=False, snapshots=mode)
     if mode == "storage":
         executor.shared_paths = ()  # its dataframe reads nothing from the client's disk, as on a real cluster
 
@@ -144,9 +144,9 @@ def test_snapshot_merged_into_one_file_or_kept_in_storage(warm_cluster, dimuon_f
         executor.storage.delete(kept)
 
 
-def test_an_unknown_snapshot_mode_is_refused(warm_cluster):
+def test_an_unknown_snapshot_mode_is_refused(prestarted_cluster):
     with pytest.raises(dro.ConfigurationError, match="snapshots must be one of 'download', 'merge', 'storage'"):
-        warm_cluster.executor(snapshots="upload")
+        prestarted_cluster.executor(snapshots="upload")
 
 
 # -- another S3 endpoint: s3http://host:port/bucket/key, keys from S3_ACCESS_KEY/S3_SECRET_KEY -------
@@ -203,13 +203,13 @@ def other_endpoint(dimuon_files, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def endpoint_executor(warm_cluster, other_endpoint):
+def endpoint_executor(prestarted_cluster, other_endpoint):
     """An executor whose services hold the endpoint's keys as OSCAR secrets (as `distrdf-oscar deploy
     --dataset-credentials` gives them; a deployment of its own), reading nothing from the client's disk."""
     with pytest.MonkeyPatch.context() as patch:
         for name, value in other_endpoint.keys.items():
             patch.setenv(name, value)
-        executor = warm_cluster.executor(progress=False, deployment=warm_cluster.deployment("extdata"),
+        executor = prestarted_cluster.executor(progress=False, deployment=prestarted_cluster.deployment("extdata"),
                                          dataset_credentials=True, reduction=dro.TreeReduction(fan_in=2))
     executor.shared_paths = ()
     return executor
@@ -231,7 +231,7 @@ def test_dimuon_analysis_over_another_s3_endpoint_is_identical(other_endpoint, e
 
 
 @pytest.mark.usefixtures("client_keys")
-def test_a_chain_of_s3_files_with_friends_is_staged_for_the_head_node(warm_cluster, upload_to, dimuon_files,
+def test_a_chain_of_s3_files_with_friends_is_staged_for_the_head_node(prestarted_cluster, upload_to, dimuon_files,
                                                                        other_endpoint, endpoint_executor):
     """A TChain of the deployment's objects (s3://) with a friend chain on the other endpoint: the
     client's head node stages the first file of each (datasets.stage_for_head_node); the mappers
@@ -243,7 +243,7 @@ def test_a_chain_of_s3_files_with_friends_is_staged_for_the_head_node(warm_clust
 
     want_main, _want_friend = friend_chain(dimuon_files, other_endpoint.friends)
     want = values(book(ROOT.RDataFrame(want_main)))
-    main, _friend = friend_chain(upload_to(warm_cluster), other_endpoint.friend_urls)
+    main, _friend = friend_chain(upload_to(prestarted_cluster), other_endpoint.friend_urls)
     got = values(book(ROOT.RDataFrame(main, executor=endpoint_executor, npartitions=4)))
     for index, (g, e) in enumerate(zip(got, want, strict=True)):
         assert_same_value(g, e, f"action {index}")
@@ -283,7 +283,7 @@ def test_another_endpoints_bad_inputs_are_named_by_the_client(other_endpoint, en
 
 
 @pytest.mark.usefixtures("client_keys")
-def test_another_endpoints_bad_inputs_are_named_by_the_mappers(warm_cluster, other_endpoint, endpoint_executor):
+def test_another_endpoints_bad_inputs_are_named_by_the_mappers(prestarted_cluster, other_endpoint, endpoint_executor):
     """Files after the first are staged by the mappers: a missing object, and services deployed without
     the endpoint's keys (no --dataset-credentials), fail the job naming the URL."""
     missing = f"s3http://{other_endpoint.host}/physics/run3/later.root"
@@ -291,7 +291,7 @@ def test_another_endpoints_bad_inputs_are_named_by_the_mappers(warm_cluster, oth
     with pytest.raises(dro.RemoteError, match=rf"dataset lookup of {missing} failed: NoSuchKey"):
         df.Count().GetValue()
     assert _job_keys(endpoint_executor) == []
-    plain = warm_cluster.executor(progress=False)  # the session's deployment: no dataset credentials
+    plain = prestarted_cluster.executor(progress=False)  # the session's deployment: no dataset credentials
     plain.shared_paths = ()
     df = ROOT.RDataFrame("Events", other_endpoint.urls[:2], executor=plain, npartitions=2)
     with pytest.raises(dro.RemoteError, match=rf"dataset lookup of s3http://{other_endpoint.host}/physics/run3/events/"
@@ -301,13 +301,13 @@ def test_another_endpoints_bad_inputs_are_named_by_the_mappers(warm_cluster, oth
     assert _job_keys(plain) == []
 
 
-def test_deploy_gives_the_dataset_credentials_as_secrets(warm_cluster, other_endpoint, endpoint_executor, monkeypatch,
+def test_deploy_gives_the_dataset_credentials_as_secrets(prestarted_cluster, other_endpoint, endpoint_executor, monkeypatch,
                                                          capsys):
     """`distrdf-oscar deploy --dataset-credentials` makes the services the executor's option made (the keys
     OSCAR secrets of every service, never variables); without the keys in its environment it refuses."""
     import sys
 
-    _cli_settings(monkeypatch, warm_cluster)
+    _cli_settings(monkeypatch, prestarted_cluster)
     for name, value in other_endpoint.keys.items():
         monkeypatch.setenv(name, value)
     assert endpoint_executor.storage  # deployed with the executor's option
@@ -323,7 +323,7 @@ def test_deploy_gives_the_dataset_credentials_as_secrets(warm_cluster, other_end
     assert "dataset credentials: S3_SECRET_KEY not set in the environment" in capsys.readouterr().err
 
 
-def test_the_dataset_cache_stays_under_its_bound(warm_cluster, upload_to, dimuon_files, local_spectrum, tmp_path,
+def test_the_dataset_cache_stays_under_its_bound(prestarted_cluster, upload_to, dimuon_files, local_spectrum, tmp_path,
                                                  monkeypatch):
     """DRO_CACHE_MAX_BYTES bounds a process's staged files: the least recently used go first, never
     one a running range has open (pinned until S3Staging.release)."""
@@ -333,9 +333,9 @@ def test_the_dataset_cache_stays_under_its_bound(warm_cluster, upload_to, dimuon
 
     from distrdf_oscar import datasets
 
-    urls = upload_to(warm_cluster)
+    urls = upload_to(prestarted_cluster)
     bound = int(1.5 * max(os.path.getsize(p) for p in dimuon_files))  # room for one file, not two
-    storage = warm_cluster.executor(progress=False).storage
+    storage = prestarted_cluster.executor(progress=False).storage
     monkeypatch.setenv("DRO_CACHE_DIR", str(tmp_path))
     monkeypatch.setenv(datasets.CACHE_MAX_VARIABLE, str(bound))
     monkeypatch.setattr(datasets, "_caches", {})
@@ -353,16 +353,16 @@ def test_the_dataset_cache_stays_under_its_bound(warm_cluster, upload_to, dimuon
     assert sum(size for _, size, _ in cache.files()) <= bound
 
     # The warm workers, bounded the same way, give the exact result.
-    deployment = warm_cluster.deployment("cachebound")
+    deployment = prestarted_cluster.deployment("cachebound")
     deployment = deployment.__class__(name=deployment.name, variables={**deployment.variables,
                                                                        datasets.CACHE_MAX_VARIABLE: str(bound)})
-    executor = warm_cluster.executor(progress=False, deployment=deployment)
+    executor = prestarted_cluster.executor(progress=False, deployment=deployment)
     executor.shared_paths = ()
     started = time.time()
     df = ROOT.RDataFrame("Events", urls, executor=executor, npartitions=6)
     for name, result in book_dimuon_spectrum(df).items():
         assert_same_value(result.GetValue(), local_spectrum[name], name)
-    used = [folder for folder in glob.glob(os.path.join(warm_cluster.platform.tmpdir, "**", "dro-datasets-*"),
+    used = [folder for folder in glob.glob(os.path.join(prestarted_cluster.platform.tmpdir, "**", "dro-datasets-*"),
                                            recursive=True)
             if any(os.path.getmtime(os.path.join(f, n)) >= started for f, _, names in os.walk(folder) for n in names)]
     assert used, "no warm worker staged a file"

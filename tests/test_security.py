@@ -35,8 +35,8 @@ def raw_put(storage, key: str, data: bytes, signature: str | None = None) -> Non
 
 
 @pytest.fixture
-def executor(warm_cluster):
-    executor = warm_cluster.executor(progress=False)
+def executor(prestarted_cluster):
+    executor = prestarted_cluster.executor(progress=False)
     _ = executor.storage  # deploys the services and their buckets
     return executor
 
@@ -97,11 +97,11 @@ def test_tampered_payload_is_refused_before_unpickling(executor, tmp_path):
             executor.storage.delete_prefix(prefix)
 
 
-def test_forged_result_is_refused_by_the_client(warm_cluster, dimuon_files, monkeypatch):
+def test_forged_result_is_refused_by_the_client(prestarted_cluster, dimuon_files, monkeypatch):
     """A result not signed with the deployment key never reaches the user (nor their unpickler)."""
     from distrdf_oscar import job as job_module
 
-    executor = warm_cluster.executor(progress=False)
+    executor = prestarted_cluster.executor(progress=False)
     original_wait = job_module.Job._wait
 
     def wait_then_forge(self, *args):
@@ -145,7 +145,7 @@ def test_no_secret_in_objects_logs_or_messages(dimuon_files, capfd, monkeypatch)
         return original_remove_jobs(cluster, service, names)
 
     monkeypatch.setattr(OSCARCluster, "remove_jobs", read_then_remove)
-    with dro.LocalCluster(workers=2, mode="cold") as cluster:
+    with dro.LocalCluster(workers=2, mode="cold", startup_delay=0.0) as cluster:
         executor = cluster.executor(progress=True)
         secrets = [cluster._signing_key, cluster.platform.oscar_password, cluster.platform.s3_secret_key]
         df = ROOT.RDataFrame("Events", dimuon_files, executor=executor, npartitions=3)

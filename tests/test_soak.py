@@ -82,16 +82,16 @@ def our_tempdirs() -> set[str]:
 
 @pytest.mark.soak
 @pytest.mark.timeout(900)
-def test_fifty_jobs_with_random_faults(warm_cluster, dimuon_files):
+def test_fifty_jobs_with_random_faults(prestarted_cluster, dimuon_files):
     reference = [r.GetValue() for r in book(ROOT.RDataFrame("Events", dimuon_files))]
     rng = random.Random(SEED)
-    platform = warm_cluster.platform
-    executors = [warm_cluster.executor(reduction=r, progress=False, retry_after=3.0, retry_factor=1.5, ranges_per_call=1)
+    platform = prestarted_cluster.platform
+    executors = [prestarted_cluster.executor(reduction=r, progress=False, retry_after=3.0, retry_factor=1.5, ranges_per_call=1)
                  for r in REDUCTIONS]
     storage = executors[0].storage
 
     def census() -> dict[str, object]:
-        wait_idle(warm_cluster)
+        wait_idle(prestarted_cluster)
         # The clients delete finished OSCAR jobs in the background (reading each log first, for
         # the secret scan): let that finish, or the platform counts a log it has open for it.
         for executor in executors:
@@ -114,7 +114,7 @@ def test_fifty_jobs_with_random_faults(warm_cluster, dimuon_files):
             df = ROOT.RDataFrame("Events", dimuon_files, executor=executor, npartitions=npartitions)
             result = [r.GetValue() for r in book(df)]
         finally:
-            fired = sum(rule.fired for rule in finish_faults(warm_cluster, faults, since))
+            fired = sum(rule.fired for rule in finish_faults(prestarted_cluster, faults, since))
         assert_exact(result, reference)
         return fired
 

@@ -21,7 +21,7 @@ def records(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize(("mode", "reduction", "merges"), [
-    ("warm", dro.TreeReduction(fan_in=2), {"reducer": 3}),
+    ("prestarted", dro.TreeReduction(fan_in=2), {"reducer": 3}),
     ("cold", dro.CoordinatedReduction([3, 2]), {"batch": 2}),
 ])
 def test_every_call_of_a_job_is_recorded_with_ordered_phases(request, dimuon_files, records, mode, reduction,

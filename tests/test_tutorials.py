@@ -26,7 +26,7 @@ SETTINGS = ("OSCAR_ENDPOINT", "OSCAR_USER", "OSCAR_PASSWORD", "OSCAR_TOKEN", "OS
             "MINIO_SECRET_KEY")
 EVENTS = 200_000  # enough for a spectrum with every peak, small enough for CI
 
-PLATFORM = {"workers": 2, "mode": "warm"}  # the "real cluster" of the cluster cells (conftest.py)
+PLATFORM = {"workers": 2, "mode": "prestarted"}  # the "real cluster" of the cluster cells (conftest.py)
 
 
 @pytest.fixture(scope="module")

@@ -71,7 +71,7 @@ def oscar_jobs(platform: LocalPlatform, service: str) -> dict:
 
 @pytest.mark.parametrize("version", ["3.5", "3.6", "3.7", "4.1"])
 def test_whole_cycle_on_each_release(version, dimuon_files, expected, monkeypatch, capsys):
-    with LocalPlatform(workers=2, mode="warm", headroom=0.25, oscar_version=version) as platform:
+    with LocalPlatform(workers=2, mode="prestarted", headroom=0.25, oscar_version=version) as platform:
         env = ["--env", f"DRO_PYTHON={__import__('sys').executable}"]
         code, out, err = run_cli(monkeypatch, capsys, platform, "deploy", *env)
         assert code == 0, err

@@ -56,7 +56,7 @@ def test_one_process_reads_a_loopback_url_with_the_setting_the_backend_makes(url
 
 
 @pytest.mark.parametrize(("mode", "reduction"), [
-    ("warm", dro.TreeReduction(fan_in=2)), ("warm", dro.CoordinatedReduction()), ("cold", dro.CoordinatedReduction()),
+    ("prestarted", dro.TreeReduction(fan_in=2)), ("prestarted", dro.CoordinatedReduction()), ("cold", dro.CoordinatedReduction()),
 ])
 def test_dimuon_analysis_over_xrootd_is_identical(request, urls, local_spectrum, mode, reduction):
     executor = request.getfixturevalue(f"{mode}_cluster").executor(reduction=reduction, progress=False)
@@ -69,11 +69,11 @@ def test_dimuon_analysis_over_xrootd_is_identical(request, urls, local_spectrum,
 
 
 @pytest.mark.timeout(200)
-def test_a_server_that_disappears_fails_the_job_naming_it(warm_cluster, dimuon_files):
+def test_a_server_that_disappears_fails_the_job_naming_it(prestarted_cluster, dimuon_files):
     vanishing = _start()
     try:
         urls = [vanishing.add(path) for path in dimuon_files]
-        executor = warm_cluster.executor(progress=False, retry_after=5)
+        executor = prestarted_cluster.executor(progress=False, retry_after=5)
         df = ROOT.RDataFrame("Events", urls, executor=executor, npartitions=3)
         count = df.Filter("nMuon > 1").Count()  # booked while the server was up (the client read it)
         vanishing.stop()

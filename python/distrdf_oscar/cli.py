@@ -255,10 +255,9 @@ def main(argv: list[str] | None = None) -> int:
                       help="dataset directory (default ./dimuon-data; reused if complete)")
     demo.add_argument("--out", default=os.getcwd(), help="where to save dimuon_spectrum.png (default .)")
     demo.add_argument("--workers", type=int, default=2, help="function slots of the local platform (default 2)")
-    demo.add_argument("--mode", choices=("pool", "cold", "warm"), default="pool",
-                      help="pool (default): a warm pool of --workers workers, an OSCAR exposed service, beside "
-                           "cold functions; cold: every call a fresh process, as OSCAR's jobs; warm: pre-started "
-                           "processes run the calls (an emulator mode with no OSCAR counterpart)")
+    demo.add_argument("--mode", choices=("warm", "cold"), default="warm",
+                      help="warm (default): a warm pool of --workers workers, an OSCAR exposed service, beside "
+                           "the file-triggered functions; cold: no pool, every call a fresh process, as OSCAR's jobs")
     demo.add_argument("--npartitions", type=int, default=8, help="entry ranges, one mapper each (default 8)")
     _add_reduction_flags(demo)
     demo.set_defaults(func=cmd_demo)

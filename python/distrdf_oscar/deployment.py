@@ -53,7 +53,7 @@ esac
 rm -f "$output" "$status"
 """
 REPORTED_EXIT = 3  # a function's exit status after it reported its own failure (functions/context.py)
-CRASH_VARIABLE = "DRO_ON_CRASH"  # the same report for warm workers (docs/local-platform.md)
+CRASH_VARIABLE = "DRO_ON_CRASH"  # the same report for the embedded platform's pre-started workers
 
 
 # An exposed service's container runs its script once (no supervisor): the worker is the pod.
@@ -146,7 +146,7 @@ class Deployment:
         never hands secrets to functions (docs/deploy.md says what that exposes)."""
         entrypoint, folder, cpu = ROLES[role]
         secrets = dict(self.secrets)
-        variables = {"DRO_ENTRYPOINT": entrypoint, CRASH_VARIABLE: "distrdf_oscar.functions.crash:on_warm_crash",
+        variables = {"DRO_ENTRYPOINT": entrypoint, CRASH_VARIABLE: "distrdf_oscar.functions.crash:on_prestarted_crash",
                      **self.variables, **(secrets if secrets_as_variables else {})}
         access = {"visibility": self.visibility, "allowed_users": list(self.allowed_users)} if self.visibility else {}
         return {

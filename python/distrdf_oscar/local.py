@@ -15,8 +15,9 @@ from typing import Any, Self
 from .deployment import COORDINATOR_CPU, Deployment
 from .executor import OSCARExecutor
 from .platform.embedded import LocalPlatform
+from .platform.embedded.launcher import POD_START_DELAY
 
-MODES = ("warm", "cold", "pool")
+MODES = ("warm", "cold", "prestarted")
 POOL_START_TIMEOUT = 120.0  # seconds for the pool's workers to import ROOT and report
 
 
@@ -25,27 +26,34 @@ class LocalCluster:
 
     Args:
         workers: CPU slots; at most this many one-core functions run at once.
-        mode: ``"warm"`` (pre-started workers with ROOT imported run the functions'
-            invocations: an emulator mode without an OSCAR counterpart; the default),
-            ``"cold"`` (a fresh process per invocation, like OSCAR's Kubernetes jobs) or
-            ``"pool"`` (cold invocations plus a warm pool of ``workers`` long-lived workers,
-            an OSCAR exposed service, as ``distrdf-oscar pool start`` runs on a real cluster).
-        startup_delay: extra seconds added to every invocation, to emulate a
-            slower platform in experiments.
+        mode: ``"warm"`` (the default: the file-triggered services run cold, as OSCAR's
+            Kubernetes jobs, and a warm pool of ``workers`` long-lived workers, an OSCAR exposed
+            service as ``distrdf-oscar pool start`` runs on a real cluster, takes the jobs'
+            mapper calls, tree merges, coordinators and batches), ``"cold"`` (no pool: every
+            call a fresh process) or ``"prestarted"`` (no pool; the platform runs invocations in
+            pre-started processes with ROOT imported: a speed-up of the cold path for the
+            test suite, without an OSCAR counterpart; see docs/local-platform.md).
+        startup_delay: seconds added to every file-triggered call before it runs, as a pod's
+            start-up (the slot is taken meanwhile). Default: ``POD_START_DELAY`` (2 s, what an
+            OSCAR job's pod costs before its script starts, see the embedded platform's launcher)
+            in the ``"cold"`` and ``"warm"`` modes, none in ``"prestarted"``.
         platform_options: passed to :class:`~distrdf_oscar.platform.embedded.LocalPlatform`, e.g.
             ``oscar_version="3.6"`` to behave as that OSCAR release (default: the newest supported).
     """
 
-    def __init__(self, workers: int = 2, mode: str = "warm", startup_delay: float = 0.0, **platform_options: Any):
+    def __init__(self, workers: int = 2, mode: str = "warm", startup_delay: float | None = None,
+                 **platform_options: Any):
         if mode not in MODES:
             raise ValueError(f"LocalCluster mode must be one of {', '.join(MODES)}, got {mode!r}")
         if workers < 1:
             raise ValueError(f"LocalCluster needs at least one worker, got {workers}")
         self.workers = workers
         self.mode = mode
+        if startup_delay is None:
+            startup_delay = 0.0 if mode == "prestarted" else POD_START_DELAY
         # Headroom for a coordinator's fractional request, so it never takes a mapper's slot.
         platform_options.setdefault("headroom", float(COORDINATOR_CPU))
-        self.platform = LocalPlatform(workers=workers, mode="cold" if mode == "pool" else mode,
+        self.platform = LocalPlatform(workers=workers, mode="cold" if mode == "warm" else mode,
                                       startup_delay=startup_delay, **platform_options)
         self._started = False
         # The deployment's signing key lives as long as the cluster, in memory only.
@@ -55,7 +63,7 @@ class LocalCluster:
         if not self._started:
             self.platform.start()
             self._started = True
-            if self.mode == "pool":
+            if self.mode == "warm":
                 try:
                     executor = self.executor(progress=False)
                     executor.start_pool(self.workers, wait=POOL_START_TIMEOUT)

@@ -4,8 +4,9 @@ A segfault in user C++ kills the Python process with the error marker unwritten,
 supervisor ignores how the script ends: without this report the client would take the crash for a
 lost event and retry it until it gave up. The service script runs
 ``python -m distrdf_oscar.functions.crash ROLE STATUS OUTPUT`` after its child ends abnormally
-(STATUS as the shell reports it, OUTPUT a file with the child's output); a warm worker's pool calls
-:func:`on_warm_crash` the same way. The marker names the signal and holds the output's last lines.
+(STATUS as the shell reports it, OUTPUT a file with the child's output); the embedded platform's
+pre-started workers call :func:`on_prestarted_crash` the same way. The marker names the signal and
+holds the output's last lines.
 """
 
 from __future__ import annotations
@@ -86,9 +87,9 @@ def report(role: str, status: int, output_path: str | None) -> int:
     return 1
 
 
-def on_warm_crash() -> int:
-    """The report for a warm worker that died during a call: the pool runs this in a fresh process
-    with the call's environment, plus ``DRO_CRASH_STATUS`` and ``DRO_CRASH_OUTPUT``."""
+def on_prestarted_crash() -> int:
+    """The report for a pre-started worker that died during a call: the platform runs this in a
+    fresh process with the call's environment, plus ``DRO_CRASH_STATUS`` and ``DRO_CRASH_OUTPUT``."""
     entrypoint = os.environ.get("DRO_ENTRYPOINT", "")
     role = next((name for name, spec in ENTRYPOINTS.items() if spec == entrypoint), "function")
     return report(role, int(os.environ["DRO_CRASH_STATUS"]), os.environ.get("DRO_CRASH_OUTPUT"))

@@ -38,7 +38,7 @@ def group_rss(pgid: int) -> int:
 
 class MemoryWatch:
     """Kills process group ``pgid`` once its resident memory exceeds ``limit`` bytes beyond
-    ``baseline`` (what a warm worker held before the call); ``exceeded`` tells whether it did."""
+    ``baseline`` (what a pre-started worker held before the call); ``exceeded`` tells whether it did."""
 
     def __init__(self, pgid: int, limit: float, baseline: int = 0) -> None:
         self._pgid, self._limit, self._baseline = pgid, limit, baseline

@@ -23,7 +23,7 @@ from .s3server import S3Server
 
 log = logging.getLogger("distrdf_oscar.platform.embedded")
 
-WARM_START_TIMEOUT = 300.0
+PRESTARTED_START_TIMEOUT = 300.0
 
 
 def _base_env(package_root: str) -> dict[str, str]:
@@ -70,15 +70,15 @@ def run(config: dict[str, Any]) -> int:
     from .faults import FaultPlan
     from .gate import StorageGate
     from .job_records import JobStore
+    from .prestarted import PrestartedPool
     from .provisioning import StorageCredentials, ensure_bucket
     from .registry import ServiceRegistry
-    from .runner import WARM, Runner
+    from .runner import PRESTARTED, Runner
     from .triggers import TriggerNotifier
     from .versions import OscarVersion
-    from .warm import WarmPool
 
     base_env = _base_env(config["package_root"])
-    pool = WarmPool(config["workers"], config["package_root"], base_env) if config["mode"] == WARM else None
+    pool = PrestartedPool(config["workers"], config["package_root"], base_env) if config["mode"] == PRESTARTED else None
     server = notifier = runner = gate = exposed = None
     try:
         s3.wait_ready()
@@ -140,7 +140,7 @@ def run(config: dict[str, Any]) -> int:
             jobs_dir=os.path.join(workdir, "jobs"),
             base_env=base_env,
             config_path=registry.config_path,
-            warm_pool=pool,
+            prestarted=pool,
             version=version,
             credentials=credentials,
             kueue=kueue,
@@ -183,8 +183,8 @@ def run(config: dict[str, Any]) -> int:
         server = ApiServer(create_app(ctx))
         server.start()
         notifier.start()
-        if pool is not None and not pool.wait_ready(WARM_START_TIMEOUT):
-            raise RuntimeError("warm workers failed to start (see the log above)")
+        if pool is not None and not pool.wait_ready(PRESTARTED_START_TIMEOUT):
+            raise RuntimeError("pre-started workers failed to start (see the log above)")
 
         s3_port = gate.port
         ready = {"ready": True, "pid": os.getpid(), "oscar_port": server.port, "s3_port": s3_port}

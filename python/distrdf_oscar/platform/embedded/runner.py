@@ -1,4 +1,4 @@
-"""The function runner: schedules invocations on CPU slots and executes them cold or warm.
+"""The function runner: schedules invocations on CPU slots and executes them cold or in pre-started workers.
 
 Scheduling follows Kubernetes' rule of requests: the cluster has ``capacity``
 CPUs (the platform's ``workers``) and a job starts only when the free capacity
@@ -26,16 +26,23 @@ from .accounts import Kueue
 from .faults import FaultPlan
 from .job_records import FAILED, PENDING, SUCCEEDED, SUSPENDED, Job, JobStore
 from .memory import MemoryWatch, group_rss
+from .prestarted import (
+    CRASH_VARIABLE,
+    ENTRYPOINT_VARIABLE,
+    PrestartedPool,
+    PrestartedWorker,
+    WorkerDied,
+    report_crash,
+)
 from .supervisor import Invocation, parse_event
 from .validation import DEFAULT_MEMORY, parse_cpu
 from .versions import OscarVersion
-from .warm import CRASH_VARIABLE, ENTRYPOINT_VARIABLE, WarmPool, WarmWorker, WorkerDied, report_crash
 
 log = logging.getLogger(__name__)
 
 COLD = "cold"
-WARM = "warm"
-WARM_WAIT = 30.0  # seconds an invocation waits for a warm worker being (re)started before running cold
+PRESTARTED = "prestarted"
+PRESTARTED_WAIT = 30.0  # seconds an invocation waits for a pre-started worker being (re)started before running cold
 
 
 def _kill_group(pid: int, proc: subprocess.Popen[bytes] | None = None, grace: float = 1.0) -> None:
@@ -71,7 +78,7 @@ class Runner:
         jobs_dir: str,
         base_env: dict[str, str],
         config_path: Callable[[str], str],
-        warm_pool: WarmPool | None = None,
+        prestarted: PrestartedPool | None = None,
         version: OscarVersion,
         credentials: Callable[[Job], tuple[str, str] | None],
         kueue: Kueue | None = None,
@@ -88,7 +95,7 @@ class Runner:
         self._jobs_dir = jobs_dir
         self._base_env = base_env
         self._config_path = config_path
-        self._pool = warm_pool
+        self._pool = prestarted
         self._startup_delay = startup_delay
         self._faults = faults or FaultPlan()
         self._cond = threading.Condition()
@@ -212,12 +219,12 @@ class Runner:
                 job.log(f"Injected fault: the function dies if it reaches {failpoint.split(':')[0]}")
                 env[FAILPOINT_VARIABLE] = failpoint
             entrypoint = job.service["environment"]["variables"].get(ENTRYPOINT_VARIABLE, "")
-            worker = self._pool.acquire(wait=WARM_WAIT) if (self.mode == WARM and entrypoint and self._pool) else None
+            worker = self._pool.acquire(wait=PRESTARTED_WAIT) if (self.mode == PRESTARTED and entrypoint and self._pool) else None
             if worker is not None:
-                self._run_warm(job, worker, entrypoint, env, invocation)
+                self._run_prestarted(job, worker, entrypoint, env, invocation)
             else:
-                if self.mode == WARM and entrypoint:
-                    job.log("No idle warm worker: running the script cold")
+                if self.mode == PRESTARTED and entrypoint:
+                    job.log("No idle pre-started worker: running the script cold")
                 self._run_cold(job, env, invocation)
             invocation.flush_output()
             if job.cancelled:
@@ -259,14 +266,14 @@ class Runner:
             raise RuntimeError(_oom(job))
         job.log(f"Script exited with code {code} (ignored, as OSCAR's supervisor does)")
 
-    def _run_warm(
-        self, job: Job, worker: WarmWorker, entrypoint: str, env: dict[str, str], invocation: Invocation
+    def _run_prestarted(
+        self, job: Job, worker: PrestartedWorker, entrypoint: str, env: dict[str, str], invocation: Invocation
     ) -> None:
         assert self._pool is not None
-        job.log(f"Calling {entrypoint} in warm worker {worker.pid} (job {job.name})")
+        job.log(f"Calling {entrypoint} in pre-started worker {worker.pid} (job {job.name})")
         self._set_killer(job, worker.kill)
         log = job.log_path if invocation.live_output else invocation.output_log
-        # A warm worker's dataset cache outlives its calls (the invocation's TMPDIR does not).
+        # A pre-started worker's dataset cache outlives its calls (the invocation's TMPDIR does not).
         cache = os.path.join(os.path.dirname(self._jobs_dir), "worker-caches", str(worker.pid))
         task = {"entrypoint": entrypoint, "env": {**env, "DRO_CACHE_DIR": cache}, "cwd": invocation.work_dir,
                 "log": log}

@@ -1,7 +1,7 @@
 """The FaaS-supervisor contract around one invocation: input, environment, outputs.
 
 What OSCAR's supervisor does inside a function's container, done here by the
-platform around either execution path (a cold ``bash`` process or a warm
+platform around either execution path (a cold ``bash`` process or a pre-started
 worker): parse the event, download the triggering object into
 ``$TMP_INPUT_DIR``, set the environment, and afterwards upload every file
 under ``$TMP_OUTPUT_DIR`` to each output whose prefix/suffix filters match.

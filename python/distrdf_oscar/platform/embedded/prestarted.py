@@ -1,4 +1,7 @@
-"""Warm workers: pre-started processes with ROOT imported that call a service's Python entry point.
+"""Pre-started workers: processes with ROOT imported that call a service's Python entry point.
+
+An emulator speed-up for the test suite, without an OSCAR counterpart (OSCAR starts a fresh
+Kubernetes Job per invocation; what it keeps warm is an exposed service, ``functions/pool.py``).
 
 A service opts in with the environment variable ``DRO_ENTRYPOINT=module:function``
 (the function takes no arguments; its cold ``script`` must call the same
@@ -6,7 +9,7 @@ function). The worker runs the call with the invocation's environment, cwd and
 ``TMP*`` directories in place, its fds 1 and 2 redirected into the job's log
 (so C++ output is captured too), and restores its own state afterwards.
 
-Run as ``python -m distrdf_oscar.platform.embedded.warm FD``: FD is this end of a
+Run as ``python -m distrdf_oscar.platform.embedded.prestarted FD``: FD is this end of a
 socket pair to the platform, carrying pickled dicts.
 """
 
@@ -124,7 +127,7 @@ def worker_main(fd: int) -> None:
 # -- inside the platform process -----------------------------------------------
 
 
-class WarmWorker:
+class PrestartedWorker:
     """The platform's handle on one worker process."""
 
     def __init__(self, package_root: str, env: dict[str, str]) -> None:
@@ -159,7 +162,7 @@ class WarmWorker:
         except (EOFError, OSError, WorkerDied):
             self.failed = True
             if not self.killed:  # a worker stopped while starting did not fail
-                log.error("warm worker %d failed to start (%s)", self.pid, _how(self.proc.wait()))
+                log.error("pre-started worker %d failed to start (%s)", self.pid, _how(self.proc.wait()))
         self.ready.set()
 
     def call(self, task: dict[str, Any]) -> dict[str, Any]:
@@ -168,10 +171,10 @@ class WarmWorker:
             return self._conn.recv()
         except (EOFError, OSError) as err:
             status = self.proc.wait()
-            raise WorkerDied(f"warm worker {self.pid} died ({_how(status)})", status) from err
+            raise WorkerDied(f"pre-started worker {self.pid} died ({_how(status)})", status) from err
 
     def kill(self) -> None:
-        """SIGKILL the worker's process group: a warm worker has nothing to save."""
+        """SIGKILL the worker's process group: a pre-started worker has nothing to save."""
         self.killed = True
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, signal.SIGKILL)
@@ -196,29 +199,29 @@ def report_crash(hook: str, env: dict[str, str], cwd: str, log_path: str, status
                        stdout=out, stderr=subprocess.STDOUT, timeout=120, check=False)
 
 
-class WarmPool:
-    """``size`` warm workers; a dead one is replaced in the background."""
+class PrestartedPool:
+    """``size`` pre-started workers; a dead one is replaced in the background."""
 
     def __init__(self, size: int, package_root: str, env: dict[str, str]) -> None:
         self.package_root = package_root
         self._env = env
         self._lock = threading.Condition()
-        self._idle: list[WarmWorker] = []
-        self._all: list[WarmWorker] = []
+        self._idle: list[PrestartedWorker] = []
+        self._all: list[PrestartedWorker] = []
         self._stopped = False
         for _ in range(size):
             self._add()
 
     def _add(self) -> None:
-        worker = WarmWorker(self.package_root, self._env)
+        worker = PrestartedWorker(self.package_root, self._env)
         with self._lock:
             self._all.append(worker)
         thread = threading.Thread(
-            target=self._on_ready, args=(worker,), name=f"warm-{worker.pid}", daemon=True
+            target=self._on_ready, args=(worker,), name=f"prestarted-{worker.pid}", daemon=True
         )
         thread.start()
 
-    def _on_ready(self, worker: WarmWorker) -> None:
+    def _on_ready(self, worker: PrestartedWorker) -> None:
         worker.wait_ready()
         with self._lock:
             if not (worker.failed or self._stopped):
@@ -231,7 +234,7 @@ class WarmPool:
             workers = list(self._all)
         return all(w.ready.wait(timeout) for w in workers) and not any(w.failed for w in workers)
 
-    def acquire(self, wait: float = 0.0) -> WarmWorker | None:
+    def acquire(self, wait: float = 0.0) -> PrestartedWorker | None:
         """An idle worker; if none is idle but one is starting (replacing a dead one), wait up
         to ``wait`` seconds for it: that is quicker than a cold start competing for the CPU."""
         with self._lock:
@@ -241,14 +244,14 @@ class WarmPool:
     def _starting(self) -> bool:
         return any(not w.ready.is_set() for w in self._all)
 
-    def release(self, worker: WarmWorker) -> None:
+    def release(self, worker: PrestartedWorker) -> None:
         with self._lock:
             if not self._stopped:
                 self._idle.append(worker)
                 self._idle.sort(key=lambda w: w.pid)
                 self._lock.notify_all()
 
-    def replace(self, worker: WarmWorker) -> None:
+    def replace(self, worker: PrestartedWorker) -> None:
         """Discard a dead (or killed) worker and start another in its place."""
         worker.kill()
         with self._lock:
