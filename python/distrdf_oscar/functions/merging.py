@@ -10,11 +10,13 @@ from . import context
 
 
 def merge_keys(ctx: context.FunctionContext, job_id: str, inputs: list[str], output_key: str,
-               role: str = "reducer") -> str | None:
+               role: str = "reducer", staged: dict[str, str] | None = None) -> str | None:
     """Merge the partials at ``inputs`` into the object ``output_key``, unless another copy of
     this task already did; if two copies race, the first to finish wins (a claim). Returns what
     publishing did (context.WRITTEN, TAKEN, ENDED), None when nothing was merged. ``role``
-    names the merge in the job's timeline (reducer: a tree's, batch: a coordinated one)."""
+    names the merge in the job's timeline (reducer: a tree's, batch: a coordinated one).
+    ``staged`` maps inputs already on disk (the trigger OSCAR's supervisor downloaded) to their
+    paths: they are checked against their signature, not downloaded again."""
     ctx.task_output = output_key
     if ctx.storage.exists(output_key) or not ctx.job_alive(job_id):
         return None
@@ -23,6 +25,10 @@ def merge_keys(ctx: context.FunctionContext, job_id: str, inputs: list[str], out
     with tempfile.TemporaryDirectory(prefix="dro-merge-") as workdir:
         local = []
         for index, key in enumerate(inputs):
+            if staged and key in staged:
+                ctx.storage.verify_local(key, staged[key])
+                local.append(staged[key])
+                continue
             path = os.path.join(workdir, f"{index:06d}.root")
             ctx.storage.get_file(key, path)
             local.append(path)

@@ -44,7 +44,9 @@ def merge_group(ctx: context.FunctionContext, job_plan: TreePlan, group: list[In
     keys = layout.JobKeys(job_plan.job)
     if claim and not ctx.storage.put_if_absent(keys.group_claim(group[0][0], group[-1][1]), ctx.worker.encode()):
         return False
-    return merge_keys(ctx, job_plan.job, members, output) == context.WRITTEN
+    # The member that triggered a file-triggered reducer is on disk already: the supervisor fetched it.
+    staged = {ctx.key: ctx.input_path} if ctx.input_path and ctx.key in members else None
+    return merge_keys(ctx, job_plan.job, members, output, staged=staged) == context.WRITTEN
 
 
 def merge_upwards(ctx: context.FunctionContext, job_plan: TreePlan, node: Interval) -> None:
