@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 import ROOT
@@ -87,3 +89,11 @@ def test_only_the_newest_records_are_kept(records, monkeypatch):
                                          pool=False, client={}))
     assert sorted(p.name for p in records.iterdir()) == ["j20261202000002-0123abcd.json",
                                                          "j20261202000003-0123abcd.json"]
+
+
+def test_a_process_knows_when_it_started_to_the_tick():
+    """Phases are measured from the process's start: /proc's boot time is whole seconds, which would
+    shift every start-up phase by up to a second."""
+    code = "import time; from distrdf_oscar import timeline; print(time.time() - timeline.process_start())"
+    since = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert 0.0 <= since < 0.6  # the interpreter's start and the package's import, nothing more

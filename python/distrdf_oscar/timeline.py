@@ -34,15 +34,16 @@ RECORDS_VARIABLE = "DISTRDF_OSCAR_RECORDS"  # where job records go (default: rec
 
 
 def process_start() -> float | None:
-    """When this process started (epoch seconds), from Linux's /proc; None elsewhere."""
+    """When this process started (epoch seconds), from Linux's /proc; None elsewhere. Measured
+    back from the uptime (10 ms ticks): the boot time /proc/stat gives is whole seconds."""
     try:
         with open("/proc/self/stat") as stat:
             ticks = int(stat.read().rsplit(")", 1)[1].split()[19])
-        with open("/proc/stat") as boot:
-            btime = next(int(line.split()[1]) for line in boot if line.startswith("btime"))
-    except (OSError, ValueError, IndexError, StopIteration):
+        with open("/proc/uptime") as uptime:
+            since_boot = float(uptime.read().split()[0])
+    except (OSError, ValueError, IndexError):
         return None
-    return btime + ticks / os.sysconf("SC_CLK_TCK")
+    return time.time() - (since_boot - ticks / os.sysconf("SC_CLK_TCK"))
 
 
 def _cpu_seconds() -> float:
