@@ -8,9 +8,17 @@ import re
 
 import pytest
 
-from distrdf_oscar import CoordinatedReduction, PlanError, TreeReduction, layout
+from distrdf_oscar import DEFAULT_REDUCTION, CoordinatedReduction, PlanError, TreeReduction, layout
 from distrdf_oscar.messages import MessageError
-from distrdf_oscar.plan import auto_batches, plan_from_json, ranges_per_call, resolve, tree_groups
+from distrdf_oscar.plan import (
+    AutoReduction,
+    auto_batches,
+    plan_from_json,
+    ranges_per_call,
+    resolve,
+    tree_groups,
+)
+from distrdf_oscar.simulate import EMBEDDED_COLD
 
 
 @pytest.mark.parametrize("fan_in", [0, 1, -3, 2.5, "2", True])
@@ -65,7 +73,24 @@ def test_tree_merges_every_range_exactly_once(n, fan_in):
 def test_unknown_reduction_is_rejected():
     with pytest.raises(PlanError, match="unknown reduction"):
         resolve("binary-tree")
-    assert resolve(None) == TreeReduction(fan_in=4)
+    assert resolve(None) == DEFAULT_REDUCTION
+
+
+def test_auto_resolves_and_chooses_a_concrete_plan_that_fits():
+    assert resolve("auto") == AutoReduction()
+    auto = AutoReduction(costs=EMBEDDED_COLD)
+    assert resolve(auto) is auto
+    with pytest.raises(PlanError, match="at least one partition"):
+        auto.check(0)
+    choice = auto.choose(100, concurrency=4)
+    assert isinstance(choice.reduction, (TreeReduction, CoordinatedReduction))
+    job_plan = choice.reduction.describe(100, JOB_ID, ranges_per_call=choice.ranges_per_call)
+    # The plan's calls cover every range once, in order.
+    assert [lo for lo, _ in job_plan.tasks] == list(range(0, 100, choice.ranges_per_call))
+    assert job_plan.tasks[-1][1] == 100
+    # A user's ranges per call stands; an explicit coordinated plan still means one range per call.
+    assert auto.choose(100, concurrency=4, ranges_per_call=5).ranges_per_call == 5
+    assert ranges_per_call(8, 2, CoordinatedReduction([6, 3])) == 1
 
 
 JOB_ID = "j20261124120000-0123abcd"

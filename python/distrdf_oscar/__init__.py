@@ -17,7 +17,7 @@ from .datasets import DatasetError
 from .deployment import Deployment
 from .executor import ConfigurationError, OSCARExecutor
 from .local import LocalCluster
-from .plan import DEFAULT_REDUCTION, CoordinatedReduction, PlanError, TreeReduction
+from .plan import DEFAULT_REDUCTION, AutoReduction, CoordinatedReduction, PlanError, TreeReduction
 from .platform.oscar import OSCARError
 from .recovery import JobRemoved, JobTimeout, RemoteError
 
@@ -25,6 +25,7 @@ dispatch.install()
 
 __all__ = [
     "DEFAULT_REDUCTION",
+    "AutoReduction",
     "ConfigurationError",
     "CoordinatedReduction",
     "DatasetError",

@@ -20,6 +20,7 @@ from .pools import live_workers
 from .quantities import parse_quantity
 from .recovery import RetryPolicy
 from .signing import Signer
+from .simulate import Choice
 from .snapshots import check_mode as check_snapshot_mode
 from .storage import Storage, StorageConfig
 
@@ -49,7 +50,10 @@ class OSCARExecutor:
         storage_endpoint: reach the storage at this URL instead of the one the cluster advertises
             (often cluster-internal, e.g. ``https://minio-service.minio:9000``), keeping its keys.
         deployment: the long-lived services to use (created on first use if missing).
-        reduction: ``TreeReduction(fan_in)`` (default fan-in 4) or ``CoordinatedReduction(plan)``.
+        reduction: ``TreeReduction(fan_in)`` (default fan-in 4), ``CoordinatedReduction(plan)``, or
+            ``"auto"`` (``AutoReduction``): per job, the tree fan-in or coordinated plan, and the
+            ranges per call unless set, that the simulator predicts fastest on this platform; the
+            choice is logged and kept in ``last_choice`` (``last_job.reduction`` is the concrete one).
         concurrency: default number of partitions (the cluster's parallelism).
         auto_deploy: create or update the deployment's services on first use (off: an
             operator deploys with ``distrdf-oscar deploy``, and analysts' clients only check).
@@ -85,7 +89,7 @@ class OSCARExecutor:
     def __init__(self, endpoint: str, *, signing_key: str, user: str | None = None, password: str | None = None,
                  token: str | None = None, ssl_verify: bool = True, storage: StorageConfig | None = None,
                  storage_endpoint: str | None = None,
-                 deployment: Deployment | None = None, reduction: plan.Reduction | None = None,
+                 deployment: Deployment | None = None, reduction: plan.ReductionChoice | str | None = None,
                  concurrency: int = 8, auto_deploy: bool = False, poll_interval: float = 0.2,
                  retries: int = 3, retry_after: float = 60.0, retry_factor: float = 3.0,
                  progress: bool = True, shared_paths: Sequence[str] = (), snapshots: str = "download",
@@ -136,6 +140,7 @@ class OSCARExecutor:
                                   snapshots=snapshot_mode, pool_overflow_after=pool_overflow_after)
         self._storage: Storage | None = None
         self.last_job: Job | None = None  # the most recent job, for its timeline
+        self.last_choice: Choice | None = None  # what reduction="auto" chose for it, and why
         self._lock = threading.Lock()
         self._listings: dict[str, tuple[float, bool]] = {}  # service -> (monotonic time, idle)
         self._unfinished: dict[str, set[str]] = {}  # service -> OSCAR jobs to delete once finished
@@ -267,11 +272,21 @@ class OSCARExecutor:
         return taken >= since and idle
 
     def run_job(self, ranges: Sequence[Any], mapper: Callable, files: JobFiles,
-                on_partial: Callable[[Any], None] | None = None, reduction: plan.Reduction | None = None):
+                on_partial: Callable[[Any], None] | None = None,
+                reduction: plan.ReductionChoice | str | None = None):
         """One DistRDF ``ProcessAndMerge``: returns the merged ``TaskResult``."""
-        chosen = plan.resolve(reduction or self.reduction)
+        requested = plan.resolve(reduction or self.reduction)
         use_pool = self._use_pool()
-        per_call = plan.ranges_per_call(len(ranges), self.concurrency, chosen, self.ranges_per_call, use_pool)
+        chosen: plan.Reduction
+        if isinstance(requested, plan.AutoReduction):
+            choice = requested.choose(len(ranges), self.concurrency, use_pool, self.ranges_per_call)
+            chosen, per_call = choice.reduction, choice.ranges_per_call
+            log.info("reduction=auto for %d partitions%s: %s", len(ranges), " on the warm pool" if use_pool else "",
+                     choice.describe())
+        else:
+            choice, chosen = None, requested
+            per_call = plan.ranges_per_call(len(ranges), self.concurrency, chosen, self.ranges_per_call, use_pool)
+        self.last_choice = choice
         chosen.check(len(ranges), per_call)  # reject a plan that does not fit before anything is written
         self._check_quota(chosen)
         # A pool job's work runs in pool workers, not OSCAR jobs: OSCAR's listing cannot tell that

@@ -10,6 +10,10 @@ Two strategies, as in DESIGN.md §3:
   batches of the given sizes, first come first served; an item is a mapper
   partial or an earlier batch's result. Valid for N partials iff every batch
   is at least 2 and ``sum(plan) == N + len(plan) - 1``.
+
+``AutoReduction`` (``reduction="auto"``) picks one of the two, and the ranges per mapper call,
+for each job on the client, from the simulator (``simulate.choose``); the job plan the functions
+read is that concrete reduction's.
 """
 
 from __future__ import annotations
@@ -18,10 +22,13 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from . import layout
 from .messages import BatchRetry, Message, MessageError, TreeRetry
+
+if TYPE_CHECKING:
+    from .simulate import Choice, PlatformCosts, Workload
 
 Interval = tuple[int, int]
 
@@ -94,7 +101,37 @@ class CoordinatedReduction:
                                coordinator_timeout=coordinator_timeout, ranges_per_call=ranges_per_call, pool=pool)
 
 
+@dataclass(frozen=True)
+class AutoReduction:
+    """Chooses, for each job, a tree fan-in or a coordinated plan and the ranges per mapper call
+    that the simulator predicts fastest on this platform (``simulate.choose``; docs/simulator.md).
+
+    The platform's costs: ``costs`` if declared (a ``simulate.PlatformCosts``, e.g. a preset);
+    else, with ``measured``, calibrated from the newest job records of the job's mode (warm pool
+    or file-triggered) in ``timeline.records_dir()`` when there are enough; else the mode's preset.
+    ``workload`` declares the job's serial work (else the records' median, or a default)."""
+
+    costs: PlatformCosts | None = None
+    workload: Workload | None = None
+    measured: bool = True
+
+    def check(self, npartitions: int, ranges_per_call: int = 1) -> None:
+        _check_npartitions(npartitions)
+
+    def choose(self, npartitions: int, concurrency: int, pool: bool = False,
+               ranges_per_call: int | None = None) -> Choice:
+        """The concrete reduction (and ranges per call, unless the user set them) for a job of
+        ``npartitions`` on ``concurrency`` function slots (pool workers for a pool's job)."""
+        from . import simulate  # the simulator plans on the client only: functions never import it
+
+        _check_npartitions(npartitions)
+        costs, workload, basis = simulate.job_costs(pool, max(1, concurrency), self.costs, self.workload,
+                                                    self.measured)
+        return simulate.choose(npartitions, costs, workload, ranges_per_call=ranges_per_call, basis=basis)
+
+
 Reduction = TreeReduction | CoordinatedReduction
+ReductionChoice = TreeReduction | CoordinatedReduction | AutoReduction  # what users may pass
 DEFAULT_REDUCTION = TreeReduction(fan_in=4)
 
 
@@ -166,13 +203,16 @@ def tree_groups(npartitions: int, fan_in: int, ranges_per_call: int = 1) -> list
     return groups
 
 
-def resolve(reduction: Reduction | None) -> Reduction:
+def resolve(reduction: ReductionChoice | str | None) -> ReductionChoice:
+    """The user's reduction: None is :data:`DEFAULT_REDUCTION`, ``"auto"`` an :class:`AutoReduction`."""
     if reduction is None:
         return DEFAULT_REDUCTION
-    if not isinstance(reduction, (TreeReduction, CoordinatedReduction)):
+    if reduction == "auto":
+        return AutoReduction()
+    if not isinstance(reduction, (TreeReduction, CoordinatedReduction, AutoReduction)):
         raise PlanError(
-            f"unknown reduction {reduction!r}: use distrdf_oscar.TreeReduction(fan_in=k) "
-            "or distrdf_oscar.CoordinatedReduction([...])"
+            f"unknown reduction {reduction!r}: use distrdf_oscar.TreeReduction(fan_in=k), "
+            "distrdf_oscar.CoordinatedReduction([...]) or \"auto\""
         )
     return reduction
 
