@@ -53,7 +53,8 @@ def test_a_finished_job_cleans_up_after_itself_unwrapped(prestarted_cluster, dim
     assert job.remove_job is remove_job
     assert OSCARCluster.remove_jobs.__qualname__ == "OSCARCluster.remove_jobs"
     assert OSCARCluster.remove_jobs.__module__ == "distrdf_oscar.platform.oscar"
-    executor = prestarted_cluster.executor(progress=False)
+    # Reducer functions (not inline merges), so that two services' OSCAR jobs are cleaned up.
+    executor = prestarted_cluster.executor(reduction=dro.TreeReduction(fan_in=2, inline=False), progress=False)
     df = ROOT.RDataFrame("Events", dimuon_files, executor=executor, npartitions=2)
     assert df.Count().GetValue() == ROOT.RDataFrame("Events", dimuon_files).Count().GetValue()
     finished = executor.last_job

@@ -25,8 +25,8 @@ pytestmark = pytest.mark.usefixtures("secret_scan")  # conftest.py: these jobs' 
 
 NPARTITIONS = 4
 REDUCTIONS = {
-    "tree2": dro.TreeReduction(fan_in=2),
-    "tree4": dro.TreeReduction(fan_in=4),
+    "tree2": dro.TreeReduction(fan_in=2),  # inline: the mappers merge
+    "tree4": dro.TreeReduction(fan_in=4, inline=False),  # every partial triggers a reducer
     "coordinated": dro.CoordinatedReduction(),
 }
 # Quick loss detection for tests; a cold function needs longer before its first output.
@@ -36,18 +36,32 @@ STRAGGLER_SECONDS = {"prestarted": 10.0, "cold": 20.0}
 
 def faults_for(name: str, reduction: str, mode: str) -> list[Fault]:
     """The rules of one named fault, aimed at a mapper and at the reduction's own functions."""
+    chosen = REDUCTIONS[reduction]
+    if isinstance(chosen, dro.TreeReduction) and chosen.inline:  # the mappers merge: faults aim at them
+        return {
+            "drop-trigger": [Fault.drop_trigger("mapper", key=trigger(1))],
+            "duplicate-trigger": [Fault.duplicate_trigger("mapper", key=trigger(2))],
+            "kill-before-write": [Fault.kill("mapper", "before-write", key=trigger(0))],
+            # Every mapper dies once its partial is written, before merging: no group is merged inline.
+            "kill-after-write": [Fault.kill("mapper", "after-write", key="triggers/*", times=NPARTITIONS)],
+        }.get(name) or _common_faults(name, mode)
     coordinated = reduction == "coordinated"
+    merger = "batch" if coordinated else "reducer"
     if coordinated:  # the coordinator's start, and the first batch
         lost_merges = [Fault.drop_trigger("coordinator"), Fault.drop_trigger("batch", key="batches/*/0000.json")]
     else:  # every event of the first level: no group sees itself complete
         lost_merges = [Fault.drop_trigger("reducer", key="tree-partials/*.root", times=NPARTITIONS)]
-    merger = "batch" if coordinated else "reducer"
     return {
         "drop-trigger": [Fault.drop_trigger("mapper", key=trigger(1)), *lost_merges],
         "duplicate-trigger": [Fault.duplicate_trigger("mapper", key=trigger(2)), Fault.duplicate_trigger(merger)],
         "kill-before-write": [Fault.kill("mapper", "before-write", key=trigger(0)), Fault.kill(merger, "before-write")],
         "kill-after-write": [Fault.kill("mapper", "after-write", key=trigger(2)),
                              Fault.kill("coordinator" if coordinated else merger, "after-write")],
+    }.get(name) or _common_faults(name, mode)
+
+
+def _common_faults(name: str, mode: str) -> list[Fault]:
+    return {
         "straggler": [Fault.delay("mapper", seconds=STRAGGLER_SECONDS[mode], key=trigger(3))],
         # From the submission on, so the client, the supervisor and the functions all meet it.
         "storage-503": [Fault.storage_outage(seconds=2.5, mode="503", after=0.0)],

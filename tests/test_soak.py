@@ -25,7 +25,8 @@ pytestmark = pytest.mark.usefixtures("secret_scan")  # conftest.py: these jobs' 
 
 JOBS = 50
 SEED = 20261124
-REDUCTIONS = [dro.TreeReduction(fan_in=2), dro.TreeReduction(fan_in=4), dro.CoordinatedReduction()]
+# Inline merges (mappers merge), reducer functions (each partial triggers one), a coordinator.
+REDUCTIONS = [dro.TreeReduction(fan_in=2), dro.TreeReduction(fan_in=4, inline=False), dro.CoordinatedReduction()]
 
 
 def random_faults(rng: random.Random, npartitions: int) -> list[Fault]:

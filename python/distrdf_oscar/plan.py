@@ -39,13 +39,25 @@ class PlanError(ValueError):
 
 @dataclass(frozen=True)
 class TreeReduction:
-    """Event-driven tree of reducers, each merging up to ``fan_in`` siblings n-way."""
+    """Event-driven tree merging up to ``fan_in`` siblings n-way per node.
+
+    ``inline`` (the default): whoever writes a node (a mapper, or a merge) merges the group it
+    completes, up the tree, so no function is started for a merge and the tail after the last
+    mapper is its merges alone; the reducer service runs only for the client's retries.
+    ``inline=False``: every partial triggers a reducer function, which merges its group once
+    complete (a pod, a process start, a download per merge on OSCAR)."""
 
     fan_in: int = 2
+    inline: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.fan_in, bool) or not isinstance(self.fan_in, int) or self.fan_in < 2:
             raise PlanError(f"TreeReduction fan_in must be an integer >= 2, got {self.fan_in!r}")
+        if not isinstance(self.inline, bool):
+            raise PlanError(f"TreeReduction inline must be True or False, got {self.inline!r}")
+
+    def __repr__(self) -> str:
+        return f"TreeReduction(fan_in={self.fan_in}{'' if self.inline else ', inline=False'})"
 
     def check(self, npartitions: int, ranges_per_call: int = 1) -> None:
         _check_npartitions(npartitions)
@@ -53,8 +65,9 @@ class TreeReduction:
     def describe(self, npartitions: int, job: str, coordinator_timeout: float = 3600.0,
                  ranges_per_call: int = 1, pool: bool = False) -> TreePlan:
         self.check(npartitions)
+        # A pool's nodes are always inline: its queue is watched by no webhook that could start a reducer.
         return TreePlan(job=job, npartitions=npartitions, fan_in=self.fan_in, ranges_per_call=ranges_per_call,
-                        inline=pool)
+                        inline=self.inline or pool)
 
 
 @dataclass(frozen=True)
@@ -237,11 +250,13 @@ class Expectation:
 
 @dataclass(frozen=True)
 class TreePlan(Message):
-    """Event-driven tree: each new partial triggers a reducer, which merges its group once complete.
+    """Event-driven tree: each new node's writer, or the reducer it triggers, merges the group it
+    completes.
 
-    ``inline`` (jobs served by a warm pool): the nodes live in ``partials/``, which no webhook
-    watches, and whoever writes a node merges the group it completes, up the tree (a pool worker,
-    a mapper, a reducer); a tree reducer runs only for a retry the client writes."""
+    ``inline`` (TreeReduction's default, and every pool job): the nodes live in ``partials/``,
+    which no webhook watches, and whoever writes a node merges the group it completes, up the tree
+    (a mapper, a pool worker, a reducer); a tree reducer runs only for a retry the client writes.
+    Otherwise nodes land in ``tree-partials/`` and each triggers a reducer."""
 
     mode: ClassVar[str] = "tree"
     job: str

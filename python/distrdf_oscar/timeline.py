@@ -8,8 +8,8 @@ which ``distrdf-oscar report`` reads.
 
 Phases, in order (epoch seconds; a call marks those that apply to it):
 
-- ``invoked``: the storage event that started the call (MinIO's event time), or the claim of a
-  pool's call;
+- ``invoked``: the storage event that started the call (MinIO's event time), the claim of a
+  pool's call, or (an inline merge) the moment its writer found the group complete;
 - ``started``: the call's process started (a pool's or warm worker's: the call began);
 - ``ready``: imports done, trigger and payload read;
 - ``inputs``: a merge's inputs downloaded;

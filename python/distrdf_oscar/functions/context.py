@@ -58,7 +58,7 @@ class FunctionContext:
         return os.path.join(self.output_dir, name)
 
     def publish(self, job_id: str, key: str, path: str | None = None, data: bytes | None = None,
-                claim: bool = False, failpoint: bool = True) -> str:
+                claim: bool = False, failpoint: bool = True, keep: bool = False) -> str:
         """Upload an object of a job ourselves rather than through the supervisor's outputs
         (its outcome is known here, and no bare-bucket output, which OSCAR >= 4.1 rewrites
         to a per-service bucket, is needed).
@@ -69,7 +69,7 @@ class FunctionContext:
 
         The client deletes a finished job's manifest before its other objects, so checking
         the manifest *after* the upload and withdrawing the object if it is gone means no
-        object outlives its job (ENDED).
+        object outlives its job (ENDED). The file at ``path`` is removed unless ``keep``.
         """
         if failpoint:
             failpoints.reach("before-write")
@@ -77,7 +77,8 @@ class FunctionContext:
             if path is not None:
                 with open(path, "rb") as f:
                     data = f.read()
-                os.remove(path)
+                if not keep:
+                    os.remove(path)
             if not self.storage.put_if_absent(key, data or b""):
                 # Taken by another copy, or by our own first attempt whose answer a cut connection
                 # lost; either way it must not outlive the job.
@@ -87,7 +88,8 @@ class FunctionContext:
                 return ENDED
         elif path is not None:
             self.storage.put_file(key, path)
-            os.remove(path)
+            if not keep:
+                os.remove(path)
         else:
             self.storage.put_bytes(key, data or b"")
         if failpoint:
@@ -99,12 +101,14 @@ class FunctionContext:
 
     def recorder(self, role: str) -> Recorder:
         """The phase recorder of the next task this invocation does: the first one counts from
-        the event and the process start, later ones (inline merges) from their own start."""
+        the event and the process start, later ones (inline merges) from now, when they are
+        both invoked and started."""
         first, self._recorded = not self._recorded, True
         counters = lambda: (self.storage.bytes_read, self.storage.bytes_written)
         if first:
             return Recorder(role, self.worker, invoked=self.invoked, started=self.started, counters=counters)
-        return Recorder(role, self.worker, counters=counters)
+        now = time.time()
+        return Recorder(role, self.worker, invoked=now, started=now, counters=counters)
 
     def job_alive(self, job_id: str) -> bool:
         """Whether the client still waits for the job (its manifest exists)."""

@@ -154,12 +154,16 @@ def run(ctx: context.FunctionContext, trigger: MapperTrigger) -> None:
         partial.merge_partials(path, paths, own=lambda: record)
     else:
         partial.add_functions(path, [record])
-    written = ctx.publish(keys.job_id, trigger.output, path, claim=True) == context.WRITTEN
-    # Nodes of an inline tree (a pool job's) live in partials/, where no reducer is triggered.
-    if written and trigger.output.startswith(keys.prefix(layout.PARTIALS)):
+    # Nodes of an inline tree live in partials/, where no reducer is triggered: merge what we
+    # complete, our own partial from disk.
+    in_partials = trigger.output.startswith(keys.prefix(layout.PARTIALS))
+    written = ctx.publish(keys.job_id, trigger.output, path, claim=True, keep=in_partials) == context.WRITTEN
+    if written and in_partials:
         job_plan = _plan(ctx.storage, keys.plan)
         if isinstance(job_plan, TreePlan) and job_plan.inline:
-            tree_reducer.merge_upwards(ctx, job_plan, trigger.interval)
+            tree_reducer.merge_upwards(ctx, job_plan, trigger.interval, path)
+    if in_partials and os.path.exists(path):
+        os.remove(path)
 
 
 @functools.lru_cache(maxsize=8)

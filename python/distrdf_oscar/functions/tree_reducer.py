@@ -1,9 +1,9 @@
 """Tree reducer: triggered by every new tree partial; merges its group once complete.
 
 The last member of a group to arrive always sees the whole group, so with
-at-least-once triggers every group is merged. In a pool job's inline tree
-(plan.TreePlan.inline) the writer of a node merges upwards itself and this
-service runs only for the client's retries. A reducer that finds its
+at-least-once triggers every group is merged. In an inline tree
+(plan.TreePlan.inline, the default) the writer of a node merges upwards itself
+and this service runs only for the client's retries. A reducer that finds its
 group's output already present skips the work (duplicate trigger). When a
 trigger was lost, the client writes a retry trigger naming the group's
 interval, and the reducer merges that group.
@@ -29,9 +29,10 @@ def _group(ctx: context.FunctionContext, job_plan: TreePlan) -> list[Interval] |
 
 
 def merge_group(ctx: context.FunctionContext, job_plan: TreePlan, group: list[Interval],
-                written: str | None = None, claim: bool = True) -> bool:
+                written: str | None = None, claim: bool = True, staged: dict[str, str] | None = None) -> bool:
     """Merge ``group`` if all its members exist and its output does not; True if this call wrote
-    the output. ``written`` is a member known to exist (the one that triggered us).
+    the output. ``written`` is a member known to exist (the one that triggered us, or that we
+    wrote); ``staged`` maps members on disk already to their paths (merging.merge_keys).
 
     Members that arrive together each see the group complete: the first to ``claim`` it merges,
     the others stop (no duplicate merge, nor a late copy of the result after the job). A retry
@@ -44,16 +45,17 @@ def merge_group(ctx: context.FunctionContext, job_plan: TreePlan, group: list[In
     keys = layout.JobKeys(job_plan.job)
     if claim and not ctx.storage.put_if_absent(keys.group_claim(group[0][0], group[-1][1]), ctx.worker.encode()):
         return False
-    # The member that triggered a file-triggered reducer is on disk already: the supervisor fetched it.
-    staged = {ctx.key: ctx.input_path} if ctx.input_path and ctx.key in members else None
     return merge_keys(ctx, job_plan.job, members, output, staged=staged) == context.WRITTEN
 
 
-def merge_upwards(ctx: context.FunctionContext, job_plan: TreePlan, node: Interval) -> None:
-    """Inline tree (pool jobs): ``node`` was just written by us; merge every group that completes,
-    up to the root. Of two writers racing for a group, the one whose merge wins goes on."""
-    while (group := job_plan.parent(node)) is not None and merge_group(ctx, job_plan, group, job_plan.node(node)):
-        node = (group[0][0], group[-1][1])
+def merge_upwards(ctx: context.FunctionContext, job_plan: TreePlan, node: Interval, path: str | None = None) -> None:
+    """Inline tree: ``node`` was just written by us (from ``path``, if still on disk); merge every
+    group that completes, up to the root. Of two writers racing for a group, the one whose merge
+    wins goes on."""
+    staged = {job_plan.node(node): path} if path else None
+    while (group := job_plan.parent(node)) is not None and merge_group(ctx, job_plan, group, job_plan.node(node),
+                                                                       staged=staged):
+        node, staged = (group[0][0], group[-1][1]), None
 
 
 def run(ctx: context.FunctionContext) -> None:
@@ -64,7 +66,10 @@ def run(ctx: context.FunctionContext) -> None:
     job_plan = expect_plan(ctx.storage.get_bytes(keys.plan), TreePlan, f"tree reducer triggered by {ctx.key}")
     group = _group(ctx, job_plan)
     retry = layout.parse_retry(ctx.key) is not None
-    if group is not None and merge_group(ctx, job_plan, group, ctx.key, claim=not retry) and job_plan.inline:
+    # The member that triggered us is on disk already: OSCAR's supervisor fetched it.
+    staged = None if retry else {ctx.key: ctx.input_path}
+    if group is not None and merge_group(ctx, job_plan, group, ctx.key, claim=not retry, staged=staged) \
+            and job_plan.inline:
         merge_upwards(ctx, job_plan, (group[0][0], group[-1][1]))
 
 
