@@ -105,9 +105,13 @@ def test_job_plans_travel_as_json_unchanged(reduction):
 
 def test_mapper_outputs_and_steps_follow_the_mode():
     keys = layout.JobKeys(JOB_ID)
+    # Inline (the default): nodes in partials/, where no webhook starts a reducer; with reducer
+    # functions, in tree-partials/, whose every object triggers one.
     tree = TreeReduction(fan_in=2).describe(4, JOB_ID)
-    assert [tree.mapper_output((r, r + 1)) for r in range(4)] == [keys.tree_partial(r, r + 1) for r in range(4)]
-    assert tree.steps() == 3
+    assert [tree.mapper_output((r, r + 1)) for r in range(4)] == [keys.partial(r, r + 1) for r in range(4)]
+    functions = TreeReduction(fan_in=2, inline=False).describe(4, JOB_ID)
+    assert [functions.mapper_output((r, r + 1)) for r in range(4)] == [keys.tree_partial(r, r + 1) for r in range(4)]
+    assert tree.steps() == functions.steps() == 3
     assert TreeReduction(fan_in=2).describe(1, JOB_ID).mapper_output((0, 1)) == keys.result
     coordinated = CoordinatedReduction([3, 2]).describe(4, JOB_ID)
     assert coordinated.mapper_output((2, 3)) == keys.partial(2, 3)
@@ -125,7 +129,7 @@ def test_calls_of_several_ranges_make_the_leaves_and_the_items():
     tree = TreeReduction(fan_in=2).describe(7, JOB_ID, ranges_per_call=3)
     assert tree.tasks == [(0, 3), (3, 6), (6, 7)]
     assert tree.groups() == [[(0, 3), (3, 6)], [(0, 6), (6, 7)]]
-    assert tree.mapper_output((3, 6)) == keys.tree_partial(3, 6)
+    assert tree.mapper_output((3, 6)) == keys.partial(3, 6)
     # A plan counts the calls' partials: 3 calls make 3 items, and [6, 3] is refused naming 3.
     coordinated = CoordinatedReduction([2, 2]).describe(7, JOB_ID, ranges_per_call=3)
     assert coordinated.items() == (keys.partial(0, 3), keys.partial(3, 6), keys.partial(6, 7), keys.batch_result(0))

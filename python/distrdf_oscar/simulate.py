@@ -243,6 +243,9 @@ class _Job:
         if self.tree:
             assert isinstance(reduction, plan.TreeReduction)
             self.groups = plan.tree_groups(npartitions, reduction.fan_in, ranges_per_call)
+            # Inline (TreeReduction's default; every pool job): a node's writer merges the group it
+            # completes, up the tree. Otherwise each node triggers a reducer function.
+            self.inline = bool(getattr(reduction, "inline", False)) or costs.pool
             self.parent = {member: g for g, group in enumerate(self.groups) for member in group}
             self.claimed: set[int] = set()
         else:
@@ -300,7 +303,7 @@ class _Job:
             if kind == "batchfile":  # a pool's coordinator queues its batch files
                 self.offer(("batch", key[1]))
             return
-        if self.tree and kind in ("m", "node"):
+        if self.tree and not self.inline and kind in ("m", "node"):
             self.invoke("reducer", self.reducer, SimCall("reducer", "", None, {"invoked": self.now}, merged=False),
                         key[1])
         elif kind == "batchfile":
@@ -360,7 +363,18 @@ class _Job:
         p = call.phases
         p["ready"] = self.now + self.c.mapper_start
         p["computed"] = p["ready"] + self.c.jit + self.compute[index]
-        self.finish(call, self.mapper_key(index), p["computed"] + self.upload())
+        key = self.mapper_key(index)
+        if not (self.tree and self.inline) or key == _RESULT:
+            self.finish(call, key, p["computed"] + self.upload())
+            return
+        # An inline tree's mapper merges what its partial completes before it exits.
+        p["written"] = p["computed"] + self.upload()
+        self.at(p["written"], self.write, key)
+        self.at(p["written"], self.merge_up, call.slot, key[1], True, self.exit_after_merges, (call,))
+
+    def exit_after_merges(self, call: SimCall) -> None:
+        call.phases["end"] = self.now + self.c.exit
+        self.at(call.phases["end"], self.release, call.slot)
 
     def mapper_key(self, index: int) -> tuple[Any, ...]:
         if len(self.tasks) == 1 and self.tree:
@@ -393,7 +407,8 @@ class _Job:
         interval = (members[0][0], members[-1][1])
         call.merged, call.task, call.inputs = True, _stem(interval), len(members)
         p = call.phases
-        p["inputs"] = self.now + self.c.put + len(members) * self.transfer()
+        # The member that triggered it is on disk already (OSCAR's supervisor fetched it).
+        p["inputs"] = self.now + self.c.put + (len(members) - 1) * self.transfer()
         p["computed"] = p["inputs"] + len(members) * self.c.merge_per_partial
         self.finish(call, self.node_key(interval), p["computed"] + self.upload())
 
@@ -541,7 +556,7 @@ class _Job:
             key = self.mapper_key(index)
             self.at(p["written"], self.write, key)
             if self.tree and key != _RESULT:
-                self.at(p["written"], self.pool_merge_up, worker, key[1], resume)
+                self.at(p["written"], self.merge_up, worker, key[1], True, self.pool_resume, (resume,))
             else:
                 self.at(p["written"], self.pool_resume, resume)
         else:
@@ -561,34 +576,38 @@ class _Job:
         """Back to the rest of the worker's listing, having taken something."""
         self.pool_next(*resume, True)
 
-    def pool_merge_up(self, worker: int, node: tuple[int, int], resume: _Resume) -> None:
-        """Inline tree: the writer of ``node`` merges the group it completes, and so on upwards."""
+    def merge_up(self, slot: int | None, node: tuple[int, int], staged: bool, done: Callable[..., None],
+                 args: tuple[Any, ...]) -> None:
+        """Inline tree: the writer of ``node`` (in ``slot``) merges the group it completes, and so on
+        upwards; then ``done(*args)``. ``staged``: ``node`` is still on its disk, no download."""
         group = self.parent.get(node)
         if group is None:
-            self.pool_resume(resume)
+            done(*args)
             return
-        self.at(self.now + self.c.get * len(self.groups[group]), self.pool_check, worker, group, resume)
+        # A HEAD per other member and one for the group's output, then the claim.
+        self.at(self.now + self.c.get * len(self.groups[group]), self.merge_check, slot, group, staged, done, args)
 
-    def pool_check(self, worker: int, group: int, resume: _Resume) -> None:
+    def merge_check(self, slot: int | None, group: int, staged: bool, done: Callable[..., None],
+                    args: tuple[Any, ...]) -> None:
         if not self.complete(group):
-            self.pool_resume(resume)
+            done(*args)
             return
         self.claimed.add(group)
         members = self.groups[group]
         interval = (members[0][0], members[-1][1])
-        call = SimCall("reducer", _stem(interval), worker, {"started": self.now, "ready": self.now},
+        call = SimCall("reducer", _stem(interval), slot, {"started": self.now, "ready": self.now},
                        inputs=len(members))
         self.calls.append(call)
         p = call.phases
-        p["inputs"] = self.now + self.c.put + len(members) * self.transfer()
+        p["inputs"] = self.now + self.c.put + (len(members) - staged) * self.transfer()
         p["computed"] = p["inputs"] + len(members) * self.c.merge_per_partial
         p["written"] = p["end"] = p["computed"] + self.upload()
         key = self.node_key(interval)
         self.at(p["written"], self.write, key)
         if key == _RESULT:
-            self.at(p["written"], self.pool_resume, resume)
+            self.at(p["written"], done, *args)
         else:
-            self.at(p["written"], self.pool_merge_up, worker, interval, resume)
+            self.at(p["written"], self.merge_up, slot, interval, False, done, args)
 
 
 def simulate(costs: PlatformCosts, npartitions: int, reduction: Reduction, workload: Workload | None = None, *,
@@ -821,6 +840,9 @@ class Choice:
 DEFAULT_WORK_PER_SLOT = 30.0
 
 
+SCORE_SEEDS = 3  # draws per candidate when the model is random
+
+
 def _ladder(limit: int) -> list[int]:
     """2, 4, 8, ... below ``limit``: the coarse grid of fan-ins and batch sizes."""
     out, size = [], 2
@@ -865,8 +887,11 @@ def _reduction(key: tuple[Any, ...]) -> Reduction:
 @functools.lru_cache(maxsize=16384)
 def _score(costs: PlatformCosts, workload: Workload, calls: int, key: tuple[Any, ...]) -> float:
     # Plans depend only on the number of calls (tree groups and batches count the calls' partials),
-    # so a job of ``calls`` one-range calls carrying the same work scores them.
-    return simulate(costs, calls, _reduction(key), workload).time_to_result
+    # so a job of ``calls`` one-range calls carrying the same work scores them. Uneven calls or
+    # latencies: the mean of a few draws, so that no plan wins by the luck of one.
+    seeds = range(SCORE_SEEDS if workload.imbalance or costs.invoke_spread else 1)
+    return statistics.fmean(simulate(costs, calls, _reduction(key), workload, seed=seed).time_to_result
+                            for seed in seeds)
 
 
 def _best(costs: PlatformCosts, workload: Workload, calls: int, keys: Iterable[tuple[Any, ...]],
@@ -914,7 +939,7 @@ def choose(npartitions: int, costs: PlatformCosts, workload: Workload | None = N
     ``costs`` (its ``slots`` and ``pool`` included), by simulating a bounded set of candidates:
 
     - ranges per call: ``plan.ranges_per_call``'s default (one call per slot, four per pool
-      worker), a half, a quarter, an eighth as many calls, and one per slot;
+      worker), a half, a quarter ... a 32nd as many calls, and one per slot;
     - for the best of those (scored with ``TreeReduction(4)`` and sqrt(N) batches), tree fan-ins
       and equal coordinated batches on a coarse grid refined around the best, sqrt(N) batches and the
       two-level hand plans.
@@ -930,7 +955,7 @@ def choose(npartitions: int, costs: PlatformCosts, workload: Workload | None = N
     else:
         default = plan.ranges_per_call(npartitions, costs.slots, plan.TreeReduction(), None, costs.pool)
         calls = math.ceil(npartitions / default)
-        targets = {calls, calls // 2, calls // 4, calls // 8, costs.slots}
+        targets = {calls, costs.slots, *(calls // 2**k for k in range(1, 6))}
         per_call = sorted({math.ceil(npartitions / t) for t in targets if t >= 1}, reverse=True)
     # One range per call at most: ceil(N / t) for t > N is 1, the same calls as t = N.
     if len(per_call) > 1:
