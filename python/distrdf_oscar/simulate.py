@@ -70,6 +70,9 @@ class PlatformCosts:
     reducer_start: float = 0.0  # the same for a reducer, batch reducer or coordinator (no PyROOT)
     jit: float = 0.0  # a graph's JIT in a process that has not run it yet
     compute_scale: float = 1.0  # a function's seconds per serial second of the workload
+    # Mapper calls beside a coordinator run this much longer (a pool runs it in a worker's thread,
+    # and on one machine it shares the cores); on OSCAR file-triggered it has a CPU of its own: 0.
+    coordinator_load: float = 0.0
     put: float = 0.0  # one object written (latency)
     get: float = 0.0  # one object read, listed or looked up (latency)
     transfer_per_byte: float = 0.0  # seconds per byte up- or downloaded
@@ -120,15 +123,19 @@ PROTOTYPE_WORKLOAD = Workload(work=9020.0, partial_bytes=1_000_000)
 OSCAR_POOL = dataclasses.replace(PROTOTYPE, name="oscar-pool", pool=True, launch_stagger=0.0, invoke_latency=0.0,
                                  invoke_spread=0.0, pod_start=0.0, mapper_start=0.0, reducer_start=0.0)
 
-# This machine's embedded platform (LocalCluster(workers=2), mode "cold" and "pool"), from the
-# job records of benchmarks/simulate.py (docs/simulator.md gives the run).
+# This machine's embedded platform (LocalCluster(workers=2), modes "cold" and "warm", the latter
+# its warm pool; 2 s of emulated pod start), calibrated from the job records of a run of
+# benchmarks/simulate.py on a busy 2-core machine (docs/simulator.md).
+# The JIT of a cold process cannot be told from its work when every call is cold and of one share:
+# the 1 s here is DESIGN.md's order of magnitude, the pool's the first call's excess in its records.
 EMBEDDED_COLD = PlatformCosts(
-    name="embedded-cold", slots=2, launch_stagger=0.0, stagger_scope="platform", invoke_latency=0.05,
-    invoke_spread=0.02, pod_start=0.02, mapper_start=0.7, reducer_start=0.03, jit=1.0, put=0.008, get=0.004,
-    transfer_per_byte=1 / 200e6, merge_per_partial=0.005, exit=0.05, submit=0.05, client_poll=0.21,
+    name="embedded-cold", slots=2, launch_stagger=0.0, stagger_scope="platform", invoke_latency=0.02,
+    invoke_spread=0.01, pod_start=2.0, mapper_start=1.5, reducer_start=0.27, jit=1.0, put=0.004, get=0.004,
+    transfer_per_byte=1 / 200e6, merge_per_partial=0.02, exit=0.05, submit=0.02, client_poll=0.21,
     coordinator_poll=0.11, queue_poll=0.1)
 EMBEDDED_POOL = dataclasses.replace(EMBEDDED_COLD, name="embedded-pool", pool=True, invoke_latency=0.0,
-                                    invoke_spread=0.0, pod_start=0.0, mapper_start=0.0, reducer_start=0.0)
+                                    invoke_spread=0.0, pod_start=0.0, mapper_start=0.01, reducer_start=0.0,
+                                    jit=0.6, put=0.008, merge_per_partial=0.003, submit=0.03)
 
 PRESETS = {c.name: c for c in (PROTOTYPE, OSCAR_POOL, EMBEDDED_COLD, EMBEDDED_POOL)}
 
@@ -236,10 +243,12 @@ class _Job:
         self.npartitions = npartitions
         self.bytes = workload.partial_bytes
         per_range = workload.work * costs.compute_scale / npartitions
+        self.tree = isinstance(reduction, plan.TreeReduction)
+        if not self.tree:  # the coordinator runs from before the first call to after the last
+            per_range *= 1 + costs.coordinator_load
         spread = random.Random(seed + 1)  # its own stream: the compute does not depend on event order
         self.compute = [max(0.05, spread.gauss(1.0, workload.imbalance)) * per_range * (hi - lo)
                         if workload.imbalance else per_range * (hi - lo) for lo, hi in self.tasks]
-        self.tree = isinstance(reduction, plan.TreeReduction)
         if self.tree:
             assert isinstance(reduction, plan.TreeReduction)
             self.groups = plan.tree_groups(npartitions, reduction.fan_in, ranges_per_call)
@@ -689,8 +698,10 @@ def _fit_compute(jobs: list[list[tuple[float, float, float]]], default_jit: floa
     """The JIT and each job's serial work from its mapper calls' rows (first graph in the process
     0/1, share of the dataset, compute seconds): least squares of compute = jit * first + work_j *
     share, each job its own work. If no job's rows can tell the JIT from the work (every call cold
-    and of the same share), the JIT is the smaller of ``default_jit`` and the fastest call."""
+    and of the same share), the JIT is the smaller of ``default_jit`` and the fastest call; if the
+    first calls are not slower beyond the noise (a pool whose workers ran the graph before), none."""
     num = den = 0.0
+    partialled = []
     for rows in jobs:
         svv = sum(v * v for _, v, _ in rows)
         if svv <= 0:
@@ -698,18 +709,23 @@ def _fit_compute(jobs: list[list[tuple[float, float, float]]], default_jit: floa
         suv, svy = sum(u * v for u, v, _ in rows), sum(v * y for _, v, y in rows)
         for u, v, y in rows:  # the JIT indicator and compute with the job's own work partialled out
             uu, yy = u - v * suv / svv, y - v * svy / svv
+            partialled.append((uu, yy))
             num += uu * yy
             den += uu * uu
-    if den > 1e-9 and num / den >= 0:
+    if den > 1e-9:
         jit = num / den
+        dof = max(1, len(partialled) - len(jobs) - 1)
+        error = math.sqrt(sum((yy - jit * uu) ** 2 for uu, yy in partialled) / dof / den)
+        jit = jit if jit > 2 * error else 0.0
     else:
         jit = min([default_jit] + [y for rows in jobs for _, _, y in rows])
-    works = [max(1e-6, sum(v * (y - u * jit) for u, v, y in rows) / sum(v * v for _, v, _ in rows))
-             for rows in jobs if any(v > 0 for _, v, _ in rows)]
+    works = [max(1e-6, sum(v * (y - u * jit) for u, v, y in rows) / max(1e-12, sum(v * v for _, v, _ in rows)))
+             for rows in jobs]
     return jit, works
 
 
-def calibrate(records: Iterable[JobRecord | str], base: PlatformCosts | None = None) -> Calibration:
+def calibrate(records: Iterable[JobRecord | str], base: PlatformCosts | None = None,
+              one_workload: bool = False) -> Calibration:
     """A platform's costs (and the records' workload) from job records of one mode (all on a warm
     pool or all file-triggered): JobRecord objects or paths of their JSON files.
 
@@ -719,7 +735,10 @@ def calibrate(records: Iterable[JobRecord | str], base: PlatformCosts | None = N
     its process had run the graph yet), the download and merge cost per input, the trigger cadence
     (put), the client's submission time and the partials' size. Everything else (the polling
     periods, the launch stagger when the records cannot show it, get, exit) comes from ``base``
-    (default: this machine's embedded preset of the records' mode)."""
+    (default: this machine's embedded preset of the records' mode). With ``one_workload`` (every
+    record ran the same analysis on the same data, tree and coordinated jobs among them), the
+    coordinator's load on the mapper calls is measured too: the work of coordinated jobs over that
+    of tree jobs."""
     loaded = [_load(r) for r in records]
     if not loaded:
         raise ValueError("calibrating needs at least one job record")
@@ -741,12 +760,15 @@ def calibrate(records: Iterable[JobRecord | str], base: PlatformCosts | None = N
     costs["mapper_start"] = _median([c.phases["ready"] - c.phases["started"] for _, c in mappers
                                      if "ready" in c.phases], base.mapper_start)
     costs["reducer_start"] = 0.0 if pool else _median(
-        [c.phases["ready"] - c.phases["started"] for _, c in merges if "ready" in c.phases], base.reducer_start)
+        [c.phases["ready"] - c.phases["started"] for _, c in merges
+         if "ready" in c.phases and c.phases.get("invoked", c.phases["started"]) < c.phases["started"]],
+        base.reducer_start)
     if not pool:
         waits = []
         for r in loaded:
             for c in r.functions:
-                if "invoked" not in c.phases:
+                # Inline merges (in their writer's process: started as invoked) start no function.
+                if c.phases.get("invoked", c.phases["started"]) >= c.phases["started"]:
                     continue
                 busy = sum(1 for o in r.functions if o is not c and o.phases["started"] <= c.phases["invoked"]
                            < o.phases.get("computed", o.phases["started"]))
@@ -774,7 +796,7 @@ def calibrate(records: Iterable[JobRecord | str], base: PlatformCosts | None = N
     costs["submit"] = _median(submits, base.submit)
 
     # Compute: jit * (first graph in the process) + the job's work * (its share of the dataset).
-    jobs = []
+    jobs, modes = [], []
     for r in loaded:
         rows = []
         seen_workers: set[str] = set()
@@ -789,6 +811,7 @@ def calibrate(records: Iterable[JobRecord | str], base: PlatformCosts | None = N
             rows.append((first, share, c.phases["computed"] - c.phases.get("ready", c.phases["started"])))
         if rows:
             jobs.append(rows)
+            modes.append(r.mode)
     jit, works = _fit_compute(jobs, base.jit)
     costs["jit"] = jit
     # How uneven a job's mapper calls are: the spread of their compute around the fit's (calls of
@@ -799,7 +822,13 @@ def calibrate(records: Iterable[JobRecord | str], base: PlatformCosts | None = N
         if len(ratios) > 1:
             spreads.append(statistics.pstdev(ratios))
     imbalance = _median(spreads, 0.0)
-    work = _median(works, Workload().work)
+    coordinated = [w for mode, w in zip(modes, works, strict=True) if mode == "coordinated"]
+    trees = [w for mode, w in zip(modes, works, strict=True) if mode == "tree"]
+    if one_workload and coordinated and trees:
+        costs["coordinator_load"] = max(0.0, statistics.median(coordinated) / statistics.median(trees) - 1)
+        work = statistics.median(trees)
+    else:
+        work = _median(works, Workload().work)
 
     # Merges: per input, its download and its share of the n-way merge.
     sizes = [c.bytes_read / n for r, c in merges if (n := _merge_inputs(r, c, None))]
