@@ -81,7 +81,8 @@ def main() -> int:
         record("dask", best, runs, spectrum, reference)
 
     modes = ["warm"] if args.skip_cold else ["warm", "cold"]
-    reductions = {"tree": dro.TreeReduction(fan_in=4), "coordinated": dro.CoordinatedReduction()}
+    # auto: per job, the plan and ranges per call the simulator predicts fastest (docs/simulator.md)
+    reductions = {"tree": dro.TreeReduction(fan_in=4), "coordinated": dro.CoordinatedReduction(), "auto": "auto"}
     for mode in modes:
         started, cluster = timed(lambda mode=mode: dro.LocalCluster(workers=args.workers, mode=mode).start())
         try:
@@ -95,8 +96,11 @@ def main() -> int:
                 tail = timeline.get("result_seen", 0) - timeline.get("last_mapper", timeline.get("result_seen", 0))
                 # Each role's fixed costs by phase, from the functions' own timestamps (the last run's).
                 costs = role_costs(executor.last_job.record)
+                chose = executor.last_choice.describe() if executor.last_choice is not None else None
                 record(f"oscar {mode} {name}", best, runs, spectrum, reference,
-                       tail_seconds=tail, cluster_start_seconds=started, roles=costs)
+                       tail_seconds=tail, cluster_start_seconds=started, roles=costs, chose=chose)
+                if chose:
+                    print(f"{'':>30}auto chose {chose}")
                 for role, c in costs.items():
                     print(f"{'':>30}{role}: {c['calls']:.0f} calls, waiting {c['waiting']:.2f} s, start-up "
                           f"{c['startup']:.2f} s, compute {c['compute']:.2f} s (means per call)")
@@ -120,6 +124,14 @@ def main() -> int:
         tail = f"{entry['tail_seconds']:.2f}" if "tail_seconds" in entry else "-"
         print(f"{name:>28}  {entry['ratio_to_dask']:8.2f}  {entry['ratio_to_one_process']:14.2f}  {tail:>6}  "
               f"{entry['identical']}")
+
+    for mode in modes:
+        fixed = {name: configs[f"oscar {mode} {name}"]["seconds"] for name in reductions if name != "auto"}
+        best_fixed = min(fixed, key=lambda name: fixed[name])
+        ratio = configs[f"oscar {mode} auto"]["seconds"] / fixed[best_fixed]
+        configs[f"oscar {mode} auto"]["vs_best_fixed"] = ratio
+        print(f"auto vs the best fixed plan ({mode}: {best_fixed}): {ratio:.2f}x its time "
+              f"({'within' if ratio <= 1.05 else 'MORE than'} 5% slower)")
 
     reporting.save(report, args.out, "e2e", plot)
     return 0 if all(entry["identical"] for entry in configs.values()) else 1

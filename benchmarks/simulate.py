@@ -195,7 +195,8 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=3, help="jobs per configuration and size (the median counts)")
     parser.add_argument("--data", default=os.path.join(os.path.dirname(__file__), "data"))
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "docs", "benchmarks"))
+    parser.add_argument("--out", default=os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "docs",
+                                                                        "benchmarks")))
     args = parser.parse_args()
 
     report: dict = {"machine": platform.platform(), "cpus": os.cpu_count()}

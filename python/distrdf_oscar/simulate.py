@@ -132,10 +132,10 @@ EMBEDDED_COLD = PlatformCosts(
     name="embedded-cold", slots=2, launch_stagger=0.0, stagger_scope="platform", invoke_latency=0.02,
     invoke_spread=0.01, pod_start=2.0, mapper_start=1.5, reducer_start=0.27, jit=1.0, put=0.004, get=0.004,
     transfer_per_byte=1 / 200e6, merge_per_partial=0.02, exit=0.05, submit=0.02, client_poll=0.21,
-    coordinator_poll=0.11, queue_poll=0.1)
+    coordinator_poll=0.11, queue_poll=0.1, coordinator_load=0.15)
 EMBEDDED_POOL = dataclasses.replace(EMBEDDED_COLD, name="embedded-pool", pool=True, invoke_latency=0.0,
                                     invoke_spread=0.0, pod_start=0.0, mapper_start=0.01, reducer_start=0.0,
-                                    jit=0.6, put=0.008, merge_per_partial=0.003, submit=0.03)
+                                    jit=0.6, put=0.008, merge_per_partial=0.003, submit=0.03, coordinator_load=0.3)
 
 PRESETS = {c.name: c for c in (PROTOTYPE, OSCAR_POOL, EMBEDDED_COLD, EMBEDDED_POOL)}
 
