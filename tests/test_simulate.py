@@ -4,6 +4,7 @@ calibration from job records, and reduction="auto"'s choice. Pure Python: no pla
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 
@@ -212,6 +213,12 @@ def test_job_costs_measured_from_enough_records_of_the_jobs_mode(tmp_path):
     assert workload is None
     declared = simulate.EMBEDDED_COLD
     assert simulate.job_costs(False, 3, declared=declared, folder=str(tmp_path))[2] == "declared costs 'embedded-cold'"
+    # A record no calibration can read (no phases at all) makes the measurement fall back, never fail a job.
+    for path in tmp_path.iterdir():
+        raw = json.loads(path.read_text())
+        raw["functions"] = [dict(f, phases={}) for f in raw["functions"]]
+        path.write_text(json.dumps(raw))
+    assert simulate.job_costs(pool=False, slots=6, folder=str(tmp_path))[2].startswith("preset 'prototype'")
 
 
 @pytest.mark.usefixtures("secret_scan")  # conftest.py: the job's objects and logs are searched for secrets

@@ -15,19 +15,20 @@ assumption):
   process gets ready (``mapper_start``/``reducer_start``: interpreter, imports, payload). A
   mapper then JITs its graph (``jit``, every cold process) and runs its ranges (the workload's
   serial seconds over all ranges, times ``compute_scale``), uploads its partial and exits;
-- tree reduction (``TreeReduction``): every partial but the root triggers a reducer; the reducer
-  looks up its group (``plan.tree_groups``: a lone trailing member is carried up), checks that its
-  members exist (a HEAD each), and the first to see the group complete claims it, downloads the
-  members, merges them n-way and writes the group's node, which triggers the next level; the others
-  exit. Every reducer, merging or not, holds a slot while it runs;
+- tree reduction (``TreeReduction``), inline (its default): the writer of a node looks up its
+  group (``plan.tree_groups``: a lone trailing member is carried up), checks that its members exist
+  (a HEAD each) and, if it is the first to see the group complete, claims it, downloads the other
+  members, merges them n-way and writes the group's node, and so on up, before it exits. With
+  ``inline=False`` every partial but the root triggers a reducer function instead, which does the
+  same for one group; every reducer, merging or not, holds a slot while it runs;
 - coordinated reduction (``CoordinatedReduction``): the coordinator (no slot: it requests a
   fraction of a CPU) polls the partials every ``coordinator_poll`` seconds and launches batch
   ``i`` with the first ``batches[i]`` unconsumed items in arrival order, mapper partials and
   earlier batch results alike; each batch file triggers a batch reducer;
 - a warm pool (``pool=True``): ``slots`` long-lived workers list the queue (every ``queue_poll``
   seconds when idle), claim each item in turn (mapper calls first, then batch files), pay no pod
-  or start-up, JIT once per job per worker, merge a tree inline (whoever writes a node merges the
-  group it completes, up the tree: ``TreePlan.inline``) and run a coordinator in a thread.
+  or start-up, JIT once per job per worker, always merge a tree inline and run a coordinator in a
+  thread (``coordinator_load``: the calls beside it slow down).
 
 Everything is deterministic given the seed. :func:`calibrate` derives the costs from job records
 (``timeline.JobRecord``), and :func:`choose` is what ``reduction="auto"`` runs.
@@ -137,8 +138,6 @@ EMBEDDED_POOL = dataclasses.replace(EMBEDDED_COLD, name="embedded-pool", pool=Tr
                                     invoke_spread=0.0, pod_start=0.0, mapper_start=0.01, reducer_start=0.0,
                                     jit=0.6, put=0.008, merge_per_partial=0.003, submit=0.03, coordinator_load=0.3)
 
-PRESETS = {c.name: c for c in (PROTOTYPE, OSCAR_POOL, EMBEDDED_COLD, EMBEDDED_POOL)}
-
 
 # -- the result ---------------------------------------------------------------------------------
 
@@ -189,10 +188,9 @@ class SimResult:
                                 bytes_read=c.inputs * self.partial_bytes, bytes_written=0,
                                 phases={k: v for k, v in c.phases.items() if k not in ("written", "end")})
                      for c in self.calls if c.merged and c.role != "coordinator"]
+        client = {"submitted": 0.0, "last_mapper": self.last_mapper_seen, "result_seen": self.time_to_result}
         return JobRecord(job=job, mode=self.mode, npartitions=self.npartitions, calls=self.mapper_calls,
-                         pool=self.pool, client={"submitted": 0.0, "last_mapper": self.last_mapper_seen,
-                                 "result_seen": self.time_to_result},
-                         functions=functions)
+                         pool=self.pool, client=client, functions=functions)
 
 
 # -- the model ------------------------------------------------------------------------------------
@@ -231,7 +229,6 @@ class _Job:
     def __init__(self, costs: PlatformCosts, workload: Workload, npartitions: int, reduction: Reduction,
                  ranges_per_call: int, seed: int) -> None:
         self.c = costs
-        self.w = workload
         self.rng = random.Random(seed)
         self.heap: list[tuple[float, int, Callable[..., None], tuple[Any, ...]]] = []
         self.seq = 0
@@ -254,7 +251,7 @@ class _Job:
             self.groups = plan.tree_groups(npartitions, reduction.fan_in, ranges_per_call)
             # Inline (TreeReduction's default; every pool job): a node's writer merges the group it
             # completes, up the tree. Otherwise each node triggers a reducer function.
-            self.inline = bool(getattr(reduction, "inline", False)) or costs.pool
+            self.inline = reduction.inline or costs.pool
             self.parent = {member: g for g, group in enumerate(self.groups) for member in group}
             self.claimed: set[int] = set()
         else:
@@ -635,7 +632,6 @@ def simulate(costs: PlatformCosts, npartitions: int, reduction: Reduction, workl
                      last_mapper_seen=job.last_mapper_seen, result_written=job.result_written,
                      calls=sorted(job.calls, key=lambda c: (c.phases.get("started", math.inf), c.role)),
                      partial_bytes=job.bytes)
-
 
 
 # -- calibration from job records -------------------------------------------------------------
@@ -1020,19 +1016,24 @@ def _read_record(path: str, mtime_ns: int, size: int) -> JobRecord | None:
         return None  # a record being written, or of an older format: not evidence
 
 
+_Version = tuple[str, int, int]  # a file's path, modification time (ns) and size
+
+
 @functools.lru_cache(maxsize=64)
-def _calibrated(paths: tuple[str, ...], pool: bool) -> Calibration:
-    # (paths name their files' versions: see recent_records)
-    return calibrate([r for p in paths if (r := _read_record(*_version(p))) is not None],
-                     base=OSCAR_POOL if pool else PROTOTYPE)
+def _calibrated(versions: tuple[_Version, ...], pool: bool) -> Calibration | None:
+    records = [r for v in versions if (r := _read_record(*v)) is not None]
+    try:
+        return calibrate(records, base=OSCAR_POOL if pool else PROTOTYPE)
+    except (ArithmeticError, LookupError, ValueError):
+        return None  # records this calibration cannot read (a hand-made or partial one): the preset
 
 
-def _version(path: str) -> tuple[str, int, int]:
+def _version(path: str) -> _Version:
     stat = os.stat(path)
     return path, stat.st_mtime_ns, stat.st_size
 
 
-def recent_records(folder: str, pool: bool) -> list[str]:
+def recent_records(folder: str, pool: bool) -> list[_Version]:
     """The newest job records in ``folder`` of jobs of this mode (pool or file-triggered) with two
     mapper calls or more, at most :data:`RECENT_RECORDS`; job ids sort by creation time."""
     try:
@@ -1043,11 +1044,12 @@ def recent_records(folder: str, pool: bool) -> list[str]:
     for name in names:
         path = os.path.join(folder, name)
         try:
-            record = _read_record(*_version(path))
+            version = _version(path)
         except OSError:
-            continue
+            continue  # removed meanwhile (the client keeps the newest 500)
+        record = _read_record(*version)
         if record is not None and record.pool == pool and record.calls >= 2:
-            chosen.append(path)
+            chosen.append(version)
             if len(chosen) == RECENT_RECORDS:
                 break
     return chosen
@@ -1065,12 +1067,12 @@ def job_costs(pool: bool, slots: int, declared: PlatformCosts | None = None, wor
     if declared is not None:
         costs, basis = declared, f"declared costs {declared.name!r}"
     else:
-        paths = recent_records(folder or records_dir(), pool) if measured else []
-        if len(paths) >= MIN_RECORDS:
-            calibration = _calibrated(tuple(paths), pool)
-            costs, basis = calibration.costs, f"measured from {len(paths)} job records"
+        versions = recent_records(folder or records_dir(), pool) if measured else []
+        calibration = _calibrated(tuple(versions), pool) if len(versions) >= MIN_RECORDS else None
+        if calibration is not None:
+            costs, basis = calibration.costs, f"measured from {len(versions)} job records"
             found_workload = workload or calibration.workload
         else:
             costs = OSCAR_POOL if pool else PROTOTYPE
-            basis = f"preset {costs.name!r}" + (f" (only {len(paths)} job records)" if measured else "")
+            basis = f"preset {costs.name!r}" + (f" ({len(versions)} usable job records)" if measured else "")
     return dataclasses.replace(costs, slots=slots, pool=pool), found_workload, basis
