@@ -579,8 +579,8 @@ def test_committed_scripts_run_a_job_end_to_end(run, environment, oscar, dimuon_
 
     reference = book(ROOT.RDataFrame("Events", dimuon_files))
     served: dict[str, list[str]] = {}  # role -> the OSCAR jobs that ran it
-    # Tree: mappers and reducers. Coordinated: mappers, the coordinator and a batch reducer.
-    for reduction in (distrdf_oscar.TreeReduction(fan_in=2), distrdf_oscar.CoordinatedReduction([2])):
+    # Tree (reducer functions): mappers and reducers. Coordinated: mappers, the coordinator and a batch reducer.
+    for reduction in (distrdf_oscar.TreeReduction(fan_in=2, inline=False), distrdf_oscar.CoordinatedReduction([2])):
         executor = distrdf_oscar.OSCARExecutor.from_env(reduction=reduction, auto_deploy=False, progress=False,
                                                         shared_paths=SAME_MACHINE)
         histogram, count = book(ROOT.RDataFrame("Events", dimuon_files, executor=executor, npartitions=2))

@@ -21,7 +21,7 @@ class Clock:
 
 
 def tracker(mode: str, n: int, clock: Clock, **policy) -> Tracker:
-    reduction = TreeReduction(fan_in=2) if mode == "tree" else CoordinatedReduction([2] * (n - 1))
+    reduction = TreeReduction(fan_in=2, inline=False) if mode == "tree" else CoordinatedReduction([2] * (n - 1))
     job_plan = reduction.describe(n, JOB.job_id)
     triggers = {}
     for r in range(n):

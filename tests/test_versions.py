@@ -81,7 +81,7 @@ def test_whole_cycle_on_each_release(version, dimuon_files, expected, monkeypatc
 
         def analyse() -> dict[str, list[str]]:
             functions = {}
-            for reduction in (TreeReduction(fan_in=2), CoordinatedReduction()):
+            for reduction in (TreeReduction(fan_in=2, inline=False), CoordinatedReduction()):  # every service
                 executor = analyst(platform, reduction)
                 df = ROOT.RDataFrame("Events", dimuon_files, executor=executor, npartitions=3)
                 assert_exact(book(df), expected)

@@ -231,7 +231,11 @@ class JobKeys:
 
     def queued_batch(self, index: int) -> str:
         """A pool job's batch file: in the queue, for the pool's workers (no webhook watches it)."""
-        return f"{QUEUE}/{self.job_id}/batch_{self.batch_name(index)}.json"
+        return f"{self.queued_batch_prefix}{self.batch_name(index)}.json"
+
+    @property
+    def queued_batch_prefix(self) -> str:
+        return f"{QUEUE}/{self.job_id}/batch_"
 
     def claim_of(self, queued: str) -> str:
         """The claim of a queued item (a mapper call or a batch), named after it."""

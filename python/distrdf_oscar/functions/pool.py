@@ -104,15 +104,32 @@ class PoolWorker:
                 # Coordinators first (they only watch storage, in a thread); then the oldest job's
                 # items first: job ids sort by creation time.
                 queued.sort(key=lambda key: not key.endswith("/" + layout.COORDINATOR_ITEM))
+                jobs = sorted({job for key in queued if (job := layout.job_of_key(key)) is not None})
                 for key in queued:
                     if self.stopping.is_set():
                         break
-                    took = self.take(key) or took
+                    if self.take(key):
+                        took = True
+                        self._take_batches(jobs)
                 if not took:
                     self.stopping.wait(IDLE_POLL)
         finally:
             with contextlib.suppress(StorageError):
                 self.storage.delete([layout.pool_heartbeat(self.worker)])
+
+    def _take_batches(self, jobs: list[str]) -> None:
+        """Between two calls, merge the batches the listed jobs' coordinators launched since the
+        listing: a batch is on its job's critical path, and waiting for the end of the pass would
+        leave every merge to the end of the mapping. One listing per job, of its batches only."""
+        for job in jobs:
+            try:
+                batches = self.storage.list(layout.JobKeys(job).queued_batch_prefix)
+            except StorageError:
+                continue  # the next pass lists them again
+            for key in batches:
+                if self.stopping.is_set():
+                    return
+                self.take(key)
 
     def take(self, key: str) -> bool:
         """Claim and compute the queued item ``key`` (a mapper call, a coordinated job's batch, or
