@@ -1,7 +1,7 @@
 """Scale: the same job at many partitions, on the embedded platform vs ROOT's Dask backend.
 
 For each partition count, in this one invocation: Dask (same workers), then the
-embedded platform's tree (fan-in 4) and coordinated (default plan) reductions.
+embedded platform's tree (fan-in 4), coordinated (default plan) and auto reductions.
 Besides wall time it records the tail (client saw the last mapper's output ->
 client saw the result) and the CPU seconds the embedded S3 server burned, the
 figure that grows with N² when a function or a poll lists whole folders.
@@ -62,7 +62,7 @@ def main() -> int:
 
     report: dict = {"events": args.events, "files": len(files), "workers": args.workers, "mode": args.mode,
                     "machine": platform.platform(), "cpus": os.cpu_count(), "rows": []}
-    reductions = {"tree": dro.TreeReduction(fan_in=4), "coordinated": dro.CoordinatedReduction()}
+    reductions = {"tree": dro.TreeReduction(fan_in=4), "coordinated": dro.CoordinatedReduction(), "auto": "auto"}
     with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True) as dask_cluster, \
             Client(dask_cluster) as client, dro.LocalCluster(workers=args.workers, mode=args.mode) as cluster:
         run(client, args.workers)  # both warm before timing: Dask's workers and ours have run a graph
@@ -79,6 +79,8 @@ def main() -> int:
                              "tail_seconds": timeline["result_seen"] - timeline["last_mapper"],
                              "storage_cpu_seconds": storage_cpu_seconds(cluster.platform.pid) - cpu_before,
                              "identical": identical(spectrum)}
+                if executor.last_choice is not None:  # what auto picked for this size
+                    row[name]["chose"] = executor.last_choice.describe()
             report["rows"].append(row)
             print(f"{npartitions:>5} partitions: dask {dask_seconds:6.2f} s | " + " | ".join(
                 f"{name} {row[name]['seconds']:6.2f} s ({row[name]['ratio_to_dask']:.2f}x, tail "
@@ -100,7 +102,9 @@ def plot(report: dict, path: str) -> None:
     partitions = [row["partitions"] for row in rows]
     fig, (ax_time, ax_tail) = plt.subplots(1, 2, figsize=(11, 4.5))
     ax_time.plot(partitions, [row["dask"] for row in rows], "o-", color="#777", label="Dask")
-    for name, color in (("tree", "#2a7"), ("coordinated", "#27a")):
+    for name, color in (("tree", "#2a7"), ("coordinated", "#27a"), ("auto", "#a52")):
+        if name not in rows[0]:
+            continue  # a run from before auto was measured
         ax_time.plot(partitions, [row[name]["seconds"] for row in rows], "o-", color=color, label=f"{name}")
         ax_tail.plot(partitions, [row[name]["tail_seconds"] for row in rows], "o-", color=color, label=name)
     for ax, label in ((ax_time, "wall time (s)"), (ax_tail, "tail after the last mapper (s)")):

@@ -579,11 +579,13 @@ def test_committed_scripts_run_a_job_end_to_end(run, environment, oscar, dimuon_
 
     reference = book(ROOT.RDataFrame("Events", dimuon_files))
     served: dict[str, list[str]] = {}  # role -> the OSCAR jobs that ran it
-    # Tree (reducer functions): mappers and reducers. Coordinated: mappers, the coordinator and a batch reducer.
-    for reduction in (distrdf_oscar.TreeReduction(fan_in=2, inline=False), distrdf_oscar.CoordinatedReduction([2])):
+    # Tree (reducer functions): mappers and reducers. Coordinated: mappers, the coordinator and a batch
+    # reducer (for the first of two batches: the coordinator merges the last one itself).
+    for reduction, npartitions in ((distrdf_oscar.TreeReduction(fan_in=2, inline=False), 2),
+                                   (distrdf_oscar.CoordinatedReduction([2, 2]), 3)):
         executor = distrdf_oscar.OSCARExecutor.from_env(reduction=reduction, auto_deploy=False, progress=False,
-                                                        shared_paths=SAME_MACHINE)
-        histogram, count = book(ROOT.RDataFrame("Events", dimuon_files, executor=executor, npartitions=2))
+                                                        shared_paths=SAME_MACHINE, ranges_per_call=1)
+        histogram, count = book(ROOT.RDataFrame("Events", dimuon_files, executor=executor, npartitions=npartitions))
         assert_same_hist(histogram.GetValue(), reference[0].GetValue())
         assert count.GetValue() == reference[1].GetValue()
         for role, names in executor.last_job.functions.items():

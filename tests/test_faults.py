@@ -153,3 +153,25 @@ def test_lost_work_without_retries_is_named(prestarted_cluster, dimuon_files, fa
     finally:
         check_fired(prestarted_cluster, injected, since)
     assert leftovers(executor, executor.last_job.job_id) == []
+
+
+def test_a_coordinator_killed_before_merging_its_last_batch_leaves_it_to_a_batch_reducer(
+        prestarted_cluster, dimuon_files, reference):
+    """A file-triggered coordinator merges its last batch itself: killed after writing that batch
+    file (to the queue, which starts nothing) and before merging it, the client's retry has a
+    batch reducer read the queued file and merge it."""
+    injected = [Fault.kill("coordinator", "after-write")]
+    prestarted_cluster.platform.inject(*injected)
+    since = time.monotonic()
+    try:
+        # One batch of the four partials: the coordinator's first write is its last batch file.
+        executor = prestarted_cluster.executor(reduction=dro.CoordinatedReduction([NPARTITIONS]), progress=False,
+                                               ranges_per_call=1, **RETRY["prestarted"])
+        result = tuple(r.GetValue() for r in book(ROOT.RDataFrame("Events", dimuon_files, executor=executor,
+                                                                   npartitions=NPARTITIONS)))
+    finally:
+        check_fired(prestarted_cluster, injected, since)
+    assert_exact(result, reference)
+    job = executor.last_job
+    assert job.functions.get("batch"), "no batch reducer merged the dead coordinator's batch"
+    assert leftovers(executor, job.job_id) == []

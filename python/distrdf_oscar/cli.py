@@ -11,6 +11,8 @@ import time
 def _reduction(args):
     from . import CoordinatedReduction, TreeReduction
 
+    if args.reduction == "auto":
+        return "auto"
     if args.reduction == "tree":
         return TreeReduction(fan_in=args.fan_in)
     batches = [int(x) for x in args.plan.split(",")] if args.plan else None
@@ -18,8 +20,9 @@ def _reduction(args):
 
 
 def _add_reduction_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--reduction", choices=("tree", "coordinated"), default="tree",
-                        help="tree: event-driven reducers; coordinated: a coordinator batches partials")
+    parser.add_argument("--reduction", choices=("auto", "tree", "coordinated"), default="auto",
+                        help="auto (default): the plan the simulator predicts fastest; tree: inline tree "
+                             "merges; coordinated: a coordinator batches partials")
     parser.add_argument("--fan-in", type=int, default=4, help="tree reduction fan-in (default 4)")
     parser.add_argument("--plan", help="coordinated plan, e.g. 6,3 (default: about sqrt(N) per batch)")
 
@@ -66,6 +69,8 @@ def cmd_demo(args) -> int:
     for name, seconds in timings.items():
         print(f"  {name:>16}: {seconds:7.2f} s")
     print(f"  ({args.mode} mode, {args.workers} workers, {args.npartitions} partitions, {args.reduction} reduction)")
+    if executor.last_choice is not None:
+        print(f"  auto chose {executor.last_choice.describe()}")
     record = executor.last_job.record if executor.last_job is not None else None
     if record is not None:
         from . import report

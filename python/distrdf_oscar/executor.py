@@ -50,10 +50,11 @@ class OSCARExecutor:
         storage_endpoint: reach the storage at this URL instead of the one the cluster advertises
             (often cluster-internal, e.g. ``https://minio-service.minio:9000``), keeping its keys.
         deployment: the long-lived services to use (created on first use if missing).
-        reduction: ``TreeReduction(fan_in)`` (default fan-in 4), ``CoordinatedReduction(plan)``, or
-            ``"auto"`` (``AutoReduction``): per job, the tree fan-in or coordinated plan, and the
-            ranges per call unless set, that the simulator predicts fastest on this platform; the
-            choice is logged and kept in ``last_choice`` (``last_job.reduction`` is the concrete one).
+        reduction: ``"auto"`` (``AutoReduction``, the default): per job, the tree fan-in or
+            coordinated plan, and the ranges per call unless set, that the simulator predicts
+            fastest on this platform; the choice is logged and kept in ``last_choice``
+            (``last_job.reduction`` is the concrete one). Or a fixed ``TreeReduction(fan_in)`` or
+            ``CoordinatedReduction(plan)``.
         concurrency: default number of partitions (the cluster's parallelism).
         auto_deploy: create or update the deployment's services on first use (off: an
             operator deploys with ``distrdf-oscar deploy``, and analysts' clients only check).

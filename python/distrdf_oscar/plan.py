@@ -145,7 +145,9 @@ class AutoReduction:
 
 Reduction = TreeReduction | CoordinatedReduction
 ReductionChoice = TreeReduction | CoordinatedReduction | AutoReduction  # what users may pass
-DEFAULT_REDUCTION = TreeReduction(fan_in=4)
+# The simulator's choice per job: never slower than the fixed plans in the benchmarks, and far
+# faster at scale (docs/benchmarks.md, docs/simulator.md).
+DEFAULT_REDUCTION = AutoReduction()
 
 
 def _check_npartitions(npartitions: int) -> None:
@@ -331,18 +333,26 @@ class CoordinatedPlan(Message):
 
     @property
     def sizes(self) -> list[int]:
-        """The batches to run: a single partial (an empty plan) still passes through one batch
-        reducer, so that the final result always comes from a batch."""
+        """The batches to run: a single partial (an empty plan) still passes through one batch,
+        so that the final result always comes from a batch."""
         return list(self.batches) or [1]
 
     @property
     def watched_folders(self) -> tuple[str, ...]:
-        return (layout.PARTIALS, layout.QUEUE if self.pool else layout.BATCHES, layout.RESULTS)
+        if self.pool:
+            return (layout.PARTIALS, layout.QUEUE, layout.RESULTS)
+        return (layout.PARTIALS, layout.BATCHES, layout.QUEUE, layout.RESULTS)
+
+    def merged_by_coordinator(self, index: int) -> bool:
+        """The last batch of a file-triggered job: the coordinator, already running, merges it
+        itself (a batch reducer would first pay a pod's start, on the job's critical path)."""
+        return not self.pool and index == len(self.sizes) - 1
 
     def batch_file(self, index: int) -> str:
-        """Where the coordinator defines batch ``index``: a pool's queue, or the batch service's input."""
+        """Where the coordinator defines batch ``index``: the queue (a pool's workers, or the
+        coordinator itself, claim it there: no webhook watches it), or the batch service's input."""
         keys = layout.JobKeys(self.job)
-        return keys.queued_batch(index) if self.pool else keys.batch(index)
+        return keys.queued_batch(index) if self.pool or self.merged_by_coordinator(index) else keys.batch(index)
 
     @property
     def tasks(self) -> list[Interval]:
@@ -374,7 +384,8 @@ class CoordinatedPlan(Message):
             # The coordinator launches the batch file once enough items arrived; a retry restarts it.
             out.append(Expectation(self.batch_file(index), items, sum(sizes[:index]) + size, layout.PLANS,
                                    "coordinator", restart, "coordinator", kind="launch"))
-            retry = BatchRetry(self.job, index, self.batch_file(index) if self.pool else "")
+            queued = self.pool or self.merged_by_coordinator(index)
+            retry = BatchRetry(self.job, index, self.batch_file(index) if queued else "")
             out.append(Expectation(self.batch_output(index), (self.batch_file(index),), 1, layout.BATCHES,
                                    keys.batch_name(index), retry.to_json(),
                                    f"batch reduction {index}"))

@@ -99,6 +99,11 @@ class FunctionContext:
         self.storage.delete([key])
         return ENDED
 
+    def later_task(self) -> None:
+        """The next task this invocation records did not begin with it (the coordinator's own
+        merge, long after its start): it is invoked and started when it begins."""
+        self._recorded = True
+
     def recorder(self, role: str) -> Recorder:
         """The phase recorder of the next task this invocation does: the first one counts from
         the event and the process start, later ones (inline merges) from now, when they are

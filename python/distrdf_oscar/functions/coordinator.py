@@ -3,8 +3,11 @@
 An item is a mapper partial or an earlier batch's result, both under the
 job's ``partials/`` folder. Batch ``i`` is launched (by writing its batch
 file, which triggers a batch reducer) as soon as ``plan[i]`` unconsumed items
-exist; the last batch writes the final result. The coordinator stops when
-every batch is launched, or when the client has ended the job.
+exist; the last batch writes the final result. In a file-triggered job the
+coordinator merges that last batch itself (``CoordinatedPlan.merged_by_coordinator``:
+its file goes to the queue, which starts no function), claiming it first; if it dies
+doing so, the client's retry has a batch reducer merge it. The coordinator stops when
+every batch is launched (and its own merged), or when the client has ended the job.
 
 A coordinator may run twice (a retry after it was killed, or a straggler):
 batch files are written by claims, so each batch is defined exactly once, and
@@ -19,7 +22,9 @@ import time
 from .. import layout
 from ..messages import Batch
 from ..plan import CoordinatedPlan, expect_plan
+from ..storage import Arrivals
 from . import context
+from .merging import merge_keys
 
 POLL_SECONDS = 0.1
 
@@ -43,23 +48,48 @@ def run(ctx: context.FunctionContext, job_plan: CoordinatedPlan) -> None:
         consumed.update(taken)
         launched += 1
     while launched < len(batches):
-        available = [k for k in arrived if k not in consumed]
-        if len(available) >= batches[launched]:
-            take = available[:batches[launched]]
-            batch = Batch(job=keys.job_id, index=launched, inputs=tuple(take), output=job_plan.batch_output(launched))
-            ctx.task_output = job_plan.batch_file(launched)
-            outcome = ctx.publish(keys.job_id, job_plan.batch_file(launched), data=batch.to_json(), claim=True)
-            if outcome == context.ENDED:
-                return
-            if outcome == context.TAKEN:  # another copy of the coordinator launched it first
-                take = _adopt(ctx, job_plan, launched) or []
-            consumed.update(take)
-            launched += 1
-            continue
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"coordinator gave up after launching {launched} of {len(batches)} batches")
-        if not ctx.job_alive(keys.job_id):
+        if not _launch_next(ctx, job_plan, launched, arrived, consumed, watch, deadline):
             return
+        launched += 1
+    last = len(batches) - 1
+    if job_plan.merged_by_coordinator(last):
+        _merge_own(ctx, job_plan, last)
+
+
+def _merge_own(ctx: context.FunctionContext, job_plan: CoordinatedPlan, index: int) -> None:
+    """Merge batch ``index`` here, unless another copy (a retried coordinator, a pool worker) claimed it."""
+    key = job_plan.batch_file(index)
+    if ctx.storage.exists(job_plan.batch_output(index)):
+        return
+    if not ctx.storage.put_if_absent(layout.JobKeys(job_plan.job).claim_of(key), ctx.worker.encode()):
+        return  # its claimer merges it, or (if it died) the client's retry
+    batch = Batch.from_json(ctx.storage.get_bytes(key))
+    ctx.later_task()  # the merge starts now, not with the coordinator's invocation
+    merge_keys(ctx, batch.job, list(batch.inputs), batch.output, role="batch")
+
+
+def _launch_next(ctx: context.FunctionContext, job_plan: CoordinatedPlan, index: int, arrived: list[str],
+                 consumed: set[str], watch: Arrivals, deadline: float) -> bool:
+    """Wait for batch ``index``'s items, then write its batch file; False if the job ended."""
+    keys = layout.JobKeys(job_plan.job)
+    size = job_plan.sizes[index]
+    while True:
+        available = [k for k in arrived if k not in consumed]
+        if len(available) >= size:
+            take = available[:size]
+            batch = Batch(job=keys.job_id, index=index, inputs=tuple(take), output=job_plan.batch_output(index))
+            ctx.task_output = job_plan.batch_file(index)
+            outcome = ctx.publish(keys.job_id, job_plan.batch_file(index), data=batch.to_json(), claim=True)
+            if outcome == context.ENDED:
+                return False
+            if outcome == context.TAKEN:  # another copy of the coordinator launched it first
+                take = _adopt(ctx, job_plan, index) or []
+            consumed.update(take)
+            return True
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"coordinator gave up after launching {index} of {len(job_plan.sizes)} batches")
+        if not ctx.job_alive(keys.job_id):
+            return False
         time.sleep(POLL_SECONDS)
         arrived.extend(watch.poll())
 
