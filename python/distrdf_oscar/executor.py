@@ -9,7 +9,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import plan
 from .deployment import ROLES, Deployment
@@ -20,9 +20,11 @@ from .pools import live_workers
 from .quantities import parse_quantity
 from .recovery import RetryPolicy
 from .signing import Signer
-from .simulate import Choice
 from .snapshots import check_mode as check_snapshot_mode
 from .storage import Storage, StorageConfig
+
+if TYPE_CHECKING:  # the simulator is imported when a job asks for auto, not with the package
+    from .simulate import Choice
 
 log = logging.getLogger(__name__)
 
