@@ -53,7 +53,7 @@ def job_keys(executor) -> list[str]:
 
 @pytest.mark.parametrize("npartitions", [1, 2, 7, 16])
 @pytest.mark.parametrize("reduction", list(REDUCTIONS))
-def test_ttree_all_actions_warm(prestarted_cluster, dimuon_files, reference, reduction, npartitions):
+def test_ttree_all_actions_prestarted(prestarted_cluster, dimuon_files, reference, reduction, npartitions):
     executor = prestarted_cluster.executor(reduction=REDUCTIONS[reduction], progress=False)
     df = ROOT.RDataFrame("Events", dimuon_files, executor=executor, npartitions=npartitions)
     _check_all(df, reference, dimuon_files)

@@ -535,7 +535,7 @@ WARM_ENTRY = textwrap.dedent(
 
 
 @pytest.fixture(scope="module")
-def warm(tmp_path_factory):
+def prestarted(tmp_path_factory):
     if not HAVE_ROOT:
         pytest.skip("ROOT is not installed")
     code_dir = tmp_path_factory.mktemp("warm-code")
@@ -553,8 +553,8 @@ def _warm_call(oscar, s3, service, key, count):
     return info, (json.loads(result) if result else None), oscar.get_job_logs(service, name).text
 
 
-def test_prestarted_workers_run_entry_points_in_process(warm):
-    local, code_dir = warm
+def test_prestarted_workers_run_entry_points_in_process(prestarted):
+    local, code_dir = prestarted
     oscar, s3 = Client(local.oscar_options()), local.minio_client()
     variables = {"DRO_ENTRYPOINT": "dro_warm_entry:main", "PYTHONPATH": code_dir}
     outputs = [{"storage_provider": "minio", "path": "warm/out"}]
