@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import logging
+import math
 import os
 import tempfile
 import time
@@ -36,6 +37,9 @@ class JobOptions:
     storage_patience: float = 120.0  # seconds of failing storage calls the wait loop rides out
     lease_ttl: float = leases.DEFAULT_TTL  # seconds without renewal after which cleanup may remove the job
     alive_check: float = 1.0  # seconds between checks that the job's objects were not removed
+    # seconds between looks at the batch files, which only the retries' bookkeeping needs (each
+    # look is a LIST the object store serves while the job computes)
+    bookkeeping_poll: float = 1.0
     snapshots: str = "download"  # where Snapshot files go: snapshots.MODES
     # seconds a mapper call offered to a warm pool may wait unclaimed before the file-triggered
     # mapper is invoked for it too (the two claim it: one computes it)
@@ -84,6 +88,7 @@ class Job:
         # pool jobs: range interval -> body of each call offered to the pool, not yet overflowed
         self._offered: dict[tuple[int, int], bytes] = {}
         self._claimed_at = 0.0  # when a pool worker was last seen claiming one of them (monotonic)
+        self._looked: dict[int, float] = {}  # watch -> when it last listed (monotonic)
 
     @property
     def job_id(self) -> str:
@@ -167,9 +172,14 @@ class Job:
                               f"unsigned report): {marker.error[:500]}. Check the deployment's "
                               "settings (`distrdf-oscar status`; docs/deploy.md)") from None
 
-    def _poll(self, tracker: Tracker, watches: list[Arrivals]) -> None:
+    def _poll(self, tracker: Tracker, watches: list[Arrivals], slow: frozenset[int] = frozenset()) -> None:
+        """Look for new objects: the watches in ``slow`` (batch files) every ``bookkeeping_poll``."""
         self._handle_errors(tracker)
-        for watch in watches:
+        now = time.monotonic()
+        for index, watch in enumerate(watches):
+            if index in slow and now - self._looked.get(index, -math.inf) < self.options.bookkeeping_poll:
+                continue
+            self._looked[index] = now
             watch.poll()
         tracker.observe(set().union(*(watch.found for watch in watches)))
         if not tracker.done:
@@ -184,6 +194,8 @@ class Job:
         prefixes = [self.keys.prefix(folder) for folder in job_plan.watched_folders]
         expected = [item.key for item in tracker.expected]
         watches = [self.storage.arrivals(prefix, expected) for prefix in prefixes]
+        slow = frozenset(i for i, folder in enumerate(job_plan.watched_folders)
+                         if folder in (layout.QUEUE, layout.BATCHES))
         claims = self.storage.arrivals(self.keys.claims, [self.keys.claim(*task) for task in self._offered])
         self._claimed_at = time.monotonic()
         bar = _progress_bar(self.options.progress, calls + steps, self.job_id + (" (warm pool)" if self.pool else ""))
@@ -193,7 +205,7 @@ class Job:
         try:
             while True:
                 try:
-                    self._poll(tracker, watches)
+                    self._poll(tracker, watches, slow)
                     if self._offered:
                         self._overflow(tracker, claims)
                     now = time.monotonic()

@@ -26,7 +26,8 @@ from ..storage import Arrivals
 from . import context
 from .merging import merge_keys
 
-POLL_SECONDS = 0.1
+POLL_SECONDS = 0.1  # while the next batch lacks one item; longer while it lacks more (MAX_POLL)
+MAX_POLL = 0.5
 ALIVE_EVERY = 1.0  # seconds between looks at the manifest: a pool's coordinator shares its worker's core
 
 
@@ -94,7 +95,9 @@ def _launch_next(ctx: context.FunctionContext, job_plan: CoordinatedPlan, index:
             if not ctx.job_alive(keys.job_id):
                 return False
             alive_checked = time.monotonic()
-        time.sleep(POLL_SECONDS)
+        # Each look is a LIST the object store serves while the mappers compute: look less often
+        # while several items are still missing (they seldom all arrive at once).
+        time.sleep(min(MAX_POLL, POLL_SECONDS * max(1, size - len(available))))
         arrived.extend(watch.poll())
 
 
