@@ -73,16 +73,17 @@ def test_coordinated_plan_on_one_slot_matches_the_hand_computed_schedule():
         (2.0, 4.5, 22.0), (2.5, 24.25, 41.75), (3.0, 44.0, 61.5)]
     # The coordinator (no slot) lists at 5.25 and every 1.5 s after: it sees partials 0 and 1 at
     # 42.75 and writes batch 0's file; partial 2 alone (62.75) is not enough for batch 1, which
-    # takes it with batch 0's result at 68.75.
+    # takes it with batch 0's result at 68.75. The last batch the coordinator merges itself: a
+    # claim (0.5), no pod, no start-up, then two downloads, two merges and the upload.
     (coordinator,) = phases(result, "coordinator")
     assert coordinator == {"invoked": 1.5, "started": 4.0, "ready": 5.0}
     assert phases(result, "batch", "batch_0") == [
         {"invoked": 43.25, "started": 63.75, "ready": 64.75, "inputs": 65.5, "computed": 67.5, "written": 68.0,
          "end": 68.25}]
     assert phases(result, "batch", "batch_1") == [
-        {"invoked": 69.25, "started": 71.75, "ready": 72.75, "inputs": 73.5, "computed": 75.5, "written": 76.0,
-         "end": 76.25}]
-    assert (result.last_mapper, result.last_mapper_seen, result.time_to_result) == (61.5, 63.0, 77.0)
+        {"invoked": 69.25, "started": 69.75, "ready": 69.75, "inputs": 70.5, "computed": 72.5, "written": 73.0,
+         "end": 73.25}]
+    assert (result.last_mapper, result.last_mapper_seen, result.time_to_result) == (61.5, 63.0, 73.0)
 
 
 def test_warm_pool_worker_merges_the_tree_inline_as_the_hand_computed_schedule():
@@ -124,7 +125,7 @@ def test_same_seed_same_schedule_and_spread_moves_it():
 
 def test_every_partial_is_merged_exactly_once():
     for costs in (simulate.PROTOTYPE, simulate.OSCAR_POOL):
-        for reduction in (TreeReduction(3), CoordinatedReduction(simulate.equal_batches(23, 5))):
+        for reduction in (TreeReduction(3), CoordinatedReduction(plan.equal_batches(23, 5))):
             result = simulate.simulate(costs, 23, reduction, Workload(work=100.0))
             merges = [c for c in result.calls if c.role in ("reducer", "batch") and c.merged]
             # n partials need merges whose inputs exceed their count by n - 1 in all.

@@ -193,8 +193,13 @@ def task_intervals(npartitions: int, ranges_per_call: int) -> list[Interval]:
 
 def auto_batches(npartitions: int) -> list[int]:
     """Batches of about sqrt(N) items: two levels of merging, each n-way."""
-    size = max(2, math.ceil(math.sqrt(npartitions)))
-    batches, remaining = [], npartitions
+    return equal_batches(npartitions, max(2, math.ceil(math.sqrt(npartitions))))
+
+
+def equal_batches(items: int, size: int) -> list[int]:
+    """A coordinated plan of batches of ``size`` items (the last may be smaller): first come, first
+    served, each batch after the first takes earlier results along with new partials."""
+    batches, remaining = [], items
     while remaining > 1:
         take = min(size, remaining)
         batches.append(take)

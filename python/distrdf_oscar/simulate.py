@@ -24,7 +24,8 @@ assumption):
 - coordinated reduction (``CoordinatedReduction``): the coordinator (no slot: it requests a
   fraction of a CPU) polls the partials every ``coordinator_poll`` seconds and launches batch
   ``i`` with the first ``batches[i]`` unconsumed items in arrival order, mapper partials and
-  earlier batch results alike; each batch file triggers a batch reducer;
+  earlier batch results alike; each batch file triggers a batch reducer, but the last, which the
+  coordinator claims and merges itself;
 - a warm pool (``pool=True``): ``slots`` long-lived workers list the queue (every ``queue_poll``
   seconds when idle), claim each item in turn (mapper calls first, then batch files), pay no pod
   or start-up, JIT once per job per worker, always merge a tree inline and run a coordinator in a
@@ -83,6 +84,9 @@ class PlatformCosts:
     client_poll: float = 0.2  # between the client's looks for the job's objects
     coordinator_poll: float = 0.1  # between the coordinator's listings
     queue_poll: float = 0.1  # between an idle pool worker's listings of the queue
+    # The protocol's, not the platform's: a file-triggered coordinator merges its last batch itself
+    # (this project); False: every batch is a batch reducer function (the prototype).
+    coordinator_merges_last: bool = True
 
     def __post_init__(self) -> None:
         if self.slots < 1:
@@ -116,7 +120,7 @@ PROTOTYPE = PlatformCosts(
     name="prototype", slots=80, launch_stagger=0.3, stagger_scope="service", invoke_latency=0.8,
     invoke_spread=0.1, pod_start=2.0, mapper_start=3.0, reducer_start=1.8, jit=2.0, compute_scale=1.41,
     put=0.05, get=0.02, transfer_per_byte=1 / 100e6, merge_per_partial=0.05, exit=1.0, submit=1.0,
-    client_poll=1.0, coordinator_poll=1.0, queue_poll=0.5)
+    client_poll=1.0, coordinator_poll=1.0, queue_poll=0.5, coordinator_merges_last=False)
 PROTOTYPE_WORKLOAD = Workload(work=9020.0, partial_bytes=1_000_000)
 
 # The same cluster serving the calls from a warm pool (an exposed service): no pod, no start-up,
@@ -314,7 +318,15 @@ class _Job:
                         key[1])
         elif kind == "batchfile":
             index = key[1]
-            self.invoke("batch", self.batch, SimCall("batch", f"batch_{index}", None, {"invoked": self.now}), index)
+            call = SimCall("batch", f"batch_{index}", None, {"invoked": self.now})
+            if index == len(self.sizes) - 1 and self.c.coordinator_merges_last:
+                # The coordinator merges the last batch itself, once it has claimed it: no pod, no
+                # start-up, no slot (plan.CoordinatedPlan.merged_by_coordinator).
+                call.phases["started"] = self.now + self.c.put
+                self.calls.append(call)
+                self.at(call.phases["started"], self.batch, call, index, False)
+            else:
+                self.invoke("batch", self.batch, call, index)
         elif kind == "plan":
             self.invoke("coordinator", self.coordinator, SimCall("coordinator", "", None, {"invoked": self.now}),
                         slot=False)
@@ -447,9 +459,9 @@ class _Job:
             assert self.coordinator_watch is not None
             self.coordinator_watch.sleep(time + 2 * self.c.get + self.c.coordinator_poll)
 
-    def batch(self, call: SimCall, index: int) -> None:
+    def batch(self, call: SimCall, index: int, fresh_process: bool = True) -> None:
         p = call.phases
-        p["ready"] = self.now + self.c.reducer_start
+        p["ready"] = self.now + (self.c.reducer_start if fresh_process else 0.0)
         inputs = call.inputs = self.batch_inputs[index]
         p["inputs"] = p["ready"] + self.c.get + inputs * self.transfer()
         p["computed"] = p["inputs"] + inputs * self.c.merge_per_partial
@@ -877,17 +889,6 @@ def _ladder(limit: int) -> list[int]:
     return out
 
 
-def equal_batches(calls: int, size: int) -> list[int]:
-    """A coordinated plan of batches of ``size`` items (the last may be smaller): first come, first
-    served, each batch after the first takes earlier results along with new partials."""
-    batches, remaining = [], calls
-    while remaining > 1:
-        take = min(size, remaining)
-        batches.append(take)
-        remaining -= take - 1
-    return batches
-
-
 def two_level_plans(calls: int) -> list[list[int]]:
     """Prototype-style hand plans, as ``[6, 3]`` is for 8 partials: a first batch of a share of
     the partials (1/2, 2/3, 3/4 or 7/8), then one of the rest with its result."""
@@ -949,11 +950,11 @@ def _reductions(costs: PlatformCosts, workload: Workload, calls: int,
                  + [("tree", whole)], tried)
     tree = _best(costs, workload, calls, [tree] + [("tree", k) for k in _refined(tree[1], calls)], tried)
     sizes = [*_ladder(calls), whole]
-    coordinated = _best(costs, workload, calls, [("coordinated", tuple(equal_batches(calls, b))) for b in sizes]
+    coordinated = _best(costs, workload, calls, [("coordinated", tuple(plan.equal_batches(calls, b))) for b in sizes]
                         + [("coordinated", tuple(plan.auto_batches(calls)))]
                         + [("coordinated", tuple(p)) for p in two_level_plans(calls)], tried)
     size = coordinated[1][0]
-    coordinated = _best(costs, workload, calls, [coordinated] + [("coordinated", tuple(equal_batches(calls, b)))
+    coordinated = _best(costs, workload, calls, [coordinated] + [("coordinated", tuple(plan.equal_batches(calls, b)))
                                                                 for b in _refined(size, calls)], tried)
     return _best(costs, workload, calls, [tree, coordinated], tried)
 
