@@ -243,7 +243,7 @@ def plot(report: dict, path: str) -> None:
             for reduction, colour in (("tree", "#2a9d4a"), ("coordinated", "#c0399b")):
                 chosen = [j for j in jobs if j["mode"] == mode and j["reduction"] == reduction]
                 ax.scatter([j["measured"] for j in chosen], [j["predicted"] for j in chosen], marker=marker,
-                           color=colour, label=f"{mode}, {reduction}")
+                           color=colour, label=f"{mode}, {reduction}", zorder=3)  # above the band
         top = max(max(j["measured"], j["predicted"]) for j in jobs) * 1.1
         ax.plot([0, top], [0, top], "k-", linewidth=0.8)
         ax.fill_between([0, top], [0, top * (1 - TARGET_ERROR)], [0, top * (1 + TARGET_ERROR)], color="#ddd")
