@@ -26,8 +26,8 @@ MODES = ("cold", "prestarted")
 # scheduling and the container's creation (Kubernetes' start-up SLO allows 5 s at the 99th
 # percentile, image pulls excluded), ``ImagePullPolicy: Always``'s registry round trip, and the
 # PyInstaller-built FaaS supervisor unpacking itself. No OSCAR cluster can be measured here: 2 s
-# is the low end of that, and matches the prototype's 4-5 s per tree level once a reducer's own
-# start-up and merge (2-2.5 s measured here) are taken out. LocalCluster adds it to every
+# is the low end of that, and fits the prototype's 4-5 s per tree level, whose reducers also
+# imported PyROOT (about 2 s here; a native-only reducer's start-up and merge take 0.4 s). LocalCluster adds it to every
 # file-triggered call in its "cold" and "warm" modes (docs/local-platform.md).
 POD_START_DELAY = 2.0
 
