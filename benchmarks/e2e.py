@@ -103,7 +103,8 @@ def main() -> int:
                     print(f"{'':>30}auto chose {chose}")
                 for role, c in costs.items():
                     print(f"{'':>30}{role}: {c['calls']:.0f} calls, waiting {c['waiting']:.2f} s, start-up "
-                          f"{c['startup']:.2f} s, compute {c['compute']:.2f} s (means per call)")
+                          f"{c['startup']:.2f} s, JIT {c['jit']:.2f} s, compute {c['compute']:.2f} s, upload "
+                          f"{c['upload']:.2f} s (means per call)")
             # Per-invocation overhead: a trivial one-range job.
             executor = cluster.executor(progress=False)
             overhead = [timed(lambda executor=executor: ROOT.RDataFrame(1, executor=executor, npartitions=1).Count().GetValue())[0]

@@ -27,9 +27,9 @@ def test_tree_of_two_cold_mappers_and_reducer_functions_matches_the_hand_compute
     result = simulate.simulate(HAND, 2, TreeReduction(2, inline=False), Workload(work=20.0, partial_bytes=0))
     # Triggers at 1.5 and 2.0; events reach the mapper service 0.5 later; its launches are 1 s apart.
     assert phases(result, "mapper", "000000_000001") == [
-        {"invoked": 1.5, "started": 4.0, "ready": 7.0, "computed": 21.0, "written": 21.5, "end": 21.75}]
+        {"invoked": 1.5, "started": 4.0, "ready": 7.0, "jitted": 11.0, "computed": 21.0, "written": 21.5, "end": 21.75}]
     assert phases(result, "mapper", "000001_000002") == [
-        {"invoked": 2.0, "started": 5.0, "ready": 8.0, "computed": 22.0, "written": 22.5, "end": 22.75}]
+        {"invoked": 2.0, "started": 5.0, "ready": 8.0, "jitted": 12.0, "computed": 22.0, "written": 22.5, "end": 22.75}]
     # Both partials trigger a reducer. The first one's looks up its group at 25.5 (two HEADs after
     # it is ready), finds both members, claims (a PUT) and merges, downloading the other member (its
     # own is on disk): it writes the result. The second one's finds the group claimed and exits.
@@ -55,8 +55,8 @@ def test_inline_tree_of_two_cold_mappers_matches_the_hand_computed_schedule():
     # incomplete and exits; mapper 1 finds it complete at 23.0, claims it, downloads partial 0,
     # merges and writes the result; no reducer function runs.
     assert phases(result, "mapper") == [
-        {"invoked": 1.5, "started": 4.0, "ready": 7.0, "computed": 21.0, "written": 21.5, "end": 22.25},
-        {"invoked": 2.0, "started": 5.0, "ready": 8.0, "computed": 22.0, "written": 22.5, "end": 26.5}]
+        {"invoked": 1.5, "started": 4.0, "ready": 7.0, "jitted": 11.0, "computed": 21.0, "written": 21.5, "end": 22.25},
+        {"invoked": 2.0, "started": 5.0, "ready": 8.0, "jitted": 12.0, "computed": 22.0, "written": 22.5, "end": 26.5}]
     assert phases(result, "reducer") == [
         {"started": 23.0, "ready": 23.0, "inputs": 23.75, "computed": 25.75, "written": 26.25, "end": 26.25}]
     assert [c.slot for c in result.calls] == [0, 1, 1]
@@ -94,8 +94,8 @@ def test_warm_pool_worker_merges_the_tree_inline_as_the_hand_computed_schedule()
     # partial finds the group incomplete; it lists again, takes call 1 (no JIT now), and being
     # the writer of the group's last member merges the group into the result.
     assert phases(result, "mapper") == [
-        {"invoked": 3.25, "started": 3.25, "ready": 3.5, "computed": 17.5, "written": 18.0, "end": 18.0},
-        {"invoked": 20.0, "started": 20.0, "ready": 20.25, "computed": 30.25, "written": 30.75, "end": 30.75}]
+        {"invoked": 3.25, "started": 3.25, "ready": 3.5, "jitted": 7.5, "computed": 17.5, "written": 18.0, "end": 18.0},
+        {"invoked": 20.0, "started": 20.0, "ready": 20.25, "jitted": 20.25, "computed": 30.25, "written": 30.75, "end": 30.75}]
     assert phases(result, "reducer") == [
         {"started": 31.25, "ready": 31.25, "inputs": 32.0, "computed": 34.0, "written": 34.5, "end": 34.5}]
     assert {c.slot for c in result.calls} == {0}
@@ -143,6 +143,11 @@ def test_calibration_recovers_the_costs_of_simulated_records():
     assert calibration.costs.pool
     assert calibration.costs.slots == 3
     assert calibration.costs.jit == pytest.approx(1.5, rel=0.01)
+    # Records without the calls' own JIT phase (older ones): the fit tells it from the work.
+    for record in records:
+        for call in record.functions:
+            call.phases.pop("jitted", None)
+    assert simulate.calibrate(records).costs.jit == pytest.approx(1.5, rel=0.01)
     assert calibration.workload.work == pytest.approx(48.0, rel=0.01)
     assert calibration.workload.partial_bytes == 50_000
     assert calibration.costs.merge_per_partial == pytest.approx(0.02, rel=0.01)

@@ -40,12 +40,19 @@ def test_every_call_of_a_job_is_recorded_with_ordered_phases(request, dimuon_fil
     for call in record.functions:
         order = [call.phases[p] for p in timeline.PHASES if p in call.phases]
         assert order == sorted(order), call
-        assert {"started", "ready", "computed"} <= set(call.phases), call
+        assert {"started", "ready", "computed", "uploaded"} <= set(call.phases), call
+        if call.role == "mapper":
+            assert "imported" in call.phases, call
+            # ROOT's log told when its loop began, finished its JIT and ended; DistRDF builds no
+            # RDataFrame (so runs no loop) for a range without entries, as its clusters may leave one.
+            loop = {"loop_started", "jitted", "loop_ended"} & set(call.phases)
+            assert loop in (set(), {"loop_started", "jitted", "loop_ended"}), call
         # File-triggered calls know the storage event that started them.
         assert "invoked" in call.phases
         assert call.cpu_seconds > 0
         assert call.peak_rss > 10_000_000
     mappers = [f for f in record.functions if f.role == "mapper"]
+    assert sum("loop_started" in f.phases for f in mappers) >= 3
     assert sorted(f.task.rsplit("/", 1)[-1] for f in mappers) == [f"{i:06d}_{i + 1:06d}.root" for i in range(4)]
     merged = [f for f in record.functions if f.role != "mapper"]
     assert all(f.bytes_read > 0 for f in merged)  # they downloaded their inputs
@@ -56,10 +63,12 @@ def test_every_call_of_a_job_is_recorded_with_ordered_phases(request, dimuon_fil
 
 def test_report_prints_the_breakdown_and_draws_lanes(records, tmp_path, capsys):
     def call(role, worker, start, took):
+        phases = {"invoked": start, "started": start + 0.5, "ready": start + 1.0, "computed": start + took,
+                  "uploaded": start + took + 0.1}
+        if role == "mapper":
+            phases["jitted"] = start + 1.5
         return timeline.CallRecord(role=role, worker=worker, task=f"t/{role}{start}", cpu_seconds=took,
-                                   peak_rss=200_000_000, bytes_read=1_000_000, bytes_written=0,
-                                   phases={"invoked": start, "started": start + 0.5, "ready": start + 1.0,
-                                           "computed": start + took})
+                                   peak_rss=200_000_000, bytes_read=1_000_000, bytes_written=0, phases=phases)
     # Two slots: the third mapper starts when the first ends, and the merge after the last.
     calls = [call("mapper", "a", 100.0, 3.0), call("mapper", "b", 100.2, 3.0), call("mapper", "c", 103.1, 2.0),
              call("reducer", "d", 105.5, 1.5)]
@@ -74,7 +83,8 @@ def test_report_prints_the_breakdown_and_draws_lanes(records, tmp_path, capsys):
     assert cli.main(["report", record.job, "--price", "0.5", "--out", str(png)]) == 0
     out = capsys.readouterr().out
     assert "wall time 7.30 s: mapping 5.30 s, tail (last mapper -> result) 2.00 s" in out
-    assert "mapper       3    0.50s     0.50s    1.67s     8.0" in out
+    # Means per call: waiting, start-up, JIT, compute (after the JIT), upload; then CPU seconds.
+    assert "mapper       3    0.50s     0.50s   0.50s    1.17s   0.10s     8.0" in out
     assert "CPU: 9.5 core-seconds; cost at 0.5 per core-second: 4.750000" in out
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads(path.read_text())["job"] == record.job
@@ -97,3 +107,18 @@ def test_a_process_knows_when_it_started_to_the_tick():
     code = "import time; from distrdf_oscar import timeline; print(time.time() - timeline.process_start())"
     since = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
     assert 0.0 <= since < 0.6  # the interpreter's start and the package's import, nothing more
+
+
+def test_event_loop_phases_come_from_roots_log_and_stay_out_of_the_output(capfd):
+    from distrdf_oscar.functions import event_loops
+
+    event_loops.watch(ROOT)
+    event_loops.forget()
+    recorder = timeline.Recorder("mapper", "this process")
+    df = ROOT.RDataFrame(1000).Define("x", "rdfentry_ * 0.5").Filter("x > 10")  # jitted: a JIT phase
+    assert df.Sum("x").GetValue() == 0.5 * (sum(range(1000)) - sum(range(21)))
+    event_loops.mark(recorder)
+    phases = recorder.phases
+    assert phases["started"] < phases["loop_started"] < phases["jitted"] <= phases["loop_ended"]
+    # The channel was raised to Info for this; its messages do not reach the output.
+    assert "event loop" not in capfd.readouterr().err

@@ -1,4 +1,5 @@
-// Python module distrdf_oscar._core: the native n-way merge.
+// Python module distrdf_oscar._core: the native n-way merge, and the event loops' phases.
+#include "distrdf_oscar/event_loops.hpp"
 #include "distrdf_oscar/merge.hpp"
 
 #include <pybind11/functional.h>
@@ -138,4 +139,10 @@ the partial output is removed. The GIL is released while merging.)doc");
          py::arg("update"), py::arg("title") = "", py::arg("compression") = -1,
          "Write each (key, text) of ``texts`` as a TObjString in ``directory`` of a ROOT file (made if missing), "
          "updating the file or creating it anew.");
+   m.def("watch_event_loops", &dro::watch_event_loops, py::arg("shown"),
+         "Record, from ROOT's log, when RDataFrame's event loops start, finish their JIT and end (once per "
+         "process; later calls do nothing). RDataFrame messages above level ``shown`` are not passed on.");
+   m.def("take_event_loop_marks", &dro::take_event_loop_marks,
+         "The (phase, epoch seconds) marks recorded since the last call, oldest first; phase is 'loop_started', "
+         "'jitted' or 'loop_ended'.");
 }

@@ -55,3 +55,11 @@ def write_texts(path: str, directory: str, texts: dict[str, str], *, update: boo
                 compression: int = -1) -> None:
     """Write each (key, text) of ``texts`` as a TObjString in ``directory`` of a ROOT file (made if
     missing), updating the file or creating it anew."""
+
+def watch_event_loops(shown: int) -> None:
+    """Record, from ROOT's log, when RDataFrame's event loops start, finish their JIT and end (once
+    per process; later calls do nothing). RDataFrame messages above level ``shown`` are not passed on."""
+
+def take_event_loop_marks() -> list[tuple[str, float]]:
+    """The (phase, epoch seconds) marks recorded since the last call, oldest first; phase is
+    "loop_started", "jitted" or "loop_ended"."""

@@ -2,8 +2,8 @@
 
 The breakdown splits the wall time the client saw into mapping (until the last mapper's partial
 appeared) and the tail (until the result appeared), and sums each role's calls: their start-up
-(event to process, process to ready: pod, imports, payload), their compute and CPU seconds, and
-a cost from a price per core-second. The Gantt chart has one lane per function slot (calls that
+(event to process, process to ready: pod, imports, payload), the graph's JIT, their compute,
+upload and CPU seconds, and a cost from a price per core-second. The Gantt chart has one lane per function slot (calls that
 never overlap share a lane), each call drawn phase by phase.
 """
 
@@ -21,9 +21,14 @@ DEFAULT_PRICE = 0.000011
 
 # Each phase of a call, drawn as the segment from the previous mark to this one.
 SEGMENTS = (("started", "waiting (event to process)", "#bbbbbb"),
-            ("ready", "start-up (imports, payload)", "#f0a030"),
+            ("imported", "imports (ROOT's start)", "#f0a030"),
+            ("ready", "trigger, payload", "#f6cf8c"),
             ("inputs", "downloading inputs", "#7fb3e0"),
-            ("computed", "computing or merging", None))  # colour by role
+            ("loop_started", "building the graph", "#9fd3c7"),
+            ("jitted", "JIT", "#e9724c"),
+            ("loop_ended", "event loop", None),  # colour by role
+            ("computed", "computing or merging", None),
+            ("uploaded", "uploading", "#4d4d4d"))
 ROLE_COLOURS = {"mapper": "#2a9d4a", "reducer": "#7b4fbf", "batch": "#c0399b"}
 
 
@@ -48,10 +53,24 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else 0.0
 
 
+def _span(call: CallRecord, end: str, *starts: str) -> float | None:
+    """Seconds from the first of ``starts`` the call marked to ``end``; None without ``end``."""
+    if end not in call.phases:
+        return None
+    begin = next((call.phases[p] for p in starts if p in call.phases), call.phases["started"])
+    return call.phases[end] - begin
+
+
+def _mean_of(calls: list[CallRecord], end: str, *starts: str) -> float:
+    return _mean([d for c in calls if (d := _span(c, end, *starts)) is not None])
+
+
 def role_costs(record: JobRecord) -> dict[str, dict[str, float]]:
-    """Per role: calls, the mean seconds of each fixed cost (waiting: event to process; start-up:
-    process to ready, i.e. pod, imports, payload) and of the compute, and the totals of CPU
-    seconds, bytes read and the peak RSS."""
+    """Per role: calls, the mean seconds of each part of a call (waiting: event to process;
+    start-up: process to ready, i.e. pod, imports, payload; jit: ready to the end of the first
+    loop's JIT, building the graph included; compute: the rest until the partial is on local
+    disk; upload: until its object was written) and the totals of CPU seconds, bytes read and the
+    peak RSS."""
     out = {}
     for role in ("mapper", "reducer", "batch"):
         calls = [f for f in record.functions if f.role == role]
@@ -59,9 +78,10 @@ def role_costs(record: JobRecord) -> dict[str, dict[str, float]]:
             out[role] = {
                 "calls": len(calls),
                 "waiting": _mean([f.phases["started"] - f.phases["invoked"] for f in calls if "invoked" in f.phases]),
-                "startup": _mean([f.phases["ready"] - f.phases["started"] for f in calls if "ready" in f.phases]),
-                "compute": _mean([f.phases["computed"] - f.phases.get("inputs", f.phases.get("ready", f.phases["started"]))
-                                  for f in calls if "computed" in f.phases]),
+                "startup": _mean_of(calls, "ready", "started"),
+                "jit": _mean_of(calls, "jitted", "ready"),
+                "compute": _mean_of(calls, "computed", "jitted", "inputs", "ready"),
+                "upload": _mean_of(calls, "uploaded", "computed"),
                 "cpu_seconds": sum(f.cpu_seconds for f in calls),
                 "bytes_read": sum(f.bytes_read for f in calls),
                 "peak_rss": max(f.peak_rss for f in calls),
@@ -76,14 +96,15 @@ def summary(record: JobRecord, price: float = DEFAULT_PRICE) -> str:
     lines = [(f"job {record.job}: {record.mode} reduction, {record.npartitions} partitions in {record.calls} mapper "
              f"call(s){', warm pool' if record.pool else ''}"),
              f"  wall time {wall:.2f} s: mapping {mapping:.2f} s, tail (last mapper -> result) {wall - mapping:.2f} s",
-             (f"  {'role':<8} {'calls':>5} {'waiting':>8} {'start-up':>9} {'compute':>8} {'CPU s':>7} "
-             f"{'read MB':>8} {'peak RSS MB':>11}")]
+             (f"  {'role':<8} {'calls':>5} {'waiting':>8} {'start-up':>9} {'JIT':>7} {'compute':>8} {'upload':>7} "
+              f"{'CPU s':>7} {'read MB':>8} {'peak RSS MB':>11}")]
     costs = role_costs(record)
     for role, c in costs.items():
-        lines.append(f"  {role:<8} {c['calls']:>5.0f} {c['waiting']:>7.2f}s {c['startup']:>8.2f}s {c['compute']:>7.2f}s "
-                     f"{c['cpu_seconds']:>7.1f} {c['bytes_read'] / 1e6:>8.1f} {c['peak_rss'] / 1e6:>11.0f}")
+        lines.append(f"  {role:<8} {c['calls']:>5.0f} {c['waiting']:>7.2f}s {c['startup']:>8.2f}s {c['jit']:>6.2f}s "
+                     f"{c['compute']:>7.2f}s {c['upload']:>6.2f}s {c['cpu_seconds']:>7.1f} {c['bytes_read'] / 1e6:>8.1f} "
+                     f"{c['peak_rss'] / 1e6:>11.0f}")
     total_cpu = sum(c["cpu_seconds"] for c in costs.values())
-    lines.append("  (waiting, start-up and compute are means per call; CPU seconds are totals)")
+    lines.append("  (waiting to upload are means per call, JIT counting the graph's building; CPU seconds are totals)")
     lines.append(f"  CPU: {total_cpu:.1f} core-seconds; cost at {price:g} per core-second: {total_cpu * price:.6f}")
     return "\n".join(lines)
 
@@ -129,7 +150,7 @@ def gantt(record: JobRecord, path: str) -> str:
         if key in record.client:
             ax.axvline(record.client[key] - origin, color=colour, linestyle="--", linewidth=1)
     legend = [Patch(color=c, label=label) for _, label, c in SEGMENTS if c]
-    legend += [Patch(color=c, label=f"{role}: computing or merging") for role, c in ROLE_COLOURS.items()
+    legend += [Patch(color=c, label=f"{role}: event loop, computing or merging") for role, c in ROLE_COLOURS.items()
                if any(f.role == role for f in record.functions)]
     fig.legend(handles=legend, loc="lower center", ncol=3, fontsize=8, frameon=False)
     ax.set_yticks(range(len(packed)), [f"slot {i}" for i in range(len(packed))], fontsize=7 if len(packed) > 20 else 9)

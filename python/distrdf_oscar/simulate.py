@@ -380,7 +380,8 @@ class _Job:
     def mapper(self, call: SimCall, index: int) -> None:
         p = call.phases
         p["ready"] = self.now + self.c.mapper_start
-        p["computed"] = p["ready"] + self.c.jit + self.compute[index]
+        p["jitted"] = p["ready"] + self.c.jit
+        p["computed"] = p["jitted"] + self.compute[index]
         key = self.mapper_key(index)
         if not (self.tree and self.inline) or key == _RESULT:
             self.finish(call, key, p["computed"] + self.upload())
@@ -567,9 +568,9 @@ class _Job:
             self.calls.append(call)
             p = call.phases
             p["ready"] = claimed + self.c.get  # the payload
-            jit = self.c.jit if worker not in self.jitted else 0.0
+            p["jitted"] = p["ready"] + (self.c.jit if worker not in self.jitted else 0.0)
             self.jitted.add(worker)
-            p["computed"] = p["ready"] + jit + self.compute[index]
+            p["computed"] = p["jitted"] + self.compute[index]
             p["written"] = p["end"] = p["computed"] + self.upload()
             key = self.mapper_key(index)
             self.at(p["written"], self.write, key)
@@ -702,12 +703,16 @@ def _merge_inputs(record: JobRecord, call: CallRecord, partial_bytes: float | No
     return None
 
 
-def _fit_compute(jobs: list[list[tuple[float, float, float]]], default_jit: float) -> tuple[float, list[float]]:
+def _fit_compute(jobs: list[list[tuple[float, float, float]]], default_jit: float,
+                 measured_jit: float | None = None) -> tuple[float, list[float]]:
     """The JIT and each job's serial work from its mapper calls' rows (first graph in the process
     0/1, share of the dataset, compute seconds): least squares of compute = jit * first + work_j *
-    share, each job its own work. If no job's rows can tell the JIT from the work (every call cold
-    and of the same share), the JIT is the smaller of ``default_jit`` and the fastest call; if the
-    first calls are not slower beyond the noise (a pool whose workers ran the graph before), none."""
+    share, each job its own work. A ``measured_jit`` (the calls' own JIT phases) is taken as it
+    is. If no job's rows can tell the JIT from the work (every call cold and of the same share),
+    the JIT is the smaller of ``default_jit`` and the fastest call; if the first calls are not
+    slower beyond the noise (a pool whose workers ran the graph before), none."""
+    if measured_jit is not None:
+        return measured_jit, _works(jobs, measured_jit)
     num = den = 0.0
     partialled = []
     for rows in jobs:
@@ -727,9 +732,12 @@ def _fit_compute(jobs: list[list[tuple[float, float, float]]], default_jit: floa
         jit = jit if jit > 2 * error else 0.0
     else:
         jit = min([default_jit] + [y for rows in jobs for _, _, y in rows])
-    works = [max(1e-6, sum(v * (y - u * jit) for u, v, y in rows) / max(1e-12, sum(v * v for _, v, _ in rows)))
-             for rows in jobs]
-    return jit, works
+    return jit, _works(jobs, jit)
+
+
+def _works(jobs: list[list[tuple[float, float, float]]], jit: float) -> list[float]:
+    return [max(1e-6, sum(v * (y - u * jit) for u, v, y in rows) / max(1e-12, sum(v * v for _, v, _ in rows)))
+            for rows in jobs]
 
 
 def calibrate(records: Iterable[JobRecord | str], base: PlatformCosts | None = None,
@@ -805,6 +813,7 @@ def calibrate(records: Iterable[JobRecord | str], base: PlatformCosts | None = N
 
     # Compute: jit * (first graph in the process) + the job's work * (its share of the dataset).
     jobs, modes = [], []
+    graph_jit: dict[float, list[float]] = {1.0: [], 0.0: []}  # measured ready -> jitted, by first graph or not
     for r in loaded:
         rows = []
         seen_workers: set[str] = set()
@@ -817,10 +826,16 @@ def calibrate(records: Iterable[JobRecord | str], base: PlatformCosts | None = N
             seen_workers.add(c.worker)
             share = (interval[1] - interval[0]) / r.npartitions
             rows.append((first, share, c.phases["computed"] - c.phases.get("ready", c.phases["started"])))
+            if "jitted" in c.phases and "ready" in c.phases:
+                graph_jit[first].append(c.phases["jitted"] - c.phases["ready"])
         if rows:
             jobs.append(rows)
             modes.append(r.mode)
-    jit, works = _fit_compute(jobs, base.jit)
+    # The calls' own JIT phases (graph built and jitted), less what a process that ran the graph
+    # before still spends there, when the records have them.
+    measured_jit = (max(0.0, statistics.median(graph_jit[1.0]) - _median(graph_jit[0.0], 0.0))
+                    if graph_jit[1.0] else None)
+    jit, works = _fit_compute(jobs, base.jit, measured_jit)
     costs["jit"] = jit
     # How uneven a job's mapper calls are: the spread of their compute around the fit's (calls of
     # a tenth of a second or less are all overhead, and left out).

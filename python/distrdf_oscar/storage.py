@@ -319,9 +319,15 @@ class Storage:
     def list(self, prefix: str, start_after: str | None = None) -> list[str]:
         """Keys under ``prefix`` in key order; with ``start_after``, only the keys after it (S3
         lists from there, so a caller that knows what it has seen pays only for the rest)."""
+        return [key for key, _ in self.list_modified(prefix, start_after)]
+
+    def list_modified(self, prefix: str, start_after: str | None = None) -> builtins.list[tuple[str, float]]:
+        """As :meth:`list`, each key with its last-modified time (epoch seconds, the server's
+        clock: when its upload ended; MinIO's listings give milliseconds)."""
         try:
-            return [o.object_name for o in self.client.list_objects(self.bucket_of(prefix), prefix=prefix,
-                                                                     recursive=True, start_after=start_after)]
+            return [(o.object_name, o.last_modified.timestamp())
+                    for o in self.client.list_objects(self.bucket_of(prefix), prefix=prefix, recursive=True,
+                                                      start_after=start_after)]
         except Exception as exc:
             raise self._fail("listing", prefix, exc) from exc
 
@@ -331,11 +337,7 @@ class Storage:
 
     def modified(self, prefix: str) -> dict[str, float]:
         """Keys under ``prefix`` with their last-modified time (epoch seconds, server clock)."""
-        try:
-            return {o.object_name: o.last_modified.timestamp()
-                    for o in self.client.list_objects(self.bucket_of(prefix), prefix=prefix, recursive=True)}
-        except Exception as exc:
-            raise self._fail("listing", prefix, exc) from exc
+        return dict(self.list_modified(prefix))
 
     def delete(self, keys: builtins.list[str]) -> None:
         from minio.deleteobjects import DeleteObject
@@ -372,6 +374,7 @@ class Arrivals:
         self._expected = sorted({key for key in expected if key.startswith(prefix)})
         self._wanted = set(self._expected)
         self.found: set[str] = set()
+        self.uploaded: dict[str, float] = {}  # found key -> when its upload ended (the listing's time)
         self._seen_run = 0  # expected[:seen_run] are all found
 
     @property
@@ -383,9 +386,10 @@ class Arrivals:
         if self.complete:
             return []
         after = self._expected[self._seen_run - 1] if self._seen_run else None
-        new = [k for k in self._storage.list(self._prefix, start_after=after)
-               if k in self._wanted and k not in self.found]
+        listed = dict(self._storage.list_modified(self._prefix, start_after=after))
+        new = [k for k in listed if k in self._wanted and k not in self.found]
         self.found.update(new)
+        self.uploaded.update((k, listed[k]) for k in new)
         while self._seen_run < len(self._expected) and self._expected[self._seen_run] in self.found:
             self._seen_run += 1
         return new

@@ -11,11 +11,18 @@ Phases, in order (epoch seconds; a call marks those that apply to it):
 - ``invoked``: the storage event that started the call (MinIO's event time), the claim of a
   pool's call, or (an inline merge) the moment its writer found the group complete;
 - ``started``: the call's process started (a pool's or warm worker's: the call began);
-- ``ready``: imports done, trigger and payload read;
+- ``imported``: a mapper's imports done, ROOT's interpreter started;
+- ``ready``: trigger and payload read (a mapper: the user's files and libraries too);
 - ``inputs``: a merge's inputs downloaded;
-- ``computed``: DistRDF's mapper ran every range (graph, JIT and event loop: ROOT does not
-  tell them apart), or the n-way merge ended;
-The partial's upload ends when its object appears, which the client or the next call sees.
+- ``loop_started``: DistRDF built the first range's graph and ROOT's event loop began;
+- ``jitted``: that loop's just-in-time compilation ended (ROOT's log says when:
+  ``functions/event_loops.py``);
+- ``loop_ended``: the last range's event loop ended;
+- ``computed``: the mapper's results were converted and its partial written to local disk, or
+  the n-way merge ended;
+- ``uploaded``: the partial's object was written: its last-modified time, which the client
+  reads in the listings it already makes (the object store's clock; milliseconds with MinIO).
+  A call's record travels inside the object it uploads, so it cannot carry this itself.
 """
 
 from __future__ import annotations
@@ -29,7 +36,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-PHASES = ("invoked", "started", "ready", "inputs", "computed")
+PHASES = ("invoked", "started", "imported", "ready", "inputs", "loop_started", "jitted", "loop_ended", "computed",
+          "uploaded")
 RECORDS_VARIABLE = "DISTRDF_OSCAR_RECORDS"  # where job records go (default: records_dir())
 
 
@@ -68,9 +76,12 @@ class Recorder:
         self.phases["started"] = started if started is not None else time.time()
 
     def mark(self, phase: str) -> None:
+        self.set(phase, time.time())
+
+    def set(self, phase: str, when: float) -> None:
         if phase not in PHASES:
             raise ValueError(f"unknown phase {phase!r}")
-        self.phases[phase] = time.time()
+        self.phases[phase] = when
 
     def record(self, task: str) -> dict[str, Any]:
         """The call's record for the partial it writes (``task``: that partial's key); what the call

@@ -10,7 +10,7 @@ import os
 from .. import datasets, layout, partial
 from ..messages import MapperTrigger
 from ..plan import JobPlan, TreePlan, plan_from_json
-from . import context, tree_reducer
+from . import context, event_loops, tree_reducer
 
 
 @functools.lru_cache(maxsize=8)
@@ -136,17 +136,21 @@ def run(ctx: context.FunctionContext, trigger: MapperTrigger) -> None:
     if trigger.claim and not ctx.storage.put_if_absent(trigger.claim, ctx.worker.encode()):
         return  # a pool job's call, taken by a pool worker (or by the other copy of its overflow)
     recorder = ctx.recorder("mapper")
+    import ROOT
+
+    event_loops.watch(ROOT)
+    recorder.mark("imported")
     payload = _payload(ctx.storage, trigger.payload)
     _distribute(ctx.storage, keys, payload)
     mapper = payload["mapper"]
-    import ROOT
-
     datasets.read_urls_remotely(ROOT)
+    event_loops.forget()
     recorder.mark("ready")
     # A call of several ranges pays its fixed cost once and hands on one partial for them all.
     paths = [_map_range(ctx, keys, mapper, cloudpickle.loads(base64.b64decode(encoded)), trigger.range_id + offset)
              for offset, encoded in enumerate((trigger.range, *trigger.more))]
     recorder.mark("computed")
+    event_loops.mark(recorder)
     record = recorder.record(trigger.output)
     path = paths[0]
     if len(paths) > 1:

@@ -6,7 +6,6 @@ import contextlib
 import ctypes
 import logging
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -33,14 +32,9 @@ def _die_with_parent() -> None:
 
 
 def _server_command(port: int) -> list[str]:
-    # Prefer the console script of the interpreter's own environment, so the
-    # server is the moto that is installed beside the platform's code.
-    exe = os.path.join(os.path.dirname(sys.executable), "moto_server")
-    if not os.access(exe, os.X_OK):
-        exe = shutil.which("moto_server") or ""
-    if exe:
-        return [exe, "-H", "127.0.0.1", "-p", str(port)]
-    return [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    # moto, installed beside the platform's code, answering as MinIO does (moto_as_minio.py).
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "moto_as_minio.py")
+    return [sys.executable, script, "-H", "127.0.0.1", "-p", str(port)]
 
 
 class S3Server:
