@@ -106,23 +106,23 @@ def test_arrivals_list_only_past_the_run_already_seen(platform):
     s = storage(platform)
     expected = [f"arrive/{i:03d}" for i in range(6)]
     listed: list[list[str]] = []
-    real_list = s.list_modified
+    real_list = s.listing
 
-    def list_modified(prefix, start_after=None):
+    def listing(prefix, start_after=None):
         answer = real_list(prefix, start_after)
-        listed.append([key for key, _ in answer])
+        listed.append([entry.key for entry in answer])
         return answer
 
-    s.list_modified = list_modified
+    s.listing = listing
     watch = s.arrivals("arrive/", expected)
     before = time.time()
     for key in ("arrive/001", "arrive/000", "arrive/004", "arrive/unexpected"):
         s.put_bytes(key, b"x")
     assert watch.poll() == ["arrive/000", "arrive/001", "arrive/004"]
     # When each upload ended, to the millisecond (as MinIO's listings give it; moto's alone would not).
-    assert set(watch.uploaded) == {"arrive/000", "arrive/001", "arrive/004"}
-    assert all(before - 0.001 <= t <= time.time() for t in watch.uploaded.values())
-    assert any(t != int(t) for t in watch.uploaded.values())
+    assert set(watch.objects) == {"arrive/000", "arrive/001", "arrive/004"}
+    assert all(before - 0.001 <= o.modified <= time.time() and o.size == 1 for o in watch.objects.values())
+    assert any(o.modified != int(o.modified) for o in watch.objects.values())
     s.put_bytes("arrive/002", b"x")
     assert watch.poll() == ["arrive/002"]
     # The second listing started after 001, the end of the run of keys seen in order.

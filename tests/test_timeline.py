@@ -56,6 +56,7 @@ def test_every_call_of_a_job_is_recorded_with_ordered_phases(request, dimuon_fil
     assert sorted(f.task.rsplit("/", 1)[-1] for f in mappers) == [f"{i:06d}_{i + 1:06d}.root" for i in range(4)]
     merged = [f for f in record.functions if f.role != "mapper"]
     assert all(f.bytes_read > 0 for f in merged)  # they downloaded their inputs
+    assert all(f.bytes_written > 1000 for f in record.functions)  # their partials, from the listings
     client = record.client
     assert client["submitted"] <= client["last_mapper"] <= client["result_seen"]
     assert max(f.phases["computed"] for f in record.functions) <= client["result_seen"]
@@ -68,7 +69,7 @@ def test_report_prints_the_breakdown_and_draws_lanes(records, tmp_path, capsys):
         if role == "mapper":
             phases["jitted"] = start + 1.5
         return timeline.CallRecord(role=role, worker=worker, task=f"t/{role}{start}", cpu_seconds=took,
-                                   peak_rss=200_000_000, bytes_read=1_000_000, bytes_written=0, phases=phases)
+                                   peak_rss=200_000_000, bytes_read=1_000_000, bytes_written=2_500_000, phases=phases)
     # Two slots: the third mapper starts when the first ends, and the merge after the last.
     calls = [call("mapper", "a", 100.0, 3.0), call("mapper", "b", 100.2, 3.0), call("mapper", "c", 103.1, 2.0),
              call("reducer", "d", 105.5, 1.5)]
@@ -84,7 +85,7 @@ def test_report_prints_the_breakdown_and_draws_lanes(records, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "wall time 7.30 s: mapping 5.30 s, tail (last mapper -> result) 2.00 s" in out
     # Means per call: waiting, start-up, JIT, compute (after the JIT), upload; then CPU seconds.
-    assert "mapper       3    0.50s     0.50s   0.50s    1.17s   0.10s     8.0" in out
+    assert "mapper       3    0.50s     0.50s   0.50s    1.17s   0.10s     8.0      3.0        7.5         200" in out
     assert "CPU: 9.5 core-seconds; cost at 0.5 per core-second: 4.750000" in out
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads(path.read_text())["job"] == record.job

@@ -23,7 +23,7 @@ from . import layout, leases, partial, plan, snapshots, timeline
 from .messages import ErrorMarker, Manifest, MapperTrigger
 from .recovery import JobRemoved, RemoteError, RetryPolicy, Tracker
 from .signing import SignatureError
-from .storage import Arrivals, Storage, StorageError
+from .storage import Arrivals, Listed, Storage, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ class Job:
         self.tracker: Tracker | None = None  # what the job expected, and what it retried
         self.functions: dict[str, list[str]] = {}  # role -> OSCAR jobs that served this job
         self.record: timeline.JobRecord | None = None  # once the result is in: where the time went
-        self._uploaded: dict[str, float] = {}  # key -> when its upload ended, for the watched outputs
+        self._outputs: dict[str, Listed] = {}  # the job's outputs as the client's listings showed them
         self.lease = leases.Holder(storage, self.keys, ttl=options.lease_ttl)
         self.pool = False  # whether a warm pool was offered the mapper calls
         # pool jobs: range interval -> body of each call offered to the pool, not yet overflowed
@@ -233,7 +233,7 @@ class Job:
                         on_partial(self.fetch_partial(key, rows=False))
                 if tracker.done:
                     bar.update(bar.total - bar.n)
-                    self._uploaded = {key: t for watch in watches for key, t in watch.uploaded.items()}
+                    self._outputs = {key: entry for watch in watches for key, entry in watch.objects.items()}
                     return
                 bar.update(min(mappers, calls) + min(reductions, steps) - bar.n)
                 bar.set_postfix_str(f"mappers {mappers}/{calls}, reductions {reductions}/{steps}")
@@ -262,9 +262,10 @@ class Job:
     def _keep_record(self, job_plan: plan.JobPlan, meta: partial.PartialMeta) -> None:
         """The job record (timeline.py): the client's observations and every call's phases."""
         functions = [timeline.CallRecord(**f) for f in meta.functions]
-        for call in functions:  # its upload ended when its object was written, as the listings say
-            if call.task in self._uploaded:
-                call.phases["uploaded"] = self._uploaded[call.task]
+        for call in functions:  # the partial each call wrote, which its own record travels in
+            if call.task in self._outputs:
+                call.phases["uploaded"] = self._outputs[call.task].modified
+                call.bytes_written += self._outputs[call.task].size
         self.record = timeline.JobRecord(
             job=self.job_id, mode=job_plan.mode, npartitions=job_plan.npartitions, calls=len(job_plan.tasks),
             pool=self.pool, client=dict(self.timeline), functions=functions)

@@ -69,8 +69,8 @@ def role_costs(record: JobRecord) -> dict[str, dict[str, float]]:
     """Per role: calls, the mean seconds of each part of a call (waiting: event to process;
     start-up: process to ready, i.e. pod, imports, payload; jit: ready to the end of the first
     loop's JIT, building the graph included; compute: the rest until the partial is on local
-    disk; upload: until its object was written) and the totals of CPU seconds, bytes read and the
-    peak RSS."""
+    disk; upload: until its object was written) and the totals of CPU seconds, bytes read and
+    written, and the peak RSS."""
     out = {}
     for role in ("mapper", "reducer", "batch"):
         calls = [f for f in record.functions if f.role == role]
@@ -84,6 +84,7 @@ def role_costs(record: JobRecord) -> dict[str, dict[str, float]]:
                 "upload": _mean_of(calls, "uploaded", "computed"),
                 "cpu_seconds": sum(f.cpu_seconds for f in calls),
                 "bytes_read": sum(f.bytes_read for f in calls),
+                "bytes_written": sum(f.bytes_written for f in calls),
                 "peak_rss": max(f.peak_rss for f in calls),
             }
     return out
@@ -97,12 +98,12 @@ def summary(record: JobRecord, price: float = DEFAULT_PRICE) -> str:
              f"call(s){', warm pool' if record.pool else ''}"),
              f"  wall time {wall:.2f} s: mapping {mapping:.2f} s, tail (last mapper -> result) {wall - mapping:.2f} s",
              (f"  {'role':<8} {'calls':>5} {'waiting':>8} {'start-up':>9} {'JIT':>7} {'compute':>8} {'upload':>7} "
-              f"{'CPU s':>7} {'read MB':>8} {'peak RSS MB':>11}")]
+              f"{'CPU s':>7} {'read MB':>8} {'written MB':>10} {'peak RSS MB':>11}")]
     costs = role_costs(record)
     for role, c in costs.items():
         lines.append(f"  {role:<8} {c['calls']:>5.0f} {c['waiting']:>7.2f}s {c['startup']:>8.2f}s {c['jit']:>6.2f}s "
                      f"{c['compute']:>7.2f}s {c['upload']:>6.2f}s {c['cpu_seconds']:>7.1f} {c['bytes_read'] / 1e6:>8.1f} "
-                     f"{c['peak_rss'] / 1e6:>11.0f}")
+                     f"{c['bytes_written'] / 1e6:>10.1f} {c['peak_rss'] / 1e6:>11.0f}")
     total_cpu = sum(c["cpu_seconds"] for c in costs.values())
     lines.append("  (waiting to upload are means per call, JIT counting the graph's building; CPU seconds are totals)")
     lines.append(f"  CPU: {total_cpu:.1f} core-seconds; cost at {price:g} per core-second: {total_cpu * price:.6f}")

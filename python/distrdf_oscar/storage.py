@@ -9,12 +9,21 @@ import io
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import urlparse
 
 from . import layout
 from .signing import METADATA, Signer
 
 Metadata = dict[str, str | list[str] | tuple[str]]  # minio-py's type of user metadata and headers
+
+
+class Listed(NamedTuple):
+    """An object as a listing shows it."""
+
+    key: str
+    modified: float  # epoch seconds, the server's clock: when its upload ended (MinIO: to the millisecond)
+    size: int
 
 
 class StorageError(RuntimeError):
@@ -319,13 +328,12 @@ class Storage:
     def list(self, prefix: str, start_after: str | None = None) -> list[str]:
         """Keys under ``prefix`` in key order; with ``start_after``, only the keys after it (S3
         lists from there, so a caller that knows what it has seen pays only for the rest)."""
-        return [key for key, _ in self.list_modified(prefix, start_after)]
+        return [entry.key for entry in self.listing(prefix, start_after)]
 
-    def list_modified(self, prefix: str, start_after: str | None = None) -> builtins.list[tuple[str, float]]:
-        """As :meth:`list`, each key with its last-modified time (epoch seconds, the server's
-        clock: when its upload ended; MinIO's listings give milliseconds)."""
+    def listing(self, prefix: str, start_after: str | None = None) -> builtins.list[Listed]:
+        """As :meth:`list`, each key with its object's last-modified time and size."""
         try:
-            return [(o.object_name, o.last_modified.timestamp())
+            return [Listed(o.object_name, o.last_modified.timestamp(), o.size)
                     for o in self.client.list_objects(self.bucket_of(prefix), prefix=prefix, recursive=True,
                                                       start_after=start_after)]
         except Exception as exc:
@@ -337,7 +345,7 @@ class Storage:
 
     def modified(self, prefix: str) -> dict[str, float]:
         """Keys under ``prefix`` with their last-modified time (epoch seconds, server clock)."""
-        return dict(self.list_modified(prefix))
+        return {entry.key: entry.modified for entry in self.listing(prefix)}
 
     def delete(self, keys: builtins.list[str]) -> None:
         from minio.deleteobjects import DeleteObject
@@ -374,7 +382,7 @@ class Arrivals:
         self._expected = sorted({key for key in expected if key.startswith(prefix)})
         self._wanted = set(self._expected)
         self.found: set[str] = set()
-        self.uploaded: dict[str, float] = {}  # found key -> when its upload ended (the listing's time)
+        self.objects: dict[str, Listed] = {}  # each found key as first listed: when its upload ended, its size
         self._seen_run = 0  # expected[:seen_run] are all found
 
     @property
@@ -386,10 +394,10 @@ class Arrivals:
         if self.complete:
             return []
         after = self._expected[self._seen_run - 1] if self._seen_run else None
-        listed = dict(self._storage.list_modified(self._prefix, start_after=after))
+        listed = {entry.key: entry for entry in self._storage.listing(self._prefix, start_after=after)}
         new = [k for k in listed if k in self._wanted and k not in self.found]
         self.found.update(new)
-        self.uploaded.update((k, listed[k]) for k in new)
+        self.objects.update((k, listed[k]) for k in new)
         while self._seen_run < len(self._expected) and self._expected[self._seen_run] in self.found:
             self._seen_run += 1
         return new

@@ -85,7 +85,8 @@ class Recorder:
 
     def record(self, task: str) -> dict[str, Any]:
         """The call's record for the partial it writes (``task``: that partial's key); what the call
-        uploads after this (the partial itself) is not counted in ``bytes_written``."""
+        uploads after this (the partial itself) is not counted in ``bytes_written``: the client
+        adds its size, from the listing that gives its upload's end."""
         read, written = self._counters()
         return asdict(CallRecord(role=self.role, worker=self.worker, task=task, phases=dict(self.phases),
                                  cpu_seconds=round(_cpu_seconds() - self._cpu, 4),
@@ -102,7 +103,7 @@ class CallRecord:
     cpu_seconds: float
     peak_rss: int  # bytes: the process's high-water mark (a long-lived worker's, since it started)
     bytes_read: int  # from object storage, by the call
-    bytes_written: int
+    bytes_written: int  # to object storage: its partial, row files and Snapshot files
 
     @property
     def start(self) -> float:
