@@ -63,9 +63,11 @@ def test_pool_workers_serve_many_calls_and_start_no_oscar_job(pool_cluster, dimu
     # No OSCAR job at all: the mappers, the tree's merges (inline), the coordinator and its batches
     # all ran in the two long-lived workers.
     assert job.functions == {}
-    batches = sum(1 for item in job.tracker.expected if item.kind == "launch")  # coordinated: batch files
-    calls = NPARTITIONS + batches
-    assert wait_for_served(executor, before + calls) == before + calls
+    # Coordinated: the batches taken from the queue, all but the last, which its coordinator merges
+    # (unless a worker that saw it queued claims it first, which counts it as served).
+    launched = sum(1 for item in job.tracker.expected if item.kind == "launch")
+    calls = NPARTITIONS + max(0, launched - 1)
+    assert wait_for_served(executor, before + calls) - before in ((calls, calls + 1) if launched else (calls,))
     assert {w.worker for w in executor.pool_workers()} == workers  # the same processes throughout
 
 

@@ -349,9 +349,10 @@ class CoordinatedPlan(Message):
         return (layout.PARTIALS, layout.BATCHES, layout.QUEUE, layout.RESULTS)
 
     def merged_by_coordinator(self, index: int) -> bool:
-        """The last batch of a file-triggered job: the coordinator, already running, merges it
-        itself (a batch reducer would first pay a pod's start, on the job's critical path)."""
-        return not self.pool and index == len(self.sizes) - 1
+        """The last batch: the coordinator, already running, merges it itself as soon as it is
+        launched (a batch reducer would first pay a pod's start, a pool worker would first finish
+        its call or its idle poll: both on the job's critical path)."""
+        return index == len(self.sizes) - 1
 
     def batch_file(self, index: int) -> str:
         """Where the coordinator defines batch ``index``: the queue (a pool's workers, or the

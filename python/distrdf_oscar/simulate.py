@@ -309,24 +309,20 @@ class _Job:
         if kind in ("m", "b") and self.coordinator_watch is not None:
             self.item_log.append(key)
             self.coordinator_watch.wake()
-        if self.c.pool:
+        if kind == "batchfile" and key[1] == len(self.sizes) - 1 and self.c.coordinator_merges_last:
+            # The coordinator merges the last batch itself, once it has claimed it: no pod, no
+            # start-up, no slot, no wait for a pool worker (plan.CoordinatedPlan.merged_by_coordinator).
+            call = SimCall("batch", f"batch_{key[1]}", None, {"invoked": self.now, "started": self.now + self.c.put})
+            self.calls.append(call)
+            self.at(call.phases["started"], self.batch, call, key[1], False)
+        elif self.c.pool:
             if kind == "batchfile":  # a pool's coordinator queues its batch files
                 self.offer(("batch", key[1]))
-            return
-        if self.tree and not self.inline and kind in ("m", "node"):
+        elif self.tree and not self.inline and kind in ("m", "node"):
             self.invoke("reducer", self.reducer, SimCall("reducer", "", None, {"invoked": self.now}, merged=False),
                         key[1])
         elif kind == "batchfile":
-            index = key[1]
-            call = SimCall("batch", f"batch_{index}", None, {"invoked": self.now})
-            if index == len(self.sizes) - 1 and self.c.coordinator_merges_last:
-                # The coordinator merges the last batch itself, once it has claimed it: no pod, no
-                # start-up, no slot (plan.CoordinatedPlan.merged_by_coordinator).
-                call.phases["started"] = self.now + self.c.put
-                self.calls.append(call)
-                self.at(call.phases["started"], self.batch, call, index, False)
-            else:
-                self.invoke("batch", self.batch, call, index)
+            self.invoke("batch", self.batch, SimCall("batch", f"batch_{key[1]}", None, {"invoked": self.now}), key[1])
         elif kind == "plan":
             self.invoke("coordinator", self.coordinator, SimCall("coordinator", "", None, {"invoked": self.now}),
                         slot=False)

@@ -3,10 +3,10 @@
 An item is a mapper partial or an earlier batch's result, both under the
 job's ``partials/`` folder. Batch ``i`` is launched (by writing its batch
 file, which triggers a batch reducer) as soon as ``plan[i]`` unconsumed items
-exist; the last batch writes the final result. In a file-triggered job the
-coordinator merges that last batch itself (``CoordinatedPlan.merged_by_coordinator``:
-its file goes to the queue, which starts no function), claiming it first; if it dies
-doing so, the client's retry has a batch reducer merge it. The coordinator stops when
+exist; the last batch writes the final result. The coordinator merges that last
+batch itself (``CoordinatedPlan.merged_by_coordinator``: its file goes to the queue,
+which starts no function), claiming it first; if it dies doing so, the client's retry
+has a batch reducer merge it. The coordinator stops when
 every batch is launched (and its own merged), or when the client has ended the job.
 
 A coordinator may run twice (a retry after it was killed, or a straggler):
