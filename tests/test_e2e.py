@@ -296,7 +296,8 @@ def record_live_entries(histogram):
 
 
 def test_live_visualize_draws_partials(prestarted_cluster, dimuon_files):
-    executor = prestarted_cluster.executor(progress=False)
+    # Two ranges per call, pinned: auto's choice follows the session's job records.
+    executor = prestarted_cluster.executor(progress=False, ranges_per_call=2)
     df = ROOT.RDataFrame("Events", dimuon_files, executor=executor, npartitions=4)
     histo = df.Histo1D(("live", "live", 40, 0, 40), "Muon_pt")
     seen = _LIVE_ENTRIES
@@ -366,7 +367,8 @@ def test_bad_analysis_fails_before_any_function_and_leaves_nothing(prestarted_cl
 
 
 def test_missing_input_file_is_reported(prestarted_cluster, dimuon_files, tmp_path):
-    executor = prestarted_cluster.executor(progress=False)
+    # One range per call (auto may batch both ranges into one call, e.g. while a pool is up).
+    executor = prestarted_cluster.executor(progress=False, ranges_per_call=1)
     missing = str(tmp_path / "missing.root")
     # Two files, two ranges: the second range's mapper is the one to open the missing file.
     with pytest.raises(dro.RemoteError, match=rf'(?s)^mapper-000001_000002 of job \S+ failed.*'

@@ -151,6 +151,20 @@ def test_errors_in_user_code_are_not_retried():
         t.on_error("e1", marker(JOB.tree_partial(1, 2), False))
 
 
+def test_transient_error_before_the_task_is_known_leaves_the_work_to_the_overdue_rule():
+    clock = Clock()
+    t = tracker("tree", 2, clock)
+    # A tree reducer that could not read the plan names no output: not fatal when transient...
+    assert t.on_error("e1", marker(None, True)) is None
+    # ...its group is retried once due and its service idle, as after a lost event.
+    t.observe({JOB.tree_partial(0, 1), JOB.tree_partial(1, 2)})
+    clock.now += IDLE_GRACE + 0.1
+    assert fire_all(t, idle=lambda folder, since: True, exists=lambda key: False) != []
+    # A permanent one still fails the job at once.
+    with pytest.raises(RemoteError, match="StorageError: boom"):
+        t.on_error("e2", marker(None, False))
+
+
 def test_error_of_a_copy_whose_task_is_done_is_ignored():
     t = tracker("tree", 2, Clock())
     t.observe({JOB.tree_partial(1, 2)})

@@ -37,8 +37,9 @@ class JobOptions:
     storage_patience: float = 120.0  # seconds of failing storage calls the wait loop rides out
     lease_ttl: float = leases.DEFAULT_TTL  # seconds without renewal after which cleanup may remove the job
     alive_check: float = 1.0  # seconds between checks that the job's objects were not removed
-    # seconds between looks at the batch files, which only the retries' bookkeeping needs (each
-    # look is a LIST the object store serves while the job computes)
+    # seconds between looks at what only the retries' bookkeeping needs: the batch files, the
+    # error markers, a pool's claims (each look is a LIST the object store serves while the job
+    # computes; the mappers' partials and the result are looked for every poll_interval)
     bookkeeping_poll: float = 1.0
     snapshots: str = "download"  # where Snapshot files go: snapshots.MODES
     # seconds a mapper call offered to a warm pool may wait unclaimed before the file-triggered
@@ -89,7 +90,7 @@ class Job:
         # pool jobs: range interval -> body of each call offered to the pool, not yet overflowed
         self._offered: dict[tuple[int, int], bytes] = {}
         self._claimed_at = 0.0  # when a pool worker was last seen claiming one of them (monotonic)
-        self._looked: dict[int, float] = {}  # watch -> when it last listed (monotonic)
+        self._looked: dict[int | str, float] = {}  # watch index or "errors", "claims" -> last listing (monotonic)
 
     @property
     def job_id(self) -> str:
@@ -138,7 +139,7 @@ class Job:
         (the pool is gone, stuck or stopped), hand the unclaimed calls to the file-triggered mapper:
         same body, same claim, so the pool and the mappers still compute each call once."""
         now = time.monotonic()
-        if claims.poll():
+        if self._bookkeeping_due("claims") and claims.poll():
             self._claimed_at = now
         if now - self._claimed_at < self.options.pool_overflow_after:
             return
@@ -173,15 +174,22 @@ class Job:
                               f"unsigned report): {marker.error[:500]}. Check the deployment's "
                               "settings (`distrdf-oscar status`; docs/deploy.md)") from None
 
-    def _poll(self, tracker: Tracker, watches: list[Arrivals], slow: frozenset[int] = frozenset()) -> None:
-        """Look for new objects: the watches in ``slow`` (batch files) every ``bookkeeping_poll``."""
-        self._handle_errors(tracker)
+    def _bookkeeping_due(self, what: int | str) -> bool:
+        """Whether ``what`` was last listed ``bookkeeping_poll`` seconds ago or more (then it is now)."""
         now = time.monotonic()
+        if now - self._looked.get(what, -math.inf) < self.options.bookkeeping_poll:
+            return False
+        self._looked[what] = now
+        return True
+
+    def _poll(self, tracker: Tracker, watches: list[Arrivals], slow: frozenset[int] = frozenset()) -> None:
+        """Look for new objects; the error markers and the watches in ``slow`` (batch files) every
+        ``bookkeeping_poll``."""
+        if self._bookkeeping_due("errors"):
+            self._handle_errors(tracker)
         for index, watch in enumerate(watches):
-            if index in slow and now - self._looked.get(index, -math.inf) < self.options.bookkeeping_poll:
-                continue
-            self._looked[index] = now
-            watch.poll()
+            if index not in slow or self._bookkeeping_due(index):
+                watch.poll()
         tracker.observe(set().union(*(watch.found for watch in watches)))
         if not tracker.done:
             for trigger in tracker.overdue(self.idle, self.storage.exists):

@@ -222,6 +222,12 @@ class Tracker:
         item = next((e for e in self.expected if e.key == marker.output), None)
         if item is not None and item.key in self._present:
             return None  # another copy already produced it
+        if item is None and marker.retryable:
+            # A function that failed before it knew its task (a tree reducer reading the plan):
+            # whatever it left undone becomes overdue and is retried like a lost event.
+            log.warning("job %s: %s failed (%s); its work is retried when overdue", self.keys.job_id,
+                        marker.who, marker.error)
+            return None
         if item is None or not marker.retryable:
             raise remote_error(self.keys.job_id, marker)
         if marker.crash is not None:
