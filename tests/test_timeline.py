@@ -24,7 +24,7 @@ def records(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize(("mode", "reduction", "merges"), [
     ("prestarted", dro.TreeReduction(fan_in=2), {"reducer": 3}),
-    ("cold", dro.CoordinatedReduction([3, 2]), {"batch": 2}),
+    ("cold", dro.CoordinatedReduction([3, 2]), {"batch": 2, "coordinator": 1}),
 ])
 def test_every_call_of_a_job_is_recorded_with_ordered_phases(request, dimuon_files, records, mode, reduction,
                                                              merges):
@@ -37,10 +37,12 @@ def test_every_call_of_a_job_is_recorded_with_ordered_phases(request, dimuon_fil
     assert record == job.record
     roles = {role: sum(1 for f in record.functions if f.role == role) for role in ("mapper", *merges)}
     assert roles == {"mapper": 4, **merges}
+    calls = [f for f in record.functions if f.role != "coordinator"]
     for call in record.functions:
         order = [call.phases[p] for p in timeline.PHASES if p in call.phases]
         assert order == sorted(order), call
-        assert {"started", "ready", "computed", "uploaded"} <= set(call.phases), call
+        # The coordinator uploads no partial: it watched the partials and launched the batches.
+        assert {"started", "ready", "computed"} | ({"uploaded"} if call in calls else set()) <= set(call.phases), call
         if call.role == "mapper":
             assert "imported" in call.phases, call
             # ROOT's log told when its loop began, finished its JIT and ended; DistRDF builds no
@@ -54,9 +56,14 @@ def test_every_call_of_a_job_is_recorded_with_ordered_phases(request, dimuon_fil
     mappers = [f for f in record.functions if f.role == "mapper"]
     assert sum("loop_started" in f.phases for f in mappers) >= 3
     assert sorted(f.task.rsplit("/", 1)[-1] for f in mappers) == [f"{i:06d}_{i + 1:06d}.root" for i in range(4)]
-    merged = [f for f in record.functions if f.role != "mapper"]
+    merged = [f for f in calls if f.role != "mapper"]
     assert all(f.bytes_read > 0 for f in merged)  # they downloaded their inputs
-    assert all(f.bytes_written > 1000 for f in record.functions)  # their partials, from the listings
+    assert all(f.bytes_written > 1000 for f in calls)  # their partials, from the listings
+    for coordinator in (f for f in record.functions if f.role == "coordinator"):
+        # It launched the last batch (then merged it: a batch record starting as it ended).
+        last_merge = max((f for f in merged if f.role == "batch"), key=lambda f: f.phases["started"])
+        assert coordinator.phases["computed"] <= last_merge.phases["started"]
+        assert coordinator.bytes_written > 0  # its batch files
     client = record.client
     assert client["submitted"] <= client["last_mapper"] <= client["result_seen"]
     assert max(f.phases["computed"] for f in record.functions) <= client["result_seen"]
@@ -85,12 +92,25 @@ def test_report_prints_the_breakdown_and_draws_lanes(records, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "wall time 7.30 s: mapping 5.30 s, tail (last mapper -> result) 2.00 s" in out
     # Means per call: waiting, start-up, JIT, compute (after the JIT), upload; then CPU seconds.
-    assert "mapper       3    0.50s     0.50s   0.50s    1.17s   0.10s     8.0      3.0        7.5         200" in out
+    assert "mapper          3    0.50s     0.50s   0.50s    1.17s   0.10s     8.0      3.0        7.5         200" in out
     assert "CPU: 9.5 core-seconds; cost at 0.5 per core-second: 4.750000" in out
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads(path.read_text())["job"] == record.job
     assert cli.main(["report", "j20990101000000-ffffffff", "--no-plot"]) == 2
     assert "no record of job j20990101000000-ffffffff" in capsys.readouterr().err
+
+
+def test_report_shows_the_coordinator_watching(tmp_path):
+    phases = {"invoked": 10.0, "started": 10.5, "ready": 11.0, "computed": 14.0}
+    watching = timeline.CallRecord(role="coordinator", worker="w", task="batches/j/batch_000001.json", phases=phases,
+                                   cpu_seconds=0.3, peak_rss=60_000_000, bytes_read=0, bytes_written=700)
+    record = timeline.JobRecord(job="j20261202000000-0123abcd", mode="coordinated", npartitions=2, calls=2,
+                                pool=False, client={"submitted": 9.9, "last_mapper": 13.9, "result_seen": 14.5},
+                                functions=[watching])
+    costs = report.role_costs(record)["coordinator"]
+    assert (costs["calls"], costs["startup"], costs["compute"], costs["cpu_seconds"]) == (1, 0.5, 3.0, 0.3)
+    assert "  coordinator     1    0.50s" in report.summary(record)
+    assert report.gantt(record, str(tmp_path / "c.png")).endswith("c.png")
 
 
 def test_only_the_newest_records_are_kept(records, monkeypatch):

@@ -331,7 +331,7 @@ def _merged_meta(metas: list[PartialMeta], paths: Sequence[str]) -> PartialMeta:
 
 
 def merge_partials(output: str, inputs: Sequence[str],
-                   own: Callable[[], dict[str, Any]] | None = None) -> PartialMeta:
+                   own: Callable[[], list[dict[str, Any]]] | None = None) -> PartialMeta:
     """Merge partial files n-way into ``output``.
 
     Native slots go through the C++ core in one call per key; fallback slots
@@ -339,8 +339,8 @@ def merge_partials(output: str, inputs: Sequence[str],
     that processed nothing (no mergeables) only contribute their bookkeeping.
     The records (metadata, pickled slots) are read and written by the core too:
     a merge of native partials never starts PyROOT (about 0.7 s in a fresh process).
-    ``own()``: the merging call's record, taken once the merge is done and added to its inputs'
-    (timeline.py).
+    ``own()``: the merging call's records (its own, and a coordinator's that merges its last
+    batch), taken once the merge is done and added to its inputs' (timeline.py).
     """
     from . import _core
 
@@ -355,7 +355,7 @@ def merge_partials(output: str, inputs: Sequence[str],
     records = {name: _merge_fallback([texts[name] for _, texts in parts if name in texts])
                for name in _fallback_names(meta)}
     if own is not None:
-        meta.functions.append(own())
+        meta.functions.extend(own())
     records[META_KEY] = meta.to_json()
     try:
         _core.write_texts(output, META_DIR, records, update=bool(with_values), title=FILE_TITLE,

@@ -29,7 +29,9 @@ SEGMENTS = (("started", "waiting (event to process)", "#bbbbbb"),
             ("loop_ended", "event loop", None),  # colour by role
             ("computed", "computing or merging", None),
             ("uploaded", "uploading", "#4d4d4d"))
-ROLE_COLOURS = {"mapper": "#2a9d4a", "reducer": "#7b4fbf", "batch": "#c0399b"}
+ROLE_COLOURS = {"mapper": "#2a9d4a", "reducer": "#7b4fbf", "batch": "#c0399b", "coordinator": "#a6c8a0"}
+ROLE_WORK = {"mapper": "event loop, computing", "reducer": "merging", "batch": "merging",
+             "coordinator": "watching partials, launching batches"}
 
 
 def load(which: str | None = None) -> JobRecord:
@@ -69,10 +71,10 @@ def role_costs(record: JobRecord) -> dict[str, dict[str, float]]:
     """Per role: calls, the mean seconds of each part of a call (waiting: event to process;
     start-up: process to ready, i.e. pod, imports, payload; jit: ready to the end of the first
     loop's JIT, building the graph included; compute: the rest until the partial is on local
-    disk; upload: until its object was written) and the totals of CPU seconds, bytes read and
+    disk, or, for the coordinator, until it launched its last batch; upload: until its object was written) and the totals of CPU seconds, bytes read and
     written, and the peak RSS."""
     out = {}
-    for role in ("mapper", "reducer", "batch"):
+    for role in ROLE_COLOURS:
         calls = [f for f in record.functions if f.role == role]
         if calls:
             out[role] = {
@@ -97,11 +99,11 @@ def summary(record: JobRecord, price: float = DEFAULT_PRICE) -> str:
     lines = [(f"job {record.job}: {record.mode} reduction, {record.npartitions} partitions in {record.calls} mapper "
              f"call(s){', warm pool' if record.pool else ''}"),
              f"  wall time {wall:.2f} s: mapping {mapping:.2f} s, tail (last mapper -> result) {wall - mapping:.2f} s",
-             (f"  {'role':<8} {'calls':>5} {'waiting':>8} {'start-up':>9} {'JIT':>7} {'compute':>8} {'upload':>7} "
+             (f"  {'role':<11} {'calls':>5} {'waiting':>8} {'start-up':>9} {'JIT':>7} {'compute':>8} {'upload':>7} "
               f"{'CPU s':>7} {'read MB':>8} {'written MB':>10} {'peak RSS MB':>11}")]
     costs = role_costs(record)
     for role, c in costs.items():
-        lines.append(f"  {role:<8} {c['calls']:>5.0f} {c['waiting']:>7.2f}s {c['startup']:>8.2f}s {c['jit']:>6.2f}s "
+        lines.append(f"  {role:<11} {c['calls']:>5.0f} {c['waiting']:>7.2f}s {c['startup']:>8.2f}s {c['jit']:>6.2f}s "
                      f"{c['compute']:>7.2f}s {c['upload']:>6.2f}s {c['cpu_seconds']:>7.1f} {c['bytes_read'] / 1e6:>8.1f} "
                      f"{c['bytes_written'] / 1e6:>10.1f} {c['peak_rss'] / 1e6:>11.0f}")
     total_cpu = sum(c["cpu_seconds"] for c in costs.values())
@@ -151,7 +153,7 @@ def gantt(record: JobRecord, path: str) -> str:
         if key in record.client:
             ax.axvline(record.client[key] - origin, color=colour, linestyle="--", linewidth=1)
     legend = [Patch(color=c, label=label) for _, label, c in SEGMENTS if c]
-    legend += [Patch(color=c, label=f"{role}: event loop, computing or merging") for role, c in ROLE_COLOURS.items()
+    legend += [Patch(color=c, label=f"{role}: {ROLE_WORK[role]}") for role, c in ROLE_COLOURS.items()
                if any(f.role == role for f in record.functions)]
     fig.legend(handles=legend, loc="lower center", ncol=3, fontsize=8, frameon=False)
     ax.set_yticks(range(len(packed)), [f"slot {i}" for i in range(len(packed))], fontsize=7 if len(packed) > 20 else 9)

@@ -751,7 +751,9 @@ def calibrate(records: Iterable[JobRecord | str], base: PlatformCosts | None = N
     record ran the same analysis on the same data, tree and coordinated jobs among them), the
     coordinator's load on the mapper calls is measured too: the work of coordinated jobs over that
     of tree jobs."""
-    loaded = [_load(r) for r in records]
+    # The model's calls; the coordinator's own record (its watching) is not one of them.
+    loaded = [dataclasses.replace(r, functions=[c for c in r.functions if c.role != "coordinator"])
+              for r in map(_load, records)]
     if not loaded:
         raise ValueError("calibrating needs at least one job record")
     pools = {r.pool for r in loaded}

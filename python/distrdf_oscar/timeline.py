@@ -2,7 +2,8 @@
 
 A call (a mapper call, a merge) marks its phases as it goes and writes the record into the
 partial it produces (``PartialMeta.functions``); a merge carries its inputs' records on, so the
-job's result holds every call that contributed to it. The client saves them, with its own
+job's result holds every call that contributed to it (and the coordinator's, which its last
+batch's merge carries: functions/coordinator.py). The client saves them, with its own
 observations, as the job record (``JobRecord``): a JSON file per job in :func:`records_dir`,
 which ``distrdf-oscar report`` reads.
 
@@ -12,14 +13,15 @@ Phases, in order (epoch seconds; a call marks those that apply to it):
   pool's call, or (an inline merge) the moment its writer found the group complete;
 - ``started``: the call's process started (a pool's or warm worker's: the call began);
 - ``imported``: a mapper's imports done, ROOT's interpreter started;
-- ``ready``: trigger and payload read (a mapper: the user's files and libraries too);
+- ``ready``: trigger and payload read (a mapper: the user's files and libraries too; the
+  coordinator: its plan, as it begins watching the partials);
 - ``inputs``: a merge's inputs downloaded;
 - ``loop_started``: DistRDF built the first range's graph and ROOT's event loop began;
 - ``jitted``: that loop's just-in-time compilation ended (ROOT's log says when:
   ``functions/event_loops.py``);
 - ``loop_ended``: the last range's event loop ended;
-- ``computed``: the mapper's results were converted and its partial written to local disk, or
-  the n-way merge ended;
+- ``computed``: the mapper's results were converted and its partial written to local disk, the
+  n-way merge ended, or the coordinator launched its last batch;
 - ``uploaded``: the partial's object was written: its last-modified time, which the client
   reads in the listings it already makes (the object store's clock; milliseconds with MinIO).
   A call's record travels inside the object it uploads, so it cannot carry this itself.
@@ -54,21 +56,23 @@ def process_start() -> float | None:
     return time.time() - (since_boot - ticks / os.sysconf("SC_CLK_TCK"))
 
 
-def _cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
+def _cpu_seconds(thread: bool = False) -> float:
+    usage = resource.getrusage(resource.RUSAGE_THREAD if thread else resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
 
 
 class Recorder:
     """The phases of one call, and the CPU time it used (from its start, so a long-lived worker's
-    earlier calls do not count)."""
+    earlier calls do not count; with ``thread_cpu``, the calling thread's alone, as a pool's calls
+    share their process with a coordinator's thread)."""
 
     def __init__(self, role: str, worker: str, invoked: float | None = None, started: float | None = None,
-                 counters: Callable[[], tuple[int, int]] = lambda: (0, 0)) -> None:
+                 counters: Callable[[], tuple[int, int]] = lambda: (0, 0), thread_cpu: bool = False) -> None:
         self.role = role
         self.worker = worker
         self.phases: dict[str, float] = {}
-        self._cpu = _cpu_seconds()
+        self._thread_cpu = thread_cpu
+        self._cpu = _cpu_seconds(thread_cpu)
         self._counters = counters  # (bytes read, bytes written) of the call's storage client so far
         self._moved = counters()
         if invoked is not None:
@@ -89,14 +93,14 @@ class Recorder:
         adds its size, from the listing that gives its upload's end."""
         read, written = self._counters()
         return asdict(CallRecord(role=self.role, worker=self.worker, task=task, phases=dict(self.phases),
-                                 cpu_seconds=round(_cpu_seconds() - self._cpu, 4),
+                                 cpu_seconds=round(_cpu_seconds(self._thread_cpu) - self._cpu, 4),
                                  peak_rss=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
                                  bytes_read=read - self._moved[0], bytes_written=written - self._moved[1]))
 
 
 @dataclass
 class CallRecord:
-    role: str  # mapper, reducer (a tree merge), batch (a coordinated merge)
+    role: str  # mapper, reducer (a tree merge), batch (a coordinated merge), coordinator (watching, launching)
     worker: str  # the OSCAR job (JOB_UUID), or the pool worker, that ran it
     task: str  # the key of the partial it produced
     phases: dict[str, float]

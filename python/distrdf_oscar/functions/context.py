@@ -39,6 +39,8 @@ class FunctionContext:
     worker: str = ""  # who runs this invocation: its OSCAR job (JOB_UUID), or a pool worker
     invoked: float | None = None  # the storage event's time, or a pool's claim (epoch seconds)
     started: float | None = None  # when the invocation's process started, if it is a fresh one
+    # CPU time of the calling thread only: a pool runs a coordinator in a thread beside its calls
+    thread_cpu: bool = False
     _recorded: bool = False
 
     @property
@@ -99,11 +101,6 @@ class FunctionContext:
         self.storage.delete([key])
         return ENDED
 
-    def later_task(self) -> None:
-        """The next task this invocation records did not begin with it (the coordinator's own
-        merge, long after its start): it is invoked and started when it begins."""
-        self._recorded = True
-
     def recorder(self, role: str) -> Recorder:
         """The phase recorder of the next task this invocation does: the first one counts from
         the event and the process start, later ones (inline merges) from now, when they are
@@ -111,9 +108,10 @@ class FunctionContext:
         first, self._recorded = not self._recorded, True
         counters = lambda: (self.storage.bytes_read, self.storage.bytes_written)
         if first:
-            return Recorder(role, self.worker, invoked=self.invoked, started=self.started, counters=counters)
+            return Recorder(role, self.worker, invoked=self.invoked, started=self.started, counters=counters,
+                            thread_cpu=self.thread_cpu)
         now = time.time()
-        return Recorder(role, self.worker, invoked=now, started=now, counters=counters)
+        return Recorder(role, self.worker, invoked=now, started=now, counters=counters, thread_cpu=self.thread_cpu)
 
     def job_alive(self, job_id: str) -> bool:
         """Whether the client still waits for the job (its manifest exists)."""

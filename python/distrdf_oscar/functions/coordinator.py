@@ -13,6 +13,10 @@ A coordinator may run twice (a retry after it was killed, or a straggler):
 batch files are written by claims, so each batch is defined exactly once, and
 a coordinator that loses a claim, or starts late, adopts the batch already
 written. Every partial is thereby consumed exactly once.
+
+Its own record (timeline.py: from its start until the last batch was launched, and the CPU its
+watching cost) travels in the last batch's output when it merges that batch itself; a
+coordinator that does not leaves none.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ def _adopt(ctx: context.FunctionContext, job_plan: CoordinatedPlan, index: int) 
 
 
 def run(ctx: context.FunctionContext, job_plan: CoordinatedPlan) -> None:
+    recorder = ctx.recorder("coordinator")
+    recorder.mark("ready")
     keys = layout.JobKeys(job_plan.job)
     batches = job_plan.sizes
     deadline = time.monotonic() + job_plan.coordinator_timeout
@@ -54,20 +60,21 @@ def run(ctx: context.FunctionContext, job_plan: CoordinatedPlan) -> None:
             return
         launched += 1
     last = len(batches) - 1
+    recorder.mark("computed")
     if job_plan.merged_by_coordinator(last):
-        _merge_own(ctx, job_plan, last)
+        _merge_own(ctx, job_plan, last, recorder.record(job_plan.batch_file(last)))
 
 
-def _merge_own(ctx: context.FunctionContext, job_plan: CoordinatedPlan, index: int) -> None:
-    """Merge batch ``index`` here, unless another copy (a retried coordinator, a pool worker) claimed it."""
+def _merge_own(ctx: context.FunctionContext, job_plan: CoordinatedPlan, index: int, own: dict) -> None:
+    """Merge batch ``index`` here, with ``own`` (the coordinator's record) in its output, unless
+    another copy (a retried coordinator, a pool worker) claimed it."""
     key = job_plan.batch_file(index)
     if ctx.storage.exists(job_plan.batch_output(index)):
         return
     if not ctx.storage.put_if_absent(layout.JobKeys(job_plan.job).claim_of(key), ctx.worker.encode()):
         return  # its claimer merges it, or (if it died) the client's retry
     batch = Batch.from_json(ctx.storage.get_bytes(key))
-    ctx.later_task()  # the merge starts now, not with the coordinator's invocation
-    merge_keys(ctx, batch.job, list(batch.inputs), batch.output, role="batch")
+    merge_keys(ctx, batch.job, list(batch.inputs), batch.output, role="batch", carried=(own,))
 
 
 def _launch_next(ctx: context.FunctionContext, job_plan: CoordinatedPlan, index: int, arrived: list[str],

@@ -155,7 +155,7 @@ def run(ctx: context.FunctionContext, trigger: MapperTrigger) -> None:
     path = paths[0]
     if len(paths) > 1:
         path = ctx.scratch("partial.root")
-        partial.merge_partials(path, paths, own=lambda: record)
+        partial.merge_partials(path, paths, own=lambda: [record])
     else:
         partial.add_functions(path, [record])
     # Nodes of an inline tree live in partials/, where no reducer is triggered: merge what we

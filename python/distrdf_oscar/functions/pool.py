@@ -182,7 +182,8 @@ class PoolWorker:
         scratch = tempfile.mkdtemp(prefix="dro-pool-")
         now = time.time()  # the claim was just won: the call is invoked and starts now
         ctx = context.FunctionContext(service=self.service, input_path="", key=key, output_dir=scratch,
-                                      storage=self.storage, worker=self.worker, invoked=now, started=now)
+                                      storage=self.storage, worker=self.worker, invoked=now, started=now,
+                                      thread_cpu=True)
         role = "batch" if isinstance(item, Batch) else "coordinator" if isinstance(item, CoordinatedPlan) else "mapper"
         try:
             if isinstance(item, CoordinatedPlan):
