@@ -5,7 +5,9 @@ embedded platform's tree (fan-in 4), coordinated (default plan) and auto reducti
 Besides wall time it records the tail (client saw the last mapper's output ->
 client saw the result) and the CPU seconds the embedded S3 server burned, the
 figure that grows with N² when a function or a poll lists whole folders.
-Saves JSON and a PNG under --out. Needs the bench extra (dask[distributed]).
+The dataset has a cluster per 2000 entries (--cluster-entries): DistRDF never splits a
+cluster, so with ROOT's default clustering (one cluster per file here) most of 1000 ranges
+would be empty. Saves JSON and a PNG under --out. Needs the bench extra (dask[distributed]).
 
     python benchmarks/scale.py --events 4000000 --workers 2 --partitions 64 256 1000
 """
@@ -18,6 +20,8 @@ import platform
 import time
 
 import reporting  # benchmarks/reporting.py, beside this script
+
+CLUSTER_ENTRIES = 2000  # 2000 clusters in 4 M events: every one of 1000 ranges gets entries
 
 
 def storage_cpu_seconds(platform_pid: int) -> float:
@@ -36,6 +40,9 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--partitions", type=int, nargs="+", default=[64, 256, 1000])
     parser.add_argument("--mode", default="warm", choices=["warm", "cold"])
+    parser.add_argument("--cluster-entries", type=int, default=CLUSTER_ENTRIES,
+                        help="entries per cluster of the dataset: DistRDF makes at most one non-empty range per "
+                             "cluster, so there must be more clusters than partitions")
     parser.add_argument("--data", default=os.path.join(os.path.dirname(__file__), "data"))
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     args = parser.parse_args()
@@ -47,7 +54,9 @@ def main() -> int:
     from distrdf_oscar.demo import analysis, dataset
 
     ROOT.gROOT.SetBatch(True)
-    files = dataset.generate(args.data, args.events, files=args.files)
+    files = dataset.generate(args.data, args.events, files=args.files, cluster_entries=args.cluster_entries)
+    clusters = dataset.clusters(files)
+    print(f"dataset: {args.events} events in {len(files)} files, {clusters} clusters", flush=True)
 
     def run(executor, npartitions: int):
         df = ROOT.RDataFrame("Events", files, executor=executor, npartitions=npartitions)
@@ -60,7 +69,8 @@ def main() -> int:
     def identical(spectrum) -> bool:
         return all(spectrum.GetBinContent(i) == reference.GetBinContent(i) for i in range(reference.GetNbinsX() + 2))
 
-    report: dict = {"events": args.events, "files": len(files), "workers": args.workers, "mode": args.mode,
+    report: dict = {"events": args.events, "files": len(files), "clusters": clusters, "workers": args.workers,
+                    "mode": args.mode,
                     "machine": platform.platform(), "cpus": os.cpu_count(), "rows": []}
     reductions = {"tree": dro.TreeReduction(fan_in=4), "coordinated": dro.CoordinatedReduction(), "auto": "auto"}
     with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True) as dask_cluster, \

@@ -4,7 +4,8 @@ predictions from 10 to 5000 mappers.
 (a) Real jobs of the dimuon analysis on the embedded platform (LocalCluster) at 8, 16 and 32
     partitions, file-triggered ("cold") and on the warm pool ("warm"), tree and coordinated. Each
     job is predicted by the model calibrated from the job records of the *other* sizes of its mode
-    (leave one size out), and compared with the time the client took to see its result.
+    (leave one size out), and compared with the time the client took to see its result. Then
+    reduction="auto" runs at the same sizes, and is compared with the best of the fixed plans.
 (b) The prototype's 80 mappers (PROTOTYPE preset): coordinated plans vs its binary tree, and tails.
 (c) Predicted time to result for 10 to 5000 mappers on the prototype's 9020 s workload, for trees,
     coordinated plans and reduction="auto": with the prototype's costs and a slot per mapper, and
@@ -38,6 +39,7 @@ MEASURED_REDUCTIONS = {"tree": TreeReduction(fan_in=4), "coordinated": Coordinat
 MAPPERS = (10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 HEADLINE = 1000  # mappers
 TARGET_ERROR = 0.15
+AUTO_TARGET = 1.05  # auto's time over the best fixed plan's, at most
 
 
 # -- (a) measured on the embedded platform -------------------------------------------------------
@@ -50,31 +52,39 @@ def measure(args) -> dict:
     from distrdf_oscar.demo import analysis, dataset
 
     ROOT.gROOT.SetBatch(True)
-    files = dataset.generate(args.data, args.events, files=args.files)
-    print(f"(a) {args.events} events in {len(files)} files; {args.workers} workers; "
+    files = dataset.generate(args.data, args.events, files=args.files, cluster_entries=args.cluster_entries)
+    print(f"(a) {args.events} events in {len(files)} files ({dataset.clusters(files)} clusters); {args.workers} workers; "
           f"{', '.join(map(str, SIZES))} partitions; best-effort timings on this machine", flush=True)
-    jobs = []
-    for mode, pool in MODES.items():
+    jobs, autos = [], []
+
+    def run(executor, mode: str, name: str, npartitions: int) -> dict:
+        started = time.perf_counter()
+        df = ROOT.RDataFrame("Events", files, executor=executor, npartitions=npartitions)
+        analysis.book_dimuon_spectrum(df)["spectrum"].GetValue()
+        wall = time.perf_counter() - started
+        record = executor.last_job.record
+        client = record.client
+        job = {"mode": mode, "pool": record.pool, "reduction": name, "npartitions": npartitions,
+               "calls": record.calls, "wall": wall, "measured": client["result_seen"] - client["submitted"],
+               "record": record}
+        print(f"  {mode:>5} {name:>11} {npartitions:>3} partitions: {job['measured']:6.2f} s "
+              f"to the result ({record.calls} calls)", flush=True)
+        return job
+
+    for mode in MODES:
         with dro.LocalCluster(workers=args.workers, mode=mode) as cluster:
             for name, reduction in MEASURED_REDUCTIONS.items():
                 executor = cluster.executor(reduction=reduction, progress=False)
                 # A first job of the graph, not measured: the pool's workers JIT it once and keep it.
                 analysis.book_dimuon_spectrum(ROOT.RDataFrame("Events", files, executor=executor,
                                                               npartitions=SIZES[0]))["spectrum"].GetValue()
-                for npartitions in SIZES:
-                    for _ in range(args.repeat):
-                        started = time.perf_counter()
-                        df = ROOT.RDataFrame("Events", files, executor=executor, npartitions=npartitions)
-                        analysis.book_dimuon_spectrum(df)["spectrum"].GetValue()
-                        wall = time.perf_counter() - started
-                        record = executor.last_job.record
-                        client = record.client
-                        jobs.append({"mode": mode, "pool": pool, "reduction": name, "npartitions": npartitions,
-                                     "calls": record.calls, "wall": wall,
-                                     "measured": client["result_seen"] - client["submitted"],
-                                     "record": record})
-                        print(f"  {mode:>5} {name:>11} {npartitions:>3} partitions: {jobs[-1]['measured']:6.2f} s "
-                              f"to the result ({record.calls} calls)", flush=True)
+                jobs += [run(executor, mode, name, n) for n in SIZES for _ in range(args.repeat)]
+            # auto chooses from the job records of the mode (those above among them), as it would for a user.
+            executor = cluster.executor(reduction="auto", progress=False)
+            for npartitions in SIZES:
+                for _ in range(args.repeat):
+                    autos.append(run(executor, mode, "auto", npartitions))
+                    autos[-1]["chose"] = executor.last_choice.describe()
     rows = []
     for mode, name, npartitions in itertools.product(MODES, MEASURED_REDUCTIONS, SIZES):
         runs = [j for j in jobs if (j["mode"], j["reduction"], j["npartitions"]) == (mode, name, npartitions)]
@@ -98,15 +108,37 @@ def measure(args) -> dict:
               f"{row['predicted']:9.2f}s {row['error']:+7.1%}")
     worst = max(abs(r["error"]) for r in rows)
     print(f"  largest error {worst:.1%} (target {TARGET_ERROR:.0%}): {'within' if worst <= TARGET_ERROR else 'OUTSIDE'}")
+    versus = auto_versus_fixed(jobs, autos)
     whole = {mode: simulate.calibrate([j["record"] for j in jobs if j["mode"] == mode], one_workload=True)
              for mode in MODES}
     for mode, calibration in whole.items():
         print(f"  {mode} platform, calibrated from all its jobs: {calibration.costs}")
         print(f"  {mode} workload: {calibration.workload}")
     return {"events": args.events, "files": len(files), "workers": args.workers, "jobs": rows,
-            "largest_error": worst, "calibrated": {m: {"costs": dataclasses.asdict(c.costs),
+            "largest_error": worst, "auto": versus, "calibrated": {m: {"costs": dataclasses.asdict(c.costs),
                                                        "workload": dataclasses.asdict(c.workload)}
                                                    for m, c in whole.items()}}
+
+
+def auto_versus_fixed(jobs: list[dict], autos: list[dict]) -> list[dict]:
+    """auto's median time against the best fixed plan's, per mode and size."""
+    rows = []
+    print(f"\n  {'mode':>5} {'N':>3} {'best fixed plan':>22} {'auto':>7} {'ratio':>6}   auto's choice")
+    for mode, npartitions in itertools.product(MODES, SIZES):
+        fixed = {name: statistics.median(j["measured"] for j in jobs if (j["mode"], j["reduction"], j["npartitions"])
+                                          == (mode, name, npartitions)) for name in MEASURED_REDUCTIONS}
+        best = min(fixed, key=fixed.__getitem__)
+        runs = [j for j in autos if (j["mode"], j["npartitions"]) == (mode, npartitions)]
+        auto = statistics.median(j["measured"] for j in runs)
+        rows.append({"mode": mode, "npartitions": npartitions, "best_fixed": best, "best_fixed_seconds": fixed[best],
+                     "auto_seconds": auto, "auto_runs": [j["measured"] for j in runs],
+                     "auto_chose": [j["chose"] for j in runs], "ratio": auto / fixed[best]})
+        print(f"  {mode:>5} {npartitions:>3} {best:>12} {fixed[best]:8.2f}s {auto:6.2f}s {auto / fixed[best]:5.2f}x"
+              f"   {runs[-1]['chose']}")
+    worst = max(r["ratio"] for r in rows)
+    print(f"  auto vs the best fixed plan, {SIZES[0]}-{SIZES[-1]} partitions: at worst {worst:.2f}x "
+          f"(target {AUTO_TARGET:.2f}x): {'within' if worst <= AUTO_TARGET else 'OUTSIDE'}")
+    return rows
 
 
 # -- (b) the prototype's 80 mappers ----------------------------------------------------------------
@@ -192,6 +224,8 @@ def main() -> int:
                         help="skip (a): no embedded platform, only the model (seconds)")
     parser.add_argument("--events", type=int, default=4_000_000)
     parser.add_argument("--files", type=int, default=8)
+    parser.add_argument("--cluster-entries", type=int, default=2000,
+                        help="entries per cluster: DistRDF makes at most one non-empty range per cluster")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=3, help="jobs per configuration and size (the median counts)")
     parser.add_argument("--data", default=os.path.join(os.path.dirname(__file__), "data"))

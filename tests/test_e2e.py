@@ -314,6 +314,27 @@ def test_live_visualize_draws_partials(prestarted_cluster, dimuon_files):
     assert seen[-1] <= final.GetEntries()
 
 
+def test_a_finely_clustered_dataset_gives_every_range_work(prestarted_cluster, tmp_path):
+    """DistRDF never splits a cluster: the benchmarks' datasets are written with small clusters so
+    that every one of many ranges has entries. Each range's mapper runs an event loop, and the
+    spectrum is the single-process one."""
+    from distrdf_oscar.demo import analysis, dataset
+
+    files = dataset.generate(str(tmp_path), 24000, files=2, cluster_entries=1000)
+    assert [os.path.basename(f) for f in files] == ["dimuon_24000_1_c1000_000.root", "dimuon_24000_1_c1000_001.root"]
+    assert dataset.clusters(files) == 24
+    executor = prestarted_cluster.executor(reduction=dro.TreeReduction(fan_in=4), progress=False, ranges_per_call=1)
+    df = ROOT.RDataFrame("Events", files, executor=executor, npartitions=12)
+    got = analysis.book_dimuon_spectrum(df)["spectrum"].GetValue()
+    want = analysis.book_dimuon_spectrum(ROOT.RDataFrame("Events", files))["spectrum"].GetValue()
+    assert_same_value(got, want, "spectrum")
+    mappers = [f for f in executor.last_job.record.functions if f.role == "mapper"]
+    assert len(mappers) == 12
+    assert all("loop_started" in f.phases for f in mappers)
+    with pytest.raises(ValueError, match="cluster_entries must be positive"):
+        dataset.generate(str(tmp_path), 10, cluster_entries=0)
+
+
 # --- failures ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("mode", ["prestarted", "cold"])

@@ -104,25 +104,53 @@ def define_events(df, first_entry: int = 0, seed: int = 1):
     return df
 
 
-def generate(directory: str, events: int, files: int = 4, seed: int = 1, tree: str = "Events") -> list[str]:
-    """Write the dataset as ``files`` ROOT files in ``directory``; reuse files already complete."""
+def generate(directory: str, events: int, files: int = 4, seed: int = 1, tree: str = "Events",
+             cluster_entries: int | None = None) -> list[str]:
+    """Write the dataset as ``files`` ROOT files in ``directory``; reuse files already complete.
+
+    ``cluster_entries``: entries per cluster (TTree auto-flush); by default ROOT's (a cluster per
+    30 MB, one or two per file here). DistRDF never splits a cluster between ranges, so a job of
+    N partitions has at most as many non-empty ranges as the dataset has clusters."""
     import ROOT
 
     if events < 1 or files < 1:
         raise ValueError(f"need at least one event and one file, got events={events}, files={files}")
+    if cluster_entries is not None and cluster_entries < 1:
+        raise ValueError(f"cluster_entries must be positive, got {cluster_entries}")
+    options = ROOT.RDF.RSnapshotOptions()
+    if cluster_entries is not None:
+        options.fAutoFlush = cluster_entries
     os.makedirs(directory, exist_ok=True)
     paths = []
     per_file = [events // files + (1 if i < events % files else 0) for i in range(files)]
     first = 0
     for index, count in enumerate(per_file):
-        path = os.path.join(directory, f"dimuon_{events}_{seed}_{index:03d}.root")
+        clusters = f"_c{cluster_entries}" if cluster_entries is not None else ""
+        path = os.path.join(directory, f"dimuon_{events}_{seed}{clusters}_{index:03d}.root")
         paths.append(path)
         if not _complete(path, tree, count):
             tmp = path + ".tmp.root"
-            define_events(ROOT.RDataFrame(count), first, seed).Snapshot(tree, tmp, COLUMNS)
+            define_events(ROOT.RDataFrame(count), first, seed).Snapshot(tree, tmp, COLUMNS, options)
             os.replace(tmp, path)
         first += count
     return paths
+
+
+def clusters(paths: list[str], tree: str = "Events") -> int:
+    """How many clusters the files hold: the most non-empty ranges DistRDF can make of them."""
+    import ROOT
+
+    count = 0
+    for path in paths:
+        f = ROOT.TFile.Open(path)
+        try:
+            t = f.Get(tree)
+            it = t.GetClusterIterator(0)
+            while it.Next() < t.GetEntries():
+                count += 1
+        finally:
+            f.Close()
+    return count
 
 
 def _complete(path: str, tree: str, entries: int) -> bool:
