@@ -71,8 +71,8 @@ def role_costs(record: JobRecord) -> dict[str, dict[str, float]]:
     """Per role: calls, the mean seconds of each part of a call (waiting: event to process;
     start-up: process to ready, i.e. pod, imports, payload; jit: ready to the end of the first
     loop's JIT, building the graph included; compute: the rest until the partial is on local
-    disk, or, for the coordinator, until it launched its last batch; upload: until its object was written) and the totals of CPU seconds, bytes read and
-    written, and the peak RSS."""
+    disk, or, for the coordinator, until it launched its last batch; upload: until its object
+    was written) and the totals of CPU seconds, bytes read and written, and the peak RSS."""
     out = {}
     for role in ROLE_COLOURS:
         calls = [f for f in record.functions if f.role == role]
