@@ -271,7 +271,8 @@ class Job:
         """The job record (timeline.py): the client's observations and every call's phases."""
         functions = [timeline.CallRecord(**f) for f in meta.functions]
         for call in functions:  # the partial each call wrote, which its own record travels in
-            if call.task in self._outputs:
+            # (not the coordinator's: its task is the last batch file, written before its record)
+            if call.role != "coordinator" and call.task in self._outputs:
                 call.phases["uploaded"] = self._outputs[call.task].modified
                 call.bytes_written += self._outputs[call.task].size
         self.record = timeline.JobRecord(
