@@ -17,6 +17,7 @@ import ROOT
 import distrdf_oscar as dro
 from distrdf_oscar import layout
 from distrdf_oscar.demo import analysis
+from distrdf_oscar.job import remove_job
 from distrdf_oscar.messages import Manifest, MapperTrigger
 from distrdf_oscar.platform.embedded import Fault
 from jobfaults import assert_exact, book, finish_faults
@@ -92,7 +93,7 @@ def test_a_claimed_call_is_never_computed_again(pool_cluster):
         time.sleep(6)  # a heartbeat later
         assert served(executor) == before
     finally:
-        dro.job.remove_job(storage, keys.job_id)
+        remove_job(storage, keys.job_id)
 
 
 def test_a_pool_that_dies_mid_job_leaves_the_rest_to_the_file_triggered_services(pool_cluster, dimuon_files,

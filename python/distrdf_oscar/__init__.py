@@ -7,23 +7,65 @@
         df = ROOT.RDataFrame("Events", files, executor=cluster.executor(), npartitions=8)
 
 Importing this package installs the ``executor=`` dispatch (see ``dispatch.py``)
-without starting ROOT's interpreter, so functions that need no ROOT start fast.
+without starting ROOT's interpreter. The client's names below load on first use:
+every function OSCAR runs imports this package first (``distrdf_oscar.functions``),
+and a reducer's start-up should not pay for the executor, the embedded platform
+and their dependencies (about 0.1 s).
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from . import dispatch
 
 __version__ = "0.1.0"
 
-from . import dispatch
-from .datasets import DatasetError
-from .deployment import Deployment
-from .executor import ConfigurationError, OSCARExecutor
-from .local import LocalCluster
-from .plan import DEFAULT_REDUCTION, AutoReduction, CoordinatedReduction, PlanError, TreeReduction
-from .platform.oscar import OSCARError
-from .recovery import JobRemoved, JobTimeout, RemoteError
+# name -> the module that defines it
+_EXPORTS = {
+    "DEFAULT_REDUCTION": "plan",
+    "AutoReduction": "plan",
+    "ConfigurationError": "executor",
+    "CoordinatedReduction": "plan",
+    "DatasetError": "datasets",
+    "Deployment": "deployment",
+    "JobRemoved": "recovery",
+    "JobTimeout": "recovery",
+    "LocalCluster": "local",
+    "OSCARError": "platform.oscar",
+    "OSCARExecutor": "executor",
+    "PlanError": "plan",
+    "RemoteError": "recovery",
+    "TreeReduction": "plan",
+}
+
+if TYPE_CHECKING:
+    from .datasets import DatasetError
+    from .deployment import Deployment
+    from .executor import ConfigurationError, OSCARExecutor
+    from .local import LocalCluster
+    from .plan import DEFAULT_REDUCTION, AutoReduction, CoordinatedReduction, PlanError, TreeReduction
+    from .platform.oscar import OSCARError
+    from .recovery import JobRemoved, JobTimeout, RemoteError
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # once loaded, a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})
+
 
 dispatch.install()
 
-__all__ = [
+__all__ = [  # the names of _EXPORTS
     "DEFAULT_REDUCTION",
     "AutoReduction",
     "ConfigurationError",
