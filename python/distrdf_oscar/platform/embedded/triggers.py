@@ -88,7 +88,7 @@ class TriggerNotifier:
         self._client = client  # direct to the S3 server, for the size of multipart uploads and copies
         self._submit = submit
         self._faults = faults or FaultPlan()
-        self._events: queue.SimpleQueue[tuple[str, str, int | None, str, str] | None] = queue.SimpleQueue()
+        self._events: queue.SimpleQueue[tuple[list[str], str, str, int | None, str, str] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._loop, name="trigger-notifier", daemon=True)
 
     def start(self) -> None:
@@ -100,24 +100,26 @@ class TriggerNotifier:
             self._thread.join()
 
     def created(self, bucket: str, key: str, size: int | None, etag: str, uploader: str) -> None:
-        """An object was created (``size`` None when the request did not carry it)."""
-        if not key.endswith("/"):
-            self._events.put((bucket, key, size, etag, uploader))
+        """An object was created (``size`` None when the request did not carry it). The services
+        to notify are those watching when it was created, as MinIO applies the notification rules
+        in force at the request: a service created while the event waits is not among them."""
+        if not key.endswith("/") and (watchers := self._watchers(bucket, key)):
+            self._events.put((watchers, bucket, key, size, etag, uploader))
 
     def _loop(self) -> None:
         while (event := self._events.get()) is not None:
             try:
                 self._notify(*event)
             except Exception:  # like a lost webhook call
-                log.exception("could not deliver the storage event of %s/%s", event[0], event[1])
+                log.exception("could not deliver the storage event of %s/%s", event[1], event[2])
 
     def _watchers(self, bucket: str, key: str) -> list[str]:
         return [name for name in self._registry.names()
                 if any(bucket == b and key.startswith(prefix) for b, prefix in self._registry.input_watches(name))]
 
-    def _notify(self, bucket: str, key: str, size: int | None, etag: str, uploader: str) -> None:
-        watchers = self._watchers(bucket, key)
-        if watchers and size is None:
+    def _notify(self, watchers: list[str], bucket: str, key: str, size: int | None, etag: str,
+                uploader: str) -> None:
+        if size is None:
             stat = self._client.stat_object(bucket, key)
             size, etag = stat.size or 0, stat.etag or etag
         for service in watchers:
