@@ -163,3 +163,11 @@ def test_local_cluster_modes_and_their_pod_start():
     assert dro.LocalCluster(mode="cold", startup_delay=0.5).platform.startup_delay == 0.5
     with pytest.raises(ValueError, match=r"mode must be one of warm, cold, prestarted, got 'pool'"):
         dro.LocalCluster(mode="pool")
+
+
+def test_every_public_name_loads_on_first_use():
+    assert sorted(dro.__all__) == sorted(dro._EXPORTS)
+    for name in dro.__all__:
+        assert getattr(dro, name) is getattr(__import__(f"distrdf_oscar.{dro._EXPORTS[name]}", fromlist=[name]), name)
+    with pytest.raises(AttributeError, match="has no attribute 'nope'"):
+        _ = dro.nope

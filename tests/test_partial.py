@@ -188,8 +188,10 @@ def test_merging_native_partials_never_starts_pyroot(dimuon_files, tmp_path):
                               columns_file=partial.ColumnsFile(rows, rows))
     assert {slot["kind"] for slot in partial.read_meta(paths[0]).slots} == {"scalar", "object"}
     merged = str(tmp_path / "merged.root")
+    # Nor the client's modules: the package loads them on first use (distrdf_oscar/__init__.py).
     script = ("import sys; from distrdf_oscar import partial; partial.merge_partials(sys.argv[1], sys.argv[2:]); "
-              "print(sorted(m for m in ('cppyy', 'libcppyy') if m in sys.modules))")  # PyROOT's engine
+              "print(sorted(m for m in ('cppyy', 'libcppyy', 'distrdf_oscar.executor', 'distrdf_oscar.local') "
+              "if m in sys.modules))")  # PyROOT's engine, the executor, the embedded platform
     out = subprocess.run([sys.executable, "-W", "ignore", "-c", script, merged, *paths],
                          capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
