@@ -21,6 +21,7 @@ from typing import Any
 
 from . import layout, leases, partial, plan, snapshots, timeline
 from .messages import ErrorMarker, Manifest, MapperTrigger
+from .pools import live_workers
 from .recovery import JobRemoved, RemoteError, RetryPolicy, Tracker
 from .signing import SignatureError
 from .storage import Arrivals, Listed, Storage, StorageError
@@ -90,6 +91,8 @@ class Job:
         # pool jobs: range interval -> body of each call offered to the pool, not yet overflowed
         self._offered: dict[tuple[int, int], bytes] = {}
         self._claimed_at = 0.0  # when a pool worker was last seen claiming one of them (monotonic)
+        self._pool_calls: dict[tuple[int, int], bytes] = {}  # every call offered to the pool
+        self._holders: dict[str, str] = {}  # claim key -> the pool worker that holds it
         self._looked: dict[int | str, float] = {}  # watch index or "errors", "claims" -> last listing (monotonic)
 
     @property
@@ -128,7 +131,7 @@ class Job:
             if self.pool:
                 # Offered to the pool, in a folder no webhook watches: no OSCAR job starts for it.
                 offer = dataclasses.replace(trigger, claim=self.keys.claim(lo, hi)).to_json()
-                self._offered[(lo, hi)] = offer
+                self._offered[(lo, hi)] = self._pool_calls[(lo, hi)] = offer
                 self.storage.put_bytes(self.keys.queued(lo, hi), offer)
             else:
                 self.storage.put_bytes(self.keys.trigger(lo, hi), triggers[lo])
@@ -149,7 +152,33 @@ class Job:
         for (lo, hi), offer in sorted(self._offered.items()):
             if self.keys.claim(lo, hi) not in claims.found and MapperTrigger.from_json(offer).output not in done:
                 self.storage.put_bytes(self.keys.trigger(lo, hi), offer)
+                self._pool_calls.pop((lo, hi), None)  # its claim may be a file-triggered mapper's
         self._offered.clear()
+
+    def _reoffer_orphans(self, tracker: Tracker, claims: Arrivals) -> None:
+        """Pool jobs: a call claimed by a worker whose heartbeat stopped (its pod died) is offered
+        to the pool again at once (its claim removed), not left to the quiet spell's retry."""
+        claims.poll()
+        done = set(tracker.mapper_outputs())
+        pending = {self.keys.claim(lo, hi): (lo, hi) for (lo, hi), offer in self._pool_calls.items()
+                   if MapperTrigger.from_json(offer).output not in done and self.keys.claim(lo, hi) in claims.found}
+        if not pending:
+            return
+        for claim in pending:
+            if claim not in self._holders:
+                try:
+                    self._holders[claim] = self.storage.get_bytes(claim, verify=False).decode(errors="replace")
+                except StorageError:
+                    continue  # removed meanwhile: offered again already, or not yet claimed again
+        live = {beat.worker for beat in live_workers(self.storage)}
+        for claim, (lo, hi) in sorted(pending.items(), key=lambda item: item[1]):
+            holder = self._holders.get(claim)
+            if holder is None or holder in live or self.keys.claim(lo, hi) not in claims.found:
+                continue
+            log.warning("job %s: pool worker %s is gone: its call %d-%d is offered again", self.job_id, holder, lo, hi)
+            self.storage.delete([claim])
+            del self._holders[claim]
+            self.storage.put_bytes(self.keys.queued(lo, hi), self._pool_calls[(lo, hi)])
 
     # -- waiting ----------------------------------------------------------
     def _handle_errors(self, tracker: Tracker) -> None:
@@ -217,6 +246,8 @@ class Job:
                     self._poll(tracker, watches, slow)
                     if self._offered:
                         self._overflow(tracker, claims)
+                    if self._pool_calls and self._bookkeeping_due("orphans"):
+                        self._reoffer_orphans(tracker, claims)
                     now = time.monotonic()
                     self.lease.renew(now)
                     if now - checked >= self.options.alive_check:
@@ -305,6 +336,8 @@ class Job:
         call processes ``ranges_per_call`` consecutive ranges (the last call may have fewer).
         With ``pool``, the calls are offered to the deployment's warm pool first."""
         self.pool = pool
+        if pool:
+            self.lease = leases.Holder(self.storage, self.keys, ttl=min(self.options.lease_ttl, leases.POOL_TTL))
         job_plan = self.reduction.describe(len(ranges), self.job_id, self.options.coordinator_timeout,
                                            ranges_per_call=ranges_per_call, pool=pool)
         self.timeline["submitted"] = time.time()

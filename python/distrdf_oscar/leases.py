@@ -19,6 +19,9 @@ from .storage import Storage, StorageError
 
 DEFAULT_TTL = 120.0  # seconds without renewal after which a job counts as abandoned
 RENEW_PERIOD = 20.0  # how often a waiting client renews: several renewals fit in a ttl
+# A warm pool's job: its workers drop a job whose lease lapsed (functions/pool.py), so that a client
+# killed outright stops costing the pool within seconds, not minutes.
+POOL_TTL = 15.0
 
 
 class Holder:

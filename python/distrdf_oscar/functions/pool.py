@@ -2,14 +2,21 @@
 
 OSCAR runs an exposed service as a Kubernetes Deployment (``pkg/backends/resources/expose.go``):
 each replica runs the service script once and must answer HTTP probes on the service's first
-``api_port``. A worker imports ROOT once and then takes work from the deployment's ``queue/``
-folder, which no webhook watches, so no OSCAR job is started for it: mapper calls, coordinated
-jobs' coordinators (run in a thread beside the calls, since they only watch storage) and their
-batch merges. It claims each item with a conditional write first (the file-triggered mapper that
-the client may overflow a call to claims the same key, so a call is computed once), keeps
-DistRDF's graph cache, the payloads and the staged datasets between calls, and rewrites a
-heartbeat object so that clients know a pool is up (``pools.py``). A worker that dies
-leaves its claimed call to the client's retries, which go to the file-triggered services.
+``api_port``. A worker takes work from the deployment's ``queue/`` folder, which no webhook
+watches, so no OSCAR job is started for it: mapper calls, coordinated jobs' coordinators and their
+batch merges. It claims each item with a conditional write (the file-triggered mapper that the
+client may overflow a call to claims the same key, so a call is computed once).
+
+The worker is a **warm parent** that never runs user code: it imports ROOT, jits a warm-up graph,
+and forks one process per job (``job_process.py``) that serves the job's items and exits with it.
+Every job therefore sees what a fresh ROOT process would, and a crash in user code takes down only
+its job's process: the parent sees it at once, retries the item once in a fresh process, then
+reports the crash (the signal and the output's last lines) to the client. The parent is
+single-threaded, as forking requires: one loop answers the probes, rewrites the heartbeat
+(``pools.py``), reads the wake-ups of the queue watcher (``queue_watch.py``), lists the queue,
+claims and hands out items, and reaps its children. It computes one item at a time (a pod has one
+core), taking jobs in turn so that one job's backlog never starves another, and drops the items
+and process of a job whose client is gone (its manifest removed or its lease lapsed).
 
 An exposed pod gets the service's secrets as environment variables but not the MinIO keys
 OSCAR mounts into its jobs (``job.go`` only), so the pool's storage keys are secrets of its
@@ -19,42 +26,59 @@ service (``DRO_STORAGE_ACCESS_KEY``/``DRO_STORAGE_SECRET_KEY``, see ``contract.p
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import http.server
+import math
 import os
 import secrets
+import select
 import shutil
 import signal
 import socket
 import sys
 import tempfile
-import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from .. import layout
-from ..messages import Batch, Heartbeat, MapperTrigger, MessageError
-from ..plan import CoordinatedPlan, expect_plan
+from ..leases import server_now
+from ..messages import Batch, ErrorMarker, Heartbeat, Lease, MessageError
+from ..plan import CoordinatedPlan
 from ..signing import SignatureError, from_environment
 from ..storage import Storage, StorageError
-from . import context, contract
+from . import contract, crash, job_process, queue_watch
 
 PORT_VARIABLE = "DRO_POOL_PORT"  # the service's api_port, which the worker serves the probes on
 BUCKET_VARIABLE = "DRO_BUCKET"  # the deployment's base bucket
 SERVICE_VARIABLE = "DRO_POOL_SERVICE"  # the pool service's name, for error reports
-HEARTBEAT_PERIOD = 5.0  # seconds between heartbeats
-HEARTBEAT_TTL = 20.0  # a heartbeat older than this (server clock) is a dead worker's
-IDLE_POLL = 0.1  # seconds between looks at an empty queue
+HEARTBEAT_PERIOD = 2.0  # seconds between heartbeats
+HEARTBEAT_TTL = 8.0  # a heartbeat older than this (server clock) is a dead worker's: clients offer its calls again
+LIST_EVERY = 3.0  # seconds between listings of the queue while the watcher's notifications flow (lost events)
+LIST_WITHOUT_EVENTS = 1.0  # ... and when the storage offers none
+LIVENESS_EVERY = 2.0  # seconds between checks that the jobs being served still have a client
+CLOCK_EVERY = 60.0  # seconds between measures of the storage server's clock
+MAX_PROCESSES = 3  # job processes kept at once; an idle one of a job with nothing queued exits
 
 
-class _Probes(http.server.ThreadingHTTPServer):
-    """Answers Kubernetes' startup, readiness and liveness probes: 200 while the worker lives."""
+def _exit_status(status: int) -> int:
+    """A wait status as a shell reports it (crash.describe reads that): -N for signal N."""
+    return -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
 
-    daemon_threads = True
+
+class _Probes(http.server.HTTPServer):
+    """Answers Kubernetes' startup, readiness and liveness probes: 200 while the worker lives.
+    Served from the worker's loop, one request at a time (no thread)."""
+
+    timeout = 1.0
 
     def server_bind(self) -> None:
         # Replicas of one host (the embedded platform) share the port; in a pod it changes nothing.
         self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         super().server_bind()
+
+    def finish_request(self, request, client_address) -> None:
+        request.settimeout(self.timeout)  # a silent prober must not stall the worker
+        super().finish_request(request, client_address)
 
 
 class _Healthy(http.server.BaseHTTPRequestHandler):
@@ -69,152 +93,363 @@ class _Healthy(http.server.BaseHTTPRequestHandler):
         pass
 
 
+@dataclass
+class _JobProcess:
+    """The parent's view of one job's process."""
+
+    job_id: str
+    spawned: job_process.Spawned
+    busy: str | None = None  # the queued item it computes
+    coordinating: set[str] = field(default_factory=set)  # coordinator items running in it
+    sent: dict[str, bytes] = field(default_factory=dict)  # items handed to it and not finished: key -> body
+    ending: bool = False  # the parent ended it (its job is gone): no crash report
+    last_used: float = 0.0
+
+
 class PoolWorker:
-    def __init__(self, storage: Storage, service: str) -> None:
+    def __init__(self, storage: Storage, service: str, scratch: str, probe_fd: int | None = None) -> None:
         self.storage = storage
+        self.probe_fd = probe_fd  # the probes' socket, which job processes close
         self.service = service
+        self.scratch = scratch
         self.worker = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self.served = 0
-        self.stopping = threading.Event()
+        self.stopping = False
+        self.processes: dict[str, _JobProcess] = {}  # job id -> its process
+        self._ended: list[_JobProcess] = []  # processes told to end, not yet reaped
+        self.queued: list[str] = []  # the queue's items as last listed, not yet passed
         self._passed: set[str] = set()  # queue keys claimed (by us or others) or refused
-        self._beat_lock = threading.Lock()
+        self._crashes: dict[str, int] = {}  # queued item -> crashes of its process
+        self._turns: dict[str, float] = {}  # job id -> when this worker last took one of its items
+        self._alive: dict[str, tuple[float, bool]] = {}  # job id -> (when checked, whether its client waits)
+        self._clock: tuple[float, float] | None = None  # (when measured, storage server's clock - ours)
+        self._beat_at = -math.inf
+        self._listed_at = -math.inf
+        self._wake = True
+        self._events = True  # whether the watcher's notifications flow
+        self._watcher: tuple[int, int] | None = None  # its pid and pipe
 
-    def heartbeat(self) -> None:
-        with self._beat_lock:
-            self.storage.put_bytes(layout.pool_heartbeat(self.worker),
-                                   Heartbeat(self.worker, HEARTBEAT_TTL, self.served).to_json())
-
-    def _beat_forever(self) -> None:
-        while not self.stopping.wait(HEARTBEAT_PERIOD):
-            with contextlib.suppress(StorageError):  # a storage hiccup: the next beat will do
-                self.heartbeat()
-
-    def serve(self) -> None:
-        """Take queued calls until asked to stop (SIGTERM, as Kubernetes stops a pod)."""
-        self.heartbeat()
-        threading.Thread(target=self._beat_forever, name="heartbeat", daemon=True).start()
+    # -- the loop ------------------------------------------------------------------------------
+    def serve(self, probes: _Probes) -> None:
+        """Serve until asked to stop (SIGTERM, as Kubernetes stops a pod)."""
+        self._start_watcher()
         try:
-            while not self.stopping.is_set():
-                try:
-                    queued = self.storage.list(layout.QUEUE + "/")
-                except StorageError as exc:
-                    print(f"pool worker: cannot list the queue: {exc}", file=sys.stderr, flush=True)
-                    queued = []
-                took = False
-                # Coordinators first (they only watch storage, in a thread); then the oldest job's
-                # items first: job ids sort by creation time.
-                queued.sort(key=lambda key: not key.endswith("/" + layout.COORDINATOR_ITEM))
-                jobs = sorted({job for key in queued if (job := layout.job_of_key(key)) is not None})
-                for key in queued:
-                    if self.stopping.is_set():
-                        break
-                    if self.take(key):
-                        took = True
-                        self._take_batches(jobs)
-                if not took:
-                    self.stopping.wait(IDLE_POLL)
+            while not self.stopping:
+                self._turn(probes)
         finally:
+            for process in list(self.processes.values()):
+                self._end(process)
+            if self._watcher is not None:
+                with contextlib.suppress(OSError):
+                    os.kill(self._watcher[0], signal.SIGKILL)
             with contextlib.suppress(StorageError):
                 self.storage.delete([layout.pool_heartbeat(self.worker)])
 
-    def _take_batches(self, jobs: list[str]) -> None:
-        """Between two calls, merge the batches the listed jobs' coordinators launched since the
-        listing: a batch is on its job's critical path, and waiting for the end of the pass would
-        leave every merge to the end of the mapping. One listing per job, of its batches only."""
-        for job in jobs:
-            try:
-                batches = self.storage.list(layout.JobKeys(job).queued_batch_prefix)
-            except StorageError:
-                continue  # the next pass lists them again
-            for key in batches:
-                if self.stopping.is_set():
-                    return
-                self.take(key)
+    def _turn(self, probes: _Probes) -> None:
+        now = time.monotonic()
+        if now - self._beat_at >= HEARTBEAT_PERIOD:
+            self.heartbeat()
+        readable = [probes.socket.fileno(), *(p.spawned.conn.fileno() for p in self.processes.values())]
+        if self._watcher is not None:
+            readable.append(self._watcher[1])
+        wait = max(0.0, min(self._beat_at + HEARTBEAT_PERIOD, self._next_listing()) - time.monotonic())
+        if self._wake and self._free():
+            wait = 0.0
+        try:
+            ready, _, _ = select.select(readable, [], [], wait)
+        except InterruptedError:
+            return
+        if probes.socket.fileno() in ready:
+            probes.handle_request()
+        if self._watcher is not None and self._watcher[1] in ready:
+            self._read_watcher()
+        for process in list(self.processes.values()):
+            if process.spawned.conn.fileno() in ready:
+                self._read_process(process)
+        self._reap()
+        if self.stopping:
+            return
+        self._check_jobs()
+        if self._free() and (self._wake or time.monotonic() >= self._next_listing()):
+            self._list_queue()
+        self._dispatch()
 
-    def take(self, key: str) -> bool:
-        """Claim and compute the queued item ``key`` (a mapper call, a coordinated job's batch, or
-        its coordinator, started in a thread); True if a call or batch was computed here."""
+    def _next_listing(self) -> float:
+        return self._listed_at + (LIST_EVERY if self._events else LIST_WITHOUT_EVENTS)
+
+    def _free(self) -> bool:
+        """No item computing here (coordinators only watch, and do not count)."""
+        return all(process.busy is None for process in self.processes.values())
+
+    def heartbeat(self) -> None:
+        self._beat_at = time.monotonic()
+        with contextlib.suppress(StorageError):  # a storage hiccup: the next beat will do
+            self.storage.put_bytes(layout.pool_heartbeat(self.worker),
+                                   Heartbeat(self.worker, HEARTBEAT_TTL, self.served).to_json())
+
+    # -- the queue ------------------------------------------------------------------------------
+    def _start_watcher(self) -> None:
+        self._watcher = queue_watch.start(self._storage_factory())
+
+    def _storage_factory(self) -> Callable[[], Storage]:
+        config, signer = self.storage.config, self.storage.signer
+        return lambda: Storage(config, signer=signer)
+
+    def _read_watcher(self) -> None:
+        assert self._watcher is not None
+        data = queue_watch.drain(self._watcher[1])
+        if queue_watch.EVENT in data:
+            self._wake = True
+        if queue_watch.NO_EVENTS in data or not data:  # no notifications here, or the watcher died
+            self._events = False  # the queue is listed every LIST_WITHOUT_EVENTS from now on
+            pid, pipe = self._watcher
+            os.close(pipe)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+            self._watcher = None
+
+    def _list_queue(self) -> None:
+        self._wake = False
+        self._listed_at = time.monotonic()
+        try:
+            listed = self.storage.list(layout.QUEUE + "/")
+        except StorageError as exc:
+            print(f"pool worker: cannot list the queue: {exc}", file=sys.stderr, flush=True)
+            return
+        self.queued = [key for key in listed if key not in self._passed and layout.job_of_key(key) is not None]
+        waiting = {layout.job_of_key(key) for key in self.queued}
+        for job_id, process in list(self.processes.items()):
+            # A job with nothing left queued needs its process no more, once it is idle.
+            if job_id not in waiting and process.busy is None and not process.coordinating:
+                self._end(process)
+
+    def _dispatch(self) -> None:
+        """Start every queued coordinator, then take one item if none is computing here: from
+        the job whose turn it is (the one this worker served least recently), batches first (they
+        are on the job's critical path)."""
+        for key in [k for k in self.queued if k.endswith("/" + layout.COORDINATOR_ITEM)]:
+            self._take(key)
+        if not self._free() or self.stopping:
+            return
+        while self.queued:
+            key = min(self.queued, key=self._order)
+            if self._take(key):
+                return
+
+    def _order(self, key: str) -> tuple[float, str, bool, str]:
+        job_id = layout.job_of_key(key) or ""
+        return self._turns.get(job_id, -math.inf), job_id, not key.rsplit("/", 1)[-1].startswith("batch_"), key
+
+    def _take(self, key: str) -> bool:
+        """Claim the queued item ``key`` and hand it to its job's process; True if it was."""
+        self._pass(key)
         job_id = layout.job_of_key(key)
-        if job_id is None or key in self._passed:
+        assert job_id is not None
+        if not self._job_alive(job_id):
             return False
         claim = layout.JobKeys(job_id).claim_of(key)
-        name = key.rsplit("/", 1)[-1]
-        batch = name.startswith("batch_")
+        batch = key.rsplit("/", 1)[-1].startswith("batch_")
         try:
             body = self.storage.get_bytes(key)
-            item: MapperTrigger | Batch | CoordinatedPlan = (
-                expect_plan(body, CoordinatedPlan, f"pool worker taking {key}") if name == layout.COORDINATOR_ITEM
-                else Batch.from_json(body) if batch else MapperTrigger.from_json(body))
+            job_process.parse_item(key, body)
         except StorageError:
             return False  # taken (and removed) by another worker since the listing
         except (SignatureError, MessageError) as exc:
             # Not the client's or the coordinator's: never run it. Their retries cover their own items.
             print(f"pool worker: refusing {key}: {exc}", file=sys.stderr, flush=True)
-            self._pass(key)
             return False
-        if not self.storage.put_if_absent(claim, self.worker.encode()):
-            self._pass(key)
-            if not batch:  # computed elsewhere (its overflow): nothing left to offer
-                with contextlib.suppress(StorageError):
-                    self.storage.delete([key])
+        try:
+            if not self.storage.put_if_absent(claim, self.worker.encode()):
+                if not batch:  # computed elsewhere (its overflow): nothing left to offer
+                    with contextlib.suppress(StorageError):
+                        self.storage.delete([key])
+                return False
+            if not batch:
+                self.storage.delete([key])  # a batch file stays: the job's record of what it merges
+        except StorageError as exc:
+            print(f"pool worker: cannot claim {key}: {exc}", file=sys.stderr, flush=True)
             return False
-        self._pass(key)
-        if not batch:
-            self.storage.delete([key])  # a batch file stays: the job's record of what it merges
-        if isinstance(item, CoordinatedPlan):
-            threading.Thread(target=self._compute, args=(key, job_id, item), name=f"coordinator-{job_id}",
-                             daemon=True).start()
-            return False  # the worker goes on taking calls meanwhile
-        self._compute(key, job_id, item)
-        self.served += 1
+        self._send(job_id, key, body)
         return True
 
     def _pass(self, key: str) -> None:
-        """Remember an item never to look at again (batch files stay in the queue)."""
+        """Never look at ``key`` again (batch files stay in the queue)."""
         if len(self._passed) > 100_000:
             self._passed.clear()
         self._passed.add(key)
+        with contextlib.suppress(ValueError):
+            self.queued.remove(key)
 
-    def _compute(self, key: str, job_id: str, item: MapperTrigger | Batch | CoordinatedPlan) -> None:
-        from . import coordinator, mapper
-        from .merging import merge_keys
+    # -- job processes --------------------------------------------------------------------------
+    def _send(self, job_id: str, key: str, body: bytes) -> None:
+        process = self.processes.get(job_id) or self._spawn(job_id)
+        process.sent[key] = body
+        process.last_used = time.monotonic()
+        if key.endswith("/" + layout.COORDINATOR_ITEM):
+            process.coordinating.add(key)
+        else:
+            process.busy = key
+            self._turns[job_id] = time.monotonic()
+        with contextlib.suppress(OSError):  # it died meanwhile: reaping it retries the item
+            process.spawned.conn.send(("item", key, body))
 
-        scratch = tempfile.mkdtemp(prefix="dro-pool-")
-        now = time.time()  # the claim was just won: the call is invoked and starts now
-        ctx = context.FunctionContext(service=self.service, input_path="", key=key, output_dir=scratch,
-                                      storage=self.storage, worker=self.worker, invoked=now, started=now,
-                                      thread_cpu=True)
-        role = "batch" if isinstance(item, Batch) else "coordinator" if isinstance(item, CoordinatedPlan) else "mapper"
+    def _spawn(self, job_id: str) -> _JobProcess:
+        idle = [p for p in self.processes.values() if p.busy is None and not p.coordinating]
+        while len(self.processes) >= MAX_PROCESSES and idle:
+            self._end(min(idle, key=lambda p: p.last_used))
+            idle = [p for p in self.processes.values() if p.busy is None and not p.coordinating]
+        inherited = [p.spawned.conn.fileno() for p in self.processes.values()]
+        if self.probe_fd is not None:
+            inherited.append(self.probe_fd)
+        if self._watcher is not None:
+            inherited.append(self._watcher[1])
+        spawned = job_process.spawn(job_id, self.service, self.worker, self._storage_factory(), self.scratch,
+                                    inherited)
+        process = self.processes[job_id] = _JobProcess(job_id, spawned, last_used=time.monotonic())
+        return process
+
+    def _read_process(self, process: _JobProcess) -> None:
+        while True:
+            try:
+                if not process.spawned.conn.poll():
+                    return
+                kind, key = process.spawned.conn.recv()
+            except (EOFError, OSError):
+                return  # it ended: _reap sees it
+            if kind == "done":
+                process.busy = None
+                process.sent.pop(key, None)
+                self._crashes.pop(key, None)
+                self.served += 1
+            elif kind == "coordinator-done":
+                process.coordinating.discard(key)
+                process.sent.pop(key, None)
+                self._crashes.pop(key, None)
+
+    def _end(self, process: _JobProcess) -> None:
+        """End a job's process: its connection closed (it exits when idle), killed if its job is gone."""
+        self.processes.pop(process.job_id, None)
+        if process.ending:
+            with contextlib.suppress(OSError):
+                os.kill(process.spawned.pid, signal.SIGKILL)
+        job_process.close_quietly(process.spawned.conn)
+        self._ended.append(process)
+
+    def _reap(self) -> None:
+        """Collect ended processes; a crash of one that was computing is retried once, then reported."""
+        for process in [*self.processes.values(), *self._ended]:
+            try:
+                pid, status = os.waitpid(process.spawned.pid, os.WNOHANG)
+            except ChildProcessError:
+                pid, status = process.spawned.pid, 0
+            if pid == 0:
+                continue
+            if self.processes.get(process.job_id) is process:
+                del self.processes[process.job_id]
+            with contextlib.suppress(ValueError):
+                self._ended.remove(process)
+            output = _tail(process.spawned.output)
+            if output:
+                print(f"--- output of job {process.job_id}'s process ---\n{output}", flush=True)
+            shutil.rmtree(process.spawned.workdir, ignore_errors=True)
+            if process.ending or not process.sent:
+                continue
+            self._crashed(process, _exit_status(status), output)
+
+    def _crashed(self, process: _JobProcess, status: int, output: str) -> None:
+        how = crash.describe(status, output)
+        print(f"pool worker: job {process.job_id}'s process ended abnormally ({how})", file=sys.stderr, flush=True)
+        for key, body in process.sent.items():
+            crashes = self._crashes[key] = self._crashes.get(key, 0) + 1
+            if crashes == 1:
+                self._send(process.job_id, key, body)  # once more, in a fresh process
+                continue
+            self._crashes.pop(key, None)
+            self._report_crash(process.job_id, key, body, how, output)
+
+    def _report_crash(self, job_id: str, key: str, body: bytes, how: str, output: str) -> None:
+        item = job_process.parse_item(key, body)
+        role, task = (("coordinator", item.batch_file(len(item.sizes) - 1)) if isinstance(item, CoordinatedPlan)
+                      else ("batch", item.output) if isinstance(item, Batch) else ("mapper", item.output))
+        who = layout.JobKeys.reporter(role, key)
+        marker = ErrorMarker(job=job_id, who=who, service=self.service, trigger=key, output=task,
+                             retryable=False, error=f"the {role} process crashed with {how} twice, each time in a "
+                             "fresh process of the warm pool", traceback=crash.summary(output), crash=how)
+        with contextlib.suppress(StorageError):
+            self.storage.put_bytes(layout.JobKeys(job_id).error(who), marker.to_json())
+
+    # -- jobs whose client is gone ------------------------------------------------------------------
+    def _job_alive(self, job_id: str, fresh: bool = False) -> bool:
+        """Whether a client still waits for the job: its manifest exists and its lease has not
+        lapsed (read on the storage server's clock). Looked at once per LIVENESS_EVERY."""
+        checked = self._alive.get(job_id)
+        if checked is not None and not fresh and time.monotonic() - checked[0] < LIVENESS_EVERY:
+            return checked[1]
+        keys = layout.JobKeys(job_id)
         try:
-            if isinstance(item, CoordinatedPlan):
-                coordinator.run(ctx, item)
-            elif isinstance(item, Batch):
-                merge_keys(ctx, item.job, list(item.inputs), item.output, role="batch")
-            else:
-                # The claim is ours: a copy that finds it taken skips the call, so computing it must not.
-                mapper.run(ctx, dataclasses.replace(item, claim=""))
-        except Exception as exc:  # noqa: BLE001 - reported to the job's client like any function's
-            with contextlib.suppress(StorageError):
-                ctx.report_error(job_id, layout.JobKeys.reporter(role, key), exc)
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
+            alive = self.storage.exists(keys.manifest)
+            if alive:
+                lease = self.storage.modified(keys.lease).get(keys.lease)
+                if lease is not None:
+                    ttl = Lease.from_json(self.storage.get_bytes(keys.lease)).ttl
+                    alive = self._server_time() - lease < ttl
+        except (StorageError, MessageError, SignatureError):
+            return checked[1] if checked is not None else True  # unknown: as last seen
+        self._alive[job_id] = (time.monotonic(), alive)
+        if len(self._alive) > 10_000:
+            self._alive.clear()
+        return alive
+
+    def _server_time(self) -> float:
+        """The storage server's clock (leases are read on it), measured at most every CLOCK_EVERY."""
+        if self._clock is None or time.monotonic() - self._clock[0] > CLOCK_EVERY:
+            self._clock = (time.monotonic(), server_now(self.storage) - time.time())
+        return time.time() + self._clock[1]
+
+    def _check_jobs(self) -> None:
+        """Drop the jobs being served here whose client is gone: their process killed, their
+        queued items removed."""
+        for job_id, process in list(self.processes.items()):
+            if not self._job_alive(job_id):
+                print(f"pool worker: job {job_id} has no client any more: its process ends", flush=True)
+                process.ending = True
+                self._end(process)
+                with contextlib.suppress(StorageError):
+                    self.storage.delete_prefix(layout.JobKeys(job_id).prefix(layout.QUEUE))
+
+
+def _tail(path: str) -> str:
+    with contextlib.suppress(OSError), open(path, "rb") as handle:
+        handle.seek(max(0, os.path.getsize(path) - crash.TAIL_BYTES))
+        return handle.read().decode("utf-8", errors="replace").strip()
+    return ""
 
 
 def main() -> int:
     port = int(os.environ.get(PORT_VARIABLE, "8080"))
     probes = _Probes(("", port), _Healthy)
-    threading.Thread(target=probes.serve_forever, name="probes", daemon=True).start()
     config = contract.storage_config(os.environ[BUCKET_VARIABLE])
-    worker = PoolWorker(Storage(config, signer=from_environment()), os.environ.get(SERVICE_VARIABLE, "pool"))
-    signal.signal(signal.SIGTERM, lambda *_: worker.stopping.set())
-    import ROOT  # noqa: F401 - imported once, before the first call, not during it
+    scratch = tempfile.mkdtemp(prefix="dro-pool-")
+    worker = PoolWorker(Storage(config, signer=from_environment()), os.environ.get(SERVICE_VARIABLE, "pool"), scratch,
+                        probes.socket.fileno())
+
+    def stop(*_: object) -> None:
+        worker.stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    # Imported once, with a warm-up graph jitted, before the first job's process is forked from here.
     from ROOT._distrdf.Backends import Base  # noqa: F401
 
+    from .. import datasets
+
+    job_process.warm_up(scratch)
+    datasets.process_cache("datasets")  # made here: every job's process shares the staged files
     print(f"pool worker {worker.worker} ready on port {port}", flush=True)
     try:
-        worker.serve()
+        worker.serve(probes)
     finally:
-        probes.shutdown()
+        probes.server_close()
+        shutil.rmtree(scratch, ignore_errors=True)
     return 0
 
 
