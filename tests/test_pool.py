@@ -169,10 +169,11 @@ def _run_acting_on_first(executor, files, prefix: str, act, timeout: float = 60.
 
 
 def test_a_replica_killed_mid_call_is_replaced_and_its_call_recomputed(pool_cluster, dimuon_files, reference):
-    """The Deployment restarts the replica; the dead worker's claim stays, so the client's retry
-    (which carries no claim) has the file-triggered mapper compute the call."""
+    """The worker's heartbeat stops: the client offers its claimed call to the pool again at once
+    (not after the quiet spell, here a minute), the surviving worker computes it, and the
+    Deployment restarts the replica."""
     executor = pool_cluster.executor(reduction=dro.TreeReduction(fan_in=2), progress=False, ranges_per_call=1,
-                                     retry_after=2.0)
+                                     retry_after=60.0)
     storage = executor.storage
     before = {w.worker for w in executor.pool_workers()}
     killed: list[int] = []
@@ -187,7 +188,8 @@ def test_a_replica_killed_mid_call_is_replaced_and_its_call_recomputed(pool_clus
     assert killed, "no claim was seen to kill its holder"
     assert_exact(result, reference)
     job = executor.last_job
-    assert job.functions.get("mapper"), "no file-triggered mapper recomputed the killed worker's call"
+    assert job.functions == {}, "the pool did not recompute the killed worker's call"
+    assert all(item.trigger.attempts == 0 for item in job.tracker.expected), "a quiet-spell retry was needed"
     # A replacement replica imports ROOT and reports: the pool is whole again.
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:

@@ -55,22 +55,40 @@ def parse_item(key: str, body: bytes) -> MapperTrigger | Batch | CoordinatedPlan
 
 
 def warm_up(folder: str) -> None:
-    """Run a small graph of the usual kinds (a tree read from a file, Define, Filter, RVec columns,
-    the common actions) so that ROOT has parsed and instantiated what every job's graph needs: a
-    job's first call then jits only its own expressions (seen: 4 s -> 0.15 s). Only names of the
-    warm-up's own and RDataFrame's internal lambdas are declared; no user-visible state changes."""
+    """Run a small graph of the usual kinds, so that ROOT has parsed and instantiated what most
+    jobs' graphs need before any job's process is forked: columns of NanoAOD's types read from a
+    tree (counts, ``RVec`` of floats and ints, flags, weights), Filter and Define on them, vector
+    operations, and the common actions (AsNumpy's Take and Snapshot included). A job's first call
+    then jits only its own expressions (seen: the dimuon analysis 5 s -> 0.2 s). Only the warm-up's
+    own names and RDataFrame's internal lambdas are declared; no user-visible state changes."""
     import ROOT
 
     path = os.path.join(folder, "warm-up.root")
-    made = (ROOT.RDataFrame(64).Define("n", "int(rdfentry_ % 3)").Define("pt", "float(rdfentry_) * 0.5f")
-            .Define("v", "ROOT::RVecF(n, pt)"))
-    made.Snapshot("Events", path, ["n", "pt", "v"])
-    df = ROOT.RDataFrame("Events", path).Filter("n >= 1").Define("w", "v[0] * 2.0").Define("s", "Sum(v)")
-    results = [df.Count(), df.Sum("w"), df.Mean("pt"), df.Histo1D(("__dro_warm_up", "", 8, 0.0, 40.0), "w"),
-               df.Histo1D(("__dro_warm_up_v", "", 8, 0.0, 40.0), "v"), df.Max("s"), df.Min("pt")]
+    made = (ROOT.RDataFrame(64)
+            .Define("nMuon", "UInt_t(rdfentry_ % 3)").Define("event", "ULong64_t(rdfentry_)")
+            .Define("Muon_pt", "ROOT::RVecF(nMuon, 20.f + rdfentry_)").Define("Muon_eta", "ROOT::RVecF(nMuon, 0.5f)")
+            .Define("Muon_charge", "ROOT::RVecI(nMuon, rdfentry_ % 2 ? 1 : -1)")
+            .Define("Muon_tight", "ROOT::RVec<bool>(nMuon, true)").Define("weight", "1.0 + 0.5 * (rdfentry_ % 2)")
+            .Define("flag", "rdfentry_ % 2 == 0").Define("run", "int(rdfentry_ / 10)"))
+    columns = ["nMuon", "event", "Muon_pt", "Muon_eta", "Muon_charge", "Muon_tight", "weight", "flag", "run"]
+    made.Snapshot("Events", path, columns)
+    df = ROOT.RDataFrame("Events", path)
+    two = (df.Filter("nMuon == 2").Filter("Muon_charge[0] != Muon_charge[1]")
+           .Define("mass", "ROOT::VecOps::InvariantMass(Muon_pt, Muon_eta, Muon_eta, Muon_pt)")
+           .Define("good_pt", "Muon_pt[Muon_tight && abs(Muon_eta) < 2.4f]").Define("lead", "Muon_pt[0]")
+           .Define("ht", "Sum(Muon_pt)").Define("n_good", "int(good_pt.size())"))
+    spec = ("__dro_warm_up", "", 8, 0.0, 100.0)
+    results = [df.Count(), two.Count(), two.Sum("ht"), two.Mean("mass"), two.Min("lead"), two.Max("run"),
+               two.StdDev("weight"), two.Histo1D(spec, "mass"), two.Histo1D(spec, "lead", "weight"),
+               two.Histo1D(spec, "Muon_pt"), two.Histo1D(spec, "n_good"),
+               two.Histo2D((*spec, 8, 0.0, 100.0), "lead", "ht"), two.Profile1D(spec, "lead", "ht"),
+               two.Take["float"]("lead"), two.Take["ROOT::RVecF"]("good_pt"), df.Filter("flag").Count()]
     for result in results:
         result.GetValue()
-    os.remove(path)
+    two.AsNumpy(["lead", "event", "flag"])
+    two.Snapshot("Events", path + ".copy", ["lead", "Muon_pt", "event"])
+    for leftover in (path, path + ".copy"):
+        os.remove(leftover)
 
 
 @dataclasses.dataclass
