@@ -158,7 +158,8 @@ def test_an_outage_ends_the_stream_with_a_transient_error(platform, buckets):
     try:
         platform.inject(Fault.storage_outage(seconds=1.0, mode="503"))
         watch.wait_for(1, timeout=3.0)
-        assert watch.error is not None and watch.error.transient
+        assert watch.error is not None
+        assert watch.error.transient
     finally:
         watch.close()
         time.sleep(1.2)
