@@ -190,7 +190,6 @@ def test_update_rolls_the_replicas_and_delete_leaves_nothing(local, oscar, tmp_p
     assert oscar.create_service(service).status_code == 201
     [pid] = wait_for(lambda: ready_pids(local, "pool-del"), what="a ready replica")
     service["environment"]["variables"]["NEW"] = "1"  # a new pod template: a rollout
-    service["owner"] = "cluster_admin"  # else the admin's PUT leaves it ownerless: 0 replicas (Kueue)
     assert oscar.update_service("pool-del", service).status_code == 204
     wait_for(lambda: ready_pids(local, "pool-del") and pid not in ready_pids(local, "pool-del")
              and not alive(pid), what="the rollout")
@@ -202,13 +201,43 @@ def test_update_rolls_the_replicas_and_delete_leaves_nothing(local, oscar, tmp_p
     assert not os.path.exists(os.path.join(local.tmpdir, "exposed", "pool-del"))
 
 
-def test_an_ownerless_update_scales_to_zero(local, oscar, tmp_path):
+def test_an_ownerless_update_keeps_the_replicas_without_kueue(local, oscar, tmp_path):
+    """getDeploymentSpec gives min_scale replicas to any owner while Kueue is off (the Helm chart's
+    default), so an admin's PUT without ``owner`` changes nothing that runs."""
     service = definition("pool-owner", tmp_path)
     assert oscar.create_service(service).status_code == 201
-    wait_for(lambda: ready_pids(local, "pool-owner"), what="a ready replica")
+    [pid] = wait_for(lambda: ready_pids(local, "pool-owner"), what="a ready replica")
     assert oscar.update_service("pool-owner", service).status_code == 204  # no owner in the body
-    wait_for(lambda: not local.exposed_replicas("pool-owner"), what="zero replicas")
+    assert oscar.get_service("pool-owner").json()["owner"] == ""
+    assert ready_pids(local, "pool-owner") == [pid]  # the same pod template: no rollout
     oscar.remove_service("pool-owner")
+
+
+def test_kueue_refuses_every_exposed_service_and_pool_start_names_the_fix(tmp_path):
+    """With KUEUE_ENABLE on, OSCAR checks an exposed service's Workload once, without waiting, in a
+    LocalQueue it makes only for OIDC users' services: the admin's create fails (500) and is undone,
+    before any MinIO restart; an OIDC user's loses the race. ``pool start`` refuses, naming the fix."""
+    from distrdf_oscar.deployment import POOL, Deployment
+    from distrdf_oscar.platform.oscar import OSCARCluster, OSCARError
+
+    with LocalPlatform(oscar_version="4.1+kueue", oidc_users=("alice",), exposed_time_scale=SCALE) as kueue:
+        assert api(kueue, "get", "/system/config").json()["config"]["kueue_enable"] is True
+        alice = {"Authorization": f"Bearer {kueue.oidc_options('alice')['oidc_token']}"}
+        for caller in ({"auth": (kueue.oscar_user, kueue.oscar_password)}, {"headers": alice}):
+            response = requests.post(f"{kueue.oscar_endpoint}/system/services",
+                                     json=definition("pool-kq", tmp_path), timeout=30, **caller)
+            assert response.status_code == 500
+            assert response.text == ("Error creating the service: error creating deployment for exposed service "
+                                     "'pool-kq': workload for exposed service 'pool-kq' is NOT admitted")
+            assert api(kueue, "get", "/system/services/pool-kq").status_code == 404
+            assert api(kueue, "get", "/system/local/exposed/pool-kq").status_code == 404  # no pod left
+        assert api(kueue, "get", "/system/local/minio").json()["restarts"] == 0  # refused before the webhook
+
+        cluster = OSCARCluster(kueue.oscar_endpoint, user=kueue.oscar_user, password=kueue.oscar_password)
+        deployment = Deployment(name="kueue")
+        with pytest.raises(OSCARError, match=r"runs Kueue.*oscar-lq-kueue-pool.*KUEUE_ENABLE=false"):
+            cluster.start_pool(deployment, 1, ("key", "secret"))
+        assert deployment.service_name(POOL) not in cluster.services()
 
 
 def test_validation_in_4_1(local, oscar, tmp_path):

@@ -69,7 +69,7 @@ def oscar_jobs(platform: LocalPlatform, service: str) -> dict:
                         password=platform.oscar_password).job_listing(service).jobs
 
 
-@pytest.mark.parametrize("version", ["3.5", "3.6", "3.7", "4.1"])
+@pytest.mark.parametrize("version", ["3.5", "3.6", "3.7+kueue", "4.1"])
 def test_whole_cycle_on_each_release(version, dimuon_files, expected, monkeypatch, capsys):
     with LocalPlatform(workers=2, mode="prestarted", headroom=0.25, oscar_version=version) as platform:
         env = ["--env", f"DRO_PYTHON={__import__('sys').executable}"]
@@ -109,7 +109,7 @@ def test_whole_cycle_on_each_release(version, dimuon_files, expected, monkeypatc
 
         code, out, err = run_cli(monkeypatch, capsys, platform, "status")
         assert code == 0, err
-        assert f"version {platform.oscar_version}" in out.splitlines()[0]
+        assert f"version {platform.oscar_version.split('+')[0]}" in out.splitlines()[0]
         code, out, err = run_cli(monkeypatch, capsys, platform, "cleanup")
         assert code == 0, err
         assert "0 job(s) removed" in out
@@ -146,7 +146,7 @@ def put(s3, bucket: str, key: str) -> None:
     s3.put_object(bucket, key, io.BytesIO(b"x"), 1)
 
 
-@pytest.fixture(scope="module", params=["3.5", "3.6.3", "3.7", "4.0", "4.1"])
+@pytest.fixture(scope="module", params=["3.5", "3.6.3", "3.7+kueue", "4.0", "4.1"])
 def release(request):
     with LocalPlatform(workers=2, mode="cold", oscar_version=request.param) as platform:
         yield platform
@@ -170,8 +170,8 @@ def test_input_bucket_that_exists_is_refused_from_3_6(release):
 
 
 def test_listing_shape_paging_and_ownerless_services(release):
-    """An admin's PUT without an owner leaves the service ownerless; with Kueue (3.7 and later) its
-    jobs stay suspended. The listing's shape and paging follow the release, and the project's
+    """An admin's PUT without an owner leaves the service ownerless; with Kueue (3.7 and later, when the
+    operator turns it on) its jobs stay suspended. The listing's shape and paging follow the release, and the project's
     client reads every shape."""
     oscar = Client(release.oscar_options())
     oscar.create_service(service("own", "ownb/in"))
@@ -198,12 +198,12 @@ def test_listing_shape_paging_and_ownerless_services(release):
     else:
         assert "jobs" not in raw
         assert len(raw) == 75
-    if release.oscar_version >= "3.7":
-        assert len(listing.jobs) == 75
+    assert len(listing.jobs) == 75
+    if release.oscar_version.endswith("+kueue"):
         assert listing.busy == 75
         assert {info["status"] for info in listing.jobs.values()} == {"Suspended"}
     else:
-        assert len(listing.jobs) == 75
+        assert "Suspended" not in {info["status"] for info in listing.jobs.values()}
     oscar.remove_service("own")
 
 
@@ -331,3 +331,49 @@ def test_updates_before_4_0_wait_for_running_jobs_and_ownerless_services_are_rep
         assert oscar.get_service("upd-mapper").json()["owner"] == "cluster_admin"
         cluster.check_deployed(changed)
     cluster.undeploy(deployment, storage)
+
+
+def test_kueue_is_off_unless_asked_for_as_the_helm_charts_deploy_it():
+    """KUEUE_ENABLE is "false" in every chart from 3.7.0 to 4.1.2; "+kueue" turns it on (3.7 and later)."""
+    from distrdf_oscar.platform.embedded.versions import OscarVersion
+
+    assert not OscarVersion.parse("4.1").kueue
+    on = OscarVersion.parse("4.1+kueue")
+    assert on.kueue
+    assert on.label == "v4.1.2+kueue"
+    assert on.number == "4.1.2"
+    assert OscarVersion.parse(on.label) == on
+    with pytest.raises(ValueError, match="no Kueue"):
+        OscarVersion.parse("3.6+kueue")
+
+
+def minio_restarts(platform: LocalPlatform) -> int:
+    """How often the platform restarted MinIO (the emulator's own endpoint)."""
+    return requests.get(f"{platform.oscar_endpoint}/system/local/minio", timeout=30,
+                        auth=(platform.oscar_user, platform.oscar_password)).json()["restarts"]
+
+
+def test_minio_restarts_on_every_create_and_delete_and_on_updates_adding_a_bucket(release):
+    """registerMinIOWebhook/removeMinIOWebhook restart MinIO on create and delete (every release), an
+    update once per bucket it adds (3.6 and later; 3.5's update gives up first), a create refused for
+    its existing input bucket after the restart (3.6 and later)."""
+    oscar = Client(release.oscar_options())
+    before = minio_restarts(release)
+    oscar.create_service(service("rst", "rstb/in"))
+    assert minio_restarts(release) == before + 1
+    definition = oscar.get_service("rst").json()
+    oscar.update_service("rst", {**definition, "memory": "300Mi"})
+    assert minio_restarts(release) == before + 1  # the same buckets
+    added = {**definition, "output": [*definition["output"], {"storage_provider": "minio.default",
+                                                              "path": "rstc/out"}]}
+    oscar.update_service("rst", added)
+    adds = 1 if release.oscar_version >= "3.6" else 0
+    assert minio_restarts(release) == before + 1 + adds
+    oscar.remove_service("rst")
+    assert minio_restarts(release) == before + 2 + adds
+    release.minio_client().make_bucket("rstd")
+    answer = requests.post(f"{release.oscar_endpoint}/system/services", json=service("rsd", "rstd/in"),
+                           auth=(release.oscar_user, release.oscar_password), timeout=30)
+    assert minio_restarts(release) == before + 3 + adds
+    if answer.status_code == 201:  # 3.5 only logs the existing bucket
+        oscar.remove_service("rsd")

@@ -169,8 +169,10 @@ class Deployment:
                      secrets_as_variables: bool = False) -> dict[str, Any]:
         """The OSCAR definition of the deployment's warm pool: an exposed service of ``size``
         replicas (``functions/pool.py``). Its pods get no mounted MinIO keys, so ``storage_keys``
-        (access, secret) travel as its secrets; ``api_port`` is a number up to OSCAR 4.0 and a
-        list from 4.1 (``pkg/types/service.go``)."""
+        (access, secret) travel as its secrets: those of an account limited to the deployment's
+        buckets (``OSCARCluster.pool_account``), never the operator's, since the workers run any
+        submitter's code. ``api_port`` is a number up to OSCAR 4.0 and a list from 4.1
+        (``pkg/types/service.go``)."""
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise ValueError(f"a pool needs at least one worker, got {size!r}")
         from .functions.contract import POOL_KEYS

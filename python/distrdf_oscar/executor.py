@@ -222,8 +222,12 @@ class OSCARExecutor:
         """Start (or resize) the deployment's warm pool of ``size`` workers, an OSCAR exposed
         service; with ``wait``, wait up to that many seconds for them to report. Returns what
         OSCAR was asked to do (created, updated, replaced)."""
-        config = self.storage.config
-        done = self.cluster.start_pool(self.deployment, size, (config.access_key, config.secret_key))
+        # The workers run any submitter's code: they get keys that reach only this deployment's
+        # buckets, not the operator's (for basic auth, MinIO's root keys).
+        keys, fallback = self.cluster.pool_account(self.deployment, self.storage.config)
+        if fallback:
+            log.warning("pool %s: %s", self.deployment.service_name("pool"), fallback)
+        done = self.cluster.start_pool(self.deployment, size, keys)
         deadline = time.monotonic() + wait
         while len(self.pool_workers()) < size and time.monotonic() < deadline:
             time.sleep(0.5)

@@ -7,6 +7,7 @@ OSCAR every service create/delete reconfigures and restarts MinIO.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import ssl
@@ -295,6 +296,7 @@ class OSCARCluster:
             raise OSCARError("starting a pool takes the operator's credentials (its workers hold the "
                              "deployment's storage keys): ask the operator to run `distrdf-oscar pool start`")
         release = self.release()
+        self._refuse_pool_under_kueue(deployment.service_name(POOL), release)
         wanted = deployment.pool_service(size, storage_keys, release, secrets_as_variables=release < (3, 6, 0))
         name = wanted["name"]
         self._secrets += [v for v in wanted["environment"]["secrets"].values() if v and v not in self._secrets]
@@ -317,6 +319,72 @@ class OSCARCluster:
         self._call(f"remove service {name}", self.client.remove_service, name)
         self._call(f"create service {name}", self.client.create_service, wanted)
         return "replaced"
+
+    def _refuse_pool_under_kueue(self, name: str, release: tuple[int, int, int]) -> None:
+        """With Kueue on, OSCAR refuses every create and update of an operator's exposed service
+        (500, undone; v3.7.0 to v4.1.2 pkg/backends/resources/expose.go, pkg/utils/kueue.go
+        CheckWorkloadAdmited): say so before touching a running pool."""
+        if release < (3, 7, 0) or not (self.config().get("config") or {}).get("kueue_enable"):
+            return
+        raise OSCARError(
+            f"cannot start or resize the warm pool on OSCAR at {self.endpoint}: it runs Kueue (kueue_enable "
+            f"in /system/config), and OSCAR {_dotted(release)} then refuses an operator's exposed service. It "
+            f"queues the pool's Workload in the LocalQueue oscar-lq-{name}, which it creates only for OIDC "
+            "users' services, and checks its admission once without waiting, so the create or update answers "
+            "500 and is undone. Ask the operator to set KUEUE_ENABLE=false in OSCAR's deployment (the Helm "
+            "chart's default: --set kueue.enable=false); until then jobs run on the file-triggered services")
+
+    def pool_account(self, deployment: Deployment, storage: StorageConfig) -> tuple[tuple[str, str], str | None]:
+        """Storage keys for the deployment's pool that reach only the deployment's buckets: a MinIO
+        account (access key = the pool service's name) with a canned policy of the same name,
+        made (or given a new secret) through MinIO's admin API with ``storage``'s keys. Returns
+        (access key, secret key) and None, or, when those keys cannot administer MinIO (an OIDC
+        user's account, a server without the admin API), ``storage``'s own keys and why.
+
+        Uses ``add-canned-policy``, ``add-user`` and ``set-user-or-group-policy``, which both
+        RELEASE.2022-05-08 and RELEASE.2024-12-18 serve (``idp/builtin/policy/attach`` is
+        2024's only). A new secret every time: MinIO never shows one back, and the pool service's
+        update gives its new pods the new one."""
+        import secrets
+
+        import urllib3
+        from minio.error import MinioAdminException
+
+        name = deployment.service_name(POOL)
+        secret = secrets.token_urlsafe(30)
+        admin = _minio_admin(storage)
+        try:
+            admin.policy_add(name, policy=pool_policy(deployment))
+            admin.user_add(name, secret)
+            admin.policy_set(name, user=name)
+        except MinioAdminException as exc:
+            status = getattr(exc, "_code", "")
+            if status.startswith("5"):
+                raise OSCARError(f"MinIO at {storage.endpoint} failed ({status}) to make the pool's storage "
+                                 "account: retry") from None
+            return (storage.access_key, storage.secret_key), (
+                f"the pool's workers hold your own storage keys: they cannot administer MinIO (its admin API "
+                f"answered {status}), so no account limited to the deployment's buckets could be made")
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise OSCARError(f"cannot reach MinIO at {storage.endpoint} to make the pool's storage account: "
+                             f"{type(exc).__name__}") from None
+        self._secrets += [secret]
+        return (name, secret), None
+
+    def remove_pool_account(self, deployment: Deployment, storage: StorageConfig) -> bool:
+        """Remove the pool's MinIO account and policy (undeploy); False if there was none or the
+        keys cannot administer MinIO. The user goes first: MinIO (2024) keeps a policy in use."""
+        from minio.error import MinioAdminException
+
+        name = deployment.service_name(POOL)
+        admin = _minio_admin(storage)
+        try:
+            admin.user_remove(name)
+        except MinioAdminException:
+            return False  # none, or not ours to remove
+        with contextlib.suppress(MinioAdminException):
+            admin.policy_remove(name)
+        return True
 
     def stop_pool(self, deployment: Deployment) -> str:
         """Stop the pool's workers: scaled to zero from OSCAR 4.1 (``POST .../stop``), the service
@@ -345,6 +413,8 @@ class OSCARCluster:
             if name in existing:
                 self._call(f"remove service {name}", self.client.remove_service, name)
                 removed.append(name)
+        if not self.oidc and self.remove_pool_account(deployment, storage.config):
+            removed.append(f"storage account {deployment.service_name(POOL)}")
         for bucket in deployment.buckets:
             try:
                 if storage.remove_bucket(bucket):
@@ -407,6 +477,37 @@ class JobListing:
         """Jobs that may still produce something: pending, running, or not yet given a pod
         (``Suspended``: queued by Kueue, or just created)."""
         return sum(1 for info in self.jobs.values() if info.get("status") in BUSY_STATUSES)
+
+
+# What a pool worker does with storage: read, write and delete objects, list, listen to creations.
+POOL_ACTIONS = ("s3:GetBucketLocation", "s3:ListBucket", "s3:ListBucketMultipartUploads",
+                "s3:ListenBucketNotification", "s3:GetObject", "s3:PutObject", "s3:DeleteObject",
+                "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts")
+
+
+def pool_policy(deployment: Deployment) -> dict[str, Any]:
+    """The pool account's canned policy: :data:`POOL_ACTIONS` on the deployment's buckets only
+    (no bucket settings: notifications, policies, creation or removal stay OSCAR's)."""
+    resources = [arn for bucket in deployment.buckets for arn in (f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*")]
+    return {"Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": list(POOL_ACTIONS), "Resource": resources}]}
+
+
+def _minio_admin(storage: StorageConfig):
+    """minio-py's ``MinioAdmin`` for ``storage``'s endpoint and keys: a few seconds' patience,
+    not its default five minutes."""
+    import urllib3
+    from minio import MinioAdmin
+    from minio.credentials import StaticProvider
+
+    from ..storage import split_endpoint
+
+    host, secure = split_endpoint(storage.endpoint)
+    http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=5, read=30), maxsize=2,
+                               cert_reqs="CERT_REQUIRED" if storage.verify else "CERT_NONE",
+                               retries=urllib3.Retry(total=2, backoff_factor=0.5, status_forcelist=[502, 503, 504]))
+    return MinioAdmin(endpoint=host, credentials=StaticProvider(storage.access_key, storage.secret_key),
+                      region=storage.region, secure=secure, cert_check=storage.verify, http_client=http)
 
 
 def live_jobs(storage: Storage) -> list[str]:

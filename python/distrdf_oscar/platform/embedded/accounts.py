@@ -1,5 +1,5 @@
-"""Who is who: the admin (basic auth), OIDC users, their MinIO accounts, what they may see, and
-Kueue's per-user quotas.
+"""Who is who: the admin (basic auth), OIDC users, their MinIO accounts, what they may see, MinIO's
+own users and canned policies (its admin API), and Kueue's per-user quotas.
 
 OSCAR gives every OIDC user a MinIO account whose access key is the user's
 ``sub``, and grants the users of a service (its owner; everyone if public; the
@@ -12,6 +12,7 @@ by nobody known (``""`` after an admin's update) are never admitted.
 
 from __future__ import annotations
 
+import re
 import secrets
 import threading
 from collections import deque
@@ -39,14 +40,193 @@ def new_users(subs: tuple[str, ...]) -> dict[str, dict[str, str]]:
     return {sub: {"token": secrets.token_urlsafe(40), "secret_key": secrets.token_urlsafe(30)} for sub in subs}
 
 
+class IamError(Exception):
+    """A refusal of MinIO's admin API: its HTTP status, error code and message."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code = status, code
+
+
+def _no_such_user() -> IamError:
+    return IamError(404, "XMinioAdminNoSuchUser", "The specified user does not exist.")
+
+
+@dataclass
+class IamUser:
+    secret_key: str = field(repr=False)
+    enabled: bool = True
+    policies: tuple[str, ...] = ()
+
+
+def _wildcard(pattern: str, text: str) -> bool:
+    """minio/pkg's ``wildcard.Match``: ``*`` any run of characters, ``?`` one."""
+    expression = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.fullmatch(expression, text, re.DOTALL) is not None
+
+
+def _listed(value: Any) -> list[str]:
+    return [value] if isinstance(value, str) else list(value or [])
+
+
+class MinioIam:
+    """MinIO's built-in users and canned policies, and its policy engine for their requests.
+
+    What minio/pkg (v3.0.23, RELEASE.2024-12-18's; v1.1.23 for 2022) does for an IAM user: no
+    policy, no access; a Deny statement that matches wins over any Allow; an action matches a
+    statement's ``Action`` pattern (``s3:*``, ``s3:Get*``) with ``s3:GetObjectVersion`` implying
+    ``s3:GetObject``; the resource of a bucket-level request is ``bucket/`` (matching both
+    ``arn:aws:s3:::bucket`` and ``arn:aws:s3:::bucket/*``), of an object request ``bucket/key``
+    (policy/statement.go ``IsAllowed``, resource.go ``Match``). Conditions are not evaluated:
+    a statement with a ``Condition`` is taken as not matching (an Allow then grants nothing, a
+    Deny still denies), never kinder than MinIO. The root account is allowed everything.
+    """
+
+    def __init__(self, root_access_key: str, root_secret_key: str) -> None:
+        self.root_access_key = root_access_key
+        self._root_secret_key = root_secret_key
+        self._lock = threading.Lock()
+        self._users: dict[str, IamUser] = {}
+        self._policies: dict[str, dict[str, Any]] = {}
+
+    def access_keys(self) -> set[str]:
+        with self._lock:
+            return {key for key, user in self._users.items() if user.enabled}
+
+    def is_user(self, access_key: str) -> bool:
+        with self._lock:
+            return access_key in self._users
+
+    def secret_of(self, access_key: str) -> str | None:
+        if access_key == self.root_access_key:
+            return self._root_secret_key
+        with self._lock:
+            user = self._users.get(access_key)
+            return user.secret_key if user else None
+
+    # -- the admin API's operations (cmd/admin-handlers-users.go, cmd/iam-store.go) ------------
+
+    def add_user(self, access_key: str, secret_key: str, status: str = "enabled") -> None:
+        """``add-user``: create, or update the secret (and status) of, a user."""
+        if access_key == self.root_access_key:
+            raise IamError(403, "XMinioInvalidIAMCredentials", "Credential is not allowed to be same as admin access key")
+        if access_key != access_key.strip():
+            raise IamError(400, "XMinioInvalidResource",
+                           "Policy, user or group names are not allowed to begin or end with space characters")
+        if len(access_key) < 3 or any(c in access_key for c in "=,"):
+            raise IamError(400, "XMinioAdminInvalidAccessKey", "The access key is invalid.")
+        if len(secret_key) < 8:
+            raise IamError(400, "XMinioAdminInvalidSecretKey", "The secret key is invalid.")
+        with self._lock:
+            user = self._users.get(access_key)
+            policies = user.policies if user else ()
+            self._users[access_key] = IamUser(secret_key, status != "disabled", policies)
+
+    def remove_user(self, access_key: str) -> None:
+        if access_key == self.root_access_key:
+            raise IamError(403, "XMinioIAMActionNotAllowed", "Specified IAM action is not allowed")
+        with self._lock:
+            if self._users.pop(access_key, None) is None:
+                raise _no_such_user()
+
+    def user_info(self, access_key: str) -> dict[str, Any]:
+        with self._lock:
+            user = self._users.get(access_key)
+            if user is None:
+                raise _no_such_user()
+            return {"policyName": ",".join(user.policies), "status": "enabled" if user.enabled else "disabled",
+                    "memberOf": None}
+
+    def add_policy(self, name: str, document: dict[str, Any]) -> None:
+        """``add-canned-policy``: a policy needs a ``Version`` and valid statements."""
+        if name != name.strip():
+            raise IamError(400, "XMinioInvalidResource",
+                           "Policy, user or group names are not allowed to begin or end with space characters")
+        if "," in name:
+            raise IamError(400, "XMinioPolicyInvalidName", "Policy name may not contain comma")
+        if not document.get("Version"):
+            raise IamError(400, "MalformedPolicy", "The policy must contain a valid version string")
+        statements = document.get("Statement")
+        if not isinstance(statements, list) or not statements:
+            raise IamError(400, "XMinioMalformedIAMPolicy", "policy has no statements")
+        for statement in statements:
+            if not isinstance(statement, dict) or statement.get("Effect") not in ("Allow", "Deny") or \
+                    not (_listed(statement.get("Action")) or _listed(statement.get("NotAction"))):
+                raise IamError(400, "XMinioMalformedIAMPolicy", f"invalid statement {statement!r}")
+        with self._lock:
+            self._policies[name] = document
+
+    def remove_policy(self, name: str) -> None:
+        """``remove-canned-policy``: refused while a user has it (2024: errPolicyInUse); a
+        missing policy is no error."""
+        with self._lock:
+            if any(name in user.policies for user in self._users.values()):
+                raise IamError(400, "XMinioAdminPolicyInUse", "Specified policy is in use and cannot be deleted.")
+            self._policies.pop(name, None)
+
+    def policy_info(self, name: str) -> dict[str, Any]:
+        with self._lock:
+            if name not in self._policies:
+                raise IamError(404, "XMinioAdminNoSuchPolicy", "The canned policy does not exist.")
+            return self._policies[name]
+
+    def set_policy(self, access_key: str, names: str) -> None:
+        """``set-user-or-group-policy`` for a user: its policies become ``names`` (comma-separated)."""
+        if access_key == self.root_access_key:
+            raise IamError(403, "XMinioIAMActionNotAllowed", "Specified IAM action is not allowed")
+        wanted = tuple(n.strip() for n in names.split(",") if n.strip())
+        with self._lock:
+            user = self._users.get(access_key)
+            if user is None:
+                raise _no_such_user()
+            if any(n not in self._policies for n in wanted):
+                raise IamError(404, "XMinioAdminNoSuchPolicy", "The canned policy does not exist.")
+            user.policies = wanted
+
+    # -- the policy engine ------------------------------------------------------------------------
+
+    def allows(self, access_key: str, action: str, bucket: str = "", key: str = "") -> bool:
+        """Whether the account may do ``action`` on ``bucket``/``key`` (see the class docstring)."""
+        if access_key == self.root_access_key:
+            return True
+        with self._lock:
+            user = self._users.get(access_key)
+            if user is None or not user.enabled:
+                return False
+            statements = [s for name in user.policies for s in self._policies.get(name, {}).get("Statement", [])]
+        resource = f"{bucket}/{key}" if key else f"{bucket}/"
+        matching = [s for s in statements if _statement_matches(s, action, resource)]
+        if any(s["Effect"] == "Deny" for s in matching):
+            return False
+        return any(s["Effect"] == "Allow" and "Condition" not in s for s in matching)
+
+
+def _statement_matches(statement: dict[str, Any], action: str, resource: str) -> bool:
+    actions, not_actions = _listed(statement.get("Action")), _listed(statement.get("NotAction"))
+    implied = {action, "s3:GetObjectVersion"} if action == "s3:GetObject" else {action}
+    if actions and not any(_wildcard(p, a) for p in actions for a in implied):
+        return False
+    if any(_wildcard(p, action) for p in not_actions):
+        return False
+    if action.startswith("admin:"):
+        return True  # admin statements ignore their resources
+    for arn in _listed(statement.get("Resource")):
+        pattern = arn.removeprefix("arn:aws:s3:::")
+        if resource.rstrip("/") == pattern or _wildcard(pattern, resource):
+            return True
+    return False
+
+
 class Accounts:
-    def __init__(self, root_access_key: str, users: dict[str, dict[str, str]], version: OscarVersion) -> None:
+    def __init__(self, root_access_key: str, users: dict[str, dict[str, str]], version: OscarVersion,
+                 root_secret_key: str = "") -> None:
         self.root_access_key = root_access_key
         self.version = version
         self.users = {sub: User(sub, **creds) for sub, creds in users.items()}
+        self.minio = MinioIam(root_access_key, root_secret_key)  # MinIO's own users, made through its admin API
 
     def access_keys(self) -> set[str]:
-        return {self.root_access_key, *self.users}
+        return {self.root_access_key, *self.users, *self.minio.access_keys()}
 
     def user_for_token(self, token: str) -> User | None:
         for user in self.users.values():

@@ -11,19 +11,22 @@ import secrets
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.serving import make_server
 
 from .accounts import Accounts, Kueue, User
 from .exposed import ExposedServices, api_ports
-from .faults import Fault, FaultPlan
+from .faults import Fault, FaultPlan, MinioRestarts
 from .job_records import SUSPENDED, JobStore
 from .registry import ServiceRegistry
 from .validation import ServiceError
 from .versions import DEFAULT as DEFAULT_VERSION
 from .versions import JOB_LISTING_LIMIT, OscarVersion
+
+if TYPE_CHECKING:
+    from .gate import StorageGate
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +48,8 @@ class ApiContext:
     capacity: float = 1.0
     faults: FaultPlan | None = None  # fault injection rules (not part of OSCAR's API)
     exposed: ExposedServices | None = None  # exposed services' Deployments
+    storage_front: StorageGate | None = None  # where MinIO's restarts refuse connections
+    minio: MinioRestarts | None = None  # made by create_app when not given
 
 
 def _encode_page(name: str) -> str:
@@ -90,6 +95,9 @@ def _read_json() -> Any:
 
 def create_app(ctx: ApiContext) -> Flask:
     app = Flask(__name__)
+    if ctx.minio is None:
+        ctx.minio = MinioRestarts(ctx.storage_front or (ctx.faults.gate if ctx.faults is not None else None))
+    minio = ctx.minio
     # oscar-python asks for "/system/config/" as well as "/system/config".
     app.url_map.strict_slashes = False
 
@@ -162,7 +170,7 @@ def create_app(ctx: ApiContext) -> Flask:
         # OSCAR reports its tag without the "v"; the Kubernetes backend has no serverless_backend.
         return jsonify(
             {
-                "version": ctx.version.label[1:],
+                "version": ctx.version.number,
                 "git_commit": "local",
                 "architecture": _platform.machine(),
                 "kubernetes_version": "",
@@ -214,9 +222,17 @@ def create_app(ctx: ApiContext) -> Flask:
             services = [s for s in services if s is not None and ctx.accounts.can_see(caller(), s)]
         return jsonify([with_deployment(s) for s in services if s is not None])
 
+    # Every create and delete, and an update adding a bucket, restarts MinIO (faults.MinioRestarts);
+    # a refused create or update restarts it as often as OSCAR did before failing.
+
     @app.post("/system/services")
     def create_service() -> Response:
-        ctx.registry.create(_read_json(), owner=caller())
+        try:
+            ctx.registry.create(_read_json(), owner=caller())
+        except ServiceError as err:
+            minio.restart(err.minio_restarts)
+            raise
+        minio.restart()
         return _text(201)
 
     @app.put("/system/services")
@@ -224,7 +240,12 @@ def create_app(ctx: ApiContext) -> Flask:
         payload = _read_json()
         if isinstance(payload, dict) and isinstance(payload.get("name"), str):
             owned(payload["name"])
-        service = ctx.registry.update(payload, owner=caller())
+        try:
+            service, restarts = ctx.registry.update(payload, owner=caller())
+        except ServiceError as err:
+            minio.restart(err.minio_restarts)
+            raise
+        minio.restart(restarts)
         if service is None:  # the release answers without changing anything
             return _text(200)
         return _text(204)
@@ -241,7 +262,14 @@ def create_app(ctx: ApiContext) -> Flask:
     @app.delete("/system/services/<name>")
     def delete_service(name: str) -> Response:
         owned(name)
-        ctx.registry.delete(name, before_buckets=ctx.service_deleted)
+
+        def webhook_removed(service: str) -> None:
+            # delete.go: the service's Kubernetes objects go, then its webhook (MinIO restarts),
+            # then its buckets.
+            ctx.service_deleted(service)
+            minio.restart()
+
+        ctx.registry.delete(name, before_buckets=webhook_removed)
         return _text(204)
 
     @app.get("/system/quotas/user")
@@ -398,6 +426,21 @@ def create_app(ctx: ApiContext) -> Flask:
         if ctx.registry.get(name) is None and (ctx.exposed is None or not ctx.exposed.has(name)):
             return _text(404, f"Service '{name}' not found")
         return jsonify(ctx.exposed.replicas(name) if ctx.exposed is not None else [])
+
+    @app.get("/system/local/minio")
+    def minio_restarts() -> Response:
+        """How long each MinIO restart lasts, how many there were, whether they cut storage."""
+        return jsonify(minio.report())
+
+    @app.put("/system/local/minio")
+    def set_minio_restarts() -> Response:
+        """``{"restart_seconds": S}``: the length of the next restarts (tests shorten them)."""
+        body = _read_json()
+        seconds = body.get("restart_seconds") if isinstance(body, dict) else None
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
+            return _text(400, "restart_seconds must be a number of seconds, 0 or more")
+        minio.seconds = float(seconds)
+        return jsonify(minio.report())
 
     # -- fault injection: the embedded platform's own endpoints, not OSCAR's -----------------
 

@@ -550,10 +550,10 @@ class ExposedServices:
             return dep is not None and dep.hpa
 
     def _replicas_for(self, service: dict[str, Any]) -> int:
-        # getDeploymentSpec (3.7): with Kueue on, a service not owned by cluster_admin starts at 0
-        # until its Workload is admitted; OIDC owners' workloads are taken as admitted here.
-        if self.version.kueue and not service.get("owner"):
-            return 0
+        # getDeploymentSpec (v3.7.0 to v4.1.2 expose.go) gives 0 replicas, until Kueue admits the
+        # Workload, to a service not owned by cluster_admin when Kueue is on; but with Kueue on no
+        # exposed service is ever created here (registry.py _not_admitted), nor updated (UpdateExpose
+        # checks the admission again), so every Deployment has min_scale.
         return int(service["expose"]["min_scale"])
 
     def create(self, service: dict[str, Any], with_hpa: bool = True) -> None:

@@ -17,6 +17,9 @@ these, so the client's recovery can be tested and problems reproduced:
   (``mode="503"``) or refuses connections (``mode="refuse"``) for ``seconds``,
   starting ``after`` seconds after the rule is added.
 
+Not a rule but OSCAR's own doing: :class:`MinioRestarts`, the restart of MinIO on
+every service create and delete.
+
 A rule matches by service role (``mapper``, ``reducer``, ``coordinator``,
 ``batch``, or ``None`` for any) and by a glob on the triggering object key, and
 fires ``times`` times. The platform reports how often each rule fired, so a
@@ -30,6 +33,7 @@ import logging
 import os
 import shutil
 import threading
+import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +43,13 @@ if TYPE_CHECKING:
 # How a function learns where to die: the failpoint it must stop at.
 
 log = logging.getLogger(__name__)
+
+# How long MinIO refuses connections when OSCAR restarts it. An estimate: MinIO's ServiceRestart
+# stops serving (pending requests get up to 5 s, says OSCAR), re-executes its binary and loads its
+# configuration, IAM and bucket metadata again, a second or two for a small single-node server; no
+# OSCAR cluster could be measured here. OSCAR itself allows 6 s before it checks that MinIO is back
+# (pkg/utils/minio.go RestartServer, v3.5.3 to v4.1.2).
+RESTART_SECONDS = 2.0
 
 KINDS = ("drop_trigger", "duplicate_trigger", "kill", "delay", "storage_outage")
 KILL_POINTS = ("before-write", "after-write")
@@ -132,6 +143,11 @@ class FaultPlan:
                 assert self._gate is not None
                 self._gate.schedule(rule)
 
+    @property
+    def gate(self) -> StorageGate | None:
+        """The storage front, when the platform was started with fault injection."""
+        return self._gate
+
     def clear(self) -> None:
         with self._lock:
             self._rules.clear()
@@ -166,3 +182,43 @@ class FaultPlan:
                     return f"{rule.when}:{folder}"
         return None
 
+
+
+class MinioRestarts:
+    """MinIO's restart whenever OSCAR changes its webhooks (an emulator model, not a fault rule).
+
+    OSCAR registers a service's MinIO webhook on create and removes it on delete, each time with
+    MinIO's admin ``ServiceRestart`` and a 6 s sleep before it checks MinIO is back
+    (pkg/handlers/create.go registerMinIOWebhook, delete.go removeMinIOWebhook,
+    pkg/utils/minio.go RestartServer, v3.5.3 to v4.1.2); an update does it once per bucket it adds
+    (update.go, 3.6.0 and later). Each restart here refuses connections for ``seconds`` and cuts
+    the open ones, through the storage front; the API answers once it is over (OSCAR: after its
+    6 s). Restarts are serialised. Without a storage front (a platform without fault injection, as
+    long as the platform process hands it none) restarts are only counted.
+    """
+
+    def __init__(self, gate: StorageGate | None, seconds: float = RESTART_SECONDS) -> None:
+        self._gate = gate
+        self.seconds = seconds
+        self.count = 0
+        self._lock = threading.Lock()
+
+    @property
+    def modelled(self) -> bool:
+        return self._gate is not None
+
+    def restart(self, times: int = 1) -> None:
+        for _ in range(times):
+            with self._lock:
+                self.count += 1
+                if self._gate is None or self.seconds <= 0:
+                    continue
+                log.warning("MinIO restarts: storage refuses connections for %.1f s", self.seconds)
+                self._gate._begin("refuse")
+                try:
+                    time.sleep(self.seconds)
+                finally:
+                    self._gate._end()
+
+    def report(self) -> dict[str, Any]:
+        return {"restart_seconds": self.seconds, "restarts": self.count, "modelled": self.modelled}

@@ -6,13 +6,23 @@ all reach one MinIO, and it applies, request by request:
 
 - **accounts**: a request signed with an unknown access key is refused (403
   ``InvalidAccessKeyId``), as MinIO does;
-- **bucket policies**: ``allowed(access_key, bucket)`` decides whether a user may
-  touch a bucket (OSCAR grants a service's users access to its buckets); a
-  refusal is 403 ``AccessDenied``;
+- **bucket policies**: ``allowed(access_key, bucket)`` decides whether an OIDC
+  user's account may touch a bucket (OSCAR grants a service's users access to
+  its buckets); an account made through MinIO's admin API gets what its canned
+  policies allow, action by action (``accounts.MinioIam``); a refusal is 403
+  ``AccessDenied``. A bucket listing shows such accounts only the buckets they
+  may list, as MinIO's ``ListBucketsHandler`` filters it;
+- **MinIO's admin API** (``/minio/admin/v3/``): the users and canned policies
+  subset minio-py's ``MinioAdmin`` uses (see ``_ADMIN``), for the root account
+  or an account whose policies grant the ``admin:`` action;
 - **bucket notifications**: each successful creation (PUT, copy, completed
   multipart upload) is reported to ``on_created`` with the uploader's access key,
   which MinIO puts in its event as ``principalId`` and OSCAR uses to choose the
   function's credentials;
+- **listening to notifications** (MinIO's extension ``GET /<bucket>?events=...``,
+  minio-py's ``listen_bucket_notification``): served here, from the same
+  creation events, as MinIO's ``ListenNotificationHandler`` does (see
+  :class:`_Listener`);
 - **outages** (fault injection): answer 503, or refuse connections, for a while,
   cutting the connections already open as a restarting server would.
 
@@ -24,14 +34,23 @@ kept-alive connections are checked request by request.
 from __future__ import annotations
 
 import contextlib
+import datetime as _dt
+import http.client
+import io
+import json
 import logging
+import queue
+import re
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
+
+from .accounts import IamError, MinioIam
 
 if TYPE_CHECKING:
     from .faults import Fault
@@ -138,6 +157,118 @@ def access_key_of(head: _Head) -> str | None:
     return None
 
 
+_ADMIN_PREFIX = "/minio/admin/v3/"
+# (method, command) -> (the admin action a non-root account needs, the query parameters MinIO's
+# route requires); minio/pkg policy/admin-action.go names the actions.
+_ADMIN: dict[tuple[str, str], tuple[str, tuple[str, ...]]] = {
+    ("PUT", "add-user"): ("admin:CreateUser", ("accessKey",)),
+    ("DELETE", "remove-user"): ("admin:DeleteUser", ("accessKey",)),
+    ("GET", "user-info"): ("admin:GetUser", ("accessKey",)),
+    ("PUT", "add-canned-policy"): ("admin:CreatePolicy", ("name",)),
+    ("DELETE", "remove-canned-policy"): ("admin:DeletePolicy", ("name",)),
+    ("GET", "info-canned-policy"): ("admin:GetPolicy", ("name",)),
+    ("PUT", "set-user-or-group-policy"): ("admin:AttachUserOrGroupPolicy", ("policyName", "userOrGroup", "isGroup")),
+}
+
+
+def _admin_error(path: str, status: int, code: str, message: str) -> bytes:
+    """An admin API refusal as MinIO writes it (writeErrorResponseJSON)."""
+    body = json.dumps({"Code": code, "Message": message, "Resource": path, "RequestId": f"{time.time_ns():X}",
+                       "HostId": ""}).encode()
+    reason = http.client.responses.get(status, "Error")
+    return (f"HTTP/1.1 {status} {reason}\r\nServer: MinIO\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+class _Body:
+    """Bytes read like the HTTP response ``minio.crypto.decrypt`` takes."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = io.BytesIO(data)
+
+    def read(self, amount: int = -1) -> bytes:
+        return self._data.read(amount)
+
+    def close(self) -> None:
+        pass
+
+    def release_conn(self) -> None:
+        pass
+
+
+def _unchunk(data: bytes) -> bytes:
+    out, rest = b"", data
+    while rest:
+        size_line, _, rest = rest.partition(b"\r\n")
+        size = int(size_line.split(b";")[0].strip() or b"0", 16)
+        if size == 0:
+            break
+        out, rest = out + rest[:size], rest[size + 2:]
+    return out
+
+
+def _is_admin(head: _Head) -> bool:
+    return _target(head)[1] == "minio" and urlsplit(head.first.split(" ")[1]).path.startswith(_ADMIN_PREFIX)
+
+
+# Sub-resources of a bucket or object request -> MinIO's action for each method (cmd/api-router.go,
+# the handlers' checkRequestAuthType calls); anything else is the plain request's action.
+_BUCKET_ACTIONS = {
+    "GET": {"events": "s3:ListenBucketNotification", "location": "s3:GetBucketLocation",
+            "policy": "s3:GetBucketPolicy", "notification": "s3:GetBucketNotification",
+            "versioning": "s3:GetBucketVersioning", "uploads": "s3:ListBucketMultipartUploads",
+            "versions": "s3:ListBucketVersions", "tagging": "s3:GetBucketTagging",
+            "lifecycle": "s3:GetLifecycleConfiguration", "object-lock": "s3:GetBucketObjectLockConfiguration",
+            "encryption": "s3:GetEncryptionConfiguration", "replication": "s3:GetReplicationConfiguration",
+            "acl": "s3:GetBucketPolicy", "cors": "s3:GetBucketCors", "": "s3:ListBucket"},
+    "HEAD": {"": "s3:ListBucket"},
+    "PUT": {"policy": "s3:PutBucketPolicy", "notification": "s3:PutBucketNotification",
+            "versioning": "s3:PutBucketVersioning", "tagging": "s3:PutBucketTagging",
+            "lifecycle": "s3:PutLifecycleConfiguration", "object-lock": "s3:PutBucketObjectLockConfiguration",
+            "encryption": "s3:PutEncryptionConfiguration", "replication": "s3:PutReplicationConfiguration",
+            "acl": "s3:PutBucketPolicy", "cors": "s3:PutBucketCors", "": "s3:CreateBucket"},
+    "DELETE": {"policy": "s3:DeleteBucketPolicy", "tagging": "s3:PutBucketTagging",
+               "lifecycle": "s3:PutLifecycleConfiguration", "encryption": "s3:PutEncryptionConfiguration",
+               "replication": "s3:PutReplicationConfiguration", "cors": "s3:PutBucketCors", "": "s3:DeleteBucket"},
+    "POST": {"delete": "s3:DeleteObject", "": "s3:PutObject"},
+}
+_OBJECT_ACTIONS = {
+    "GET": {"uploadId": "s3:ListMultipartUploadParts", "tagging": "s3:GetObjectTagging",
+            "retention": "s3:GetObjectRetention", "legal-hold": "s3:GetObjectLegalHold",
+            "acl": "s3:GetObject", "attributes": "s3:GetObjectAttributes", "": "s3:GetObject"},
+    "HEAD": {"": "s3:GetObject"},
+    "PUT": {"tagging": "s3:PutObjectTagging", "retention": "s3:PutObjectRetention",
+            "legal-hold": "s3:PutObjectLegalHold", "acl": "s3:PutObject", "": "s3:PutObject"},
+    "POST": {"uploads": "s3:PutObject", "uploadId": "s3:PutObject", "restore": "s3:RestoreObject",
+             "select": "s3:GetObject", "": "s3:PutObject"},
+    "DELETE": {"uploadId": "s3:AbortMultipartUpload", "tagging": "s3:DeleteObjectTagging", "": "s3:DeleteObject"},
+}
+
+
+def _actions(head: _Head) -> list[tuple[str, str, str]]:
+    """(action, bucket, key) a request needs: its own, and reading the source of a copy. A
+    multi-object delete is checked on the bucket (MinIO checks each key: never kinder here, as a
+    policy granting a whole bucket grants both). Unknown methods need an action nobody is given."""
+    method, bucket, key, query = _target(head)
+    if not bucket:
+        return [("s3:ListAllMyBuckets", "", "")]
+    table = (_OBJECT_ACTIONS if key else _BUCKET_ACTIONS).get(method, {})
+    params = parse_qs(query, keep_blank_values=True)
+    action = next((a for sub, a in table.items() if sub and sub in params), table.get("", "s3:Unknown"))
+    needs = [(action, bucket, key)]
+    source = head.headers.get("x-amz-copy-source")
+    if source:
+        source_bucket, _, source_key = unquote(source.split("?versionId=")[0]).lstrip("/").partition("/")
+        needs.append(("s3:GetObject", source_bucket, source_key))
+    return needs
+
+
+def _is_listen(head: _Head) -> bool:
+    """MinIO's ListenNotification route: GET on a bucket (or on ``/``) with an ``events`` query."""
+    method, _, key, query = _target(head)
+    return method == "GET" and not key and "events" in parse_qs(query, keep_blank_values=True)
+
+
 def _target(head: _Head) -> tuple[str, str, str, str]:
     """(method, bucket, key, query) of a path-style S3 request."""
     method, target = head.first.split(" ")[:2]
@@ -147,23 +278,129 @@ def _target(head: _Head) -> tuple[str, str, str, str]:
 
 
 def _error(status: str, code: str, message: str) -> bytes:
+    # MinIO's answers name the request's resource and id too; clients read Code and Message.
     body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
             f"<Message>{message}</Message></Error>").encode()
     return (f"HTTP/1.1 {status}\r\nContent-Type: application/xml\r\nContent-Length: {len(body)}\r\n\r\n"
             .encode() + body)
 
 
+# -- listening to bucket notifications (MinIO's ListenNotificationHandler) -------------------------
+#
+# Read in cmd/listen-notification-handlers.go of RELEASE.2022-05-08T23-50-31Z and
+# RELEASE.2024-12-18T13-15-44Z, the names in internal/event/name.go (ParseName), the filter checks
+# in internal/event/config.go (ValidateFilterRuleValue) and rules.go (NewPattern), the record in
+# internal/event/event.go and cmd/event-notification.go (ToEvent, unescaped key for listeners).
+
+# Every name ParseName accepts (2024; 2022 knows a subset): a listener may ask for any of them.
+_EVENT_NAMES = frozenset(
+    ["s3:BucketCreated:*", "s3:BucketRemoved:*", "s3:LifecycleDelMarkerExpiration:Delete"]
+    + [f"s3:ObjectAccessed:{n}" for n in ("*", "Get", "GetRetention", "GetLegalHold", "Head", "Attributes")]
+    + [f"s3:ObjectCreated:{n}" for n in ("*", "CompleteMultipartUpload", "Copy", "Post", "Put", "PutRetention",
+                                         "PutLegalHold", "PutTagging", "DeleteTagging")]
+    + [f"s3:ObjectRemoved:{n}" for n in ("*", "Delete", "DeleteMarkerCreated", "NoOP", "DeleteAllVersions")]
+    + [f"s3:Replication:{n}" for n in ("*", "OperationFailedReplication", "OperationCompletedReplication",
+                                       "OperationMissedThreshold", "OperationReplicatedAfterThreshold",
+                                       "OperationNotTracked")]
+    + [f"s3:ObjectRestore:{n}" for n in ("*", "Post", "Completed")]
+    + [f"s3:ObjectTransition:{n}" for n in ("*", "Failed", "Complete")]
+    + [f"s3:Scanner:{n}" for n in ("ManyVersions", "LargeVersions", "BigPrefix")])
+KEEP_ALIVE = 0.5  # seconds between the " " MinIO writes to an idle stream (no ``ping`` asked for)
+
+
+def _pattern(prefix: str, suffix: str) -> re.Pattern[str]:
+    """MinIO's filter: ``prefix*`` + ``*suffix`` (NewPattern), matched with ``*`` as the only wildcard."""
+    pattern = (prefix + ("" if not prefix or prefix.endswith("*") else "*")
+               + ("" if not suffix or suffix.startswith("*") else "*") + suffix).replace("**", "*") or "*"
+    return re.compile(".*".join(re.escape(part) for part in pattern.split("*")), re.DOTALL)
+
+
+def _filter_value_valid(value: str) -> bool:
+    return (all(segment not in (".", "..") for segment in value.split("/")) and len(value.encode()) <= 1024
+            and "\\" not in value)
+
+
+@dataclass
+class _Created:
+    """An object creation as the storage front saw it."""
+
+    bucket: str
+    key: str
+    event: str  # s3:ObjectCreated:Put, :Copy or :CompleteMultipartUpload
+    size: int | None  # None when the request did not say (copies, multipart completions)
+    etag: str
+    content_type: str
+    metadata: dict[str, str]
+    principal: str
+    when: float = field(default_factory=time.time)
+
+
+@dataclass(eq=False)
+class _Listener:
+    bucket: str  # "" listens to every bucket (``GET /?events=``)
+    names: frozenset[str]
+    pattern: re.Pattern[str]
+    events: queue.SimpleQueue[_Created] = field(default_factory=queue.SimpleQueue)
+
+    def wants(self, created: _Created) -> bool:
+        if self.bucket and created.bucket != self.bucket:
+            return False
+        family = created.event.rsplit(":", 1)[0] + ":*"
+        return bool({created.event, family} & self.names) and self.pattern.fullmatch(created.key) is not None
+
+
+def _record(created: _Created) -> dict:
+    """The event as MinIO encodes it for a listener (``ToEvent(false)``: the key not escaped)."""
+    when = _dt.datetime.fromtimestamp(created.when, _dt.UTC)
+    request_id = f"{time.time_ns():X}"
+    obj: dict = {"key": created.key}
+    if created.size:
+        obj["size"] = created.size
+    if created.etag:
+        obj["eTag"] = created.etag
+    if created.content_type:
+        obj["contentType"] = created.content_type
+    if created.metadata:
+        obj["userMetadata"] = created.metadata
+    obj["sequencer"] = f"{int(created.when * 1e9):X}"
+    principal = {"principalId": created.principal}
+    return {
+        "eventVersion": "2.0",
+        "eventSource": "minio:s3",
+        "awsRegion": "",
+        "eventTime": when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z",
+        "eventName": created.event,
+        "userIdentity": principal,
+        "requestParameters": {**principal, "region": "", "sourceIPAddress": "127.0.0.1"},
+        "responseElements": {"x-amz-id-2": uuid.uuid4().hex, "x-amz-request-id": request_id,
+                             "x-minio-deployment-id": _DEPLOYMENT_ID, "x-minio-origin-endpoint": ""},
+        "s3": {"s3SchemaVersion": "1.0", "configurationId": "Config",
+               "bucket": {"name": created.bucket, "ownerIdentity": principal, "arn": f"arn:aws:s3:::{created.bucket}"},
+               "object": obj},
+        "source": {"host": "127.0.0.1", "port": "", "userAgent": ""},
+    }
+
+
+_DEPLOYMENT_ID = str(uuid.uuid4())
+
+
+def _chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
 class StorageGate:
     """Forwards S3 requests to moto, applying MinIO's rules (see the module's docstring)."""
 
-    def __init__(self, upstream_port: int, keys: Callable[[], set[str]],
+    def __init__(self, upstream_port: int, keys: Callable[[], set[str]], iam: MinioIam,
                  allowed: Callable[[str, str], bool] | None = None) -> None:
         self._upstream = ("127.0.0.1", upstream_port)
         self._keys = keys  # the access keys storage knows
-        self._allowed = allowed or (lambda access_key, bucket: True)
+        self._iam = iam  # the root account, and the accounts made through the admin API
+        self._allowed = allowed or (lambda access_key, bucket: True)  # for the other (OIDC) accounts
         self._lock = threading.Lock()
         self._mode: str | None = None
         self._open: set[socket.socket] = set()
+        self._listeners: set[_Listener] = set()
         # (bucket, key, size or None, etag, uploader's access key) of every object created
         self.on_created: Callable[[str, str, int | None, str, str], None] | None = None
         self._stopping = threading.Event()
@@ -241,10 +478,26 @@ class StorageGate:
         if access_key is None or access_key not in self._keys():
             return _error("403 Forbidden", "InvalidAccessKeyId",
                           "The Access Key Id you provided does not exist in our records.")
-        _, bucket, _, _ = _target(head)
-        if bucket and not self._allowed(access_key, bucket):
-            return _error("403 Forbidden", "AccessDenied", "Access Denied.")
-        return None
+        if access_key == self._iam.root_access_key or _is_admin(head):
+            return None  # the admin API answers its own refusals, in JSON
+        needs = _actions(head)
+        if self._iam.is_user(access_key):
+            granted = all(self._iam.allows(access_key, action, bucket, key) for action, bucket, key in needs
+                          if action != "s3:ListAllMyBuckets")  # a bucket listing is filtered instead
+        else:
+            # An OIDC user's account: OSCAR's policies give it all or nothing of a bucket, and not
+            # listening to a restricted service's (RESTRICTED_ACTIONS): never here, to be safe.
+            granted = not _is_listen(head) and all(self._allowed(access_key, bucket) for _, bucket, _ in needs
+                                                   if bucket)
+        return None if granted else _error("403 Forbidden", "AccessDenied", "Access Denied.")
+
+    def _may_list(self, access_key: str, bucket: str) -> bool:
+        """Whether a bucket listing shows ``bucket`` to a non-root account (ListBucketsHandler:
+        those it may ``s3:ListBucket`` or ``s3:GetBucketLocation``, without ListAllMyBuckets)."""
+        if self._iam.is_user(access_key):
+            return any(self._iam.allows(access_key, action, bucket)
+                       for action in ("s3:ListAllMyBuckets", "s3:ListBucket", "s3:GetBucketLocation"))
+        return self._allowed(access_key, bucket)
 
     def _serve(self, client_sock: socket.socket) -> None:
         client = _Stream(client_sock)
@@ -261,6 +514,15 @@ class StorageGate:
                     client.body(head, lambda piece: None)
                     client_sock.sendall(refusal)
                     continue
+                if _is_listen(head):
+                    client.body(head, lambda piece: None)
+                    self._serve_listen(head, client_sock)
+                    break  # a stream ends only with its connection
+                if _is_admin(head):
+                    body: list[bytes] = []
+                    client.body(head, body.append)
+                    client_sock.sendall(self._admin(head, b"".join(body)))
+                    continue
                 if upstream_sock is None:
                     upstream_sock = socket.create_connection(self._upstream, timeout=10)
                     upstream_sock.settimeout(None)
@@ -271,7 +533,11 @@ class StorageGate:
                     b"\r\nexpect: 100-continue", b"")
                 upstream_sock.sendall(forwarded)
                 client.body(head, upstream_sock.sendall)
-                response, keep_alive = self._relay_response(head, upstream, client_sock)
+                access_key = access_key_of(head) or ""
+                if _target(head)[1] == "" and access_key != self._iam.root_access_key:
+                    response, keep_alive = self._relay_bucket_list(access_key, upstream, client_sock)
+                else:
+                    response, keep_alive = self._relay_response(head, upstream, client_sock)
                 self._report_creation(head, response)
                 if not keep_alive:
                     break
@@ -304,17 +570,195 @@ class StorageGate:
             return response, False
         return response, response.headers.get("connection", "").lower() != "close"
 
+    def _relay_bucket_list(self, access_key: str, upstream: _Stream, client: socket.socket) -> tuple[_Head, bool]:
+        """Relay a ListBuckets answer showing only the buckets the account may list."""
+        while True:
+            response = upstream.head()
+            if int(response.first.split(" ")[1]) >= 200:
+                break
+        raw: list[bytes] = []
+        upstream.body(response, raw.append)
+        body = b"".join(raw)
+        if response.chunked:
+            body = _unchunk(body)
+        if response.first.split(" ")[1] == "200":
+            def keep(match: re.Match[bytes]) -> bytes:
+                name = re.search(rb"<Name>(.*?)</Name>", match.group(0))
+                shown = name is not None and self._may_list(access_key, name.group(1).decode())
+                return match.group(0) if shown else b""
+
+            body = re.sub(rb"<Bucket>.*?</Bucket>", keep, body, flags=re.DOTALL)
+        lines = [line for line in response.raw.decode("latin-1").split("\r\n")[:-2]
+                 if line.split(":")[0].lower() not in ("content-length", "transfer-encoding")]
+        client.sendall(("\r\n".join([*lines, f"Content-Length: {len(body)}"]) + "\r\n\r\n").encode("latin-1") + body)
+        return response, response.headers.get("connection", "").lower() != "close"
+
+    # -- MinIO's admin API ---------------------------------------------------------------
+
+    def _admin(self, head: _Head, body: bytes) -> bytes:
+        """Answer one admin request (cmd/admin-router.go, cmd/admin-handlers-users.go)."""
+        method, target = head.first.split(" ")[:2]
+        parts = urlsplit(target)
+        command = parts.path.removeprefix(_ADMIN_PREFIX)
+        params = {name: values[0] for name, values in parse_qs(parts.query, keep_blank_values=True).items()}
+        access_key = access_key_of(head) or ""
+        spec = _ADMIN.get((method, command))
+        if spec is None:
+            return _admin_error(parts.path, 400, "XMinioAdminNotImplemented",
+                                f"{method} {command} is not part of the admin API the embedded platform serves")
+        action, needed = spec
+        if any(name not in params for name in needed):
+            return _admin_error(parts.path, 400, "InvalidArgument", f"missing query parameters {', '.join(needed)}")
+        # An account may change its own secret unless a policy denies it (AddUser's DenyOnly).
+        own = command == "add-user" and params.get("accessKey") == access_key and self._iam.is_user(access_key)
+        if not (own or self._iam.allows(access_key, action)):
+            return _admin_error(parts.path, 403, "AccessDenied", "Access Denied.")
+        try:
+            answer = self._admin_do(command, params, body, access_key)
+        except IamError as exc:
+            return _admin_error(parts.path, exc.status, exc.code, str(exc))
+        data = b"" if answer is None else json.dumps(answer).encode()
+        return (f"HTTP/1.1 200 OK\r\nServer: MinIO\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(data)}\r\n\r\n").encode() + data
+
+    def _admin_do(self, command: str, params: dict[str, str], body: bytes, access_key: str) -> object:
+        iam = self._iam
+        if command == "add-user":
+            # The body is encrypted with the caller's secret key (madmin.EncryptData; minio-py's
+            # minio.crypto.encrypt), as MinIO decrypts it.
+            from minio.crypto import decrypt
+
+            try:
+                request = json.loads(decrypt(_Body(body), iam.secret_of(access_key) or ""))  # type: ignore[arg-type]
+                secret, status = str(request["secretKey"]), str(request.get("status") or "enabled")
+            except (ValueError, KeyError, TypeError, OSError):  # a wrong key fails the MAC check (ValueError)
+                raise IamError(400, "XMinioAdminConfigBadJSON",
+                               "JSON configuration provided is of incorrect format") from None
+            iam.add_user(params["accessKey"], secret, status)
+        elif command == "remove-user":
+            if params["accessKey"] == access_key:
+                raise IamError(403, "XMinioIAMActionNotAllowed", "Specified IAM action is not allowed")
+            iam.remove_user(params["accessKey"])
+        elif command == "user-info":
+            return iam.user_info(params["accessKey"])
+        elif command == "add-canned-policy":
+            try:
+                document = json.loads(body)
+            except ValueError:
+                raise IamError(400, "XMinioMalformedIAMPolicy", "the policy is not JSON") from None
+            if not isinstance(document, dict):
+                raise IamError(400, "XMinioMalformedIAMPolicy", "the policy is not a JSON object")
+            iam.add_policy(params["name"], document)
+        elif command == "remove-canned-policy":
+            iam.remove_policy(params["name"])
+        elif command == "info-canned-policy":
+            return iam.policy_info(params["name"])
+        elif command == "set-user-or-group-policy":
+            if params["isGroup"] == "true":
+                raise IamError(404, "XMinioAdminNoSuchGroup", "The specified group does not exist.")
+            iam.set_policy(params["userOrGroup"], params["policyName"])
+        return None
+
     def _report_creation(self, head: _Head, response: _Head) -> None:
         method, bucket, key, query = _target(head)
         if not 200 <= int(response.first.split(" ")[1]) < 300 or not key:
             return
         upload = (method == "PUT" and "partNumber=" not in query) or (method == "POST" and "uploadId=" in query)
-        if upload and self.on_created is not None:
-            # A plain PUT says its size; a copy or a multipart completion does not (nor its ETag).
-            plain = method == "PUT" and "x-amz-copy-source" not in head.headers
-            size = head.headers.get("x-amz-decoded-content-length", head.length) if plain else None
-            etag = response.headers.get("etag", "").strip('"') if plain else ""
-            self.on_created(bucket, key, None if size is None else int(size), etag, access_key_of(head) or "")
+        if not upload:
+            return
+        # A plain PUT says its size; a copy or a multipart completion does not (nor its ETag).
+        copy = "x-amz-copy-source" in head.headers
+        plain = method == "PUT" and not copy
+        size = head.headers.get("x-amz-decoded-content-length", head.length) if plain else None
+        etag = response.headers.get("etag", "").strip('"') if plain else ""
+        uploader = access_key_of(head) or ""
+        if self.on_created is not None:
+            self.on_created(bucket, key, None if size is None else int(size), etag, uploader)
+        event = "s3:ObjectCreated:" + ("Put" if plain else "Copy" if copy else "CompleteMultipartUpload")
+        metadata = {name: value for name, value in head.headers.items() if name.startswith("x-amz-meta-")}
+        created = _Created(bucket, key, event, None if size is None else int(size), etag,
+                           head.headers.get("content-type", "") if plain else "", metadata if plain else {},
+                           uploader)
+        with self._lock:
+            listeners = [listener for listener in self._listeners if listener.wants(created)]
+        for listener in listeners:
+            listener.events.put(created)
+
+    # -- listening -----------------------------------------------------------------
+
+    def _upstream_head(self, path: str) -> tuple[int, dict[str, str]]:
+        """HEAD ``path`` on moto directly: the store's own look-up. moto checks no signature, but
+        answers an anonymous request by the object's ACL."""
+        conn = http.client.HTTPConnection(*self._upstream, timeout=10)
+        credential = f"{self._iam.root_access_key}/20000101/us-east-1/s3/aws4_request"
+        try:
+            conn.request("HEAD", quote(path), headers={
+                "Authorization": f"AWS4-HMAC-SHA256 Credential={credential}, SignedHeaders=host, Signature=0"})
+            response = conn.getresponse()
+            response.read()
+            return response.status, {name.lower(): value for name, value in response.getheaders()}
+        finally:
+            conn.close()
+
+    def _serve_listen(self, head: _Head, sock: socket.socket) -> None:
+        """Serve one ``GET /<bucket>?events=...`` as MinIO does: checks first (an error is an
+        ordinary answer), then a chunked ``text/event-stream`` of one JSON line per event,
+        ``{"Records":[...]}``, and a keep-alive: " " every 0.5 s, or with ``ping=N`` (2024)
+        ``{"Records":null}`` every N seconds."""
+        _, bucket, _, query = _target(head)
+        values = parse_qs(query, keep_blank_values=True)
+        problem = None
+        for name, what in (("prefix", "prefix"), ("suffix", "suffix")):
+            given = values.get(name, [])
+            if len(given) > 1:
+                problem = ("400 Bad Request", "InvalidArgument", f"Cannot specify more than one {what} rule in a filter.")
+            elif given and not _filter_value_valid(given[0]):
+                problem = ("400 Bad Request", "InvalidArgument",
+                           "Size of filter rule value cannot exceed 1024 bytes in UTF-8 representation")
+        names = values.get("events", [])
+        if problem is None and any(name not in _EVENT_NAMES for name in names):
+            problem = ("400 Bad Request", "InvalidArgument", "A specified event is not supported for notifications.")
+        ping = values.get("ping", [""])[0]
+        if problem is None and ping and (not ping.isdigit() or int(ping) < 1):
+            problem = ("400 Bad Request", "AuthorizationQueryParametersError",  # ErrInvalidQueryParams, as MinIO
+                       ("Query-string authentication version 4 requires the X-Amz-Algorithm, X-Amz-Credential, "
+                        "X-Amz-Signature, X-Amz-Date, X-Amz-SignedHeaders, and X-Amz-Expires parameters."))
+        if problem is None and bucket and self._upstream_head("/" + bucket)[0] == 404:
+            problem = ("404 Not Found", "NoSuchBucket", "The specified bucket does not exist")
+        if problem is not None:
+            sock.sendall(_error(*problem))
+            return
+        listener = _Listener(bucket, frozenset(names),
+                             _pattern(values.get("prefix", [""])[0], values.get("suffix", [""])[0]))
+        with self._lock:
+            self._listeners.add(listener)
+        try:
+            sock.sendall(("HTTP/1.1 200 OK\r\nServer: MinIO\r\nAccept-Ranges: bytes\r\nCache-Control: no-cache\r\n"
+                          "Content-Type: text/event-stream\r\nX-Accel-Buffering: no\r\n"
+                          f"X-Amz-Request-Id: {time.time_ns():X}\r\nTransfer-Encoding: chunked\r\n\r\n").encode())
+            period = float(ping) if ping else KEEP_ALIVE
+            tick = time.monotonic() + period
+            while not self._stopping.is_set():
+                try:
+                    created = listener.events.get(timeout=max(0.0, tick - time.monotonic()))
+                except queue.Empty:
+                    sock.sendall(_chunk(b'{"Records":null}\n' if ping else b" "))
+                    tick += period
+                    continue
+                if created.size is None:
+                    status, headers = self._upstream_head(f"/{created.bucket}/{created.key}")
+                    if status == 200:
+                        created.size = int(headers.get("content-length", "0"))
+                        created.etag = headers.get("etag", "").strip('"')
+                        created.content_type = headers.get("content-type", "")
+                        created.metadata = {k: v for k, v in headers.items() if k.startswith("x-amz-meta-")}
+                line = json.dumps({"Records": [_record(created)]}, separators=(",", ":")) + "\n"
+                sock.sendall(_chunk(line.encode()))
+        except OSError:
+            pass  # the client went away, or an outage cut the connection
+        finally:
+            with self._lock:
+                self._listeners.discard(listener)
 
     def stop(self) -> None:
         self._stopping.set()

@@ -84,7 +84,8 @@ def run(config: dict[str, Any]) -> int:
         s3.wait_ready()
         direct = StorageCredentials(s3.endpoint, config["s3_access_key"], config["s3_secret_key"])
         version = OscarVersion.parse(config["oscar_version"])
-        accounts = Accounts(config["s3_access_key"], config.get("oidc_users") or {}, version)
+        accounts = Accounts(config["s3_access_key"], config.get("oidc_users") or {}, version,
+                            root_secret_key=config["s3_secret_key"])
         services: list[ServiceRegistry] = []  # the registry, once made (it needs the gate's endpoint)
 
         def allowed(access_key: str, bucket: str) -> bool:
@@ -93,7 +94,7 @@ def run(config: dict[str, Any]) -> int:
             return any(bucket in registry.buckets_of(access_key, accounts.can_see) for registry in services)
 
         # Everyone reaches storage through the gate, which also reports each new object (MinIO's notifier).
-        gate = StorageGate(s3.port, keys=accounts.access_keys, allowed=allowed)
+        gate = StorageGate(s3.port, keys=accounts.access_keys, iam=accounts.minio, allowed=allowed)
         gate.start()
         storage = StorageCredentials(gate.endpoint, config["s3_access_key"], config["s3_secret_key"])
         faults = FaultPlan(gate if config.get("fault_injection") else None,

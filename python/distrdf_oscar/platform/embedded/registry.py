@@ -25,6 +25,24 @@ CONFIG_FILE = "function_config.yaml"  # OSCAR mounts it at /oscar/config/functio
 SCRIPT_FILE = "script.sh"  # and the script beside it at /oscar/config/script.sh
 
 
+def _buckets(service: dict[str, Any]) -> set[str]:
+    return {split_path(item["path"])[0] for item in service["input"] + service["output"]}
+
+
+def _not_admitted(name: str) -> str:
+    """Why an exposed service's Workload fails Kueue's admission check, in OSCAR's words.
+
+    With ``KUEUE_ENABLE`` on, creating an exposed service makes a Workload in the LocalQueue
+    ``oscar-lq-NAME``, then its Deployment and HPA, then looks at the Workload once, through a fresh
+    informer, without waiting (v3.7.0 to v4.1.2 pkg/backends/resources/expose.go createDeployment,
+    pkg/utils/kueue.go CheckWorkloadAdmited). The LocalQueue is made only for a service an OIDC user
+    creates (create.go: ``!isAdminUser && cfg.KueueEnable`` -> EnsureKueueUserQueues), so an
+    admin's Workload is never admitted; an OIDC user's could be, if Kueue admitted it in the few
+    milliseconds before OSCAR looks. That race is taken as lost here: never kinder than OSCAR.
+    """
+    return f"workload for exposed service '{name}' is NOT admitted"
+
+
 def _write_private(path: str, text: str) -> None:
     # Atomic replace: a running bash keeps reading the old inode, and a
     # function never sees a half-written config.
@@ -124,8 +142,10 @@ class ServiceRegistry:
             for item in service["input"]:
                 bucket = split_path(item["path"])[0]
                 if bucket_exists(self._client, bucket):
-                    if self.version.refuses_existing_input_bucket:  # answered 500, service rolled back
-                        raise ServiceError(500, f'the bucket "{bucket}" already exists\n')
+                    if self.version.refuses_existing_input_bucket:
+                        # Answered 500 and rolled back, after the webhook's registration restarted
+                        # MinIO (create.go: registerMinIOWebhook comes before createBuckets).
+                        raise ServiceError(500, f'the bucket "{bucket}" already exists\n', minio_restarts=1)
                     log.warning("service %s: the bucket %s already exists", name, bucket)
             service["token"] = secrets.token_hex(32)  # 64 hex characters, as OSCAR's tokens
             service["webhook_token"] = service["token"]
@@ -147,6 +167,9 @@ class ServiceRegistry:
         if self.exposed.has(name):
             raise ServiceError(409, "A service with the provided name already exists")
         problem, made = deployment_problem(service, self.version)
+        if not problem and self.version.kueue:
+            raise ServiceError(500, "Error creating the service: error creating deployment for exposed "
+                                    f"service '{name}': " + _not_admitted(name))
         if not problem:
             return
         if not self.version.rolls_back_failed_create:
@@ -162,9 +185,9 @@ class ServiceRegistry:
         raise ServiceError(500, "Error creating the service: error creating deployment for exposed "
                                 f"service '{name}': {problem}")
 
-    def update(self, payload: Any, owner: str | None = None) -> dict[str, Any] | None:
-        """``PUT /system/services`` by an admin (``owner`` None) or by the service's OIDC owner;
-        None when the release changes nothing (3.5)."""
+    def update(self, payload: Any, owner: str | None = None) -> tuple[dict[str, Any] | None, int]:
+        """``PUT /system/services`` by an admin (``owner`` None) or by the service's OIDC owner: the
+        definition (None when the release changes nothing, 3.5) and how often OSCAR restarted MinIO."""
         service = validate_service(payload, self.version)
         name = service["name"]
         with self._lock:
@@ -174,24 +197,31 @@ class ServiceRegistry:
             if self.version.release < (3, 6, 0):
                 # 3.5's update builds its S3 client from the stored provider, whose keys read
                 # "hidden", and gives up after answering 200 (update.go): nothing changes.
-                return None
+                return None, 0
             # An admin's PUT takes the owner from the body: without one, the service is ownerless.
             given = payload.get("owner")
             service["owner"] = old["owner"] if owner else (given if isinstance(given, str) else "")
             # Up to 3.7 checkValues gives the service a new token, while MinIO's webhook keeps the
-            # one it was registered with (re-registered only for a new bucket): its events are refused.
+            # one it was registered with: its events are refused, unless a bucket is new. Each bucket
+            # the old definition lacked has the webhook registered again, with the new token, and
+            # MinIO restarted, before the service itself is updated (update.go, 3.6.0 to 4.1.2).
             service["token"] = old["token"] if self.version.keeps_token_on_update else secrets.token_hex(32)
-            service["webhook_token"] = old["webhook_token"]
+            added = _buckets(service) - _buckets(old)
+            service["webhook_token"] = service["token"] if added else old["webhook_token"]
             self._complete(service)
             if self.exposed is not None and is_exposed(service):
-                self._update_exposed(old, service)
-                return self.public(name)
+                try:
+                    self._update_exposed(old, service)
+                except ServiceError as err:  # failed in UpdateService: after the restarts
+                    err.minio_restarts = len(added)
+                    raise
+                return self.public(name), len(added)
             self._provision(service)
             self._write_files(service)
             self._services[name] = service
             # An update that drops ``expose`` leaves the Deployment running (UpdateExpose is not
             # called), and a later delete does not remove it (DeleteExpose neither).
-        return self.public(name)
+        return self.public(name), len(added)
 
     def _update_exposed(self, old: dict[str, Any], service: dict[str, Any]) -> None:
         """UpdateService then UpdateExpose: the Deployment is updated (rolled when its template

@@ -32,12 +32,14 @@ STRING_FIELDS = ("log_level", "visibility", "vo", "cluster_id", "total_cpu", "to
 
 
 class ServiceError(Exception):
-    """A request about a service that the API answers with ``status`` and this message."""
+    """A request about a service that the API answers with ``status`` and this message;
+    ``minio_restarts``: how often OSCAR restarted MinIO before it failed (see registry.py)."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, minio_restarts: int = 0) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.minio_restarts = minio_restarts
 
 
 def _invalid(detail: str) -> ServiceError:

@@ -20,6 +20,8 @@ RELEASES = {
 }
 OLDEST, NEWEST = (3, 5, 0), (4, 1, 99)
 DEFAULT = "4.1"
+KUEUE_SINCE = (3, 7, 0)  # the first release with KUEUE_ENABLE (pkg/types/config.go)
+KUEUE_SUFFIX = "+kueue"  # "4.1+kueue": the release deployed with KUEUE_ENABLE=true
 
 # Fields OSCAR 4.1 removed from its service type; Go's JSON decoding drops them silently.
 REMOVED_IN_4_1 = ("replicas", "delegation", "rescheduler_threshold")
@@ -29,13 +31,23 @@ JOB_LISTING_LIMIT = 70  # JobListingLimit's default (3.6.4 and later)
 @dataclass(frozen=True)
 class OscarVersion:
     release: tuple[int, int, int]
+    kueue_enable: bool = False  # OSCAR's KUEUE_ENABLE, as the cluster's operator set it
 
     @classmethod
     def parse(cls, text: str) -> OscarVersion:
-        """``"4.1"`` (its newest patch release) or ``"3.6.3"``; a leading ``v`` is allowed."""
-        match = re.fullmatch(r"v?(\d+)\.(\d+)(?:\.(\d+))?", str(text).strip())
+        """``"4.1"`` (its newest patch release) or ``"3.6.3"``; a leading ``v`` is allowed. A
+        ``+kueue`` suffix (``"4.1+kueue"``, 3.7 and later) deploys it with ``KUEUE_ENABLE=true``;
+        without it Kueue is off, as every OSCAR Helm chart from 3.7.0 to 4.1.2 sets it
+        (grycap/helm-charts ``oscar/values.yaml`` ``kueue.enable: "false"``, also in the packaged
+        ``docs/oscar-3.7.0.tgz``; OSCAR's own default when the variable is unset is ``true``,
+        v4.1.2 pkg/types/config.go)."""
+        text = str(text).strip()
+        kueue = text.endswith(KUEUE_SUFFIX)
+        if kueue:
+            text = text[: -len(KUEUE_SUFFIX)]
+        match = re.fullmatch(r"v?(\d+)\.(\d+)(?:\.(\d+))?", text)
         if not match:
-            raise ValueError(f"oscar_version must look like '4.1' or '3.6.3', got {text!r}")
+            raise ValueError(f"oscar_version must look like '4.1', '3.6.3' or '4.1+kueue', got {text!r}")
         major, minor, patch = match.groups()
         if patch is None:
             release = RELEASES.get(f"{major}.{minor}")
@@ -45,11 +57,19 @@ class OscarVersion:
             release = (int(major), int(minor), int(patch))
         if not OLDEST <= release <= NEWEST:
             raise ValueError(f"OSCAR {text} is not supported; choose a release from 3.5 to 4.1")
-        return cls(release)
+        if kueue and release < KUEUE_SINCE:
+            raise ValueError(f"OSCAR {text} has no Kueue (KUEUE_ENABLE came with 3.7)")
+        return cls(release, kueue)
+
+    @property
+    def number(self) -> str:
+        """The release as ``/system/info`` reports it: ``"4.1.2"``."""
+        return ".".join(map(str, self.release))
 
     @property
     def label(self) -> str:
-        return "v" + ".".join(map(str, self.release))
+        """``"v4.1.2"``, with ``+kueue`` when Kueue is on: what :meth:`parse` reads back."""
+        return "v" + self.number + (KUEUE_SUFFIX if self.kueue_enable else "")
 
     @property
     def refuses_existing_input_bucket(self) -> bool:
@@ -89,10 +109,20 @@ class OscarVersion:
 
     @property
     def kueue(self) -> bool:
-        """Kueue on by default (3.7.0, ``KUEUE_ENABLE``): a job of a service whose owner is not
-        ``cluster_admin`` is created suspended for a queue made only for non-admin owners
-        (pkg/handlers/job.go), so an ownerless service's jobs never start."""
-        return self.release >= (3, 7, 0)
+        """Kueue on (``KUEUE_ENABLE=true``, 3.7.0 and later; off unless asked for, see :meth:`parse`).
+        A job of a service whose owner is not ``cluster_admin`` is created suspended for a queue made
+        only for OIDC owners (pkg/handlers/job.go), so an ownerless service's jobs never start; and
+        creating or updating an exposed service checks its Workload's admission once, at once
+        (pkg/backends/resources/expose.go createDeployment/UpdateExpose, pkg/utils/kueue.go
+        CheckWorkloadAdmited, v3.7.0 to v4.1.2), which never passes (see registry.py)."""
+        return self.kueue_enable and self.release >= KUEUE_SINCE
+
+    @property
+    def restarts_minio_on_update(self) -> bool:
+        """An update re-registers the MinIO webhook, and so restarts MinIO, once per bucket its new
+        definition has and its old one had not (3.6.0 to 4.1.2, pkg/handlers/update.go). 3.5's update
+        gives up before that (see registry.py); create and delete restart MinIO in every release."""
+        return self.release >= (3, 6, 0)
 
     @property
     def sets_service_name(self) -> bool:
