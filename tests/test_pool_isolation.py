@@ -35,18 +35,19 @@ CLIENT = textwrap.dedent("""
     executor = OSCARExecutor(os.environ["OSCAR_ENDPOINT"], user=os.environ["OSCAR_USER"],
                              password=os.environ["OSCAR_PASSWORD"], signing_key=os.environ["DISTRDF_OSCAR_KEY"],
                              deployment=Deployment(name="distrdf", variables={{"DRO_PYTHON": sys.executable}}),
-                             shared_paths=("/",), concurrency=2, progress=False)
+                             shared_paths=("/",), concurrency=2, progress=False{options})
     {prelude}
     def book(df):
-        return df.Define("x", "double(rdfentry_)").{graph}
+        result = df.Define("x", "double(rdfentry_)").{graph}
+        return result.GetValue() if hasattr(result, "GetValue") else float(result)
     began = time.monotonic()
     try:
-        distributed = book(ROOT.RDataFrame({entries}, executor=executor, npartitions=4)).GetValue()
+        distributed = book(ROOT.RDataFrame({entries}, executor=executor, npartitions={partitions}))
     except RemoteError as exc:
         print(json.dumps({{"error": str(exc), "seconds": time.monotonic() - began}}))
         sys.exit(0)
     seconds = time.monotonic() - began
-    local = book(ROOT.RDataFrame({entries})).GetValue()
+    local = book(ROOT.RDataFrame({entries}))
     print(json.dumps({{"distributed": distributed, "local": local, "seconds": seconds,
                       "pool": executor.last_job.pool}}))
 """)
@@ -64,11 +65,12 @@ def _environment(cluster) -> dict[str, str]:
             "OSCAR_PASSWORD": platform.oscar_password, "DISTRDF_OSCAR_KEY": cluster._signing_key}
 
 
-def _start(cluster, prelude: str, graph: str, workdir) -> subprocess.Popen[str]:
+def _start(cluster, prelude: str, graph: str, workdir, entries: int = ENTRIES, partitions: int = 4,
+           options: str = "") -> subprocess.Popen[str]:
     workdir = workdir / f"client-{time.monotonic_ns()}"  # each client its own folder, as analysts have
     workdir.mkdir()
-    script = CLIENT.format(prelude=textwrap.dedent(prelude), graph=graph,
-                           entries=ENTRIES)
+    script = CLIENT.format(prelude=textwrap.dedent(prelude), graph=graph, entries=entries, partitions=partitions,
+                           options=options)
     return subprocess.Popen([sys.executable, "-c", script], env=_environment(cluster), cwd=str(workdir),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -79,8 +81,8 @@ def _result(process: subprocess.Popen[str]) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def _client(cluster, prelude: str, graph: str, workdir) -> dict:
-    return _result(_start(cluster, prelude, graph, workdir))
+def _client(cluster, prelude: str, graph: str, workdir, entries: int = ENTRIES) -> dict:
+    return _result(_start(cluster, prelude, graph, workdir, entries))
 
 
 CORR_A = 'ROOT.RDF.Distributed.DistributeCppCode("double corr(double x) { return 2 * x; }")'
@@ -146,3 +148,91 @@ def test_a_crash_in_user_code_fails_its_job_only(shared_pool, tmp_path):
     while len(executor.pool_workers()) < shared_pool.workers and time.monotonic() < deadline:
         time.sleep(0.5)
     assert len(executor.pool_workers()) == shared_pool.workers  # the workers lived on
+
+
+def _worker_pids(cluster) -> list[int]:
+    """The pool's worker processes (a worker's id is host-pid-nonce)."""
+    return [int(beat.worker.rsplit("-", 2)[1]) for beat in cluster.executor(progress=False).pool_workers()]
+
+
+def _rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        line = next(line for line in status if line.startswith("VmRSS:"))
+    return int(line.split()[1]) / 1024
+
+
+def _wait_for_only_the_watcher(cluster, timeout: float = 20.0) -> None:
+    """Until every worker's only child is its queue watcher: job processes end with their job."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(len(_children(pid)) > 1 for pid in _worker_pids(cluster)):
+        time.sleep(0.5)
+    for pid in _worker_pids(cluster):
+        assert len(_children(pid)) == 1, f"worker {pid} has job processes left: {_children(pid)}"
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    if int(stat.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        found.append(int(entry))
+            except (OSError, ValueError, IndexError):
+                continue
+    return found
+
+
+def test_workers_return_to_their_warm_memory_after_large_jobs(shared_pool, tmp_path):
+    """Large AsNumpy jobs grow the job's process, which ends with the job: the worker stays at its
+    warm size (checked after every job, and after all)."""
+    pids = _worker_pids(shared_pool)
+    baseline = {pid: _rss_mb(pid) for pid in pids}
+    for _ in range(4):
+        big = _client(shared_pool, "", 'Define("y", "x * 0.5").AsNumpy(["x", "y"])["y"].sum()', tmp_path,
+                      entries=5_000_000)
+        assert big["distributed"] == big["local"]
+    for pid in pids:
+        assert _rss_mb(pid) - baseline[pid] < 100, f"worker {pid} grew from {baseline[pid]:.0f} MB"
+    _wait_for_only_the_watcher(shared_pool)
+
+
+SLOW = 'ROOT.RDF.Distributed.DistributeCppCode("bool slow(double) { gSystem->Sleep(1000); return true; }")'
+
+
+def test_a_killed_client_stops_costing_the_pool_and_a_newer_job_is_not_starved(shared_pool, tmp_path):
+    """Client A queues 64 one-second calls; client B's small job, started after, is served in turn
+    rather than after A's backlog; then A is killed outright: its queued calls are removed and its
+    processes end once its lease lapses, long before its backlog would have been computed."""
+    from distrdf_oscar import layout
+
+    storage = shared_pool.executor(progress=False).storage
+    slow = _start(shared_pool, SLOW, 'Filter("slow(x)").Count()', tmp_path, entries=64,
+                  partitions=64, options=", ranges_per_call=1")
+    try:
+        deadline = time.monotonic() + 120
+        job_id = None
+        while job_id is None and time.monotonic() < deadline:
+            claimed = [key for key in storage.list(layout.JOBS + "/") if "/claims/" in key]
+            job_id = layout.job_of_key(claimed[0]) if claimed else None
+            time.sleep(0.2)
+        assert job_id is not None, "the slow client's calls were never claimed"
+        newer = _client(shared_pool, CORR_B, SUM_CORR, tmp_path)
+        assert newer["distributed"] == newer["local"]
+        keys = layout.JobKeys(job_id)
+        assert storage.list(keys.prefix(layout.QUEUE)), "the older job's backlog was served before the newer job"
+    finally:
+        slow.kill()
+        slow.wait()
+    deadline = time.monotonic() + 60
+    while storage.list(keys.prefix(layout.QUEUE)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert storage.list(keys.prefix(layout.QUEUE)) == [], "the killed client's calls stayed queued"
+    computed = [key for key in storage.list(keys.claims) if not key.rsplit("/", 1)[-1].startswith("group_")]
+    assert len(computed) < 60, f"the pool took {len(computed)} of the killed client's 64 calls"
+    _wait_for_only_the_watcher(shared_pool)
+    after = _client(shared_pool, CORR_A, SUM_CORR, tmp_path)
+    assert after["distributed"] == after["local"]
+    from distrdf_oscar.job import remove_job
+
+    remove_job(storage, job_id)  # what `distrdf-oscar cleanup` does for such a job
