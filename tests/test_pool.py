@@ -202,6 +202,36 @@ def test_a_replica_killed_mid_call_is_replaced_and_its_call_recomputed(pool_clus
     assert not any(str(killed[0]) in w.split("-") for w in now)
 
 
+def test_a_stalled_worker_is_overtaken_and_its_late_copy_changes_nothing(pool_cluster, dimuon_files, reference):
+    """A worker that stops mid-call (SIGSTOP: a node starved or swapping) stops its heartbeat too:
+    its call is offered to the pool again and computed by the other worker; resumed, the stalled
+    worker finishes its copy, which loses the claim on the output and leaves nothing behind."""
+    executor = pool_cluster.executor(reduction=dro.TreeReduction(fan_in=2), progress=False, ranges_per_call=1,
+                                     retry_after=60.0)
+    storage = executor.storage
+    stopped: list[int] = []
+
+    def stop_holder(claim: str) -> None:
+        pid = int(storage.get_bytes(claim).decode().rsplit("-", 2)[1])
+        os.kill(pid, signal.SIGSTOP)
+        stopped.append(pid)
+
+    try:
+        result, _ = _run_acting_on_first(executor, dimuon_files, f"{layout.JOBS}/{{job}}/claims/", stop_holder)
+    finally:
+        for pid in stopped:
+            os.kill(pid, signal.SIGCONT)
+    assert stopped, "no claim was seen to stop its holder"
+    assert_exact(result, reference)
+    job = executor.last_job
+    assert job.functions == {}
+    assert all(item.trigger.attempts == 0 for item in job.tracker.expected), "a quiet-spell retry was needed"
+    deadline = time.monotonic() + 30  # the resumed copy withdraws whatever it writes for the ended job
+    while [k for k in storage.list("") if layout.job_of_key(k) == job.job_id] and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert [k for k in storage.list("") if layout.job_of_key(k) == job.job_id] == []
+
+
 def test_a_lost_queued_call_is_computed_by_the_file_triggered_mapper(pool_cluster, dimuon_files, reference):
     """An offer gone before any worker claimed it (a lost object): the client's retry covers it."""
     executor = pool_cluster.executor(reduction=dro.TreeReduction(fan_in=4), progress=False, ranges_per_call=1,

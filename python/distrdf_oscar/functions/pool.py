@@ -57,7 +57,8 @@ LIST_EVERY = 3.0  # seconds between listings of the queue while the watcher's no
 LIST_WITHOUT_EVENTS = 1.0  # ... and when the storage offers none
 LIVENESS_EVERY = 2.0  # seconds between checks that the jobs being served still have a client
 CLOCK_EVERY = 60.0  # seconds between measures of the storage server's clock
-MAX_PROCESSES = 3  # job processes kept at once; an idle one of a job with nothing queued exits
+MAX_PROCESSES = 3
+STOP_GRACE = 20.0  # seconds to finish the calls under way after SIGTERM (Kubernetes grants 30)  # job processes kept at once; an idle one of a job with nothing queued exits
 
 
 def _exit_status(status: int) -> int:
@@ -135,6 +136,11 @@ class PoolWorker:
         self._start_watcher()
         try:
             while not self.stopping:
+                self._turn(probes)
+            # Asked to stop: finish the calls under way within the pod's grace period (no new
+            # ones are taken); what is left is offered again by the clients once the heartbeat goes.
+            deadline = time.monotonic() + STOP_GRACE
+            while not self._free() and time.monotonic() < deadline:
                 self._turn(probes)
         finally:
             for process in list(self.processes.values()):
@@ -216,6 +222,8 @@ class PoolWorker:
         except StorageError as exc:
             print(f"pool worker: cannot list the queue: {exc}", file=sys.stderr, flush=True)
             return
+        # A key gone from the queue is forgotten: a call offered again under it (its worker died) is new.
+        self._passed.intersection_update(listed)
         self.queued = [key for key in listed if key not in self._passed and layout.job_of_key(key) is not None]
         waiting = {layout.job_of_key(key) for key in self.queued}
         for job_id, process in list(self.processes.items()):
@@ -259,7 +267,7 @@ class PoolWorker:
             print(f"pool worker: refusing {key}: {exc}", file=sys.stderr, flush=True)
             return False
         try:
-            if not self.storage.put_if_absent(claim, self.worker.encode()):
+            if not self.storage.put_if_absent(claim, self.worker.encode()) and not self._ours(claim):
                 if not batch:  # computed elsewhere (its overflow): nothing left to offer
                     with contextlib.suppress(StorageError):
                         self.storage.delete([key])
@@ -272,10 +280,16 @@ class PoolWorker:
         self._send(job_id, key, body)
         return True
 
+    def _ours(self, claim: str) -> bool:
+        """Whether a claim found taken is our own: a retried PUT whose first attempt landed but
+        whose answer a cut connection lost finds the key taken, by us."""
+        try:
+            return self.storage.get_bytes(claim, verify=False) == self.worker.encode()
+        except StorageError:
+            return False
+
     def _pass(self, key: str) -> None:
-        """Never look at ``key`` again (batch files stay in the queue)."""
-        if len(self._passed) > 100_000:
-            self._passed.clear()
+        """Look at ``key`` no more while it stays queued (batch files stay until their job ends)."""
         self._passed.add(key)
         with contextlib.suppress(ValueError):
             self.queued.remove(key)
