@@ -98,11 +98,20 @@ class MinioIam:
             return access_key in self._users
 
     def secret_of(self, access_key: str) -> str | None:
+        """The secret key of the root account or of a user, enabled or not."""
         if access_key == self.root_access_key:
             return self._root_secret_key
         with self._lock:
             user = self._users.get(access_key)
             return user.secret_key if user else None
+
+    def enabled_secret_of(self, access_key: str) -> str | None:
+        """The secret key that signs the account's requests: None for a disabled user."""
+        if access_key == self.root_access_key:
+            return self._root_secret_key
+        with self._lock:
+            user = self._users.get(access_key)
+            return user.secret_key if user and user.enabled else None
 
     # -- the admin API's operations (cmd/admin-handlers-users.go, cmd/iam-store.go) ------------
 
@@ -227,6 +236,14 @@ class Accounts:
 
     def access_keys(self) -> set[str]:
         return {self.root_access_key, *self.users, *self.minio.access_keys()}
+
+    def secret_of(self, access_key: str) -> str | None:
+        """The secret key of an account storage accepts (the root's, an OIDC user's, an enabled
+        MinIO user's): what the storage front checks its requests' signatures with."""
+        user = self.users.get(access_key)
+        if user is not None and access_key != self.root_access_key:
+            return user.secret_key
+        return self.minio.enabled_secret_of(access_key)
 
     def user_for_token(self, token: str) -> User | None:
         for user in self.users.values():

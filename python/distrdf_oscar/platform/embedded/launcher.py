@@ -312,6 +312,20 @@ class LocalPlatform:
         response.raise_for_status()
         return list(response.json())
 
+    # -- the storage front's request counts ---------------------------------------------------
+
+    def storage_requests(self) -> dict[str, int]:
+        """Requests the storage front has received so far, per access key that signed them (a
+        listening stream counts once, when opened; ``""``: requests that proved no account).
+        From ``GET /system/local/storage-requests``, which is not OSCAR's."""
+        import requests
+
+        self._require_running()
+        response = requests.get(f"{self.oscar_endpoint}/system/local/storage-requests",
+                                auth=(self.oscar_user, self.oscar_password or ""), timeout=30)
+        response.raise_for_status()
+        return {str(key): int(count) for key, count in response.json().items()}
+
     # -- fault injection -------------------------------------------------------------
 
     def inject(self, *faults: Fault) -> None:

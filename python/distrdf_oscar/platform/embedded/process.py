@@ -94,7 +94,7 @@ def run(config: dict[str, Any]) -> int:
             return any(bucket in registry.buckets_of(access_key, accounts.can_see) for registry in services)
 
         # Everyone reaches storage through the gate, which also reports each new object (MinIO's notifier).
-        gate = StorageGate(s3.port, keys=accounts.access_keys, iam=accounts.minio, allowed=allowed)
+        gate = StorageGate(s3.port, secret_of=accounts.secret_of, iam=accounts.minio, allowed=allowed)
         gate.start()
         storage = StorageCredentials(gate.endpoint, config["s3_access_key"], config["s3_secret_key"])
         faults = FaultPlan(gate if config.get("fault_injection") else None,
@@ -181,7 +181,9 @@ def run(config: dict[str, Any]) -> int:
             faults=faults,
             exposed=exposed,
         )
-        server = ApiServer(create_app(ctx))
+        app = create_app(ctx)
+        _add_storage_requests_route(app, gate)
+        server = ApiServer(app)
         server.start()
         notifier.start()
         if pool is not None and not pool.wait_ready(PRESTARTED_START_TIMEOUT):
@@ -210,6 +212,19 @@ def run(config: dict[str, Any]) -> int:
                     log.exception("error stopping %s", type(part).__name__)
         s3.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _add_storage_requests_route(app: Any, gate: Any) -> None:
+    """``GET /system/local/storage-requests``: the storage front's requests per access key
+    (``StorageGate.counts``), for the admin only. The embedded platform's own, not OSCAR's."""
+    from flask import g, jsonify
+
+    def storage_requests() -> Any:
+        if getattr(g, "user", None) is not None:  # an OIDC user's token passed the API's check
+            return "Forbidden", 403
+        return jsonify(gate.counts())
+
+    app.add_url_rule("/system/local/storage-requests", "storage_requests", storage_requests, methods=["GET"])
 
 
 def main() -> int:

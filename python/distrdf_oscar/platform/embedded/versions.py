@@ -118,13 +118,6 @@ class OscarVersion:
         return self.kueue_enable and self.release >= KUEUE_SINCE
 
     @property
-    def restarts_minio_on_update(self) -> bool:
-        """An update re-registers the MinIO webhook, and so restarts MinIO, once per bucket its new
-        definition has and its old one had not (3.6.0 to 4.1.2, pkg/handlers/update.go). 3.5's update
-        gives up before that (see registry.py); create and delete restart MinIO in every release."""
-        return self.release >= (3, 6, 0)
-
-    @property
     def sets_service_name(self) -> bool:
         """``OSCAR_SERVICE_NAME`` in the function's environment (4.0.0)."""
         return self.release >= (4, 0, 0)
