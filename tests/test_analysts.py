@@ -25,7 +25,8 @@ PYTHON = ["--env", f"DRO_PYTHON={sys.executable}"]
 
 
 # This module's platform (conftest.py): an OSCAR 4.1 with OIDC users.
-PLATFORM = {"workers": 2, "mode": "prestarted", "headroom": 0.25, "oidc_users": ("alice", "bob")}
+PLATFORM = {"workers": 2, "mode": "prestarted", "headroom": 0.25, "oidc_users": ("alice", "bob"),
+            "oscar_version": "4.1+kueue"}  # per-user quotas: Kueue on, as the operator may set it
 
 
 @pytest.fixture(scope="module")

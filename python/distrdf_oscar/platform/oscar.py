@@ -208,7 +208,8 @@ class OSCARCluster:
           refuses it (500), and 3.6.4's rollback even deletes the existing bucket.
         - From 4.0 an update is a PUT that keeps the live ``owner`` (OSCAR copies it only for
           non-admin callers: an admin's PUT without it leaves the service ownerless, and with
-          Kueue, on by default since 3.7, every job of an ownerless service stays suspended),
+          Kueue on (3.7 and later, where the operator enables it), every job of an ownerless
+          service stays suspended),
           and its ``visibility`` and ``allowed_users`` unless the deployment sets them.
         - Before 4.0 a PUT gives the service a new token that MinIO's webhook never learns (3.6,
           3.7), or changes nothing (3.5): the service is deleted and created again instead, which
