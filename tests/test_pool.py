@@ -127,7 +127,7 @@ def test_a_pool_that_dies_mid_job_leaves_the_rest_to_the_file_triggered_services
 
 
 def _running_jobs(storage) -> list[str]:
-    return sorted({layout.job_of_key(key) for key in storage.list(layout.QUEUE + "/")} - {None})
+    return sorted({job for key in storage.list(layout.JOBS + "/") if (job := layout.manifest_job(key)) is not None})
 
 
 def test_the_dimuon_analysis_in_pool_mode_is_identical(pool_cluster, dimuon_files):

@@ -19,6 +19,8 @@ import time
 import pytest
 
 import distrdf_oscar as dro
+from distrdf_oscar.functions.job_process import private_mb
+from distrdf_oscar.functions.pool import SPARE_MEMORY
 
 pytestmark = pytest.mark.usefixtures("secret_scan")  # conftest.py: these jobs' objects and logs are searched
 
@@ -161,13 +163,14 @@ def _rss_mb(pid: int) -> float:
     return int(line.split()[1]) / 1024
 
 
-def _wait_for_only_the_watcher(cluster, timeout: float = 20.0) -> None:
-    """Until every worker's only child is its queue watcher: job processes end with their job."""
+def _wait_for_no_job_processes(cluster, timeout: float = 20.0) -> None:
+    """Until no worker has a process for a job (their heartbeats list them): a job's process ends
+    with its job, or waits, as a spare, for a later job that declares the same."""
+    executor = cluster.executor(progress=False)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(len(_children(pid)) > 1 for pid in _worker_pids(cluster)):
+    while time.monotonic() < deadline and any(beat.jobs for beat in executor.pool_workers()):
         time.sleep(0.5)
-    for pid in _worker_pids(cluster):
-        assert len(_children(pid)) == 1, f"worker {pid} has job processes left: {_children(pid)}"
+    assert [beat.jobs for beat in executor.pool_workers() if beat.jobs] == []
 
 
 def _children(pid: int) -> list[int]:
@@ -192,9 +195,12 @@ def test_workers_return_to_their_warm_memory_after_large_jobs(shared_pool, tmp_p
         big = _client(shared_pool, "", 'Define("y", "x * 0.5").AsNumpy(["x", "y"])["y"].sum()', tmp_path,
                       entries=5_000_000)
         assert big["distributed"] == big["local"]
+    _wait_for_no_job_processes(shared_pool)
     for pid in pids:
         assert _rss_mb(pid) - baseline[pid] < 100, f"worker {pid} grew from {baseline[pid]:.0f} MB"
-    _wait_for_only_the_watcher(shared_pool)
+        # What stays beside the worker: its queue watcher, and at most one spare job process, small.
+        assert len(_children(pid)) <= 2
+        assert all(private_mb(child) <= SPARE_MEMORY for child in _children(pid))
 
 
 SLOW = 'ROOT.RDF.Distributed.DistributeCppCode("bool slow(double) { gSystem->Sleep(1000); return true; }")'
@@ -230,7 +236,7 @@ def test_a_killed_client_stops_costing_the_pool_and_a_newer_job_is_not_starved(s
     assert storage.list(keys.prefix(layout.QUEUE)) == [], "the killed client's calls stayed queued"
     computed = [key for key in storage.list(keys.claims) if not key.rsplit("/", 1)[-1].startswith("group_")]
     assert len(computed) < 60, f"the pool took {len(computed)} of the killed client's 64 calls"
-    _wait_for_only_the_watcher(shared_pool)
+    _wait_for_no_job_processes(shared_pool)
     after = _client(shared_pool, CORR_A, SUM_CORR, tmp_path)
     assert after["distributed"] == after["local"]
     from distrdf_oscar.job import remove_job

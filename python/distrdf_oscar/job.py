@@ -28,6 +28,9 @@ from .storage import Arrivals, Listed, Storage, StorageError
 
 log = logging.getLogger(__name__)
 
+QUICK_SECONDS = 2.0  # a job's first seconds, when the client looks for its objects every QUICK_POLL
+QUICK_POLL = 0.05
+
 
 @dataclass
 class JobOptions:
@@ -121,12 +124,14 @@ class Job:
             # runs it in a worker, beside the calls, instead of a cold OSCAR job.
             self.storage.put_bytes(self.keys.queued_coordinator if self.pool else self.keys.coordinator_trigger,
                                    job_plan.to_json())
+        environment = _environment(mapper, named)
         by_id = {current_range.id: current_range for current_range in ranges}
         triggers = {}
         for lo, hi in job_plan.tasks:
             encoded = [base64.b64encode(cloudpickle.dumps(by_id[i])).decode("ascii") for i in range(lo, hi)]
             trigger = MapperTrigger(job=self.job_id, range_id=lo, range=encoded[0], payload=self.keys.mapper_payload,
-                                    output=job_plan.mapper_output((lo, hi)), more=tuple(encoded[1:]))
+                                    output=job_plan.mapper_output((lo, hi)), more=tuple(encoded[1:]),
+                                    environment=environment)
             triggers[lo] = trigger.to_json()  # retries carry no claim: they run whoever holds it
             if self.pool:
                 # Offered to the pool, in a folder no webhook watches: no OSCAR job starts for it.
@@ -135,6 +140,7 @@ class Job:
                 self.storage.put_bytes(self.keys.queued(lo, hi), offer)
             else:
                 self.storage.put_bytes(self.keys.trigger(lo, hi), triggers[lo])
+        self.timeline["queued"] = time.time()  # every call offered: a pool's pick-up counts from here
         return triggers
 
     def _overflow(self, tracker: Tracker, claims: Arrivals) -> None:
@@ -238,7 +244,7 @@ class Job:
         self._claimed_at = time.monotonic()
         bar = _progress_bar(self.options.progress, calls + steps, self.job_id + (" (warm pool)" if self.pool else ""))
         failing_since: float | None = None
-        checked = time.monotonic()
+        checked = started = time.monotonic()
         delivered: set[str] = set()
         try:
             while True:
@@ -276,7 +282,9 @@ class Job:
                     return
                 bar.update(min(mappers, calls) + min(reductions, steps) - bar.n)
                 bar.set_postfix_str(f"mappers {mappers}/{calls}, reductions {reductions}/{steps}")
-                time.sleep(self.options.poll_interval)
+                # A job's first seconds are looked at more often: a small job is over by then.
+                quick = time.monotonic() - started < QUICK_SECONDS
+                time.sleep(min(self.options.poll_interval, QUICK_POLL) if quick else self.options.poll_interval)
         finally:
             bar.close()
 
@@ -350,6 +358,26 @@ class Job:
             return task_result
         finally:
             self.cleanup()
+
+
+def _environment(mapper: Callable, named: dict[str, list[tuple[str, str]]]) -> str:
+    """A digest of what the job declares in a function's process: DistRDF's initialize functions
+    and C++ code (keywords of its mapper), and the distributed files' names and contents. "" when
+    the mapper is not DistRDF's (nothing is known of it, so no process is handed on)."""
+    import hashlib
+
+    import cloudpickle
+
+    keywords = getattr(mapper, "keywords", None) or {}
+    if "initialization_fn" not in keywords or "code_to_declare" not in keywords:
+        return ""
+    digest = hashlib.sha256(cloudpickle.dumps(keywords["initialization_fn"]))
+    digest.update(str(keywords["code_to_declare"]).encode())
+    for kind, entries in sorted(named.items()):
+        for name, path in entries:
+            with open(path, "rb") as f:
+                digest.update(f"{kind}/{name}/{hashlib.file_digest(f, 'sha256').hexdigest()}".encode())
+    return digest.hexdigest()
 
 
 def _progress_bar(enabled: bool, total: int, label: str):

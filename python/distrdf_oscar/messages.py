@@ -118,6 +118,9 @@ class MapperTrigger(Message):
     output: str  # key of the partial the mapper writes, covering all the call's ranges
     more: tuple[str, ...] = ()  # the call's further ranges, lo + 1, lo + 2, ..., encoded as ``range``
     claim: str = ""  # a key to claim before working (pool jobs: the pool and overflow share it)
+    # What the job declares in a process (its initialize functions, C++ code and distributed files),
+    # as a digest: a pool hands a process on only to a later job that declares the same (pool.py).
+    environment: str = ""
 
     @property
     def interval(self) -> tuple[int, int]:
@@ -132,6 +135,7 @@ class Heartbeat(Message):
     worker: str
     ttl: float
     served: int  # mapper calls computed so far
+    jobs: tuple[str, ...] = ()  # the jobs it has a process for now
 
 
 @dataclass(frozen=True)

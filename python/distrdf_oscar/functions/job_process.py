@@ -106,8 +106,8 @@ def spawn(job_id: str, service: str, worker: str, make_storage: Callable[[], Sto
     from multiprocessing import Pipe
 
     parent_end, child_end = Pipe(duplex=True)
-    workdir = tempfile.mkdtemp(prefix=f"dro-{job_id}-", dir=scratch)
-    output = os.path.join(workdir, ".output")
+    workdir = tempfile.mkdtemp(prefix="dro-job-", dir=scratch)
+    output = workdir + ".output"  # beside it: a process handed on to another job has its folder emptied
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
@@ -161,6 +161,10 @@ class _JobServer:
                 kind, key, body = self.conn.recv()
             except (EOFError, OSError):
                 return
+            if kind == "job":  # handed on to another job that declares the same (pool.py)
+                self.job_id = key
+                _empty(os.getcwd())
+                continue
             if kind != "item":
                 continue
             item = parse_item(key, body)
@@ -203,6 +207,27 @@ class _JobServer:
                 ctx.report_error(self.job_id, layout.JobKeys.reporter(role, key), exc)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _empty(folder: str) -> None:
+    """Remove what a job left in the working directory: the next one finds it as a fresh process would."""
+    for name in os.listdir(folder):
+        path = os.path.join(folder, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                os.remove(path)
+
+
+def private_mb(pid: int) -> float:
+    """Memory of a forked process that it does not share with its parent (``Private_*`` in
+    ``smaps_rollup``), MB; infinite when unknown."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as rollup:
+            return sum(int(line.split()[1]) for line in rollup if line.startswith("Private_")) / 1024
+    except (OSError, ValueError, IndexError):
+        return float("inf")
 
 
 def close_quietly(sock: socket.socket | Connection) -> None:

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 
 from .. import layout
 from ..leases import server_now
-from ..messages import Batch, ErrorMarker, Heartbeat, Lease, MessageError
+from ..messages import Batch, ErrorMarker, Heartbeat, Lease, MapperTrigger, MessageError
 from ..plan import CoordinatedPlan
 from ..signing import SignatureError, from_environment
 from ..storage import Storage, StorageError
@@ -52,12 +52,14 @@ PORT_VARIABLE = "DRO_POOL_PORT"  # the service's api_port, which the worker serv
 BUCKET_VARIABLE = "DRO_BUCKET"  # the deployment's base bucket
 SERVICE_VARIABLE = "DRO_POOL_SERVICE"  # the pool service's name, for error reports
 HEARTBEAT_PERIOD = 2.0  # seconds between heartbeats
-HEARTBEAT_TTL = 8.0  # a heartbeat older than this (server clock) is a dead worker's: clients offer its calls again
-LIST_EVERY = 3.0  # seconds between listings of the queue while the watcher's notifications flow (lost events)
+HEARTBEAT_TTL = 5.0  # a heartbeat older than this (server clock) is a dead worker's: clients offer its calls again
+LIST_EVERY = 5.0  # seconds between listings of the queue while the watcher's notifications flow (lost events)
 LIST_WITHOUT_EVENTS = 1.0  # ... and when the storage offers none
 LIVENESS_EVERY = 2.0  # seconds between checks that the jobs being served still have a client
 CLOCK_EVERY = 60.0  # seconds between measures of the storage server's clock
-MAX_PROCESSES = 3
+MAX_PROCESSES = 3  # job processes, spare ones included
+SPARE_MEMORY = 200.0  # MB of its own (not shared with the parent) beyond which a process is not kept
+# (a trivial job's process holds about 105 MB of its own: the pages of the parent it wrote, its JIT)
 STOP_GRACE = 20.0  # seconds to finish the calls under way after SIGTERM (Kubernetes grants 30)  # job processes kept at once; an idle one of a job with nothing queued exits
 
 
@@ -105,6 +107,7 @@ class _JobProcess:
     sent: dict[str, bytes] = field(default_factory=dict)  # items handed to it and not finished: key -> body
     ending: bool = False  # the parent ended it (its job is gone): no crash report
     last_used: float = 0.0
+    environment: str = ""  # what its jobs declare (MapperTrigger.environment): "" hands it on to none
 
 
 class PoolWorker:
@@ -118,6 +121,8 @@ class PoolWorker:
         self.stopping = False
         self.processes: dict[str, _JobProcess] = {}  # job id -> its process
         self._ended: list[_JobProcess] = []  # processes told to end, not yet reaped
+        # environment -> the process of a job that ended, kept for the next job declaring the same (one)
+        self.spare: dict[str, _JobProcess] = {}
         self.queued: list[str] = []  # the queue's items as last listed, not yet passed
         self._passed: set[str] = set()  # queue keys claimed (by us or others) or refused
         self._crashes: dict[str, int] = {}  # queued item -> crashes of its process
@@ -143,7 +148,7 @@ class PoolWorker:
             while not self._free() and time.monotonic() < deadline:
                 self._turn(probes)
         finally:
-            for process in list(self.processes.values()):
+            for process in self._live():
                 self._end(process)
             if self._watcher is not None:
                 with contextlib.suppress(OSError):
@@ -155,7 +160,7 @@ class PoolWorker:
         now = time.monotonic()
         if now - self._beat_at >= HEARTBEAT_PERIOD:
             self.heartbeat()
-        readable = [probes.socket.fileno(), *(p.spawned.conn.fileno() for p in self.processes.values())]
+        readable = [probes.socket.fileno(), *(p.spawned.conn.fileno() for p in self._live())]
         if self._watcher is not None:
             readable.append(self._watcher[1])
         wait = max(0.0, min(self._beat_at + HEARTBEAT_PERIOD, self._next_listing()) - time.monotonic())
@@ -169,7 +174,7 @@ class PoolWorker:
             probes.handle_request()
         if self._watcher is not None and self._watcher[1] in ready:
             self._read_watcher()
-        for process in list(self.processes.values()):
+        for process in self._live():
             if process.spawned.conn.fileno() in ready:
                 self._read_process(process)
         self._reap()
@@ -179,6 +184,9 @@ class PoolWorker:
         if self._free() and (self._wake or time.monotonic() >= self._next_listing()):
             self._list_queue()
         self._dispatch()
+
+    def _live(self) -> list[_JobProcess]:
+        return [*self.processes.values(), *self.spare.values()]
 
     def _next_listing(self) -> float:
         return self._listed_at + (LIST_EVERY if self._events else LIST_WITHOUT_EVENTS)
@@ -191,7 +199,8 @@ class PoolWorker:
         self._beat_at = time.monotonic()
         with contextlib.suppress(StorageError):  # a storage hiccup: the next beat will do
             self.storage.put_bytes(layout.pool_heartbeat(self.worker),
-                                   Heartbeat(self.worker, HEARTBEAT_TTL, self.served).to_json())
+                                   Heartbeat(self.worker, HEARTBEAT_TTL, self.served,
+                                             tuple(sorted(self.processes))).to_json())
 
     # -- the queue ------------------------------------------------------------------------------
     def _start_watcher(self) -> None:
@@ -229,7 +238,7 @@ class PoolWorker:
         for job_id, process in list(self.processes.items()):
             # A job with nothing left queued needs its process no more, once it is idle.
             if job_id not in waiting and process.busy is None and not process.coordinating:
-                self._end(process)
+                self._keep_or_end(process)
 
     def _dispatch(self) -> None:
         """Start every queued coordinator, then take one item if none is computing here: from
@@ -253,7 +262,8 @@ class PoolWorker:
         self._pass(key)
         job_id = layout.job_of_key(key)
         assert job_id is not None
-        if not self._job_alive(job_id):
+        known = self._alive.get(job_id)
+        if known is not None and not known[1]:  # its client is gone (a freshly queued item needs no look)
             return False
         claim = layout.JobKeys(job_id).claim_of(key)
         batch = key.rsplit("/", 1)[-1].startswith("batch_")
@@ -296,7 +306,11 @@ class PoolWorker:
 
     # -- job processes --------------------------------------------------------------------------
     def _send(self, job_id: str, key: str, body: bytes) -> None:
-        process = self.processes.get(job_id) or self._spawn(job_id)
+        item = job_process.parse_item(key, body)
+        environment = item.environment if isinstance(item, MapperTrigger) else ""
+        process = self.processes.get(job_id) or self._hand_on(job_id, environment) or self._spawn(job_id)
+        if environment and not process.environment:
+            process.environment = environment
         process.sent[key] = body
         process.last_used = time.monotonic()
         if key.endswith("/" + layout.COORDINATOR_ITEM):
@@ -307,12 +321,45 @@ class PoolWorker:
         with contextlib.suppress(OSError):  # it died meanwhile: reaping it retries the item
             process.spawned.conn.send(("item", key, body))
 
+    def _hand_on(self, job_id: str, environment: str) -> _JobProcess | None:
+        """The spare process of a job that declared exactly what this one declares, now this job's."""
+        process = self.spare.pop(environment, None) if environment else None
+        if process is None:
+            return None
+        process.job_id = job_id
+        self.processes[job_id] = process
+        with contextlib.suppress(OSError):
+            process.spawned.conn.send(("job", job_id, b""))
+        return process
+
+    def _keep_or_end(self, process: _JobProcess) -> None:
+        """A process whose job has nothing left here: kept for a later job that declares the same
+        (its initialize functions, C++ code and distributed files), unless it holds much memory of
+        its own; else ended."""
+        own = job_process.private_mb(process.spawned.pid)
+        if not process.environment or own > SPARE_MEMORY:
+            print(f"pool worker: job {process.job_id}'s process ends ({own:.0f} MB of its own)", flush=True)
+            self._end(process)
+            return
+        del self.processes[process.job_id]
+        for older in list(self.spare.values()):  # one spare at most: the newest
+            del self.spare[older.environment]
+            self._ended.append(older)
+            job_process.close_quietly(older.spawned.conn)
+        process.last_used = time.monotonic()
+        self.spare[process.environment] = process
+
     def _spawn(self, job_id: str) -> _JobProcess:
+        while len(self._live()) >= MAX_PROCESSES and self.spare:
+            oldest = min(self.spare.values(), key=lambda p: p.last_used)
+            del self.spare[oldest.environment]
+            self._ended.append(oldest)
+            job_process.close_quietly(oldest.spawned.conn)
         idle = [p for p in self.processes.values() if p.busy is None and not p.coordinating]
-        while len(self.processes) >= MAX_PROCESSES and idle:
+        while len(self._live()) >= MAX_PROCESSES and idle:
             self._end(min(idle, key=lambda p: p.last_used))
             idle = [p for p in self.processes.values() if p.busy is None and not p.coordinating]
-        inherited = [p.spawned.conn.fileno() for p in self.processes.values()]
+        inherited = [p.spawned.conn.fileno() for p in self._live()]
         if self.probe_fd is not None:
             inherited.append(self.probe_fd)
         if self._watcher is not None:
@@ -342,7 +389,10 @@ class PoolWorker:
 
     def _end(self, process: _JobProcess) -> None:
         """End a job's process: its connection closed (it exits when idle), killed if its job is gone."""
-        self.processes.pop(process.job_id, None)
+        if self.processes.get(process.job_id) is process:
+            del self.processes[process.job_id]
+        if self.spare.get(process.environment) is process:
+            del self.spare[process.environment]
         if process.ending:
             with contextlib.suppress(OSError):
                 os.kill(process.spawned.pid, signal.SIGKILL)
@@ -351,7 +401,7 @@ class PoolWorker:
 
     def _reap(self) -> None:
         """Collect ended processes; a crash of one that was computing is retried once, then reported."""
-        for process in [*self.processes.values(), *self._ended]:
+        for process in [*self._live(), *self._ended]:
             try:
                 pid, status = os.waitpid(process.spawned.pid, os.WNOHANG)
             except ChildProcessError:
@@ -360,12 +410,16 @@ class PoolWorker:
                 continue
             if self.processes.get(process.job_id) is process:
                 del self.processes[process.job_id]
+            if self.spare.get(process.environment) is process:
+                del self.spare[process.environment]
             with contextlib.suppress(ValueError):
                 self._ended.remove(process)
             output = _tail(process.spawned.output)
             if output:
                 print(f"--- output of job {process.job_id}'s process ---\n{output}", flush=True)
             shutil.rmtree(process.spawned.workdir, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                os.remove(process.spawned.output)
             if process.ending or not process.sent:
                 continue
             self._crashed(process, _exit_status(status), output)
