@@ -224,12 +224,16 @@ class OSCARExecutor:
         OSCAR was asked to do (created, updated, replaced)."""
         # The workers run any submitter's code: they get keys that reach only this deployment's
         # buckets, not the operator's (for basic auth, MinIO's root keys).
+        earlier = {beat.worker for beat in self.pool_workers()}
         keys, fallback = self.cluster.pool_account(self.deployment, self.storage.config)
         if fallback:
             log.warning("pool %s: %s", self.deployment.service_name("pool"), fallback)
         done = self.cluster.start_pool(self.deployment, size, keys)
+        # Workers started before hold the account's previous secret, refused from now on: only
+        # workers that report after the start count (the earlier ones' heartbeats lapse).
         deadline = time.monotonic() + wait
-        while len(self.pool_workers()) < size and time.monotonic() < deadline:
+        while (len({beat.worker for beat in self.pool_workers()} - earlier) < size
+               and time.monotonic() < deadline):
             time.sleep(0.5)
         return done
 

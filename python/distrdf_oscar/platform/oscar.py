@@ -344,15 +344,20 @@ class OSCARCluster:
 
         Uses ``add-canned-policy``, ``add-user`` and ``set-user-or-group-policy``, which both
         RELEASE.2022-05-08 and RELEASE.2024-12-18 serve (``idp/builtin/policy/attach`` is
-        2024's only). A new secret every time: MinIO never shows one back, and the pool service's
-        update gives its new pods the new one."""
-        import secrets
+        2024's only). The secret is derived from the administering secret and the account's name
+        (an HMAC): every ``pool start`` sets the same one, so running workers keep working through a
+        resize or restart. A new one would reach no running pod: an update leaves an exposed
+        service's Deployment as it is when only its Secret changes, and pods read it at start."""
+        import base64
+        import hashlib
+        import hmac
 
         import urllib3
         from minio.error import MinioAdminException
 
         name = deployment.service_name(POOL)
-        secret = secrets.token_urlsafe(30)
+        derived = hmac.new(storage.secret_key.encode(), f"distrdf-oscar pool account {name}".encode(), hashlib.sha256)
+        secret = base64.urlsafe_b64encode(derived.digest()).decode().rstrip("=")
         admin = _minio_admin(storage)
         try:
             admin.policy_add(name, policy=pool_policy(deployment))
