@@ -88,6 +88,33 @@ def test_pool_keys_reach_the_deployments_buckets_and_nothing_else(cluster):
     assert refused(lambda: next(iter(s3.listen_bucket_notification(OTHERS)))) == "AccessDenied"
 
 
+def test_knowing_the_root_access_key_is_not_being_root(cluster):
+    """Every notification event names the uploader's access key (``principalId``): code holding the
+    pool's keys learns the root's access key, never its secret. Signatures are checked."""
+    import datetime as dt
+    import http.client
+
+    _, secret = pool_keys(cluster)
+    root = cluster.platform.s3_access_key
+    as_root = client(cluster, (root, secret))
+    assert refused(lambda: as_root.get_object(OTHERS, "private/data")) == "SignatureDoesNotMatch"
+    assert refused(lambda: as_root.put_object(OTHERS, "x", io.BytesIO(b"x"), 1)) == "SignatureDoesNotMatch"
+    with pytest.raises(MinioAdminException) as failure:
+        admin(cluster, (root, secret)).user_add("escalate", "a-long-enough-secret")
+    assert failure.value._code == "403"
+    conn = http.client.HTTPConnection(cluster.platform.s3_endpoint, timeout=30)
+    try:
+        conn.request("GET", f"/{OTHERS}/private/data", headers={
+            "Authorization": f"AWS4-HMAC-SHA256 Credential={root}/20250101/us-east-1/s3/aws4_request, "
+                             "SignedHeaders=host;x-amz-date, Signature=" + "0" * 64,
+            "x-amz-date": dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")})
+        response = conn.getresponse()
+        assert response.status == 403
+        assert b"SignatureDoesNotMatch" in response.read()
+    finally:
+        conn.close()
+
+
 def test_pool_keys_cannot_use_minios_admin_api(cluster):
     keys = pool_keys(cluster)
     mine = admin(cluster, keys)
@@ -139,6 +166,10 @@ def test_pool_start_again_keeps_the_secret_and_undeploy_removes_the_account(clus
     assert first[1] not in (cluster.platform.s3_secret_key, executor.storage.config.secret_key)
     client(cluster, keys).list_objects(executor.deployment.bucket_name)  # still valid
     root = admin(cluster, (cluster.platform.s3_access_key, cluster.platform.s3_secret_key))
+    root.user_add(keys[0], "another-secret-of-forty-characters-0123")
+    with pytest.raises(S3Error) as stale:  # a secret the admin API replaced no longer signs
+        client(cluster, first).list_buckets()
+    assert stale.value.code == "SignatureDoesNotMatch"
     assert '"status": "enabled"' in root.user_info(keys[0]).replace('":"', '": "')
     removed = executor.cluster.undeploy(executor.deployment, executor.unchecked_storage())
     assert f"storage account {executor.deployment.service_name(POOL)}" in removed

@@ -4,8 +4,11 @@ moto accepts any access key and knows no users. Every client (the user's, the
 functions', the platform's own) reaches storage through this proxy instead, as
 all reach one MinIO, and it applies, request by request:
 
-- **accounts**: a request signed with an unknown access key is refused (403
-  ``InvalidAccessKeyId``), as MinIO does;
+- **accounts and signatures**: every request's AWS Signature V4 (header or presigned
+  query), its date and its body's signed SHA-256 are checked with the secret of the account
+  it names, as MinIO does (see :func:`authenticate`); an unknown access key is refused (403
+  ``InvalidAccessKeyId``), a wrong signature too (403 ``SignatureDoesNotMatch``). Requests
+  are counted per signing access key (:meth:`StorageGate.counts`);
 - **bucket policies**: ``allowed(access_key, bucket)`` decides whether an OIDC
   user's account may touch a bucket (OSCAR grants a service's users access to
   its buckets); an account made through MinIO's admin API gets what its canned
