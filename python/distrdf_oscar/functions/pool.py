@@ -442,7 +442,8 @@ class PoolWorker:
         who = layout.JobKeys.reporter(role, key)
         marker = ErrorMarker(job=job_id, who=who, service=self.service, trigger=key, output=task,
                              retryable=False, error=f"the {role} process crashed with {how} twice, each time in a "
-                             "fresh process of the warm pool", traceback=crash.summary(output), crash=how)
+                             f"fresh process of the warm pool{_HINTS.get(how, '')}", traceback=crash.summary(output),
+                             crash=how)
         with contextlib.suppress(StorageError):
             self.storage.put_bytes(layout.JobKeys(job_id).error(who), marker.to_json())
 
@@ -484,6 +485,9 @@ class PoolWorker:
                 self._end(process)
                 with contextlib.suppress(StorageError):
                     self.storage.delete_prefix(layout.JobKeys(job_id).prefix(layout.QUEUE))
+
+
+_HINTS = {"SIGKILL": " (a process over the pod's memory limit is killed so: see the pool service's memory)"}
 
 
 def _tail(path: str) -> str:
