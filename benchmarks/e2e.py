@@ -34,6 +34,18 @@ def run_analysis(make_df, repeat: int):
     return min(seconds), spectrum, seconds
 
 
+def isolation_cost(record) -> float:
+    """What running each job in a process of its own cost the last run: the JIT of each worker's
+    first mapper call, beyond the median of its later ones (which the process's own cache serves)."""
+    import statistics
+
+    jits: dict[str, list[float]] = {}
+    for call in sorted(record.functions, key=lambda c: c.phases.get("invoked", 0.0)):
+        if call.role == "mapper" and "jitted" in call.phases and "loop_started" in call.phases:
+            jits.setdefault(call.worker, []).append(call.phases["jitted"] - call.phases["loop_started"])
+    return sum(max(0.0, calls[0] - (statistics.median(calls[1:]) if calls[1:] else 0.0)) for calls in jits.values())
+
+
 def same_spectrum(a, b) -> bool:
     return all(a.GetBinContent(i) == b.GetBinContent(i) for i in range(a.GetNbinsX() + 2))
 
@@ -97,8 +109,13 @@ def main() -> int:
                 # Each role's fixed costs by phase, from the functions' own timestamps (the last run's).
                 costs = role_costs(executor.last_job.record)
                 chose = executor.last_choice.describe() if executor.last_choice is not None else None
+                isolation = isolation_cost(executor.last_job.record) if mode == "warm" else None
                 record(f"oscar {mode} {name}", best, runs, spectrum, reference,
-                       tail_seconds=tail, cluster_start_seconds=started, roles=costs, chose=chose)
+                       tail_seconds=tail, cluster_start_seconds=started, roles=costs, chose=chose,
+                       isolation_seconds=isolation)
+                if isolation is not None:
+                    print(f"{'':>30}isolation: {isolation:.2f} s of JIT in the job's first call per worker "
+                          "(0 when a process of an earlier job declaring the same was handed on)")
                 if chose:
                     print(f"{'':>30}auto chose {chose}")
                 for role, c in costs.items():
