@@ -214,6 +214,31 @@ def test_a_replica_killed_mid_call_is_replaced_and_its_call_recomputed(pool_clus
     assert not any(str(killed[0]) in w.split("-") for w in now)
 
 
+def test_a_worker_killed_while_coordinating_is_replaced_at_once(pool_cluster, dimuon_files, reference):
+    """The worker running a coordinated job's coordinator dies: the client queues the coordinator
+    again as soon as the heartbeat lapses; the new one adopts the batches already launched (and a
+    batch whose claimer died is claimed again), well before the quiet spell (here a minute)."""
+    executor = pool_cluster.executor(reduction=dro.CoordinatedReduction(), progress=False, ranges_per_call=1,
+                                     retry_after=60.0, pool_overflow_after=120.0)
+    storage = executor.storage
+    killed: list[int] = []
+
+    def kill_holder(claim: str) -> None:
+        pid = int(storage.get_bytes(claim).decode().rsplit("-", 2)[1])
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
+
+    result, _ = _run_acting_on_first(executor, dimuon_files, f"{layout.JOBS}/{{job}}/claims/coordinator", kill_holder)
+    assert killed, "no coordinator claim was seen"
+    assert_exact(result, reference)
+    job = executor.last_job
+    assert job.functions == {}, "a file-triggered function had to step in"
+    assert all(item.trigger.attempts == 0 for item in job.tracker.expected), "a quiet-spell retry was needed"
+    deadline = time.monotonic() + 120  # the replacement replica imports ROOT and reports
+    while len(executor.pool_workers()) < pool_cluster.workers and time.monotonic() < deadline:
+        time.sleep(0.5)
+
+
 def test_a_stalled_worker_is_overtaken_and_its_late_copy_changes_nothing(pool_cluster, dimuon_files, reference):
     """A worker that stops mid-call (SIGSTOP: a node starved or swapping) stops its heartbeat too:
     its call is offered to the pool again and computed by the other worker; resumed, the stalled

@@ -96,6 +96,7 @@ class Job:
         self._claimed_at = 0.0  # when a pool worker was last seen claiming one of them (monotonic)
         self._pool_calls: dict[tuple[int, int], bytes] = {}  # every call offered to the pool
         self._holders: dict[str, str] = {}  # claim key -> the pool worker that holds it
+        self._coordinator_offer: bytes | None = None  # a coordinated pool job's queued coordinator
         self._looked: dict[int | str, float] = {}  # watch index or "errors", "claims" -> last listing (monotonic)
 
     @property
@@ -124,6 +125,8 @@ class Job:
             # runs it in a worker, beside the calls, instead of a cold OSCAR job.
             self.storage.put_bytes(self.keys.queued_coordinator if self.pool else self.keys.coordinator_trigger,
                                    job_plan.to_json())
+            if self.pool:
+                self._coordinator_offer = job_plan.to_json()
         environment = _environment(mapper, named)
         by_id = {current_range.id: current_range for current_range in ranges}
         triggers = {}
@@ -161,30 +164,39 @@ class Job:
                 self._pool_calls.pop((lo, hi), None)  # its claim may be a file-triggered mapper's
         self._offered.clear()
 
-    def _reoffer_orphans(self, tracker: Tracker, claims: Arrivals) -> None:
-        """Pool jobs: a call claimed by a worker whose heartbeat stopped (its pod died) is offered
-        to the pool again at once (its claim removed), not left to the quiet spell's retry."""
-        claims.poll()
+    def _reoffer_orphans(self, tracker: Tracker) -> None:
+        """Pool jobs: an item claimed by a worker whose heartbeat stopped (its pod died or stalls)
+        is offered to the pool again at once, its claim removed, rather than left to the quiet
+        spell's retry: a mapper call and the coordinator are queued anew; a batch file stays
+        queued, and workers look again at a queued batch whose claim is gone."""
         done = set(tracker.mapper_outputs())
-        pending = {self.keys.claim(lo, hi): (lo, hi) for (lo, hi), offer in self._pool_calls.items()
-                   if MapperTrigger.from_json(offer).output not in done and self.keys.claim(lo, hi) in claims.found}
-        if not pending:
+        calls = {self.keys.claim(lo, hi): (lo, hi) for (lo, hi), offer in self._pool_calls.items()
+                 if MapperTrigger.from_json(offer).output not in done}
+        coordinator = self.keys.claim_of(self.keys.queued_coordinator)
+        watched = [key for key in self.storage.list(self.keys.claims)
+                   if key in calls or key == coordinator or key.rsplit("/", 1)[-1].startswith("batch_")]
+        if not watched:
             return
-        for claim in pending:
+        for claim in watched:
             if claim not in self._holders:
                 try:
                     self._holders[claim] = self.storage.get_bytes(claim, verify=False).decode(errors="replace")
                 except StorageError:
-                    continue  # removed meanwhile: offered again already, or not yet claimed again
+                    continue  # removed meanwhile: offered again already
         live = {beat.worker for beat in live_workers(self.storage)}
-        for claim, (lo, hi) in sorted(pending.items(), key=lambda item: item[1]):
+        for claim in sorted(watched):
             holder = self._holders.get(claim)
-            if holder is None or holder in live or self.keys.claim(lo, hi) not in claims.found:
+            if holder is None or holder in live:
                 continue
-            log.warning("job %s: pool worker %s is gone: its call %d-%d is offered again", self.job_id, holder, lo, hi)
+            log.warning("job %s: pool worker %s is gone: %s is offered again", self.job_id, holder,
+                        claim.rsplit("/", 1)[-1])
             self.storage.delete([claim])
             del self._holders[claim]
-            self.storage.put_bytes(self.keys.queued(lo, hi), self._pool_calls[(lo, hi)])
+            if claim in calls:
+                lo, hi = calls[claim]
+                self.storage.put_bytes(self.keys.queued(lo, hi), self._pool_calls[(lo, hi)])
+            elif claim == coordinator and self._coordinator_offer is not None:
+                self.storage.put_bytes(self.keys.queued_coordinator, self._coordinator_offer)
 
     # -- waiting ----------------------------------------------------------
     def _handle_errors(self, tracker: Tracker) -> None:
@@ -253,7 +265,7 @@ class Job:
                     if self._offered:
                         self._overflow(tracker, claims)
                     if self._pool_calls and self._bookkeeping_due("orphans"):
-                        self._reoffer_orphans(tracker, claims)
+                        self._reoffer_orphans(tracker)
                     now = time.monotonic()
                     self.lease.renew(now)
                     if now - checked >= self.options.alive_check:

@@ -56,11 +56,16 @@ HEARTBEAT_TTL = 5.0  # a heartbeat older than this (server clock) is a dead work
 LIST_EVERY = 5.0  # seconds between listings of the queue while the watcher's notifications flow (lost events)
 LIST_WITHOUT_EVENTS = 1.0  # ... and when the storage offers none
 LIVENESS_EVERY = 2.0  # seconds between checks that the jobs being served still have a client
+LOOK_AGAIN = 10.0  # seconds after which a batch file still queued is looked at again
 CLOCK_EVERY = 60.0  # seconds between measures of the storage server's clock
 MAX_PROCESSES = 3  # job processes, spare ones included
 SPARE_MEMORY = 200.0  # MB of its own (not shared with the parent) beyond which a process is not kept
 # (a trivial job's process holds about 105 MB of its own: the pages of the parent it wrote, its JIT)
 STOP_GRACE = 20.0  # seconds to finish the calls under way after SIGTERM (Kubernetes grants 30)  # job processes kept at once; an idle one of a job with nothing queued exits
+
+
+def _is_batch(key: str) -> bool:
+    return key.rsplit("/", 1)[-1].startswith("batch_")
 
 
 def _exit_status(status: int) -> int:
@@ -124,7 +129,7 @@ class PoolWorker:
         # environment -> the process of a job that ended, kept for the next job declaring the same (one)
         self.spare: dict[str, _JobProcess] = {}
         self.queued: list[str] = []  # the queue's items as last listed, not yet passed
-        self._passed: set[str] = set()  # queue keys claimed (by us or others) or refused
+        self._passed: dict[str, float] = {}  # queue keys claimed (by us or others) or refused -> when
         self._crashes: dict[str, int] = {}  # queued item -> crashes of its process
         self._turns: dict[str, float] = {}  # job id -> when this worker last took one of its items
         self._alive: dict[str, tuple[float, bool]] = {}  # job id -> (when checked, whether its client waits)
@@ -231,8 +236,12 @@ class PoolWorker:
         except StorageError as exc:
             print(f"pool worker: cannot list the queue: {exc}", file=sys.stderr, flush=True)
             return
-        # A key gone from the queue is forgotten: a call offered again under it (its worker died) is new.
-        self._passed.intersection_update(listed)
+        # A key gone from the queue is forgotten: a call offered again under it (its worker died) is
+        # new. A batch file stays queued: it is looked at again after a while, in case the worker
+        # that claimed it died and a client removed its claim.
+        now = time.monotonic()
+        self._passed = {key: when for key, when in self._passed.items()
+                        if key in listed and not (_is_batch(key) and now - when > LOOK_AGAIN)}
         self.queued = [key for key in listed if key not in self._passed and layout.job_of_key(key) is not None]
         waiting = {layout.job_of_key(key) for key in self.queued}
         for job_id, process in list(self.processes.items()):
@@ -255,7 +264,7 @@ class PoolWorker:
 
     def _order(self, key: str) -> tuple[float, str, bool, str]:
         job_id = layout.job_of_key(key) or ""
-        return self._turns.get(job_id, -math.inf), job_id, not key.rsplit("/", 1)[-1].startswith("batch_"), key
+        return self._turns.get(job_id, -math.inf), job_id, not _is_batch(key), key
 
     def _take(self, key: str) -> bool:
         """Claim the queued item ``key`` and hand it to its job's process; True if it was."""
@@ -266,7 +275,7 @@ class PoolWorker:
         if known is not None and not known[1]:  # its client is gone (a freshly queued item needs no look)
             return False
         claim = layout.JobKeys(job_id).claim_of(key)
-        batch = key.rsplit("/", 1)[-1].startswith("batch_")
+        batch = _is_batch(key)
         try:
             body = self.storage.get_bytes(key)
             job_process.parse_item(key, body)
@@ -299,8 +308,8 @@ class PoolWorker:
             return False
 
     def _pass(self, key: str) -> None:
-        """Look at ``key`` no more while it stays queued (batch files stay until their job ends)."""
-        self._passed.add(key)
+        """Look at ``key`` no more while it stays queued (batch files: for LOOK_AGAIN)."""
+        self._passed[key] = time.monotonic()
         with contextlib.suppress(ValueError):
             self.queued.remove(key)
 
