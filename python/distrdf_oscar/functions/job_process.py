@@ -25,7 +25,6 @@ import dataclasses
 import os
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 import threading
@@ -230,6 +229,6 @@ def private_mb(pid: int) -> float:
         return float("inf")
 
 
-def close_quietly(sock: socket.socket | Connection) -> None:
+def close_quietly(conn: Connection) -> None:
     with contextlib.suppress(OSError):
-        sock.close()
+        conn.close()

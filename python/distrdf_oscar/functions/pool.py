@@ -457,11 +457,11 @@ class PoolWorker:
             self.storage.put_bytes(layout.JobKeys(job_id).error(who), marker.to_json())
 
     # -- jobs whose client is gone ------------------------------------------------------------------
-    def _job_alive(self, job_id: str, fresh: bool = False) -> bool:
+    def _job_alive(self, job_id: str) -> bool:
         """Whether a client still waits for the job: its manifest exists and its lease has not
         lapsed (read on the storage server's clock). Looked at once per LIVENESS_EVERY."""
         checked = self._alive.get(job_id)
-        if checked is not None and not fresh and time.monotonic() - checked[0] < LIVENESS_EVERY:
+        if checked is not None and time.monotonic() - checked[0] < LIVENESS_EVERY:
             return checked[1]
         keys = layout.JobKeys(job_id)
         try:
