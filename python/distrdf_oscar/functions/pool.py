@@ -168,9 +168,12 @@ class PoolWorker:
         readable = [probes.socket.fileno(), *(p.spawned.conn.fileno() for p in self._live())]
         if self._watcher is not None:
             readable.append(self._watcher[1])
-        wait = max(0.0, min(self._beat_at + HEARTBEAT_PERIOD, self._next_listing()) - time.monotonic())
-        if self._wake and self._free():
-            wait = 0.0
+        # While a call computes, the queue is not listed (nothing could be taken): only the heartbeat,
+        # the probes and the processes wake the parent, which must not take the core from the call.
+        wake_at = self._beat_at + HEARTBEAT_PERIOD
+        if self._free():
+            wake_at = min(wake_at, time.monotonic() if self._wake else self._next_listing())
+        wait = max(0.0, wake_at - time.monotonic())
         try:
             ready, _, _ = select.select(readable, [], [], wait)
         except InterruptedError:
