@@ -242,8 +242,9 @@ def cmd_pool(args) -> int:
     elif args.action == "stop":
         print(f"pool {executor.deployment.service_name('pool')}: {executor.stop_pool()}")
     workers = executor.pool_workers()
-    print(f"live pool workers: {len(workers)}" + "".join(f"\n  {w.worker}: {w.served} call(s) served"
-                                                        for w in sorted(workers, key=lambda w: w.worker)))
+    print(f"live pool workers: {len(workers)}" + "".join(
+        f"\n  {w.worker}: {w.served} call(s) served" + (f", now serving {', '.join(w.jobs)}" if w.jobs else "")
+        for w in sorted(workers, key=lambda w: w.worker)))
     return 0 if args.action != "start" or len(workers) >= args.size or not args.wait else 1
 
 
