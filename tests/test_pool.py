@@ -180,6 +180,15 @@ def _run_acting_on_first(executor, files, prefix: str, act, timeout: float = 60.
         thread.join()
 
 
+def _signal_holder(storage, sig: int, signalled: list[int]):
+    """An action for ``_run_acting_on_first``: send ``sig`` to the worker a claim names (host-pid-nonce)."""
+    def act(claim: str) -> None:
+        pid = int(storage.get_bytes(claim).decode().rsplit("-", 2)[1])
+        os.kill(pid, sig)
+        signalled.append(pid)
+    return act
+
+
 def test_a_replica_killed_mid_call_is_replaced_and_its_call_recomputed(pool_cluster, dimuon_files, reference):
     """The worker's heartbeat stops: the client offers its claimed call to the pool again at once
     (not after the quiet spell, here a minute), the surviving worker computes it, and the
@@ -189,14 +198,8 @@ def test_a_replica_killed_mid_call_is_replaced_and_its_call_recomputed(pool_clus
     storage = executor.storage
     before = {w.worker for w in executor.pool_workers()}
     killed: list[int] = []
-
-    def kill_holder(claim: str) -> None:
-        worker = storage.get_bytes(claim).decode()  # a claim names its worker: host-pid-nonce
-        pid = int(worker.rsplit("-", 2)[1])
-        os.kill(pid, signal.SIGKILL)
-        killed.append(pid)
-
-    result, _ = _run_acting_on_first(executor, dimuon_files, f"{layout.JOBS}/{{job}}/claims/", kill_holder)
+    result, _ = _run_acting_on_first(executor, dimuon_files, f"{layout.JOBS}/{{job}}/claims/",
+                                     _signal_holder(storage, signal.SIGKILL, killed))
     assert killed, "no claim was seen to kill its holder"
     assert_exact(result, reference)
     job = executor.last_job
@@ -222,13 +225,8 @@ def test_a_worker_killed_while_coordinating_is_replaced_at_once(pool_cluster, di
                                      retry_after=60.0, pool_overflow_after=120.0)
     storage = executor.storage
     killed: list[int] = []
-
-    def kill_holder(claim: str) -> None:
-        pid = int(storage.get_bytes(claim).decode().rsplit("-", 2)[1])
-        os.kill(pid, signal.SIGKILL)
-        killed.append(pid)
-
-    result, _ = _run_acting_on_first(executor, dimuon_files, f"{layout.JOBS}/{{job}}/claims/coordinator", kill_holder)
+    result, _ = _run_acting_on_first(executor, dimuon_files, f"{layout.JOBS}/{{job}}/claims/coordinator",
+                                     _signal_holder(storage, signal.SIGKILL, killed))
     assert killed, "no coordinator claim was seen"
     assert_exact(result, reference)
     job = executor.last_job
@@ -247,14 +245,9 @@ def test_a_stalled_worker_is_overtaken_and_its_late_copy_changes_nothing(pool_cl
                                      retry_after=60.0)
     storage = executor.storage
     stopped: list[int] = []
-
-    def stop_holder(claim: str) -> None:
-        pid = int(storage.get_bytes(claim).decode().rsplit("-", 2)[1])
-        os.kill(pid, signal.SIGSTOP)
-        stopped.append(pid)
-
     try:
-        result, _ = _run_acting_on_first(executor, dimuon_files, f"{layout.JOBS}/{{job}}/claims/", stop_holder)
+        result, _ = _run_acting_on_first(executor, dimuon_files, f"{layout.JOBS}/{{job}}/claims/",
+                                         _signal_holder(storage, signal.SIGSTOP, stopped))
     finally:
         for pid in stopped:
             os.kill(pid, signal.SIGCONT)
