@@ -43,7 +43,15 @@ from . import context
 _PR_SET_PDEATHSIG = 1
 
 
-def parse_item(key: str, body: bytes) -> MapperTrigger | Batch | CoordinatedPlan:
+Item = MapperTrigger | Batch | CoordinatedPlan
+
+
+def die_with_parent() -> None:
+    """In a forked child: the kernel kills it when its parent dies, so it never works for nobody."""
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def parse_item(key: str, body: bytes) -> Item:
     """A queued item, its signature verified (raises SignatureError, MessageError)."""
     name = key.rsplit("/", 1)[-1]
     if name == layout.COORDINATOR_ITEM:
@@ -126,8 +134,7 @@ def spawn(job_id: str, service: str, worker: str, make_storage: Callable[[], Sto
 
 def _child(job_id: str, service: str, worker: str, make_storage: Callable[[], Storage], conn: Connection,
            workdir: str, output: str) -> int:
-    # Dies with the worker: a child must never go on computing for a parent that is gone.
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    die_with_parent()
     if os.getppid() == 1:
         return 1
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -181,7 +188,7 @@ class _JobServer:
         finally:
             self.send(("coordinator-done", key))
 
-    def compute(self, key: str, item: MapperTrigger | Batch | CoordinatedPlan) -> None:
+    def compute(self, key: str, item: Item) -> None:
         from . import coordinator, mapper
         from .merging import merge_keys
 

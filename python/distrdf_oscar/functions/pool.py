@@ -61,7 +61,7 @@ CLOCK_EVERY = 60.0  # seconds between measures of the storage server's clock
 MAX_PROCESSES = 3  # job processes, spare ones included
 SPARE_MEMORY = 200.0  # MB of its own (not shared with the parent) beyond which a process is not kept
 # (a trivial job's process holds about 105 MB of its own: the pages of the parent it wrote, its JIT)
-STOP_GRACE = 20.0  # seconds to finish the calls under way after SIGTERM (Kubernetes grants 30)  # job processes kept at once; an idle one of a job with nothing queued exits
+STOP_GRACE = 20.0  # seconds to finish the calls under way after SIGTERM (Kubernetes grants 30)
 
 
 def _is_batch(key: str) -> bool:
@@ -281,7 +281,7 @@ class PoolWorker:
         batch = _is_batch(key)
         try:
             body = self.storage.get_bytes(key)
-            job_process.parse_item(key, body)
+            item = job_process.parse_item(key, body)
         except StorageError:
             return False  # taken (and removed) by another worker since the listing
         except (SignatureError, MessageError) as exc:
@@ -299,7 +299,7 @@ class PoolWorker:
         except StorageError as exc:
             print(f"pool worker: cannot claim {key}: {exc}", file=sys.stderr, flush=True)
             return False
-        self._send(job_id, key, body)
+        self._send(job_id, key, body, item)
         return True
 
     def _ours(self, claim: str) -> bool:
@@ -317,8 +317,7 @@ class PoolWorker:
             self.queued.remove(key)
 
     # -- job processes --------------------------------------------------------------------------
-    def _send(self, job_id: str, key: str, body: bytes) -> None:
-        item = job_process.parse_item(key, body)
+    def _send(self, job_id: str, key: str, body: bytes, item: job_process.Item) -> None:
         environment = item.environment if isinstance(item, MapperTrigger) else ""
         process = self.processes.get(job_id) or self._hand_on(job_id, environment) or self._spawn(job_id)
         if environment and not process.environment:
@@ -442,7 +441,7 @@ class PoolWorker:
         for key, body in process.sent.items():
             crashes = self._crashes[key] = self._crashes.get(key, 0) + 1
             if crashes == 1:
-                self._send(process.job_id, key, body)  # once more, in a fresh process
+                self._send(process.job_id, key, body, job_process.parse_item(key, body))  # once more, afresh
                 continue
             self._crashes.pop(key, None)
             self._report_crash(process.job_id, key, body, how, output)

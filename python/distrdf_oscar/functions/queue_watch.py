@@ -11,7 +11,6 @@ lists the queue at a fixed period instead.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 import sys
@@ -20,10 +19,10 @@ from collections.abc import Callable
 
 from .. import layout
 from ..storage import Storage, StorageError
+from . import job_process
 
 EVENT = b"."
 NO_EVENTS = b"!"
-_PR_SET_PDEATHSIG = 1
 RECONNECT_MAX = 5.0  # seconds between attempts to reopen a stream that failed
 
 
@@ -37,7 +36,7 @@ def start(make_storage: Callable[[], Storage]) -> tuple[int, int]:
         status = 1
         try:
             os.close(read_end)
-            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            job_process.die_with_parent()
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             status = _watch(make_storage(), write_end)
         finally:
