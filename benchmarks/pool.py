@@ -108,9 +108,11 @@ def killed_worker(report: dict, cluster, files: list[str], npartitions: int) -> 
     executor = cluster.executor(progress=False, ranges_per_call=1)
     run(executor)  # every worker has served this graph once
     undisturbed, _ = timed(lambda: run(executor))
-    storage, killed = executor.storage, []
+    storage, killed, killed_at = executor.storage, [], []
 
-    def kill_first_holder() -> None:
+    def kill_a_holder_mid_job() -> None:
+        """Half-way through the undisturbed time, the worker holding a call is killed."""
+        time.sleep(undisturbed / 2)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not killed:
             claims = [k for k in storage.list(layout.JOBS + "/") if "/claims/" in k and "group_" not in k]
@@ -118,15 +120,17 @@ def killed_worker(report: dict, cluster, files: list[str], npartitions: int) -> 
                 pid = int(storage.get_bytes(claims[0]).decode().rsplit("-", 2)[1])
                 os.kill(pid, signal.SIGKILL)
                 killed.append(pid)
+                killed_at.append(time.monotonic() - started)
             time.sleep(0.05)
 
-    thread = threading.Thread(target=kill_first_holder)
+    thread = threading.Thread(target=kill_a_holder_mid_job)
+    started = time.monotonic()
     thread.start()
     disturbed, spectrum = timed(lambda: run(executor))
     thread.join()
     exact = all(spectrum.GetBinContent(i) == reference.GetBinContent(i) for i in range(reference.GetNbinsX() + 2))
     report["killed_worker"] = {"undisturbed": undisturbed, "disturbed": disturbed, "ratio": disturbed / undisturbed,
-                               "exact": exact, "killed": bool(killed)}
+                               "exact": exact, "killed": bool(killed), "killed_at": killed_at[0] if killed_at else None}
     print(f"one of {cluster.workers} workers SIGKILLed mid-job: {disturbed:.1f} s vs {undisturbed:.1f} s undisturbed "
           f"({disturbed / undisturbed:.2f}x), exact: {exact}", flush=True)
     deadline = time.monotonic() + 120  # the Deployment's replacement imports ROOT and reports
@@ -202,8 +206,9 @@ def idle(report: dict, workers: int, seconds: float) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--events", type=int, default=4_000_000, help="dimuon events for the killed-worker job")
-    parser.add_argument("--npartitions", type=int, default=16)
+    parser.add_argument("--events", type=int, default=12_000_000,
+                        help="dimuon events for the killed-worker job (about 12 s on two workers)")
+    parser.add_argument("--npartitions", type=int, default=24)
     parser.add_argument("--asnumpy-events", type=int, default=20_000_000)
     parser.add_argument("--asnumpy-jobs", type=int, default=12)
     parser.add_argument("--idle-workers", type=int, default=8)

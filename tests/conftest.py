@@ -36,6 +36,24 @@ def job_records(tmp_path_factory):
         os.environ[RECORDS_VARIABLE] = saved
 
 
+@pytest.fixture(scope="session", autouse=True)
+def short_minio_restarts():
+    """Every service create and delete restarts the embedded MinIO (an outage, as OSCAR's). The suite
+    starts some forty platforms: 0.3 s instead of 2 s each keeps it within its time; test_restarts.py
+    asks for the full length."""
+    import os
+
+    from distrdf_oscar.platform.embedded.faults import RESTART_SECONDS_VARIABLE
+
+    saved = os.environ.get(RESTART_SECONDS_VARIABLE)
+    os.environ[RESTART_SECONDS_VARIABLE] = "0.3"
+    yield
+    if saved is None:
+        os.environ.pop(RESTART_SECONDS_VARIABLE, None)
+    else:
+        os.environ[RESTART_SECONDS_VARIABLE] = saved
+
+
 @pytest.fixture(scope="session")
 def dimuon_files(tmp_path_factory) -> list[str]:
     from distrdf_oscar.demo import dataset

@@ -15,6 +15,7 @@ from oscar_python.client import Client
 
 import distrdf_oscar as dro
 from distrdf_oscar import layout
+from distrdf_oscar.platform.embedded.faults import RESTART_SECONDS
 from jobfaults import assert_exact, book
 
 pytestmark = pytest.mark.usefixtures("secret_scan")  # conftest.py: these jobs' objects and logs are searched
@@ -32,15 +33,19 @@ def reference(dimuon_files):
 
 @pytest.fixture(scope="module")
 def warm_cluster():
-    # fault_injection: the platform's MinIO restarts reach storage through its front (faults.MinioRestarts).
-    with dro.LocalCluster(workers=2, mode="warm", startup_delay=0.0, fault_injection=True) as cluster:
+    # No fault injection: every platform restarts MinIO as OSCAR does, here for the model's full length.
+    with dro.LocalCluster(workers=2, mode="warm", startup_delay=0.0,
+                          minio_restart_seconds=RESTART_SECONDS) as cluster:
         yield cluster
 
 
-def minio(cluster) -> dict:
+def minio(cluster, restart_seconds: float | None = None) -> dict:
+    """The platform's MinIO restarts so far; with ``restart_seconds``, their length from now on."""
     platform = cluster.platform
-    return requests.get(f"{platform.oscar_endpoint}/system/local/minio", timeout=30,
-                        auth=(platform.oscar_user, platform.oscar_password)).json()
+    url, auth = f"{platform.oscar_endpoint}/system/local/minio", (platform.oscar_user, platform.oscar_password)
+    if restart_seconds is not None:
+        requests.put(url, json={"restart_seconds": restart_seconds}, auth=auth, timeout=30).raise_for_status()
+    return requests.get(url, auth=auth, timeout=30).json()
 
 
 def run_while_a_service_comes_and_goes(cluster, executor, files) -> tuple:
@@ -81,6 +86,7 @@ def test_a_pool_job_survives_minio_restarts(warm_cluster, dimuon_files, referenc
     assert executor.storage
     before = minio(warm_cluster)
     assert before["modelled"]
+    assert before["restart_seconds"] == RESTART_SECONDS
     result = run_while_a_service_comes_and_goes(warm_cluster, executor, dimuon_files)
     assert_exact(result, reference)
     assert minio(warm_cluster)["restarts"] == before["restarts"] + 2
@@ -91,7 +97,11 @@ def test_a_pool_job_survives_minio_restarts(warm_cluster, dimuon_files, referenc
 def test_a_file_triggered_job_survives_minio_restarts(cold_cluster, dimuon_files, reference):
     executor = cold_cluster.executor(reduction=dro.TreeReduction(fan_in=2), progress=False, retry_after=RETRY_AFTER)
     assert executor.storage  # deployed (its creates restart MinIO too) before counting
-    before = minio(cold_cluster)
-    result = run_while_a_service_comes_and_goes(cold_cluster, executor, dimuon_files)
+    shortened = minio(cold_cluster)["restart_seconds"]  # the shared cluster's, as the suite set it
+    before = minio(cold_cluster, restart_seconds=RESTART_SECONDS)
+    try:
+        result = run_while_a_service_comes_and_goes(cold_cluster, executor, dimuon_files)
+    finally:
+        minio(cold_cluster, restart_seconds=shortened)
     assert_exact(result, reference)
     assert minio(cold_cluster)["restarts"] == before["restarts"] + 2

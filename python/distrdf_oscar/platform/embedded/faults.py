@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 # OSCAR cluster could be measured here. OSCAR itself allows 6 s before it checks that MinIO is back
 # (pkg/utils/minio.go RestartServer, v3.5.3 to v4.1.2).
 RESTART_SECONDS = 2.0
+RESTART_SECONDS_VARIABLE = "DRO_LOCAL_MINIO_RESTART_SECONDS"  # overrides it for a whole test run
 
 KINDS = ("drop_trigger", "duplicate_trigger", "kill", "delay", "storage_outage")
 KILL_POINTS = ("before-write", "after-write")
@@ -193,8 +194,8 @@ class MinioRestarts:
     pkg/utils/minio.go RestartServer, v3.5.3 to v4.1.2); an update does it once per bucket it adds
     (update.go, 3.6.0 and later). Each restart here refuses connections for ``seconds`` and cuts
     the open ones, through the storage front; the API answers once it is over (OSCAR: after its
-    6 s). Restarts are serialised. Without a storage front (a platform without fault injection, as
-    long as the platform process hands it none) restarts are only counted.
+    6 s). Restarts are serialised. Without a storage front (an API built without the platform
+    process, as some tests do) restarts are only counted.
     """
 
     def __init__(self, gate: StorageGate | None, seconds: float = RESTART_SECONDS) -> None:

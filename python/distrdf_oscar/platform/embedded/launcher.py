@@ -16,7 +16,7 @@ import time
 from typing import Any, Self
 
 from .accounts import DEFAULT_QUOTA, new_users
-from .faults import Fault
+from .faults import RESTART_SECONDS, RESTART_SECONDS_VARIABLE, Fault
 from .versions import DEFAULT as DEFAULT_VERSION
 from .versions import OscarVersion
 
@@ -78,6 +78,10 @@ class LocalPlatform:
         oidc_users: OIDC users (their ``sub``) besides the admin: each gets a bearer token
             (:meth:`oidc_options`) and a MinIO account of its own (:meth:`oidc_storage_keys`).
         user_quota: (cpu, memory) of each OIDC user's Kueue queue (3.7 and later).
+        minio_restart_seconds: how long storage refuses connections each time OSCAR restarts
+            MinIO (every service create and delete, see :class:`.faults.MinioRestarts`). Default:
+            ``$DRO_LOCAL_MINIO_RESTART_SECONDS`` if set (the test suite shortens it), else
+            :data:`.faults.RESTART_SECONDS`.
     """
 
     cluster_id = "local"
@@ -100,6 +104,7 @@ class LocalPlatform:
         oidc_users: tuple[str, ...] = (),
         user_quota: tuple[str, str] = DEFAULT_QUOTA,
         exposed_time_scale: float = 1.0,
+        minio_restart_seconds: float | None = None,
     ) -> None:
         if int(workers) != workers or workers < 1:
             raise ValueError(f"workers must be a positive integer, got {workers!r}")
@@ -111,6 +116,11 @@ class LocalPlatform:
             raise ValueError("headroom must not be negative")
         if not exposed_time_scale > 0:
             raise ValueError("exposed_time_scale must be positive")
+        if minio_restart_seconds is None:
+            minio_restart_seconds = float(os.environ.get(RESTART_SECONDS_VARIABLE, RESTART_SECONDS))
+        if not minio_restart_seconds >= 0:
+            raise ValueError("minio_restart_seconds must not be negative")
+        self.minio_restart_seconds = float(minio_restart_seconds)
         # Multiplies exposed services' probe periods and delays, crash back-off and grace (1.0: OSCAR's).
         self.exposed_time_scale = float(exposed_time_scale)
         self.oscar_version = OscarVersion.parse(oscar_version).label[1:]
@@ -166,6 +176,7 @@ class LocalPlatform:
             "oidc_users": users,
             "user_quota": list(self.user_quota),
             "exposed_time_scale": self.exposed_time_scale,
+            "minio_restart_seconds": self.minio_restart_seconds,
         }
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH", "")) if p)

@@ -67,7 +67,7 @@ def run(config: dict[str, Any]) -> int:
     from .accounts import DEFAULT_QUOTA, Accounts, Kueue
     from .api import ApiContext, ApiServer, create_app
     from .exposed import ExposedServices
-    from .faults import FaultPlan
+    from .faults import FaultPlan, MinioRestarts
     from .gate import StorageGate
     from .job_records import JobStore
     from .prestarted import PrestartedPool
@@ -180,6 +180,8 @@ def run(config: dict[str, Any]) -> int:
             capacity=float(config["capacity"]),
             faults=faults,
             exposed=exposed,
+            storage_front=gate,
+            minio=MinioRestarts(gate, config["minio_restart_seconds"]),
         )
         app = create_app(ctx)
         _add_storage_requests_route(app, gate)
