@@ -62,11 +62,10 @@ def main() -> int:
     parser.add_argument("--skip-cold", action="store_true", help="leave out the cold-start configurations")
     args = parser.parse_args()
 
-    import ROOT
-
     import distrdf_oscar as dro
+    import ROOT
+    from distrdf_oscar.client.report import role_costs
     from distrdf_oscar.demo import dataset
-    from distrdf_oscar.report import role_costs
 
     ROOT.gROOT.SetBatch(True)
     os.makedirs(args.out, exist_ok=True)

@@ -62,9 +62,8 @@ def main() -> int:
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     args = parser.parse_args()
 
-    import ROOT
-
     import distrdf_oscar as dro
+    import ROOT
     from distrdf_oscar.demo import dataset
     from distrdf_oscar.platform.embedded.xrootd import XRootDMissing, XRootDServer
 
@@ -132,8 +131,8 @@ def choices(ROOT, path: str, ranges: int, storage, s3_url: str) -> dict:
     import shutil
     import tempfile
 
-    from distrdf_oscar.datasets import process_cache, read_urls_remotely
     from distrdf_oscar.platform.embedded.xrootd import XRootDMissing, XRootDServer
+    from distrdf_oscar.protocol.datasets import process_cache, read_urls_remotely
 
     read_urls_remotely(ROOT)
     entries = ROOT.RDataFrame("Events", path).Count().GetValue()

@@ -125,7 +125,7 @@ def make_task_result(ROOT, seed: int, entries: int):
 
 def generate(ROOT, workdir: str, count: int, entries: int) -> tuple[list[str], list[str]]:
     """``count`` partials, each written natively and as the pickled TaskResult."""
-    from distrdf_oscar import partial
+    from distrdf_oscar.protocol import partial
 
     natives, pickles = [], []
     for i in range(count):
@@ -171,7 +171,8 @@ def reported_seconds(stdout: str) -> float | None:
 
 
 def methods(workdir: str, natives: list[str], pickles: list[str], hadd: str | None, rootmerge: str | None):
-    from distrdf_oscar import _core, partial
+    from distrdf_oscar import _core
+    from distrdf_oscar.protocol import partial
 
     out = {m: os.path.join(workdir, f"out_{m}.root") for m in METHODS}
     run = {
@@ -325,8 +326,8 @@ def main() -> int:
         parser.error("--sizes needs values >= 2")
 
     import ROOT
-
-    from distrdf_oscar import _core, partial
+    from distrdf_oscar import _core
+    from distrdf_oscar.protocol import partial
 
     ROOT.gROOT.SetBatch(True)
     partial._declare_helpers(ROOT)

@@ -45,8 +45,9 @@ def worker_pids(executor) -> dict[str, int]:
 
 
 def trivial(report: dict, cluster, repeat: int) -> None:
-    import ROOT
     from dask.distributed import Client, LocalCluster
+
+    import ROOT
 
     def job(executor) -> float:
         return ROOT.RDataFrame(1000, executor=executor, npartitions=2).Define("x", "double(rdfentry_)").Sum("x").GetValue()
@@ -72,9 +73,8 @@ def trivial(report: dict, cluster, repeat: int) -> None:
 
 
 def crash(report: dict, cluster) -> None:
-    import ROOT
-
     import distrdf_oscar as dro
+    import ROOT
 
     ROOT.RDF.Distributed.DistributeCppCode(
         "bool dro_bench_boom(double x) { if (x == 700) { volatile int *p = nullptr; *p = 1; } return true; }")
@@ -96,9 +96,8 @@ def crash(report: dict, cluster) -> None:
 
 def killed_worker(report: dict, cluster, files: list[str], npartitions: int) -> None:
     import ROOT
-
-    from distrdf_oscar import layout
     from distrdf_oscar.demo import analysis
+    from distrdf_oscar.protocol import layout
 
     def run(executor):
         return analysis.book_dimuon_spectrum(ROOT.RDataFrame("Events", files, executor=executor,
@@ -218,9 +217,8 @@ def main() -> int:
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     args = parser.parse_args()
 
-    import ROOT
-
     import distrdf_oscar as dro
+    import ROOT
     from distrdf_oscar.demo import dataset
 
     ROOT.gROOT.SetBatch(True)

@@ -1,4 +1,4 @@
-"""The simulator (distrdf_oscar.simulate) against real jobs and the prototype's figures, then its
+"""The simulator (distrdf_oscar.client.simulate) against real jobs and the prototype's figures, then its
 predictions from 10 to 5000 mappers.
 
 (a) Real jobs of the dimuon analysis on the embedded platform (LocalCluster) at 8, 16 and 32
@@ -30,8 +30,9 @@ import time
 
 import reporting  # benchmarks/reporting.py, beside this script
 
-from distrdf_oscar import plan, simulate
-from distrdf_oscar.plan import CoordinatedReduction, TreeReduction
+from distrdf_oscar.client import simulate
+from distrdf_oscar.protocol import plan
+from distrdf_oscar.protocol.plan import CoordinatedReduction, TreeReduction
 
 SIZES = (8, 16, 32)
 MODES = {"cold": False, "warm": True}  # LocalCluster mode -> pool
@@ -46,9 +47,8 @@ AUTO_TARGET = 1.05  # auto's time over the best fixed plan's, at most
 
 
 def measure(args) -> dict:
-    import ROOT
-
     import distrdf_oscar as dro
+    import ROOT
     from distrdf_oscar.demo import analysis, dataset
 
     ROOT.gROOT.SetBatch(True)

@@ -8,6 +8,7 @@ import threading
 
 import pytest
 import requests
+
 import ROOT
 
 ROOT.gROOT.SetBatch(True)
@@ -24,7 +25,7 @@ def job_records(tmp_path_factory):
     """Every job's record (timeline.py) goes to the session's temporary folder, not the user's."""
     import os
 
-    from distrdf_oscar.timeline import RECORDS_VARIABLE
+    from distrdf_oscar.protocol.timeline import RECORDS_VARIABLE
 
     folder = str(tmp_path_factory.mktemp("job-records"))
     saved = os.environ.get(RECORDS_VARIABLE)
@@ -88,9 +89,10 @@ def _take_leaks() -> list[str]:
 def secret_scan():
     """For the requesting module: before any job's objects are deleted, read them all (keys, bodies,
     headers), and before a client deletes the OSCAR jobs that served it, their logs; search them."""
-    from distrdf_oscar import job, layout
-    from distrdf_oscar.executor import FORGET_PATIENCE
+    from distrdf_oscar.client import job
+    from distrdf_oscar.client.executor import FORGET_PATIENCE
     from distrdf_oscar.platform.oscar import OSCARCluster
+    from distrdf_oscar.protocol import layout
 
     remove_job = job.remove_job
     remove_jobs = OSCARCluster.remove_jobs

@@ -8,8 +8,8 @@ import time
 import pytest
 
 from compare import assert_same_hist, assert_same_value
-from distrdf_oscar import layout
 from distrdf_oscar.platform.embedded import Fault
+from distrdf_oscar.protocol import layout
 
 
 def trigger(range_id: int) -> str:

@@ -8,17 +8,18 @@ import sys
 
 import pytest
 import requests
-import ROOT
 from minio import Minio
 from minio.error import S3Error
 from oscar_python.client import Client
 
+import ROOT
 from conftest import SAME_MACHINE
-from distrdf_oscar import CoordinatedReduction, OSCARExecutor, TreeReduction, cli, layout
-from distrdf_oscar.deployment import ROLES, Deployment
-from distrdf_oscar.executor import ConfigurationError
+from distrdf_oscar import CoordinatedReduction, OSCARExecutor, TreeReduction, cli
+from distrdf_oscar.client.executor import ConfigurationError
+from distrdf_oscar.platform.deployment import ROLES, Deployment
 from distrdf_oscar.platform.oscar import OSCARCluster, OSCARError
-from distrdf_oscar.storage import StorageError
+from distrdf_oscar.protocol import layout
+from distrdf_oscar.protocol.storage import StorageError
 
 KEY = "a" * 40
 PYTHON = ["--env", f"DRO_PYTHON={sys.executable}"]

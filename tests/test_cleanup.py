@@ -5,12 +5,13 @@ from __future__ import annotations
 import threading
 import time
 
-import ROOT
-
 import distrdf_oscar as dro
-from distrdf_oscar import cli, job, layout
-from distrdf_oscar.job import find_jobs, remove_job
+import ROOT
+from distrdf_oscar import cli
+from distrdf_oscar.client import job
+from distrdf_oscar.client.job import find_jobs, remove_job
 from distrdf_oscar.platform.oscar import OSCARCluster
+from distrdf_oscar.protocol import layout
 
 # No secret scan in this module (conftest.py): cleanup runs as users get it.
 

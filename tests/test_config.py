@@ -69,10 +69,10 @@ def test_disabling_tls_verification_warns():
 
 def test_other_executors_still_reach_roots_own_backends():
     """Importing distrdf_oscar leaves ROOT's Dask dispatch (and its error for unknown executors) intact."""
-    import ROOT
     from dask.distributed import Client
 
     import distrdf_oscar  # noqa: F401 - the import installs our dispatch
+    import ROOT
 
     with Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=None) as client:
         df = ROOT.RDataFrame(100, executor=client, npartitions=2)
@@ -84,7 +84,7 @@ def test_other_executors_still_reach_roots_own_backends():
 
 def test_function_reads_storage_keys_oscar_hides(tmp_path, monkeypatch):
     """OSCAR >= 3.5 shows the MinIO keys as "hidden" in the function config and mounts them as files."""
-    from distrdf_oscar.functions.contract import storage_config
+    from distrdf_oscar.functions.invocation import storage_config
 
     config = tmp_path / "function_config.yaml"
     config.write_text("storage_providers:\n  minio:\n    default:\n      endpoint: http://minio.minio:9000\n"
@@ -128,10 +128,9 @@ def test_analyst_client_checks_the_deployment_instead_of_changing_it(prestarted_
 
 def test_pool_and_call_settings_are_checked(prestarted_cluster):
     import ROOT
-
-    from distrdf_oscar import layout
-    from distrdf_oscar.deployment import Deployment
+    from distrdf_oscar.platform.deployment import Deployment
     from distrdf_oscar.platform.oscar import OSCARCluster, OSCARError
+    from distrdf_oscar.protocol import layout
 
     for options, message in (({"pool": "yes"}, "pool must be None (use one when up), True or False, got 'yes'"),
                              ({"pool_overflow_after": 0}, "pool_overflow_after must be positive, got 0"),

@@ -7,14 +7,14 @@ from __future__ import annotations
 import time
 
 import pytest
-import ROOT
 
 import distrdf_oscar as dro
-from distrdf_oscar import layout
+import ROOT
+from distrdf_oscar.client.recovery import RetryPolicy, Tracker
 from distrdf_oscar.functions.crash import describe, summary
-from distrdf_oscar.messages import ErrorMarker, MapperTrigger
-from distrdf_oscar.plan import TreeReduction
-from distrdf_oscar.recovery import RetryPolicy, Tracker
+from distrdf_oscar.protocol import layout
+from distrdf_oscar.protocol.messages import ErrorMarker, MapperTrigger
+from distrdf_oscar.protocol.plan import TreeReduction
 
 pytestmark = pytest.mark.usefixtures("secret_scan")
 

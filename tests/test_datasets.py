@@ -13,12 +13,12 @@ import re
 import shutil
 
 import pytest
-import ROOT
 
 import distrdf_oscar as dro
+import ROOT
 from compare import assert_same_value
-from distrdf_oscar import layout
-from distrdf_oscar.datasets import DatasetError, PathPolicy
+from distrdf_oscar.protocol import layout
+from distrdf_oscar.protocol.datasets import DatasetError, PathPolicy
 from graphs import friend_chain, values, write_friend_trees
 
 pytestmark = pytest.mark.usefixtures("secret_scan")  # conftest.py: these jobs' objects and logs are searched

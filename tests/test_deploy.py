@@ -32,8 +32,8 @@ import yaml
 
 import distrdf_oscar
 from conftest import SAME_MACHINE
-from distrdf_oscar import cli, layout
-from distrdf_oscar.deployment import (
+from distrdf_oscar import cli
+from distrdf_oscar.platform.deployment import (
     COORDINATOR_MEMORY,
     DEFAULT_CLUSTER_ID,
     MAX_SERVICE_NAME,
@@ -41,7 +41,8 @@ from distrdf_oscar.deployment import (
     SECRET_PLACEHOLDER,
     Deployment,
 )
-from distrdf_oscar.signing import ENV_VAR, MIN_KEY_LENGTH, Signer
+from distrdf_oscar.protocol import layout
+from distrdf_oscar.protocol.signing import ENV_VAR, MIN_KEY_LENGTH, Signer
 
 REPO = Path(__file__).resolve().parents[1]
 SERVICES = REPO / "services"
@@ -558,7 +559,6 @@ def test_wheel_holds_what_the_services_run(service_site):
 
 def test_committed_scripts_run_a_job_end_to_end(run, environment, oscar, dimuon_files, service_site):
     import ROOT
-
     from compare import assert_same_hist
 
     site, origin = service_site
@@ -616,9 +616,9 @@ def test_committed_scripts_run_a_job_end_to_end(run, environment, oscar, dimuon_
 
 
 def test_cleanup_removes_only_abandoned_jobs_unless_one_is_named(run, platform):
-    from distrdf_oscar import layout
-    from distrdf_oscar.executor import OSCARExecutor
-    from distrdf_oscar.messages import Lease
+    from distrdf_oscar.client.executor import OSCARExecutor
+    from distrdf_oscar.protocol import layout
+    from distrdf_oscar.protocol.messages import Lease
 
     code, _, err = run("deploy", "--deployment", "orphans")
     assert code == 0, err

@@ -14,9 +14,9 @@ import subprocess
 
 import numpy as np
 import pytest
-import ROOT
 
 import distrdf_oscar as dro
+import ROOT
 from compare import assert_same_value
 from graphs import book_all, friend_chain, values, write_friend_trees
 
@@ -44,7 +44,7 @@ def bucket_keys(executor) -> list[str]:
 
 
 def job_keys(executor) -> list[str]:
-    from distrdf_oscar import layout
+    from distrdf_oscar.protocol import layout
 
     return [k for k in bucket_keys(executor) if layout.job_of_key(k)]
 

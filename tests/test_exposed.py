@@ -217,7 +217,7 @@ def test_kueue_refuses_every_exposed_service_and_pool_start_names_the_fix(tmp_pa
     """With KUEUE_ENABLE on, OSCAR checks an exposed service's Workload once, without waiting, in a
     LocalQueue it makes only for OIDC users' services: the admin's create fails (500) and is undone,
     before any MinIO restart; an OIDC user's loses the race. ``pool start`` refuses, naming the fix."""
-    from distrdf_oscar.deployment import POOL, Deployment
+    from distrdf_oscar.platform.deployment import POOL, Deployment
     from distrdf_oscar.platform.oscar import OSCARCluster, OSCARError
 
     with LocalPlatform(oscar_version="4.1+kueue", oidc_users=("alice",), exposed_time_scale=SCALE) as kueue:

@@ -14,11 +14,11 @@ import re
 import time
 
 import pytest
-import ROOT
 
 import distrdf_oscar as dro
-from distrdf_oscar import layout
+import ROOT
 from distrdf_oscar.platform.embedded import Fault
+from distrdf_oscar.protocol import layout
 from jobfaults import assert_exact, book, finish_faults, trigger, wait_idle
 
 pytestmark = pytest.mark.usefixtures("secret_scan")  # conftest.py: these jobs' objects and logs are searched

@@ -13,7 +13,7 @@ from minio.commonconfig import CopySource
 from minio.error import S3Error
 
 from distrdf_oscar.platform.embedded import Fault
-from distrdf_oscar.storage import Storage, StorageConfig, StorageError
+from distrdf_oscar.protocol.storage import Storage, StorageConfig, StorageError
 
 BUCKET = "listen-tests"
 OTHER = "listen-tests-other"

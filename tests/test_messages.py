@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from distrdf_oscar import layout
-from distrdf_oscar.messages import (
+from distrdf_oscar.protocol import layout
+from distrdf_oscar.protocol.messages import (
     Batch,
     BatchRetry,
     ErrorMarker,

@@ -7,13 +7,13 @@ import pickle
 import shutil
 
 import pytest
-import ROOT
-from ROOT._distrdf.Backends.Base import distrdf_reducer
 
+import ROOT
 from compare import assert_same_value
-from distrdf_oscar import partial
+from distrdf_oscar.protocol import partial
 from graphs import book_all, values
 from inprocess import InProcessBackend
+from ROOT._distrdf.Backends.Base import distrdf_reducer
 
 
 @pytest.fixture(scope="module")
@@ -189,8 +189,8 @@ def test_merging_native_partials_never_starts_pyroot(dimuon_files, tmp_path):
     assert {slot["kind"] for slot in partial.read_meta(paths[0]).slots} == {"scalar", "object"}
     merged = str(tmp_path / "merged.root")
     # Nor the client's modules: the package loads them on first use (distrdf_oscar/__init__.py).
-    script = ("import sys; from distrdf_oscar import partial; partial.merge_partials(sys.argv[1], sys.argv[2:]); "
-              "print(sorted(m for m in ('cppyy', 'libcppyy', 'distrdf_oscar.executor', 'distrdf_oscar.local') "
+    script = ("import sys; from distrdf_oscar.protocol import partial; partial.merge_partials(sys.argv[1], sys.argv[2:]); "
+              "print(sorted(m for m in ('cppyy', 'libcppyy', 'distrdf_oscar.client.executor', 'distrdf_oscar.local') "
               "if m in sys.modules))")  # PyROOT's engine, the executor, the embedded platform
     out = subprocess.run([sys.executable, "-W", "ignore", "-c", script, merged, *paths],
                          capture_output=True, text=True, check=True)

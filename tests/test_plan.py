@@ -8,17 +8,12 @@ import re
 
 import pytest
 
-from distrdf_oscar import DEFAULT_REDUCTION, CoordinatedReduction, PlanError, TreeReduction, layout
-from distrdf_oscar.messages import MessageError
-from distrdf_oscar.plan import (
-    AutoReduction,
-    auto_batches,
-    plan_from_json,
-    ranges_per_call,
-    resolve,
-    tree_groups,
-)
-from distrdf_oscar.simulate import EMBEDDED_COLD
+from distrdf_oscar import DEFAULT_REDUCTION, CoordinatedReduction, PlanError, TreeReduction
+from distrdf_oscar.client.reductions import AutoReduction, resolve
+from distrdf_oscar.client.simulate import EMBEDDED_COLD, choose_ranges_per_call
+from distrdf_oscar.protocol import layout
+from distrdf_oscar.protocol.messages import MessageError
+from distrdf_oscar.protocol.plan import auto_batches, plan_from_json, tree_groups
 
 
 @pytest.mark.parametrize("fan_in", [0, 1, -3, 2.5, "2", True])
@@ -90,7 +85,7 @@ def test_auto_resolves_and_chooses_a_concrete_plan_that_fits():
     assert job_plan.tasks[-1][1] == 100
     # A user's ranges per call stands; an explicit coordinated plan still means one range per call.
     assert auto.choose(100, concurrency=4, ranges_per_call=5).ranges_per_call == 5
-    assert ranges_per_call(8, 2, CoordinatedReduction([6, 3])) == 1
+    assert choose_ranges_per_call(8, 2, CoordinatedReduction([6, 3])) == 1
 
 
 JOB_ID = "j20261124120000-0123abcd"
@@ -146,13 +141,13 @@ def test_calls_of_several_ranges_make_the_leaves_and_the_items():
     (1000, 2, TreeReduction(4), 10, True, 10),  # the user's setting wins
 ])
 def test_ranges_per_call_default_amortises_calls(npartitions, concurrency, reduction, requested, pool, expected):
-    assert ranges_per_call(npartitions, concurrency, reduction, requested, pool) == expected
+    assert choose_ranges_per_call(npartitions, concurrency, reduction, requested, pool) == expected
 
 
 def test_ranges_per_call_refuses_nonsense():
     for bad in (0, -1, True, 2.5):
         with pytest.raises(PlanError, match="ranges_per_call must be an integer of at least 1"):
-            ranges_per_call(8, 2, TreeReduction(4), bad)
+            choose_ranges_per_call(8, 2, TreeReduction(4), bad)
 
 
 @pytest.mark.parametrize(("body", "message"), [

@@ -12,14 +12,14 @@ import threading
 import time
 
 import pytest
-import ROOT
 
 import distrdf_oscar as dro
-from distrdf_oscar import layout
+import ROOT
+from distrdf_oscar.client.job import remove_job
 from distrdf_oscar.demo import analysis
-from distrdf_oscar.job import remove_job
-from distrdf_oscar.messages import Manifest, MapperTrigger
 from distrdf_oscar.platform.embedded import Fault
+from distrdf_oscar.protocol import layout
+from distrdf_oscar.protocol.messages import Manifest, MapperTrigger
 from jobfaults import assert_exact, book, finish_faults
 
 pytestmark = pytest.mark.usefixtures("secret_scan")  # conftest.py: these jobs' objects and logs are searched

@@ -32,7 +32,7 @@ CLIENT = textwrap.dedent("""
     import json, os, sys, time
     import ROOT
     from distrdf_oscar import OSCARExecutor, RemoteError
-    from distrdf_oscar.deployment import Deployment
+    from distrdf_oscar.platform.deployment import Deployment
 
     executor = OSCARExecutor(os.environ["OSCAR_ENDPOINT"], user=os.environ["OSCAR_USER"],
                              password=os.environ["OSCAR_PASSWORD"], signing_key=os.environ["DISTRDF_OSCAR_KEY"],
@@ -210,7 +210,7 @@ def test_a_killed_client_stops_costing_the_pool_and_a_newer_job_is_not_starved(s
     """Client A queues 64 one-second calls; client B's small job, started after, is served in turn
     rather than after A's backlog; then A is killed outright: its queued calls are removed and its
     processes end once its lease lapses, long before its backlog would have been computed."""
-    from distrdf_oscar import layout
+    from distrdf_oscar.protocol import layout
 
     storage = shared_pool.executor(progress=False).storage
     slow = _start(shared_pool, SLOW, 'Filter("slow(x)").Count()', tmp_path, entries=64,
@@ -239,6 +239,6 @@ def test_a_killed_client_stops_costing_the_pool_and_a_newer_job_is_not_starved(s
     _wait_for_no_job_processes(shared_pool)
     after = _client(shared_pool, CORR_A, SUM_CORR, tmp_path)
     assert after["distributed"] == after["local"]
-    from distrdf_oscar.job import remove_job
+    from distrdf_oscar.client.job import remove_job
 
     remove_job(storage, job_id)  # what `distrdf-oscar cleanup` does for such a job

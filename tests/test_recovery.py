@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from distrdf_oscar import layout
-from distrdf_oscar.messages import ErrorMarker, MapperTrigger
-from distrdf_oscar.plan import CoordinatedReduction, TreeReduction
-from distrdf_oscar.recovery import IDLE_GRACE, JobTimeout, RemoteError, RetryPolicy, Tracker
+from distrdf_oscar.client.recovery import IDLE_GRACE, JobTimeout, RemoteError, RetryPolicy, Tracker
+from distrdf_oscar.protocol import layout
+from distrdf_oscar.protocol.messages import ErrorMarker, MapperTrigger
+from distrdf_oscar.protocol.plan import CoordinatedReduction, TreeReduction
 
 JOB = layout.JobKeys("j20261124120000-0123abcd")
 

@@ -10,12 +10,12 @@ import time
 
 import pytest
 import requests
-import ROOT
 from oscar_python.client import Client
 
 import distrdf_oscar as dro
-from distrdf_oscar import layout
+import ROOT
 from distrdf_oscar.platform.embedded.faults import RESTART_SECONDS
+from distrdf_oscar.protocol import layout
 from jobfaults import assert_exact, book
 
 pytestmark = pytest.mark.usefixtures("secret_scan")  # conftest.py: these jobs' objects and logs are searched

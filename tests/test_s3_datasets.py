@@ -6,13 +6,14 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-import ROOT
 
 import distrdf_oscar as dro
+import ROOT
 from compare import assert_same_value
-from distrdf_oscar import cli, layout
+from distrdf_oscar import cli
 from distrdf_oscar.demo.analysis import book_dimuon_spectrum
-from distrdf_oscar.storage import StorageError
+from distrdf_oscar.protocol import layout
+from distrdf_oscar.protocol.storage import StorageError
 from graphs import friend_chain, values, write_friend_trees
 
 pytestmark = pytest.mark.usefixtures("secret_scan")  # conftest.py: these jobs' objects and logs are searched
@@ -331,7 +332,7 @@ def test_the_dataset_cache_stays_under_its_bound(prestarted_cluster, upload_to, 
     import os
     import time
 
-    from distrdf_oscar import datasets
+    from distrdf_oscar.protocol import datasets
 
     urls = upload_to(prestarted_cluster)
     bound = int(1.5 * max(os.path.getsize(p) for p in dimuon_files))  # room for one file, not two

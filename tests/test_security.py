@@ -9,11 +9,11 @@ import time
 
 import pytest
 import requests
-import ROOT
 
 import distrdf_oscar as dro
-from distrdf_oscar import layout
-from distrdf_oscar.signing import METADATA, SignatureError, Signer
+import ROOT
+from distrdf_oscar.protocol import layout
+from distrdf_oscar.protocol.signing import METADATA, SignatureError, Signer
 
 pytestmark = pytest.mark.usefixtures("secret_scan")  # conftest.py: the session clusters' jobs are searched
 
@@ -99,7 +99,7 @@ def test_tampered_payload_is_refused_before_unpickling(executor, tmp_path):
 
 def test_forged_result_is_refused_by_the_client(prestarted_cluster, dimuon_files, monkeypatch):
     """A result not signed with the deployment key never reaches the user (nor their unpickler)."""
-    from distrdf_oscar import job as job_module
+    from distrdf_oscar.client import job as job_module
 
     executor = prestarted_cluster.executor(progress=False)
     original_wait = job_module.Job._wait
@@ -116,7 +116,7 @@ def test_forged_result_is_refused_by_the_client(prestarted_cluster, dimuon_files
 
 def test_no_secret_in_objects_logs_or_messages(dimuon_files, capfd, monkeypatch):
     """Run a succeeding and a failing job, keep their objects, and search everything for the secrets."""
-    from distrdf_oscar import job as job_module
+    from distrdf_oscar.client import job as job_module
 
     kept: list[dict[str, bytes]] = []
 

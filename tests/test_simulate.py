@@ -1,4 +1,4 @@
-"""The simulator (distrdf_oscar.simulate): hand-computed schedules, the prototype's orderings, the
+"""The simulator (distrdf_oscar.client.simulate): hand-computed schedules, the prototype's orderings, the
 calibration from job records, and reduction="auto"'s choice. Pure Python: no platform runs."""
 
 from __future__ import annotations
@@ -8,9 +8,10 @@ import json
 
 import pytest
 
-from distrdf_oscar import plan, simulate
-from distrdf_oscar.plan import CoordinatedReduction, TreeReduction
-from distrdf_oscar.simulate import PlatformCosts, Workload
+from distrdf_oscar.client import reductions, simulate
+from distrdf_oscar.client.simulate import PlatformCosts, Workload
+from distrdf_oscar.protocol import plan
+from distrdf_oscar.protocol.plan import CoordinatedReduction, TreeReduction
 
 # Round figures, so that every time below can be worked out by hand.
 HAND = PlatformCosts(name="hand", slots=2, launch_stagger=1.0, stagger_scope="service", invoke_latency=0.5,
@@ -234,7 +235,7 @@ def test_executor_runs_an_auto_job_with_the_plan_it_chose(cold_cluster, dimuon_f
     import ROOT
 
     costs = dataclasses.replace(simulate.EMBEDDED_COLD, jit=0.5)
-    executor = cold_cluster.executor(reduction=plan.AutoReduction(costs=costs, workload=Workload(work=2.0)),
+    executor = cold_cluster.executor(reduction=reductions.AutoReduction(costs=costs, workload=Workload(work=2.0)),
                                      progress=False)
     df = ROOT.RDataFrame("Events", dimuon_files, executor=executor, npartitions=6)
     assert df.Count().GetValue() == ROOT.RDataFrame("Events", dimuon_files).Count().GetValue()
@@ -244,4 +245,4 @@ def test_executor_runs_an_auto_job_with_the_plan_it_chose(cold_cluster, dimuon_f
     assert executor.last_job.reduction == choice.reduction
     assert executor.last_job.record.calls == -(-6 // choice.ranges_per_call)
     # The string form and the executor's default resolve to the same kind of choice.
-    assert isinstance(cold_cluster.executor(reduction="auto", progress=False).reduction, plan.AutoReduction)
+    assert isinstance(cold_cluster.executor(reduction="auto", progress=False).reduction, reductions.AutoReduction)

@@ -13,12 +13,12 @@ import tempfile
 import time
 
 import pytest
-import ROOT
 
 import distrdf_oscar as dro
-from distrdf_oscar import layout
-from distrdf_oscar.job import find_jobs
+import ROOT
+from distrdf_oscar.client.job import find_jobs
 from distrdf_oscar.platform.embedded import Fault
+from distrdf_oscar.protocol import layout
 from jobfaults import assert_exact, book, finish_faults, trigger, wait_idle
 
 pytestmark = pytest.mark.usefixtures("secret_scan")  # conftest.py: these jobs' objects and logs are searched

@@ -9,8 +9,8 @@ import time
 import pytest
 
 from distrdf_oscar.platform.embedded import Fault
-from distrdf_oscar.signing import Signer
-from distrdf_oscar.storage import Storage, StorageConfig, StorageError
+from distrdf_oscar.protocol.signing import Signer
+from distrdf_oscar.protocol.storage import Storage, StorageConfig, StorageError
 
 BUCKET = "storage-tests"
 

@@ -8,10 +8,12 @@ import subprocess
 import sys
 
 import pytest
-import ROOT
 
 import distrdf_oscar as dro
-from distrdf_oscar import cli, report, timeline
+import ROOT
+from distrdf_oscar import cli
+from distrdf_oscar.client import report
+from distrdf_oscar.protocol import timeline
 
 pytestmark = pytest.mark.usefixtures("secret_scan")  # conftest.py: these jobs' objects and logs are searched
 
@@ -126,7 +128,7 @@ def test_only_the_newest_records_are_kept(records, monkeypatch):
 def test_a_process_knows_when_it_started_to_the_tick():
     """Phases are measured from the process's start: /proc's boot time is whole seconds, which would
     shift every start-up phase by up to a second."""
-    code = "import time; from distrdf_oscar import timeline; print(time.time() - timeline.process_start())"
+    code = "import time; from distrdf_oscar.protocol import timeline; print(time.time() - timeline.process_start())"
     since = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
     assert 0.0 <= since < 0.6  # the interpreter's start and the package's import, nothing more
 

@@ -13,16 +13,17 @@ import time
 
 import pytest
 import requests
-import ROOT
 from oscar_python.client import Client
 
+import ROOT
 from compare import assert_close, assert_same_hist
 from conftest import SAME_MACHINE
-from distrdf_oscar import CoordinatedReduction, OSCARExecutor, RemoteError, TreeReduction, cli, layout
-from distrdf_oscar.deployment import ROLES, Deployment
+from distrdf_oscar import CoordinatedReduction, OSCARExecutor, RemoteError, TreeReduction, cli
+from distrdf_oscar.platform.deployment import ROLES, Deployment
 from distrdf_oscar.platform.embedded import LocalPlatform
 from distrdf_oscar.platform.oscar import OSCARCluster, OSCARError
-from distrdf_oscar.signing import ENV_VAR
+from distrdf_oscar.protocol import layout
+from distrdf_oscar.protocol.signing import ENV_VAR
 
 KEY = "k" * 40
 NAME = "cyc"

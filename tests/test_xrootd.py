@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 
 import pytest
-import ROOT
 
 import distrdf_oscar as dro
+import ROOT
 from compare import assert_same_value
-from distrdf_oscar import datasets, layout
 from distrdf_oscar.demo.analysis import book_dimuon_spectrum
 from distrdf_oscar.platform.embedded.xrootd import XRootDMissing, XRootDServer
+from distrdf_oscar.protocol import datasets, layout
 
 pytestmark = pytest.mark.usefixtures("secret_scan")  # conftest.py: these jobs' objects and logs are searched
 

@@ -18,36 +18,37 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from . import dispatch
+from .client import dispatch
 
 __version__ = "0.1.0"
 
 # name -> the module that defines it
 _EXPORTS = {
-    "DEFAULT_REDUCTION": "plan",
-    "AutoReduction": "plan",
-    "ConfigurationError": "executor",
-    "CoordinatedReduction": "plan",
-    "DatasetError": "datasets",
-    "Deployment": "deployment",
-    "JobRemoved": "recovery",
-    "JobTimeout": "recovery",
+    "DEFAULT_REDUCTION": "client.reductions",
+    "AutoReduction": "client.reductions",
+    "ConfigurationError": "client.executor",
+    "CoordinatedReduction": "protocol.plan",
+    "DatasetError": "protocol.datasets",
+    "Deployment": "platform.deployment",
+    "JobRemoved": "client.recovery",
+    "JobTimeout": "client.recovery",
     "LocalCluster": "local",
     "OSCARError": "platform.oscar",
-    "OSCARExecutor": "executor",
-    "PlanError": "plan",
-    "RemoteError": "recovery",
-    "TreeReduction": "plan",
+    "OSCARExecutor": "client.executor",
+    "PlanError": "protocol.plan",
+    "RemoteError": "client.recovery",
+    "TreeReduction": "protocol.plan",
 }
 
 if TYPE_CHECKING:
-    from .datasets import DatasetError
-    from .deployment import Deployment
-    from .executor import ConfigurationError, OSCARExecutor
+    from .client.executor import ConfigurationError, OSCARExecutor
+    from .client.recovery import JobRemoved, JobTimeout, RemoteError
+    from .client.reductions import DEFAULT_REDUCTION, AutoReduction
     from .local import LocalCluster
-    from .plan import DEFAULT_REDUCTION, AutoReduction, CoordinatedReduction, PlanError, TreeReduction
+    from .platform.deployment import Deployment
     from .platform.oscar import OSCARError
-    from .recovery import JobRemoved, JobTimeout, RemoteError
+    from .protocol.datasets import DatasetError
+    from .protocol.plan import CoordinatedReduction, PlanError, TreeReduction
 
 
 def __getattr__(name: str) -> Any:

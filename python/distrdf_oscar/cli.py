@@ -73,7 +73,7 @@ def cmd_demo(args) -> int:
         print(f"  auto chose {executor.last_choice.describe()}")
     record = executor.last_job.record if executor.last_job is not None else None
     if record is not None:
-        from . import report
+        from .client import report
 
         print(report.summary(record))
         try:
@@ -84,7 +84,7 @@ def cmd_demo(args) -> int:
 
 
 def _deployment(args):
-    from .deployment import Deployment
+    from .platform.deployment import Deployment
 
     settings = {k: getattr(args, k) for k in ("image", "memory", "cpu") if getattr(args, k, None)}
     variables = {}
@@ -99,7 +99,7 @@ def _deployment(args):
 
 
 def _cluster_and_deployment(args):
-    from .executor import OSCARExecutor
+    from .client.executor import OSCARExecutor
 
     return OSCARExecutor.from_env(auto_deploy=False, progress=False, deployment=_deployment(args),
                                   dataset_credentials=getattr(args, "dataset_credentials", False))
@@ -127,9 +127,9 @@ def cmd_cleanup(args) -> int:
     """List (and unless --dry-run remove) jobs whose clients are gone: interrupted, killed, crashed."""
     import time
 
-    from . import layout
-    from .job import find_jobs, remove_job
-    from .leases import job_states
+    from .client.job import find_jobs, remove_job
+    from .protocol import layout
+    from .protocol.leases import job_states
 
     storage = _cluster_and_deployment(args).storage
     min_age = parse_duration(args.older_than) if args.older_than else 0.0
@@ -156,7 +156,7 @@ def cmd_cleanup(args) -> int:
 
 
 def cmd_fdl(args) -> int:
-    from .deployment import fdl_files
+    from .platform.deployment import fdl_files
 
     for relpath, text in fdl_files(_deployment(args), args.cluster_id).items():
         path = os.path.join(args.out, relpath)
@@ -199,7 +199,7 @@ def cmd_undeploy(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from .deployment import ROLES
+    from .platform.deployment import ROLES
 
     executor = _cluster_and_deployment(args)
     cluster, deployment = executor.cluster, executor.deployment
@@ -223,7 +223,7 @@ def cmd_status(args) -> int:
 
 def cmd_report(args) -> int:
     """Print where a job's time went and draw its timeline (its record, timeline.py)."""
-    from . import report
+    from .client import report
 
     record = report.load(args.job)
     print(report.summary(record, price=args.price))
@@ -249,7 +249,7 @@ def cmd_pool(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .deployment import DEFAULT_CLUSTER_ID, SECRET_PLACEHOLDER
+    from .platform.deployment import DEFAULT_CLUSTER_ID, SECRET_PLACEHOLDER
 
     parser = argparse.ArgumentParser(prog="distrdf-oscar", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -313,8 +313,8 @@ def main(argv: list[str] | None = None) -> int:
     add_deployment_flags(pool)
     pool.set_defaults(func=cmd_pool)
 
-    from .report import DEFAULT_PRICE
-    from .timeline import RECORDS_VARIABLE
+    from .client.report import DEFAULT_PRICE
+    from .protocol.timeline import RECORDS_VARIABLE
 
     report = sub.add_parser("report", help="where a job's time and money went, and its timeline",
                             description="Read a job record (a file, a job id, or the newest record; records are "
@@ -357,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     fdl.set_defaults(func=cmd_fdl)
 
     args = parser.parse_args(argv)
-    from .executor import ConfigurationError
+    from .client.executor import ConfigurationError
     from .platform.oscar import OSCARError
 
     try:

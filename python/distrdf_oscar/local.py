@@ -12,8 +12,8 @@ import secrets
 import sys
 from typing import Any, Self
 
-from .deployment import COORDINATOR_CPU, Deployment
-from .executor import OSCARExecutor
+from .client.executor import OSCARExecutor
+from .platform.deployment import COORDINATOR_CPU, Deployment
 from .platform.embedded import LocalPlatform
 from .platform.embedded.launcher import POD_START_DELAY
 

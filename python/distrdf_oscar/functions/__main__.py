@@ -3,7 +3,7 @@
 import importlib
 import sys
 
-from ..deployment import ENTRYPOINTS
+from ..protocol.contract import ENTRYPOINTS
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in ENTRYPOINTS:

@@ -6,8 +6,8 @@ batch, in which case the batch file (written once, by a claim) is read.
 
 from __future__ import annotations
 
-from .. import layout
-from ..messages import Batch, BatchRetry
+from ..protocol import layout
+from ..protocol.messages import Batch, BatchRetry
 from . import context
 from .merging import merge_keys
 

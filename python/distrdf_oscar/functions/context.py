@@ -10,14 +10,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .. import layout
-from ..deployment import REPORTED_EXIT
-from ..messages import ErrorMarker
-from ..signing import from_environment
-from ..storage import Storage, StorageConfig, StorageError
-from ..timeline import Recorder, process_start
+from ..protocol import layout
+from ..protocol.contract import REPORTED_EXIT, SIGNING_KEY_VARIABLE
+from ..protocol.messages import ErrorMarker
+from ..protocol.signing import from_environment
+from ..protocol.storage import Storage, StorageConfig, StorageError
+from ..protocol.timeline import Recorder, process_start
 from . import failpoints
-from .contract import event_time, storage_config, triggering_object
+from .invocation import event_time, storage_config, triggering_object
 
 # What publish() did with an object.
 WRITTEN = "written"  # ours is the object now stored under the key
@@ -202,7 +202,7 @@ def _fingerprint() -> str:
     # Part of the cache key, so a warm worker serving another deployment gets its own signer.
     import hashlib
 
-    return hashlib.sha256(os.environ.get("DRO_SIGNING_KEY", "").encode()).hexdigest()
+    return hashlib.sha256(os.environ.get(SIGNING_KEY_VARIABLE, "").encode()).hexdigest()
 
 
 def current(bucket: str, key: str) -> FunctionContext:

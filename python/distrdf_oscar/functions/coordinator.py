@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import time
 
-from .. import layout
-from ..messages import Batch
-from ..plan import CoordinatedPlan, expect_plan
-from ..storage import Arrivals
+from ..protocol import layout
+from ..protocol.messages import Batch
+from ..protocol.plan import CoordinatedPlan, expect_plan
+from ..protocol.storage import Arrivals
 from . import context
 from .merging import merge_keys
 

@@ -16,11 +16,11 @@ import re
 import signal
 import sys
 
-from .. import layout
-from ..deployment import ENTRYPOINTS
-from ..messages import ErrorMarker
+from ..protocol import layout
+from ..protocol.contract import CRASH_OUTPUT_VARIABLE, CRASH_STATUS_VARIABLE, ENTRYPOINT_VARIABLE, ENTRYPOINTS
+from ..protocol.messages import ErrorMarker
 from . import context
-from .contract import triggering_object
+from .invocation import triggering_object
 
 TAIL_LINES = 40
 TAIL_BYTES = 65536
@@ -90,9 +90,9 @@ def report(role: str, status: int, output_path: str | None) -> int:
 def on_prestarted_crash() -> int:
     """The report for a pre-started worker that died during a call: the platform runs this in a
     fresh process with the call's environment, plus ``DRO_CRASH_STATUS`` and ``DRO_CRASH_OUTPUT``."""
-    entrypoint = os.environ.get("DRO_ENTRYPOINT", "")
+    entrypoint = os.environ.get(ENTRYPOINT_VARIABLE, "")
     role = next((name for name, spec in ENTRYPOINTS.items() if spec == entrypoint), "function")
-    return report(role, int(os.environ["DRO_CRASH_STATUS"]), os.environ.get("DRO_CRASH_OUTPUT"))
+    return report(role, int(os.environ[CRASH_STATUS_VARIABLE]), os.environ.get(CRASH_OUTPUT_VARIABLE))
 
 
 def main(argv: list[str]) -> int:

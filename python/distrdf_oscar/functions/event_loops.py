@@ -13,7 +13,7 @@ import logging
 import math
 
 from .. import _core
-from ..timeline import Recorder
+from ..protocol.timeline import Recorder
 
 log = logging.getLogger(__name__)
 _watching = False

@@ -13,12 +13,12 @@ from __future__ import annotations
 import os
 import signal
 
-VARIABLE = "DRO_FAILPOINT"
+from ..protocol.contract import FAILPOINT_VARIABLE
 
 
 def reach(point: str) -> None:
     """Die here if the platform asked for it (``before-write`` or ``after-write``)."""
-    armed, _, tokens = os.environ.get(VARIABLE, "").partition(":")
+    armed, _, tokens = os.environ.get(FAILPOINT_VARIABLE, "").partition(":")
     if armed != point or not tokens:
         return
     for token in sorted(os.listdir(tokens)) if os.path.isdir(tokens) else []:

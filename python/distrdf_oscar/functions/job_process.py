@@ -34,10 +34,10 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
-from .. import layout
-from ..messages import Batch, MapperTrigger
-from ..plan import CoordinatedPlan, expect_plan
-from ..storage import Storage, StorageError
+from ..protocol import layout
+from ..protocol.messages import Batch, MapperTrigger
+from ..protocol.plan import CoordinatedPlan, expect_plan
+from ..protocol.storage import Storage, StorageError
 from . import context
 
 _PR_SET_PDEATHSIG = 1

@@ -7,31 +7,34 @@ import functools
 import hashlib
 import os
 
-from .. import datasets, layout, partial
-from ..messages import MapperTrigger
-from ..plan import JobPlan, TreePlan, plan_from_json
+from ..protocol import datasets, layout, partial
+from ..protocol.messages import MapperPayload, MapperTrigger, MessageError
+from ..protocol.plan import JobPlan, PlanError, TreePlan, plan_from_json
 from . import context, event_loops, tree_reducer
 
 
 @functools.lru_cache(maxsize=8)
-def _payload(storage, key: str) -> dict:
+def _payload(storage, key: str) -> MapperPayload:
     # A warm worker serves many ranges of a job: fetch and unpickle the graph once.
     import cloudpickle
 
-    return cloudpickle.loads(storage.get_bytes(key))
+    payload = cloudpickle.loads(storage.get_bytes(key))
+    if not isinstance(payload, MapperPayload):
+        raise MessageError(f"{key}: not a mapper payload of this version of distrdf-oscar")
+    return payload
 
 
 _declared: set[tuple[str, str]] = set()
 
 
-def _distribute(storage, keys: layout.JobKeys, payload: dict) -> None:
+def _distribute(storage, keys: layout.JobKeys, payload: MapperPayload) -> None:
     """Fetch the user's headers, libraries and files; declare each only once per process."""
     from ROOT._distrdf.Backends import Utils
 
     libdir = os.path.join(os.getcwd(), "distributed")
     os.makedirs(libdir, exist_ok=True)
-    for kind in ("files", "pcms", "headers", "shared_libraries"):
-        for name in payload[kind]:
+    for kind in MapperPayload.KINDS:
+        for name in payload.names(kind):
             data = storage.get_bytes(keys.job_file(name))
             # Plain files go to the working directory, where user code opens them by name.
             path = os.path.join(os.getcwd() if kind == "files" else libdir, name)
@@ -142,7 +145,7 @@ def run(ctx: context.FunctionContext, trigger: MapperTrigger) -> None:
     recorder.mark("imported")
     payload = _payload(ctx.storage, trigger.payload)
     _distribute(ctx.storage, keys, payload)
-    mapper = payload["mapper"]
+    mapper = payload.mapper
     datasets.read_urls_remotely(ROOT)
     event_loops.forget()
     recorder.mark("ready")
@@ -158,15 +161,15 @@ def run(ctx: context.FunctionContext, trigger: MapperTrigger) -> None:
         partial.merge_partials(path, paths, own=lambda: [record])
     else:
         partial.add_functions(path, [record])
-    # Nodes of an inline tree live in partials/, where no reducer is triggered: merge what we
-    # complete, our own partial from disk.
-    in_partials = trigger.output.startswith(keys.prefix(layout.PARTIALS))
-    written = ctx.publish(keys.job_id, trigger.output, path, claim=True, keep=in_partials) == context.WRITTEN
-    if written and in_partials:
+    # Nodes of an inline tree trigger no reducer: merge what we complete, our own partial from disk.
+    inline = trigger.merges_upwards
+    written = ctx.publish(keys.job_id, trigger.output, path, claim=True, keep=inline) == context.WRITTEN
+    if written and inline:
         job_plan = _plan(ctx.storage, keys.plan)
-        if isinstance(job_plan, TreePlan) and job_plan.inline:
-            tree_reducer.merge_upwards(ctx, job_plan, trigger.interval, path)
-    if in_partials and os.path.exists(path):
+        if not isinstance(job_plan, TreePlan):
+            raise PlanError(f"job {keys.job_id}: a call that merges upwards, in a job whose plan is not a tree")
+        tree_reducer.merge_upwards(ctx, job_plan, trigger.interval, path)
+    if inline and os.path.exists(path):
         os.remove(path)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 
-from .. import partial
+from ..protocol import partial
 from . import context
 
 

@@ -20,7 +20,7 @@ and process of a job whose client is gone (its manifest removed or its lease lap
 
 An exposed pod gets the service's secrets as environment variables but not the MinIO keys
 OSCAR mounts into its jobs (``job.go`` only), so the pool's storage keys are secrets of its
-service (``DRO_STORAGE_ACCESS_KEY``/``DRO_STORAGE_SECRET_KEY``, see ``contract.py``).
+service (``DRO_STORAGE_ACCESS_KEY``/``DRO_STORAGE_SECRET_KEY``, see ``protocol/contract.py``).
 """
 
 from __future__ import annotations
@@ -40,17 +40,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .. import layout
-from ..leases import server_now
-from ..messages import Batch, ErrorMarker, Heartbeat, Lease, MapperTrigger, MessageError
-from ..plan import CoordinatedPlan
-from ..signing import SignatureError, from_environment
-from ..storage import Storage, StorageError
-from . import contract, crash, job_process, queue_watch
+from ..protocol import layout
+from ..protocol.contract import POOL_BUCKET_VARIABLE, POOL_PORT_VARIABLE, POOL_SERVICE_VARIABLE
+from ..protocol.leases import server_now
+from ..protocol.messages import Batch, ErrorMarker, Heartbeat, Lease, MapperTrigger, MessageError
+from ..protocol.plan import CoordinatedPlan
+from ..protocol.signing import SignatureError, from_environment
+from ..protocol.storage import Storage, StorageError
+from . import crash, invocation, job_process, queue_watch
 
-PORT_VARIABLE = "DRO_POOL_PORT"  # the service's api_port, which the worker serves the probes on
-BUCKET_VARIABLE = "DRO_BUCKET"  # the deployment's base bucket
-SERVICE_VARIABLE = "DRO_POOL_SERVICE"  # the pool service's name, for error reports
 HEARTBEAT_PERIOD = 2.0  # seconds between heartbeats
 HEARTBEAT_TTL = 5.0  # a heartbeat older than this (server clock) is a dead worker's: clients offer its calls again
 LIST_EVERY = 5.0  # seconds between listings of the queue while the watcher's notifications flow (lost events)
@@ -509,11 +507,11 @@ def _tail(path: str) -> str:
 
 
 def main() -> int:
-    port = int(os.environ.get(PORT_VARIABLE, "8080"))
+    port = int(os.environ.get(POOL_PORT_VARIABLE, "8080"))
     probes = _Probes(("", port), _Healthy)
-    config = contract.storage_config(os.environ[BUCKET_VARIABLE])
+    config = invocation.storage_config(os.environ[POOL_BUCKET_VARIABLE])
     scratch = tempfile.mkdtemp(prefix="dro-pool-")
-    worker = PoolWorker(Storage(config, signer=from_environment()), os.environ.get(SERVICE_VARIABLE, "pool"), scratch,
+    worker = PoolWorker(Storage(config, signer=from_environment()), os.environ.get(POOL_SERVICE_VARIABLE, "pool"), scratch,
                         probes.socket.fileno())
 
     def stop(*_: object) -> None:
@@ -523,7 +521,7 @@ def main() -> int:
     # Imported once, with a warm-up graph jitted, before the first job's process is forked from here.
     from ROOT._distrdf.Backends import Base  # noqa: F401
 
-    from .. import datasets
+    from ..protocol import datasets
 
     job_process.warm_up(scratch)
     datasets.process_cache("datasets")  # made here: every job's process shares the staged files

@@ -17,8 +17,8 @@ import sys
 import time
 from collections.abc import Callable
 
-from .. import layout
-from ..storage import Storage, StorageError
+from ..protocol import layout
+from ..protocol.storage import Storage, StorageError
 from . import job_process
 
 EVENT = b"."

@@ -11,9 +11,9 @@ interval, and the reducer merges that group.
 
 from __future__ import annotations
 
-from .. import layout
-from ..messages import TreeRetry
-from ..plan import Interval, TreePlan, expect_plan
+from ..protocol import layout
+from ..protocol.messages import TreeRetry
+from ..protocol.plan import Interval, TreePlan, expect_plan
 from . import context
 from .merging import merge_keys
 

@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from .. import layout
-from ..deployment import KEY_ID_ENV, POOL, ROLES, Deployment
-from ..quantities import parse_quantity
-from ..storage import Storage, StorageConfig, StorageError
+from ..protocol import layout
+from ..protocol.contract import KEY_ID_VARIABLE
+from ..protocol.quantities import parse_quantity
+from ..protocol.storage import Storage, StorageConfig, StorageError
+from .deployment import POOL, ROLES, Deployment
 
 # Fields of a service definition that deploy manages (compared to detect changes), and those an
 # update carries over from the live definition unless the deployment sets them.
@@ -280,9 +281,9 @@ class OSCARCluster:
             raise OSCARError(f"services {', '.join(ownerless)} have no owner (an earlier update erased it), and "
                              "OSCAR's Kueue never starts their jobs: run `distrdf-oscar deploy --force`, which "
                              "restores it")
-        wanted = deployment.variables.get(KEY_ID_ENV)
+        wanted = deployment.variables.get(KEY_ID_VARIABLE)
         for definition in deployment.services():
-            held = ((existing[definition["name"]].get("environment") or {}).get("variables") or {}).get(KEY_ID_ENV)
+            held = ((existing[definition["name"]].get("environment") or {}).get("variables") or {}).get(KEY_ID_VARIABLE)
             if wanted and held and held != wanted:  # services applied from an FDL file carry no key id
                 raise OSCARError(f"service {definition['name']} holds a different signing key than DISTRDF_OSCAR_KEY "
                                  f"(key id {held or 'unknown'}, yours {wanted}): use the deployment's key, or redeploy")
@@ -506,7 +507,7 @@ def _minio_admin(storage: StorageConfig):
     from minio import MinioAdmin
     from minio.credentials import StaticProvider
 
-    from ..storage import split_endpoint
+    from ..protocol.storage import split_endpoint
 
     host, secure = split_endpoint(storage.endpoint)
     http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=5, read=30), maxsize=2,

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ...quantities import parse_quantity
+from ...protocol.quantities import parse_quantity
 from .validation import DEFAULT_OWNER
 from .versions import OscarVersion
 

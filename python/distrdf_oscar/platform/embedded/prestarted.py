@@ -30,13 +30,11 @@ import warnings
 from multiprocessing.connection import Connection
 from typing import Any
 
+from ...protocol.contract import CRASH_OUTPUT_VARIABLE, CRASH_STATUS_VARIABLE
+
 log = logging.getLogger(__name__)
 
-ENTRYPOINT_VARIABLE = "DRO_ENTRYPOINT"
-
-
-CRASH_VARIABLE = "DRO_ON_CRASH"
-# A fresh interpreter calls the service's crash hook (module:function, no arguments).
+# A fresh interpreter calls a crash hook (module:function, no arguments).
 _CALL_HOOK = "import importlib, sys; m, _, f = sys.argv[1].partition(':'); sys.exit(getattr(importlib.import_module(m), f)())"
 
 
@@ -191,8 +189,8 @@ def _how(status: int) -> str:
 def report_crash(hook: str, env: dict[str, str], cwd: str, log_path: str, status: int, package_root: str) -> None:
     """Run a service's crash hook for a call its worker did not survive (the worker cannot
     report its own death), in a fresh process with the call's environment and its output so far."""
-    hook_env = {**env, "DRO_CRASH_STATUS": str(128 - status if status < 0 else status),
-                "DRO_CRASH_OUTPUT": log_path}
+    hook_env = {**env, CRASH_STATUS_VARIABLE: str(128 - status if status < 0 else status),
+                CRASH_OUTPUT_VARIABLE: log_path}
     hook_env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
     with open(log_path, "ab") as out:
         subprocess.run([sys.executable, "-c", _CALL_HOOK, hook], env=hook_env, cwd=cwd, stdin=subprocess.DEVNULL,

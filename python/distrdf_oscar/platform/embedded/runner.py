@@ -20,15 +20,13 @@ from typing import Any
 
 from minio import Minio
 
-from ...functions.failpoints import VARIABLE as FAILPOINT_VARIABLE
-from ...quantities import parse_quantity
+from ...protocol.contract import CRASH_HOOK, ENTRYPOINT_VARIABLE, ENTRYPOINTS, FAILPOINT_VARIABLE
+from ...protocol.quantities import parse_quantity
 from .accounts import Kueue
 from .faults import FaultPlan
 from .job_records import FAILED, PENDING, SUCCEEDED, SUSPENDED, Job, JobStore
 from .memory import MemoryWatch, group_rss
 from .prestarted import (
-    CRASH_VARIABLE,
-    ENTRYPOINT_VARIABLE,
     PrestartedPool,
     PrestartedWorker,
     WorkerDied,
@@ -285,7 +283,9 @@ class Runner:
             self._pool.replace(worker)
             if memory.exceeded:
                 raise RuntimeError(_oom(job)) from None
-            hook = job.service["environment"]["variables"].get(CRASH_VARIABLE)
+            # The service script reports a crash of our functions; without it, the contract's hook does.
+            entrypoint = job.service["environment"]["variables"].get(ENTRYPOINT_VARIABLE, "")
+            hook = CRASH_HOOK if entrypoint in ENTRYPOINTS.values() else None
             # SIGKILL comes from outside (the platform, a lost node): nothing the function did.
             if hook and died.status is not None and died.status != -signal.SIGKILL and not job.cancelled:
                 report_crash(hook, env, invocation.work_dir, log, died.status, self._pool.package_root)

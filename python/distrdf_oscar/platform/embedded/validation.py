@@ -13,7 +13,7 @@ import copy
 import re
 from typing import Any
 
-from ...quantities import parse_quantity
+from ...protocol.quantities import parse_quantity
 from .versions import OscarVersion
 
 MAX_NAME_LENGTH = 39  # OSCAR's binding rule for Service.Name

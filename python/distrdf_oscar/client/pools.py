@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import contextlib
 
-from . import layout
-from .leases import server_now
-from .messages import Heartbeat, MessageError
-from .signing import SignatureError
-from .storage import Storage, StorageError
+from ..protocol import layout
+from ..protocol.leases import server_now
+from ..protocol.messages import Heartbeat, MessageError
+from ..protocol.signing import SignatureError
+from ..protocol.storage import Storage, StorageError
 
 
 def live_workers(storage: Storage) -> list[Heartbeat]:

@@ -9,22 +9,20 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from . import plan
-from .deployment import ROLES, Deployment
+from ..platform.deployment import ROLES, Deployment
+from ..platform.oscar import OSCARCluster, OSCARError
+from ..protocol import plan
+from ..protocol.messages import Heartbeat
+from ..protocol.quantities import parse_quantity
+from ..protocol.signing import Signer
+from ..protocol.storage import Storage, StorageConfig
+from . import reductions, simulate
 from .job import Job, JobFiles, JobOptions
-from .messages import Heartbeat
-from .platform.oscar import OSCARCluster, OSCARError
 from .pools import live_workers
-from .quantities import parse_quantity
 from .recovery import RetryPolicy
-from .signing import Signer
 from .snapshots import check_mode as check_snapshot_mode
-from .storage import Storage, StorageConfig
-
-if TYPE_CHECKING:  # the simulator is imported when a job asks for auto, not with the package
-    from .simulate import Choice
 
 log = logging.getLogger(__name__)
 
@@ -70,13 +68,13 @@ class OSCARExecutor:
             by default ``npartitions / concurrency`` (one call per slot: a file-triggered call's
             fixed cost, pod, imports and JIT, is paid once), or ``npartitions / (4 x concurrency)``
             for a warm pool's job; 1 with an explicit coordinated plan, whose batch sizes count one
-            partial per range. See ``plan.ranges_per_call``.
+            partial per range. See ``simulate.choose_ranges_per_call``.
         pool: offer the mapper calls to the deployment's warm pool (an OSCAR exposed service of
             long-lived workers, ``distrdf-oscar pool start``): None (default) when one is up, True
             to require one, False never. Pool jobs merge their tree inline, in the workers.
         pool_overflow_after: seconds without a pool worker claiming a call after which the
             unclaimed calls go to the file-triggered mappers (default 30).
-        poll_interval, progress: see :class:`distrdf_oscar.job.JobOptions`.
+        poll_interval, progress: see :class:`distrdf_oscar.client.job.JobOptions`.
         snapshots: where a Snapshot's files go: "download" (default: where the user asked),
             "merge" (one file there) or "storage" (kept in object storage, read by URL). See
             ``snapshots.py``.
@@ -92,7 +90,7 @@ class OSCARExecutor:
     def __init__(self, endpoint: str, *, signing_key: str, user: str | None = None, password: str | None = None,
                  token: str | None = None, ssl_verify: bool = True, storage: StorageConfig | None = None,
                  storage_endpoint: str | None = None,
-                 deployment: Deployment | None = None, reduction: plan.ReductionChoice | str | None = None,
+                 deployment: Deployment | None = None, reduction: reductions.ReductionChoice | str | None = None,
                  concurrency: int = 8, auto_deploy: bool = False, poll_interval: float = 0.2,
                  retries: int = 3, retry_after: float = 60.0, retry_factor: float = 3.0,
                  progress: bool = True, shared_paths: Sequence[str] = (), snapshots: str = "download",
@@ -106,7 +104,7 @@ class OSCARExecutor:
             self._signer = Signer(signing_key)
         except ValueError as exc:
             raise ConfigurationError(str(exc)) from None
-        self.reduction = plan.resolve(reduction)
+        self.reduction = reductions.resolve(reduction)
         self.deployment = (deployment or Deployment()).with_signing_key(signing_key)
         if dataset_credentials:
             try:
@@ -143,7 +141,7 @@ class OSCARExecutor:
                                   snapshots=snapshot_mode, pool_overflow_after=pool_overflow_after)
         self._storage: Storage | None = None
         self.last_job: Job | None = None  # the most recent job, for its timeline
-        self.last_choice: Choice | None = None  # what reduction="auto" chose for it, and why
+        self.last_choice: simulate.Choice | None = None  # what reduction="auto" chose for it, and why
         self._lock = threading.Lock()
         self._listings: dict[str, tuple[float, bool]] = {}  # service -> (monotonic time, idle)
         self._unfinished: dict[str, set[str]] = {}  # service -> OSCAR jobs to delete once finished
@@ -212,7 +210,7 @@ class OSCARExecutor:
     def upload(self, paths: Sequence[str], folder: str = "", progress: bool | None = None) -> list[str]:
         """Upload a local dataset to the deployment's object storage; returns the ``s3://`` URLs
         to analyse (the mappers stage what their ranges read)."""
-        from . import datasets
+        from ..protocol import datasets
 
         return datasets.upload(self.storage, paths, folder, self.options.progress if progress is None else progress)
 
@@ -284,28 +282,22 @@ class OSCARExecutor:
 
     def run_job(self, ranges: Sequence[Any], mapper: Callable, files: JobFiles,
                 on_partial: Callable[[Any], None] | None = None,
-                reduction: plan.ReductionChoice | str | None = None):
+                reduction: reductions.ReductionChoice | str | None = None):
         """One DistRDF ``ProcessAndMerge``: returns the merged ``TaskResult``."""
-        requested = plan.resolve(reduction or self.reduction)
         use_pool = self._use_pool()
-        chosen: plan.Reduction
-        if isinstance(requested, plan.AutoReduction):
-            choice = requested.choose(len(ranges), self.concurrency, use_pool, self.ranges_per_call)
-            chosen, per_call = choice.reduction, choice.ranges_per_call
+        chosen = reductions.strategy(reductions.resolve(reduction or self.reduction), len(ranges), self.concurrency,
+                                     self.ranges_per_call, use_pool)
+        if chosen.choice is not None:
             log.info("reduction=auto for %d partitions%s: %s", len(ranges), " on the warm pool" if use_pool else "",
-                     choice.describe())
-        else:
-            choice, chosen = None, requested
-            per_call = plan.ranges_per_call(len(ranges), self.concurrency, chosen, self.ranges_per_call, use_pool)
-        self.last_choice = choice
-        chosen.check(len(ranges), per_call)  # reject a plan that does not fit before anything is written
-        self._check_quota(chosen)
+                     chosen.choice.describe())
+        self.last_choice = chosen.choice
+        self._check_quota(chosen.reduction)
         # A pool job's work runs in pool workers, not OSCAR jobs: OSCAR's listing cannot tell that
         # its services are idle, so losses are found by the quiet-spell rule alone.
         job = Job(self.storage, chosen, self.options, idle=None if use_pool else self._service_idle)
         self.last_job = job
         try:
-            return job.run(ranges, mapper, files, on_partial=on_partial, ranges_per_call=per_call, pool=use_pool)
+            return job.run(ranges, mapper, files, on_partial=on_partial)
         finally:
             self._forget_functions(job.functions)
 

@@ -16,7 +16,8 @@ import hmac
 import os
 
 METADATA = "x-amz-meta-dro-signature"
-ENV_VAR = "DRO_SIGNING_KEY"
+from .contract import SIGNING_KEY_VARIABLE as ENV_VAR
+
 MIN_KEY_LENGTH = 16
 
 

@@ -31,8 +31,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from . import layout, plan
-from .messages import ErrorMarker, MapperTrigger
+from ..protocol import layout, plan
+from ..protocol.messages import ErrorMarker, MapperTrigger
 
 log = logging.getLogger(__name__)
 

@@ -10,11 +10,16 @@ import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import urlparse
 
 from . import layout
 from .signing import METADATA, Signer
+
+if TYPE_CHECKING:
+    from minio import Minio
+    from minio.helpers import ProgressType
+    from urllib3 import BaseHTTPResponse, Retry
 
 Metadata = dict[str, str | list[str] | tuple[str]]  # minio-py's type of user metadata and headers
 
@@ -84,7 +89,7 @@ def split_endpoint(endpoint: str) -> tuple[str, bool]:
     return url.netloc, url.scheme == "https"
 
 
-def _retry_policy():
+def _retry_policy() -> Retry:
     """Transient failures (5xx, refused or reset connections) are retried with exponential
     backoff: 0.25, 0.5, 1, 2, 4, 4 s (about 12 s in all) before an operation fails. 4xx answers
     are final at once. PUTs are retried too: every write of the protocol is idempotent."""
@@ -97,10 +102,10 @@ def _retry_policy():
 
 class Storage:
     """The buckets of one deployment; each key goes to the bucket its first folder lives in
-    (:func:`distrdf_oscar.layout.bucket_of`), ``config.bucket`` being the base bucket.
+    (:func:`distrdf_oscar.protocol.layout.bucket_of`), ``config.bucket`` being the base bucket.
 
     With a ``signer``, every upload carries its signature and every download is
-    verified before it is returned (see :mod:`distrdf_oscar.signing`).
+    verified before it is returned (see :mod:`distrdf_oscar.protocol.signing`).
     """
 
     def __init__(self, config: StorageConfig, signer: Signer | None = None) -> None:
@@ -238,7 +243,7 @@ class Storage:
         except Exception as exc:
             raise self._fail("upload", key, exc) from exc
 
-    def _download(self, key: str, consume: Callable) -> str | None:
+    def _download(self, key: str, consume: Callable[[BaseHTTPResponse], None]) -> str | None:
         """GET an object, hand the response to ``consume``, return the object's signature.
 
         Content and signature come from the one response: a stat-then-download could pair the
@@ -265,7 +270,7 @@ class Storage:
         return body[0]
 
     def get_file(self, key: str, path: str) -> None:
-        def write(response) -> None:
+        def write(response: BaseHTTPResponse) -> None:
             with open(path, "wb") as f:
                 f.writelines(response.stream(1 << 20))
 
@@ -305,7 +310,7 @@ class Storage:
             raise self._fail("copy", key, exc) from exc
         return f"s3://{self.bucket}/{dataset_key}"
 
-    def upload_dataset(self, path: str, bucket: str, key: str, progress=None) -> str:
+    def upload_dataset(self, path: str, bucket: str, key: str, progress: ProgressType | None = None) -> str:
         """Upload a local file as ``s3://bucket/key`` (in parts, from disk); returns that URL."""
         try:
             self.client.fput_object(bucket, key, path, progress=progress)
@@ -461,7 +466,8 @@ CREDENTIAL_CODES = frozenset({"AccessDenied", "InvalidAccessKeyId", "SignatureDo
                               "ExpiredToken", "AllAccessDisabled", "InvalidClientTokenId"})
 
 
-def fetch_object(client, bucket: str, key: str, cache: str, fail: Callable[[str, Exception], Exception]) -> str:
+def fetch_object(client: Minio, bucket: str, key: str, cache: str,
+                 fail: Callable[[str, Exception], Exception]) -> str:
     """Download ``bucket/key`` once per object version (its ETag) into ``cache``; returns the path.
     A cached copy's modification time is its last use (datasets.DatasetCache evicts by it)."""
     import hashlib

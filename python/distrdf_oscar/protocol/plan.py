@@ -11,9 +11,8 @@ Two strategies, as in DESIGN.md §3:
   partial or an earlier batch's result. Valid for N partials iff every batch
   is at least 2 and ``sum(plan) == N + len(plan) - 1``.
 
-``AutoReduction`` (``reduction="auto"``) picks one of the two, and the ranges per mapper call,
-for each job on the client, from the simulator (``simulate.choose``); the job plan the functions
-read is that concrete reduction's.
+``AutoReduction`` (``reduction="auto"``, client/reductions.py) picks one of the two for each job
+on the client; the job plan the functions read is that concrete reduction's.
 """
 
 from __future__ import annotations
@@ -22,13 +21,10 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from . import layout
 from .messages import BatchRetry, Message, MessageError, TreeRetry
-
-if TYPE_CHECKING:
-    from .simulate import Choice, PlatformCosts, Workload
 
 Interval = tuple[int, int]
 
@@ -60,7 +56,7 @@ class TreeReduction:
         return f"TreeReduction(fan_in={self.fan_in}{'' if self.inline else ', inline=False'})"
 
     def check(self, npartitions: int, ranges_per_call: int = 1) -> None:
-        _check_npartitions(npartitions)
+        check_npartitions(npartitions)
 
     def describe(self, npartitions: int, job: str, coordinator_timeout: float = 3600.0,
                  ranges_per_call: int = 1, pool: bool = False) -> TreePlan:
@@ -88,7 +84,7 @@ class CoordinatedReduction:
         object.__setattr__(self, "_batches", tuple(self.batches))
 
     def plan_for(self, npartitions: int) -> list[int]:
-        _check_npartitions(npartitions)
+        check_npartitions(npartitions)
         if self._batches is None:
             return auto_batches(npartitions)
         batches = list(self._batches)
@@ -102,7 +98,7 @@ class CoordinatedReduction:
 
     def check(self, npartitions: int, ranges_per_call: int = 1) -> None:
         """A plan counts the mappers' partials: one per call of ``ranges_per_call`` ranges."""
-        _check_npartitions(npartitions)
+        check_npartitions(npartitions)
         self.plan_for(len(task_intervals(npartitions, ranges_per_call)))
 
     def describe(self, npartitions: int, job: str, coordinator_timeout: float = 3600.0,
@@ -114,53 +110,10 @@ class CoordinatedReduction:
                                coordinator_timeout=coordinator_timeout, ranges_per_call=ranges_per_call, pool=pool)
 
 
-@dataclass(frozen=True)
-class AutoReduction:
-    """Chooses, for each job, a tree fan-in or a coordinated plan and the ranges per mapper call
-    that the simulator predicts fastest on this platform (``simulate.choose``; docs/simulator.md).
-
-    The platform's costs: ``costs`` if declared (a ``simulate.PlatformCosts``, e.g. a preset);
-    else, with ``measured``, calibrated from the newest job records of the job's mode (warm pool
-    or file-triggered) in ``timeline.records_dir()`` when there are enough; else the mode's preset.
-    ``workload`` declares the job's serial work (else the records' median, or a default)."""
-
-    costs: PlatformCosts | None = None
-    workload: Workload | None = None
-    measured: bool = True
-
-    def check(self, npartitions: int, ranges_per_call: int = 1) -> None:
-        _check_npartitions(npartitions)
-
-    def choose(self, npartitions: int, concurrency: int, pool: bool = False,
-               ranges_per_call: int | None = None) -> Choice:
-        """The concrete reduction (and ranges per call, unless the user set them) for a job of
-        ``npartitions`` on ``concurrency`` function slots (pool workers for a pool's job)."""
-        from . import simulate  # the simulator plans on the client only: functions never import it
-
-        _check_npartitions(npartitions)
-        costs, workload, basis = simulate.job_costs(pool, max(1, concurrency), self.costs, self.workload,
-                                                    self.measured)
-        return simulate.choose(npartitions, costs, workload, ranges_per_call=ranges_per_call, basis=basis)
-
-
 Reduction = TreeReduction | CoordinatedReduction
-ReductionChoice = TreeReduction | CoordinatedReduction | AutoReduction  # what users may pass
-# The simulator's choice per job: never slower than the fixed plans in the benchmarks, and far
-# faster at scale (docs/benchmarks.md, docs/simulator.md).
-DEFAULT_REDUCTION = AutoReduction()
-
-
-def _check_npartitions(npartitions: int) -> None:
+def check_npartitions(npartitions: int) -> None:
     if npartitions < 1:
         raise PlanError(f"a job needs at least one partition, got {npartitions}")
-
-
-# Mapper calls per function slot when the user does not say. A file-triggered call pays a pod,
-# the supervisor, the imports and the JIT (seconds on OSCAR): one call per slot pays it once. A warm
-# pool's call costs milliseconds: four per slot balance the load (a slot idles at most about a
-# quarter of its work).
-CALLS_PER_SLOT = 1
-CALLS_PER_POOL_WORKER = 4
 
 
 def check_ranges_per_call(requested: int) -> int:
@@ -168,22 +121,6 @@ def check_ranges_per_call(requested: int) -> int:
     if isinstance(requested, bool) or not isinstance(requested, int) or requested < 1:
         raise PlanError(f"ranges_per_call must be an integer of at least 1, got {requested!r}")
     return requested
-
-
-def ranges_per_call(npartitions: int, concurrency: int, reduction: Reduction,
-                    requested: int | None = None, pool: bool = False) -> int:
-    """How many consecutive entry ranges one mapper call processes.
-
-    ``requested`` (the user's setting) wins; otherwise ``ceil(N / (calls per slot x
-    concurrency))`` (:data:`CALLS_PER_SLOT`, or :data:`CALLS_PER_POOL_WORKER` for a warm
-    pool's job), except with an explicit coordinated plan, whose batch sizes count one partial
-    per range."""
-    if requested is not None:
-        return check_ranges_per_call(requested)
-    if isinstance(reduction, CoordinatedReduction) and reduction.batches is not None:
-        return 1
-    per_slot = CALLS_PER_POOL_WORKER if pool else CALLS_PER_SLOT
-    return max(1, math.ceil(npartitions / (per_slot * max(1, concurrency))))
 
 
 def task_intervals(npartitions: int, ranges_per_call: int) -> list[Interval]:
@@ -221,20 +158,6 @@ def tree_groups(npartitions: int, fan_in: int, ranges_per_call: int = 1) -> list
             upper.append((chunk[0][0], chunk[-1][1]))
         level = upper
     return groups
-
-
-def resolve(reduction: ReductionChoice | str | None) -> ReductionChoice:
-    """The user's reduction: None is :data:`DEFAULT_REDUCTION`, ``"auto"`` an :class:`AutoReduction`."""
-    if reduction is None:
-        return DEFAULT_REDUCTION
-    if reduction == "auto":
-        return AutoReduction()
-    if not isinstance(reduction, (TreeReduction, CoordinatedReduction, AutoReduction)):
-        raise PlanError(
-            f"unknown reduction {reduction!r}: use distrdf_oscar.TreeReduction(fan_in=k), "
-            "distrdf_oscar.CoordinatedReduction([...]) or \"auto\""
-        )
-    return reduction
 
 
 # -- the job plan: what reducers and the client read (jobs/<job>/plan.json) ---------------------

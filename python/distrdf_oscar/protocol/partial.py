@@ -19,9 +19,10 @@ import pickle
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from . import columns
+from .columns import PartialFormatError
 
 FORMAT_VERSION = 2
 META_DIR = "distrdf_oscar"
@@ -39,10 +40,6 @@ _NATIVE_CLASS_PREFIXES = ("TH1", "TH2", "TH3", "TProfile", "THn", "TGraph", "TSt
 _SCALAR_MODES = {"RMergeableCount": "sum", "RMergeableSum": "sum", "RMergeableMin": "min", "RMergeableMax": "max"}
 _INTEGER_TYPES = {"ULong64_t", "Long64_t", "int", "unsigned int", "long", "unsigned long", "long long",
                   "unsigned long long", "short", "unsigned short", "char", "unsigned char", "bool"}
-
-
-class PartialFormatError(RuntimeError):
-    """A partial file is not what this version of distrdf-oscar writes."""
 
 
 @dataclass
@@ -73,7 +70,7 @@ class PartialMeta:
         return cls(**data)
 
 
-def _root():
+def _root() -> Any:
     import ROOT
 
     ROOT.gROOT.SetBatch(True)
@@ -83,7 +80,7 @@ def _root():
 _helpers_declared = False
 
 
-def _declare_helpers(ROOT) -> None:
+def _declare_helpers(ROOT: Any) -> None:
     """C++ helpers that rebuild mergeables with the exact class the mapper produced."""
     global _helpers_declared
     if _helpers_declared:
@@ -110,14 +107,14 @@ def _declare_helpers(ROOT) -> None:
     _helpers_declared = True
 
 
-def _actual_class(ROOT, mergeable) -> str:
+def _actual_class(ROOT: Any, mergeable: Any) -> str:
     """Dynamic C++ class of a mergeable (cppyy shows the declared base class)."""
     declared = getattr(type(mergeable), "__cpp_name__", None)
     if declared is None:
         return type(mergeable).__module__ + "." + type(mergeable).__qualname__
     tclass = ROOT.TClass.GetClass(declared)
     actual = tclass.GetActualClass(mergeable) if tclass else None
-    return actual.GetName() if actual else declared
+    return cast(str, actual.GetName() if actual else declared)
 
 
 def _template_arg(class_name: str) -> str:
@@ -128,7 +125,7 @@ def _is_native_object(class_name: str) -> bool:
     return class_name.startswith(_NATIVE_CLASS_PREFIXES)
 
 
-def _classify(ROOT, mergeable) -> dict[str, Any]:
+def _classify(ROOT: Any, mergeable: Any) -> dict[str, Any]:
     from ROOT._pythonization._rdataframe import AsNumpyResult
 
     if isinstance(mergeable, AsNumpyResult):
@@ -154,7 +151,7 @@ def _classify(ROOT, mergeable) -> dict[str, Any]:
     return {"kind": "fallback", "mergeable": cls}
 
 
-def _make_parameter(ROOT, name: str, value, value_type: str, mode: str):
+def _make_parameter(ROOT: Any, name: str, value: float, value_type: str, mode: str) -> Any:
     if value_type in _INTEGER_TYPES:
         if int(value) >= 2**63:
             raise OverflowError(f"{name}: integer result {value} exceeds Long64_t")
@@ -176,7 +173,7 @@ class ColumnsFile:
     key: str
 
 
-def write_partial(path: str, task_result, *, job_id: str, range_id: int, columns_file: ColumnsFile,
+def write_partial(path: str, task_result: Any, *, job_id: str, range_id: int, columns_file: ColumnsFile,
                   functions: Sequence[dict[str, Any]] = ()) -> PartialMeta:
     """Write a mapper's ``TaskResult`` for range ``range_id`` as a partial file (``functions``:
     the records of the calls that produced it, timeline.py).
@@ -237,46 +234,46 @@ def write_partial(path: str, task_result, *, job_id: str, range_id: int, columns
     return meta
 
 
-def _create(ROOT, path: str, title: str):
+def _create(ROOT: Any, path: str, title: str) -> Any:
     out = ROOT.TFile.Open(path, "RECREATE", title, COMPRESSION)
     if not out or out.IsZombie():
         raise OSError(f"cannot create {path}")
     return out
 
 
-def _write_all(ROOT, out, path: str) -> None:
+def _write_all(ROOT: Any, out: Any, path: str) -> None:
     if out.Write() < 0 or out.TestBit(ROOT.TFile.kWriteError):
         raise OSError(f"write error on {path}")
 
 
-def _finish(ROOT, out, meta_dir, meta: PartialMeta, path: str) -> None:
+def _finish(ROOT: Any, out: Any, meta_dir: Any, meta: PartialMeta, path: str) -> None:
     meta_dir.WriteObject(ROOT.TObjString(meta.to_json()), META_KEY)
     _write_all(ROOT, out, path)
 
 
-def _encode(obj) -> str:
+def _encode(obj: Any) -> str:
     return base64.b64encode(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)).decode("ascii")
 
 
-def _decode(text: str):
+def _decode(text: str) -> Any:
     return pickle.loads(base64.b64decode(text))
 
 
-def _open(ROOT, path: str, what: str | None = None):
+def _open(ROOT: Any, path: str, what: str | None = None) -> Any:
     f = ROOT.TFile.Open(path, "READ")
     if not f or f.IsZombie():
         raise PartialFormatError(f"{what or path}: not a readable ROOT file")
     return f
 
 
-def _read_string(tfile, key: str, path: str) -> str:
+def _read_string(tfile: Any, key: str, path: str) -> str:
     obj = tfile.Get(f"{META_DIR}/{key}")
     if not obj:
         raise PartialFormatError(f"{path}: missing {META_DIR}/{key}; not a distrdf-oscar partial file")
     return str(obj.GetString())
 
 
-def _read_object_string(tfile, key: str, what: str) -> str:
+def _read_object_string(tfile: Any, key: str, what: str) -> str:
     obj = tfile.Get(key)
     if not obj or not obj.InheritsFrom("TObjString"):
         raise PartialFormatError(f"{what}: missing {key}")
@@ -285,7 +282,7 @@ def _read_object_string(tfile, key: str, what: str) -> str:
 
 def add_functions(path: str, records: Sequence[dict[str, Any]]) -> None:
     """Add function records (timeline.py) to a partial's metadata."""
-    from . import _core
+    from .. import _core
 
     meta = read_meta(path)
     meta.functions.extend(records)
@@ -342,7 +339,7 @@ def merge_partials(output: str, inputs: Sequence[str],
     ``own()``: the merging call's records (its own, and a coordinator's that merges its last
     batch), taken once the merge is done and added to its inputs' (timeline.py).
     """
-    from . import _core
+    from .. import _core
 
     if not inputs:
         raise ValueError("merge_partials needs at least one input")
@@ -371,7 +368,7 @@ def _fallback_names(meta: PartialMeta) -> list[str]:
 
 def _read_part(path: str) -> tuple[PartialMeta, dict[str, str]]:
     """The metadata and the pickled fallback slots of one partial, read by the native core."""
-    from . import _core
+    from .. import _core
 
     def record(key: str) -> str:
         try:
@@ -398,7 +395,7 @@ def _merge_fallback(texts: Sequence[str]) -> str:
 Fetch = Callable[[str, str], None]
 
 
-def read_partial(path: str, fetch: Fetch | None = None):
+def read_partial(path: str, fetch: Fetch | None = None) -> tuple[Any, PartialMeta]:
     """Read a (merged) partial file back into the ``TaskResult`` DistRDF expects.
 
     ``fetch(key, local_path)`` downloads a mapper's AsNumpy rows (``PartialMeta.column_parts``);
@@ -424,7 +421,7 @@ def read_partial(path: str, fetch: Fetch | None = None):
     return TaskResult(mergeables, entries), meta
 
 
-def _get(ROOT, tfile, path: str, key: str):
+def _get(ROOT: Any, tfile: Any, path: str, key: str) -> Any:
     obj = tfile.Get(key)
     if not obj:
         raise PartialFormatError(f"{path}: missing key {key}")
@@ -433,7 +430,7 @@ def _get(ROOT, tfile, path: str, key: str):
     return obj
 
 
-def _read_slot(ROOT, tfile, path: str, index: int, slot: dict[str, Any]):
+def _read_slot(ROOT: Any, tfile: Any, path: str, index: int, slot: dict[str, Any]) -> Any:
     name = f"slot_{index:04d}"
     kind = slot["kind"]
     if kind == "fallback":
@@ -455,7 +452,7 @@ def _read_slot(ROOT, tfile, path: str, index: int, slot: dict[str, Any]):
     raise PartialFormatError(f"{path}: unknown slot kind {kind!r}")
 
 
-def _read_columns(ROOT, path: str, meta: PartialMeta, fetch: Fetch | None) -> dict[int, dict[str, Any]]:
+def _read_columns(ROOT: Any, path: str, meta: PartialMeta, fetch: Fetch | None) -> dict[int, dict[str, Any]]:
     """The arrays of every ``columns`` slot (by slot index), read part by part in range order:
     chunk trees straight into preallocated arrays, pickled parts concatenated at the end.
     Without ``fetch``, every AsNumpy result is empty (LiveVisualize's previews)."""

@@ -19,12 +19,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import layout, leases, partial, plan, snapshots, timeline
-from .messages import ErrorMarker, Manifest, MapperTrigger
+from ..protocol import layout, leases, partial, plan, timeline
+from ..protocol.messages import ErrorMarker, Manifest, MapperPayload, MapperTrigger
+from ..protocol.signing import SignatureError
+from ..protocol.storage import Arrivals, Listed, Storage, StorageError
+from . import snapshots
 from .pools import live_workers
 from .recovery import JobRemoved, RemoteError, RetryPolicy, Tracker
-from .signing import SignatureError
-from .storage import Arrivals, Listed, Storage, StorageError
+from .reductions import Strategy
 
 log = logging.getLogger(__name__)
 
@@ -75,11 +77,12 @@ class JobFiles:
 
 
 class Job:
-    def __init__(self, storage: Storage, reduction: plan.Reduction, options: JobOptions,
+    def __init__(self, storage: Storage, strategy: Strategy, options: JobOptions,
                  idle: Callable[[str, float], bool] | None = None) -> None:
         self.storage = storage
         self.idle = idle  # see Tracker.overdue
-        self.reduction = reduction
+        self.strategy = strategy
+        self.reduction = strategy.reduction
         self.options = options
         self.keys = layout.JobKeys(layout.new_job_id())
         # Wall-clock observations (epoch seconds) for the benchmarks' tail measurements: when the
@@ -89,8 +92,10 @@ class Job:
         self.functions: dict[str, list[str]] = {}  # role -> OSCAR jobs that served this job
         self.record: timeline.JobRecord | None = None  # once the result is in: where the time went
         self._outputs: dict[str, Listed] = {}  # the job's outputs as the client's listings showed them
-        self.lease = leases.Holder(storage, self.keys, ttl=options.lease_ttl)
-        self.pool = False  # whether a warm pool was offered the mapper calls
+        # A pool job's lease is short: pool workers drop a job whose client is gone within seconds.
+        ttl = min(options.lease_ttl, leases.POOL_TTL) if strategy.pool else options.lease_ttl
+        self.lease = leases.Holder(storage, self.keys, ttl=ttl)
+        self.pool = strategy.pool  # whether a warm pool is offered the mapper calls
         # pool jobs: range interval -> body of each call offered to the pool, not yet overflowed
         self._offered: dict[tuple[int, int], bytes] = {}
         self._claimed_at = 0.0  # when a pool worker was last seen claiming one of them (monotonic)
@@ -114,8 +119,7 @@ class Job:
         for kind in named.values():
             for name, path in kind:
                 self.storage.put_file(self.keys.job_file(name), path)
-        payload: dict[str, Any] = {kind: [name for name, _ in entries] for kind, entries in named.items()}
-        payload["mapper"] = mapper
+        payload = MapperPayload(mapper, **{kind: tuple(name for name, _ in entries) for kind, entries in named.items()})
         manifest = Manifest(job=self.job_id, created=time.time(), plan=job_plan.to_dict())
         self.storage.put_bytes(self.keys.manifest, manifest.to_json())
         self.storage.put_bytes(self.keys.mapper_payload, cloudpickle.dumps(payload))
@@ -128,13 +132,14 @@ class Job:
             if self.pool:
                 self._coordinator_offer = job_plan.to_json()
         environment = _environment(mapper, named)
+        inline = isinstance(job_plan, plan.TreePlan) and job_plan.inline
         by_id = {current_range.id: current_range for current_range in ranges}
         triggers = {}
         for lo, hi in job_plan.tasks:
             encoded = [base64.b64encode(cloudpickle.dumps(by_id[i])).decode("ascii") for i in range(lo, hi)]
             trigger = MapperTrigger(job=self.job_id, range_id=lo, range=encoded[0], payload=self.keys.mapper_payload,
                                     output=job_plan.mapper_output((lo, hi)), more=tuple(encoded[1:]),
-                                    environment=environment)
+                                    environment=environment, merges_upwards=inline)
             triggers[lo] = trigger.to_json()  # retries carry no claim: they run whoever holds it
             if self.pool:
                 # Offered to the pool, in a folder no webhook watches: no OSCAR job starts for it.
@@ -351,15 +356,11 @@ class Job:
         return remove_job(self.storage, self.job_id)
 
     def run(self, ranges: Sequence[Any], mapper: Callable, files: JobFiles,
-            on_partial: Callable[[Any], None] | None = None, ranges_per_call: int = 1, pool: bool = False):
+            on_partial: Callable[[Any], None] | None = None):
         """Run the job to completion and return the merged DistRDF ``TaskResult``; each mapper
-        call processes ``ranges_per_call`` consecutive ranges (the last call may have fewer).
-        With ``pool``, the calls are offered to the deployment's warm pool first."""
-        self.pool = pool
-        if pool:
-            self.lease = leases.Holder(self.storage, self.keys, ttl=min(self.options.lease_ttl, leases.POOL_TTL))
-        job_plan = self.reduction.describe(len(ranges), self.job_id, self.options.coordinator_timeout,
-                                           ranges_per_call=ranges_per_call, pool=pool)
+        call processes the strategy's ``ranges_per_call`` consecutive ranges (the last call may
+        have fewer). A pool job's calls are offered to the deployment's warm pool first."""
+        job_plan = self.strategy.describe(len(ranges), self.job_id, self.options.coordinator_timeout)
         self.timeline["submitted"] = time.time()
         try:
             triggers = self._submit(ranges, mapper, files, job_plan)

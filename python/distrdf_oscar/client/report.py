@@ -13,7 +13,7 @@ import glob
 import os
 from collections.abc import Iterable
 
-from .timeline import CallRecord, JobRecord, records_dir
+from ..protocol.timeline import CallRecord, JobRecord, records_dir
 
 # An assumed price of one core for one second (about 0.04 per core-hour, a cloud vCPU's on-demand
 # order of magnitude); set your own with --price.

@@ -6,11 +6,9 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from . import __version__, layout
-from .signing import ENV_VAR as SIGNING_ENV
-from .signing import key_id
-
-KEY_ID_ENV = "DRO_KEY_ID"
+from .. import __version__
+from ..protocol import contract, layout
+from ..protocol.signing import key_id
 
 DEFAULT_IMAGE = f"ghcr.io/distrdf-oscar/distrdf-oscar:{__version__}"
 MAX_SERVICE_NAME = 39  # OSCAR's limit (Kubernetes label values with a suffix)
@@ -24,17 +22,17 @@ WORKER_MEMORY = "2Gi"
 COORDINATOR_MEMORY = "512Mi"
 VISIBILITIES = ("private", "public", "restricted")
 
-# role -> (Python entry point, input folder, cpu request). The coordinator only
-# polls storage, so it asks for a fraction of a core and leaves room for mappers.
-ROLES: dict[str, tuple[str, str, str]] = {
-    "mapper": ("distrdf_oscar.functions.mapper:main", layout.TRIGGERS, "1"),
-    "reducer": ("distrdf_oscar.functions.tree_reducer:main", layout.TREE_PARTIALS, "1"),
-    "coordinator": ("distrdf_oscar.functions.coordinator:main", layout.PLANS, COORDINATOR_CPU),
-    "batch": ("distrdf_oscar.functions.batch_reducer:main", layout.BATCHES, "1"),
+# role -> (input folder, cpu request) of the file-triggered services; their entry points are the
+# contract's. The coordinator only polls storage, so it asks for a fraction of a core and leaves
+# room for mappers.
+ROLES: dict[str, tuple[str, str]] = {
+    "mapper": (layout.TRIGGERS, "1"),
+    "reducer": (layout.TREE_PARTIALS, "1"),
+    "coordinator": (layout.PLANS, COORDINATOR_CPU),
+    "batch": (layout.BATCHES, "1"),
 }
 POOL = "pool"  # the warm pool: an exposed service (functions/pool.py), started and stopped by operators
 POOL_PORT = 8080  # its api_port: the probes' port
-ENTRYPOINTS = {**{role: spec[0] for role, spec in ROLES.items()}, POOL: "distrdf_oscar.functions.pool:main"}
 
 
 # OSCAR's supervisor runs the script with /bin/sh (faas-supervisor, binary/supervisor.py) and
@@ -48,12 +46,10 @@ output=$(mktemp) status=$(mktemp)
 code=$(cat "$status")
 case "$code" in
   0|{reported}) ;;
-  *) "$python" -m distrdf_oscar.functions.crash {role} "$code" "$output" ;;
+  *) "$python" -m {crash} {role} "$code" "$output" ;;
 esac
 rm -f "$output" "$status"
 """
-REPORTED_EXIT = 3  # a function's exit status after it reported its own failure (functions/context.py)
-CRASH_VARIABLE = "DRO_ON_CRASH"  # the same report for the embedded platform's pre-started workers
 
 
 # An exposed service's container runs its script once (no supervisor): the worker is the pod.
@@ -65,7 +61,7 @@ exec "${DRO_PYTHON:-python3}" -m distrdf_oscar.functions pool
 
 def script(role: str) -> str:
     """The service script: run the role's entry point with the image's Python; report a crash."""
-    return _SCRIPT.format(role=role, reported=REPORTED_EXIT)
+    return _SCRIPT.format(role=role, reported=contract.REPORTED_EXIT, crash=contract.CRASH_REPORT_MODULE)
 
 
 @dataclass(frozen=True)
@@ -108,7 +104,8 @@ class Deployment:
     def with_signing_key(self, key: str) -> Deployment:
         """The key as an OSCAR secret, and its fingerprint as a variable: OSCAR never shows
         secrets back, so the fingerprint is how a client sees which key the services hold."""
-        return replace(self.with_secrets({SIGNING_ENV: key}), variables={**self.variables, KEY_ID_ENV: key_id(key)})
+        return replace(self.with_secrets({contract.SIGNING_KEY_VARIABLE: key}),
+                       variables={**self.variables, contract.KEY_ID_VARIABLE: key_id(key)})
 
     def with_dataset_credentials(self, environ: dict[str, str] | None = None) -> Deployment:
         """``S3_ACCESS_KEY``/``S3_SECRET_KEY`` (of ``environ``, default this process's environment)
@@ -116,7 +113,7 @@ class Deployment:
         endpoint with (datasets.py). ValueError naming what is missing, never a value."""
         import os
 
-        from .storage import DATASET_KEYS
+        from ..protocol.storage import DATASET_KEYS
 
         env = os.environ if environ is None else environ
         missing = [name for name in DATASET_KEYS if not env.get(name)]
@@ -139,15 +136,15 @@ class Deployment:
 
     def service_for_input(self, folder: str) -> str:
         """The name of the service whose input is ``folder`` (a protocol folder of layout.py)."""
-        return next(self.service_name(role) for role, spec in ROLES.items() if spec[1] == folder)
+        return next(self.service_name(role) for role, spec in ROLES.items() if spec[0] == folder)
 
     def service(self, role: str, secrets_as_variables: bool = False) -> dict[str, Any]:
         """The OSCAR definition of a role's service. ``secrets_as_variables`` for OSCAR 3.5, which
         never hands secrets to functions (docs/deploy.md says what that exposes)."""
-        entrypoint, folder, cpu = ROLES[role]
+        folder, cpu = ROLES[role]
         secrets = dict(self.secrets)
-        variables = {"DRO_ENTRYPOINT": entrypoint, CRASH_VARIABLE: "distrdf_oscar.functions.crash:on_prestarted_crash",
-                     **self.variables, **(secrets if secrets_as_variables else {})}
+        variables = {contract.ENTRYPOINT_VARIABLE: contract.ENTRYPOINTS[role], **self.variables,
+                     **(secrets if secrets_as_variables else {})}
         access = {"visibility": self.visibility, "allowed_users": list(self.allowed_users)} if self.visibility else {}
         return {
             "name": self.service_name(role),
@@ -175,13 +172,12 @@ class Deployment:
         (``pkg/types/service.go``)."""
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise ValueError(f"a pool needs at least one worker, got {size!r}")
-        from .functions.contract import POOL_KEYS
-        from .functions.pool import BUCKET_VARIABLE, PORT_VARIABLE, SERVICE_VARIABLE
-
         name = self.service_name(POOL)
-        secrets = {**self.secrets, POOL_KEYS[0]: storage_keys[0], POOL_KEYS[1]: storage_keys[1]}
-        variables = {BUCKET_VARIABLE: self.bucket_name, PORT_VARIABLE: str(POOL_PORT), SERVICE_VARIABLE: name,
-                     **self.variables, **(secrets if secrets_as_variables else {})}
+        access_key, secret_key = contract.POOL_KEYS
+        secrets = {**self.secrets, access_key: storage_keys[0], secret_key: storage_keys[1]}
+        variables = {contract.POOL_BUCKET_VARIABLE: self.bucket_name, contract.POOL_PORT_VARIABLE: str(POOL_PORT),
+                     contract.POOL_SERVICE_VARIABLE: name, **self.variables,
+                     **(secrets if secrets_as_variables else {})}
         expose: dict[str, Any] = {"min_scale": size, "max_scale": size, "cpu_threshold": 80,
                                   "api_port": [POOL_PORT] if release >= (4, 1, 0) else POOL_PORT}
         if release >= (3, 6, 0):
@@ -218,7 +214,7 @@ def fdl_files(deployment: Deployment, cluster_id: str = DEFAULT_CLUSTER_ID) -> d
     (docs/deploy.md, "oscar-cli"). So the signing key can only be a variable there."""
     import yaml
 
-    deployment = deployment.with_secrets({SIGNING_ENV: SECRET_PLACEHOLDER})
+    deployment = deployment.with_secrets({contract.SIGNING_KEY_VARIABLE: SECRET_PLACEHOLDER})
     files, functions = {}, []
     for role in ROLES:
         service = deployment.service(role, secrets_as_variables=True)
@@ -229,7 +225,7 @@ def fdl_files(deployment: Deployment, cluster_id: str = DEFAULT_CLUSTER_ID) -> d
                    "environment": {"Variables": service["environment"]["variables"]}}
         functions.append({cluster_id: service})
     header = (
-        "# Generated by `distrdf-oscar fdl` from distrdf_oscar.deployment: do not edit by hand.\n"
+        "# Generated by `distrdf-oscar fdl` from distrdf_oscar.platform.deployment: do not edit by hand.\n"
         "# Prefer `distrdf-oscar deploy`: it creates the same services and keeps the signing key an OSCAR\n"
         "# secret. oscar-cli cannot set secrets, so here the key is a variable that anyone allowed to read\n"
         f"# the services can see: replace {SECRET_PLACEHOLDER} by the deployment's key first (services left\n"

@@ -16,7 +16,16 @@ storage twice (up from the mapper, down to the client) instead of once per tree 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+
+class PartialFormatError(RuntimeError):
+    """A partial file (or a mapper's rows file) is not what this version of distrdf-oscar writes."""
+
 
 # numpy (kind, itemsize) -> TLeaf type code
 _LEAF_CODES = {
@@ -29,12 +38,12 @@ CHUNK_BYTES = 8 << 20
 TREE_TITLE = "distrdf-oscar AsNumpy columns"
 
 
-def leaf_code(dtype) -> str | None:
+def leaf_code(dtype: np.dtype[Any]) -> str | None:
     """The TLeaf type of a numpy dtype, or None when the column has no flat numeric form."""
     return _LEAF_CODES.get((dtype.kind, dtype.itemsize))
 
 
-def describe(mergeable) -> dict[str, Any]:
+def describe(mergeable: Any) -> dict[str, Any]:
     """The ``columns`` slot of an ``AsNumpyResult``: stored as a chunk tree when every column is
     flat numbers, else pickled (strings, RVecs and classes) in the mapper's partial."""
     arrays = mergeable.GetValue()
@@ -44,7 +53,8 @@ def describe(mergeable) -> dict[str, Any]:
     return {"kind": "columns", "storage": "tree" if flat else "pickle", "columns": described}
 
 
-def write(ROOT, directory, name: str, mergeable, columns: list[dict[str, str]], range_id: int) -> int:
+def write(ROOT: Any, directory: Any, name: str, mergeable: Any, columns: list[dict[str, str]],
+          range_id: int) -> int:
     """Write the arrays of ``mergeable`` as the chunk tree ``name`` in ``directory``; returns the rows."""
     import numpy as np
 
@@ -80,11 +90,10 @@ def write(ROOT, directory, name: str, mergeable, columns: list[dict[str, str]], 
     return length
 
 
-def read_into(ROOT, tfile, path: str, name: str, targets: list, offset: int, rows: int) -> None:
+def read_into(ROOT: Any, tfile: Any, path: str, name: str, targets: list[npt.NDArray[Any]], offset: int,
+              rows: int) -> None:
     """Read the chunk tree ``name`` of one file, in range order, into ``targets[j][offset:offset + rows]``."""
     import numpy as np
-
-    from .partial import PartialFormatError
 
     tree = tfile.Get(name)
     if not tree or not tree.InheritsFrom("TTree"):
@@ -122,7 +131,7 @@ def allocate(columns: list[dict[str, str]], rows: int) -> dict[str, Any]:
     return {c["name"]: np.empty(rows, dtype=np.dtype(c["dtype"])) for c in columns}
 
 
-def result(columns: list[dict[str, str]], arrays: dict[str, Any]):
+def result(columns: list[dict[str, str]], arrays: dict[str, Any]) -> Any:
     """The ``AsNumpyResult`` DistRDF expects, holding ``arrays``."""
     from ROOT._pythonization._rdataframe import AsNumpyResult
 

@@ -10,7 +10,7 @@ import ROOT
 from ROOT._distrdf import DataFrame, HeadNode
 from ROOT._distrdf.Backends import Base
 
-from .datasets import PathPolicy, read_urls_remotely, stage_for_head_node
+from ..protocol.datasets import PathPolicy, read_urls_remotely, stage_for_head_node
 from .job import JobFiles
 
 if TYPE_CHECKING:

@@ -1,4 +1,4 @@
-"""A discrete-event model of a job as the protocol runs it: where its time goes, and what a
+"""The discrete-event model of a job as the protocol runs it: where its time goes, and what a
 reduction plan would cost before the job runs.
 
 The model follows the code, not an idealisation of it (``docs/simulator.md`` lists every
@@ -31,27 +31,23 @@ assumption):
   or start-up, JIT once per job per worker, always merge a tree inline and run a coordinator in a
   thread (``coordinator_load``: the calls beside it slow down).
 
-Everything is deterministic given the seed. :func:`calibrate` derives the costs from job records
-(``timeline.JobRecord``), and :func:`choose` is what ``reduction="auto"`` runs.
+Everything is deterministic given the seed. ``calibration.py`` derives the costs from job records
+(``timeline.JobRecord``), and ``choice.py`` is what ``reduction="auto"`` runs.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import heapq
-import itertools
 import math
-import os
 import random
-import statistics
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import plan
-from .timeline import CallRecord, JobRecord
+from ...protocol import layout, plan
+from ...protocol.timeline import CallRecord, JobRecord
 
 Reduction = plan.TreeReduction | plan.CoordinatedReduction
 
@@ -158,6 +154,7 @@ class SimCall:
     phases: dict[str, float]
     merged: bool = True  # False: a tree reducer that found its group incomplete or taken
     inputs: int = 0  # partials a merge downloaded
+    output: str = ""  # the key it wrote, as a real job's would be named (layout.JobKeys)
 
 
 @dataclass
@@ -183,10 +180,10 @@ class SimResult:
     def record(self, job: str = "simulated") -> JobRecord:
         """The schedule as a job record (``report.gantt`` draws it): the calls that produced an
         output, as a real job's record holds them."""
-        def task(call: SimCall) -> str:  # named as a real record names them: the result by its key
+        def task(call: SimCall) -> str:  # named as a real record names them: by the key written
             if call.phases.get("written") == self.result_written and call.role != "coordinator":
-                return "results/simulated/result.root"
-            return f"partials/simulated/{call.task}.root"
+                return _KEYS.result
+            return call.output
 
         functions = [CallRecord(role=c.role, worker=f"slot-{c.slot}", task=task(c), cpu_seconds=0.0, peak_rss=0,
                                 bytes_read=c.inputs * self.partial_bytes, bytes_written=0,
@@ -203,8 +200,17 @@ _RESULT = ("result",)
 _Resume = tuple[int, list[tuple[Any, ...]], int]  # a pool worker, its listing, where it is in it
 
 
-def _stem(interval: tuple[int, int]) -> str:
-    return f"{interval[0]:06d}_{interval[1]:06d}"
+_KEYS = layout.JobKeys("simulated")  # the simulated job's keys, named as a real job's
+
+
+def _node(role: str, interval: tuple[int, int], slot: int | None, phases: dict[str, float],
+          **more: Any) -> SimCall:
+    """A call that writes the partial (or tree node) of ``interval``."""
+    return SimCall(role, layout.interval_stem(*interval), slot, phases, output=_KEYS.partial(*interval), **more)
+
+
+def _batch(index: int, slot: int | None, phases: dict[str, float]) -> SimCall:
+    return SimCall("batch", f"batch_{index}", slot, phases, output=_KEYS.batch_result(index))
 
 
 class _Poller:
@@ -312,7 +318,7 @@ class _Job:
         if kind == "batchfile" and key[1] == len(self.sizes) - 1 and self.c.coordinator_merges_last:
             # The coordinator merges the last batch itself, once it has claimed it: no pod, no
             # start-up, no slot, no wait for a pool worker (plan.CoordinatedPlan.merged_by_coordinator).
-            call = SimCall("batch", f"batch_{key[1]}", None, {"invoked": self.now, "started": self.now + self.c.put})
+            call = _batch(key[1], None, {"invoked": self.now, "started": self.now + self.c.put})
             self.calls.append(call)
             self.at(call.phases["started"], self.batch, call, key[1], False)
         elif self.c.pool:
@@ -322,7 +328,7 @@ class _Job:
             self.invoke("reducer", self.reducer, SimCall("reducer", "", None, {"invoked": self.now}, merged=False),
                         key[1])
         elif kind == "batchfile":
-            self.invoke("batch", self.batch, SimCall("batch", f"batch_{key[1]}", None, {"invoked": self.now}), key[1])
+            self.invoke("batch", self.batch, _batch(key[1], None, {"invoked": self.now}), key[1])
         elif kind == "plan":
             self.invoke("coordinator", self.coordinator, SimCall("coordinator", "", None, {"invoked": self.now}),
                         slot=False)
@@ -420,7 +426,8 @@ class _Job:
     def merge(self, call: SimCall, group: int) -> None:
         members = self.groups[group]
         interval = (members[0][0], members[-1][1])
-        call.merged, call.task, call.inputs = True, _stem(interval), len(members)
+        call.merged, call.task, call.inputs = True, layout.interval_stem(*interval), len(members)
+        call.output = _KEYS.partial(*interval)
         p = call.phases
         # The member that triggered it is on disk already (OSCAR's supervisor fetched it).
         p["inputs"] = self.now + self.c.put + (len(members) - 1) * self.transfer()
@@ -492,7 +499,7 @@ class _Job:
         self.at(time, self.client_poll)
 
     def write_trigger(self, index: int) -> None:
-        self.invoke("mapper", self.mapper, SimCall("mapper", _stem(self.tasks[index]), None,
+        self.invoke("mapper", self.mapper, _node("mapper", self.tasks[index], None,
                                                    {"invoked": self.now}), index)
 
     # -- a warm pool
@@ -560,7 +567,7 @@ class _Job:
         resume = (worker, listing, position + 1)
         if item[0] == "call":
             index = item[1]
-            call = SimCall("mapper", _stem(self.tasks[index]), worker, {"invoked": claimed, "started": claimed})
+            call = _node("mapper", self.tasks[index], worker, {"invoked": claimed, "started": claimed})
             self.calls.append(call)
             p = call.phases
             p["ready"] = claimed + self.c.get  # the payload
@@ -576,7 +583,7 @@ class _Job:
                 self.at(p["written"], self.pool_resume, resume)
         else:
             index = item[1]
-            call = SimCall("batch", f"batch_{index}", worker, {"invoked": claimed, "started": claimed})
+            call = _batch(index, worker, {"invoked": claimed, "started": claimed})
             self.calls.append(call)
             p = call.phases
             p["ready"] = claimed
@@ -610,8 +617,7 @@ class _Job:
         self.claimed.add(group)
         members = self.groups[group]
         interval = (members[0][0], members[-1][1])
-        call = SimCall("reducer", _stem(interval), slot, {"started": self.now, "ready": self.now},
-                       inputs=len(members))
+        call = _node("reducer", interval, slot, {"started": self.now, "ready": self.now}, inputs=len(members))
         self.calls.append(call)
         p = call.phases
         p["inputs"] = self.now + self.c.put + (len(members) - staged) * self.transfer()
@@ -643,450 +649,3 @@ def simulate(costs: PlatformCosts, npartitions: int, reduction: Reduction, workl
                      partial_bytes=job.bytes)
 
 
-# -- calibration from job records -------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Calibration:
-    costs: PlatformCosts
-    workload: Workload  # the records' job (meaningful if they all ran one analysis on one dataset)
-    jobs: int  # records used
-
-
-def _interval(task: str) -> tuple[int, int] | None:
-    stem = task.rsplit("/", 1)[-1].split(".", 1)[0]
-    lo, _, hi = stem.partition("_")
-    return (int(lo), int(hi)) if lo.isdigit() and hi.isdigit() else None
-
-
-def _median(values: Sequence[float], default: float) -> float:
-    return statistics.median(values) if values else default
-
-
-def _load(record: JobRecord | str) -> JobRecord:
-    if isinstance(record, JobRecord):
-        return record
-    with open(record) as f:
-        return JobRecord.from_json(f.read())
-
-
-def _overlap(calls: list[CallRecord]) -> int:
-    """The most calls of one job running at once (started -> computed)."""
-    edges = sorted([(c.phases["started"], 1) for c in calls] + [(c.phases["computed"], -1) for c in calls
-                                                               if "computed" in c.phases])
-    running = most = 0
-    for _, step in edges:
-        running += step
-        most = max(most, running)
-    return most
-
-
-def _merge_inputs(record: JobRecord, call: CallRecord, partial_bytes: float | None) -> int | None:
-    """How many partials a merge read: its tree node's children in the record, or its bytes read
-    over a partial's size."""
-    interval = _interval(call.task) if call.role == "reducer" else None
-    if call.task.endswith("result.root") and call.role == "reducer":
-        interval = (0, record.npartitions)
-    if interval is not None:
-        inside = [iv for f in record.functions if f is not call and (iv := _interval(f.task)) is not None
-                  and interval[0] <= iv[0] and iv[1] <= interval[1] and iv != interval]
-        # Children: the nodes inside that no other node inside covers.
-        children = [iv for iv in inside if not any(o != iv and o[0] <= iv[0] and iv[1] <= o[1] for o in inside)]
-        if len(children) >= 2:
-            return len(children)
-    if partial_bytes:
-        return max(1, round(call.bytes_read / partial_bytes))
-    return None
-
-
-def _fit_compute(jobs: list[list[tuple[float, float, float]]], default_jit: float,
-                 measured_jit: float | None = None) -> tuple[float, list[float]]:
-    """The JIT and each job's serial work from its mapper calls' rows (first graph in the process
-    0/1, share of the dataset, compute seconds): least squares of compute = jit * first + work_j *
-    share, each job its own work. A ``measured_jit`` (the calls' own JIT phases) is taken as it
-    is. If no job's rows can tell the JIT from the work (every call cold and of the same share),
-    the JIT is the smaller of ``default_jit`` and the fastest call; if the first calls are not
-    slower beyond the noise (a pool whose workers ran the graph before), none."""
-    if measured_jit is not None:
-        return measured_jit, _works(jobs, measured_jit)
-    num = den = 0.0
-    partialled = []
-    for rows in jobs:
-        svv = sum(v * v for _, v, _ in rows)
-        if svv <= 0:
-            continue
-        suv, svy = sum(u * v for u, v, _ in rows), sum(v * y for _, v, y in rows)
-        for u, v, y in rows:  # the JIT indicator and compute with the job's own work partialled out
-            uu, yy = u - v * suv / svv, y - v * svy / svv
-            partialled.append((uu, yy))
-            num += uu * yy
-            den += uu * uu
-    if den > 1e-9:
-        jit = num / den
-        dof = max(1, len(partialled) - len(jobs) - 1)
-        error = math.sqrt(sum((yy - jit * uu) ** 2 for uu, yy in partialled) / dof / den)
-        jit = jit if jit > 2 * error else 0.0
-    else:
-        jit = min([default_jit] + [y for rows in jobs for _, _, y in rows])
-    return jit, _works(jobs, jit)
-
-
-def _works(jobs: list[list[tuple[float, float, float]]], jit: float) -> list[float]:
-    return [max(1e-6, sum(v * (y - u * jit) for u, v, y in rows) / max(1e-12, sum(v * v for _, v, _ in rows)))
-            for rows in jobs]
-
-
-def calibrate(records: Iterable[JobRecord | str], base: PlatformCosts | None = None,
-              one_workload: bool = False) -> Calibration:
-    """A platform's costs (and the records' workload) from job records of one mode (all on a warm
-    pool or all file-triggered): JobRecord objects or paths of their JSON files.
-
-    Measured: slots (the most calls at once; a pool's workers), the latency from an object to its
-    function's process and its spread, each role's start-up, the JIT and the serial work (a least-
-    squares fit of each mapper call's compute against the share of the dataset it ran and whether
-    its process had run the graph yet), the download and merge cost per input, the trigger cadence
-    (put), the client's submission time and the partials' size. Everything else (the polling
-    periods, the launch stagger when the records cannot show it, get, exit) comes from ``base``
-    (default: this machine's embedded preset of the records' mode). With ``one_workload`` (every
-    record ran the same analysis on the same data, tree and coordinated jobs among them), the
-    coordinator's load on the mapper calls is measured too: the work of coordinated jobs over that
-    of tree jobs."""
-    # The model's calls; the coordinator's own record (its watching) is not one of them.
-    loaded = [dataclasses.replace(r, functions=[c for c in r.functions if c.role != "coordinator"])
-              for r in map(_load, records)]
-    if not loaded:
-        raise ValueError("calibrating needs at least one job record")
-    pools = {r.pool for r in loaded}
-    if len(pools) > 1:
-        raise ValueError("calibrate the records of pool jobs and of file-triggered jobs separately")
-    pool = pools.pop()
-    base = base or (EMBEDDED_POOL if pool else EMBEDDED_COLD)
-    costs: dict[str, Any] = {"name": f"calibrated ({len(loaded)} jobs)", "pool": pool, "compute_scale": 1.0}
-    mappers = [(r, c) for r in loaded for c in r.functions if c.role == "mapper" and "computed" in c.phases]
-    merges = [(r, c) for r in loaded for c in r.functions if c.role in ("reducer", "batch") and "inputs" in c.phases]
-    if pool:
-        slots = max((len({c.worker for c in r.functions}) for r in loaded), default=base.slots)
-    else:
-        slots = max((_overlap(r.functions) for r in loaded), default=base.slots)
-    costs["slots"] = max(1, slots)
-
-    # Start-up of each role; the wait from the event to the process, for calls that found a slot.
-    costs["mapper_start"] = _median([c.phases["ready"] - c.phases["started"] for _, c in mappers
-                                     if "ready" in c.phases], base.mapper_start)
-    costs["reducer_start"] = 0.0 if pool else _median(
-        [c.phases["ready"] - c.phases["started"] for _, c in merges
-         if "ready" in c.phases and c.phases.get("invoked", c.phases["started"]) < c.phases["started"]],
-        base.reducer_start)
-    if not pool:
-        waits = []
-        for r in loaded:
-            for c in r.functions:
-                # Inline merges (in their writer's process: started as invoked) start no function.
-                if c.phases.get("invoked", c.phases["started"]) >= c.phases["started"]:
-                    continue
-                busy = sum(1 for o in r.functions if o is not c and o.phases["started"] <= c.phases["invoked"]
-                           < o.phases.get("computed", o.phases["started"]))
-                if busy < slots:
-                    waits.append(c.phases["started"] - c.phases["invoked"])
-        if waits:
-            costs["pod_start"] = max(0.0, min(waits))
-            costs["invoke_latency"] = max(0.0, statistics.median(waits) - costs["pod_start"])
-            costs["invoke_spread"] = statistics.pstdev(waits)
-        cadence = []
-        for r in loaded:
-            times = sorted(c.phases["invoked"] for c in r.functions if c.role == "mapper" and "invoked" in c.phases)
-            cadence += [b - a for a, b in itertools.pairwise(times)]
-        costs["put"] = _median(cadence, base.put)
-    put = costs.get("put", base.put)
-    submits = []
-    for r in loaded:
-        first = min((c.phases.get("invoked", c.phases["started"]) for c in r.functions if c.role == "mapper"),
-                    default=None)
-        if first is not None and "submitted" in r.client:
-            # Before the first trigger: the coordinator's start (coordinated jobs); pool calls wait
-            # half a queue poll on average before a worker sees them.
-            ahead = put * (2 if r.mode == "coordinated" else 1) + (base.queue_poll / 2 if pool else 0.0)
-            submits.append(max(0.0, first - r.client["submitted"] - ahead))
-    costs["submit"] = _median(submits, base.submit)
-
-    # Compute: jit * (first graph in the process) + the job's work * (its share of the dataset).
-    jobs, modes = [], []
-    graph_jit: dict[float, list[float]] = {1.0: [], 0.0: []}  # measured ready -> jitted, by first graph or not
-    for r in loaded:
-        rows = []
-        seen_workers: set[str] = set()
-        for c in sorted((c for c in r.functions if c.role == "mapper" and "computed" in c.phases),
-                        key=lambda c: c.phases["started"]):
-            interval = _interval(c.task) or (0, 1)
-            if c.task.endswith("result.root"):
-                interval = (0, r.npartitions)
-            first = 1.0 if not pool or c.worker not in seen_workers else 0.0
-            seen_workers.add(c.worker)
-            share = (interval[1] - interval[0]) / r.npartitions
-            rows.append((first, share, c.phases["computed"] - c.phases.get("ready", c.phases["started"])))
-            if "jitted" in c.phases and "ready" in c.phases:
-                graph_jit[first].append(c.phases["jitted"] - c.phases["ready"])
-        if rows:
-            jobs.append(rows)
-            modes.append(r.mode)
-    # The calls' own JIT phases (graph built and jitted), less what a process that ran the graph
-    # before still spends there, when the records have them.
-    measured_jit = (max(0.0, statistics.median(graph_jit[1.0]) - _median(graph_jit[0.0], 0.0))
-                    if graph_jit[1.0] else None)
-    jit, works = _fit_compute(jobs, base.jit, measured_jit)
-    costs["jit"] = jit
-    # How uneven a job's mapper calls are: the spread of their compute around the fit's (calls of
-    # a tenth of a second or less are all overhead, and left out).
-    spreads = []
-    for rows, w in zip(jobs, works, strict=True):
-        ratios = [y / (u * jit + v * w) for u, v, y in rows if u * jit + v * w > 0.1]
-        if len(ratios) > 1:
-            spreads.append(statistics.pstdev(ratios))
-    imbalance = _median(spreads, 0.0)
-    coordinated = [w for mode, w in zip(modes, works, strict=True) if mode == "coordinated"]
-    trees = [w for mode, w in zip(modes, works, strict=True) if mode == "tree"]
-    if one_workload and coordinated and trees:
-        costs["coordinator_load"] = max(0.0, statistics.median(coordinated) / statistics.median(trees) - 1)
-        work = statistics.median(trees)
-    else:
-        work = _median(works, Workload().work)
-
-    # Merges: per input, its download and its share of the n-way merge.
-    sizes = [c.bytes_read / n for r, c in merges if (n := _merge_inputs(r, c, None))]
-    partial_bytes = max(1.0, _median(sizes, 100_000.0))
-    downloads, merging = [], []
-    for r, c in merges:
-        n = _merge_inputs(r, c, partial_bytes) or 2
-        downloads.append((c.phases["inputs"] - c.phases.get("ready", c.phases["started"])) / n)
-        merging.append((c.phases["computed"] - c.phases["inputs"]) / n)
-    per_input = _median(downloads, base.get + partial_bytes * base.transfer_per_byte)
-    costs["transfer_per_byte"] = max(0.0, per_input - base.get) / partial_bytes
-    costs["merge_per_partial"] = _median(merging, base.merge_per_partial)
-    measured = dataclasses.replace(base, **costs)
-    return Calibration(measured, Workload(work=work, partial_bytes=int(partial_bytes), imbalance=round(imbalance, 3)),
-                       len(loaded))
-
-
-# -- choosing a reduction: reduction="auto" ---------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Choice:
-    """What ``reduction="auto"`` picked for a job, and why."""
-
-    reduction: Reduction
-    ranges_per_call: int
-    predicted: float  # seconds from submission to the result, by the model
-    basis: str  # whose costs: declared, measured from job records, or a preset
-    evaluated: int  # candidates simulated (a cached one counts too)
-
-    def describe(self) -> str:
-        return (f"{self.reduction!r}, {self.ranges_per_call} range(s) per call: {self.predicted:.1f} s predicted "
-                f"({self.basis})")
-
-
-# With no records and no declared workload, auto assumes this much serial work per slot: the
-# choice between plans depends on it only through how long mappers run next to the fixed costs.
-DEFAULT_WORK_PER_SLOT = 30.0
-
-
-SCORE_SEEDS = 3  # draws per candidate when the model is random
-
-
-def _ladder(limit: int) -> list[int]:
-    """2, 4, 8, ... below ``limit``: the coarse grid of fan-ins and batch sizes."""
-    out, size = [], 2
-    while size < limit:
-        out.append(size)
-        size *= 2
-    return out
-
-
-def two_level_plans(calls: int) -> list[list[int]]:
-    """Prototype-style hand plans, as ``[6, 3]`` is for 8 partials: a first batch of a share of
-    the partials (1/2, 2/3, 3/4 or 7/8), then one of the rest with its result."""
-    plans = []
-    for share in (1 / 2, 2 / 3, 3 / 4, 7 / 8):
-        first = max(2, round(share * calls))
-        if calls - first + 1 >= 2 and [first, calls - first + 1] not in plans:
-            plans.append([first, calls - first + 1])
-    return plans
-
-
-def _key(reduction: Reduction) -> tuple[Any, ...]:
-    if isinstance(reduction, plan.TreeReduction):
-        return ("tree", reduction.fan_in)
-    return ("coordinated", tuple(reduction.batches or ()))
-
-
-def _reduction(key: tuple[Any, ...]) -> Reduction:
-    return plan.TreeReduction(key[1]) if key[0] == "tree" else plan.CoordinatedReduction(list(key[1]))
-
-
-@functools.lru_cache(maxsize=16384)
-def _score(costs: PlatformCosts, workload: Workload, calls: int, key: tuple[Any, ...]) -> float:
-    # Plans depend only on the number of calls (tree groups and batches count the calls' partials),
-    # so a job of ``calls`` one-range calls carrying the same work scores them. Uneven calls or
-    # latencies: the mean of a few draws, so that no plan wins by the luck of one.
-    seeds = range(SCORE_SEEDS if workload.imbalance or costs.invoke_spread else 1)
-    return statistics.fmean(simulate(costs, calls, _reduction(key), workload, seed=seed).time_to_result
-                            for seed in seeds)
-
-
-def _best(costs: PlatformCosts, workload: Workload, calls: int, keys: Iterable[tuple[Any, ...]],
-          tried: dict[tuple[int, tuple[Any, ...]], float]) -> tuple[Any, ...]:
-    """The fastest of ``keys`` (the first listed wins a tie); every score lands in ``tried``."""
-    best: tuple[Any, ...] | None = None
-    for key in keys:
-        if (calls, key) not in tried:
-            tried[(calls, key)] = _score(costs, workload, calls, key)
-        if best is None or tried[(calls, key)] < tried[(calls, best)] - 1e-9:
-            best = key
-    assert best is not None
-    return best
-
-
-def _refined(best: int, calls: int) -> list[int]:
-    """The sizes between ``best``'s neighbours on the coarse grid (best * 3/4, best * 3/2)."""
-    return sorted({s for s in (best * 3 // 4, best * 3 // 2) if 2 <= s < calls and s not in _ladder(calls)})
-
-
-def _reductions(costs: PlatformCosts, workload: Workload, calls: int,
-                tried: dict[tuple[int, tuple[Any, ...]], float]) -> tuple[Any, ...]:
-    """The best reduction for ``calls`` mapper calls: trees on a coarse grid of fan-ins refined
-    around the best, coordinated plans of equal batches likewise, sqrt(N) batches and the two-level
-    hand plans; O(log N) simulations."""
-    if calls == 1:  # the only mapper writes the result: nothing to merge
-        return _best(costs, workload, calls, [("tree", 2)], tried)
-    whole = max(2, calls)  # a single group, a single batch
-    tree = _best(costs, workload, calls, [("tree", 4)] + [("tree", k) for k in _ladder(calls) if k != 4]
-                 + [("tree", whole)], tried)
-    tree = _best(costs, workload, calls, [tree] + [("tree", k) for k in _refined(tree[1], calls)], tried)
-    sizes = [*_ladder(calls), whole]
-    coordinated = _best(costs, workload, calls, [("coordinated", tuple(plan.equal_batches(calls, b))) for b in sizes]
-                        + [("coordinated", tuple(plan.auto_batches(calls)))]
-                        + [("coordinated", tuple(p)) for p in two_level_plans(calls)], tried)
-    size = coordinated[1][0]
-    coordinated = _best(costs, workload, calls, [coordinated] + [("coordinated", tuple(plan.equal_batches(calls, b)))
-                                                                for b in _refined(size, calls)], tried)
-    return _best(costs, workload, calls, [tree, coordinated], tried)
-
-
-def choose(npartitions: int, costs: PlatformCosts, workload: Workload | None = None, *,
-           ranges_per_call: int | None = None, basis: str = "declared costs") -> Choice:
-    """The fastest reduction, and ranges per call unless given, for a job of ``npartitions`` on
-    ``costs`` (its ``slots`` and ``pool`` included), by simulating a bounded set of candidates:
-
-    - ranges per call: ``plan.ranges_per_call``'s default (one call per slot, four per pool
-      worker), a half, a quarter ... a 32nd as many calls, and one per slot;
-    - for the best of those (scored with ``TreeReduction(4)`` and sqrt(N) batches), tree fan-ins
-      and equal coordinated batches on a coarse grid refined around the best, sqrt(N) batches and the
-      two-level hand plans.
-
-    Each plan is valid for the job (``check`` passes). Scores are cached per (costs, workload,
-    calls, plan): repeated jobs choose in microseconds."""
-    if npartitions < 1:
-        raise plan.PlanError(f"a job needs at least one partition, got {npartitions}")
-    workload = workload or Workload(work=DEFAULT_WORK_PER_SLOT * costs.slots)
-    tried: dict[tuple[int, tuple[Any, ...]], float] = {}
-    if ranges_per_call is not None:
-        per_call = [plan.check_ranges_per_call(ranges_per_call)]
-    else:
-        default = plan.ranges_per_call(npartitions, costs.slots, plan.TreeReduction(), None, costs.pool)
-        calls = math.ceil(npartitions / default)
-        targets = {calls, costs.slots, *(calls // 2**k for k in range(1, 6))}
-        per_call = sorted({math.ceil(npartitions / t) for t in targets if t >= 1}, reverse=True)
-    # One range per call at most: ceil(N / t) for t > N is 1, the same calls as t = N.
-    if len(per_call) > 1:
-        def proxy(rpc: int) -> float:
-            calls = math.ceil(npartitions / rpc)
-            key = _best(costs, workload, calls, [("tree", 4), ("coordinated", tuple(plan.auto_batches(calls)))],
-                        tried)
-            return tried[(calls, key)]
-        per_call = sorted(per_call, key=proxy)[:1]
-    options = []
-    for rpc in per_call:
-        calls = math.ceil(npartitions / rpc)
-        key = _reductions(costs, workload, calls, tried)
-        options.append((tried[(calls, key)], rpc, key))
-    predicted, rpc, key = min(options, key=lambda o: o[0])
-    reduction = _reduction(key)
-    reduction.check(npartitions, rpc)
-    return Choice(reduction, rpc, predicted, basis, len(tried))
-
-
-# -- the costs of the platform a job runs on ------------------------------------------------------
-
-RECENT_RECORDS = 20  # auto calibrates from the newest job records of the job's mode ...
-MIN_RECORDS = 5  # ... when there are at least this many (of jobs with two mapper calls or more)
-_SCANNED_RECORDS = 100  # newest record files looked at to find them
-
-
-@functools.lru_cache(maxsize=1024)
-def _read_record(path: str, mtime_ns: int, size: int) -> JobRecord | None:
-    try:
-        return _load(path)
-    except (OSError, ValueError, TypeError, KeyError):
-        return None  # a record being written, or of an older format: not evidence
-
-
-_Version = tuple[str, int, int]  # a file's path, modification time (ns) and size
-
-
-@functools.lru_cache(maxsize=64)
-def _calibrated(versions: tuple[_Version, ...], pool: bool) -> Calibration | None:
-    records = [r for v in versions if (r := _read_record(*v)) is not None]
-    try:
-        return calibrate(records, base=OSCAR_POOL if pool else PROTOTYPE)
-    except (ArithmeticError, LookupError, ValueError):
-        return None  # records this calibration cannot read (a hand-made or partial one): the preset
-
-
-def _version(path: str) -> _Version:
-    stat = os.stat(path)
-    return path, stat.st_mtime_ns, stat.st_size
-
-
-def recent_records(folder: str, pool: bool) -> list[_Version]:
-    """The newest job records in ``folder`` of jobs of this mode (pool or file-triggered) with two
-    mapper calls or more, at most :data:`RECENT_RECORDS`; job ids sort by creation time."""
-    try:
-        names = sorted((n for n in os.listdir(folder) if n.endswith(".json")), reverse=True)[:_SCANNED_RECORDS]
-    except OSError:
-        return []
-    chosen = []
-    for name in names:
-        path = os.path.join(folder, name)
-        try:
-            version = _version(path)
-        except OSError:
-            continue  # removed meanwhile (the client keeps the newest 500)
-        record = _read_record(*version)
-        if record is not None and record.pool == pool and record.calls >= 2:
-            chosen.append(version)
-            if len(chosen) == RECENT_RECORDS:
-                break
-    return chosen
-
-
-def job_costs(pool: bool, slots: int, declared: PlatformCosts | None = None, workload: Workload | None = None,
-              measured: bool = True, folder: str | None = None) -> tuple[PlatformCosts, Workload | None, str]:
-    """The costs ``reduction="auto"`` plans a job with: ``declared`` if given; else measured from
-    the newest job records of the job's mode in ``folder`` (default ``timeline.records_dir()``)
-    when there are :data:`MIN_RECORDS`; else the preset of the mode (:data:`OSCAR_POOL` or
-    :data:`PROTOTYPE`). ``slots`` (the executor's concurrency) and ``pool`` are the job's."""
-    from .timeline import records_dir
-
-    found_workload = workload
-    if declared is not None:
-        costs, basis = declared, f"declared costs {declared.name!r}"
-    else:
-        versions = recent_records(folder or records_dir(), pool) if measured else []
-        calibration = _calibrated(tuple(versions), pool) if len(versions) >= MIN_RECORDS else None
-        if calibration is not None:
-            costs, basis = calibration.costs, f"measured from {len(versions)} job records"
-            found_workload = workload or calibration.workload
-        else:
-            costs = OSCAR_POOL if pool else PROTOTYPE
-            basis = f"preset {costs.name!r}" + (f" ({len(versions)} usable job records)" if measured else "")
-    return dataclasses.replace(costs, slots=slots, pool=pool), found_workload, basis

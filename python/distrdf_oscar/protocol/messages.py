@@ -121,10 +121,32 @@ class MapperTrigger(Message):
     # What the job declares in a process (its initialize functions, C++ code and distributed files),
     # as a digest: a pool hands a process on only to a later job that declares the same (pool.py).
     environment: str = ""
+    # An inline tree's call: its writer merges the groups it completes, up the tree (TreePlan.inline).
+    merges_upwards: bool = False
 
     @property
     def interval(self) -> tuple[int, int]:
         return self.range_id, self.range_id + 1 + len(self.more)
+
+
+@dataclass(frozen=True)
+class MapperPayload:
+    """``jobs/<job>/mapper.pkl``: DistRDF's mapper (a callable, so cloudpickled, not JSON) and the
+    names of the files distributed with it, per kind, under ``jobs/<job>/files/``."""
+
+    mapper: Any
+    headers: tuple[str, ...] = ()
+    shared_libraries: tuple[str, ...] = ()
+    pcms: tuple[str, ...] = ()
+    files: tuple[str, ...] = ()
+
+    KINDS = ("files", "pcms", "headers", "shared_libraries")  # in the order a function fetches them
+
+    def names(self, kind: str) -> tuple[str, ...]:
+        if kind not in self.KINDS:
+            raise MessageError(f"mapper payload: no kind of distributed file {kind!r}")
+        names: tuple[str, ...] = getattr(self, kind)
+        return names
 
 
 @dataclass(frozen=True)

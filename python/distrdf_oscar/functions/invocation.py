@@ -3,6 +3,7 @@
 OSCAR's supervisor hands the MinIO event in ``EVENT`` (``STORAGE_OBJECT_KEY`` when it is not one) and
 mounts the function's config, with the ``minio.default`` provider, at
 ``/oscar/config/function_config.yaml``; the embedded platform points ``DRO_FUNCTION_CONFIG`` at its copy.
+A pool service gets no mounted keys (OSCAR mounts MinIO keys only into jobs, job.go): its secrets.
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ import json
 import os
 from urllib.parse import unquote
 
-from ..storage import StorageConfig
-
-FUNCTION_CONFIG = "/oscar/config/function_config.yaml"
-PROVIDER_SECRETS = "/var/run/secrets/providers/minio.default"
-# The storage keys of a pool service, as its secrets: OSCAR mounts MinIO keys only into jobs (job.go).
-POOL_KEYS = ("DRO_STORAGE_ACCESS_KEY", "DRO_STORAGE_SECRET_KEY")
+from ..protocol.contract import (
+    FUNCTION_CONFIG,
+    FUNCTION_CONFIG_VARIABLE,
+    POOL_KEYS,
+    PROVIDER_SECRETS,
+    PROVIDER_SECRETS_VARIABLE,
+)
+from ..protocol.storage import StorageConfig
 
 
 def storage_config(bucket: str, path: str | None = None) -> StorageConfig:
@@ -27,7 +30,7 @@ def storage_config(bucket: str, path: str | None = None) -> StorageConfig:
     """
     import yaml
 
-    path = path or os.environ.get("DRO_FUNCTION_CONFIG", FUNCTION_CONFIG)
+    path = path or os.environ.get(FUNCTION_CONFIG_VARIABLE, FUNCTION_CONFIG)
     with open(path) as f:
         config = yaml.safe_load(f)
     provider = config["storage_providers"]["minio"]["default"]
@@ -37,7 +40,7 @@ def storage_config(bucket: str, path: str | None = None) -> StorageConfig:
         if not value or value == "hidden":
             value = os.environ.get(secret, "")  # an exposed service's pod: no mounted keys, its secrets
         if not value:
-            with open(os.path.join(os.environ.get("DRO_PROVIDER_SECRETS", PROVIDER_SECRETS), filename)) as f:
+            with open(os.path.join(os.environ.get(PROVIDER_SECRETS_VARIABLE, PROVIDER_SECRETS), filename)) as f:
                 value = f.read().strip()
         keys[field] = value
     return StorageConfig(

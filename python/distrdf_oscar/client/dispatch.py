@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 def _constructor_error(exc: TypeError) -> Exception:
     """DistRDF turns a failing RDataFrame construction (e.g. a wrong tree name) into "arguments
     not accepted by any constructor"; the C++ reason is in the chained overload errors. Name it."""
-    from .root_errors import cpp_reasons
+    from ..protocol.root_errors import cpp_reasons
 
     reasons = cpp_reasons(f"{exc}\n{exc.__context__ or ''}")
     if not reasons:

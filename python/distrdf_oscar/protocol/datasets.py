@@ -14,10 +14,13 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 from . import layout
+
+if TYPE_CHECKING:
+    from .storage import DatasetEndpoint, Storage
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
@@ -29,7 +32,7 @@ XROOTD_ENV = {"XRD_CONNECTIONRETRY": "2", "XRD_CONNECTIONWINDOW": "10", "XRD_REQ
               "XRD_STREAMTIMEOUT": "30"}
 
 
-def read_urls_remotely(ROOT) -> None:
+def read_urls_remotely(ROOT: Any) -> None:
     """Read every ``root://`` URL through XRootD, in the client and in the functions.
 
     ``TFile::Open`` treats a ``root://`` URL whose host is this machine as a local path unless
@@ -88,7 +91,7 @@ class Renaming:
             if samples:
                 current.samples = [self._rewrite_sample(ROOT, s) for s in samples]
 
-    def _rewrite_sample(self, ROOT, sample):
+    def _rewrite_sample(self, ROOT: Any, sample: Any) -> Any:
         from ROOT._distrdf.Ranges import SerializableRSample
 
         state = sample.__getstate__()
@@ -97,7 +100,7 @@ class Renaming:
         rebuilt.__setstate__(state)
         return rebuilt
 
-    def restore_names(self, task_result) -> None:
+    def restore_names(self, task_result: Any) -> None:
         entries = getattr(task_result, "entries_in_trees", None)
         if entries is None or not self.originals:
             return
@@ -174,10 +177,10 @@ def split_s3_url(url: str) -> tuple[str | None, str, str]:
     return endpoint, bucket, key
 
 
-_endpoints: dict[tuple[str, str | None, str | None], Any] = {}
+_endpoints: dict[tuple[str, str | None, str | None], DatasetEndpoint] = {}
 
 
-def dataset_endpoint(endpoint: str):
+def dataset_endpoint(endpoint: str) -> DatasetEndpoint:
     """The client of another S3 endpoint, with the keys the environment holds now (one per
     endpoint and keys, kept for the process)."""
     from .storage import DATASET_KEYS, DatasetEndpoint
@@ -198,7 +201,7 @@ class S3Staging(Renaming):
     deployment's), ``s3http(s)://host/bucket/key`` from that endpoint with the environment's
     keys. The files stay pinned in the cache (never evicted) until :meth:`release`."""
 
-    def __init__(self, storage, purpose: str) -> None:
+    def __init__(self, storage: Storage | None, purpose: str) -> None:
         super().__init__()
         self.storage = storage
         self.purpose = purpose  # of its process_cache, made only once something is staged
@@ -210,7 +213,8 @@ class S3Staging(Renaming):
         endpoint, bucket, key = split_s3_url(name)
         cache = process_cache(self.purpose)
         if endpoint is None:
-            path = self.storage.fetch_dataset(bucket, key, cache.folder)
+            # None only in stage_for_head_node, which sets it before staging a file of the deployment.
+            path = cast("Storage", self.storage).fetch_dataset(bucket, key, cache.folder)
         else:
             folder = os.path.join(cache.folder, "endpoints", re.sub(r"[^A-Za-z0-9.-]", "_", endpoint))
             path = dataset_endpoint(endpoint).fetch(name, bucket, key, folder)
@@ -322,14 +326,15 @@ def head_node_url(path: str) -> str | None:
     return _head_node_urls.get(path)
 
 
-def _chain_files(chain) -> tuple[list[str], list[str]]:
+def _chain_files(chain: Any) -> tuple[list[str], list[str]]:
     import ROOT
 
     return ([str(f) for f in ROOT.Internal.TreeUtils.GetFileNamesFromTree(chain)],
             [str(t) for t in ROOT.Internal.TreeUtils.GetTreeFullPaths(chain)])
 
 
-def _staged_chain(ROOT, name: str, files: list[str], trees: list[str], stage) -> Any:
+def _staged_chain(ROOT: Any, name: str, files: list[str], trees: list[str],
+                  stage: Callable[[str], str]) -> Any:
     """A chain of ``files`` (each with its tree), the first staged: the head node opens only it."""
     chain = ROOT.TChain(name)
     for index, (path, tree) in enumerate(zip(files, trees, strict=True)):
@@ -337,7 +342,7 @@ def _staged_chain(ROOT, name: str, files: list[str], trees: list[str], stage) ->
     return chain
 
 
-def _stage_chain_with_friends(ROOT, chain, stage) -> Any:
+def _stage_chain_with_friends(ROOT: Any, chain: Any, stage: Callable[[str], str]) -> Any:
     """The user's chain rebuilt with its friends, the first file of the chain and of each friend
     staged; the ranges name the URLs again (PathPolicy, through :func:`head_node_url`)."""
     files, trees = _chain_files(chain)
@@ -354,7 +359,8 @@ def _stage_chain_with_friends(ROOT, chain, stage) -> Any:
     return rebuilt
 
 
-def stage_for_head_node(storage_of, args: tuple) -> tuple[tuple, dict[str, str]]:
+def stage_for_head_node(storage_of: Callable[[], Storage],
+                        args: tuple[Any, ...]) -> tuple[tuple[Any, ...], dict[str, str]]:
     """The RDataFrame arguments with the first object-storage file staged locally: DistRDF's head
     node builds a local dataframe of the dataset (to compile the graph), which opens that file, and
     the first file of each friend tree. Returns the arguments and {local path: URL} of the main
@@ -394,7 +400,7 @@ def stage_for_head_node(storage_of, args: tuple) -> tuple[tuple, dict[str, str]]
     return (args[0], staged, *args[2:]), staging.originals
 
 
-def upload(storage, paths: Sequence[str], folder: str = "", progress: bool = True) -> list[str]:
+def upload(storage: Storage, paths: Sequence[str], folder: str = "", progress: bool = True) -> list[str]:
     """Upload local files to ``datasets/<folder>/`` of the deployment's base bucket, with a
     progress bar; returns their ``s3://`` URLs, in order, to give RDataFrame."""
     import tqdm
@@ -418,7 +424,7 @@ def upload(storage, paths: Sequence[str], folder: str = "", progress: bool = Tru
 class _Progress:
     """minio's progress protocol (``set_meta``, ``update``) onto a tqdm bar."""
 
-    def __init__(self, bar) -> None:
+    def __init__(self, bar: Any) -> None:
         self.bar = bar
 
     def set_meta(self, object_name: str, total_length: int) -> None:

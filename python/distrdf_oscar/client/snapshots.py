@@ -18,7 +18,7 @@ import os
 import re
 import tempfile
 
-from . import layout
+from ..protocol import layout
 
 MODES = ("download", "merge", "storage")
 _PART = re.compile(r"^(.*)_(\d+)\.root$")
@@ -64,7 +64,7 @@ def _make_folder(path: str) -> None:
 
 
 def _merge(storage, objects: list[str], parts: list[str]) -> str:
-    from . import _core
+    from .. import _core
 
     match = _PART.match(parts[0])
     target = f"{match.group(1)}.root" if match else parts[0]
