@@ -70,6 +70,11 @@ class PartialMeta:
         return cls(**data)
 
 
+def slot_name(index: int) -> str:
+    """The key, in a partial file (and in a rows file), of result ``index`` of the graph."""
+    return f"slot_{index:04d}"
+
+
 def _root() -> Any:
     import ROOT
 
@@ -192,7 +197,7 @@ def write_partial(path: str, task_result: Any, *, job_id: str, range_id: int, co
         meta_dir = out.mkdir(META_DIR)
         for index, mergeable in enumerate(task_result.mergeables or []):
             slot = _classify(ROOT, mergeable)
-            name = f"slot_{index:04d}"
+            name = slot_name(index)
             out.cd()
             if slot["kind"] == "object":
                 out.WriteObject(mergeable.GetValue(), name)
@@ -363,7 +368,7 @@ def merge_partials(output: str, inputs: Sequence[str],
 
 
 def _fallback_names(meta: PartialMeta) -> list[str]:
-    return [f"slot_{index:04d}" for index, slot in enumerate(meta.slots or []) if slot["kind"] == "fallback"]
+    return [slot_name(index) for index, slot in enumerate(meta.slots or []) if slot["kind"] == "fallback"]
 
 
 def _read_part(path: str) -> tuple[PartialMeta, dict[str, str]]:
@@ -431,7 +436,7 @@ def _get(ROOT: Any, tfile: Any, path: str, key: str) -> Any:
 
 
 def _read_slot(ROOT: Any, tfile: Any, path: str, index: int, slot: dict[str, Any]) -> Any:
-    name = f"slot_{index:04d}"
+    name = slot_name(index)
     kind = slot["kind"]
     if kind == "fallback":
         return _decode(_read_string(tfile, name, path))
@@ -462,7 +467,7 @@ def _read_columns(ROOT: Any, path: str, meta: PartialMeta, fetch: Fetch | None) 
     indices = [i for i, slot in enumerate(slots) if slot["kind"] == "columns"]
     if not indices:
         return {}
-    names = {i: f"slot_{i:04d}" for i in indices}
+    names = {i: slot_name(i) for i in indices}
     trees = [i for i in indices if slots[i]["storage"] == "tree"]
     pickles = [i for i in indices if slots[i]["storage"] == "pickle"]
     parts = meta.column_parts if fetch is not None else []

@@ -138,6 +138,17 @@ class Storage:
         where = bucket or self.bucket_of(key)
         return StorageError(f"storage {action} of s3://{where}/{key} failed: {code}{hint}", transient)
 
+    @contextlib.contextmanager
+    def _failing(self, action: str, key: str, bucket: str | None = None) -> Iterator[None]:
+        """Any failure of the storage calls inside becomes one StorageError naming the action and
+        the object (:meth:`_fail`); a StorageError raised inside passes as it is."""
+        try:
+            yield
+        except StorageError:
+            raise
+        except Exception as exc:
+            raise self._fail(action, key, exc, bucket=bucket) from exc
+
     def check_buckets(self) -> None:
         """Check the endpoint answers (at once, not after the retries) and every bucket of the
         deployment exists. OSCAR creates them with the services (an analyst's storage user
@@ -152,10 +163,8 @@ class Storage:
             raise StorageError(f"cannot reach the object storage at {self.config.endpoint} "
                                f"(bucket {self.bucket}): {exc.strerror or exc}") from None
         for bucket in layout.buckets(self.bucket):
-            try:
+            with self._failing("bucket check", "", bucket=bucket):
                 found = self.client.bucket_exists(bucket)
-            except Exception as exc:
-                raise self._fail("bucket check", "", exc, bucket=bucket) from exc
             if not found:
                 raise StorageError(f"bucket {bucket} of the deployment does not exist at {self.config.endpoint}: "
                                    "its service was never created or was removed (run `distrdf-oscar deploy`)")
@@ -176,10 +185,8 @@ class Storage:
                                "upgrade MinIO to a release from 2024 or later")
 
     def bucket_exists(self, bucket: str) -> bool:
-        try:
+        with self._failing("bucket check", "", bucket=bucket):
             return self.client.bucket_exists(bucket)
-        except Exception as exc:
-            raise self._fail("bucket check", "", exc, bucket=bucket) from exc
 
     def remove_bucket(self, bucket: str) -> bool:
         """Delete a bucket with everything in it; False if there was none."""
@@ -187,15 +194,11 @@ class Storage:
 
         if not self.bucket_exists(bucket):
             return False
-        try:
+        with self._failing("bucket removal", "", bucket=bucket):
             keys = [DeleteObject(o.object_name) for o in self.client.list_objects(bucket, recursive=True)]
             for error in self.client.remove_objects(bucket, keys):
                 raise StorageError(f"storage delete of s3://{bucket}/{error.name} failed: {error.code}")
             self.client.remove_bucket(bucket)
-        except StorageError:
-            raise
-        except Exception as exc:
-            raise self._fail("bucket removal", "", exc, bucket=bucket) from exc
         return True
 
     def _metadata(self, signature: str | None) -> Metadata | None:
@@ -203,18 +206,14 @@ class Storage:
 
     def put_bytes(self, key: str, data: bytes) -> None:
         signature = self.signer.sign(key, data) if self.signer else None
-        try:
+        with self._failing("upload", key):
             self.client.put_object(self.bucket_of(key), key, io.BytesIO(data), len(data), metadata=self._metadata(signature))
-        except Exception as exc:
-            raise self._fail("upload", key, exc) from exc
         self.bytes_written += len(data)
 
     def put_file(self, key: str, path: str) -> None:
         signature = self.signer.sign_file(key, path) if self.signer else None
-        try:
+        with self._failing("upload", key):
             self.client.fput_object(self.bucket_of(key), key, path, metadata=self._metadata(signature))
-        except Exception as exc:
-            raise self._fail("upload", key, exc) from exc
         self.bytes_written += os.path.getsize(path)
 
     def put_if_absent(self, key: str, data: bytes) -> bool:
@@ -232,16 +231,15 @@ class Storage:
         headers: Metadata = {"Content-Type": "application/octet-stream", "If-None-Match": "*"}
         if self.signer:
             headers[METADATA] = self.signer.sign(key, data)
-        try:
-            self.client._put_object(self.bucket_of(key), key, data, headers)  # private: see the docstring
-            self.bytes_written += len(data)
-            return True
-        except S3Error as exc:
-            if exc.code in CONFLICT_CODES:
-                return False
-            raise self._fail("upload", key, exc) from exc
-        except Exception as exc:
-            raise self._fail("upload", key, exc) from exc
+        with self._failing("upload", key):
+            try:
+                self.client._put_object(self.bucket_of(key), key, data, headers)  # private: see the docstring
+            except S3Error as exc:
+                if exc.code in CONFLICT_CODES:
+                    return False
+                raise
+        self.bytes_written += len(data)
+        return True
 
     def _download(self, key: str, consume: Callable[[BaseHTTPResponse], None]) -> str | None:
         """GET an object, hand the response to ``consume``, return the object's signature.
@@ -249,7 +247,7 @@ class Storage:
         Content and signature come from the one response: a stat-then-download could pair the
         metadata of one version with the bytes of another written in between (duplicate writers
         are allowed)."""
-        try:
+        with self._failing("download", key):
             response = self.client.get_object(self.bucket_of(key), key)
             try:
                 consume(response)
@@ -257,8 +255,6 @@ class Storage:
             finally:
                 response.close()
                 response.release_conn()
-        except Exception as exc:
-            raise self._fail("download", key, exc) from exc
 
     def get_bytes(self, key: str, verify: bool = True) -> bytes:
         """The object's content; with a signer and ``verify``, only if its signature holds."""
@@ -287,10 +283,8 @@ class Storage:
         """Check a file someone else downloaded (OSCAR's supervisor) against the object's signature."""
         if self.signer is None:
             return
-        try:
+        with self._failing("lookup", key):
             signature = (self.client.stat_object(self.bucket_of(key), key).metadata or {}).get(METADATA)
-        except Exception as exc:
-            raise self._fail("lookup", key, exc) from exc
         self.signer.verify_file(key, path, signature)
 
     # -- datasets: the user's objects, in any bucket these keys can read; not signed ------------
@@ -304,32 +298,27 @@ class Storage:
         the job; returns its ``s3://`` URL."""
         from minio.commonconfig import CopySource
 
-        try:
+        with self._failing("copy", key):
             self.client.copy_object(self.bucket, dataset_key, CopySource(self.bucket_of(key), key))
-        except Exception as exc:
-            raise self._fail("copy", key, exc) from exc
         return f"s3://{self.bucket}/{dataset_key}"
 
     def upload_dataset(self, path: str, bucket: str, key: str, progress: ProgressType | None = None) -> str:
         """Upload a local file as ``s3://bucket/key`` (in parts, from disk); returns that URL."""
-        try:
+        with self._failing("dataset upload", key, bucket=bucket):
             self.client.fput_object(bucket, key, path, progress=progress)
-        except Exception as exc:
-            raise self._fail("dataset upload", key, exc, bucket=bucket) from exc
         return f"s3://{bucket}/{key}"
 
     def exists(self, key: str) -> bool:
         from minio.error import S3Error
 
-        try:
-            self.client.stat_object(self.bucket_of(key), key)
-            return True
-        except S3Error as exc:
-            if exc.code in MISSING_CODES:
-                return False
-            raise self._fail("lookup", key, exc) from exc
-        except Exception as exc:
-            raise self._fail("lookup", key, exc) from exc
+        with self._failing("lookup", key):
+            try:
+                self.client.stat_object(self.bucket_of(key), key)
+            except S3Error as exc:
+                if exc.code in MISSING_CODES:
+                    return False
+                raise
+        return True
 
     def list(self, prefix: str, start_after: str | None = None) -> list[str]:
         """Keys under ``prefix`` in key order; with ``start_after``, only the keys after it (S3
@@ -338,12 +327,10 @@ class Storage:
 
     def listing(self, prefix: str, start_after: str | None = None) -> builtins.list[Listed]:
         """As :meth:`list`, each key with its object's last-modified time and size."""
-        try:
+        with self._failing("listing", prefix):
             return [Listed(o.object_name, o.last_modified.timestamp(), o.size)
                     for o in self.client.list_objects(self.bucket_of(prefix), prefix=prefix, recursive=True,
                                                       start_after=start_after)]
-        except Exception as exc:
-            raise self._fail("listing", prefix, exc) from exc
 
     def arrivals(self, prefix: str, expected: Iterable[str]) -> Arrivals:
         """A watch on which of the ``expected`` keys under ``prefix`` exist (see :class:`Arrivals`)."""
@@ -368,12 +355,10 @@ class Storage:
         import json
 
         bucket = self.bucket_of(prefix)
-        try:
+        with self._failing("notification listening", prefix):
             response = self.client._execute(  # private: see the docstring
                 "GET", bucket, query_params={"events": "s3:ObjectCreated:*", "prefix": prefix, "suffix": ""},
                 preload_content=False)
-        except Exception as exc:
-            raise self._fail("notification listening", prefix, exc) from exc
         try:
             if not response.headers.get("Content-Type", "").startswith("text/event-stream"):
                 raise StorageError(f"the object storage at {self.config.endpoint} does not offer MinIO's "
@@ -409,10 +394,8 @@ class Storage:
         for key in keys:
             by_bucket.setdefault(self.bucket_of(key), []).append(key)
         for bucket, group in by_bucket.items():
-            try:
+            with self._failing("delete", group[0]):
                 errors = list(self.client.remove_objects(bucket, [DeleteObject(k) for k in group]))
-            except Exception as exc:
-                raise self._fail("delete", group[0], exc) from exc
             if errors:
                 raise StorageError(f"storage delete of s3://{bucket}/{errors[0].name} failed: {errors[0].code}")
 
