@@ -152,6 +152,12 @@ def prestarted_cluster():
 
 
 @pytest.fixture(scope="session")
+def pool_cluster():
+    """What users run by default: the file-triggered services cold, beside a warm pool."""
+    yield from _session_cluster("warm")
+
+
+@pytest.fixture(scope="session")
 def cold_cluster():
     yield from _session_cluster("cold")
 

@@ -28,6 +28,7 @@ JIT_ERROR = ROOT.std.runtime_error
 JIT_FAILED = "RDataFrame: An error occurred during just-in-time compilation"
 
 REDUCTIONS = {
+    "auto": "auto",  # the default
     "tree2": dro.TreeReduction(fan_in=2),
     "tree4": dro.TreeReduction(fan_in=4),
     "coordinated": dro.CoordinatedReduction(),
@@ -53,6 +54,21 @@ def job_keys(executor) -> list[str]:
 
 @pytest.mark.parametrize("npartitions", [1, 2, 7, 16])
 @pytest.mark.parametrize("reduction", list(REDUCTIONS))
+def test_ttree_all_actions_on_the_warm_pool(pool_cluster, dimuon_files, reference, reduction, npartitions):
+    executor = pool_cluster.executor(reduction=REDUCTIONS[reduction], progress=False)
+    df = ROOT.RDataFrame("Events", dimuon_files, executor=executor, npartitions=npartitions)
+    _check_all(df, reference, dimuon_files)
+    assert job_keys(executor) == []
+    assert executor.last_job.pool
+    calls = [e for e in executor.last_job.tracker.expected if e.kind == "mapper"]
+    if reduction == "auto":
+        assert executor.last_choice is not None
+        assert len(calls) == -(-npartitions // executor.last_choice.ranges_per_call)
+    else:  # by default a pool's mapper call takes ceil(N / (4 calls x 2 workers)) ranges
+        assert len(calls) == -(-npartitions // -(-npartitions // 8))
+
+
+@pytest.mark.parametrize(("reduction", "npartitions"), [("tree2", 16), ("coordinated", 7)])
 def test_ttree_all_actions_prestarted(prestarted_cluster, dimuon_files, reference, reduction, npartitions):
     executor = prestarted_cluster.executor(reduction=REDUCTIONS[reduction], progress=False)
     df = ROOT.RDataFrame("Events", dimuon_files, executor=executor, npartitions=npartitions)
@@ -86,7 +102,7 @@ def _check_all(df, expected, files):
 
 
 @pytest.mark.parametrize(("mode", "reduction", "npartitions"), [
-    ("prestarted", "tree2", 16), ("prestarted", "coordinated", 7), ("prestarted", "tree4", 1),
+    ("pool", "auto", 16), ("prestarted", "coordinated", 7), ("prestarted", "tree4", 1),
     ("cold", "tree4", 1),  # cold functions cost seconds each; test_faults.py runs the reductions cold
 ])
 def test_empty_source_all_actions(request, mode, reduction, npartitions):
@@ -117,7 +133,7 @@ def test_default_npartitions_is_cluster_concurrency(prestarted_cluster, dimuon_f
     assert df._headnode.npartitions == prestarted_cluster.workers
 
 
-def test_report_and_filters_on_missing_columns(prestarted_cluster, tmp_path):
+def test_report_and_filters_on_missing_columns(pool_cluster, tmp_path):
     # One file with an "extra" column, one without: FilterAvailable/FilterMissing/DefaultValueFor.
     paths = []
     for index, with_extra in enumerate((True, False)):
@@ -135,7 +151,7 @@ def test_report_and_filters_on_missing_columns(prestarted_cluster, tmp_path):
                 df.DefaultValueFor("extra", 100).Sum("extra"),
                 df.Filter("x > 100", "x cut").Filter("x < 900", "x window").Count()]
 
-    executor = prestarted_cluster.executor(progress=False)
+    executor = pool_cluster.executor(progress=False)
     for npartitions in (1, 3):
         dist = ROOT.RDataFrame("T", paths, executor=executor, npartitions=npartitions)
         got = values(build(dist))
@@ -146,14 +162,14 @@ def test_report_and_filters_on_missing_columns(prestarted_cluster, tmp_path):
         assert cuts == {"x cut": (899, 1000), "x window": (799, 899)}
 
 
-def test_friend_trees(prestarted_cluster, dimuon_files, tmp_path):
+def test_friend_trees(pool_cluster, dimuon_files, tmp_path):
     friends = write_friend_trees(dimuon_files, tmp_path)
 
     def build(df):
         return [df.Sum("Friends.weight"), df.Histo1D(("fw", "fw", 20, 0, 10), "Friends.weight", "nMuon")]
 
     main, _friend = friend_chain(dimuon_files, friends)
-    dist = ROOT.RDataFrame(main, executor=prestarted_cluster.executor(progress=False), npartitions=4)
+    dist = ROOT.RDataFrame(main, executor=pool_cluster.executor(progress=False), npartitions=4)
     got = values(build(dist))
     main2, _friend2 = friend_chain(dimuon_files, friends)
     expected = values(build(ROOT.RDataFrame(main2)))
@@ -161,7 +177,7 @@ def test_friend_trees(prestarted_cluster, dimuon_files, tmp_path):
         assert_same_value(g, e, f"friend action {index}")
 
 
-def test_fromspec_and_define_per_sample(prestarted_cluster, dimuon_files, tmp_path):
+def test_fromspec_and_define_per_sample(pool_cluster, dimuon_files, tmp_path):
     spec = {
         "samples": {
             "first": {"trees": ["Events"], "files": dimuon_files[:1], "metadata": {"scale": 2.0}},
@@ -177,15 +193,15 @@ def test_fromspec_and_define_per_sample(prestarted_cluster, dimuon_files, tmp_pa
         df = df.DefinePerSample("scale", 'rdfsampleinfo_.GetD("scale")').Define("sw", "scale * nMuon")
         return [df.Sum("sw"), df.Histo1D(("sw", "sw", 20, 0, 10), "sw"), df.Count()]
 
-    executor = prestarted_cluster.executor(progress=False)
+    executor = pool_cluster.executor(progress=False)
     got = values(build(ROOT.RDF.Experimental.FromSpec(path, executor=executor, npartitions=4)))
     expected = values(build(ROOT.RDF.Experimental.FromSpec(path)))
     for index, (g, e) in enumerate(zip(got, expected, strict=True)):
         assert_same_value(g, e, f"spec action {index}")
 
 
-def test_rungraphs_concurrent_jobs_do_not_interfere(prestarted_cluster, dimuon_files):
-    executors = [prestarted_cluster.executor(reduction=r, progress=False)
+def test_rungraphs_concurrent_jobs_do_not_interfere(pool_cluster, dimuon_files):
+    executors = [pool_cluster.executor(reduction=r, progress=False)
                  for r in (dro.TreeReduction(2), dro.CoordinatedReduction(), dro.TreeReduction(4))]
     histos, expected = [], []
     for index, executor in enumerate(executors):
@@ -201,7 +217,7 @@ def test_rungraphs_concurrent_jobs_do_not_interfere(prestarted_cluster, dimuon_f
 
 
 @pytest.mark.parametrize(("mode", "reduction", "npartitions"), [
-    ("prestarted", "tree2", 7), ("prestarted", "coordinated", 6), ("cold", "tree4", 5),
+    ("pool", "auto", 7), ("prestarted", "coordinated", 6), ("cold", "tree4", 5),
 ])
 def test_asnumpy_of_millions_in_entry_order(request, mode, reduction, npartitions):
     """Numeric columns travel as chunk trees (columns.py); an RVec column stays pickled. Both
@@ -219,7 +235,7 @@ def test_asnumpy_of_millions_in_entry_order(request, mode, reduction, npartition
                   .AsNumpy(["v", "x"], lazy=True),
                 df.Filter("false").AsNumpy(["x"], lazy=True)]
 
-    entries = 3_000_000 if mode == "prestarted" else 1_000_000  # cold: the same path, fresh processes
+    entries = 1_000_000 if mode == "cold" else 3_000_000  # cold: the same path, fresh processes
     got = [r.GetValue() for r in book(ROOT.RDataFrame(entries, executor=executor, npartitions=npartitions))]
     want = [r.GetValue() for r in book(ROOT.RDataFrame(entries))]
     assert len(want[0]["x"]) == entries * 4 // 5
@@ -231,8 +247,8 @@ def test_asnumpy_of_millions_in_entry_order(request, mode, reduction, npartition
     assert_same_value(got[2], want[2], "empty selection")
 
 
-def test_snapshot_lands_where_asked(prestarted_cluster, dimuon_files, tmp_path):
-    executor = prestarted_cluster.executor(progress=False)
+def test_snapshot_lands_where_asked(pool_cluster, dimuon_files, tmp_path):
+    executor = pool_cluster.executor(progress=False)
     df = ROOT.RDataFrame("Events", dimuon_files, executor=executor, npartitions=3)
     target = tmp_path / "snaps" / "snap.root"
     snapshot = df.Define("x", "nMuon * 2").Filter("nMuon > 1").Snapshot("Skim", str(target), ["nMuon", "x"])
@@ -259,7 +275,7 @@ def restore_distributed_state():
     BaseBackend.initialization = initialization
 
 
-def test_distributed_code_headers_libraries_files_and_initialize(prestarted_cluster, dimuon_files, tmp_path,
+def test_distributed_code_headers_libraries_files_and_initialize(pool_cluster, dimuon_files, tmp_path,
                                                                  restore_distributed_state):
     header = tmp_path / "dro_triple.h"
     header.write_text("#pragma once\nint dro_triple(int x);\n")
@@ -278,7 +294,7 @@ def test_distributed_code_headers_libraries_files_and_initialize(prestarted_clus
     ROOT.RDF.Distributed.DistributeCppCode(
         '#include <fstream>\nint dro_read_offset_remote() { std::ifstream f("offset.txt"); int v = -1; f >> v; return v; }')
 
-    executor = prestarted_cluster.executor(progress=False)
+    executor = pool_cluster.executor(progress=False)
     df = ROOT.RDataFrame("Events", dimuon_files, executor=executor, npartitions=3)
     df = df.Define("t", "dro_triple(nMuon) + dro_add_offset(0) + dro_init_value() + dro_read_offset_remote()")
     got = df.Sum("t").GetValue()
@@ -295,9 +311,9 @@ def record_live_entries(histogram):
     _LIVE_ENTRIES.append(histogram.GetEntries())
 
 
-def test_live_visualize_draws_partials(prestarted_cluster, dimuon_files):
+def test_live_visualize_draws_partials(pool_cluster, dimuon_files):
     # Two ranges per call, pinned: auto's choice follows the session's job records.
-    executor = prestarted_cluster.executor(progress=False, ranges_per_call=2)
+    executor = pool_cluster.executor(progress=False, ranges_per_call=2)
     df = ROOT.RDataFrame("Events", dimuon_files, executor=executor, npartitions=4)
     histo = df.Histo1D(("live", "live", 40, 0, 40), "Muon_pt")
     seen = _LIVE_ENTRIES

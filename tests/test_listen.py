@@ -87,8 +87,10 @@ def test_objects_outside_the_prefix_or_bucket_are_not_announced(platform, s3, bu
         s3.put_object(OTHER, "queue/elsewhere", io.BytesIO(b"x"), 1)  # same key prefix, another bucket
         s.put_bytes("queue/mine", b"x")
         watch.wait_for(1)
-        time.sleep(0.3)
-        assert watch.keys() == ["queue/mine"]
+        # The stream announces in creation order: once a later key is in, an earlier one would be.
+        s.put_bytes("queue/last", b"x")
+        watch.wait_for(2)
+        assert watch.keys() == ["queue/mine", "queue/last"]
     finally:
         watch.close()
 

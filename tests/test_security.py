@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import threading
 import time
 
 import pytest
@@ -97,21 +98,32 @@ def test_tampered_payload_is_refused_before_unpickling(executor, tmp_path):
             executor.storage.delete_prefix(prefix)
 
 
-def test_forged_result_is_refused_by_the_client(prestarted_cluster, dimuon_files, monkeypatch):
+def test_forged_result_is_refused_by_the_client(prestarted_cluster, dimuon_files):
     """A result not signed with the deployment key never reaches the user (nor their unpickler)."""
-    from distrdf_oscar.client import job as job_module
-
     executor = prestarted_cluster.executor(progress=False)
-    original_wait = job_module.Job._wait
+    storage, forged, stop = executor.storage, [], threading.Event()
 
-    def wait_then_forge(self, *args):
-        original_wait(self, *args)
-        data = executor.storage.client.get_object(executor.storage.bucket_of(self.keys.result), self.keys.result).read()
-        raw_put(executor.storage, self.keys.result, data)  # same bytes, signature dropped
+    def forge_the_result() -> None:
+        """An attacker with write access puts an unsigned result first: the functions' own result,
+        a conditional write, then finds the key taken, and the client reads the forged one."""
+        while not stop.is_set() and not forged:
+            for key in storage.list(layout.JOBS + "/"):
+                job = layout.manifest_job(key)
+                if job is not None:
+                    raw_put(storage, layout.JobKeys(job).result, b"not a partial: never unpickled")
+                    forged.append(job)
+                    break
+            time.sleep(0.01)
 
-    monkeypatch.setattr(job_module.Job, "_wait", wait_then_forge)
-    with pytest.raises(SignatureError, match="refusing unsigned object 'results/"):
-        ROOT.RDataFrame("Events", dimuon_files, executor=executor, npartitions=2).Count().GetValue()
+    thread = threading.Thread(target=forge_the_result)
+    thread.start()
+    try:
+        with pytest.raises(SignatureError, match="refusing unsigned object 'results/"):
+            ROOT.RDataFrame("Events", dimuon_files, executor=executor, npartitions=2).Count().GetValue()
+    finally:
+        stop.set()
+        thread.join()
+    assert forged, "the job's manifest never appeared"
 
 
 def test_no_secret_in_objects_logs_or_messages(dimuon_files, capfd, monkeypatch):
