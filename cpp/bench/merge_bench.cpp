@@ -69,8 +69,10 @@ void write_partial(const std::string &path, unsigned seed)
    h2.SetDirectory(nullptr);
    for (int i = 0; i < 20000; ++i) {
       const double u = rng.Rndm();
-      h1.Fill(u < 0.1 ? rng.Gaus(3.097, 0.03) : u < 0.15 ? rng.Gaus(9.46, 0.08) : u < 0.3 ? rng.Gaus(91.19, 2.5)
-                                                                                 : rng.Exp(15.0));
+      h1.Fill(u < 0.1    ? rng.Gaus(3.097, 0.03)
+              : u < 0.15 ? rng.Gaus(9.46, 0.08)
+              : u < 0.3  ? rng.Gaus(91.19, 2.5)
+                         : rng.Exp(15.0));
       h2.Fill(rng.Gaus(0, 1.2), rng.Uniform(-3.2, 3.2));
    }
    file.WriteTObject(&h1);
@@ -206,8 +208,8 @@ int main(int argc, char **argv)
    }
    std::printf("partials: %d in %s (%.1f s to prepare), ROOT %s\n", kmax, dir.c_str(), seconds_since(gen_start),
                dro::root_version().c_str());
-   std::printf("%6s %10s %13s %10s %12s %14s %16s\n", "K", "nway[s]", "nway_1thr[s]", "pairwise[s]",
-               "tfilemerger[s]", "pairwise/nway", "tfilemerger/nway");
+   std::printf("%6s %10s %13s %10s %12s %14s %16s\n", "K", "nway[s]", "nway_1thr[s]", "pairwise[s]", "tfilemerger[s]",
+               "pairwise/nway", "tfilemerger/nway");
 
    std::vector<Result> results;
    int status = 0;

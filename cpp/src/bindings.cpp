@@ -109,7 +109,7 @@ PYBIND11_MODULE(_core, m)
 
    PYBIND11_CONSTINIT static py::gil_safe_call_once_and_store<py::object> merge_error;
    merge_error.call_once_and_store_result(
-      [&] { return py::object(py::exception<dro::MergeError>(m, "MergeError", PyExc_RuntimeError)); });
+       [&] { return py::object(py::exception<dro::MergeError>(m, "MergeError", PyExc_RuntimeError)); });
    py::register_exception_translator([](std::exception_ptr p) {
       try {
          if (p)
@@ -123,8 +123,8 @@ PYBIND11_MODULE(_core, m)
    });
 
    m.def("merge_files", &merge_files, py::arg("output"), py::arg("inputs"), py::kw_only(),
-         py::arg_v("exclude", std::vector<std::string>{}, "()"), py::arg("overwrite") = false, py::arg("compression") = -1,
-         py::arg("threads") = 0, py::arg("log") = py::none(),
+         py::arg_v("exclude", std::vector<std::string>{}, "()"), py::arg("overwrite") = false,
+         py::arg("compression") = -1, py::arg("threads") = 0, py::arg("log") = py::none(),
          R"doc(Merge ROOT files n-way into a new file ``output`` and return a summary dict.
 
 Every key (highest cycle) must exist in every input with the same class; each key is merged with one

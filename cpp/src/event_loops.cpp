@@ -16,10 +16,10 @@ struct Pattern {
    const char *phase;
 };
 constexpr Pattern kPatterns[] = {
-   {"Starting event loop number", "loop_started"},
-   {"Just-in-time compilation phase completed", "jitted"},
-   {"Nothing to jit and execute", "jitted"},
-   {"Finished event loop number", "loop_ended"},
+    {"Starting event loop number", "loop_started"},
+    {"Just-in-time compilation phase completed", "jitted"},
+    {"Nothing to jit and execute", "jitted"},
+    {"Finished event loop number", "loop_ended"},
 };
 
 bool has_deferred_suffix(const std::string &message)
@@ -46,8 +46,7 @@ public:
       if (phase == nullptr && has_deferred_suffix(entry.fMessage))
          phase = "jitted";
       if (phase != nullptr) {
-         const double now =
-            std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+         const double now = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
          std::lock_guard<std::mutex> lock(fMutex);
          fMarks.emplace_back(phase, now);
       }

@@ -83,7 +83,7 @@ struct Entry {
    std::string path;   // "dir/sub/name"
    std::string parent; // "dir/sub"; "" is the top directory
    std::string name;
-   std::string title;  // written for directories, which are re-created rather than merged
+   std::string title; // written for directories, which are re-created rather than merged
    TClass *cls = nullptr;
    EntryKind kind = EntryKind::Object;
    std::unique_ptr<TObject> object; // read into memory for EntryKind::Object only
@@ -118,7 +118,7 @@ private:
 class InputFiles {
 public:
    explicit InputFiles(const std::vector<std::string> &urls)
-      : fUrls(urls), fFiles(urls.size()), fCompression(urls.size(), -1)
+       : fUrls(urls), fFiles(urls.size()), fCompression(urls.size(), -1)
    {
    }
 
@@ -242,7 +242,7 @@ private:
          entry.cls = TClass::GetClass(key->GetClassName());
          if (!entry.cls)
             throw MergeError(Kind::Mismatch, "key " + q(entry.path) + " in " + q(fUrl) + " has class " +
-                                                key->GetClassName() + ", which has no dictionary");
+                                                 key->GetClassName() + ", which has no dictionary");
          if (entry.cls->InheritsFrom(TDirectory::Class())) {
             entry.kind = EntryKind::Directory;
             entry.title = key->GetTitle();
@@ -260,8 +260,8 @@ private:
             check_mergeable(entry);
             entry.object.reset(key->ReadObj());
             if (!entry.object)
-               throw MergeError(Kind::Input, "cannot read key " + q(entry.path) + " (" + entry.cls->GetName() +
-                                                ") from " + q(fUrl));
+               throw MergeError(Kind::Input,
+                                "cannot read key " + q(entry.path) + " (" + entry.cls->GetName() + ") from " + q(fUrl));
             if (entry.cls->GetDirectoryAutoAdd())
                detach_from_directory(entry.object.get());
          }
@@ -273,7 +273,7 @@ private:
    {
       if (!entry.cls->IsTObject() || !entry.cls->GetMerge())
          throw MergeError(Kind::Mismatch, "key " + q(entry.path) + " in " + q(fUrl) + " has class " +
-                                             entry.cls->GetName() + ", which has no merge function");
+                                              entry.cls->GetName() + ", which has no merge function");
    }
 
    // Only the highest cycle of each name is merged; older cycles are superseded snapshots.
@@ -309,23 +309,22 @@ void match_input(const Layout &layout, std::vector<Entry> &entries, std::size_t 
       if (j >= layout.entries.size() || layout.entries[j].path != entry.path) {
          auto it = layout.index.find(entry.path);
          if (it == layout.index.end())
-            throw MergeError(Kind::Mismatch, "key " + q(entry.path) + " (" + entry.cls->GetName() + ") of " +
-                                                q(url) + " is not in " + q(first_url));
+            throw MergeError(Kind::Mismatch, "key " + q(entry.path) + " (" + entry.cls->GetName() + ") of " + q(url) +
+                                                 " is not in " + q(first_url));
          j = it->second;
       }
       const Entry &ref = layout.entries[j];
       if (ref.cls != entry.cls)
          throw MergeError(Kind::Mismatch, "key " + q(entry.path) + " has class " + entry.cls->GetName() + " in " +
-                                             q(url) + " but " + ref.cls->GetName() + " in " + q(first_url));
+                                              q(url) + " but " + ref.cls->GetName() + " in " + q(first_url));
       seen[j] = true;
       if (entry.object)
          table.at(j, i) = std::move(entry.object);
    }
    for (std::size_t j = 0; j < seen.size(); ++j)
       if (!seen[j])
-         throw MergeError(Kind::Mismatch, "key " + q(layout.entries[j].path) + " (" +
-                                             layout.entries[j].cls->GetName() + ") of " + q(first_url) +
-                                             " is missing in " + q(url));
+         throw MergeError(Kind::Mismatch, "key " + q(layout.entries[j].path) + " (" + layout.entries[j].cls->GetName() +
+                                              ") of " + q(first_url) + " is missing in " + q(url));
 }
 
 // The output file, removed again unless the merge commits it.
@@ -414,8 +413,7 @@ bool same_branches(TTree *a, TTree *b)
 
 // Runs task(i) for every i in [0, count) on `threads` threads (just the caller's when 1). Rethrows
 // the exception of the lowest failing index, so the error reported does not depend on scheduling.
-template <typename Task>
-void run_parallel(std::size_t count, unsigned threads, Task task)
+template <typename Task> void run_parallel(std::size_t count, unsigned threads, Task task)
 {
    std::atomic<std::size_t> next{0};
    std::atomic<bool> failed{false};
@@ -449,8 +447,8 @@ void run_parallel(std::size_t count, unsigned threads, Task task)
 class Merger {
 public:
    Merger(const std::string &output, const std::vector<std::string> &inputs, const MergeOptions &opts)
-      : fOutputUrl(output), fUrls(inputs), fOpts(opts), fInputs(inputs),
-        fExclude(opts.exclude.begin(), opts.exclude.end())
+       : fOutputUrl(output), fUrls(inputs), fOpts(opts), fInputs(inputs),
+         fExclude(opts.exclude.begin(), opts.exclude.end())
    {
    }
 
@@ -525,8 +523,7 @@ private:
 
    unsigned worker_threads(std::size_t tasks) const
    {
-      const unsigned wanted =
-         fOpts.threads > 0 ? static_cast<unsigned>(fOpts.threads) : std::min(8u, available_cpus());
+      const unsigned wanted = fOpts.threads > 0 ? static_cast<unsigned>(fOpts.threads) : std::min(8u, available_cpus());
       return static_cast<unsigned>(std::max<std::size_t>(1, std::min<std::size_t>(wanted, tasks)));
    }
 
@@ -575,8 +572,8 @@ private:
 
          if (rc < 0)
             throw MergeError(Kind::Mismatch, "merging key " + q(e.path) + " (" + e.cls->GetName() + ") of " +
-                                                std::to_string(n) + " inputs (" + q(fUrls[0]) +
-                                                ", ...) failed: the objects are incompatible, e.g. in binning");
+                                                 std::to_string(n) + " inputs (" + q(fUrls[0]) +
+                                                 ", ...) failed: the objects are incompatible, e.g. in binning");
       });
       for (std::size_t j : keys) {
          const Entry &e = fLayout.entries[j];
@@ -626,8 +623,8 @@ private:
                   continue;
                }
                if (!same_branches(target.get(), tree.get()))
-                  throw MergeError(Kind::Mismatch, what + " has other branches in " + q(fUrls[i]) + " than in " +
-                                                      q(fUrls[0]));
+                  throw MergeError(Kind::Mismatch,
+                                   what + " has other branches in " + q(fUrls[i]) + " than in " + q(fUrls[0]));
                others.Add(tree.get());
                trees.push_back(std::move(tree));
             }
@@ -635,8 +632,8 @@ private:
             others.Clear("nodelete");
             info.fIsFirst = kFALSE;
             if (rc < 0)
-               throw MergeError(Kind::Mismatch, "merging " + what + " failed for inputs " + q(fUrls[begin]) +
-                                                   " to " + q(fUrls[end - 1]));
+               throw MergeError(Kind::Mismatch, "merging " + what + " failed for inputs " + q(fUrls[begin]) + " to " +
+                                                    q(fUrls[end - 1]));
             out.check(what);
             trees.clear();
             if (!fKeepTreeFilesOpen)

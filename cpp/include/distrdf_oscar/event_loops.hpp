@@ -12,9 +12,9 @@ namespace dro {
 // (phase, epoch seconds); phase is "loop_started", "jitted" or "loop_ended".
 using LoopMark = std::pair<std::string, double>;
 
-// Install, once per process (later calls do nothing), a handler in front of ROOT's log manager that records these marks.
-// RDataFrame messages of a level above `shown` (the channel's verbosity before the caller raised
-// it to Info) are recorded but not passed on, so the function's output stays as it was.
+// Install, once per process (later calls do nothing), a handler in front of ROOT's log manager that records these
+// marks. RDataFrame messages of a level above `shown` (the channel's verbosity before the caller raised it to Info) are
+// recorded but not passed on, so the function's output stays as it was.
 void watch_event_loops(int shown);
 
 // The marks recorded since the last call, oldest first.
