@@ -55,8 +55,9 @@ def run_config(name: str, entries: int, workers: int, npartitions: int) -> dict:
         reduction = dro.TreeReduction(fan_in=4) if name.endswith("tree") else dro.CoordinatedReduction()
         oscar = dro.LocalCluster(workers=workers, mode="warm").start()
         closers.append(oscar.close)
-        df = ROOT.RDataFrame(entries, executor=oscar.executor(reduction=reduction, progress=False),
-                             npartitions=npartitions)
+        df = ROOT.RDataFrame(
+            entries, executor=oscar.executor(reduction=reduction, progress=False), npartitions=npartitions
+        )
     start = time.perf_counter()
     arrays = book(df).GetValue()
     seconds = time.perf_counter() - start
@@ -70,9 +71,14 @@ def run_config(name: str, entries: int, workers: int, npartitions: int) -> dict:
         array = np.ascontiguousarray(arrays[column])
         ordered.update(array.tobytes())
         as_set.update(np.sort(array).tobytes())
-    return {"seconds": seconds, "client_peak_bytes": client_peak, "length": len(arrays[COLUMNS[0]]),
-            "dtypes": [str(arrays[c].dtype) for c in COLUMNS],
-            "digest": ordered.hexdigest(), "sorted_digest": as_set.hexdigest()}
+    return {
+        "seconds": seconds,
+        "client_peak_bytes": client_peak,
+        "length": len(arrays[COLUMNS[0]]),
+        "dtypes": [str(arrays[c].dtype) for c in COLUMNS],
+        "digest": ordered.hexdigest(),
+        "sorted_digest": as_set.hexdigest(),
+    }
 
 
 def _tree(root: int) -> list[int]:
@@ -103,7 +109,11 @@ def _peak_and_role(pid: int, root: int) -> tuple[int, str] | None:
         return None
     if pid == root:
         return hwm, "client"
-    if "distrdf_oscar.functions" in cmdline or "embedded.prestarted" in cmdline or "multiprocessing" in cmdline:
+    if (
+        "distrdf_oscar.functions" in cmdline
+        or "embedded.prestarted" in cmdline
+        or "multiprocessing" in cmdline
+    ):
         return hwm, "worker"
     if "moto_server" in cmdline:
         return hwm, "S3 server (moto)"
@@ -114,8 +124,18 @@ def _peak_and_role(pid: int, root: int) -> tuple[int, str] | None:
 
 def measure(name: str, args) -> dict:
     """Run ``name`` in a child process, sampling the peak RSS of every process of its tree."""
-    command = [sys.executable, __file__, "--config", name, "--entries", str(args.entries),
-               "--workers", str(args.workers), "--npartitions", str(args.npartitions)]
+    command = [
+        sys.executable,
+        __file__,
+        "--config",
+        name,
+        "--entries",
+        str(args.entries),
+        "--workers",
+        str(args.workers),
+        "--npartitions",
+        str(args.npartitions),
+    ]
     child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     peaks: dict[int, tuple[int, str]] = {}
     while child.poll() is None:
@@ -137,7 +157,9 @@ def measure(name: str, args) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--entries", type=int, default=50_000_000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--npartitions", type=int, default=8)
@@ -149,17 +171,29 @@ def main() -> int:
         return 0
 
     megabytes = args.entries * 8 * len(COLUMNS) / 1e6
-    print(f"AsNumpy of {args.entries:,} entries x {len(COLUMNS)} double columns ({megabytes:.0f} MB), "
-          f"{args.workers} workers, {args.npartitions} partitions")
-    report: dict = {"entries": args.entries, "columns": COLUMNS, "result_mb": megabytes, "workers": args.workers,
-                    "npartitions": args.npartitions, "machine": platform.platform(), "cpus": os.cpu_count(),
-                    "configs": {}}
+    print(
+        f"AsNumpy of {args.entries:,} entries x {len(COLUMNS)} double columns ({megabytes:.0f} MB), "
+        f"{args.workers} workers, {args.npartitions} partitions"
+    )
+    report: dict = {
+        "entries": args.entries,
+        "columns": COLUMNS,
+        "result_mb": megabytes,
+        "workers": args.workers,
+        "npartitions": args.npartitions,
+        "machine": platform.platform(),
+        "cpus": os.cpu_count(),
+        "configs": {},
+    }
     for name in CONFIGS:
         entry = measure(name, args)
         report["configs"][name] = entry
         workers = entry["peak_bytes_by_role"].get("worker", 0)
-        print(f"{name:>24}: {entry['seconds']:7.2f} s, client peak {entry['client_peak_bytes'] / 1e9:5.2f} GB, "
-              f"worker peak {workers / 1e9:5.2f} GB", flush=True)
+        print(
+            f"{name:>24}: {entry['seconds']:7.2f} s, client peak {entry['client_peak_bytes'] / 1e9:5.2f} GB, "
+            f"worker peak {workers / 1e9:5.2f} GB",
+            flush=True,
+        )
 
     configs = report["configs"]
     reference, dask = configs["one process"], configs["dask"]
@@ -173,15 +207,22 @@ def main() -> int:
             "client_peak": entry["client_peak_bytes"] / dask["client_peak_bytes"],
             "worker_peak": worker / dask_worker if worker and dask_worker else None,
         }
-    print(f"\n{'configuration':>24}  {'time':>6}  {'client':>6}  {'worker':>6}  (x Dask)  same order  same values")
+    print(
+        f"\n{'configuration':>24}  {'time':>6}  {'client':>6}  {'worker':>6}  (x Dask)  same order  same values"
+    )
     for name, entry in configs.items():
         ratios = entry["ratios_to_dask"]
         worker = f"{ratios['worker_peak']:6.2f}" if ratios["worker_peak"] else "     -"
-        print(f"{name:>24}  {ratios['time']:6.2f}  {ratios['client_peak']:6.2f}  {worker}            "
-              f"{entry['identical_in_order']!s:>5}       {entry['identical_as_set']}")
+        print(
+            f"{name:>24}  {ratios['time']:6.2f}  {ratios['client_peak']:6.2f}  {worker}            "
+            f"{entry['identical_in_order']!s:>5}       {entry['identical_as_set']}"
+        )
     for role in ("S3 server (moto)", "platform (OSCAR API, triggers)"):
-        peaks = ", ".join(f"{name} {entry['peak_bytes_by_role'][role] / 1e9:.2f} GB"
-                          for name, entry in configs.items() if role in entry["peak_bytes_by_role"])
+        peaks = ", ".join(
+            f"{name} {entry['peak_bytes_by_role'][role] / 1e9:.2f} GB"
+            for name, entry in configs.items()
+            if role in entry["peak_bytes_by_role"]
+        )
         print(f"peak of the embedded {role}: {peaks}")
 
     reporting.save(report, args.out, "asnumpy", plot)
@@ -192,18 +233,34 @@ def main() -> int:
 def plot(report: dict, path: str) -> None:
     plt = reporting.pyplot()
     names = list(report["configs"])
-    panels = [("seconds", "wall time (s)", 1),
-              ("client_peak_bytes", "client peak RSS (GB)", 1e9),
-              ("worker", "worker peak RSS (GB)", 1e9)]
+    panels = [
+        ("seconds", "wall time (s)", 1),
+        ("client_peak_bytes", "client peak RSS (GB)", 1e9),
+        ("worker", "worker peak RSS (GB)", 1e9),
+    ]
     fig, axes = plt.subplots(1, 3, figsize=(13, 4))
     for ax, (key, label, scale) in zip(axes, panels, strict=True):
-        values = [(report["configs"][n]["peak_bytes_by_role"].get("worker", 0) if key == "worker"
-                   else report["configs"][n][key]) / scale for n in names]
-        reporting.labelled_bars(ax, names, values, lambda v: f"{v:.1f}",
-                                ["#2a7" if n.startswith("oscar") else "#777" for n in names])
+        values = [
+            (
+                report["configs"][n]["peak_bytes_by_role"].get("worker", 0)
+                if key == "worker"
+                else report["configs"][n][key]
+            )
+            / scale
+            for n in names
+        ]
+        reporting.labelled_bars(
+            ax,
+            names,
+            values,
+            lambda v: f"{v:.1f}",
+            ["#2a7" if n.startswith("oscar") else "#777" for n in names],
+        )
         ax.set_xlabel(label)
-    fig.suptitle(f"AsNumpy of {report['entries']:,} entries x {len(report['columns'])} doubles "
-                 f"({report['result_mb']:.0f} MB), {report['workers']} workers, {report['npartitions']} partitions")
+    fig.suptitle(
+        f"AsNumpy of {report['entries']:,} entries x {len(report['columns'])} doubles "
+        f"({report['result_mb']:.0f} MB), {report['workers']} workers, {report['npartitions']} partitions"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 

@@ -37,9 +37,14 @@ PROTOTYPE_MB_S = 520.0  # the prototype's aggregate MinIO read rate at 32 mapper
 
 def book(df):
     """Read every branch: one sum each (the vector branches through their sums per event)."""
-    return [df.Sum("nMuon"), df.Define("pt", "Sum(Muon_pt)").Sum("pt"), df.Define("eta", "Sum(Muon_eta)").Sum("eta"),
-            df.Define("phi", "Sum(Muon_phi)").Sum("phi"), df.Define("m", "Sum(Muon_mass)").Sum("m"),
-            df.Define("q", "Sum(Muon_charge)").Sum("q")]
+    return [
+        df.Sum("nMuon"),
+        df.Define("pt", "Sum(Muon_pt)").Sum("pt"),
+        df.Define("eta", "Sum(Muon_eta)").Sum("eta"),
+        df.Define("phi", "Sum(Muon_phi)").Sum("phi"),
+        df.Define("m", "Sum(Muon_mass)").Sum("m"),
+        df.Define("q", "Sum(Muon_charge)").Sum("q"),
+    ]
 
 
 def run(make_df, repeat: int) -> tuple[list[float], list[float]]:
@@ -52,7 +57,9 @@ def run(make_df, repeat: int) -> tuple[list[float], list[float]]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--events", type=int, default=10_000_000)
     parser.add_argument("--files", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
@@ -70,22 +77,39 @@ def main() -> int:
     ROOT.gROOT.SetBatch(True)
     files = dataset.generate(args.data, args.events, files=args.files)
     megabytes = sum(os.path.getsize(f) for f in files) / 1e6
-    print(f"dataset: {args.events:,} events in {len(files)} files, {megabytes:.0f} MB on disk; "
-          f"{args.workers} warm workers, {args.npartitions} partitions")
+    print(
+        f"dataset: {args.events:,} events in {len(files)} files, {megabytes:.0f} MB on disk; "
+        f"{args.workers} warm workers, {args.npartitions} partitions"
+    )
     reference = run(lambda: ROOT.RDataFrame("Events", files), 1)[1]
-    report: dict = {"events": args.events, "files": len(files), "megabytes": megabytes, "workers": args.workers,
-                    "npartitions": args.npartitions, "machine": platform.platform(), "cpus": os.cpu_count(),
-                    "prototype_minio_mb_s_at_32_mappers": PROTOTYPE_MB_S, "sources": {}}
+    report: dict = {
+        "events": args.events,
+        "files": len(files),
+        "megabytes": megabytes,
+        "workers": args.workers,
+        "npartitions": args.npartitions,
+        "machine": platform.platform(),
+        "cpus": os.cpu_count(),
+        "prototype_minio_mb_s_at_32_mappers": PROTOTYPE_MB_S,
+        "sources": {},
+    }
 
     def record(name: str, seconds: list[float], values: list[float]) -> None:
         # Sums of doubles over ranges in another order: equal to within rounding.
         same = all(math.isclose(v, r, rel_tol=1e-9) for v, r in zip(values, reference, strict=True))
         best = min(seconds)
-        report["sources"][name] = {"seconds": best, "runs": seconds, "mb_s": megabytes / best,
-                                   "mb_s_per_worker": megabytes / best / args.workers,
-                                   "identical": same}
-        print(f"{name:>18}: {best:6.2f} s  {megabytes / best:7.1f} MB/s in total, "
-              f"{megabytes / best / args.workers:6.1f} per worker  same sums: {same}", flush=True)
+        report["sources"][name] = {
+            "seconds": best,
+            "runs": seconds,
+            "mb_s": megabytes / best,
+            "mb_s_per_worker": megabytes / best / args.workers,
+            "identical": same,
+        }
+        print(
+            f"{name:>18}: {best:6.2f} s  {megabytes / best:7.1f} MB/s in total, "
+            f"{megabytes / best / args.workers:6.1f} per worker  same sums: {same}",
+            flush=True,
+        )
 
     server = None
     with dro.LocalCluster(workers=args.workers, mode="warm") as cluster:
@@ -109,8 +133,9 @@ def main() -> int:
         first, values = run(on(remote, urls), 1)
         record("s3, first run", first, values)
         record("s3, cached", *run(on(remote, urls), args.repeat))
-        report["choices"] = choices(ROOT, files[0], max(1, args.npartitions // len(files)), remote.storage,
-                                    urls[0])
+        report["choices"] = choices(
+            ROOT, files[0], max(1, args.npartitions // len(files)), remote.storage, urls[0]
+        )
         remote.storage.delete([url.split("/", 3)[3] for url in urls])
 
     reporting.save(report, args.out, "io", plot)
@@ -155,11 +180,17 @@ def choices(ROOT, path: str, ranges: int, storage, s3_url: str) -> dict:
                     raise RuntimeError(f"TFile::Cp {url} failed")
                 copies.append(time.perf_counter() - start)
                 staged.append(_read_range(ROOT, local, b, e))
-            out["xrootd"] = {"direct_s": sum(direct), "staged_per_range_s": sum(copies) + sum(staged),
-                             "staged_once_s": min(copies) + sum(staged), "copy_s": min(copies)}
-            print(f"xrootd, {ranges} ranges of one file: direct {sum(direct):.2f} s; staged per range "
-                  f"{sum(copies) + sum(staged):.2f} s; staged once {min(copies) + sum(staged):.2f} s "
-                  f"(copy {min(copies):.2f} s)")
+            out["xrootd"] = {
+                "direct_s": sum(direct),
+                "staged_per_range_s": sum(copies) + sum(staged),
+                "staged_once_s": min(copies) + sum(staged),
+                "copy_s": min(copies),
+            }
+            print(
+                f"xrootd, {ranges} ranges of one file: direct {sum(direct):.2f} s; staged per range "
+                f"{sum(copies) + sum(staged):.2f} s; staged once {min(copies) + sum(staged):.2f} s "
+                f"(copy {min(copies):.2f} s)"
+            )
         except XRootDMissing as missing:
             print(f"xrootd choice: skipped ({missing})")
         finally:
@@ -170,13 +201,15 @@ def choices(ROOT, path: str, ranges: int, storage, s3_url: str) -> dict:
             ROOT.TFile.SetFileBytesRead(0)
             _read_range(ROOT, path, b, e)
             fractions.append(ROOT.TFile.GetFileBytesRead() / size)
-        bucket, key = s3_url[len("s3://"):].split("/", 1)
+        bucket, key = s3_url[len("s3://") :].split("/", 1)
         start = time.perf_counter()
         storage.fetch_dataset(bucket, key, process_cache("io-benchmark").folder)
         whole = time.perf_counter() - start
         out["s3"] = {"range_read_fractions": fractions, "whole_file_get_s": whole}
-        print(f"s3: a range reads {min(fractions):.0%}..{max(fractions):.0%} of its file's {size / 1e6:.1f} MB "
-              f"(what ranged GETs would fetch); the whole-file GET took {whole:.2f} s")
+        print(
+            f"s3: a range reads {min(fractions):.0%}..{max(fractions):.0%} of its file's {size / 1e6:.1f} MB "
+            f"(what ranged GETs would fetch); the whole-file GET took {whole:.2f} s"
+        )
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     return out
@@ -190,16 +223,27 @@ def plot(report: dict, path: str) -> None:
     fig, axes = plt.subplots(2 if xrootd else 1, 1, figsize=(9, 7 if xrootd else 4), squeeze=False)
     ax = axes[0][0]
     reporting.labelled_bars(ax, names, rates, lambda v: f"{v:.0f} MB/s", "#2a7")
-    ax.axvline(report["prototype_minio_mb_s_at_32_mappers"], color="k", linestyle="--",
-               label="original prototype, MinIO, 32 mappers (aggregate)")
+    ax.axvline(
+        report["prototype_minio_mb_s_at_32_mappers"],
+        color="k",
+        linestyle="--",
+        label="original prototype, MinIO, 32 mappers (aggregate)",
+    )
     ax.set_xlabel("aggregate read throughput (MB/s of the dataset's size on disk)")
-    ax.set_title(f"{report['events']:,} events, {report['megabytes']:.0f} MB, {report['workers']} warm workers")
+    ax.set_title(
+        f"{report['events']:,} events, {report['megabytes']:.0f} MB, {report['workers']} warm workers"
+    )
     ax.legend(loc="lower right")
     if xrootd:
         choice = report["choices"]
         labels = ["read directly", "staged per range", "staged once per worker"]
-        reporting.labelled_bars(axes[1][0], labels, [xrootd["direct_s"], xrootd["staged_per_range_s"],
-                                                     xrootd["staged_once_s"]], lambda v: f"{v:.2f} s", "#27a")
+        reporting.labelled_bars(
+            axes[1][0],
+            labels,
+            [xrootd["direct_s"], xrootd["staged_per_range_s"], xrootd["staged_once_s"]],
+            lambda v: f"{v:.2f} s",
+            "#27a",
+        )
         axes[1][0].set_xlabel(f"seconds to read one file's {choice['ranges']} ranges through XRootD")
     fig.tight_layout()
     fig.savefig(path, dpi=120)

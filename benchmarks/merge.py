@@ -79,13 +79,15 @@ def dimuon_masses(rng, n: int) -> np.ndarray:
     shares = {"continuum": 0.78, "jpsi": 0.10, "psi2s": 0.015, "upsilon": 0.045}
     counts = {k: int(n * v) for k, v in shares.items()}
     counts["z"] = n - sum(counts.values())
-    return np.concatenate([
-        0.25 * (1.0 - rng.random(counts["continuum"])) ** (-1.0 / 1.1),
-        rng.normal(3.097, 0.03, counts["jpsi"]),
-        rng.normal(3.686, 0.035, counts["psi2s"]),
-        rng.normal(9.46, 0.08, counts["upsilon"]),
-        rng.normal(91.19, 2.5, counts["z"]),
-    ])
+    return np.concatenate(
+        [
+            0.25 * (1.0 - rng.random(counts["continuum"])) ** (-1.0 / 1.1),
+            rng.normal(3.097, 0.03, counts["jpsi"]),
+            rng.normal(3.686, 0.035, counts["psi2s"]),
+            rng.normal(9.46, 0.08, counts["upsilon"]),
+            rng.normal(91.19, 2.5, counts["z"]),
+        ]
+    )
 
 
 def make_task_result(ROOT, seed: int, entries: int):
@@ -112,7 +114,7 @@ def make_task_result(ROOT, seed: int, entries: int):
         make[NS + "RMergeableCount", "ULong64_t"](events),
         make[NS + "RMergeableCount", "ULong64_t"](entries),
         make[NS + "RMergeableSum<double>", "double"](float(masses.sum())),
-        make[NS + "RMergeableSum<double>", "double"](float((masses ** 2).sum())),
+        make[NS + "RMergeableSum<double>", "double"](float((masses**2).sum())),
         make[NS + "RMergeableSum<double>", "double"](float(rng.exponential(20.0, entries).sum())),
         make[NS + "RMergeableSum<double>", "double"](float(rng.normal(0.0, 1.0, entries).sum())),
         make[NS + "RMergeableMax<double>", "double"](float(masses.max())),
@@ -131,8 +133,13 @@ def generate(ROOT, workdir: str, count: int, entries: int) -> tuple[list[str], l
     for i in range(count):
         result = make_task_result(ROOT, seed=1000 + i, entries=entries)
         native = os.path.join(workdir, f"partial_{i:05d}.root")
-        partial.write_partial(native, result, job_id="bench", range_id=i,
-                              columns_file=partial.ColumnsFile(native + ".rows", native + ".rows"))
+        partial.write_partial(
+            native,
+            result,
+            job_id="bench",
+            range_id=i,
+            columns_file=partial.ColumnsFile(native + ".rows", native + ".rows"),
+        )
         pickled = os.path.join(workdir, f"partial_{i:05d}.pkl")
         with open(pickled, "wb") as f:
             pickle.dump(result, f, protocol=pickle.HIGHEST_PROTOCOL)
@@ -177,8 +184,9 @@ def methods(workdir: str, natives: list[str], pickles: list[str], hadd: str | No
     out = {m: os.path.join(workdir, f"out_{m}.root") for m in METHODS}
     run = {
         "native": lambda: partial.merge_partials(out["native"], natives),
-        "core": lambda: _core.merge_files(out["core"], natives, exclude=[partial.META_DIR], overwrite=True,
-                                          compression=partial.COMPRESSION),
+        "core": lambda: _core.merge_files(
+            out["core"], natives, exclude=[partial.META_DIR], overwrite=True, compression=partial.COMPRESSION
+        ),
         "pairwise": lambda: pairwise_merge(pickles),
     }
     if hadd:
@@ -186,7 +194,8 @@ def methods(workdir: str, natives: list[str], pickles: list[str], hadd: str | No
         run["hadd"] = lambda: run_command([hadd, "-f", out["hadd"], *natives])
     if rootmerge:
         run["rootmerge"] = lambda: reported_seconds(
-            run_command([rootmerge, "-f", "-x", partial.META_DIR, out["rootmerge"], *natives]))
+            run_command([rootmerge, "-f", "-x", partial.META_DIR, out["rootmerge"], *natives])
+        )
     return run, out
 
 
@@ -246,19 +255,23 @@ def fmt(value, digits=3, suffix="") -> str:
 
 
 def print_table(rows: list[dict]) -> None:
-    header = (f"{'K':>5} {'native s':>9} {'core s':>8} {'pairwise s':>10} {'hadd s':>8} {'rootmerge s':>11}"
-              f" | {'pairwise/native':>15} {'hadd/rootmerge':>14} {'(cpu)':>6} {'pickled/native B':>16}"
-              f" | {'native B':>9} {'pickled B':>9}")
+    header = (
+        f"{'K':>5} {'native s':>9} {'core s':>8} {'pairwise s':>10} {'hadd s':>8} {'rootmerge s':>11}"
+        f" | {'pairwise/native':>15} {'hadd/rootmerge':>14} {'(cpu)':>6} {'pickled/native B':>16}"
+        f" | {'native B':>9} {'pickled B':>9}"
+    )
     print(header)
     print("-" * len(header))
     for r in rows:
         t = r["seconds"]
-        print(f"{r['k']:>5} {fmt(t.get('native')):>9} {fmt(t.get('core')):>8} {fmt(t.get('pairwise')):>10}"
-              f" {fmt(t.get('hadd')):>8} {fmt(t.get('rootmerge')):>11}"
-              f" | {fmt(r['ratios']['pairwise/native'], 1, 'x'):>15} {fmt(r['ratios']['hadd/rootmerge'], 2, 'x'):>14}"
-              f" {fmt(r['ratios']['hadd/rootmerge cpu'], 2, 'x'):>6}"
-              f" {fmt(r['ratios']['pickled/native bytes'], 1, 'x'):>16}"
-              f" | {r['bytes']['native']:>9.0f} {r['bytes']['pickled']:>9.0f}")
+        print(
+            f"{r['k']:>5} {fmt(t.get('native')):>9} {fmt(t.get('core')):>8} {fmt(t.get('pairwise')):>10}"
+            f" {fmt(t.get('hadd')):>8} {fmt(t.get('rootmerge')):>11}"
+            f" | {fmt(r['ratios']['pairwise/native'], 1, 'x'):>15} {fmt(r['ratios']['hadd/rootmerge'], 2, 'x'):>14}"
+            f" {fmt(r['ratios']['hadd/rootmerge cpu'], 2, 'x'):>6}"
+            f" {fmt(r['ratios']['pickled/native bytes'], 1, 'x'):>16}"
+            f" | {r['bytes']['native']:>9.0f} {r['bytes']['pickled']:>9.0f}"
+        )
 
 
 def targets(rows: list[dict]) -> list[tuple[str, bool | None, str]]:
@@ -268,15 +281,29 @@ def targets(rows: list[dict]) -> list[tuple[str, bool | None, str]]:
     ratios = row["ratios"]
     out = []
     value = ratios["pairwise/native"]
-    out.append((f"native >= 3x faster than pairwise Python at K={TARGET_K}",
-                None if value is None else value >= 3, f"{fmt(value, 1, 'x')}"))
+    out.append(
+        (
+            f"native >= 3x faster than pairwise Python at K={TARGET_K}",
+            None if value is None else value >= 3,
+            f"{fmt(value, 1, 'x')}",
+        )
+    )
     value = ratios["hadd/rootmerge"]
-    out.append((f"rootmerge no slower than hadd at K={TARGET_K}",
-                None if value is None else value >= 1,
-                f"hadd/rootmerge = {fmt(value, 2, 'x')} wall, {fmt(ratios['hadd/rootmerge cpu'], 2, 'x')} CPU"))
+    out.append(
+        (
+            f"rootmerge no slower than hadd at K={TARGET_K}",
+            None if value is None else value >= 1,
+            f"hadd/rootmerge = {fmt(value, 2, 'x')} wall, {fmt(ratios['hadd/rootmerge cpu'], 2, 'x')} CPU",
+        )
+    )
     value = ratios["pickled/native bytes"]
-    out.append(("native partial >= 10x smaller than the pickled TaskResult",
-                None if value is None else value >= 10, f"{fmt(value, 1, 'x')}"))
+    out.append(
+        (
+            "native partial >= 10x smaller than the pickled TaskResult",
+            None if value is None else value >= 10,
+            f"{fmt(value, 1, 'x')}",
+        )
+    )
     return out
 
 
@@ -310,13 +337,18 @@ def plot(rows: list[dict], path: str, title: str) -> bool:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sizes", default="16,64,256,1024", help="comma-separated K values")
     parser.add_argument("--out", default=os.path.join(HERE, "results"))
     parser.add_argument("--repeat", type=int, default=3, help="runs per method and K; the best is reported")
     parser.add_argument("--entries", type=int, default=50_000, help="spectrum entries per partial")
-    parser.add_argument("--workdir", default=None, help="where partials are written (default: a temporary "
-                                                        "directory, removed at the end)")
+    parser.add_argument(
+        "--workdir",
+        default=None,
+        help="where partials are written (default: a temporary directory, removed at the end)",
+    )
     parser.add_argument("--quick", action="store_true", help="a small run: K = 4,16, one repeat")
     args = parser.parse_args()
     if args.quick:
@@ -334,8 +366,10 @@ def main() -> int:
     hadd, rootmerge = find_hadd(ROOT), find_rootmerge()
     for name, found in (("hadd", hadd), ("rootmerge", rootmerge)):
         if not found:
-            print(f"warning: {name} not found ({'set ROOTMERGE or put it on PATH' if name == 'rootmerge' else ''});"
-                  f" left out")
+            print(
+                f"warning: {name} not found ({'set ROOTMERGE or put it on PATH' if name == 'rootmerge' else ''});"
+                f" left out"
+            )
     os.makedirs(args.out, exist_ok=True)
     workdir = args.workdir or tempfile.mkdtemp(prefix="dro-merge-bench-")
     os.makedirs(workdir, exist_ok=True)
@@ -344,10 +378,14 @@ def main() -> int:
         natives, pickles = generate(ROOT, workdir, max(sizes), args.entries)
         native_bytes = float(np.mean([os.path.getsize(p) for p in natives]))
         pickled_bytes = float(np.mean([os.path.getsize(p) for p in pickles]))
-        print(f"generated {max(sizes)} partials ({args.entries} spectrum entries each) in "
-              f"{time.perf_counter() - start:.1f} s; per partial: native file {native_bytes / 1e3:.1f} kB "
-              f"(LZ4, compression {partial.COMPRESSION}), pickled TaskResult {pickled_bytes / 1e3:.1f} kB")
-        print(f"ROOT {_core.root_version()}, {os.cpu_count()} CPUs, rootmerge: {rootmerge or '-'}, hadd: {hadd or '-'}")
+        print(
+            f"generated {max(sizes)} partials ({args.entries} spectrum entries each) in "
+            f"{time.perf_counter() - start:.1f} s; per partial: native file {native_bytes / 1e3:.1f} kB "
+            f"(LZ4, compression {partial.COMPRESSION}), pickled TaskResult {pickled_bytes / 1e3:.1f} kB"
+        )
+        print(
+            f"ROOT {_core.root_version()}, {os.cpu_count()} CPUs, rootmerge: {rootmerge or '-'}, hadd: {hadd or '-'}"
+        )
 
         # Warm up every method (PyROOT template instantiations, page cache, ROOT's plugin manager).
         run, _ = methods(workdir, natives[:2], pickles[:2], hadd, rootmerge)
@@ -365,37 +403,51 @@ def main() -> int:
                     pairwise_result = result
                 elif method == "rootmerge":
                     rootmerge_inside = result
-                print(f"  K={k:<5} {LABELS[method]:<46} {best:8.3f} s  cpu {least_cpu:7.3f} s  (runs: "
-                      f"{', '.join(f'{r:.3f}' for r in all_runs)})", flush=True)
+                print(
+                    f"  K={k:<5} {LABELS[method]:<46} {best:8.3f} s  cpu {least_cpu:7.3f} s  (runs: "
+                    f"{', '.join(f'{r:.3f}' for r in all_runs)})",
+                    flush=True,
+                )
             problems = check_agreement(ROOT, outputs, pairwise_result, set(run))
             for problem in problems:
                 print(f"  K={k}: MISMATCH: {problem}")
             k_native = float(np.mean([os.path.getsize(p) for p in natives[:k]]))
             k_pickled = float(np.mean([os.path.getsize(p) for p in pickles[:k]]))
-            rows.append({
-                "k": k, "seconds": seconds, "runs": runs, "cpu_seconds": cpu, "agree": not problems,
-                "problems": problems,
-                "rootmerge_reported_seconds": rootmerge_inside,
-                "bytes": {"native": k_native, "pickled": k_pickled,
-                          "merged_native": os.path.getsize(outputs["native"])},
-                "ratios": {
-                    "pairwise/native": ratio(seconds.get("pairwise"), seconds.get("native")),
-                    "pairwise/core": ratio(seconds.get("pairwise"), seconds.get("core")),
-                    "hadd/rootmerge": ratio(seconds.get("hadd"), seconds.get("rootmerge")),
-                    "hadd/rootmerge cpu": ratio(cpu.get("hadd"), cpu.get("rootmerge")),
-                    "pickled/native bytes": ratio(k_pickled, k_native),
-                },
-            })
+            rows.append(
+                {
+                    "k": k,
+                    "seconds": seconds,
+                    "runs": runs,
+                    "cpu_seconds": cpu,
+                    "agree": not problems,
+                    "problems": problems,
+                    "rootmerge_reported_seconds": rootmerge_inside,
+                    "bytes": {
+                        "native": k_native,
+                        "pickled": k_pickled,
+                        "merged_native": os.path.getsize(outputs["native"]),
+                    },
+                    "ratios": {
+                        "pairwise/native": ratio(seconds.get("pairwise"), seconds.get("native")),
+                        "pairwise/core": ratio(seconds.get("pairwise"), seconds.get("core")),
+                        "hadd/rootmerge": ratio(seconds.get("hadd"), seconds.get("rootmerge")),
+                        "hadd/rootmerge cpu": ratio(cpu.get("hadd"), cpu.get("rootmerge")),
+                        "pickled/native bytes": ratio(k_pickled, k_native),
+                    },
+                }
+            )
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
 
     print()
     print_table(rows)
-    print("(hadd and rootmerge are timed as commands: process start-up and ROOT's lazy dictionary loading, "
-          "~0.3-0.7 s here, are included; rootmerge's own summary line reports "
-          + ", ".join(f"K={r['k']}: {fmt(r['rootmerge_reported_seconds'], 2, ' s')}" for r in rows)
-          + ", start-up excluded)")
+    print(
+        "(hadd and rootmerge are timed as commands: process start-up and ROOT's lazy dictionary loading, "
+        "~0.3-0.7 s here, are included; rootmerge's own summary line reports "
+        + ", ".join(f"K={r['k']}: {fmt(r['rootmerge_reported_seconds'], 2, ' s')}" for r in rows)
+        + ", start-up excluded)"
+    )
     print()
     results = targets(rows)
     for what, ok, detail in results:
@@ -405,9 +457,17 @@ def main() -> int:
 
     stamp = time.strftime("%Y%m%d-%H%M%S")
     report = {
-        "benchmark": "merge", "timestamp": stamp, "sizes": sizes, "repeat": args.repeat,
-        "entries_per_partial": args.entries, "root": _core.root_version(), "machine": platform.platform(),
-        "cpus": os.cpu_count(), "python": sys.version.split()[0], "hadd": hadd, "rootmerge": rootmerge,
+        "benchmark": "merge",
+        "timestamp": stamp,
+        "sizes": sizes,
+        "repeat": args.repeat,
+        "entries_per_partial": args.entries,
+        "root": _core.root_version(),
+        "machine": platform.platform(),
+        "cpus": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "hadd": hadd,
+        "rootmerge": rootmerge,
         "content": "TH1D 30000 bins (dimuon mass spectrum), TH2D 100x100, 10 scalars (Count, Sum, Min, Max)",
         "rows": rows,
         "targets": [{"target": what, "pass": ok, "detail": detail} for what, ok, detail in results],
@@ -416,8 +476,10 @@ def main() -> int:
     with open(json_path, "w") as f:
         json.dump(report, f, indent=2)
     png_path = os.path.join(args.out, f"merge-{stamp}.png")
-    title = (f"merge of K partials (TH1D 30000 bins, TH2D 100x100, 10 scalars), "
-             f"{os.cpu_count()} CPUs, ROOT {_core.root_version()}")
+    title = (
+        f"merge of K partials (TH1D 30000 bins, TH2D 100x100, 10 scalars), "
+        f"{os.cpu_count()} CPUs, ROOT {_core.root_version()}"
+    )
     saved = plot(rows, png_path, title)
     print(f"saved {json_path}" + (f" and {png_path}" if saved else ""))
     return 0

@@ -50,10 +50,17 @@ def trivial(report: dict, cluster, repeat: int) -> None:
     import ROOT
 
     def job(executor) -> float:
-        return ROOT.RDataFrame(1000, executor=executor, npartitions=2).Define("x", "double(rdfentry_)").Sum("x").GetValue()
+        return (
+            ROOT.RDataFrame(1000, executor=executor, npartitions=2)
+            .Define("x", "double(rdfentry_)")
+            .Sum("x")
+            .GetValue()
+        )
 
-    with LocalCluster(n_workers=cluster.workers, threads_per_worker=1, processes=True) as dask_cluster, \
-            Client(dask_cluster) as client:
+    with (
+        LocalCluster(n_workers=cluster.workers, threads_per_worker=1, processes=True) as dask_cluster,
+        Client(dask_cluster) as client,
+    ):
         job(client)  # the workers' first ROOT import is not what is measured
         dask = [timed(lambda: job(client))[0] for _ in range(repeat)]
     executor = cluster.executor(progress=False)
@@ -65,11 +72,18 @@ def trivial(report: dict, cluster, repeat: int) -> None:
         record = executor.last_job.record
         claimed = min(call.phases["invoked"] for call in record.functions if call.role == "mapper")
         pickups.append(claimed - record.client["queued"])
-    report["trivial"] = {"ours": ours, "dask": dask, "pickup": pickups,
-                         "ratio": statistics.median(ours) / statistics.median(dask)}
-    print(f"trivial job: warm pool median {statistics.median(ours):.3f} s, Dask {statistics.median(dask):.3f} s "
-          f"({report['trivial']['ratio']:.2f}x); pick-up (queued -> claimed) median "
-          f"{statistics.median(pickups) * 1000:.0f} ms, max {max(pickups) * 1000:.0f} ms", flush=True)
+    report["trivial"] = {
+        "ours": ours,
+        "dask": dask,
+        "pickup": pickups,
+        "ratio": statistics.median(ours) / statistics.median(dask),
+    }
+    print(
+        f"trivial job: warm pool median {statistics.median(ours):.3f} s, Dask {statistics.median(dask):.3f} s "
+        f"({report['trivial']['ratio']:.2f}x); pick-up (queued -> claimed) median "
+        f"{statistics.median(pickups) * 1000:.0f} ms, max {max(pickups) * 1000:.0f} ms",
+        flush=True,
+    )
 
 
 def crash(report: dict, cluster) -> None:
@@ -77,21 +91,34 @@ def crash(report: dict, cluster) -> None:
     import ROOT
 
     ROOT.RDF.Distributed.DistributeCppCode(
-        "bool dro_bench_boom(double x) { if (x == 700) { volatile int *p = nullptr; *p = 1; } return true; }")
+        "bool dro_bench_boom(double x) { if (x == 700) { volatile int *p = nullptr; *p = 1; } return true; }"
+    )
     executor = cluster.executor(progress=False)
     began = time.perf_counter()
     try:
         ROOT.RDataFrame(1000, executor=executor, npartitions=2).Define("x", "double(rdfentry_)").Filter(
-            "dro_bench_boom(x)").Count().GetValue()
+            "dro_bench_boom(x)"
+        ).Count().GetValue()
         raise SystemExit("the crashing job did not fail")
     except dro.RemoteError as exc:
         seconds = time.perf_counter() - began
         first = str(exc).splitlines()[0]
-    after = ROOT.RDataFrame(1000, executor=cluster.executor(progress=False), npartitions=2).Define(
-        "x", "double(rdfentry_)").Sum("x").GetValue()
-    report["crash"] = {"seconds_to_error": seconds, "error": first, "next_job_exact": after == sum(range(1000))}
-    print(f"segfault in a Filter: RemoteError {seconds:.1f} s after the job began ({first[:110]}...); next job "
-          f"exact: {after == sum(range(1000))}", flush=True)
+    after = (
+        ROOT.RDataFrame(1000, executor=cluster.executor(progress=False), npartitions=2)
+        .Define("x", "double(rdfentry_)")
+        .Sum("x")
+        .GetValue()
+    )
+    report["crash"] = {
+        "seconds_to_error": seconds,
+        "error": first,
+        "next_job_exact": after == sum(range(1000)),
+    }
+    print(
+        f"segfault in a Filter: RemoteError {seconds:.1f} s after the job began ({first[:110]}...); next job "
+        f"exact: {after == sum(range(1000))}",
+        flush=True,
+    )
 
 
 def killed_worker(report: dict, cluster, files: list[str], npartitions: int) -> None:
@@ -100,8 +127,9 @@ def killed_worker(report: dict, cluster, files: list[str], npartitions: int) -> 
     from distrdf_oscar.protocol import layout
 
     def run(executor):
-        return analysis.book_dimuon_spectrum(ROOT.RDataFrame("Events", files, executor=executor,
-                                                             npartitions=npartitions))["spectrum"].GetValue()
+        return analysis.book_dimuon_spectrum(
+            ROOT.RDataFrame("Events", files, executor=executor, npartitions=npartitions)
+        )["spectrum"].GetValue()
 
     reference = analysis.book_dimuon_spectrum(ROOT.RDataFrame("Events", files))["spectrum"].GetValue()
     executor = cluster.executor(progress=False, ranges_per_call=1)
@@ -127,11 +155,22 @@ def killed_worker(report: dict, cluster, files: list[str], npartitions: int) -> 
     thread.start()
     disturbed, spectrum = timed(lambda: run(executor))
     thread.join()
-    exact = all(spectrum.GetBinContent(i) == reference.GetBinContent(i) for i in range(reference.GetNbinsX() + 2))
-    report["killed_worker"] = {"undisturbed": undisturbed, "disturbed": disturbed, "ratio": disturbed / undisturbed,
-                               "exact": exact, "killed": bool(killed), "killed_at": killed_at[0] if killed_at else None}
-    print(f"one of {cluster.workers} workers SIGKILLed mid-job: {disturbed:.1f} s vs {undisturbed:.1f} s undisturbed "
-          f"({disturbed / undisturbed:.2f}x), exact: {exact}", flush=True)
+    exact = all(
+        spectrum.GetBinContent(i) == reference.GetBinContent(i) for i in range(reference.GetNbinsX() + 2)
+    )
+    report["killed_worker"] = {
+        "undisturbed": undisturbed,
+        "disturbed": disturbed,
+        "ratio": disturbed / undisturbed,
+        "exact": exact,
+        "killed": bool(killed),
+        "killed_at": killed_at[0] if killed_at else None,
+    }
+    print(
+        f"one of {cluster.workers} workers SIGKILLed mid-job: {disturbed:.1f} s vs {undisturbed:.1f} s undisturbed "
+        f"({disturbed / undisturbed:.2f}x), exact: {exact}",
+        flush=True,
+    )
     deadline = time.monotonic() + 120  # the Deployment's replacement imports ROOT and reports
     while len(executor.pool_workers()) < cluster.workers and time.monotonic() < deadline:
         time.sleep(1)
@@ -155,19 +194,32 @@ def memory(report: dict, cluster, events: int, jobs: int) -> None:
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
     for _ in range(jobs):
-        columns = ROOT.RDataFrame(events, executor=executor, npartitions=4).Define("x", "double(rdfentry_)").Define(
-            "y", "x * 0.5").AsNumpy(["x", "y"])
+        columns = (
+            ROOT.RDataFrame(events, executor=executor, npartitions=4)
+            .Define("x", "double(rdfentry_)")
+            .Define("y", "x * 0.5")
+            .AsNumpy(["x", "y"])
+        )
         assert len(columns["y"]) == events
         del columns
     stop.set()
     thread.join()
     after = {worker: rss_mb(pid) for worker, pid in pids.items()}
-    report["memory"] = {"baseline_mb": baseline, "after_mb": after, "peak_with_job_processes_mb": peaks,
-                        "grown_mb": {w: after[w] - baseline[w] for w in pids}, "jobs": jobs, "events": events}
+    report["memory"] = {
+        "baseline_mb": baseline,
+        "after_mb": after,
+        "peak_with_job_processes_mb": peaks,
+        "grown_mb": {w: after[w] - baseline[w] for w in pids},
+        "jobs": jobs,
+        "events": events,
+    }
     for worker in pids:
-        print(f"worker {worker}: {baseline[worker]:.0f} MB warm, {after[worker]:.0f} MB after {jobs} AsNumpy jobs of "
-              f"{events:,} x 2 doubles (+{after[worker] - baseline[worker]:.0f} MB); with its job's process at most "
-              f"{peaks[worker]:.0f} MB", flush=True)
+        print(
+            f"worker {worker}: {baseline[worker]:.0f} MB warm, {after[worker]:.0f} MB after {jobs} AsNumpy jobs of "
+            f"{events:,} x 2 doubles (+{after[worker] - baseline[worker]:.0f} MB); with its job's process at most "
+            f"{peaks[worker]:.0f} MB",
+            flush=True,
+        )
 
 
 def _parent(pid: int) -> int:
@@ -198,15 +250,29 @@ def idle(report: dict, workers: int, seconds: float) -> None:
         pool_key = cluster.deployment().service_name("pool")
         requests = after.get(pool_key, 0) - before.get(pool_key, 0)
     rate = requests / seconds / len(names)
-    report["idle"] = {"workers": len(names), "seconds": seconds, "requests": requests, "per_second_per_worker": rate}
-    print(f"idle pool of {len(names)} workers for {seconds:.0f} s: {requests} storage requests, {rate:.2f} per second "
-          "per worker", flush=True)
+    report["idle"] = {
+        "workers": len(names),
+        "seconds": seconds,
+        "requests": requests,
+        "per_second_per_worker": rate,
+    }
+    print(
+        f"idle pool of {len(names)} workers for {seconds:.0f} s: {requests} storage requests, {rate:.2f} per second "
+        "per worker",
+        flush=True,
+    )
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--events", type=int, default=12_000_000,
-                        help="dimuon events for the killed-worker job (about 12 s on two workers)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--events",
+        type=int,
+        default=12_000_000,
+        help="dimuon events for the killed-worker job (about 12 s on two workers)",
+    )
     parser.add_argument("--npartitions", type=int, default=24)
     parser.add_argument("--asnumpy-events", type=int, default=20_000_000)
     parser.add_argument("--asnumpy-jobs", type=int, default=12)
@@ -242,18 +308,31 @@ def plot(report: dict, path: str) -> None:
     axes[0].boxplot([trivial["ours"], trivial["dask"]], tick_labels=["warm pool", "Dask"])
     axes[0].set_title("trivial job, end to end (s)")
     killed = report["killed_worker"]
-    reporting.labelled_bars(axes[1], ["undisturbed", "a worker killed"], [killed["undisturbed"], killed["disturbed"]],
-                            lambda v: f"{v:.1f} s", ["#2a7", "#c53"])
+    reporting.labelled_bars(
+        axes[1],
+        ["undisturbed", "a worker killed"],
+        [killed["undisturbed"], killed["disturbed"]],
+        lambda v: f"{v:.1f} s",
+        ["#2a7", "#c53"],
+    )
     axes[1].set_title(f"dimuon job ({killed['ratio']:.2f}x)")
     memory = report["memory"]
     workers = list(memory["baseline_mb"])
-    axes[2].bar([f"w{i}" for i in range(len(workers))], [memory["baseline_mb"][w] for w in workers], label="warm")
-    axes[2].bar([f"w{i}" for i in range(len(workers))], [memory["grown_mb"][w] for w in workers],
-                bottom=[memory["baseline_mb"][w] for w in workers], label="growth after the jobs")
+    axes[2].bar(
+        [f"w{i}" for i in range(len(workers))], [memory["baseline_mb"][w] for w in workers], label="warm"
+    )
+    axes[2].bar(
+        [f"w{i}" for i in range(len(workers))],
+        [memory["grown_mb"][w] for w in workers],
+        bottom=[memory["baseline_mb"][w] for w in workers],
+        label="growth after the jobs",
+    )
     axes[2].set_title(f"worker memory after {memory['jobs']} AsNumpy jobs (MB)")
     axes[2].legend()
-    fig.suptitle(f"crash reported in {report['crash']['seconds_to_error']:.1f} s; idle: "
-                 f"{report['idle']['per_second_per_worker']:.2f} requests/s per worker")
+    fig.suptitle(
+        f"crash reported in {report['crash']['seconds_to_error']:.1f} s; idle: "
+        f"{report['idle']['per_second_per_worker']:.2f} requests/s per worker"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 

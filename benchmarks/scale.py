@@ -28,21 +28,30 @@ def storage_cpu_seconds(platform_pid: int) -> float:
     """CPU seconds used so far by the embedded platform's S3 server process (moto)."""
     import psutil
 
-    servers = [p for p in psutil.Process(platform_pid).children(recursive=True)
-               if "moto" in " ".join(p.cmdline()) or "s3server" in " ".join(p.cmdline())]
+    servers = [
+        p
+        for p in psutil.Process(platform_pid).children(recursive=True)
+        if "moto" in " ".join(p.cmdline()) or "s3server" in " ".join(p.cmdline())
+    ]
     return sum(p.cpu_times().user + p.cpu_times().system for p in servers)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--events", type=int, default=4_000_000)
     parser.add_argument("--files", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--partitions", type=int, nargs="+", default=[64, 256, 1000])
     parser.add_argument("--mode", default="warm", choices=["warm", "cold"])
-    parser.add_argument("--cluster-entries", type=int, default=CLUSTER_ENTRIES,
-                        help="entries per cluster of the dataset: DistRDF makes at most one non-empty range per "
-                             "cluster, so there must be more clusters than partitions")
+    parser.add_argument(
+        "--cluster-entries",
+        type=int,
+        default=CLUSTER_ENTRIES,
+        help="entries per cluster of the dataset: DistRDF makes at most one non-empty range per "
+        "cluster, so there must be more clusters than partitions",
+    )
     parser.add_argument("--data", default=os.path.join(os.path.dirname(__file__), "data"))
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     args = parser.parse_args()
@@ -67,14 +76,30 @@ def main() -> int:
     reference = analysis.book_dimuon_spectrum(ROOT.RDataFrame("Events", files))["spectrum"].GetValue().Clone()
 
     def identical(spectrum) -> bool:
-        return all(spectrum.GetBinContent(i) == reference.GetBinContent(i) for i in range(reference.GetNbinsX() + 2))
+        return all(
+            spectrum.GetBinContent(i) == reference.GetBinContent(i) for i in range(reference.GetNbinsX() + 2)
+        )
 
-    report: dict = {"events": args.events, "files": len(files), "clusters": clusters, "workers": args.workers,
-                    "mode": args.mode,
-                    "machine": platform.platform(), "cpus": os.cpu_count(), "rows": []}
-    reductions = {"tree": dro.TreeReduction(fan_in=4), "coordinated": dro.CoordinatedReduction(), "auto": "auto"}
-    with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True) as dask_cluster, \
-            Client(dask_cluster) as client, dro.LocalCluster(workers=args.workers, mode=args.mode) as cluster:
+    report: dict = {
+        "events": args.events,
+        "files": len(files),
+        "clusters": clusters,
+        "workers": args.workers,
+        "mode": args.mode,
+        "machine": platform.platform(),
+        "cpus": os.cpu_count(),
+        "rows": [],
+    }
+    reductions = {
+        "tree": dro.TreeReduction(fan_in=4),
+        "coordinated": dro.CoordinatedReduction(),
+        "auto": "auto",
+    }
+    with (
+        LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True) as dask_cluster,
+        Client(dask_cluster) as client,
+        dro.LocalCluster(workers=args.workers, mode=args.mode) as cluster,
+    ):
         run(client, args.workers)  # both warm before timing: Dask's workers and ours have run a graph
         run(cluster.executor(progress=False), args.workers)
         for npartitions in args.partitions:
@@ -85,23 +110,38 @@ def main() -> int:
                 cpu_before = storage_cpu_seconds(cluster.platform.pid)
                 seconds, spectrum = run(executor, npartitions)
                 timeline = executor.last_job.timeline
-                row[name] = {"seconds": seconds, "ratio_to_dask": seconds / dask_seconds,
-                             "tail_seconds": timeline["result_seen"] - timeline["last_mapper"],
-                             "storage_cpu_seconds": storage_cpu_seconds(cluster.platform.pid) - cpu_before,
-                             "identical": identical(spectrum)}
+                row[name] = {
+                    "seconds": seconds,
+                    "ratio_to_dask": seconds / dask_seconds,
+                    "tail_seconds": timeline["result_seen"] - timeline["last_mapper"],
+                    "storage_cpu_seconds": storage_cpu_seconds(cluster.platform.pid) - cpu_before,
+                    "identical": identical(spectrum),
+                }
                 if executor.last_choice is not None:  # what auto picked for this size
                     row[name]["chose"] = executor.last_choice.describe()
             report["rows"].append(row)
-            print(f"{npartitions:>5} partitions: dask {dask_seconds:6.2f} s | " + " | ".join(
-                f"{name} {row[name]['seconds']:6.2f} s ({row[name]['ratio_to_dask']:.2f}x, tail "
-                f"{row[name]['tail_seconds']:.2f} s, S3 CPU {row[name]['storage_cpu_seconds']:.1f} s)"
-                for name in reductions), flush=True)
+            print(
+                f"{npartitions:>5} partitions: dask {dask_seconds:6.2f} s | "
+                + " | ".join(
+                    f"{name} {row[name]['seconds']:6.2f} s ({row[name]['ratio_to_dask']:.2f}x, tail "
+                    f"{row[name]['tail_seconds']:.2f} s, S3 CPU {row[name]['storage_cpu_seconds']:.1f} s)"
+                    for name in reductions
+                ),
+                flush=True,
+            )
 
-    print(f"\n{'partitions':>10}  {'dask':>7}  " + "  ".join(f"{n + ' (vs dask, tail)':>30}" for n in reductions))
+    print(
+        f"\n{'partitions':>10}  {'dask':>7}  "
+        + "  ".join(f"{n + ' (vs dask, tail)':>30}" for n in reductions)
+    )
     for row in report["rows"]:
-        print(f"{row['partitions']:>10}  {row['dask']:6.2f}s  " + "  ".join(
-            f"{row[n]['seconds']:>11.2f}s ({row[n]['ratio_to_dask']:.2f}x, {row[n]['tail_seconds']:.2f}s)"
-            for n in reductions))
+        print(
+            f"{row['partitions']:>10}  {row['dask']:6.2f}s  "
+            + "  ".join(
+                f"{row[n]['seconds']:>11.2f}s ({row[n]['ratio_to_dask']:.2f}x, {row[n]['tail_seconds']:.2f}s)"
+                for n in reductions
+            )
+        )
     reporting.save(report, args.out, "scale", plot)
     return 0 if all(row[n]["identical"] for row in report["rows"] for n in reductions) else 1
 

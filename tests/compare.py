@@ -81,7 +81,9 @@ def assert_same_value(value, ref, what: str) -> None:
         for key in ref:
             # Entry order too: partials carry their range, whatever order the merges took.
             assert np.asarray(value[key]).dtype == np.asarray(ref[key]).dtype, f"{what}[{key}] dtype"
-            np.testing.assert_array_equal(np.asarray(value[key]), np.asarray(ref[key]), err_msg=f"{what}[{key}]")
+            np.testing.assert_array_equal(
+                np.asarray(value[key]), np.asarray(ref[key]), err_msg=f"{what}[{key}]"
+            )
         return
     if isinstance(ref, (int, float)):
         assert_close(value, ref, what)

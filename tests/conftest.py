@@ -102,7 +102,10 @@ def secret_scan():
             for key in storage.list(prefix):
                 response = storage.client.get_object(storage.bucket_of(key), key)
                 try:
-                    _search(f"object {key}", key.encode() + response.read() + repr(dict(response.headers)).encode())
+                    _search(
+                        f"object {key}",
+                        key.encode() + response.read() + repr(dict(response.headers)).encode(),
+                    )
                 finally:
                     response.close()
                     response.release_conn()
@@ -135,14 +138,18 @@ def _session_cluster(mode: str):
     # With fault injection: test_faults.py stages faults; other tests run through its (idle) gate.
     # No emulated pod start (the cold mode's default): the protocol is under test, not the timing.
     with LocalCluster(workers=2, mode=mode, fault_injection=True, startup_delay=0.0) as cluster:
-        _SECRETS.extend([cluster._signing_key, cluster.platform.oscar_password, cluster.platform.s3_secret_key])
+        _SECRETS.extend(
+            [cluster._signing_key, cluster.platform.oscar_password, cluster.platform.s3_secret_key]
+        )
         yield cluster
         client = Client(cluster.platform.oscar_options())
         for service in client.list_services().json():
             for name in client.list_jobs(service["name"]).json().get("jobs", {}):
                 with contextlib.suppress(requests.HTTPError):  # deleted meanwhile by its client (read then)
-                    _search(f"log of {service['name']} job {name}",
-                            client.get_job_logs(service["name"], name).content)
+                    _search(
+                        f"log of {service['name']} job {name}",
+                        client.get_job_logs(service["name"], name).content,
+                    )
     assert _take_leaks() == []
 
 

@@ -10,8 +10,15 @@ def book_all(df):
     sel = df.Filter("n_alias >= 1", "at least one muon")
     varied = df.Vary("x", "ROOT::RVecD{x * 0.9, x * 1.1}", ["down", "up"], "scale")
     return [
-        df.Count(), sel.Count(), df.Sum("x"), df.Sum("i"), df.Mean("x"), df.Min("x"), df.Max("i"),
-        df.StdDev("x"), df.Stats("x", "w"),
+        df.Count(),
+        sel.Count(),
+        df.Sum("x"),
+        df.Sum("i"),
+        df.Mean("x"),
+        df.Min("x"),
+        df.Max("i"),
+        df.StdDev("x"),
+        df.Stats("x", "w"),
         sel.Histo1D(("h1", "h1", 100, 0, 50), "x", "w"),
         df.Histo2D(("h2", "h2", 20, 0, 50, 5, 0, 5), "x", "i"),
         df.Histo3D(("h3", "h3", 10, 0, 50, 5, 0, 5, 4, 0, 4), "x", "i", "w"),
@@ -46,7 +53,8 @@ def write_friend_trees(files, folder) -> list[str]:
         entries = ROOT.RDataFrame("Events", str(path)).Count().GetValue()
         friend = os.path.join(str(folder), f"friend{index}.root")
         ROOT.RDataFrame(entries).Define("weight", f"0.5 + (rdfentry_ % 4) + {index}").Snapshot(
-            "Friends", friend, ["weight"])
+            "Friends", friend, ["weight"]
+        )
         friends.append(friend)
     return friends
 

@@ -19,8 +19,12 @@ def trigger(range_id: int) -> str:
 def book(df):
     df = df.Filter("nMuon >= 1").Define("pt0", "Muon_pt[0]")
     # AsNumpy's rows travel in files of their own (docs/partial-format.md): faults must not lose them.
-    return (df.Histo1D(("pt0", "leading muon pt", 64, 0.0, 160.0), "pt0"), df.Count(), df.Mean("pt0"),
-            df.Filter("pt0 > 50").AsNumpy(["pt0"], lazy=True))
+    return (
+        df.Histo1D(("pt0", "leading muon pt", 64, 0.0, 160.0), "pt0"),
+        df.Count(),
+        df.Mean("pt0"),
+        df.Filter("pt0 > 50").AsNumpy(["pt0"], lazy=True),
+    )
 
 
 def _value(result):
@@ -41,9 +45,12 @@ def wait_idle(cluster, timeout: float = 120.0) -> None:
     client = Client(cluster.platform.oscar_options())
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        busy = [job for service in client.list_services().json()
-                for job in client.list_jobs(service["name"]).json().get("jobs", {}).values()
-                if job["status"] in ("Pending", "Running")]
+        busy = [
+            job
+            for service in client.list_services().json()
+            for job in client.list_jobs(service["name"]).json().get("jobs", {}).values()
+            if job["status"] in ("Pending", "Running")
+        ]
         if not busy:
             return
         time.sleep(0.25)
@@ -52,7 +59,9 @@ def wait_idle(cluster, timeout: float = 120.0) -> None:
 
 def finish_faults(cluster, injected: list[Fault], since: float) -> list[Fault]:
     """The rules with how often they fired, once any storage outage is over; then clear them."""
-    end = since + max((rule.after + rule.seconds for rule in injected if rule.kind == "storage_outage"), default=0)
+    end = since + max(
+        (rule.after + rule.seconds for rule in injected if rule.kind == "storage_outage"), default=0
+    )
     time.sleep(max(0.0, end - time.monotonic()))
     fired = cluster.platform.faults()
     cluster.platform.clear_faults()

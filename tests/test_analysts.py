@@ -26,8 +26,13 @@ PYTHON = ["--env", f"DRO_PYTHON={sys.executable}"]
 
 
 # This module's platform (conftest.py): an OSCAR 4.1 with OIDC users.
-PLATFORM = {"workers": 2, "mode": "prestarted", "headroom": 0.25, "oidc_users": ("alice", "bob"),
-            "oscar_version": "4.1+kueue"}  # per-user quotas: Kueue on, as the operator may set it
+PLATFORM = {
+    "workers": 2,
+    "mode": "prestarted",
+    "headroom": 0.25,
+    "oidc_users": ("alice", "bob"),
+    "oscar_version": "4.1+kueue",
+}  # per-user quotas: Kueue on, as the operator may set it
 
 
 @pytest.fixture(scope="module")
@@ -53,9 +58,16 @@ def deploy(monkeypatch, capsys, platform, *args: str, token_of: str | None = Non
 
 
 def analyst(platform, sub: str, name: str, reduction=None) -> OSCARExecutor:
-    return OSCARExecutor(platform.oscar_endpoint, token=platform.oidc_options(sub)["oidc_token"], signing_key=KEY,
-                         deployment=Deployment(name=name), reduction=reduction, progress=False, retry_after=20.0,
-                         shared_paths=SAME_MACHINE)
+    return OSCARExecutor(
+        platform.oscar_endpoint,
+        token=platform.oidc_options(sub)["oidc_token"],
+        signing_key=KEY,
+        deployment=Deployment(name=name),
+        reduction=reduction,
+        progress=False,
+        retry_after=20.0,
+        shared_paths=SAME_MACHINE,
+    )
 
 
 def run(executor, files):
@@ -69,10 +81,12 @@ def reference(expected):
     return count.GetValue(), [histogram.GetBinContent(i) for i in range(10)]
 
 
-def test_an_analyst_runs_jobs_on_an_operators_restricted_deployment(platform, dimuon_files, expected,
-                                                                   monkeypatch, capsys):
-    code, _, err = deploy(monkeypatch, capsys, platform, "deploy", "--deployment", "ops", "--allowed-user", "alice",
-                          *PYTHON)
+def test_an_analyst_runs_jobs_on_an_operators_restricted_deployment(
+    platform, dimuon_files, expected, monkeypatch, capsys
+):
+    code, _, err = deploy(
+        monkeypatch, capsys, platform, "deploy", "--deployment", "ops", "--allowed-user", "alice", *PYTHON
+    )
     assert code == 0, err
     for reduction in (TreeReduction(fan_in=2), CoordinatedReduction()):
         executor = analyst(platform, "alice", "ops", reduction)
@@ -92,11 +106,18 @@ def test_an_analyst_runs_jobs_on_an_operators_restricted_deployment(platform, di
         _ = analyst(platform, "bob", "ops").storage  # connecting is the check
     bob_oscar = Client(platform.oidc_options("bob"))
     assert bob_oscar.list_services().json() == []
-    answer = requests.get(f"{platform.oscar_endpoint}/system/services/ops-mapper", timeout=30,
-                          headers={"Authorization": f"Bearer {platform.oidc_options('bob')['oidc_token']}"})
+    answer = requests.get(
+        f"{platform.oscar_endpoint}/system/services/ops-mapper",
+        timeout=30,
+        headers={"Authorization": f"Bearer {platform.oidc_options('bob')['oidc_token']}"},
+    )
     assert answer.status_code == 403  # OSCAR 4.x (3.6 and 3.7 answer an empty 200)
-    answer = requests.post(f"{platform.oscar_endpoint}/job/ops-mapper", data="{}", timeout=30,
-                           headers={"Authorization": f"Bearer {platform.oidc_options('bob')['oidc_token']}"})
+    answer = requests.post(
+        f"{platform.oscar_endpoint}/job/ops-mapper",
+        data="{}",
+        timeout=30,
+        headers={"Authorization": f"Bearer {platform.oidc_options('bob')['oidc_token']}"},
+    )
     assert answer.status_code == 404  # not a service Bob may use
     access, secret = platform.oidc_storage_keys("bob")
     bob = Minio(platform.s3_endpoint, access_key=access, secret_key=secret, secure=False)
@@ -105,8 +126,9 @@ def test_an_analyst_runs_jobs_on_an_operators_restricted_deployment(platform, di
     assert deploy(monkeypatch, capsys, platform, "undeploy", "--deployment", "ops", "--yes")[0] == 0
 
 
-def test_an_analysts_s3_dataset_is_read_with_her_keys_or_refused_naming_it(platform, dimuon_files, expected,
-                                                                          monkeypatch, capsys):
+def test_an_analysts_s3_dataset_is_read_with_her_keys_or_refused_naming_it(
+    platform, dimuon_files, expected, monkeypatch, capsys
+):
     for name, users in (("ops", ("--allowed-user", "alice")), ("closed", ())):
         code, _, err = deploy(monkeypatch, capsys, platform, "deploy", "--deployment", name, *users, *PYTHON)
         assert code == 0, err
@@ -114,8 +136,14 @@ def test_an_analysts_s3_dataset_is_read_with_her_keys_or_refused_naming_it(platf
     alice.shared_paths = ()  # as on a real cluster: nothing from her disk
     urls = alice.upload(dimuon_files, folder="alice-run")  # into the bucket her account may write
     assert run(alice, urls) == reference(expected)
-    operator = OSCARExecutor(platform.oscar_endpoint, user=platform.oscar_user, password=platform.oscar_password,
-                             signing_key=KEY, deployment=Deployment(name="closed"), progress=False)
+    operator = OSCARExecutor(
+        platform.oscar_endpoint,
+        user=platform.oscar_user,
+        password=platform.oscar_password,
+        signing_key=KEY,
+        deployment=Deployment(name="closed"),
+        progress=False,
+    )
     closed = operator.upload(dimuon_files[:1], folder="private")
     # Her head node stages the first file with her keys, which may not read that bucket.
     with pytest.raises(StorageError, match=rf"{re.escape(closed[0])} failed: AccessDenied"):
@@ -124,27 +152,52 @@ def test_an_analysts_s3_dataset_is_read_with_her_keys_or_refused_naming_it(platf
     operator.storage.delete([url.split("/", 3)[3] for url in closed])
 
 
-def test_a_coordinated_job_under_a_per_user_quota_runs_or_is_refused_naming_it(platform, dimuon_files, expected,
-                                                                              monkeypatch, capsys):
+def test_a_coordinated_job_under_a_per_user_quota_runs_or_is_refused_naming_it(
+    platform, dimuon_files, expected, monkeypatch, capsys
+):
     """Services Alice owns are admitted by Kueue from her queue (2 CPUs, 2Gi). The coordinator holds its
     share for the whole job, so mappers must fit beside it: a deployment where they cannot is refused
     at once, naming the quota; one where they fit runs without deadlock."""
-    code, _, err = deploy(monkeypatch, capsys, platform, "deploy", "--deployment", "mine", *PYTHON, token_of="alice")
+    code, _, err = deploy(
+        monkeypatch, capsys, platform, "deploy", "--deployment", "mine", *PYTHON, token_of="alice"
+    )
     assert code == 0, err
     owners = {s["name"]: s["owner"] for s in Client(platform.oidc_options("alice")).list_services().json()}
     assert {owners[f"mine-{role}"] for role in ROLES} == {"alice"}
     # Mappers of 2Gi alone fit: a tree runs, one function at a time.
-    assert run(analyst(platform, "alice", "mine", TreeReduction(fan_in=2)), dimuon_files) == reference(expected)
-    with pytest.raises(ConfigurationError, match=r"Kueue quota .*2 CPUs, 2Gi.*mapper beside the coordinator "
-                                                 r"needs 1.25 CPUs and 2.5Gi"):
+    assert run(analyst(platform, "alice", "mine", TreeReduction(fan_in=2)), dimuon_files) == reference(
+        expected
+    )
+    with pytest.raises(
+        ConfigurationError,
+        match=r"Kueue quota .*2 CPUs, 2Gi.*mapper beside the coordinator "
+        r"needs 1.25 CPUs and 2.5Gi",
+    ):
         run(analyst(platform, "alice", "mine", CoordinatedReduction()), dimuon_files)
     assert analyst(platform, "alice", "mine").storage.list(layout.JOBS + "/") == []  # nothing was submitted
 
-    code, out, err = deploy(monkeypatch, capsys, platform, "deploy", "--deployment", "mine", "--memory", "1536Mi",
-                            *PYTHON, token_of="alice")
+    code, out, err = deploy(
+        monkeypatch,
+        capsys,
+        platform,
+        "deploy",
+        "--deployment",
+        "mine",
+        "--memory",
+        "1536Mi",
+        *PYTHON,
+        token_of="alice",
+    )
     assert code == 0, err
-    assert set(out.split("\n")[:-1]) <= {f"mine-{role}: updated" for role in ROLES} | \
-        {f"mine-{role}: unchanged" for role in ROLES}
-    assert run(analyst(platform, "alice", "mine", CoordinatedReduction()), dimuon_files) == reference(expected)
-    assert deploy(monkeypatch, capsys, platform, "undeploy", "--deployment", "mine", "--yes",
-                  token_of="alice")[0] == 0
+    assert set(out.split("\n")[:-1]) <= {f"mine-{role}: updated" for role in ROLES} | {
+        f"mine-{role}: unchanged" for role in ROLES
+    }
+    assert run(analyst(platform, "alice", "mine", CoordinatedReduction()), dimuon_files) == reference(
+        expected
+    )
+    assert (
+        deploy(monkeypatch, capsys, platform, "undeploy", "--deployment", "mine", "--yes", token_of="alice")[
+            0
+        ]
+        == 0
+    )

@@ -55,7 +55,9 @@ def test_a_finished_job_cleans_up_after_itself_unwrapped(prestarted_cluster, dim
     assert OSCARCluster.remove_jobs.__qualname__ == "OSCARCluster.remove_jobs"
     assert OSCARCluster.remove_jobs.__module__ == "distrdf_oscar.platform.oscar"
     # Reducer functions (not inline merges), so that two services' OSCAR jobs are cleaned up.
-    executor = prestarted_cluster.executor(reduction=dro.TreeReduction(fan_in=2, inline=False), progress=False)
+    executor = prestarted_cluster.executor(
+        reduction=dro.TreeReduction(fan_in=2, inline=False), progress=False
+    )
     df = ROOT.RDataFrame("Events", dimuon_files, executor=executor, npartitions=2)
     assert df.Count().GetValue() == ROOT.RDataFrame("Events", dimuon_files).Count().GetValue()
     finished = executor.last_job
@@ -85,7 +87,9 @@ def _start_slow_job(executor, files, sleep_ms: int):
     """A job whose mappers each sleep once; returns (thread, outcome dict) once its manifest exists."""
     df = ROOT.RDataFrame("Events", files, executor=executor, npartitions=2)
     # The sleep's length keeps the jitted code distinct from other tests' in warm workers.
-    booked = df.Define("slow", f"if (rdfentry_ % 12000 == 0) gSystem->Sleep({sleep_ms}); return nMuon;").Sum("slow")
+    booked = df.Define("slow", f"if (rdfentry_ % 12000 == 0) gSystem->Sleep({sleep_ms}); return nMuon;").Sum(
+        "slow"
+    )
     outcome: dict = {}
 
     def wait() -> None:
@@ -103,8 +107,9 @@ def _start_slow_job(executor, files, sleep_ms: int):
     return thread, outcome
 
 
-def test_cleanup_during_another_clients_job_leaves_it_untouched_and_exact(prestarted_cluster, dimuon_files,
-                                                                        monkeypatch, capsys):
+def test_cleanup_during_another_clients_job_leaves_it_untouched_and_exact(
+    prestarted_cluster, dimuon_files, monkeypatch, capsys
+):
     _cli_environment(prestarted_cluster, monkeypatch)
     executor = prestarted_cluster.executor(progress=False)
     thread, outcome = _start_slow_job(executor, dimuon_files, 3001)
@@ -121,7 +126,9 @@ def test_cleanup_during_another_clients_job_leaves_it_untouched_and_exact(presta
     assert find_jobs(executor.storage) == {}
 
 
-def test_a_job_removed_under_its_client_fails_it_at_once_saying_so(prestarted_cluster, dimuon_files, monkeypatch, capsys):
+def test_a_job_removed_under_its_client_fails_it_at_once_saying_so(
+    prestarted_cluster, dimuon_files, monkeypatch, capsys
+):
     _cli_environment(prestarted_cluster, monkeypatch)
     executor = prestarted_cluster.executor(progress=False)
     thread, outcome = _start_slow_job(executor, dimuon_files, 8002)

@@ -9,25 +9,38 @@ import pytest
 import distrdf_oscar as dro
 from distrdf_oscar import ConfigurationError, OSCARExecutor
 
-GOOD = {"OSCAR_ENDPOINT": "https://oscar.example.org", "OSCAR_USER": "alice", "OSCAR_PASSWORD": "pw-secret-123",
-        "DISTRDF_OSCAR_KEY": "0123456789abcdef0123456789abcdef"}
+GOOD = {
+    "OSCAR_ENDPOINT": "https://oscar.example.org",
+    "OSCAR_USER": "alice",
+    "OSCAR_PASSWORD": "pw-secret-123",
+    "DISTRDF_OSCAR_KEY": "0123456789abcdef0123456789abcdef",
+}
 
 
 def without(*names):
     return {k: v for k, v in GOOD.items() if k not in names}
 
 
-@pytest.mark.parametrize(("env", "message"), [
-    (without("OSCAR_ENDPOINT"), "OSCAR_ENDPOINT is not set"),
-    ({**GOOD, "OSCAR_ENDPOINT": "oscar.example.org"}, "OSCAR_ENDPOINT must start with http:// or https://"),
-    (without("OSCAR_PASSWORD"), "set OSCAR_USER and OSCAR_PASSWORD, or OSCAR_TOKEN"),
-    (without("OSCAR_USER", "OSCAR_PASSWORD"), "set OSCAR_USER and OSCAR_PASSWORD, or OSCAR_TOKEN"),
-    (without("DISTRDF_OSCAR_KEY"), "DISTRDF_OSCAR_KEY (the deployment's signing key) is not set"),
-    ({**GOOD, "DISTRDF_OSCAR_KEY": "short"}, "at least 16 characters"),
-    ({**GOOD, "OSCAR_SSL_VERIFY": "maybe"}, "OSCAR_SSL_VERIFY must be true or false"),
-    ({**GOOD, "MINIO_ACCESS_KEY": "ak"}, "missing: MINIO_ENDPOINT, MINIO_SECRET_KEY"),
-    ({**GOOD, "MINIO_ENDPOINT": "minio.example.org"}, "MINIO_ENDPOINT must start with http:// or https://"),
-])
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (without("OSCAR_ENDPOINT"), "OSCAR_ENDPOINT is not set"),
+        (
+            {**GOOD, "OSCAR_ENDPOINT": "oscar.example.org"},
+            "OSCAR_ENDPOINT must start with http:// or https://",
+        ),
+        (without("OSCAR_PASSWORD"), "set OSCAR_USER and OSCAR_PASSWORD, or OSCAR_TOKEN"),
+        (without("OSCAR_USER", "OSCAR_PASSWORD"), "set OSCAR_USER and OSCAR_PASSWORD, or OSCAR_TOKEN"),
+        (without("DISTRDF_OSCAR_KEY"), "DISTRDF_OSCAR_KEY (the deployment's signing key) is not set"),
+        ({**GOOD, "DISTRDF_OSCAR_KEY": "short"}, "at least 16 characters"),
+        ({**GOOD, "OSCAR_SSL_VERIFY": "maybe"}, "OSCAR_SSL_VERIFY must be true or false"),
+        ({**GOOD, "MINIO_ACCESS_KEY": "ak"}, "missing: MINIO_ENDPOINT, MINIO_SECRET_KEY"),
+        (
+            {**GOOD, "MINIO_ENDPOINT": "minio.example.org"},
+            "MINIO_ENDPOINT must start with http:// or https://",
+        ),
+    ],
+)
 def test_bad_settings_are_named(env, message):
     with pytest.raises(ConfigurationError) as info:
         OSCARExecutor.from_env(env)
@@ -55,8 +68,13 @@ def test_good_settings_build_an_executor_without_contacting_anything():
 
 
 def test_token_and_explicit_storage():
-    env = {**without("OSCAR_USER", "OSCAR_PASSWORD"), "OSCAR_TOKEN": "tok-abcdef",
-           "MINIO_ENDPOINT": "https://minio.example.org", "MINIO_ACCESS_KEY": "ak", "MINIO_SECRET_KEY": "sk-secret"}
+    env = {
+        **without("OSCAR_USER", "OSCAR_PASSWORD"),
+        "OSCAR_TOKEN": "tok-abcdef",
+        "MINIO_ENDPOINT": "https://minio.example.org",
+        "MINIO_ACCESS_KEY": "ak",
+        "MINIO_SECRET_KEY": "sk-secret",
+    }
     executor = OSCARExecutor.from_env(env)
     assert executor._storage_config.endpoint == "https://minio.example.org"
     assert "sk-secret" not in repr(executor._storage_config)
@@ -87,8 +105,10 @@ def test_function_reads_storage_keys_oscar_hides(tmp_path, monkeypatch):
     from distrdf_oscar.functions.invocation import storage_config
 
     config = tmp_path / "function_config.yaml"
-    config.write_text("storage_providers:\n  minio:\n    default:\n      endpoint: http://minio.minio:9000\n"
-                      "      access_key: hidden\n      secret_key: hidden\n      verify: true\n")
+    config.write_text(
+        "storage_providers:\n  minio:\n    default:\n      endpoint: http://minio.minio:9000\n"
+        "      access_key: hidden\n      secret_key: hidden\n      verify: true\n"
+    )
     secrets = tmp_path / "secrets"
     secrets.mkdir()
     (secrets / "accessKey").write_text("the-access-key\n")
@@ -100,13 +120,18 @@ def test_function_reads_storage_keys_oscar_hides(tmp_path, monkeypatch):
     assert storage.verify
 
 
-@pytest.mark.parametrize(("name", "bucket"), [("ab", None), ("distrdf", "x"), ("distrdf", "Upper"), ("distrdf", "a_b")])
+@pytest.mark.parametrize(
+    ("name", "bucket"), [("ab", None), ("distrdf", "x"), ("distrdf", "Upper"), ("distrdf", "a_b")]
+)
 def test_bucket_names_follow_s3_rules(name, bucket):
     from distrdf_oscar import Deployment
 
     refused = bucket or name  # without a bucket of its own, a deployment's bucket is its name
-    with pytest.raises(ValueError, match=rf"^bucket name '{refused}' must be 3-63 lowercase letters, digits, "
-                                         r"'\.' or '-'$"):
+    with pytest.raises(
+        ValueError,
+        match=rf"^bucket name '{refused}' must be 3-63 lowercase letters, digits, "
+        r"'\.' or '-'$",
+    ):
         Deployment(name=name, bucket=bucket)
 
 
@@ -115,13 +140,22 @@ def test_analyst_client_checks_the_deployment_instead_of_changing_it(prestarted_
 
     _ = prestarted_cluster.executor(progress=False).storage  # the cluster's own key deploys the services
     platform = prestarted_cluster.platform
-    missing = dro.OSCARExecutor(platform.oscar_endpoint, user=platform.oscar_user, password=platform.oscar_password,
-                                signing_key="another-key-0123456789", deployment=dro.Deployment(name="nowhere"))
+    missing = dro.OSCARExecutor(
+        platform.oscar_endpoint,
+        user=platform.oscar_user,
+        password=platform.oscar_password,
+        signing_key="another-key-0123456789",
+        deployment=dro.Deployment(name="nowhere"),
+    )
     with pytest.raises(dro.OSCARError, match=r"deployment 'nowhere' is not on .*distrdf-oscar deploy"):
         _ = missing.storage
-    other_key = dro.OSCARExecutor(platform.oscar_endpoint, user=platform.oscar_user,
-                                  password=platform.oscar_password, signing_key="another-key-0123456789",
-                                  deployment=prestarted_cluster.deployment())
+    other_key = dro.OSCARExecutor(
+        platform.oscar_endpoint,
+        user=platform.oscar_user,
+        password=platform.oscar_password,
+        signing_key="another-key-0123456789",
+        deployment=prestarted_cluster.deployment(),
+    )
     with pytest.raises(dro.OSCARError, match="holds a different signing key"):
         _ = other_key.storage
 
@@ -132,15 +166,20 @@ def test_pool_and_call_settings_are_checked(prestarted_cluster):
     from distrdf_oscar.platform.oscar import OSCARCluster, OSCARError
     from distrdf_oscar.protocol import layout
 
-    for options, message in (({"pool": "yes"}, "pool must be None (use one when up), True or False, got 'yes'"),
-                             ({"pool_overflow_after": 0}, "pool_overflow_after must be positive, got 0"),
-                             ({"ranges_per_call": 0}, "ranges_per_call must be an integer of at least 1, got 0")):
+    for options, message in (
+        ({"pool": "yes"}, "pool must be None (use one when up), True or False, got 'yes'"),
+        ({"pool_overflow_after": 0}, "pool_overflow_after must be positive, got 0"),
+        ({"ranges_per_call": 0}, "ranges_per_call must be an integer of at least 1, got 0"),
+    ):
         with pytest.raises(ConfigurationError, match=re.escape(message)):
             OSCARExecutor.from_env(GOOD, **options)
     # No pool on this cluster: pool=True refuses the job before anything is written.
     executor = prestarted_cluster.executor(pool=True, progress=False)
-    with pytest.raises(ConfigurationError, match=r"no warm pool is up for deployment 'distrdf' \(pool=True\): "
-                                                 r"ask the operator to run `distrdf-oscar pool start`"):
+    with pytest.raises(
+        ConfigurationError,
+        match=r"no warm pool is up for deployment 'distrdf' \(pool=True\): "
+        r"ask the operator to run `distrdf-oscar pool start`",
+    ):
         ROOT.RDataFrame(10, executor=executor, npartitions=2).Count().GetValue()
     assert [k for k in executor.storage.list("") if layout.job_of_key(k)] == []
     # An analyst's token cannot start a pool: its workers would hold the deployment's storage keys.
@@ -167,6 +206,8 @@ def test_local_cluster_modes_and_their_pod_start():
 def test_every_public_name_loads_on_first_use():
     assert sorted(dro.__all__) == sorted(dro._EXPORTS)
     for name in dro.__all__:
-        assert getattr(dro, name) is getattr(__import__(f"distrdf_oscar.{dro._EXPORTS[name]}", fromlist=[name]), name)
+        assert getattr(dro, name) is getattr(
+            __import__(f"distrdf_oscar.{dro._EXPORTS[name]}", fromlist=[name]), name
+        )
     with pytest.raises(AttributeError, match="has no attribute 'nope'"):
         _ = dro.nope

@@ -37,10 +37,20 @@ INNER_TITLE = "nested twice"
 
 # key -> (class, how the partial and the reference are compared)
 HISTOGRAMS = {
-    "h1d": "TH1D", "h1f": "TH1F", "h1i": "TH1I", "h1c": "TH1C", "h1s": "TH1S",
-    "h2d": "TH2D", "h2f": "TH2F", "h3d": "TH3D", "h3f": "TH3F",
-    "prof": "TProfile", "prof2": "TProfile2D", "prof3": "TProfile3D",
-    "sub/hsub": "TH1D", "sub/inner/h2inner": "TH2D",
+    "h1d": "TH1D",
+    "h1f": "TH1F",
+    "h1i": "TH1I",
+    "h1c": "TH1C",
+    "h1s": "TH1S",
+    "h2d": "TH2D",
+    "h2f": "TH2F",
+    "h3d": "TH3D",
+    "h3f": "TH3F",
+    "prof": "TProfile",
+    "prof2": "TProfile2D",
+    "prof3": "TProfile3D",
+    "sub/hsub": "TH1D",
+    "sub/inner/h2inner": "TH2D",
 }
 INTEGER_HISTOGRAMS = {"h1i", "h1c", "h1s"}
 THNS = {"thn": "THnT<double>", "thns": "THnSparseT<TArrayD>"}  # THnD, THnSparseD
@@ -97,10 +107,15 @@ def _book(df) -> dict:
     r["h3f"] = df.Fill(_model("TH3F", "h3f", "TH3F", 5, 0, 10, 4, 0, 5, 3, 0, 2), ["x", "y", "z", "iw"])
     r["prof"] = df.Profile1D(("prof", "TProfile", 25, 0, 10), "x", "y", "w")
     r["prof2"] = df.Profile2D(("prof2", "TProfile2D", 10, 0, 10, 8, 0, 5), "x", "y", "z", "w")
-    r["prof3"] = df.Fill(_model("TProfile3D", "prof3", "TProfile3D", 5, 0, 10, 4, 0, 5, 3, 0, 2),
-                         ["x", "y", "z", "t", "w"])
-    r["thn"] = df.HistoND(("thn", "THnD", 3, [6, 5, 4], [0.0, 0.0, 0.0], [10.0, 5.0, 2.0]), ["x", "y", "z", "w"])
-    r["thns"] = df.HistoNSparseD(("thns", "THnSparseD", 2, [200, 100], [0.0, 0.0], [10.0, 5.0]), ["x", "y", "w"])
+    r["prof3"] = df.Fill(
+        _model("TProfile3D", "prof3", "TProfile3D", 5, 0, 10, 4, 0, 5, 3, 0, 2), ["x", "y", "z", "t", "w"]
+    )
+    r["thn"] = df.HistoND(
+        ("thn", "THnD", 3, [6, 5, 4], [0.0, 0.0, 0.0], [10.0, 5.0, 2.0]), ["x", "y", "z", "w"]
+    )
+    r["thns"] = df.HistoNSparseD(
+        ("thns", "THnSparseD", 2, [200, 100], [0.0, 0.0], [10.0, 5.0]), ["x", "y", "w"]
+    )
     r["graph"] = df.Filter("i == 7").Graph("x", "y")
     r["gae"] = df.Filter("i == 11").GraphAsymmErrors("x", "y", "w", "z", "t", "w")
     r["stat"] = df.Stats("x", "w")
@@ -145,15 +160,17 @@ def dataset(tmp_path_factory):
         ROOT.DisableImplicitMT()
     _declare()
     workdir = tmp_path_factory.mktemp("core")
-    df = (ROOT.RDataFrame(N)
-          .Define("x", "10 * dro_test::u(rdfentry_, 1)")
-          .Define("y", "5 * dro_test::u(rdfentry_, 2) * dro_test::u(rdfentry_, 3)")
-          .Define("z", "2 * dro_test::u(rdfentry_, 4)")
-          .Define("t", "3 * dro_test::u(rdfentry_, 5) + x / 10")
-          .Define("w", "0.25 + 1.5 * dro_test::u(rdfentry_, 6)")
-          .Define("i", "int(x * 3)")
-          .Define("iw", "double(1 + rdfentry_ % 3)")
-          .Define("li", "Long64_t(dro_test::u(rdfentry_, 7) * 1e15) - 500000000000000LL"))
+    df = (
+        ROOT.RDataFrame(N)
+        .Define("x", "10 * dro_test::u(rdfentry_, 1)")
+        .Define("y", "5 * dro_test::u(rdfentry_, 2) * dro_test::u(rdfentry_, 3)")
+        .Define("z", "2 * dro_test::u(rdfentry_, 4)")
+        .Define("t", "3 * dro_test::u(rdfentry_, 5) + x / 10")
+        .Define("w", "0.25 + 1.5 * dro_test::u(rdfentry_, 6)")
+        .Define("i", "int(x * 3)")
+        .Define("iw", "double(1 + rdfentry_ % 3)")
+        .Define("li", "Long64_t(dro_test::u(rdfentry_, 7) * 1e15) - 500000000000000LL")
+    )
     opts = ROOT.RDF.RSnapshotOptions()
     opts.fLazy = True
     paths, partials, snapshots = [], [], []
@@ -168,8 +185,14 @@ def dataset(tmp_path_factory):
     reference["h1d"].GetValue()  # one event loop runs every range and the reference
     for path, results in zip(paths, partials, strict=True):
         _write_partial(path, results)
-    ref = {key: (r.GetValue() if key in ("sum_x", "count", "max_li", "min_li", "sum_i", "sum_x_tree")
-                 else r.GetValue().Clone()) for key, r in reference.items()}
+    ref = {
+        key: (
+            r.GetValue()
+            if key in ("sum_x", "count", "max_li", "min_li", "sum_i", "sum_x_tree")
+            else r.GetValue().Clone()
+        )
+        for key, r in reference.items()
+    }
     for obj in ref.values():
         if hasattr(obj, "SetDirectory"):
             obj.SetDirectory(ROOT.nullptr)
@@ -220,13 +243,22 @@ def test_histograms_bin_by_bin(merged, dataset, key):
         assert np.all(contents == np.round(contents))
     if ref.GetSumw2N():
         assert h.GetSumw2N() == ref.GetSumw2N()
-        np.testing.assert_allclose(np.array([h.GetSumw2().At(i) for i in range(ncells)]),
-                                   np.array([ref.GetSumw2().At(i) for i in range(ncells)]),
-                                   rtol=REL, atol=0, err_msg=f"{key}: sumw2")
+        np.testing.assert_allclose(
+            np.array([h.GetSumw2().At(i) for i in range(ncells)]),
+            np.array([ref.GetSumw2().At(i) for i in range(ncells)]),
+            rtol=REL,
+            atol=0,
+            err_msg=f"{key}: sumw2",
+        )
     if ref.InheritsFrom("TProfile") or ref.InheritsFrom("TProfile2D") or ref.InheritsFrom("TProfile3D"):
         entries = np.array([h.GetBinEntries(i) for i in range(ncells)])
-        np.testing.assert_allclose(entries, np.array([ref.GetBinEntries(i) for i in range(ncells)]),
-                                   rtol=REL, atol=0, err_msg=f"{key}: bin entries")
+        np.testing.assert_allclose(
+            entries,
+            np.array([ref.GetBinEntries(i) for i in range(ncells)]),
+            rtol=REL,
+            atol=0,
+            err_msg=f"{key}: bin entries",
+        )
 
 
 def test_integer_histograms_really_hold_counts(dataset):
@@ -293,7 +325,11 @@ def test_parameter_mode_bits_are_kept(merged):
     pmax, pmin, pcount = _get(f, "pmax"), _get(f, "pmin"), _get(f, "pcount")
     assert (pmax.TestBit(P.kMax), pmax.TestBit(P.kMin), pmax.TestBit(P.kMultiply)) == (True, False, False)
     assert (pmin.TestBit(P.kMax), pmin.TestBit(P.kMin), pmin.TestBit(P.kMultiply)) == (False, True, False)
-    assert (pcount.TestBit(P.kMax), pcount.TestBit(P.kMin), pcount.TestBit(P.kMultiply)) == (False, False, False)
+    assert (pcount.TestBit(P.kMax), pcount.TestBit(P.kMin), pcount.TestBit(P.kMultiply)) == (
+        False,
+        False,
+        False,
+    )
     assert not _get(f, "psum").TestBit(ROOT.TParameter["double"].kMax)
 
 
@@ -363,8 +399,16 @@ def test_nested_directories_keep_titles(merged):
 
 def test_summary_counts(merged):
     s = merged["summary"]
-    assert set(s) == {"inputs", "objects", "trees", "directories", "excluded", "tree_entries", "output_bytes",
-                      "seconds"}
+    assert set(s) == {
+        "inputs",
+        "objects",
+        "trees",
+        "directories",
+        "excluded",
+        "tree_entries",
+        "output_bytes",
+        "seconds",
+    }
     top = len([k for k in HISTOGRAMS if "/" not in k]) + len(THNS) + len(GRAPHS) + 1 + 4  # stat, 4 params
     assert s["inputs"] == K
     assert s["objects"] == top + 2 + 1  # the two nested histograms and the tree
@@ -378,8 +422,11 @@ def test_summary_counts(merged):
     # Every key of the inputs, no more, no less.
     f = merged["file"]
     assert sorted(k.GetName() for k in f.GetListOfKeys()) == sorted(
-        [k for k in HISTOGRAMS if "/" not in k] + list(THNS) + list(GRAPHS)
-        + ["stat", "psum", "pcount", "pmax", "pmin", "events", "sub"])
+        [k for k in HISTOGRAMS if "/" not in k]
+        + list(THNS)
+        + list(GRAPHS)
+        + ["stat", "psum", "pcount", "pmax", "pmin", "events", "sub"]
+    )
 
 
 def test_exclude_skips_a_directory(dataset, tmp_path):

@@ -19,7 +19,7 @@ from distrdf_oscar.protocol.plan import TreeReduction
 pytestmark = pytest.mark.usefixtures("secret_scan")
 
 CRASHES = {
-    "SIGSEGV": 'if (rdfentry_ == 7) { volatile int* p = nullptr; *p = 1; } return true;',
+    "SIGSEGV": "if (rdfentry_ == 7) { volatile int* p = nullptr; *p = 1; } return true;",
     "SIGABRT": "if (rdfentry_ == 7) std::abort(); return true;",
 }
 
@@ -36,11 +36,17 @@ def test_a_crashing_filter_fails_the_job_naming_the_crash(request, dimuon_files,
         df.Filter(CRASHES[signal_name]).Count().GetValue()
     elapsed = time.monotonic() - start
     message = str(info.value)
-    assert f"mapper-000000_000001-1 of job {executor.last_job.job_id} crashed with {signal_name} (twice)" in message
+    assert (
+        f"mapper-000000_000001-1 of job {executor.last_job.job_id} crashed with {signal_name} (twice)"
+        in message
+    )
     assert f"the mapper process crashed with {signal_name}" in message
     assert "*** Break ***" in message, "the report shows ROOT's account of the crash"
-    (trigger,) = [t for t in {id(e.trigger): e.trigger for e in executor.last_job.tracker.expected}.values()
-                  if t.attempts]
+    (trigger,) = [
+        t
+        for t in {id(e.trigger): e.trigger for e in executor.last_job.tracker.expected}.values()
+        if t.attempts
+    ]
     assert trigger.label == "mapper of range 0"
     assert trigger.attempts == 1, "a crash is retried once"
     print(f"{mode} {signal_name}: RemoteError after {elapsed:.1f} s")
@@ -57,14 +63,33 @@ def test_exit_statuses_name_the_signal():
 
 def test_the_summary_keeps_the_output_before_the_crash_and_the_frames_root_points_at():
     frames = [f"#{i} 0x0000 in frame{i} ()" for i in range(7, 12)]
-    output = "\n".join([
-        "user line 1", "user line 2", " *** Break *** segmentation violation", "", "=" * 59,
-        "There was a crash.", "This is the entire stack trace of all threads:", "=" * 59,
-        *[f"#{i} 0x0000 in all{i} ()" for i in range(40)], "=" * 59, "",
-        "The lines below might hint at the cause of the crash. If you see question", "more text", "=" * 59,
-        *frames, "=" * 59, ""])
-    assert summary(output).splitlines() == ["user line 1", "user line 2", "*** Break *** segmentation violation",
-                                            *frames]
+    output = "\n".join(
+        [
+            "user line 1",
+            "user line 2",
+            " *** Break *** segmentation violation",
+            "",
+            "=" * 59,
+            "There was a crash.",
+            "This is the entire stack trace of all threads:",
+            "=" * 59,
+            *[f"#{i} 0x0000 in all{i} ()" for i in range(40)],
+            "=" * 59,
+            "",
+            "The lines below might hint at the cause of the crash. If you see question",
+            "more text",
+            "=" * 59,
+            *frames,
+            "=" * 59,
+            "",
+        ]
+    )
+    assert summary(output).splitlines() == [
+        "user line 1",
+        "user line 2",
+        "*** Break *** segmentation violation",
+        *frames,
+    ]
     plain = "\n".join(f"line {i}" for i in range(100))
     assert summary(plain).splitlines() == [f"line {i}" for i in range(60, 100)]
     assert summary("") == "(no output captured)"
@@ -72,21 +97,36 @@ def test_the_summary_keeps_the_output_before_the_crash_and_the_frames_root_point
 
 def _crash_marker(keys: layout.JobKeys, output: str, retry: int) -> ErrorMarker:
     trigger = keys.retry(layout.TRIGGERS, "000000_000001", retry) if retry else keys.trigger(0)
-    return ErrorMarker(job=keys.job_id, who=layout.JobKeys.reporter("mapper", trigger), service="svc",
-                       trigger=trigger, output=output, retryable=True, error="the mapper process crashed with SIGSEGV",
-                       traceback="*** Break *** segmentation violation", crash="SIGSEGV")
+    return ErrorMarker(
+        job=keys.job_id,
+        who=layout.JobKeys.reporter("mapper", trigger),
+        service="svc",
+        trigger=trigger,
+        output=output,
+        retryable=True,
+        error="the mapper process crashed with SIGSEGV",
+        traceback="*** Break *** segmentation violation",
+        crash="SIGSEGV",
+    )
 
 
 def test_a_crash_is_retried_once_however_many_retries_are_allowed():
     keys = layout.JobKeys("j20261124120000-0123abcd")
     job_plan = TreeReduction(fan_in=2).describe(2, keys.job_id)
-    triggers = {r: MapperTrigger(keys.job_id, r, "", keys.mapper_payload, job_plan.mapper_output((r, r + 1))).to_json()
-                for r in range(2)}
+    triggers = {
+        r: MapperTrigger(
+            keys.job_id, r, "", keys.mapper_payload, job_plan.mapper_output((r, r + 1))
+        ).to_json()
+        for r in range(2)
+    }
     tracker = Tracker.for_plan(keys, job_plan, triggers, RetryPolicy(retries=5))
     output = job_plan.mapper_output((0, 1))
     trigger = tracker.on_error("e0", _crash_marker(keys, output, 0))
     assert trigger is not None
     assert trigger.label == "mapper of range 0"
-    with pytest.raises(dro.RemoteError, match=r"^mapper-000000_000001-1 of job j20261124120000-0123abcd crashed "
-                                              r"with SIGSEGV \(twice\): the mapper process crashed with SIGSEGV\n"):
+    with pytest.raises(
+        dro.RemoteError,
+        match=r"^mapper-000000_000001-1 of job j20261124120000-0123abcd crashed "
+        r"with SIGSEGV \(twice\): the mapper process crashed with SIGSEGV\n",
+    ):
         tracker.on_error("e1", _crash_marker(keys, output, 1))

@@ -43,7 +43,12 @@ def relative_dataset(dimuon_files, tmp_path, monkeypatch):
 
 def _book(df):
     df = df.Define("w", "Friends.weight * nMuon")
-    return [df.Count(), df.Sum("w"), df.Histo1D(("w", "w", 40, 0, 40), "w"), df.Filter("nMuon > 2").AsNumpy(["w"], lazy=True)]
+    return [
+        df.Count(),
+        df.Sum("w"),
+        df.Histo1D(("w", "w", 40, 0, 40), "w"),
+        df.Filter("nMuon > 2").AsNumpy(["w"], lazy=True),
+    ]
 
 
 def _job_keys(executor) -> list[str]:
@@ -64,10 +69,12 @@ def test_relative_chain_and_friend_paths_reach_the_functions(request, relative_d
 
 def test_relative_fromspec_samples_and_snapshot_reread(prestarted_cluster, relative_dataset):
     names, _ = relative_dataset
-    spec = {"samples": {
-        "first": {"trees": ["Events"], "files": names[:1], "metadata": {"scale": 2.0}},
-        "rest": {"trees": ["Events"] * (len(names) - 1), "files": names[1:], "metadata": {"scale": 0.5}},
-    }}
+    spec = {
+        "samples": {
+            "first": {"trees": ["Events"], "files": names[:1], "metadata": {"scale": 2.0}},
+            "rest": {"trees": ["Events"] * (len(names) - 1), "files": names[1:], "metadata": {"scale": 0.5}},
+        }
+    }
     with open("spec.json", "w") as f:
         json.dump(spec, f)
 
@@ -77,8 +84,9 @@ def test_relative_fromspec_samples_and_snapshot_reread(prestarted_cluster, relat
 
     executor = prestarted_cluster.executor(progress=False)
     got = values(book(ROOT.RDF.Experimental.FromSpec("spec.json", executor=executor, npartitions=4)))
-    for index, (g, e) in enumerate(zip(got, values(book(ROOT.RDF.Experimental.FromSpec("spec.json"))),
-                                       strict=True)):
+    for index, (g, e) in enumerate(
+        zip(got, values(book(ROOT.RDF.Experimental.FromSpec("spec.json"))), strict=True)
+    ):
         assert_same_value(g, e, f"spec action {index}")
 
     # A Snapshot to a relative folder lands there, and its dataframe (on the same executor) reads it.
@@ -108,8 +116,10 @@ def test_a_local_path_on_a_real_cluster_is_refused_at_submission(prestarted_clus
     # A shared folder is allowed; a friend outside it is named.
     data = os.path.dirname(os.path.abspath(names[0]))
     allowed = prestarted_cluster.executor(progress=False, shared_paths=[data])
-    assert ROOT.RDataFrame("Events", names, executor=allowed, npartitions=2).Count().GetValue() == \
-        ROOT.RDataFrame("Events", names).Count().GetValue()
+    assert (
+        ROOT.RDataFrame("Events", names, executor=allowed, npartitions=2).Count().GetValue()
+        == ROOT.RDataFrame("Events", names).Count().GetValue()
+    )
     main, _friend = friend_chain(names, friends)
     with pytest.raises(DatasetError, match=r"'\.\./friends/friend0\.root' is a local path"):
         ROOT.RDataFrame(main, executor=allowed, npartitions=2).Count().GetValue()
@@ -140,8 +150,11 @@ def test_rungraphs_raises_a_failing_graph_and_runs_none_twice(prestarted_cluster
 
     executor.run_job = counting_run_job
     good = ROOT.RDataFrame("Events", dimuon_files, executor=executor, npartitions=2).Count()
-    bad = ROOT.RDataFrame("Events", dimuon_files, executor=executor, npartitions=2).Define(
-        "boom", 'if (rdfentry_ == 3) throw std::runtime_error("boom at entry 3"); return 1;').Sum("boom")
+    bad = (
+        ROOT.RDataFrame("Events", dimuon_files, executor=executor, npartitions=2)
+        .Define("boom", 'if (rdfentry_ == 3) throw std::runtime_error("boom at entry 3"); return 1;')
+        .Sum("boom")
+    )
     with pytest.raises(dro.RemoteError, match="boom at entry 3"):
         ROOT.RDF.RunGraphs([good, bad])
     assert len(submitted) == 2
@@ -166,7 +179,9 @@ def test_absolute_paths_need_no_working_directory(tmp_path, monkeypatch):
         policy.rename("f.root")  # only a relative path needs it
 
 
-def test_an_rntuple_at_a_relative_path_gives_the_single_process_result(prestarted_cluster, tmp_path, monkeypatch):
+def test_an_rntuple_at_a_relative_path_gives_the_single_process_result(
+    prestarted_cluster, tmp_path, monkeypatch
+):
     """DistRDF in ROOT 6.40 runs RNTuple inputs (RNTupleHeadNode); a relative path means the client's
     directory, as for trees."""
     (tmp_path / "data").mkdir()
@@ -175,13 +190,18 @@ def test_an_rntuple_at_a_relative_path_gives_the_single_process_result(prestarte
     options = ROOT.RDF.RSnapshotOptions()
     options.fOutputFormat = ROOT.RDF.ESnapshotOutputFormat.kRNTuple
     for index in range(2):
-        ROOT.RDataFrame(3000).Define("x", f"double(rdfentry_ * 3 + {index})").Define("n", "int(rdfentry_ % 7)") \
-            .Snapshot("ntpl", f"../data/nt{index}.root", ["x", "n"], options)
+        ROOT.RDataFrame(3000).Define("x", f"double(rdfentry_ * 3 + {index})").Define(
+            "n", "int(rdfentry_ % 7)"
+        ).Snapshot("ntpl", f"../data/nt{index}.root", ["x", "n"], options)
     names = ["../data/nt0.root", "../data/nt1.root"]
 
     def book(df):
-        return [df.Count(), df.Filter("n > 2").Sum("x"), df.Histo1D(("x", "x", 50, 0, 9000), "x"),
-                df.Filter("n == 5").AsNumpy(["x"], lazy=True)]
+        return [
+            df.Count(),
+            df.Filter("n > 2").Sum("x"),
+            df.Histo1D(("x", "x", 50, 0, 9000), "x"),
+            df.Filter("n == 5").AsNumpy(["x"], lazy=True),
+        ]
 
     executor = prestarted_cluster.executor(progress=False)
     got = values(book(ROOT.RDataFrame("ntpl", names, executor=executor, npartitions=3)))

@@ -65,9 +65,22 @@ def wheel_build(tmp_path_factory):
     # The Dockerfile's build stage runs the same `pip wheel` (isolated there; here the
     # environment's build requirements are used to save downloading ROOT again).
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-cache-dir",
-         "--disable-pip-version-check", "-w", str(out), str(REPO)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-cache-dir",
+            "--disable-pip-version-check",
+            "-w",
+            str(out),
+            str(REPO),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     yield (proc, out), None
     if proc.poll() is None:
@@ -89,11 +102,21 @@ def validator():
 @pytest.fixture
 def environment(wheel_build, platform, monkeypatch):  # the build first: it runs while the platform starts
     """The operator's settings for the module's platform; tests change them with ``monkeypatch``."""
-    for name in ("OSCAR_TOKEN", "OSCAR_SSL_VERIFY", "MINIO_ENDPOINT", "MINIO_ACCESS_KEY", "MINIO_SECRET_KEY",
-                 "DISTRDF_OSCAR_DEPLOYMENT"):
+    for name in (
+        "OSCAR_TOKEN",
+        "OSCAR_SSL_VERIFY",
+        "MINIO_ENDPOINT",
+        "MINIO_ACCESS_KEY",
+        "MINIO_SECRET_KEY",
+        "DISTRDF_OSCAR_DEPLOYMENT",
+    ):
         monkeypatch.delenv(name, raising=False)
-    settings = {"OSCAR_ENDPOINT": platform.oscar_endpoint, "OSCAR_USER": platform.oscar_user,
-                "OSCAR_PASSWORD": platform.oscar_password, "DISTRDF_OSCAR_KEY": KEY}
+    settings = {
+        "OSCAR_ENDPOINT": platform.oscar_endpoint,
+        "OSCAR_USER": platform.oscar_user,
+        "OSCAR_PASSWORD": platform.oscar_password,
+        "DISTRDF_OSCAR_KEY": KEY,
+    }
     for name, value in settings.items():
         monkeypatch.setenv(name, value)
     return monkeypatch
@@ -143,9 +166,11 @@ def test_committed_service_files_are_generated_from_the_definitions(run, tmp_pat
     for relpath in generated:
         committed = SERVICES / relpath
         assert committed.read_text() == (tmp_path / relpath).read_text(), (
-            f"services/{relpath} is stale: regenerate with `distrdf-oscar fdl --out services`")
-    committed_generated = sorted(p.relative_to(SERVICES) for d in ("fdl", "scripts")
-                                 for p in (SERVICES / d).iterdir())
+            f"services/{relpath} is stale: regenerate with `distrdf-oscar fdl --out services`"
+        )
+    committed_generated = sorted(
+        p.relative_to(SERVICES) for d in ("fdl", "scripts") for p in (SERVICES / d).iterdir()
+    )
     assert committed_generated == generated
     for role in ROLES:
         assert os.access(SERVICES / "scripts" / f"{role}.sh", os.X_OK)
@@ -156,11 +181,39 @@ def test_committed_service_files_are_generated_from_the_definitions(run, tmp_pat
 # github.com/goccy/go-yaml) decodes FDL files into that type, matching keys exactly (case included)
 # and dropping every other key without an error.
 OSCAR_CLI_SERVICE_KEYS = {
-    "name", "cluster_id", "memory", "cpu", "total_memory", "total_cpu", "enable_gpu", "enable_sgx",
-    "image_prefetch", "synchronous", "replicas", "delegation", "rescheduler_threshold", "log_level", "image",
-    "alpine", "token", "file_stage_in", "input", "output", "script", "image_pull_secrets", "expose",
-    "annotations", "vo", "labels", "storage_providers", "clusters", "owner", "interlink_node_name",
-    "allowed_users", "mount", "environment",
+    "name",
+    "cluster_id",
+    "memory",
+    "cpu",
+    "total_memory",
+    "total_cpu",
+    "enable_gpu",
+    "enable_sgx",
+    "image_prefetch",
+    "synchronous",
+    "replicas",
+    "delegation",
+    "rescheduler_threshold",
+    "log_level",
+    "image",
+    "alpine",
+    "token",
+    "file_stage_in",
+    "input",
+    "output",
+    "script",
+    "image_pull_secrets",
+    "expose",
+    "annotations",
+    "vo",
+    "labels",
+    "storage_providers",
+    "clusters",
+    "owner",
+    "interlink_node_name",
+    "allowed_users",
+    "mount",
+    "environment",
 }
 OSCAR_CLI_ENVIRONMENT_KEYS = {"Variables"}  # `Vars map[string]string json:"Variables"`, and no secrets
 OSCAR_CLI_STORAGE_IO_KEYS = {"storage_provider", "path", "suffix", "prefix"}
@@ -177,12 +230,15 @@ def test_fdl_file_holds_the_deployments_services_with_a_placeholder_for_the_key(
         for item in service["input"] + service["output"]:
             assert set(item) <= OSCAR_CLI_STORAGE_IO_KEYS
         assert service["environment"]["Variables"] == wanted["environment"]["variables"]
-        assert {k: v for k, v in service.items() if k != "environment"} == \
-            {k: v for k, v in wanted.items() if k != "environment"}
+        assert {k: v for k, v in service.items() if k != "environment"} == {
+            k: v for k, v in wanted.items() if k != "environment"
+        }
         assert service["environment"]["Variables"][ENV_VAR] == SECRET_PLACEHOLDER
     # Services applied without replacing the placeholder refuse everything instead of
     # trusting a published key.
-    with pytest.raises(ValueError, match=rf"^the signing key must be a string of at least {MIN_KEY_LENGTH} characters$"):
+    with pytest.raises(
+        ValueError, match=rf"^the signing key must be a string of at least {MIN_KEY_LENGTH} characters$"
+    ):
         Signer(SECRET_PLACEHOLDER)
 
 
@@ -216,8 +272,14 @@ def test_oscar_python_accepts_every_service_of_a_generated_fdl_file(run, oscar, 
     [
         Deployment(),
         Deployment(name="a" * (MAX_SERVICE_NAME - len("-coordinator")), bucket="shared.bucket-1"),
-        Deployment(name="x12", image="registry.example.org:5000/dro@sha256:" + "0" * 64, memory="1536Mi",
-                   cpu="500m", variables={"OMP_NUM_THREADS": "1"}, secrets={ENV_VAR: "k" * 64}),
+        Deployment(
+            name="x12",
+            image="registry.example.org:5000/dro@sha256:" + "0" * 64,
+            memory="1536Mi",
+            cpu="500m",
+            variables={"OMP_NUM_THREADS": "1"},
+            secrets={ENV_VAR: "k" * 64},
+        ),
     ],
     ids=["default", "longest-name", "custom"],
 )
@@ -232,13 +294,20 @@ def test_the_pool_is_an_exposed_service_as_each_release_spells_it(validator):
     deployment = Deployment(secrets={ENV_VAR: "k" * 64})
     newest = deployment.pool_service(3, ("AKIAPOOL", "pool-secret"), (4, 1, 2))
     assert not [e.message for e in validator.iter_errors(newest)]
-    assert newest["expose"] == {"min_scale": 3, "max_scale": 3, "cpu_threshold": 80, "api_port": [8080],
-                                "health_path": "/health"}
+    assert newest["expose"] == {
+        "min_scale": 3,
+        "max_scale": 3,
+        "cpu_threshold": 80,
+        "api_port": [8080],
+        "health_path": "/health",
+    }
     assert newest["input"] == []  # nothing triggers it: it takes work from the queue
     # Exposed pods get secrets but no mounted MinIO keys (job.go only): the keys are secrets.
     assert newest["environment"]["secrets"]["DRO_STORAGE_SECRET_KEY"] == "pool-secret"
     assert "pool-secret" not in json.dumps(newest["environment"]["variables"])
-    assert deployment.pool_service(2, ("a", "b"), (4, 0, 0))["expose"]["api_port"] == 8080  # a number before 4.1
+    assert (
+        deployment.pool_service(2, ("a", "b"), (4, 0, 0))["expose"]["api_port"] == 8080
+    )  # a number before 4.1
     assert "health_path" not in deployment.pool_service(2, ("a", "b"), (3, 5, 3))["expose"]  # 3.6 added it
     with pytest.raises(ValueError, match="a pool needs at least one worker, got 0"):
         deployment.pool_service(0, ("a", "b"), (4, 1, 2))
@@ -246,8 +315,10 @@ def test_the_pool_is_an_exposed_service_as_each_release_spells_it(validator):
 
 def test_deployment_names_that_would_break_oscar_limits_are_refused():
     longest = MAX_SERVICE_NAME - len("-coordinator")  # the longest role's service name fills OSCAR's limit
-    rule = (rf"must be lowercase letters, digits and '-', at most {longest} characters "
-            rf"\(service names stay within OSCAR's {MAX_SERVICE_NAME}\)$")
+    rule = (
+        rf"must be lowercase letters, digits and '-', at most {longest} characters "
+        rf"\(service names stay within OSCAR's {MAX_SERVICE_NAME}\)$"
+    )
     too_long = "a" * (longest + 1)
     with pytest.raises(ValueError, match=rf"^deployment name '{too_long}' {rule}"):
         Deployment(name=too_long)
@@ -257,11 +328,16 @@ def test_deployment_names_that_would_break_oscar_limits_are_refused():
 
 
 def valid_definition(name="contract-ok") -> dict:
-    return {"name": name, "image": "registry.example.org/img:1", "script": "#!/bin/sh\ntrue\n",
-            "cpu": "0.5", "memory": "512Mi",
-            "input": [{"storage_provider": "minio.default", "path": "contract/in"}],
-            "output": [{"storage_provider": "minio", "path": "contract/out", "suffix": [".root"]}],
-            "environment": {"variables": {"A": "1"}, "secrets": {"S": "s" * 20}}}
+    return {
+        "name": name,
+        "image": "registry.example.org/img:1",
+        "script": "#!/bin/sh\ntrue\n",
+        "cpu": "0.5",
+        "memory": "512Mi",
+        "input": [{"storage_provider": "minio.default", "path": "contract/in"}],
+        "output": [{"storage_provider": "minio", "path": "contract/out", "suffix": [".root"]}],
+        "environment": {"variables": {"A": "1"}, "secrets": {"S": "s" * 20}},
+    }
 
 
 def without(field):
@@ -280,27 +356,46 @@ REJECTED = [
     ("missing image", without("image"), "'image' is required"),
     ("empty image", changed(image=""), "'image' is required"),
     ("missing script", without("script"), "'script' is required"),
-    ("input path without folder", changed(input=[{"storage_provider": "minio", "path": "contract"}]),
-     "must name a folder"),
-    ("input path empty", changed(input=[{"storage_provider": "minio", "path": "/"}]), "input path cannot be empty"),
+    (
+        "input path without folder",
+        changed(input=[{"storage_provider": "minio", "path": "contract"}]),
+        "must name a folder",
+    ),
+    (
+        "input path empty",
+        changed(input=[{"storage_provider": "minio", "path": "/"}]),
+        "input path cannot be empty",
+    ),
     ("input from s3", changed(input=[{"storage_provider": "s3", "path": "contract/in"}]), "not supported"),
-    ("bad bucket", changed(output=[{"storage_provider": "minio", "path": "Bad_Bucket/x"}]),
-     "not a valid bucket name"),
-    ("suffix not a list", changed(output=[{"storage_provider": "minio", "path": "contract/o", "suffix": ".root"}]),
-     "suffix must be a list"),
+    (
+        "bad bucket",
+        changed(output=[{"storage_provider": "minio", "path": "Bad_Bucket/x"}]),
+        "not a valid bucket name",
+    ),
+    (
+        "suffix not a list",
+        changed(output=[{"storage_provider": "minio", "path": "contract/o", "suffix": ".root"}]),
+        "suffix must be a list",
+    ),
     ("bad cpu", changed(cpu="lots"), "'cpu'"),
     ("zero cpu", changed(cpu="0"), "'cpu'"),
     ("negative cpu", changed(cpu="-1"), "'cpu'"),
     ("numeric cpu", changed(cpu=1), "'cpu' must be a string"),
     ("bad memory", changed(memory="2GB"), "'memory'"),
     ("numeric variable", changed(environment={"variables": {"N": 1}}), "environment.variables.N"),
-    ("bad variable name", changed(environment={"variables": {"1N": "x"}}), "not a valid environment variable"),
+    (
+        "bad variable name",
+        changed(environment={"variables": {"1N": "x"}}),
+        "not a valid environment variable",
+    ),
     ("secrets not a map", changed(environment={"secrets": ["S"]}), "environment.secrets must be a map"),
     ("string boolean", changed(file_stage_in="yes"), "'file_stage_in' must be true or false"),
 ]
 
 
-@pytest.mark.parametrize(("change", "message"), [(c, m) for _, c, m in REJECTED], ids=[i for i, _, _ in REJECTED])
+@pytest.mark.parametrize(
+    ("change", "message"), [(c, m) for _, c, m in REJECTED], ids=[i for i, _, _ in REJECTED]
+)
 def test_platform_rejects_what_oscar_rejects(validator, platform, oscar, change, message):
     definition = change(valid_definition("contract-bad"))
     assert not validator.is_valid(definition), "the schema accepts it"
@@ -310,8 +405,12 @@ def test_platform_rejects_what_oscar_rejects(validator, platform, oscar, change,
             oscar.create_service(definition)
         response = err.value.response
     else:  # oscar-python cannot even send a definition without a name
-        response = requests.post(f"{platform.oscar_endpoint}/system/services", json=definition,
-                                 auth=(platform.oscar_user, platform.oscar_password), timeout=30)
+        response = requests.post(
+            f"{platform.oscar_endpoint}/system/services",
+            json=definition,
+            auth=(platform.oscar_user, platform.oscar_password),
+            timeout=30,
+        )
     assert response.status_code == 400
     assert message in response.text
     assert service_names(oscar) == before
@@ -320,13 +419,39 @@ def test_platform_rejects_what_oscar_rejects(validator, platform, oscar, change,
 ACCEPTED = [
     ("as is", changed()),
     ("millicores", changed(cpu="250m")),
-    ("defaults", lambda d: {k: v for k, v in d.items() if k not in ("cpu", "memory", "output", "environment")}),
+    (
+        "defaults",
+        lambda d: {k: v for k, v in d.items() if k not in ("cpu", "memory", "output", "environment")},
+    ),
     ("quantity suffixes", changed(cpu="1.5", memory="2e9")),
-    ("output to a bare bucket", changed(output=[{"storage_provider": "minio.default", "path": "contract-out"}])),
-    ("nested folders and filters", changed(input=[{"storage_provider": "minio", "path": "/contract/a/b/",
-                                                   "prefix": ["x"], "suffix": [".json", ".root"]}])),
-    ("other fields", changed(log_level="debug", visibility="public", alpine=False, labels={"team": "hep"},
-                             annotations={"a": "b"}, file_stage_in=True)),
+    (
+        "output to a bare bucket",
+        changed(output=[{"storage_provider": "minio.default", "path": "contract-out"}]),
+    ),
+    (
+        "nested folders and filters",
+        changed(
+            input=[
+                {
+                    "storage_provider": "minio",
+                    "path": "/contract/a/b/",
+                    "prefix": ["x"],
+                    "suffix": [".json", ".root"],
+                }
+            ]
+        ),
+    ),
+    (
+        "other fields",
+        changed(
+            log_level="debug",
+            visibility="public",
+            alpine=False,
+            labels={"team": "hep"},
+            annotations={"a": "b"},
+            file_stage_in=True,
+        ),
+    ),
 ]
 
 
@@ -372,8 +497,9 @@ def test_deploy_is_idempotent_updates_in_place_and_undeploy_asks_first(run, osca
 
     code, out, _ = run("deploy", "--deployment", "dep1", "--memory", "3Gi", "--image", "example.org/dro:test")
     assert outcomes(out) == {f"dep1-{role}": "unchanged" for role in ROLES}
-    code, out, _ = run("deploy", "--deployment", "dep1", "--memory", "3Gi", "--image", "example.org/dro:test",
-                       "--force")
+    code, out, _ = run(
+        "deploy", "--deployment", "dep1", "--memory", "3Gi", "--image", "example.org/dro:test", "--force"
+    )
     assert outcomes(out) == {f"dep1-{role}": "updated" for role in ROLES}
 
     code, out, err = run("undeploy", "--deployment", "dep1")
@@ -444,9 +570,28 @@ def self_signed_server(tmp_path_factory):
         pytest.skip("openssl is needed to make a self-signed certificate")
     directory = tmp_path_factory.mktemp("tls")
     key, cert = directory / "key.pem", directory / "cert.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
-                    "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     server = _QuietServer(("127.0.0.1", 0), _NotOscar)
@@ -480,12 +625,21 @@ def failure_settings(case, platform, self_signed_server) -> dict[str, str | None
         ("wrong token", ["rejected the access token (401", "OSCAR_TOKEN is invalid or has expired"]),
         ("unreachable", ["cannot reach OSCAR at http://127.0.0.1:", "connection refused", "OSCAR_ENDPOINT"]),
         ("https to plain http", ["TLS with https://127.0.0.1:", "handshake failed", "serves HTTPS"]),
-        ("self-signed certificate", ["TLS with https://127.0.0.1:", "certificate is not trusted",
-                                     "self", "REQUESTS_CA_BUNDLE", "OSCAR_SSL_VERIFY=false"]),
+        (
+            "self-signed certificate",
+            [
+                "TLS with https://127.0.0.1:",
+                "certificate is not trusted",
+                "self",
+                "REQUESTS_CA_BUNDLE",
+                "OSCAR_SSL_VERIFY=false",
+            ],
+        ),
     ],
 )
-def test_deploy_failures_are_named_and_create_nothing(run, environment, platform, oscar, s3, self_signed_server,
-                                                      case, expected):
+def test_deploy_failures_are_named_and_create_nothing(
+    run, environment, platform, oscar, s3, self_signed_server, case, expected
+):
     services_before, buckets_before = service_names(oscar), {b.name for b in s3.list_buckets()}
     for name, value in failure_settings(case, platform, self_signed_server).items():
         if value is None:
@@ -541,9 +695,23 @@ def service_site(wheel_build, tmp_path_factory):
     assert proc.returncode == 0, f"building the wheel failed:\n{log[-3000:]}"
     (wheel,) = out.glob("distrdf_oscar-*.whl")
     site = tmp_path_factory.mktemp("site")
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "--no-compile",
-                    "--disable-pip-version-check", "--target", str(site), str(wheel)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--no-index",
+            "--no-compile",
+            "--disable-pip-version-check",
+            "--target",
+            str(site),
+            str(wheel),
+        ],
+        check=True,
+        capture_output=True,
+    )
     root_package = Path(importlib.util.find_spec("ROOT").origin).parent
     (site / "ROOT").symlink_to(root_package, target_is_directory=True)
     return site, f"wheel {wheel.name}"
@@ -553,7 +721,12 @@ def test_wheel_holds_what_the_services_run(service_site):
     site, origin = service_site
     if site is None:
         pytest.skip(origin)
-    for module in ("_core.cpython-311-x86_64-linux-gnu.so", "functions/__main__.py", "functions/mapper.py", "deployment.py"):
+    for module in (
+        "_core.cpython-311-x86_64-linux-gnu.so",
+        "functions/__main__.py",
+        "functions/mapper.py",
+        "deployment.py",
+    ):
         assert (site / "distrdf_oscar" / module).is_file()
 
 
@@ -581,11 +754,20 @@ def test_committed_scripts_run_a_job_end_to_end(run, environment, oscar, dimuon_
     served: dict[str, list[str]] = {}  # role -> the OSCAR jobs that ran it
     # Tree (reducer functions): mappers and reducers. Coordinated: mappers, the coordinator and a batch
     # reducer (for the first of two batches: the coordinator merges the last one itself).
-    for reduction, npartitions in ((distrdf_oscar.TreeReduction(fan_in=2, inline=False), 2),
-                                   (distrdf_oscar.CoordinatedReduction([2, 2]), 3)):
-        executor = distrdf_oscar.OSCARExecutor.from_env(reduction=reduction, auto_deploy=False, progress=False,
-                                                        shared_paths=SAME_MACHINE, ranges_per_call=1)
-        histogram, count = book(ROOT.RDataFrame("Events", dimuon_files, executor=executor, npartitions=npartitions))
+    for reduction, npartitions in (
+        (distrdf_oscar.TreeReduction(fan_in=2, inline=False), 2),
+        (distrdf_oscar.CoordinatedReduction([2, 2]), 3),
+    ):
+        executor = distrdf_oscar.OSCARExecutor.from_env(
+            reduction=reduction,
+            auto_deploy=False,
+            progress=False,
+            shared_paths=SAME_MACHINE,
+            ranges_per_call=1,
+        )
+        histogram, count = book(
+            ROOT.RDataFrame("Events", dimuon_files, executor=executor, npartitions=npartitions)
+        )
         assert_same_hist(histogram.GetValue(), reference[0].GetValue())
         assert count.GetValue() == reference[1].GetValue()
         for role, names in executor.last_job.functions.items():
@@ -622,8 +804,11 @@ def test_cleanup_removes_only_abandoned_jobs_unless_one_is_named(run, platform):
 
     code, _, err = run("deploy", "--deployment", "orphans")
     assert code == 0, err
-    storage = OSCARExecutor.from_env(deployment=cli._deployment(
-        cli.argparse.Namespace(deployment="orphans", image=None, memory=None, cpu=None, env=None))).storage
+    storage = OSCARExecutor.from_env(
+        deployment=cli._deployment(
+            cli.argparse.Namespace(deployment="orphans", image=None, memory=None, cpu=None, env=None)
+        )
+    ).storage
     # A job whose client was killed (its lease, of 1 s, lapsed) and one whose client still waits.
     orphan, waited_for = layout.JobKeys(layout.new_job_id()), layout.JobKeys(layout.new_job_id())
     for keys, ttl in ((orphan, 1.0), (waited_for, 600.0)):

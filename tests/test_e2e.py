@@ -52,6 +52,7 @@ def job_keys(executor) -> list[str]:
 
 # --- the matrix --------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("npartitions", [1, 2, 7, 16])
 @pytest.mark.parametrize("reduction", list(REDUCTIONS))
 def test_ttree_all_actions_on_the_warm_pool(pool_cluster, dimuon_files, reference, reduction, npartitions):
@@ -101,10 +102,15 @@ def _check_all(df, expected, files):
         assert_same_value(variations[str(key)], local[key], f"variation {key}")
 
 
-@pytest.mark.parametrize(("mode", "reduction", "npartitions"), [
-    ("pool", "auto", 16), ("prestarted", "coordinated", 7), ("prestarted", "tree4", 1),
-    ("cold", "tree4", 1),  # cold functions cost seconds each; test_faults.py runs the reductions cold
-])
+@pytest.mark.parametrize(
+    ("mode", "reduction", "npartitions"),
+    [
+        ("pool", "auto", 16),
+        ("prestarted", "coordinated", 7),
+        ("prestarted", "tree4", 1),
+        ("cold", "tree4", 1),  # cold functions cost seconds each; test_faults.py runs the reductions cold
+    ],
+)
 def test_empty_source_all_actions(request, mode, reduction, npartitions):
     cluster = request.getfixturevalue(f"{mode}_cluster")
     executor = cluster.executor(reduction=REDUCTIONS[reduction], progress=False)
@@ -112,10 +118,19 @@ def test_empty_source_all_actions(request, mode, reduction, npartitions):
     def build(df):
         df = df.Define("x", "double(rdfentry_ % 97) * 0.5").Define("i", "int(rdfentry_ % 5)")
         df = df.Define("w", "1.0 + (rdfentry_ % 3)")
-        return [df.Count(), df.Sum("x"), df.Mean("x"), df.StdDev("x"), df.Min("i"), df.Max("x"),
-                df.Histo1D(("e1", "e1", 50, 0, 50), "x", "w"), df.Profile1D(("ep", "ep", 10, 0, 50), "x", "w"),
-                df.Histo2D(("e2", "e2", 10, 0, 50, 5, 0, 5), "x", "i"), df.Graph("x", "w"),
-                df.Filter("i == 2").AsNumpy(["x"], lazy=True)]
+        return [
+            df.Count(),
+            df.Sum("x"),
+            df.Mean("x"),
+            df.StdDev("x"),
+            df.Min("i"),
+            df.Max("x"),
+            df.Histo1D(("e1", "e1", 50, 0, 50), "x", "w"),
+            df.Profile1D(("ep", "ep", 10, 0, 50), "x", "w"),
+            df.Histo2D(("e2", "e2", 10, 0, 50, 5, 0, 5), "x", "i"),
+            df.Graph("x", "w"),
+            df.Filter("i == 2").AsNumpy(["x"], lazy=True),
+        ]
 
     got = values(build(ROOT.RDataFrame(10_000, executor=executor, npartitions=npartitions)))
     expected = values(build(ROOT.RDataFrame(10_000)))
@@ -124,6 +139,7 @@ def test_empty_source_all_actions(request, mode, reduction, npartitions):
 
 
 # --- features --------------------------------------------------------------------------------------
+
 
 def test_default_npartitions_is_cluster_concurrency(prestarted_cluster, dimuon_files):
     executor = prestarted_cluster.executor(progress=False)
@@ -147,9 +163,12 @@ def test_report_and_filters_on_missing_columns(pool_cluster, tmp_path):
         paths.append(path)
 
     def build(df):
-        return [df.FilterAvailable("extra").Count(), df.FilterMissing("extra").Count(),
-                df.DefaultValueFor("extra", 100).Sum("extra"),
-                df.Filter("x > 100", "x cut").Filter("x < 900", "x window").Count()]
+        return [
+            df.FilterAvailable("extra").Count(),
+            df.FilterMissing("extra").Count(),
+            df.DefaultValueFor("extra", 100).Sum("extra"),
+            df.Filter("x > 100", "x cut").Filter("x < 900", "x window").Count(),
+        ]
 
     executor = pool_cluster.executor(progress=False)
     for npartitions in (1, 3):
@@ -181,8 +200,11 @@ def test_fromspec_and_define_per_sample(pool_cluster, dimuon_files, tmp_path):
     spec = {
         "samples": {
             "first": {"trees": ["Events"], "files": dimuon_files[:1], "metadata": {"scale": 2.0}},
-            "rest": {"trees": ["Events"] * (len(dimuon_files) - 1), "files": dimuon_files[1:],
-                     "metadata": {"scale": 0.5}},
+            "rest": {
+                "trees": ["Events"] * (len(dimuon_files) - 1),
+                "files": dimuon_files[1:],
+                "metadata": {"scale": 0.5},
+            },
         }
     }
     path = str(tmp_path / "spec.json")
@@ -201,24 +223,35 @@ def test_fromspec_and_define_per_sample(pool_cluster, dimuon_files, tmp_path):
 
 
 def test_rungraphs_concurrent_jobs_do_not_interfere(pool_cluster, dimuon_files):
-    executors = [pool_cluster.executor(reduction=r, progress=False)
-                 for r in (dro.TreeReduction(2), dro.CoordinatedReduction(), dro.TreeReduction(4))]
+    executors = [
+        pool_cluster.executor(reduction=r, progress=False)
+        for r in (dro.TreeReduction(2), dro.CoordinatedReduction(), dro.TreeReduction(4))
+    ]
     histos, expected = [], []
     for index, executor in enumerate(executors):
         cut = f"nMuon >= {index}"
         df = ROOT.RDataFrame("Events", dimuon_files, executor=executor, npartitions=3 + index)
         histos.append(df.Filter(cut).Histo1D(("r", "r", 30, 0, 30), "Muon_pt"))
-        expected.append(ROOT.RDataFrame("Events", dimuon_files).Filter(cut).Histo1D(("r", "r", 30, 0, 30),
-                                                                                     "Muon_pt").GetValue())
+        expected.append(
+            ROOT.RDataFrame("Events", dimuon_files)
+            .Filter(cut)
+            .Histo1D(("r", "r", 30, 0, 30), "Muon_pt")
+            .GetValue()
+        )
     assert ROOT.RDF.RunGraphs(histos) == 3
     for got, want in zip(histos, expected, strict=True):
         assert_same_value(got.GetValue(), want, "RunGraphs histogram")
     assert job_keys(executors[0]) == []
 
 
-@pytest.mark.parametrize(("mode", "reduction", "npartitions"), [
-    ("pool", "auto", 7), ("prestarted", "coordinated", 6), ("cold", "tree4", 5),
-])
+@pytest.mark.parametrize(
+    ("mode", "reduction", "npartitions"),
+    [
+        ("pool", "auto", 7),
+        ("prestarted", "coordinated", 6),
+        ("cold", "tree4", 5),
+    ],
+)
 def test_asnumpy_of_millions_in_entry_order(request, mode, reduction, npartitions):
     """Numeric columns travel as chunk trees (columns.py); an RVec column stays pickled. Both
     arrive in single-process entry order, whatever order the reducers merged the partials in."""
@@ -227,13 +260,18 @@ def test_asnumpy_of_millions_in_entry_order(request, mode, reduction, npartition
 
     def book(df):
         df = df.Define("x", "sin(double(rdfentry_)) * 1e3").Define("n", "int(rdfentry_ % 1013) - 500")
-        df = df.Define("big", "ULong64_t(rdfentry_) * 4294967311ull").Define("q", "float(rdfentry_ % 7) / 3.f")
+        df = df.Define("big", "ULong64_t(rdfentry_) * 4294967311ull").Define(
+            "q", "float(rdfentry_ % 7) / 3.f"
+        )
         df = df.Define("b", "rdfentry_ % 3 == 0").Define("c", "(unsigned char)(rdfentry_ % 251)")
         passing = df.Filter("rdfentry_ % 5 != 1")
-        return [passing.AsNumpy(["x", "n", "big", "q", "b", "c"], lazy=True),
-                df.Filter("rdfentry_ % 100000 == 7").Define("v", "ROOT::RVecF{1.f, float(rdfentry_)}")
-                  .AsNumpy(["v", "x"], lazy=True),
-                df.Filter("false").AsNumpy(["x"], lazy=True)]
+        return [
+            passing.AsNumpy(["x", "n", "big", "q", "b", "c"], lazy=True),
+            df.Filter("rdfentry_ % 100000 == 7")
+            .Define("v", "ROOT::RVecF{1.f, float(rdfentry_)}")
+            .AsNumpy(["v", "x"], lazy=True),
+            df.Filter("false").AsNumpy(["x"], lazy=True),
+        ]
 
     entries = 1_000_000 if mode == "cold" else 3_000_000  # cold: the same path, fresh processes
     got = [r.GetValue() for r in book(ROOT.RDataFrame(entries, executor=executor, npartitions=npartitions))]
@@ -255,10 +293,14 @@ def test_snapshot_lands_where_asked(pool_cluster, dimuon_files, tmp_path):
     written = sorted(p.name for p in (tmp_path / "snaps").iterdir())
     assert written == [f"snap_{i}.root" for i in range(3)]
     expected = ROOT.RDataFrame("Events", dimuon_files).Filter("nMuon > 1").Count().GetValue()
-    assert ROOT.RDataFrame("Skim", [str(tmp_path / "snaps" / n) for n in written]).Count().GetValue() == expected
+    assert (
+        ROOT.RDataFrame("Skim", [str(tmp_path / "snaps" / n) for n in written]).Count().GetValue() == expected
+    )
     # The snapshot is itself a distributed dataframe on the same executor.
-    assert snapshot.Sum("x").GetValue() == 2 * ROOT.RDataFrame("Events", dimuon_files).Filter(
-        "nMuon > 1").Sum("nMuon").GetValue()
+    assert (
+        snapshot.Sum("x").GetValue()
+        == 2 * ROOT.RDataFrame("Events", dimuon_files).Filter("nMuon > 1").Sum("nMuon").GetValue()
+    )
     assert job_keys(executor) == []
 
 
@@ -267,7 +309,9 @@ def restore_distributed_state():
     """DistRDF keeps distributed files and code on its base class: undo for later tests."""
     from ROOT._distrdf.Backends.Base import BaseBackend
 
-    saved = {name: set(getattr(BaseBackend, name)) for name in ("headers", "files", "pcms", "shared_libraries")}
+    saved = {
+        name: set(getattr(BaseBackend, name)) for name in ("headers", "files", "pcms", "shared_libraries")
+    }
     initialization = BaseBackend.__dict__["initialization"]  # the staticmethod itself, not its function
     yield
     for name, value in saved.items():
@@ -275,8 +319,9 @@ def restore_distributed_state():
     BaseBackend.initialization = initialization
 
 
-def test_distributed_code_headers_libraries_files_and_initialize(pool_cluster, dimuon_files, tmp_path,
-                                                                 restore_distributed_state):
+def test_distributed_code_headers_libraries_files_and_initialize(
+    pool_cluster, dimuon_files, tmp_path, restore_distributed_state
+):
     header = tmp_path / "dro_triple.h"
     header.write_text("#pragma once\nint dro_triple(int x);\n")
     source = tmp_path / "dro_triple.cxx"
@@ -292,7 +337,8 @@ def test_distributed_code_headers_libraries_files_and_initialize(pool_cluster, d
     # A lambda travels by value (cloudpickle), as a user's notebook function would.
     ROOT.RDF.Distributed.initialize(lambda: ROOT.gInterpreter.Declare("int dro_init_value() { return 5; }"))
     ROOT.RDF.Distributed.DistributeCppCode(
-        '#include <fstream>\nint dro_read_offset_remote() { std::ifstream f("offset.txt"); int v = -1; f >> v; return v; }')
+        '#include <fstream>\nint dro_read_offset_remote() { std::ifstream f("offset.txt"); int v = -1; f >> v; return v; }'
+    )
 
     executor = pool_cluster.executor(progress=False)
     df = ROOT.RDataFrame("Events", dimuon_files, executor=executor, npartitions=3)
@@ -320,7 +366,9 @@ def test_live_visualize_draws_partials(pool_cluster, dimuon_files):
     seen.clear()
     ROOT.RDF.Distributed.LiveVisualize({histo: record_live_entries})
     final = histo.GetValue()
-    expected = ROOT.RDataFrame("Events", dimuon_files).Histo1D(("live", "live", 40, 0, 40), "Muon_pt").GetValue()
+    expected = (
+        ROOT.RDataFrame("Events", dimuon_files).Histo1D(("live", "live", 40, 0, 40), "Muon_pt").GetValue()
+    )
     assert_same_value(final, expected, "live histogram")
     # One call per mapper partial (each delivered once, also one that arrived with the result), and
     # none while only empty ranges have arrived: the two calls' partials (4 ranges, 2 slots).
@@ -337,9 +385,14 @@ def test_a_finely_clustered_dataset_gives_every_range_work(prestarted_cluster, t
     from distrdf_oscar.demo import analysis, dataset
 
     files = dataset.generate(str(tmp_path), 24000, files=2, cluster_entries=1000)
-    assert [os.path.basename(f) for f in files] == ["dimuon_24000_1_c1000_000.root", "dimuon_24000_1_c1000_001.root"]
+    assert [os.path.basename(f) for f in files] == [
+        "dimuon_24000_1_c1000_000.root",
+        "dimuon_24000_1_c1000_001.root",
+    ]
     assert dataset.clusters(files) == 24
-    executor = prestarted_cluster.executor(reduction=dro.TreeReduction(fan_in=4), progress=False, ranges_per_call=1)
+    executor = prestarted_cluster.executor(
+        reduction=dro.TreeReduction(fan_in=4), progress=False, ranges_per_call=1
+    )
     df = ROOT.RDataFrame("Events", files, executor=executor, npartitions=12)
     got = analysis.book_dimuon_spectrum(df)["spectrum"].GetValue()
     want = analysis.book_dimuon_spectrum(ROOT.RDataFrame("Events", files))["spectrum"].GetValue()
@@ -352,6 +405,7 @@ def test_a_finely_clustered_dataset_gives_every_range_work(prestarted_cluster, t
 
 
 # --- failures ---------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("mode", ["prestarted", "cold"])
 def test_remote_error_reaches_user_with_traceback(request, dimuon_files, mode):
@@ -377,20 +431,37 @@ def test_unknown_column_fails_in_the_client_before_any_function(prestarted_clust
     assert bucket_keys(executor) == before
 
 
-@pytest.mark.parametrize(("what", "book", "error", "message", "diagnostics"), [
-    # The backend checks the dataset before building the graph (dispatch.py).
-    ("wrong tree name", lambda df: df.Count(), ValueError,
-     r'^cannot build the RDataFrame: .*cannot find dataset "NoSuchTree" in file ".*dimuon.*\.root"', []),
-    # The compiler sees the column as var0: its diagnostics quote the rest of the expression.
-    ("C++ syntax error in a Define", lambda df: df.Define("y", "nMuon +* ;").Sum("y"), JIT_ERROR,
-     rf"Define\(string_view name, string_view expression\) =>.*{re.escape(JIT_FAILED)}",
-     ["error: expected expression", "var0 +* ;"]),
-    ("C++ syntax error in a Filter", lambda df: df.Filter("nMuon >> > 2").Count(), JIT_ERROR,
-     rf"Filter\(string_view expression, string_view name = \"\"\) =>.*{re.escape(JIT_FAILED)}",
-     ["error: expected expression", "var0 >> > 2"]),
-])
-def test_bad_analysis_fails_before_any_function_and_leaves_nothing(prestarted_cluster, dimuon_files, capfd, what, book,
-                                                                   error, message, diagnostics):
+@pytest.mark.parametrize(
+    ("what", "book", "error", "message", "diagnostics"),
+    [
+        # The backend checks the dataset before building the graph (dispatch.py).
+        (
+            "wrong tree name",
+            lambda df: df.Count(),
+            ValueError,
+            r'^cannot build the RDataFrame: .*cannot find dataset "NoSuchTree" in file ".*dimuon.*\.root"',
+            [],
+        ),
+        # The compiler sees the column as var0: its diagnostics quote the rest of the expression.
+        (
+            "C++ syntax error in a Define",
+            lambda df: df.Define("y", "nMuon +* ;").Sum("y"),
+            JIT_ERROR,
+            rf"Define\(string_view name, string_view expression\) =>.*{re.escape(JIT_FAILED)}",
+            ["error: expected expression", "var0 +* ;"],
+        ),
+        (
+            "C++ syntax error in a Filter",
+            lambda df: df.Filter("nMuon >> > 2").Count(),
+            JIT_ERROR,
+            rf"Filter\(string_view expression, string_view name = \"\"\) =>.*{re.escape(JIT_FAILED)}",
+            ["error: expected expression", "var0 >> > 2"],
+        ),
+    ],
+)
+def test_bad_analysis_fails_before_any_function_and_leaves_nothing(
+    prestarted_cluster, dimuon_files, capfd, what, book, error, message, diagnostics
+):
     executor = prestarted_cluster.executor(progress=False)
     before = bucket_keys(executor)
     tree = "NoSuchTree" if what == "wrong tree name" else "Events"
@@ -408,9 +479,14 @@ def test_missing_input_file_is_reported(prestarted_cluster, dimuon_files, tmp_pa
     executor = prestarted_cluster.executor(progress=False, ranges_per_call=1)
     missing = str(tmp_path / "missing.root")
     # Two files, two ranges: the second range's mapper is the one to open the missing file.
-    with pytest.raises(dro.RemoteError, match=rf'(?s)^mapper-000001_000002 of job \S+ failed.*'
-                                              rf'could not open file "{re.escape(missing)}"'):
-        ROOT.RDataFrame("Events", [dimuon_files[0], missing], executor=executor, npartitions=2).Count().GetValue()
+    with pytest.raises(
+        dro.RemoteError,
+        match=rf"(?s)^mapper-000001_000002 of job \S+ failed.*"
+        rf'could not open file "{re.escape(missing)}"',
+    ):
+        ROOT.RDataFrame(
+            "Events", [dimuon_files[0], missing], executor=executor, npartitions=2
+        ).Count().GetValue()
     assert job_keys(executor) == []
 
 
@@ -442,16 +518,22 @@ def test_an_unknown_column_in_an_action_is_named_first(prestarted_cluster, dimuo
     with pytest.raises(dro.RemoteError) as info:
         df.Histo1D(("h", "h", 10, 0, 10), "no_such_column").GetValue()
     first_line = str(info.value).splitlines()[0]
-    assert re.search(r'^mapper-00000[01]_00000[12] of job j\d{14}-[0-9a-f]{8} failed: '
-                     r'Unknown column: "no_such_column" \(from TypeError: Template method resolution failed:$',
-                     first_line), first_line
+    assert re.search(
+        r"^mapper-00000[01]_00000[12] of job j\d{14}-[0-9a-f]{8} failed: "
+        r'Unknown column: "no_such_column" \(from TypeError: Template method resolution failed:$',
+        first_line,
+    ), first_line
     assert job_keys(executor) == []
 
 
 @pytest.mark.parametrize("npartitions", [0, -3, 1.5])
-def test_npartitions_below_one_is_refused_before_distrdf_divides_by_it(prestarted_cluster, dimuon_files, npartitions):
+def test_npartitions_below_one_is_refused_before_distrdf_divides_by_it(
+    prestarted_cluster, dimuon_files, npartitions
+):
     executor = prestarted_cluster.executor(progress=False)
-    with pytest.raises(ValueError, match=re.escape(f"npartitions must be an integer of at least 1, got {npartitions}")):
+    with pytest.raises(
+        ValueError, match=re.escape(f"npartitions must be an integer of at least 1, got {npartitions}")
+    ):
         ROOT.RDataFrame("Events", dimuon_files, executor=executor, npartitions=npartitions)
 
 

@@ -23,7 +23,7 @@ SCALE = 0.05  # probe periods and delays, back-off and grace: 1/20 of Kubernetes
 
 # A pool worker's skeleton: binds the shared port with SO_REUSEPORT, answers the probes (500 while
 # $FAIL_FILE exists), and records its environment in $MARKER_DIR/<pid>.json.
-SERVER = r'''
+SERVER = r"""
 import http.server, json, os, socket
 port = int(os.environ["PORT"])
 with open(os.path.join(os.environ["MARKER_DIR"], f"{os.getpid()}.json"), "w") as out:
@@ -42,10 +42,17 @@ class Server(http.server.HTTPServer):
         super().server_bind()
 print("serving on", port, flush=True)
 Server(("127.0.0.1", port), Handler).serve_forever()
-'''
+"""
 SCRIPT = "#!/bin/sh\nexec python3 -c '{}'\n".format(SERVER.replace("'", "'\"'\"'"))
-SUPERVISOR_VARIABLES = ("INPUT_FILE_PATH", "TMP_INPUT_DIR", "TMP_OUTPUT_DIR", "STORAGE_OBJECT_KEY", "EVENT",
-                        "JOB_UUID", "DRO_PROVIDER_SECRETS")
+SUPERVISOR_VARIABLES = (
+    "INPUT_FILE_PATH",
+    "TMP_INPUT_DIR",
+    "TMP_OUTPUT_DIR",
+    "STORAGE_OBJECT_KEY",
+    "EVENT",
+    "JOB_UUID",
+    "DRO_PROVIDER_SECRETS",
+)
 
 
 def free_port() -> int:
@@ -59,12 +66,24 @@ def definition(name: str, tmp_path, min_scale: int = 1, ports_as_list: bool = Tr
     markers = tmp_path / name
     markers.mkdir(exist_ok=True)
     return {
-        "name": name, "image": "local", "script": SCRIPT,
-        "environment": {"variables": {"PORT": str(port), "MARKER_DIR": str(markers),
-                                      "FAIL_FILE": str(tmp_path / f"{name}.fail")},
-                        "secrets": {"POOL_SECRET": "s3cr3t-value"}},
-        "expose": {"api_port": [port] if ports_as_list else port, "min_scale": min_scale,
-                   "max_scale": max(min_scale, 1) + 1, "cpu_threshold": 80, **expose},
+        "name": name,
+        "image": "local",
+        "script": SCRIPT,
+        "environment": {
+            "variables": {
+                "PORT": str(port),
+                "MARKER_DIR": str(markers),
+                "FAIL_FILE": str(tmp_path / f"{name}.fail"),
+            },
+            "secrets": {"POOL_SECRET": "s3cr3t-value"},
+        },
+        "expose": {
+            "api_port": [port] if ports_as_list else port,
+            "min_scale": min_scale,
+            "max_scale": max(min_scale, 1) + 1,
+            "cpu_threshold": 80,
+            **expose,
+        },
     }
 
 
@@ -107,20 +126,32 @@ def oscar(local):
 
 
 def api(local: LocalPlatform, method: str, path: str, **kwargs) -> requests.Response:
-    return requests.request(method, f"{local.oscar_endpoint}{path}",
-                            auth=(local.oscar_user, local.oscar_password), timeout=30, **kwargs)
+    return requests.request(
+        method,
+        f"{local.oscar_endpoint}{path}",
+        auth=(local.oscar_user, local.oscar_password),
+        timeout=30,
+        **kwargs,
+    )
 
 
 def test_replicas_start_with_an_exposed_pods_environment(local, oscar, tmp_path):
     assert oscar.create_service(definition("pool-env", tmp_path, min_scale=2)).status_code == 201
-    pids = wait_for(lambda: len(ready_pids(local, "pool-env")) == 2 and ready_pids(local, "pool-env"),
-                    what="two ready replicas")
+    pids = wait_for(
+        lambda: len(ready_pids(local, "pool-env")) == 2 and ready_pids(local, "pool-env"),
+        what="two ready replicas",
+    )
     replicas = local.exposed_replicas("pool-env")
     assert len({r["dir"] for r in replicas}) == 2  # a working directory each
     assert all(r["dir"].startswith(local.tmpdir) for r in replicas)
     assert len(pids) == 2
-    markers = wait_for(lambda: len(list((tmp_path / "pool-env").glob("*.json"))) >= 2
-                       and list((tmp_path / "pool-env").glob("*.json")), what="the replicas' markers")
+    markers = wait_for(
+        lambda: (
+            len(list((tmp_path / "pool-env").glob("*.json"))) >= 2
+            and list((tmp_path / "pool-env").glob("*.json"))
+        ),
+        what="the replicas' markers",
+    )
     for marker in markers:
         env = json.loads(marker.read_text())
         assert env["POOL_SECRET"] == "s3cr3t-value"  # EnvFrom the service's secret
@@ -166,8 +197,10 @@ def test_a_replica_failing_its_liveness_probe_is_restarted(local, oscar, tmp_pat
 
 def test_stop_and_start(local, oscar, tmp_path):
     assert oscar.create_service(definition("pool-stop", tmp_path, min_scale=2)).status_code == 201
-    pids = wait_for(lambda: len(ready_pids(local, "pool-stop")) == 2 and ready_pids(local, "pool-stop"),
-                    what="two ready replicas")
+    pids = wait_for(
+        lambda: len(ready_pids(local, "pool-stop")) == 2 and ready_pids(local, "pool-stop"),
+        what="two ready replicas",
+    )
     stopped = api(local, "post", "/system/services/pool-stop/stop")
     assert stopped.status_code == 200
     assert stopped.json()["state"] == "stopped"
@@ -182,7 +215,9 @@ def test_stop_and_start(local, oscar, tmp_path):
     answer = api(local, "post", "/system/services/not-exposed/stop")
     assert answer.status_code == 400
     assert "is not exposed" in answer.text
-    assert requests.post(f"{local.oscar_endpoint}/system/services/pool-stop/stop", timeout=10).status_code == 401
+    assert (
+        requests.post(f"{local.oscar_endpoint}/system/services/pool-stop/stop", timeout=10).status_code == 401
+    )
 
 
 def test_update_rolls_the_replicas_and_delete_leaves_nothing(local, oscar, tmp_path):
@@ -191,8 +226,10 @@ def test_update_rolls_the_replicas_and_delete_leaves_nothing(local, oscar, tmp_p
     [pid] = wait_for(lambda: ready_pids(local, "pool-del"), what="a ready replica")
     service["environment"]["variables"]["NEW"] = "1"  # a new pod template: a rollout
     assert oscar.update_service("pool-del", service).status_code == 204
-    wait_for(lambda: ready_pids(local, "pool-del") and pid not in ready_pids(local, "pool-del")
-             and not alive(pid), what="the rollout")
+    wait_for(
+        lambda: ready_pids(local, "pool-del") and pid not in ready_pids(local, "pool-del") and not alive(pid),
+        what="the rollout",
+    )
     [new] = ready_pids(local, "pool-del")
     folders = {r["dir"] for r in local.exposed_replicas("pool-del")}
     assert oscar.remove_service("pool-del").status_code == 204
@@ -224,11 +261,17 @@ def test_kueue_refuses_every_exposed_service_and_pool_start_names_the_fix(tmp_pa
         assert api(kueue, "get", "/system/config").json()["config"]["kueue_enable"] is True
         alice = {"Authorization": f"Bearer {kueue.oidc_options('alice')['oidc_token']}"}
         for caller in ({"auth": (kueue.oscar_user, kueue.oscar_password)}, {"headers": alice}):
-            response = requests.post(f"{kueue.oscar_endpoint}/system/services",
-                                     json=definition("pool-kq", tmp_path), timeout=30, **caller)
+            response = requests.post(
+                f"{kueue.oscar_endpoint}/system/services",
+                json=definition("pool-kq", tmp_path),
+                timeout=30,
+                **caller,
+            )
             assert response.status_code == 500
-            assert response.text == ("Error creating the service: error creating deployment for exposed service "
-                                     "'pool-kq': workload for exposed service 'pool-kq' is NOT admitted")
+            assert response.text == (
+                "Error creating the service: error creating deployment for exposed service "
+                "'pool-kq': workload for exposed service 'pool-kq' is NOT admitted"
+            )
             assert api(kueue, "get", "/system/services/pool-kq").status_code == 404
             assert api(kueue, "get", "/system/local/exposed/pool-kq").status_code == 404  # no pod left
         assert api(kueue, "get", "/system/local/minio").json()["restarts"] == 0  # refused before the webhook

@@ -30,7 +30,10 @@ REDUCTIONS = {
     "coordinated": dro.CoordinatedReduction(),
 }
 # Quick loss detection for tests; a cold function needs longer before its first output.
-RETRY = {"prestarted": {"retry_after": 3.0, "retry_factor": 1.5}, "cold": {"retry_after": 8.0, "retry_factor": 1.5}}
+RETRY = {
+    "prestarted": {"retry_after": 3.0, "retry_factor": 1.5},
+    "cold": {"retry_after": 8.0, "retry_factor": 1.5},
+}
 # A straggler must outlast the quiet limit, which grows with the longest spell without progress (the
 # first one includes the graph's JIT): on a loaded CI machine a 10 s straggler once finished first.
 STRAGGLER_SECONDS = {"prestarted": 15.0, "cold": 20.0}
@@ -51,15 +54,26 @@ def faults_for(name: str, reduction: str, mode: str) -> list[Fault]:
     coordinated = reduction == "coordinated"
     merger = "batch" if coordinated else "reducer"
     if coordinated:  # the coordinator's start, and the first batch
-        lost_merges = [Fault.drop_trigger("coordinator"), Fault.drop_trigger("batch", key="batches/*/0000.json")]
+        lost_merges = [
+            Fault.drop_trigger("coordinator"),
+            Fault.drop_trigger("batch", key="batches/*/0000.json"),
+        ]
     else:  # every event of the first level: no group sees itself complete
         lost_merges = [Fault.drop_trigger("reducer", key="tree-partials/*.root", times=NPARTITIONS)]
     return {
         "drop-trigger": [Fault.drop_trigger("mapper", key=trigger(1)), *lost_merges],
-        "duplicate-trigger": [Fault.duplicate_trigger("mapper", key=trigger(2)), Fault.duplicate_trigger(merger)],
-        "kill-before-write": [Fault.kill("mapper", "before-write", key=trigger(0)), Fault.kill(merger, "before-write")],
-        "kill-after-write": [Fault.kill("mapper", "after-write", key=trigger(2)),
-                             Fault.kill("coordinator" if coordinated else merger, "after-write")],
+        "duplicate-trigger": [
+            Fault.duplicate_trigger("mapper", key=trigger(2)),
+            Fault.duplicate_trigger(merger),
+        ],
+        "kill-before-write": [
+            Fault.kill("mapper", "before-write", key=trigger(0)),
+            Fault.kill(merger, "before-write"),
+        ],
+        "kill-after-write": [
+            Fault.kill("mapper", "after-write", key=trigger(2)),
+            Fault.kill("coordinator" if coordinated else merger, "after-write"),
+        ],
     }.get(name) or _common_faults(name, mode)
 
 
@@ -72,8 +86,15 @@ def _common_faults(name: str, mode: str) -> list[Fault]:
     }[name]
 
 
-FAULTS = ["drop-trigger", "duplicate-trigger", "kill-before-write", "kill-after-write", "straggler",
-          "storage-503", "storage-refused"]
+FAULTS = [
+    "drop-trigger",
+    "duplicate-trigger",
+    "kill-before-write",
+    "kill-after-write",
+    "straggler",
+    "storage-503",
+    "storage-refused",
+]
 
 
 @pytest.fixture(scope="module")
@@ -148,20 +169,27 @@ def test_lost_work_without_retries_is_named(prestarted_cluster, dimuon_files, fa
     assert injected[0].key == trigger(range_id)
     prestarted_cluster.platform.inject(*injected)
     since = time.monotonic()
-    executor = prestarted_cluster.executor(reduction=REDUCTIONS["tree2"], progress=False, retries=0, retry_after=5.0,
-                                     ranges_per_call=1)
+    executor = prestarted_cluster.executor(
+        reduction=REDUCTIONS["tree2"], progress=False, retries=0, retry_after=5.0, ranges_per_call=1
+    )
     try:
         lost = re.escape(layout.interval_stem(range_id, range_id + 1))
-        with pytest.raises(dro.JobTimeout, match=rf"the mapper of range {range_id} produced nothing "
-                                                 rf"\(\S+/{lost}\.root missing\) retries are disabled \(retries=0\)"):
-            ROOT.RDataFrame("Events", dimuon_files, executor=executor, npartitions=NPARTITIONS).Count().GetValue()
+        with pytest.raises(
+            dro.JobTimeout,
+            match=rf"the mapper of range {range_id} produced nothing "
+            rf"\(\S+/{lost}\.root missing\) retries are disabled \(retries=0\)",
+        ):
+            ROOT.RDataFrame(
+                "Events", dimuon_files, executor=executor, npartitions=NPARTITIONS
+            ).Count().GetValue()
     finally:
         check_fired(prestarted_cluster, injected, since)
     assert leftovers(executor, executor.last_job.job_id) == []
 
 
 def test_a_coordinator_killed_before_merging_its_last_batch_leaves_it_to_a_batch_reducer(
-        prestarted_cluster, dimuon_files, reference):
+    prestarted_cluster, dimuon_files, reference
+):
     """A file-triggered coordinator merges its last batch itself: killed after writing that batch
     file (to the queue, which starts nothing) and before merging it, the client's retry has a
     batch reducer read the queued file and merge it."""
@@ -170,10 +198,16 @@ def test_a_coordinator_killed_before_merging_its_last_batch_leaves_it_to_a_batch
     since = time.monotonic()
     try:
         # One batch of the four partials: the coordinator's first write is its last batch file.
-        executor = prestarted_cluster.executor(reduction=dro.CoordinatedReduction([NPARTITIONS]), progress=False,
-                                               ranges_per_call=1, **RETRY["prestarted"])
-        result = tuple(r.GetValue() for r in book(ROOT.RDataFrame("Events", dimuon_files, executor=executor,
-                                                                   npartitions=NPARTITIONS)))
+        executor = prestarted_cluster.executor(
+            reduction=dro.CoordinatedReduction([NPARTITIONS]),
+            progress=False,
+            ranges_per_call=1,
+            **RETRY["prestarted"],
+        )
+        result = tuple(
+            r.GetValue()
+            for r in book(ROOT.RDataFrame("Events", dimuon_files, executor=executor, npartitions=NPARTITIONS))
+        )
     finally:
         check_fired(prestarted_cluster, injected, since)
     assert_exact(result, reference)

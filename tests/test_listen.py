@@ -22,8 +22,14 @@ PICK_UP = 0.3  # seconds: the warm pool's target from a queued item to its pick-
 
 
 def storage(platform, access: str | None = None, secret: str | None = None, bucket: str = BUCKET) -> Storage:
-    return Storage(StorageConfig("http://" + platform.s3_endpoint, access or platform.s3_access_key,
-                                 secret or platform.s3_secret_key, bucket))
+    return Storage(
+        StorageConfig(
+            "http://" + platform.s3_endpoint,
+            access or platform.s3_access_key,
+            secret or platform.s3_secret_key,
+            bucket,
+        )
+    )
 
 
 class Watch:
@@ -137,9 +143,11 @@ def test_the_stream_survives_idle_periods(platform, buckets):
 
 
 def test_a_refused_key_is_refused(platform, buckets):
-    for access, secret, code in [("not-our-access-key", "whatever-secret", "InvalidAccessKeyId"),
-                                 # OSCAR's policies give a restricted service's users no listening
-                                 ("alice", platform.oidc_storage_keys("alice")[1], "AccessDenied")]:
+    for access, secret, code in [
+        ("not-our-access-key", "whatever-secret", "InvalidAccessKeyId"),
+        # OSCAR's policies give a restricted service's users no listening
+        ("alice", platform.oidc_storage_keys("alice")[1], "AccessDenied"),
+    ]:
         with pytest.raises(StorageError, match=code) as failure:
             next(iter(storage(platform, access, secret).listen_created("queue/")))
         assert failure.value.transient is False

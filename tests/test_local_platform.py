@@ -589,7 +589,9 @@ def test_prestarted_workers_run_entry_points_in_process(prestarted):
         )
         return result if "in pre-started worker" in log else None
 
-    replacement = wait_for(served_by_new_worker, timeout=60, interval=0.5, what="a replacement pre-started worker")
+    replacement = wait_for(
+        served_by_new_worker, timeout=60, interval=0.5, what="a replacement pre-started worker"
+    )
     assert replacement["pid"] != first["pid"]
     assert replacement["preloaded"] is True
 
@@ -613,10 +615,19 @@ def test_prestarted_workers_run_entry_points_in_process(prestarted):
 
 def test_a_function_over_its_memory_limit_is_killed_without_output(oscar, s3):
     """OSCAR sets ``memory`` as the container's limit: over it, the kernel kills the function."""
-    script = ('python3 -c "import time; block = bytearray(200 * 1024 * 1024); time.sleep(3)"\n'
-              'echo survived > "$TMP_OUTPUT_DIR/out.txt"\n')
-    oscar.create_service(service_def("hungry", script, ["hungry/in"], [{"storage_provider": "minio", "path": "hungry/out"}],
-                                     memory="64Mi"))
+    script = (
+        'python3 -c "import time; block = bytearray(200 * 1024 * 1024); time.sleep(3)"\n'
+        'echo survived > "$TMP_OUTPUT_DIR/out.txt"\n'
+    )
+    oscar.create_service(
+        service_def(
+            "hungry",
+            script,
+            ["hungry/in"],
+            [{"storage_provider": "minio", "path": "hungry/out"}],
+            memory="64Mi",
+        )
+    )
     put(s3, "hungry", "in/a", b"x")
     [(name, info)] = wait_for_jobs(oscar, "hungry", 1)
     assert info["status"] == "Failed"

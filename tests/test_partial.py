@@ -30,8 +30,9 @@ def mapped(dimuon_files, tmp_path_factory):
     for index, result in enumerate(backend.fresh_results()):
         path = str(workdir / f"p{index}.root")
         rows = str(workdir / f"rows{index}.root")
-        partial.write_partial(path, result, job_id="jtest", range_id=index,
-                              columns_file=partial.ColumnsFile(rows, rows))
+        partial.write_partial(
+            path, result, job_id="jtest", range_id=index, columns_file=partial.ColumnsFile(rows, rows)
+        )
         paths.append(path)
     return backend, paths, workdir
 
@@ -42,8 +43,11 @@ def test_native_slots_for_mergeables_with_native_form(mapped):
     kinds = [slot["kind"] for slot in meta.slots]
     # Count x2, Sum x2, Mean, Min, Max, StdDev, then Stats and 9 histograms/graphs, AsNumpy, the nominal
     # varied histogram, and the VariationsFor action DistRDF appends to the graph
-    assert kinds == ["scalar"] * 4 + ["fallback", "scalar", "scalar", "fallback"] + ["object"] * 10 + \
-        ["columns", "object", "variations"]
+    assert kinds == ["scalar"] * 4 + ["fallback", "scalar", "scalar", "fallback"] + ["object"] * 10 + [
+        "columns",
+        "object",
+        "variations",
+    ]
     assert meta.ranges == [(0, 1)]
     assert meta.job_id == "jtest"
     assert meta.format == partial.FORMAT_VERSION
@@ -120,7 +124,9 @@ def test_empty_task_result_only_carries_bookkeeping(mapped, tmp_path):
     backend, paths, _ = mapped
     empty = str(tmp_path / "empty.root")
     rows = partial.ColumnsFile(str(tmp_path / "rows.root"), str(tmp_path / "rows.root"))
-    partial.write_partial(empty, TaskResult(None, TaskTreeEntries(0, {})), job_id="jtest", range_id=4, columns_file=rows)
+    partial.write_partial(
+        empty, TaskResult(None, TaskTreeEntries(0, {})), job_id="jtest", range_id=4, columns_file=rows
+    )
     assert not os.path.exists(rows.path)  # no AsNumpy rows: no file
     out = str(tmp_path / "out.root")
     partial.merge_partials(out, [paths[0], empty])
@@ -137,8 +143,13 @@ def _asnumpy_partial(workdir, range_id: int, arrays: dict):
     result = AsNumpyResult.__new__(AsNumpyResult)
     result.__setstate__(arrays)
     path, rows = str(workdir / f"a{range_id}.root"), str(workdir / f"a{range_id}.rows.root")
-    partial.write_partial(path, TaskResult([result], None), job_id="jcols", range_id=range_id,
-                          columns_file=partial.ColumnsFile(rows, rows))
+    partial.write_partial(
+        path,
+        TaskResult([result], None),
+        job_id="jcols",
+        range_id=range_id,
+        columns_file=partial.ColumnsFile(rows, rows),
+    )
     return path
 
 
@@ -147,8 +158,10 @@ def test_asnumpy_rows_come_back_in_range_order_whatever_the_merge_order(tmp_path
 
     # Range 1 spans several chunks; range 2 passed nothing; merged out of order and in two steps.
     sizes = {0: 1000, 1: 3 * (8 << 20) // 8 + 17, 2: 0, 3: 5}
-    pieces = {r: {"x": np.arange(n, dtype=np.float64) + r * 1e7, "k": np.full(n, r, dtype=np.int16)}
-              for r, n in sizes.items()}
+    pieces = {
+        r: {"x": np.arange(n, dtype=np.float64) + r * 1e7, "k": np.full(n, r, dtype=np.int16)}
+        for r, n in sizes.items()
+    }
     paths = {r: _asnumpy_partial(tmp_path, r, pieces[r]) for r in sizes}
     inner = str(tmp_path / "inner.root")
     partial.merge_partials(inner, [paths[3], paths[0]])
@@ -157,7 +170,9 @@ def test_asnumpy_rows_come_back_in_range_order_whatever_the_merge_order(tmp_path
     assert [p["range"] for p in meta.column_parts] == [0, 1, 2, 3]
     assert os.path.getsize(merged) < 100_000  # the rows stay in the mappers' files
     fetched = []
-    result, _ = partial.read_partial(merged, fetch=lambda key, dest: (fetched.append(key), shutil.copyfile(key, dest)))
+    result, _ = partial.read_partial(
+        merged, fetch=lambda key, dest: (fetched.append(key), shutil.copyfile(key, dest))
+    )
     got = result.mergeables[0].GetValue()
     assert list(got) == ["x", "k"]
     for column in ("x", "k"):
@@ -165,8 +180,10 @@ def test_asnumpy_rows_come_back_in_range_order_whatever_the_merge_order(tmp_path
         assert got[column].dtype == pieces[0][column].dtype
     assert len(fetched) == 3  # range 2 had no rows: nothing fetched
     preview, _ = partial.read_partial(merged)  # without fetch: empty, of the right types
-    assert {c: (len(a), a.dtype) for c, a in preview.mergeables[0].GetValue().items()} == \
-        {"x": (0, np.float64), "k": (0, np.int16)}
+    assert {c: (len(a), a.dtype) for c, a in preview.mergeables[0].GetValue().items()} == {
+        "x": (0, np.float64),
+        "k": (0, np.int16),
+    }
     with pytest.raises(partial.PartialFormatError, match="rows of range 0 are in two inputs"):
         partial.merge_partials(str(tmp_path / "twice.root"), [paths[0], inner])
 
@@ -184,16 +201,23 @@ def test_merging_native_partials_never_starts_pyroot(dimuon_files, tmp_path):
     for index, result in enumerate(backend.fresh_results()):
         paths.append(str(tmp_path / f"p{index}.root"))
         rows = str(tmp_path / f"rows{index}.root")
-        partial.write_partial(paths[-1], result, job_id="jnative", range_id=index,
-                              columns_file=partial.ColumnsFile(rows, rows))
+        partial.write_partial(
+            paths[-1], result, job_id="jnative", range_id=index, columns_file=partial.ColumnsFile(rows, rows)
+        )
     assert {slot["kind"] for slot in partial.read_meta(paths[0]).slots} == {"scalar", "object"}
     merged = str(tmp_path / "merged.root")
     # Nor the client's modules: the package loads them on first use (distrdf_oscar/__init__.py).
-    script = ("import sys; from distrdf_oscar.protocol import partial; partial.merge_partials(sys.argv[1], sys.argv[2:]); "
-              "print(sorted(m for m in ('cppyy', 'libcppyy', 'distrdf_oscar.client.executor', 'distrdf_oscar.local') "
-              "if m in sys.modules))")  # PyROOT's engine, the executor, the embedded platform
-    out = subprocess.run([sys.executable, "-W", "ignore", "-c", script, merged, *paths],
-                         capture_output=True, text=True, check=True)
+    script = (
+        "import sys; from distrdf_oscar.protocol import partial; partial.merge_partials(sys.argv[1], sys.argv[2:]); "
+        "print(sorted(m for m in ('cppyy', 'libcppyy', 'distrdf_oscar.client.executor', 'distrdf_oscar.local') "
+        "if m in sys.modules))"
+    )  # PyROOT's engine, the executor, the embedded platform
+    out = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", script, merged, *paths],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert out.stdout.strip() == "[]", out.stdout
     result, meta = partial.read_partial(merged)
     assert meta.ranges == [(0, 1), (1, 2)]

@@ -44,10 +44,12 @@ def test_auto_plan_is_valid_and_two_levels(n):
     batches = auto_batches(n)
     assert CoordinatedReduction(batches).plan_for(n) == batches
     assert all(b >= 2 for b in batches)
-    assert len(batches) <= max(1, int(n ** 0.5) + 2)
+    assert len(batches) <= max(1, int(n**0.5) + 2)
 
 
-@pytest.mark.parametrize(("n", "fan_in"), [(1, 2), (2, 2), (3, 2), (7, 2), (7, 4), (16, 4), (17, 4), (100, 3)])
+@pytest.mark.parametrize(
+    ("n", "fan_in"), [(1, 2), (2, 2), (3, 2), (7, 2), (7, 4), (16, 4), (17, 4), (100, 3)]
+)
 def test_tree_merges_every_range_exactly_once(n, fan_in):
     groups = tree_groups(n, fan_in)
     plan = TreeReduction(fan_in).describe(n, "j20261124120000-0123abcd")
@@ -91,7 +93,9 @@ def test_auto_resolves_and_chooses_a_concrete_plan_that_fits():
 JOB_ID = "j20261124120000-0123abcd"
 
 
-@pytest.mark.parametrize("reduction", [TreeReduction(fan_in=3), CoordinatedReduction([4, 3]), CoordinatedReduction()])
+@pytest.mark.parametrize(
+    "reduction", [TreeReduction(fan_in=3), CoordinatedReduction([4, 3]), CoordinatedReduction()]
+)
 def test_job_plans_travel_as_json_unchanged(reduction):
     plan = reduction.describe(6, JOB_ID, coordinator_timeout=120.0)
     assert plan_from_json(plan.to_json()) == plan
@@ -105,7 +109,9 @@ def test_mapper_outputs_and_steps_follow_the_mode():
     tree = TreeReduction(fan_in=2).describe(4, JOB_ID)
     assert [tree.mapper_output((r, r + 1)) for r in range(4)] == [keys.partial(r, r + 1) for r in range(4)]
     functions = TreeReduction(fan_in=2, inline=False).describe(4, JOB_ID)
-    assert [functions.mapper_output((r, r + 1)) for r in range(4)] == [keys.tree_partial(r, r + 1) for r in range(4)]
+    assert [functions.mapper_output((r, r + 1)) for r in range(4)] == [
+        keys.tree_partial(r, r + 1) for r in range(4)
+    ]
     assert tree.steps() == functions.steps() == 3
     assert TreeReduction(fan_in=2).describe(1, JOB_ID).mapper_output((0, 1)) == keys.result
     coordinated = CoordinatedReduction([3, 2]).describe(4, JOB_ID)
@@ -127,20 +133,30 @@ def test_calls_of_several_ranges_make_the_leaves_and_the_items():
     assert tree.mapper_output((3, 6)) == keys.partial(3, 6)
     # A plan counts the calls' partials: 3 calls make 3 items, and [6, 3] is refused naming 3.
     coordinated = CoordinatedReduction([2, 2]).describe(7, JOB_ID, ranges_per_call=3)
-    assert coordinated.items() == (keys.partial(0, 3), keys.partial(3, 6), keys.partial(6, 7), keys.batch_result(0))
+    assert coordinated.items() == (
+        keys.partial(0, 3),
+        keys.partial(3, 6),
+        keys.partial(6, 7),
+        keys.batch_result(0),
+    )
     with pytest.raises(PlanError, match=r"does not merge 3 partials exactly once"):
         CoordinatedReduction([6, 3]).describe(8, JOB_ID, ranges_per_call=3)
 
 
-@pytest.mark.parametrize(("npartitions", "concurrency", "reduction", "requested", "pool", "expected"), [
-    (8, 2, TreeReduction(4), None, False, 4),  # file-triggered: one call per slot
-    (8, 2, TreeReduction(4), None, True, 1),  # a warm pool: four calls per worker already
-    (1000, 2, TreeReduction(4), None, True, 125),  # 8 calls: four per worker
-    (1000, 80, CoordinatedReduction(), None, False, 13),
-    (8, 2, CoordinatedReduction([6, 3]), None, False, 1),  # an explicit plan counts ranges
-    (1000, 2, TreeReduction(4), 10, True, 10),  # the user's setting wins
-])
-def test_ranges_per_call_default_amortises_calls(npartitions, concurrency, reduction, requested, pool, expected):
+@pytest.mark.parametrize(
+    ("npartitions", "concurrency", "reduction", "requested", "pool", "expected"),
+    [
+        (8, 2, TreeReduction(4), None, False, 4),  # file-triggered: one call per slot
+        (8, 2, TreeReduction(4), None, True, 1),  # a warm pool: four calls per worker already
+        (1000, 2, TreeReduction(4), None, True, 125),  # 8 calls: four per worker
+        (1000, 80, CoordinatedReduction(), None, False, 13),
+        (8, 2, CoordinatedReduction([6, 3]), None, False, 1),  # an explicit plan counts ranges
+        (1000, 2, TreeReduction(4), 10, True, 10),  # the user's setting wins
+    ],
+)
+def test_ranges_per_call_default_amortises_calls(
+    npartitions, concurrency, reduction, requested, pool, expected
+):
     assert choose_ranges_per_call(npartitions, concurrency, reduction, requested, pool) == expected
 
 
@@ -150,14 +166,22 @@ def test_ranges_per_call_refuses_nonsense():
             choose_ranges_per_call(8, 2, TreeReduction(4), bad)
 
 
-@pytest.mark.parametrize(("body", "message"), [
-    (b"not json", "not JSON"),
-    (b'{"mode": "spiral", "job": "j"}', "unknown mode 'spiral'"),
-    (b'{"mode": "tree", "job": "j", "npartitions": 4}', "TreePlan lacks the field 'fan_in'"),
-    (b'{"mode": "tree", "job": "j", "npartitions": "4", "fan_in": 2}', "TreePlan.npartitions must be int"),
-    (b'{"mode": "coordinated", "job": "j", "npartitions": 4, "batches": [3, true]}',
-     "CoordinatedPlan.batches must be int"),
-])
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"not json", "not JSON"),
+        (b'{"mode": "spiral", "job": "j"}', "unknown mode 'spiral'"),
+        (b'{"mode": "tree", "job": "j", "npartitions": 4}', "TreePlan lacks the field 'fan_in'"),
+        (
+            b'{"mode": "tree", "job": "j", "npartitions": "4", "fan_in": 2}',
+            "TreePlan.npartitions must be int",
+        ),
+        (
+            b'{"mode": "coordinated", "job": "j", "npartitions": 4, "batches": [3, true]}',
+            "CoordinatedPlan.batches must be int",
+        ),
+    ],
+)
 def test_malformed_plans_are_refused_naming_the_field(body, message):
     with pytest.raises(MessageError, match=re.escape(message)):
         plan_from_json(body)

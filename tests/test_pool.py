@@ -51,9 +51,12 @@ def wait_for_served(executor, count: int, timeout: float = 15.0) -> int:
     return total
 
 
-@pytest.mark.parametrize("reduction", [dro.TreeReduction(fan_in=2), dro.CoordinatedReduction()],
-                         ids=["tree2", "coordinated"])
-def test_pool_workers_serve_many_calls_and_start_no_oscar_job(pool_cluster, dimuon_files, reference, reduction):
+@pytest.mark.parametrize(
+    "reduction", [dro.TreeReduction(fan_in=2), dro.CoordinatedReduction()], ids=["tree2", "coordinated"]
+)
+def test_pool_workers_serve_many_calls_and_start_no_oscar_job(
+    pool_cluster, dimuon_files, reference, reduction
+):
     executor = pool_cluster.executor(reduction=reduction, progress=False, ranges_per_call=1)
     workers = {w.worker for w in executor.pool_workers()}
     before = served(executor)
@@ -68,7 +71,9 @@ def test_pool_workers_serve_many_calls_and_start_no_oscar_job(pool_cluster, dimu
     # (unless a worker that saw it queued claims it first, which counts it as served).
     launched = sum(1 for item in job.tracker.expected if item.kind == "launch")
     calls = NPARTITIONS + max(0, launched - 1)
-    assert wait_for_served(executor, before + calls) - before in ((calls, calls + 1) if launched else (calls,))
+    assert wait_for_served(executor, before + calls) - before in (
+        (calls, calls + 1) if launched else (calls,)
+    )
     assert {w.worker for w in executor.pool_workers()} == workers  # the same processes throughout
 
 
@@ -107,10 +112,16 @@ def test_a_claimed_call_is_never_computed_again(pool_cluster):
         remove_job(storage, keys.job_id)
 
 
-def test_a_pool_that_dies_mid_job_leaves_the_rest_to_the_file_triggered_services(pool_cluster, dimuon_files,
-                                                                                   reference):
-    executor = pool_cluster.executor(reduction=dro.TreeReduction(fan_in=2), progress=False, ranges_per_call=1,
-                                     retry_after=2.0, pool_overflow_after=2.0)
+def test_a_pool_that_dies_mid_job_leaves_the_rest_to_the_file_triggered_services(
+    pool_cluster, dimuon_files, reference
+):
+    executor = pool_cluster.executor(
+        reduction=dro.TreeReduction(fan_in=2),
+        progress=False,
+        ranges_per_call=1,
+        retry_after=2.0,
+        pool_overflow_after=2.0,
+    )
     storage = executor.storage
     stopped = threading.Event()
 
@@ -138,15 +149,20 @@ def test_a_pool_that_dies_mid_job_leaves_the_rest_to_the_file_triggered_services
 
 
 def _running_jobs(storage) -> list[str]:
-    return sorted({job for key in storage.list(layout.JOBS + "/") if (job := layout.manifest_job(key)) is not None})
+    return sorted(
+        {job for key in storage.list(layout.JOBS + "/") if (job := layout.manifest_job(key)) is not None}
+    )
 
 
 def test_the_dimuon_analysis_in_pool_mode_is_identical(pool_cluster, dimuon_files):
     reference = analysis.book_dimuon_spectrum(ROOT.RDataFrame("Events", dimuon_files))["spectrum"].GetValue()
     executor = pool_cluster.executor(progress=False)
     spectrum = analysis.book_dimuon_spectrum(
-        ROOT.RDataFrame("Events", dimuon_files, executor=executor, npartitions=4))["spectrum"].GetValue()
-    assert all(spectrum.GetBinContent(i) == reference.GetBinContent(i) for i in range(reference.GetNbinsX() + 2))
+        ROOT.RDataFrame("Events", dimuon_files, executor=executor, npartitions=4)
+    )["spectrum"].GetValue()
+    assert all(
+        spectrum.GetBinContent(i) == reference.GetBinContent(i) for i in range(reference.GetNbinsX() + 2)
+    )
 
 
 def _run(executor, files) -> tuple:
@@ -182,10 +198,12 @@ def _run_acting_on_first(executor, files, prefix: str, act, timeout: float = 60.
 
 def _signal_holder(storage, sig: int, signalled: list[int]):
     """An action for ``_run_acting_on_first``: send ``sig`` to the worker a claim names (host-pid-nonce)."""
+
     def act(claim: str) -> None:
         pid = int(storage.get_bytes(claim).decode().rsplit("-", 2)[1])
         os.kill(pid, sig)
         signalled.append(pid)
+
     return act
 
 
@@ -193,13 +211,18 @@ def test_a_replica_killed_mid_call_is_replaced_and_its_call_recomputed(pool_clus
     """The worker's heartbeat stops: the client offers its claimed call to the pool again at once
     (not after the quiet spell, here a minute), the surviving worker computes it, and the
     Deployment restarts the replica."""
-    executor = pool_cluster.executor(reduction=dro.TreeReduction(fan_in=2), progress=False, ranges_per_call=1,
-                                     retry_after=60.0)
+    executor = pool_cluster.executor(
+        reduction=dro.TreeReduction(fan_in=2), progress=False, ranges_per_call=1, retry_after=60.0
+    )
     storage = executor.storage
     before = {w.worker for w in executor.pool_workers()}
     killed: list[int] = []
-    result, _ = _run_acting_on_first(executor, dimuon_files, f"{layout.JOBS}/{{job}}/claims/",
-                                     _signal_holder(storage, signal.SIGKILL, killed))
+    result, _ = _run_acting_on_first(
+        executor,
+        dimuon_files,
+        f"{layout.JOBS}/{{job}}/claims/",
+        _signal_holder(storage, signal.SIGKILL, killed),
+    )
     assert killed, "no claim was seen to kill its holder"
     assert_exact(result, reference)
     job = executor.last_job
@@ -221,12 +244,21 @@ def test_a_worker_killed_while_coordinating_is_replaced_at_once(pool_cluster, di
     """The worker running a coordinated job's coordinator dies: the client queues the coordinator
     again as soon as the heartbeat lapses; the new one adopts the batches already launched (and a
     batch whose claimer died is claimed again), well before the quiet spell (here a minute)."""
-    executor = pool_cluster.executor(reduction=dro.CoordinatedReduction(), progress=False, ranges_per_call=1,
-                                     retry_after=60.0, pool_overflow_after=120.0)
+    executor = pool_cluster.executor(
+        reduction=dro.CoordinatedReduction(),
+        progress=False,
+        ranges_per_call=1,
+        retry_after=60.0,
+        pool_overflow_after=120.0,
+    )
     storage = executor.storage
     killed: list[int] = []
-    result, _ = _run_acting_on_first(executor, dimuon_files, f"{layout.JOBS}/{{job}}/claims/coordinator",
-                                     _signal_holder(storage, signal.SIGKILL, killed))
+    result, _ = _run_acting_on_first(
+        executor,
+        dimuon_files,
+        f"{layout.JOBS}/{{job}}/claims/coordinator",
+        _signal_holder(storage, signal.SIGKILL, killed),
+    )
     assert killed, "no coordinator claim was seen"
     assert_exact(result, reference)
     job = executor.last_job
@@ -237,17 +269,24 @@ def test_a_worker_killed_while_coordinating_is_replaced_at_once(pool_cluster, di
         time.sleep(0.5)
 
 
-def test_a_stalled_worker_is_overtaken_and_its_late_copy_changes_nothing(pool_cluster, dimuon_files, reference):
+def test_a_stalled_worker_is_overtaken_and_its_late_copy_changes_nothing(
+    pool_cluster, dimuon_files, reference
+):
     """A worker that stops mid-call (SIGSTOP: a node starved or swapping) stops its heartbeat too:
     its call is offered to the pool again and computed by the other worker; resumed, the stalled
     worker finishes its copy, which loses the claim on the output and leaves nothing behind."""
-    executor = pool_cluster.executor(reduction=dro.TreeReduction(fan_in=2), progress=False, ranges_per_call=1,
-                                     retry_after=60.0)
+    executor = pool_cluster.executor(
+        reduction=dro.TreeReduction(fan_in=2), progress=False, ranges_per_call=1, retry_after=60.0
+    )
     storage = executor.storage
     stopped: list[int] = []
     try:
-        result, _ = _run_acting_on_first(executor, dimuon_files, f"{layout.JOBS}/{{job}}/claims/",
-                                         _signal_holder(storage, signal.SIGSTOP, stopped))
+        result, _ = _run_acting_on_first(
+            executor,
+            dimuon_files,
+            f"{layout.JOBS}/{{job}}/claims/",
+            _signal_holder(storage, signal.SIGSTOP, stopped),
+        )
     finally:
         for pid in stopped:
             os.kill(pid, signal.SIGCONT)
@@ -264,17 +303,24 @@ def test_a_stalled_worker_is_overtaken_and_its_late_copy_changes_nothing(pool_cl
 
 def test_a_lost_queued_call_is_computed_by_the_file_triggered_mapper(pool_cluster, dimuon_files, reference):
     """An offer gone before any worker claimed it (a lost object): the client's retry covers it."""
-    executor = pool_cluster.executor(reduction=dro.TreeReduction(fan_in=4), progress=False, ranges_per_call=1,
-                                     retry_after=2.0)
+    executor = pool_cluster.executor(
+        reduction=dro.TreeReduction(fan_in=4), progress=False, ranges_per_call=1, retry_after=2.0
+    )
     storage = executor.storage
-    last = layout.interval_stem(NPARTITIONS - 1, NPARTITIONS)  # workers take the queue in order: last is taken last
-    result, dropped = _run_acting_on_first(executor, dimuon_files, f"{layout.QUEUE}/{{job}}/{last}",
-                                           lambda key: storage.delete([key]))
+    last = layout.interval_stem(
+        NPARTITIONS - 1, NPARTITIONS
+    )  # workers take the queue in order: last is taken last
+    result, dropped = _run_acting_on_first(
+        executor, dimuon_files, f"{layout.QUEUE}/{{job}}/{last}", lambda key: storage.delete([key])
+    )
     assert dropped, "the last offer was never seen"
     assert_exact(result, reference)
     job = executor.last_job
-    lost = next(item for item in job.tracker.expected if item.key == layout.JobKeys(job.job_id).partial(
-        NPARTITIONS - 1, NPARTITIONS))
+    lost = next(
+        item
+        for item in job.tracker.expected
+        if item.key == layout.JobKeys(job.job_id).partial(NPARTITIONS - 1, NPARTITIONS)
+    )
     assert lost.trigger.attempts >= 1, "the lost call was never retried"
     assert job.functions.get("mapper"), "no file-triggered mapper ran"
     assert [k for k in storage.list("") if layout.job_of_key(k) == job.job_id] == []
@@ -282,8 +328,9 @@ def test_a_lost_queued_call_is_computed_by_the_file_triggered_mapper(pool_cluste
 
 def test_a_pool_job_through_an_object_store_outage_is_exact(pool_cluster, dimuon_files, reference):
     """The object store answers 503 for a while mid-job: workers, coordinator and client wait it out."""
-    executor = pool_cluster.executor(reduction=dro.CoordinatedReduction(), progress=False, ranges_per_call=1,
-                                     retry_after=3.0)
+    executor = pool_cluster.executor(
+        reduction=dro.CoordinatedReduction(), progress=False, ranges_per_call=1, retry_after=3.0
+    )
     outage = Fault.storage_outage(seconds=2.5, mode="503", after=0.5)
     pool_cluster.platform.inject(outage)
     since = time.monotonic()

@@ -63,18 +63,31 @@ def shared_pool():
 
 def _environment(cluster) -> dict[str, str]:
     platform = cluster.platform
-    return {**os.environ, "OSCAR_ENDPOINT": platform.oscar_endpoint, "OSCAR_USER": platform.oscar_user,
-            "OSCAR_PASSWORD": platform.oscar_password, "DISTRDF_OSCAR_KEY": cluster._signing_key}
+    return {
+        **os.environ,
+        "OSCAR_ENDPOINT": platform.oscar_endpoint,
+        "OSCAR_USER": platform.oscar_user,
+        "OSCAR_PASSWORD": platform.oscar_password,
+        "DISTRDF_OSCAR_KEY": cluster._signing_key,
+    }
 
 
-def _start(cluster, prelude: str, graph: str, workdir, entries: int = ENTRIES, partitions: int = 4,
-           options: str = "") -> subprocess.Popen[str]:
+def _start(
+    cluster, prelude: str, graph: str, workdir, entries: int = ENTRIES, partitions: int = 4, options: str = ""
+) -> subprocess.Popen[str]:
     workdir = workdir / f"client-{time.monotonic_ns()}"  # each client its own folder, as analysts have
     workdir.mkdir()
-    script = CLIENT.format(prelude=textwrap.dedent(prelude), graph=graph, entries=entries, partitions=partitions,
-                           options=options)
-    return subprocess.Popen([sys.executable, "-c", script], env=_environment(cluster), cwd=str(workdir),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    script = CLIENT.format(
+        prelude=textwrap.dedent(prelude), graph=graph, entries=entries, partitions=partitions, options=options
+    )
+    return subprocess.Popen(
+        [sys.executable, "-c", script],
+        env=_environment(cluster),
+        cwd=str(workdir),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _result(process: subprocess.Popen[str]) -> dict:
@@ -101,7 +114,10 @@ def test_an_edited_function_gives_the_new_results(shared_pool, tmp_path):
     assert second["pool"]
     assert first["distributed"] == first["local"] == 2 * sum(range(ENTRIES))
     assert second["distributed"] == second["local"] == sum(range(ENTRIES)) + ENTRIES
-    together = [_start(shared_pool, CORR_A, SUM_CORR, tmp_path), _start(shared_pool, CORR_B, SUM_CORR, tmp_path)]
+    together = [
+        _start(shared_pool, CORR_A, SUM_CORR, tmp_path),
+        _start(shared_pool, CORR_B, SUM_CORR, tmp_path),
+    ]
     a, b = (_result(process) for process in together)
     assert a["distributed"] == a["local"]
     assert b["distributed"] == b["local"]
@@ -122,8 +138,10 @@ LEAKY = """
     ROOT.RDF.Distributed.initialize(leave_traces)
 """
 # What client B looks at, per entry: each term is 0 in a fresh process.
-TRACES = ('Define("traces", "(std::getenv(\\"DRO_LEAKED\\") != nullptr) + 10 * std::ifstream(\\"leaked.txt\\")'
-          '.good() + 100 * (gErrorIgnoreLevel == 5000) + 1000 * (gRandom->GetSeed() == 99)").Sum("traces")')
+TRACES = (
+    'Define("traces", "(std::getenv(\\"DRO_LEAKED\\") != nullptr) + 10 * std::ifstream(\\"leaked.txt\\")'
+    '.good() + 100 * (gErrorIgnoreLevel == 5000) + 1000 * (gRandom->GetSeed() == 99)").Sum("traces")'
+)
 
 
 def test_no_state_of_one_job_reaches_the_next(shared_pool, tmp_path):
@@ -192,8 +210,13 @@ def test_workers_return_to_their_warm_memory_after_large_jobs(shared_pool, tmp_p
     pids = _worker_pids(shared_pool)
     baseline = {pid: _rss_mb(pid) for pid in pids}
     for _ in range(4):
-        big = _client(shared_pool, "", 'Define("y", "x * 0.5").AsNumpy(["x", "y"])["y"].sum()', tmp_path,
-                      entries=5_000_000)
+        big = _client(
+            shared_pool,
+            "",
+            'Define("y", "x * 0.5").AsNumpy(["x", "y"])["y"].sum()',
+            tmp_path,
+            entries=5_000_000,
+        )
         assert big["distributed"] == big["local"]
     _wait_for_no_job_processes(shared_pool)
     for pid in pids:
@@ -213,8 +236,15 @@ def test_a_killed_client_stops_costing_the_pool_and_a_newer_job_is_not_starved(s
     from distrdf_oscar.protocol import layout
 
     storage = shared_pool.executor(progress=False).storage
-    slow = _start(shared_pool, SLOW, 'Filter("slow(x)").Count()', tmp_path, entries=64,
-                  partitions=64, options=", ranges_per_call=1")
+    slow = _start(
+        shared_pool,
+        SLOW,
+        'Filter("slow(x)").Count()',
+        tmp_path,
+        entries=64,
+        partitions=64,
+        options=", ranges_per_call=1",
+    )
     try:
         deadline = time.monotonic() + 120
         job_id = None
@@ -226,7 +256,9 @@ def test_a_killed_client_stops_costing_the_pool_and_a_newer_job_is_not_starved(s
         newer = _client(shared_pool, CORR_B, SUM_CORR, tmp_path)
         assert newer["distributed"] == newer["local"]
         keys = layout.JobKeys(job_id)
-        assert storage.list(keys.prefix(layout.QUEUE)), "the older job's backlog was served before the newer job"
+        assert storage.list(keys.prefix(layout.QUEUE)), (
+            "the older job's backlog was served before the newer job"
+        )
     finally:
         slow.kill()
         slow.wait()

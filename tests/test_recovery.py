@@ -21,12 +21,16 @@ class Clock:
 
 
 def tracker(mode: str, n: int, clock: Clock, **policy) -> Tracker:
-    reduction = TreeReduction(fan_in=2, inline=False) if mode == "tree" else CoordinatedReduction([2] * (n - 1))
+    reduction = (
+        TreeReduction(fan_in=2, inline=False) if mode == "tree" else CoordinatedReduction([2] * (n - 1))
+    )
     job_plan = reduction.describe(n, JOB.job_id)
     triggers = {}
     for r in range(n):
         output = job_plan.mapper_output((r, r + 1))
-        triggers[r] = MapperTrigger(JOB.job_id, r, range="", payload=JOB.mapper_payload, output=output).to_json()
+        triggers[r] = MapperTrigger(
+            JOB.job_id, r, range="", payload=JOB.mapper_payload, output=output
+        ).to_json()
     return Tracker.for_plan(JOB, job_plan, triggers, RetryPolicy(**policy), clock=clock)
 
 
@@ -40,7 +44,10 @@ def fire_all(t: Tracker, **kwargs) -> list[str]:
 def test_tree_expects_every_partial_group_and_the_result():
     t = tracker("tree", 4, Clock())
     assert [e.key for e in t.expected] == [JOB.tree_partial(r, r + 1) for r in range(4)] + [
-        JOB.tree_partial(0, 2), JOB.tree_partial(2, 4), JOB.result]
+        JOB.tree_partial(0, 2),
+        JOB.tree_partial(2, 4),
+        JOB.result,
+    ]
 
 
 def test_coordinated_expects_batch_files_and_batch_results():
@@ -60,8 +67,10 @@ def test_quiet_spell_longer_than_the_limit_retriggers_only_what_is_due():
     assert fire_all(t) == []
     clock.now += 0.2
     # Range 1 is missing; group (2, 4) is due too (its reducer's event was lost); group (0, 2) is not due.
-    assert fire_all(t) == [JOB.retry(layout.TRIGGERS, "000001_000002", 1),
-                           JOB.retry(layout.TREE_PARTIALS, "000002_000004", 1)]
+    assert fire_all(t) == [
+        JOB.retry(layout.TRIGGERS, "000001_000002", 1),
+        JOB.retry(layout.TREE_PARTIALS, "000002_000004", 1),
+    ]
 
 
 def test_each_retry_waits_twice_as_long_and_exhaustion_names_the_task():
@@ -76,8 +85,11 @@ def test_each_retry_waits_twice_as_long_and_exhaustion_names_the_task():
         waits.append(clock.now - start)
     assert waits[1] == pytest.approx(2 * waits[0], abs=0.3)
     clock.now += 100
-    with pytest.raises(JobTimeout, match=r"mapper of range 1 produced nothing .*000001_000002.root missing.* "
-                                         r"after 3 attempt\(s\)"):
+    with pytest.raises(
+        JobTimeout,
+        match=r"mapper of range 1 produced nothing .*000001_000002.root missing.* "
+        r"after 3 attempt\(s\)",
+    ):
         t.overdue()
 
 
@@ -86,9 +98,12 @@ def test_retries_disabled():
     t = tracker("tree", 2, clock, retries=0, retry_after=1.0)
     clock.now += 2
     # Nothing arrived: the first task in the plan, range 0's mapper, is the one named.
-    with pytest.raises(JobTimeout, match=rf"^job {JOB.job_id}: the mapper of range 0 produced nothing "
-                                         rf"\({JOB.tree_partial(0, 1)} missing\) retries are disabled "
-                                         r"\(retries=0\); waited 2 s after the last progress\."):
+    with pytest.raises(
+        JobTimeout,
+        match=rf"^job {JOB.job_id}: the mapper of range 0 produced nothing "
+        rf"\({JOB.tree_partial(0, 1)} missing\) retries are disabled "
+        r"\(retries=0\); waited 2 s after the last progress\.",
+    ):
         t.overdue()
 
 
@@ -107,10 +122,14 @@ def test_idle_service_is_a_loss_after_the_grace_unless_the_output_just_appeared(
     assert asked == []
     clock.now += 0.2
     assert fire_all(t, idle=idle, exists=lambda key: True) == []  # it appeared meanwhile
-    assert fire_all(t, idle=idle, exists=lambda key: False) == [JOB.retry(layout.TRIGGERS, "000001_000002", 1)]
+    assert fire_all(t, idle=idle, exists=lambda key: False) == [
+        JOB.retry(layout.TRIGGERS, "000001_000002", 1)
+    ]
     # The listing asked for is one taken after the grace that followed the trigger.
     assert asked[0] == (layout.TRIGGERS, 1000.0 + IDLE_GRACE)
-    assert fire_all(t, idle=lambda folder, since: False) == []  # a busy service: wait for the quiet-spell rule
+    assert (
+        fire_all(t, idle=lambda folder, since: False) == []
+    )  # a busy service: wait for the quiet-spell rule
 
 
 def test_a_spell_that_needed_a_retry_does_not_stretch_the_limit():
@@ -126,9 +145,16 @@ def test_a_spell_that_needed_a_retry_does_not_stretch_the_limit():
 
 
 def marker(output: str | None, retryable: bool) -> ErrorMarker:
-    return ErrorMarker(job=JOB.job_id, who="mapper-000001_000002", service="distrdf-mapper",
-                       trigger=JOB.trigger(1), output=output, retryable=retryable,
-                       error="StorageError: boom", traceback="Traceback: boom")
+    return ErrorMarker(
+        job=JOB.job_id,
+        who="mapper-000001_000002",
+        service="distrdf-mapper",
+        trigger=JOB.trigger(1),
+        output=output,
+        retryable=retryable,
+        error="StorageError: boom",
+        traceback="Traceback: boom",
+    )
 
 
 def test_transient_function_errors_are_retried_then_reported_with_the_traceback():
@@ -146,8 +172,11 @@ def test_transient_function_errors_are_retried_then_reported_with_the_traceback(
 def test_errors_in_user_code_are_not_retried():
     t = tracker("tree", 2, Clock())
     # Reported at once: no attempt count, the function's error and its traceback.
-    with pytest.raises(RemoteError, match=rf"^mapper-000001_000002 of job {JOB.job_id} failed: StorageError: boom\n"
-                                          r"--- remote traceback \(distrdf-mapper\) ---\nTraceback: boom$"):
+    with pytest.raises(
+        RemoteError,
+        match=rf"^mapper-000001_000002 of job {JOB.job_id} failed: StorageError: boom\n"
+        r"--- remote traceback \(distrdf-mapper\) ---\nTraceback: boom$",
+    ):
         t.on_error("e1", marker(JOB.tree_partial(1, 2), False))
 
 
@@ -171,12 +200,15 @@ def test_error_of_a_copy_whose_task_is_done_is_ignored():
     assert t.on_error("e1", marker(JOB.tree_partial(1, 2), True)) is None
 
 
-@pytest.mark.parametrize(("policy", "message"), [
-    ({"retries": -1}, r"^retries must be a non-negative integer, got -1$"),
-    ({"retries": 1.5}, r"^retries must be a non-negative integer, got 1\.5$"),
-    ({"retry_after": 0}, r"^retry_after must be positive and retry_factor at least 1$"),
-    ({"retry_factor": 0.5}, r"^retry_after must be positive and retry_factor at least 1$"),
-])
+@pytest.mark.parametrize(
+    ("policy", "message"),
+    [
+        ({"retries": -1}, r"^retries must be a non-negative integer, got -1$"),
+        ({"retries": 1.5}, r"^retries must be a non-negative integer, got 1\.5$"),
+        ({"retry_after": 0}, r"^retry_after must be positive and retry_factor at least 1$"),
+        ({"retry_factor": 0.5}, r"^retry_after must be positive and retry_factor at least 1$"),
+    ],
+)
 def test_bad_retry_options_are_refused(policy, message):
     with pytest.raises(ValueError, match=message):
         RetryPolicy(**policy)

@@ -34,15 +34,19 @@ def reference(dimuon_files):
 @pytest.fixture(scope="module")
 def warm_cluster():
     # No fault injection: every platform restarts MinIO as OSCAR does, here for the model's full length.
-    with dro.LocalCluster(workers=2, mode="warm", startup_delay=0.0,
-                          minio_restart_seconds=RESTART_SECONDS) as cluster:
+    with dro.LocalCluster(
+        workers=2, mode="warm", startup_delay=0.0, minio_restart_seconds=RESTART_SECONDS
+    ) as cluster:
         yield cluster
 
 
 def minio(cluster, restart_seconds: float | None = None) -> dict:
     """The platform's MinIO restarts so far; with ``restart_seconds``, their length from now on."""
     platform = cluster.platform
-    url, auth = f"{platform.oscar_endpoint}/system/local/minio", (platform.oscar_user, platform.oscar_password)
+    url, auth = (
+        f"{platform.oscar_endpoint}/system/local/minio",
+        (platform.oscar_user, platform.oscar_password),
+    )
     if restart_seconds is not None:
         requests.put(url, json={"restart_seconds": restart_seconds}, auth=auth, timeout=30).raise_for_status()
     return requests.get(url, auth=auth, timeout=30).json()
@@ -55,8 +59,12 @@ def run_while_a_service_comes_and_goes(cluster, executor, files) -> tuple:
     done: list[str] = []
 
     def jobs() -> set[str]:
-        return {job for folder in (layout.QUEUE, layout.JOBS) for key in storage.list(folder + "/")
-                if (job := layout.job_of_key(key)) is not None}
+        return {
+            job
+            for folder in (layout.QUEUE, layout.JOBS)
+            for key in storage.list(folder + "/")
+            if (job := layout.job_of_key(key)) is not None
+        }
 
     earlier = jobs()
 
@@ -81,8 +89,9 @@ def run_while_a_service_comes_and_goes(cluster, executor, files) -> tuple:
 
 
 def test_a_pool_job_survives_minio_restarts(warm_cluster, dimuon_files, reference):
-    executor = warm_cluster.executor(reduction=dro.CoordinatedReduction(), progress=False, ranges_per_call=1,
-                                     retry_after=RETRY_AFTER)
+    executor = warm_cluster.executor(
+        reduction=dro.CoordinatedReduction(), progress=False, ranges_per_call=1, retry_after=RETRY_AFTER
+    )
     assert executor.storage
     before = minio(warm_cluster)
     assert before["modelled"]
@@ -95,7 +104,9 @@ def test_a_pool_job_survives_minio_restarts(warm_cluster, dimuon_files, referenc
 
 
 def test_a_file_triggered_job_survives_minio_restarts(cold_cluster, dimuon_files, reference):
-    executor = cold_cluster.executor(reduction=dro.TreeReduction(fan_in=2), progress=False, retry_after=RETRY_AFTER)
+    executor = cold_cluster.executor(
+        reduction=dro.TreeReduction(fan_in=2), progress=False, retry_after=RETRY_AFTER
+    )
     assert executor.storage  # deployed (its creates restart MinIO too) before counting
     shortened = minio(cold_cluster)["restart_seconds"]  # the shared cluster's, as the suite set it
     before = minio(cold_cluster, restart_seconds=RESTART_SECONDS)

@@ -34,8 +34,8 @@ def _find_rootmerge() -> str | None:
 ROOTMERGE = _find_rootmerge()
 _SKIP_REASON = (
     f"rootmerge not found: not on PATH, and ROOTMERGE={os.environ['ROOTMERGE']!r} is not an executable"
-    if os.environ.get("ROOTMERGE") else
-    "rootmerge not found: not on PATH (install distrdf-oscar) and ROOTMERGE is not set "
+    if os.environ.get("ROOTMERGE")
+    else "rootmerge not found: not on PATH (install distrdf-oscar) and ROOTMERGE is not set "
     "(e.g. ROOTMERGE=build/rootmerge)"
 )
 pytestmark = pytest.mark.skipif(ROOTMERGE is None, reason=_SKIP_REASON)
@@ -45,7 +45,9 @@ EXIT_OK, EXIT_USAGE, EXIT_INPUT, EXIT_MISMATCH = 0, 2, 3, 4
 
 
 def run(*args, timeout=120) -> subprocess.CompletedProcess:
-    return subprocess.run([ROOTMERGE, *map(str, args)], check=False, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [ROOTMERGE, *map(str, args)], check=False, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def _hadd() -> str:
@@ -53,8 +55,6 @@ def _hadd() -> str:
     if not os.access(path, os.X_OK):
         pytest.skip(f"hadd not found at {path}")
     return path
-
-
 
 
 def _hist(name="h", cls="TH1D", fills=1):
@@ -105,22 +105,29 @@ def test_no_arguments_is_a_usage_error():
     _assert_error(result, EXIT_USAGE, "missing OUT and IN files", "--help")
 
 
-@pytest.mark.parametrize(("args", "fragment"), [
-    (["out.root"], "missing IN files"),
-    (["--bogus", "out.root", "in.root"], "unknown option --bogus"),
-    (["-j"], "-j needs"),
-    (["-c", "x", "out.root", "in.root"], "-c needs"),
-    (["-x"], "-x needs"),
-])
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["out.root"], "missing IN files"),
+        (["--bogus", "out.root", "in.root"], "unknown option --bogus"),
+        (["-j"], "-j needs"),
+        (["-c", "x", "out.root", "in.root"], "-c needs"),
+        (["-x"], "-x needs"),
+    ],
+)
 def test_bad_arguments_are_usage_errors(tmp_path, args, fragment):
-    result = subprocess.run([ROOTMERGE, *args], check=False, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    result = subprocess.run(
+        [ROOTMERGE, *args], check=False, capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
     _assert_error(result, EXIT_USAGE, fragment)
     assert not (tmp_path / "out.root").exists()
 
 
 @pytest.fixture
 def pair(tmp_path):
-    return write_objects(tmp_path / "a.root", h=_hist(fills=1)), write_objects(tmp_path / "b.root", h=_hist(fills=2))
+    return write_objects(tmp_path / "a.root", h=_hist(fills=1)), write_objects(
+        tmp_path / "b.root", h=_hist(fills=2)
+    )
 
 
 def test_success_prints_one_summary_line(tmp_path, pair):
@@ -129,8 +136,11 @@ def test_success_prints_one_summary_line(tmp_path, pair):
     assert result.returncode == EXIT_OK, result.stderr
     lines = result.stdout.splitlines()
     assert len(lines) == 1, result.stdout
-    assert re.fullmatch(rf"rootmerge: merged 2 files, 1 object \(0 trees\) into {re.escape(str(out))} "
-                        r"\([0-9.]+ k?B\) in [0-9.]+ s", lines[0]), lines[0]
+    assert re.fullmatch(
+        rf"rootmerge: merged 2 files, 1 object \(0 trees\) into {re.escape(str(out))} "
+        r"\([0-9.]+ k?B\) in [0-9.]+ s",
+        lines[0],
+    ), lines[0]
     f = ROOT.TFile.Open(str(out))
     assert f.Get("h").GetEntries() == 3
     f.Close()
@@ -203,7 +213,9 @@ def test_mismatched_objects(tmp_path, pair):
 
 
 def test_options_exclude_compression_threads_verbose(tmp_path):
-    inputs = [write_objects(tmp_path / f"in{i}.root", h=_hist(fills=i + 1), skip=_hist("skip")) for i in range(3)]
+    inputs = [
+        write_objects(tmp_path / f"in{i}.root", h=_hist(fills=i + 1), skip=_hist("skip")) for i in range(3)
+    ]
     out = tmp_path / "out.root"
     result = run("-v", "-j", "1", "-c", "505", "-x", "skip", out, *inputs)
     assert result.returncode == EXIT_OK, result.stderr
@@ -242,7 +254,9 @@ def _random_file(path: str, seed: int) -> dict:
     finally:
         ROOT.TH1.AddDirectory(status)
     nbins = np.array([40, 40, 10], dtype=np.int32)
-    sparse = ROOT.THnSparseD("sparse", "THnSparseD", 3, nbins, np.array([0.0, -5.0, 0.0]), np.array([10.0, 5.0, 1.0]))
+    sparse = ROOT.THnSparseD(
+        "sparse", "THnSparseD", 3, nbins, np.array([0.0, -5.0, 0.0]), np.array([10.0, 5.0, 1.0])
+    )
     point = np.zeros(3)
     for i in range(0, n, 2):
         point[:] = (x[i], y[i], z[i])
@@ -253,8 +267,14 @@ def _random_file(path: str, seed: int) -> dict:
     param = ROOT.TParameter["double"]("param", float(w.sum()))
 
     f = ROOT.TFile(path, "RECREATE")
-    for name, obj in (("h1", h1), ("h2", h2), ("prof", prof), ("sparse", sparse), ("graph", graph),
-                      ("param", param)):
+    for name, obj in (
+        ("h1", h1),
+        ("h2", h2),
+        ("prof", prof),
+        ("sparse", sparse),
+        ("graph", graph),
+        ("param", param),
+    ):
         f.WriteObject(obj, name)
     tree = ROOT.TTree("tree", "small tree")
     a = np.zeros(1, dtype=np.float64)
@@ -285,10 +305,17 @@ def sixty_four(tmp_path_factory):
     result = run(ours, *paths)
     assert result.returncode == EXIT_OK, result.stderr
     theirs = workdir / "hadd.root"
-    hadd = subprocess.run([_hadd(), "-f", str(theirs), *paths], check=False, capture_output=True, text=True,
-                          timeout=300)
+    hadd = subprocess.run(
+        [_hadd(), "-f", str(theirs), *paths], check=False, capture_output=True, text=True, timeout=300
+    )
     assert hadd.returncode == 0, hadd.stdout + hadd.stderr
-    return {"paths": paths, "totals": totals, "ours": str(ours), "theirs": str(theirs), "stdout": result.stdout}
+    return {
+        "paths": paths,
+        "totals": totals,
+        "ours": str(ours),
+        "theirs": str(theirs),
+        "stdout": result.stdout,
+    }
 
 
 def _keys(directory) -> dict[str, str]:
@@ -357,7 +384,9 @@ def test_64_files_same_as_hadd(sixty_four):
     try:
         seen: list[str] = []
         _compare_directories(ours, theirs, "", seen)
-        assert sorted(seen) == sorted(["h1", "h2", "prof", "sparse", "graph", "param", "tree", "dir", "dir/hsub"])
+        assert sorted(seen) == sorted(
+            ["h1", "h2", "prof", "sparse", "graph", "param", "tree", "dir", "dir/hsub"]
+        )
     finally:
         ours.Close()
         theirs.Close()
@@ -373,8 +402,12 @@ def test_64_files_totals(sixty_four):
         assert f.Get("graph").GetN() == sum(t["points"] for t in totals)
         assert f.Get("tree").GetEntries() == sum(t["entries"] for t in totals)
         assert_close(f.Get("param").GetVal(), sum(t["sumw"] for t in totals), "param", rel=1e-12)
-        assert_close(f.Get("h1").GetSumOfWeights() + f.Get("h1").GetBinContent(101),
-                     sum(t["sumw"] for t in totals), "h1 weights", rel=1e-12)
+        assert_close(
+            f.Get("h1").GetSumOfWeights() + f.Get("h1").GetBinContent(101),
+            sum(t["sumw"] for t in totals),
+            "h1 weights",
+            rel=1e-12,
+        )
     finally:
         f.Close()
     assert sixty_four["stdout"].startswith(f"rootmerge: merged {NFILES} files, 8 objects (1 tree) into ")

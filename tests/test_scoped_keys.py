@@ -78,8 +78,10 @@ def test_pool_keys_reach_the_deployments_buckets_and_nothing_else(cluster):
     assert refused(lambda: s3.get_object(OTHERS, "private/data")) == "AccessDenied"
     assert refused(lambda: s3.stat_object(OTHERS, "private/data")) == "AccessDenied"
     assert refused(lambda: s3.put_object(OTHERS, "x", io.BytesIO(b"x"), 1)) == "AccessDenied"
-    assert refused(lambda: s3.copy_object(deployment.bucket_name, "stolen", CopySource(OTHERS, "private/data"))) \
+    assert (
+        refused(lambda: s3.copy_object(deployment.bucket_name, "stolen", CopySource(OTHERS, "private/data")))
         == "AccessDenied"
+    )
     assert refused(lambda: s3.remove_bucket(OTHERS)) == "AccessDenied"
     assert refused(lambda: s3.make_bucket("a-new-bucket")) == "AccessDenied"
     # Nor the deployment's bucket settings, which are OSCAR's (its webhook notifications).
@@ -104,10 +106,15 @@ def test_knowing_the_root_access_key_is_not_being_root(cluster):
     assert failure.value._code == "403"
     conn = http.client.HTTPConnection(cluster.platform.s3_endpoint, timeout=30)
     try:
-        conn.request("GET", f"/{OTHERS}/private/data", headers={
-            "Authorization": f"AWS4-HMAC-SHA256 Credential={root}/20250101/us-east-1/s3/aws4_request, "
-                             "SignedHeaders=host;x-amz-date, Signature=" + "0" * 64,
-            "x-amz-date": dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")})
+        conn.request(
+            "GET",
+            f"/{OTHERS}/private/data",
+            headers={
+                "Authorization": f"AWS4-HMAC-SHA256 Credential={root}/20250101/us-east-1/s3/aws4_request, "
+                "SignedHeaders=host;x-amz-date, Signature=" + "0" * 64,
+                "x-amz-date": dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ"),
+            },
+        )
         response = conn.getresponse()
         assert response.status == 403
         assert b"SignatureDoesNotMatch" in response.read()
@@ -118,11 +125,18 @@ def test_knowing_the_root_access_key_is_not_being_root(cluster):
 def test_pool_keys_cannot_use_minios_admin_api(cluster):
     keys = pool_keys(cluster)
     mine = admin(cluster, keys)
-    for call in (lambda: mine.user_add("escalate", "a-long-enough-secret"),
-                 lambda: mine.policy_add("everything", policy={"Version": "2012-10-17", "Statement": [
-                     {"Effect": "Allow", "Action": ["s3:*"], "Resource": ["arn:aws:s3:::*"]}]}),
-                 lambda: mine.policy_set("readwrite", user=keys[0]),
-                 lambda: mine.user_info(cluster.platform.s3_access_key)):
+    for call in (
+        lambda: mine.user_add("escalate", "a-long-enough-secret"),
+        lambda: mine.policy_add(
+            "everything",
+            policy={
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Action": ["s3:*"], "Resource": ["arn:aws:s3:::*"]}],
+            },
+        ),
+        lambda: mine.policy_set("readwrite", user=keys[0]),
+        lambda: mine.user_info(cluster.platform.s3_access_key),
+    ):
         with pytest.raises(MinioAdminException) as failure:
             call()
         assert failure.value._code == "403"

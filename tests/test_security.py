@@ -66,8 +66,13 @@ def test_signer_refuses_unsigned_tampered_and_replayed_objects():
 def test_unsigned_trigger_is_refused_by_the_mapper(executor):
     keys = start_fake_job(executor)
     try:
-        trigger = {"job": keys.job_id, "range_id": 0, "range": "", "payload": keys.mapper_payload,
-                   "output": keys.tree_partial(0, 1)}
+        trigger = {
+            "job": keys.job_id,
+            "range_id": 0,
+            "range": "",
+            "payload": keys.mapper_payload,
+            "output": keys.tree_partial(0, 1),
+        }
         raw_put(executor.storage, keys.trigger(0), json.dumps(trigger).encode())
         marker = wait_for_marker(executor.storage, keys.job_id)
         assert "refusing unsigned object" in marker["error"]
@@ -86,8 +91,13 @@ def test_tampered_payload_is_refused_before_unpickling(executor, tmp_path):
         evil = b"cos\nsystem\n(S'touch " + str(canary).encode() + b"'\ntR."
         stale_signature = executor.storage.signer.sign(keys.mapper_payload, b"the genuine payload")
         raw_put(executor.storage, keys.mapper_payload, evil, stale_signature)
-        trigger = {"job": keys.job_id, "range_id": 0, "range": "", "payload": keys.mapper_payload,
-                   "output": keys.tree_partial(0, 1)}
+        trigger = {
+            "job": keys.job_id,
+            "range_id": 0,
+            "range": "",
+            "payload": keys.mapper_payload,
+            "output": keys.tree_partial(0, 1),
+        }
         executor.storage.put_bytes(keys.trigger(0), json.dumps(trigger).encode())
         marker = wait_for_marker(executor.storage, keys.job_id)
         assert "signature does not match" in marker["error"]
@@ -173,7 +183,13 @@ def test_no_secret_in_objects_logs_or_messages(dimuon_files, capfd, monkeypatch)
             for name in jobs:
                 with contextlib.suppress(requests.HTTPError):
                     logs.append(client.get_job_logs(service["name"], name).text)
-        texts = [str(failure.value), repr(executor), repr(executor.deployment), repr(executor.storage.config), *logs]
+        texts = [
+            str(failure.value),
+            repr(executor),
+            repr(executor.deployment),
+            repr(executor.storage.config),
+            *logs,
+        ]
     captured = capfd.readouterr()
     texts += [captured.out, captured.err]
     assert kept

@@ -24,10 +24,20 @@ BUCKET = "signature-tests"
 PLATFORM = {"workers": 1, "bucket_hint": BUCKET, "oidc_users": ("alice",)}
 
 
-def send(platform, method: str, path: str, *, access: str | None = None, secret: str | None = None,
-         body: bytes = b"", sha256: str | None = None, when: dt.datetime | None = None,
-         headers: dict[str, str] | None = None, sent_path: str | None = None, sent_body: bytes | None = None
-         ) -> tuple[int, str, bytes]:
+def send(
+    platform,
+    method: str,
+    path: str,
+    *,
+    access: str | None = None,
+    secret: str | None = None,
+    body: bytes = b"",
+    sha256: str | None = None,
+    when: dt.datetime | None = None,
+    headers: dict[str, str] | None = None,
+    sent_path: str | None = None,
+    sent_body: bytes | None = None,
+) -> tuple[int, str, bytes]:
     """One request signed by minio-py's signer with (access, secret); ``sent_path``/``sent_body``
     replace what was signed (a tampered request). (status, error code, body) of the answer."""
     access = access or platform.s3_access_key
@@ -35,19 +45,34 @@ def send(platform, method: str, path: str, *, access: str | None = None, secret:
     when = when or dt.datetime.now(dt.UTC).replace(tzinfo=None)
     sha256 = sha256 or hashlib.sha256(body).hexdigest()
     url = urlsplit(f"http://{platform.s3_endpoint}{path}")
-    signed = {"Host": url.netloc, "x-amz-date": when.strftime("%Y%m%dT%H%M%SZ"), "x-amz-content-sha256": sha256,
-              **(headers or {})}
+    signed = {
+        "Host": url.netloc,
+        "x-amz-date": when.strftime("%Y%m%dT%H%M%SZ"),
+        "x-amz-content-sha256": sha256,
+        **(headers or {}),
+    }
     if body:
         signed["Content-Length"] = str(len(body))
-    signed = sign_v4_s3(method=method, url=url, region="us-east-1", headers=signed,
-                        credentials=Credentials(access, secret), content_sha256=sha256, date=when)
+    signed = sign_v4_s3(
+        method=method,
+        url=url,
+        region="us-east-1",
+        headers=signed,
+        credentials=Credentials(access, secret),
+        content_sha256=sha256,
+        date=when,
+    )
     data = body if sent_body is None else sent_body
     if "Content-Length" in signed:
         signed["Content-Length"] = str(len(data))
     conn = http.client.HTTPConnection(url.netloc, timeout=30)
     try:
-        conn.request(method, sent_path or path + (f"?{url.query}" if url.query else ""), body=data or None,
-                     headers=signed)
+        conn.request(
+            method,
+            sent_path or path + (f"?{url.query}" if url.query else ""),
+            body=data or None,
+            headers=signed,
+        )
         response = conn.getresponse()
         answer = response.read()
     finally:
@@ -76,12 +101,19 @@ def test_requests_signed_by_the_clients_of_the_project_pass(platform, s3):
 
     import boto3
 
-    boto = boto3.client("s3", endpoint_url=f"http://{platform.s3_endpoint}", region_name="us-east-1",
-                        aws_access_key_id=platform.s3_access_key, aws_secret_access_key=platform.s3_secret_key)
+    boto = boto3.client(
+        "s3",
+        endpoint_url=f"http://{platform.s3_endpoint}",
+        region_name="us-east-1",
+        aws_access_key_id=platform.s3_access_key,
+        aws_secret_access_key=platform.s3_secret_key,
+    )
     boto.put_object(Bucket=BUCKET, Key="ok/boto3", Body=b"from boto3", IfNoneMatch="*")
     assert boto.get_object(Bucket=BUCKET, Key="ok/boto3")["Body"].read() == b"from boto3"
 
-    status, code, _ = send(platform, "PUT", f"/{BUCKET}/ok/unsigned-payload", body=b"abc", sha256="UNSIGNED-PAYLOAD")
+    status, code, _ = send(
+        platform, "PUT", f"/{BUCKET}/ok/unsigned-payload", body=b"abc", sha256="UNSIGNED-PAYLOAD"
+    )
     assert (status, code) == (200, "")
 
 
@@ -89,9 +121,15 @@ def test_knowing_an_access_key_is_not_enough(platform, s3):
     root = platform.s3_access_key
     credential = f"{root}/20250101/us-east-1/s3/aws4_request"
     conn = http.client.HTTPConnection(platform.s3_endpoint, timeout=30)
-    conn.request("PUT", f"/{BUCKET}/forged", body=b"forged", headers={
-        "Authorization": f"AWS4-HMAC-SHA256 Credential={credential}, SignedHeaders=host, Signature=0",
-        "x-amz-date": dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")})
+    conn.request(
+        "PUT",
+        f"/{BUCKET}/forged",
+        body=b"forged",
+        headers={
+            "Authorization": f"AWS4-HMAC-SHA256 Credential={credential}, SignedHeaders=host, Signature=0",
+            "x-amz-date": dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ"),
+        },
+    )
     response = conn.getresponse()
     assert response.status == 403
     assert b"<Code>SignatureDoesNotMatch</Code>" in response.read()
@@ -103,26 +141,35 @@ def test_knowing_an_access_key_is_not_enough(platform, s3):
         wrong.put_object(BUCKET, "forged", io.BytesIO(b"x"), 1)
     assert failure.value.code == "SignatureDoesNotMatch"
     with pytest.raises(S3Error) as failure:
-        Minio(platform.s3_endpoint, access_key="nobody-here", secret_key="whatever", secure=False).list_buckets()
+        Minio(
+            platform.s3_endpoint, access_key="nobody-here", secret_key="whatever", secure=False
+        ).list_buckets()
     assert failure.value.code == "InvalidAccessKeyId"
     alice = platform.oidc_storage_keys("alice")[0]
     with pytest.raises(S3Error) as failure:  # an OIDC user's account: its secret is checked too
         Minio(platform.s3_endpoint, access_key=alice, secret_key="wrong-secret", secure=False).list_buckets()
     assert failure.value.code == "SignatureDoesNotMatch"
     with pytest.raises(MinioAdminException) as admin_failure:
-        MinioAdmin(endpoint=platform.s3_endpoint, credentials=StaticProvider(root, "not-the-secret"),
-                   secure=False).user_add("intruder", "intruder-secret")
+        MinioAdmin(
+            endpoint=platform.s3_endpoint, credentials=StaticProvider(root, "not-the-secret"), secure=False
+        ).user_add("intruder", "intruder-secret")
     assert admin_failure.value._code == "403"
     assert "SignatureDoesNotMatch" in admin_failure.value._body
     assert not exists(s3, "forged")
 
 
 def test_a_tampered_request_is_refused(platform, s3):
-    status, code, _ = send(platform, "PUT", f"/{BUCKET}/tamper/meant", body=b"data",
-                           sent_path=f"/{BUCKET}/tamper/other")
+    status, code, _ = send(
+        platform, "PUT", f"/{BUCKET}/tamper/meant", body=b"data", sent_path=f"/{BUCKET}/tamper/other"
+    )
     assert (status, code) == (403, "SignatureDoesNotMatch")
-    status, code, _ = send(platform, "DELETE", f"/{BUCKET}/tamper/x", headers={"x-amz-meta-a": "1"},
-                           sent_path=f"/{BUCKET}/tamper/x?uploadId=1")
+    status, code, _ = send(
+        platform,
+        "DELETE",
+        f"/{BUCKET}/tamper/x",
+        headers={"x-amz-meta-a": "1"},
+        sent_path=f"/{BUCKET}/tamper/x?uploadId=1",
+    )
     assert (status, code) == (403, "SignatureDoesNotMatch")
     assert not exists(s3, "tamper/other")
 
@@ -146,8 +193,9 @@ def test_a_body_that_is_not_the_signed_one_is_refused_and_never_stored(platform,
 
 
 def test_a_wrong_content_md5_is_refused(platform, s3):
-    status, code, _ = send(platform, "PUT", f"/{BUCKET}/md5", body=b"abc",
-                           headers={"Content-MD5": "AAAAAAAAAAAAAAAAAAAAAA=="})
+    status, code, _ = send(
+        platform, "PUT", f"/{BUCKET}/md5", body=b"abc", headers={"Content-MD5": "AAAAAAAAAAAAAAAAAAAAAA=="}
+    )
     assert (status, code) == (400, "BadDigest")
     assert not exists(s3, "md5")
 
@@ -162,8 +210,13 @@ def test_a_stale_or_future_date_is_refused(platform):
 
 
 def test_streaming_signed_payloads_are_not_served(platform):
-    status, code, _ = send(platform, "PUT", f"/{BUCKET}/streaming", body=b"0\r\n\r\n",
-                           sha256="STREAMING-AWS4-HMAC-SHA256-PAYLOAD")
+    status, code, _ = send(
+        platform,
+        "PUT",
+        f"/{BUCKET}/streaming",
+        body=b"0\r\n\r\n",
+        sha256="STREAMING-AWS4-HMAC-SHA256-PAYLOAD",
+    )
     assert (status, code) == (501, "NotImplemented")
 
 
@@ -179,8 +232,12 @@ def test_presigned_urls(platform, s3):
     assert b"SignatureDoesNotMatch" in answer.content
     other = url.replace("presigned/object", "presigned/other")
     assert requests.get(other, timeout=30).status_code == 403
-    old = s3.presigned_get_object(BUCKET, "presigned/object", expires=timedelta(seconds=60),
-                                  request_date=dt.datetime.now(dt.UTC) - timedelta(minutes=5))
+    old = s3.presigned_get_object(
+        BUCKET,
+        "presigned/object",
+        expires=timedelta(seconds=60),
+        request_date=dt.datetime.now(dt.UTC) - timedelta(minutes=5),
+    )
     answer = requests.get(old, timeout=30)
     assert answer.status_code == 403
     assert b"Request has expired" in answer.content

@@ -26,21 +26,39 @@ pytestmark = pytest.mark.usefixtures("secret_scan")  # conftest.py: these jobs' 
 JOBS = 50
 SEED = 20261124
 # Inline merges (mappers merge), reducer functions (each partial triggers one), a coordinator.
-REDUCTIONS = [dro.TreeReduction(fan_in=2), dro.TreeReduction(fan_in=4, inline=False), dro.CoordinatedReduction()]
+REDUCTIONS = [
+    dro.TreeReduction(fan_in=2),
+    dro.TreeReduction(fan_in=4, inline=False),
+    dro.CoordinatedReduction(),
+]
 
 
 def random_faults(rng: random.Random, npartitions: int) -> list[Fault]:
     target = trigger(rng.randrange(npartitions))
-    return rng.choice([
-        [],
-        [Fault.drop_trigger("mapper", key=target)],
-        [Fault.duplicate_trigger("mapper", key=target), Fault.duplicate_trigger(rng.choice(["reducer", "batch"]))],
-        # A kill costs a warm worker (and its restart): one kind in six.
-        [Fault.kill(rng.choice(["mapper", "reducer", "batch", "coordinator"]),
-                    rng.choice(["before-write", "after-write"]), key=rng.choice([target, "*"]))],
-        [Fault.delay("mapper", seconds=rng.uniform(1.0, 3.0), key=target)],
-        [Fault.storage_outage(seconds=rng.uniform(0.5, 1.5), mode=rng.choice(["503", "refuse"]), after=0.0)],
-    ])
+    return rng.choice(
+        [
+            [],
+            [Fault.drop_trigger("mapper", key=target)],
+            [
+                Fault.duplicate_trigger("mapper", key=target),
+                Fault.duplicate_trigger(rng.choice(["reducer", "batch"])),
+            ],
+            # A kill costs a warm worker (and its restart): one kind in six.
+            [
+                Fault.kill(
+                    rng.choice(["mapper", "reducer", "batch", "coordinator"]),
+                    rng.choice(["before-write", "after-write"]),
+                    key=rng.choice([target, "*"]),
+                )
+            ],
+            [Fault.delay("mapper", seconds=rng.uniform(1.0, 3.0), key=target)],
+            [
+                Fault.storage_outage(
+                    seconds=rng.uniform(0.5, 1.5), mode=rng.choice(["503", "refuse"]), after=0.0
+                )
+            ],
+        ]
+    )
 
 
 def process_tree(pid: int) -> set[int]:
@@ -87,8 +105,12 @@ def test_fifty_jobs_with_random_faults(prestarted_cluster, dimuon_files):
     reference = [r.GetValue() for r in book(ROOT.RDataFrame("Events", dimuon_files))]
     rng = random.Random(SEED)
     platform = prestarted_cluster.platform
-    executors = [prestarted_cluster.executor(reduction=r, progress=False, retry_after=3.0, retry_factor=1.5, ranges_per_call=1)
-                 for r in REDUCTIONS]
+    executors = [
+        prestarted_cluster.executor(
+            reduction=r, progress=False, retry_after=3.0, retry_factor=1.5, ranges_per_call=1
+        )
+        for r in REDUCTIONS
+    ]
     storage = executors[0].storage
 
     def census() -> dict[str, object]:
@@ -101,8 +123,12 @@ def test_fifty_jobs_with_random_faults(prestarted_cluster, dimuon_files):
         # DistRDF's client-side head node keeps the first input file open for good once a graph has
         # a jitted Define or Filter (ROOT's Dask backend too; see the README's known limitations).
         inputs = tuple(dimuon_files)
-        return {"processes": len(process_tree(platform.pid)), "platform fds": open_fds(platform.pid),
-                "client fds": open_fds(os.getpid(), ignore=inputs), "tempdirs": our_tempdirs()}
+        return {
+            "processes": len(process_tree(platform.pid)),
+            "platform fds": open_fds(platform.pid),
+            "client fds": open_fds(os.getpid(), ignore=inputs),
+            "tempdirs": our_tempdirs(),
+        }
 
     def run() -> int:
         """One job with random faults; returns how many faults fired."""
@@ -140,6 +166,12 @@ def test_fifty_jobs_with_random_faults(prestarted_cluster, dimuon_files):
     deadline = time.monotonic() + 15
     while os.listdir(jobs_dir) and time.monotonic() < deadline:
         time.sleep(0.2)
-    left = {name: sorted(os.path.relpath(os.path.join(root, f), jobs_dir) for root, _, files in
-                         os.walk(os.path.join(jobs_dir, name)) for f in files) for name in os.listdir(jobs_dir)}
+    left = {
+        name: sorted(
+            os.path.relpath(os.path.join(root, f), jobs_dir)
+            for root, _, files in os.walk(os.path.join(jobs_dir, name))
+            for f in files
+        )
+        for name in os.listdir(jobs_dir)
+    }
     assert left == {}, "invocation directories left (with their files)"

@@ -15,12 +15,17 @@ from distrdf_oscar.protocol.storage import Storage, StorageConfig, StorageError
 BUCKET = "storage-tests"
 
 
-PLATFORM = {"workers": 1, "bucket_hint": BUCKET, "fault_injection": True}  # this module's platform (conftest.py)
+PLATFORM = {
+    "workers": 1,
+    "bucket_hint": BUCKET,
+    "fault_injection": True,
+}  # this module's platform (conftest.py)
 
 
 def storage(platform, bucket: str = BUCKET, access: str | None = None) -> Storage:
-    config = StorageConfig("http://" + platform.s3_endpoint, access or platform.s3_access_key,
-                           platform.s3_secret_key, bucket)
+    config = StorageConfig(
+        "http://" + platform.s3_endpoint, access or platform.s3_access_key, platform.s3_secret_key, bucket
+    )
     return Storage(config, signer=Signer("k" * 32))
 
 
@@ -44,10 +49,13 @@ def test_transient_outages_are_ridden_out(platform):
         platform.clear_faults()
 
 
-@pytest.mark.parametrize(("problem", "make", "code"), [
-    ("no such bucket", lambda p: storage(p, bucket="no-such-bucket"), "NoSuchBucket"),
-    ("unknown access key", lambda p: storage(p, access="not-our-access-key"), "InvalidAccessKeyId"),
-])
+@pytest.mark.parametrize(
+    ("problem", "make", "code"),
+    [
+        ("no such bucket", lambda p: storage(p, bucket="no-such-bucket"), "NoSuchBucket"),
+        ("unknown access key", lambda p: storage(p, access="not-our-access-key"), "InvalidAccessKeyId"),
+    ],
+)
 def test_permanent_errors_fail_at_once_naming_bucket_and_key(platform, problem, make, code):
     s = make(platform)
     with pytest.raises(StorageError, match=rf"s3://{s.bucket}/jobs/some-key failed: {code}") as failure:
@@ -63,8 +71,11 @@ def test_unreachable_endpoint_is_named_at_once():
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     s = Storage(StorageConfig(f"http://127.0.0.1:{port}", "access", "secret", BUCKET))
-    with pytest.raises(StorageError, match=rf"cannot reach the object storage at http://127.0.0.1:{port} "
-                                           rf"\(bucket {BUCKET}\): Connection refused"):
+    with pytest.raises(
+        StorageError,
+        match=rf"cannot reach the object storage at http://127.0.0.1:{port} "
+        rf"\(bucket {BUCKET}\): Connection refused",
+    ):
         s.check_buckets()
 
 
@@ -95,7 +106,9 @@ def test_storage_that_ignores_conditional_writes_is_refused_naming_the_minio_rel
     thread.start()
     try:
         config = StorageConfig(f"http://127.0.0.1:{server.server_port}", "ak", "sk-secret", BUCKET)
-        with pytest.raises(StorageError, match=r"ignores conditional writes \(If-None-Match: \*\).*MinIO.*2024"):
+        with pytest.raises(
+            StorageError, match=r"ignores conditional writes \(If-None-Match: \*\).*MinIO.*2024"
+        ):
             Storage(config).check_conditional_writes()
     finally:
         server.shutdown()

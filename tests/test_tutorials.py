@@ -21,9 +21,18 @@ REPO = Path(__file__).resolve().parents[1]
 TUTORIALS = REPO / "tutorials"
 NOTEBOOKS = sorted(TUTORIALS.glob("*.ipynb"))
 CLIENT_DOCKERFILE = REPO / "services" / "client" / "Dockerfile"
-SETTINGS = ("OSCAR_ENDPOINT", "OSCAR_USER", "OSCAR_PASSWORD", "OSCAR_TOKEN", "OSCAR_SSL_VERIFY",
-            "DISTRDF_OSCAR_KEY", "DISTRDF_OSCAR_DEPLOYMENT", "MINIO_ENDPOINT", "MINIO_ACCESS_KEY",
-            "MINIO_SECRET_KEY")
+SETTINGS = (
+    "OSCAR_ENDPOINT",
+    "OSCAR_USER",
+    "OSCAR_PASSWORD",
+    "OSCAR_TOKEN",
+    "OSCAR_SSL_VERIFY",
+    "DISTRDF_OSCAR_KEY",
+    "DISTRDF_OSCAR_DEPLOYMENT",
+    "MINIO_ENDPOINT",
+    "MINIO_ACCESS_KEY",
+    "MINIO_SECRET_KEY",
+)
 EVENTS = 200_000  # enough for a spectrum with every peak, small enough for CI
 
 PLATFORM = {"workers": 2, "mode": "prestarted"}  # the "real cluster" of the cluster cells (conftest.py)
@@ -52,20 +61,33 @@ def kernel_environment(workplace, monkeypatch):
 
 def execute(notebook, workplace: Path):
     """Run ``notebook`` in a fresh kernel inside the workplace's tutorials/; cell errors raise."""
-    client = nbclient.NotebookClient(notebook, timeout=600, kernel_name="python3",
-                                     resources={"metadata": {"path": str(workplace / "tutorials")}})
+    client = nbclient.NotebookClient(
+        notebook,
+        timeout=600,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(workplace / "tutorials")}},
+    )
     client.execute()
     return notebook
 
 
 def printed(notebook) -> str:
-    return "".join(output.get("text", "") for cell in notebook.cells if cell.cell_type == "code"
-                   for output in cell.outputs if output.output_type == "stream")
+    return "".join(
+        output.get("text", "")
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for output in cell.outputs
+        if output.output_type == "stream"
+    )
 
 
 def images(notebook) -> int:
-    return sum("image/png" in output.get("data", {}) for cell in notebook.cells if cell.cell_type == "code"
-               for output in cell.outputs)
+    return sum(
+        "image/png" in output.get("data", {})
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for output in cell.outputs
+    )
 
 
 def test_notebooks_are_stored_valid_and_without_outputs():
@@ -94,8 +116,12 @@ def test_dimuon_tutorial_matches_one_process_and_skips_the_cluster_saying_so(ker
 def test_the_real_cluster_cells_run_against_an_oscar_api(kernel_environment, workplace, platform, capsys):
     """The cells an analyst runs on her cluster, against the embedded platform's OSCAR REST API,
     spoken to only through the settings the client image passes (after the operator's deploy)."""
-    settings = {"OSCAR_ENDPOINT": platform.oscar_endpoint, "OSCAR_USER": platform.oscar_user,
-                "OSCAR_PASSWORD": platform.oscar_password, "DISTRDF_OSCAR_KEY": secrets.token_hex(32)}
+    settings = {
+        "OSCAR_ENDPOINT": platform.oscar_endpoint,
+        "OSCAR_USER": platform.oscar_user,
+        "OSCAR_PASSWORD": platform.oscar_password,
+        "DISTRDF_OSCAR_KEY": secrets.token_hex(32),
+    }
     for name, value in settings.items():
         kernel_environment.setenv(name, value)
     assert cli.main(["deploy"]) == 0, capsys.readouterr()
@@ -127,13 +153,13 @@ def test_client_image_copies_what_exists_and_installs_an_extra_that_exists():
         assert (REPO / source).exists(), f"the client image copies {source}, which is not in the tree"
     ignored = [line.rstrip("/") for line in (REPO / ".dockerignore").read_text().split()]
     for source in copies:
-        assert not any((source.rstrip("/") + "/").startswith(pattern + "/") for pattern in ignored), \
+        assert not any((source.rstrip("/") + "/").startswith(pattern + "/") for pattern in ignored), (
             f".dockerignore leaves {source} out of the build context"
+        )
     extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     installed = re.findall(r'"distrdf-oscar\[(\w+)\]"', text)
     assert installed == ["client"]
-    assert {"jupyterlab", "ipywidgets"} <= {
-        re.split(r"[<>=\[ ]", r)[0] for r in extras["client"]}
+    assert {"jupyterlab", "ipywidgets"} <= {re.split(r"[<>=\[ ]", r)[0] for r in extras["client"]}
     assert "ARG FUNCTION_IMAGE" in text
     assert "FROM ${FUNCTION_IMAGE}" in text
     for name in ("OSCAR_ENDPOINT", "OSCAR_TOKEN", "DISTRDF_OSCAR_KEY"):

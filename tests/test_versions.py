@@ -46,8 +46,12 @@ def expected(dimuon_files):
 
 
 def settings(platform: LocalPlatform) -> dict[str, str]:
-    return {"OSCAR_ENDPOINT": platform.oscar_endpoint, "OSCAR_USER": platform.oscar_user,
-            "OSCAR_PASSWORD": platform.oscar_password, "DISTRDF_OSCAR_KEY": KEY}
+    return {
+        "OSCAR_ENDPOINT": platform.oscar_endpoint,
+        "OSCAR_USER": platform.oscar_user,
+        "OSCAR_PASSWORD": platform.oscar_password,
+        "DISTRDF_OSCAR_KEY": KEY,
+    }
 
 
 def run_cli(monkeypatch, capsys, platform, *args: str) -> tuple[int, str, str]:
@@ -61,13 +65,22 @@ def run_cli(monkeypatch, capsys, platform, *args: str) -> tuple[int, str, str]:
 
 def analyst(platform: LocalPlatform, reduction) -> OSCARExecutor:
     deployment = Deployment(name=NAME, variables={"DRO_PYTHON": __import__("sys").executable})
-    return OSCARExecutor.from_env(settings(platform), deployment=deployment, reduction=reduction,
-                                  progress=False, retry_after=20.0, shared_paths=SAME_MACHINE)
+    return OSCARExecutor.from_env(
+        settings(platform),
+        deployment=deployment,
+        reduction=reduction,
+        progress=False,
+        retry_after=20.0,
+        shared_paths=SAME_MACHINE,
+    )
 
 
 def oscar_jobs(platform: LocalPlatform, service: str) -> dict:
-    return OSCARCluster(platform.oscar_endpoint, user=platform.oscar_user,
-                        password=platform.oscar_password).job_listing(service).jobs
+    return (
+        OSCARCluster(platform.oscar_endpoint, user=platform.oscar_user, password=platform.oscar_password)
+        .job_listing(service)
+        .jobs
+    )
 
 
 @pytest.mark.parametrize("version", ["3.5", "3.6", "3.7+kueue", "4.1"])
@@ -86,8 +99,12 @@ def test_whole_cycle_on_each_release(version, dimuon_files, expected, monkeypatc
                 executor = analyst(platform, reduction)
                 df = ROOT.RDataFrame("Events", dimuon_files, executor=executor, npartitions=3)
                 assert_exact(book(df), expected)
-                functions.update({f"{executor.deployment.service_name(role)}": names
-                                  for role, names in executor.last_job.functions.items()})
+                functions.update(
+                    {
+                        f"{executor.deployment.service_name(role)}": names
+                        for role, names in executor.last_job.functions.items()
+                    }
+                )
                 assert executor.wait_for_bookkeeping()
             return functions
 
@@ -128,9 +145,15 @@ def test_whole_cycle_on_each_release(version, dimuon_files, expected, monkeypatc
 
 
 def service(name: str, path: str, **fields) -> dict:
-    return {"name": name, "image": "any", "script": "#!/bin/bash\nenv > $TMP_OUTPUT_DIR/env.txt\n",
-            "cpu": "0.1", "input": [{"storage_provider": "minio.default", "path": path}],
-            "output": [{"storage_provider": "minio.default", "path": f"{path.split('/')[0]}/out"}], **fields}
+    return {
+        "name": name,
+        "image": "any",
+        "script": "#!/bin/bash\nenv > $TMP_OUTPUT_DIR/env.txt\n",
+        "cpu": "0.1",
+        "input": [{"storage_provider": "minio.default", "path": path}],
+        "output": [{"storage_provider": "minio.default", "path": f"{path.split('/')[0]}/out"}],
+        **fields,
+    }
 
 
 def wait_for(s3, bucket: str, key: str, timeout: float = 30.0) -> bytes:
@@ -157,8 +180,12 @@ def test_input_bucket_that_exists_is_refused_from_3_6(release):
     oscar, s3 = Client(release.oscar_options()), release.minio_client()
     s3.make_bucket("taken")
     # Raw requests: oscar-python raises on the 500 without saying more.
-    answer = requests.post(f"{release.oscar_endpoint}/system/services", json=service("late", "taken/in"),
-                           auth=(release.oscar_user, release.oscar_password), timeout=30)
+    answer = requests.post(
+        f"{release.oscar_endpoint}/system/services",
+        json=service("late", "taken/in"),
+        auth=(release.oscar_user, release.oscar_password),
+        timeout=30,
+    )
     names = {s["name"] for s in oscar.list_services().json()}
     if release.oscar_version >= "3.6":
         assert answer.status_code == 500
@@ -184,12 +211,17 @@ def test_listing_shape_paging_and_ownerless_services(release):
     token = oscar.get_service("own").json()["token"]
 
     for index in range(75):
-        answer = requests.post(f"{release.oscar_endpoint}/job/own", data=json.dumps({"i": index}),
-                               headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        answer = requests.post(
+            f"{release.oscar_endpoint}/job/own",
+            data=json.dumps({"i": index}),
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        )
         assert answer.status_code == 201
     raw = oscar.list_jobs("own").json()
-    listing = OSCARCluster(release.oscar_endpoint, user=release.oscar_user,
-                           password=release.oscar_password).job_listing("own")
+    listing = OSCARCluster(
+        release.oscar_endpoint, user=release.oscar_user, password=release.oscar_password
+    ).job_listing("own")
     assert listing.complete
     if release.oscar_version >= "3.6.4":
         assert set(raw) <= {"jobs", "next_page"}
@@ -229,11 +261,16 @@ def test_update_keeps_triggers_only_from_4_0(release):
 
 def test_functions_see_keys_only_in_mounted_files_and_secrets_from_3_6(release):
     oscar, s3 = Client(release.oscar_options()), release.minio_client()
-    script = ("#!/bin/bash\n(env | grep -c '^SECRET_X=' ;"
-              " grep -c hidden \"$DRO_FUNCTION_CONFIG\"; cat \"$DRO_PROVIDER_SECRETS/accessKey\")"
-              " > $TMP_OUTPUT_DIR/env.txt\n")
-    oscar.create_service(service("keys", "keysb/in", script=script,
-                                 environment={"variables": {}, "secrets": {"SECRET_X": "s"}}))
+    script = (
+        "#!/bin/bash\n(env | grep -c '^SECRET_X=' ;"
+        ' grep -c hidden "$DRO_FUNCTION_CONFIG"; cat "$DRO_PROVIDER_SECRETS/accessKey")'
+        " > $TMP_OUTPUT_DIR/env.txt\n"
+    )
+    oscar.create_service(
+        service(
+            "keys", "keysb/in", script=script, environment={"variables": {}, "secrets": {"SECRET_X": "s"}}
+        )
+    )
     put(s3, "keysb", "in/a.txt")
     secret_seen, hidden, access_key = wait_for(s3, "keysb", "out/env.txt").decode().split()
     assert secret_seen == ("1" if release.oscar_version >= "3.6" else "0")
@@ -259,8 +296,15 @@ def test_a_function_without_its_signing_key_fails_the_job_at_once(release, dimuo
     oscar = Client(release.oscar_options())
     for definition in deployment.services():
         oscar.create_service(definition)
-    executor = OSCARExecutor(release.oscar_endpoint, user=release.oscar_user, password=release.oscar_password,
-                             signing_key=KEY, deployment=deployment, progress=False, shared_paths=SAME_MACHINE)
+    executor = OSCARExecutor(
+        release.oscar_endpoint,
+        user=release.oscar_user,
+        password=release.oscar_password,
+        signing_key=KEY,
+        deployment=deployment,
+        progress=False,
+        shared_paths=SAME_MACHINE,
+    )
     start = time.monotonic()
     with pytest.raises(RemoteError, match=rf"could not start.*{ENV_VAR}.*missing"):
         ROOT.RDataFrame("Events", dimuon_files, executor=executor, npartitions=1).Count().GetValue()
@@ -276,12 +320,17 @@ def test_storage_endpoint_alone_is_overridden_keeping_the_clusters_keys(release)
     port = release.s3_endpoint.rsplit(":", 1)[1]
     override = f"http://localhost:{port}"  # another name for the same server
     env = {**settings(release), "MINIO_ENDPOINT": override}
-    executor = OSCARExecutor.from_env(env, deployment=Deployment(name="over"), auto_deploy=True, progress=False)
+    executor = OSCARExecutor.from_env(
+        env, deployment=Deployment(name="over"), auto_deploy=True, progress=False
+    )
     storage = executor.storage  # deploys, checks the buckets and that conditional writes hold
     assert storage.config.endpoint == override
     assert storage.config.access_key == release.s3_access_key
-    assert not [o for o in release.minio_client().list_objects("over", recursive=True)
-                if not o.object_name.endswith("/")]  # the probe left nothing
+    assert not [
+        o
+        for o in release.minio_client().list_objects("over", recursive=True)
+        if not o.object_name.endswith("/")
+    ]  # the probe left nothing
     executor.cluster.undeploy(executor.deployment, storage)
 
 
@@ -290,8 +339,14 @@ def admin(platform) -> OSCARCluster:
 
 
 def admin_storage(platform, deployment: Deployment):
-    executor = OSCARExecutor(platform.oscar_endpoint, user=platform.oscar_user, password=platform.oscar_password,
-                             signing_key=KEY, deployment=deployment, progress=False)
+    executor = OSCARExecutor(
+        platform.oscar_endpoint,
+        user=platform.oscar_user,
+        password=platform.oscar_password,
+        signing_key=KEY,
+        deployment=deployment,
+        progress=False,
+    )
     return executor.unchecked_storage()
 
 
@@ -350,8 +405,11 @@ def test_kueue_is_off_unless_asked_for_as_the_helm_charts_deploy_it():
 
 def minio_restarts(platform: LocalPlatform) -> int:
     """How often the platform restarted MinIO (the emulator's own endpoint)."""
-    return requests.get(f"{platform.oscar_endpoint}/system/local/minio", timeout=30,
-                        auth=(platform.oscar_user, platform.oscar_password)).json()["restarts"]
+    return requests.get(
+        f"{platform.oscar_endpoint}/system/local/minio",
+        timeout=30,
+        auth=(platform.oscar_user, platform.oscar_password),
+    ).json()["restarts"]
 
 
 def test_minio_restarts_on_every_create_and_delete_and_on_updates_adding_a_bucket(release):
@@ -365,16 +423,22 @@ def test_minio_restarts_on_every_create_and_delete_and_on_updates_adding_a_bucke
     definition = oscar.get_service("rst").json()
     oscar.update_service("rst", {**definition, "memory": "300Mi"})
     assert minio_restarts(release) == before + 1  # the same buckets
-    added = {**definition, "output": [*definition["output"], {"storage_provider": "minio.default",
-                                                              "path": "rstc/out"}]}
+    added = {
+        **definition,
+        "output": [*definition["output"], {"storage_provider": "minio.default", "path": "rstc/out"}],
+    }
     oscar.update_service("rst", added)
     adds = 1 if release.oscar_version >= "3.6" else 0
     assert minio_restarts(release) == before + 1 + adds
     oscar.remove_service("rst")
     assert minio_restarts(release) == before + 2 + adds
     release.minio_client().make_bucket("rstd")
-    answer = requests.post(f"{release.oscar_endpoint}/system/services", json=service("rsd", "rstd/in"),
-                           auth=(release.oscar_user, release.oscar_password), timeout=30)
+    answer = requests.post(
+        f"{release.oscar_endpoint}/system/services",
+        json=service("rsd", "rstd/in"),
+        auth=(release.oscar_user, release.oscar_password),
+        timeout=30,
+    )
     assert minio_restarts(release) == before + 3 + adds
     if answer.status_code == 201:  # 3.5 only logs the existing bucket
         oscar.remove_service("rsd")

@@ -39,8 +39,10 @@ def urls(server, dimuon_files):
 
 @pytest.fixture(scope="module")
 def local_spectrum(dimuon_files):
-    return {name: result.GetValue() for name, result in
-            book_dimuon_spectrum(ROOT.RDataFrame("Events", dimuon_files)).items()}
+    return {
+        name: result.GetValue()
+        for name, result in book_dimuon_spectrum(ROOT.RDataFrame("Events", dimuon_files)).items()
+    }
 
 
 def _job_keys(executor) -> list[str]:
@@ -51,13 +53,20 @@ def test_one_process_reads_a_loopback_url_with_the_setting_the_backend_makes(url
     # ROOT alone takes root://127.0.0.1//f.root for the local file /f.root; every distributed
     # dataframe of ours, and every mapper, sets TFile.ForceRemote first (datasets.read_urls_remotely).
     datasets.read_urls_remotely(ROOT)
-    assert ROOT.RDataFrame("Events", urls).Count().GetValue() == \
-        ROOT.RDataFrame("Events", dimuon_files).Count().GetValue()
+    assert (
+        ROOT.RDataFrame("Events", urls).Count().GetValue()
+        == ROOT.RDataFrame("Events", dimuon_files).Count().GetValue()
+    )
 
 
-@pytest.mark.parametrize(("mode", "reduction"), [
-    ("prestarted", dro.TreeReduction(fan_in=2)), ("prestarted", dro.CoordinatedReduction()), ("cold", dro.CoordinatedReduction()),
-])
+@pytest.mark.parametrize(
+    ("mode", "reduction"),
+    [
+        ("prestarted", dro.TreeReduction(fan_in=2)),
+        ("prestarted", dro.CoordinatedReduction()),
+        ("cold", dro.CoordinatedReduction()),
+    ],
+)
 def test_dimuon_analysis_over_xrootd_is_identical(request, urls, local_spectrum, mode, reduction):
     executor = request.getfixturevalue(f"{mode}_cluster").executor(reduction=reduction, progress=False)
     # No shared folder: the functions read nothing from the client's disk.

@@ -51,8 +51,9 @@ def read_text(path: str, key: str) -> str | None:
     """The TObjString at ``key`` (e.g. "dir/name") of a ROOT file, None if absent; RuntimeError if
     the file cannot be read."""
 
-def write_texts(path: str, directory: str, texts: dict[str, str], *, update: bool, title: str = "",
-                compression: int = -1) -> None:
+def write_texts(
+    path: str, directory: str, texts: dict[str, str], *, update: bool, title: str = "", compression: int = -1
+) -> None:
     """Write each (key, text) of ``texts`` as a TObjString in ``directory`` of a ROOT file (made if
     missing), updating the file or creating it anew."""
 

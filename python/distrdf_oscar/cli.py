@@ -20,9 +20,13 @@ def _reduction(args):
 
 
 def _add_reduction_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--reduction", choices=("auto", "tree", "coordinated"), default="auto",
-                        help="auto (default): the plan the simulator predicts fastest; tree: inline tree "
-                             "merges; coordinated: a coordinator batches partials")
+    parser.add_argument(
+        "--reduction",
+        choices=("auto", "tree", "coordinated"),
+        default="auto",
+        help="auto (default): the plan the simulator predicts fastest; tree: inline tree "
+        "merges; coordinated: a coordinator batches partials",
+    )
     parser.add_argument("--fan-in", type=int, default=4, help="tree reduction fan-in (default 4)")
     parser.add_argument("--plan", help="coordinated plan, e.g. 6,3 (default: about sqrt(N) per batch)")
 
@@ -55,20 +59,28 @@ def cmd_demo(args) -> int:
     local = analysis.book_dimuon_spectrum(ROOT.RDataFrame("Events", files))
     local_spectrum = local["spectrum"].GetValue()
     timings["single process"] = time.perf_counter() - start
-    identical = all(local_spectrum.GetBinContent(i) == spectrum.GetBinContent(i)
-                    for i in range(spectrum.GetNbinsX() + 2)) and \
-        local["dimuons"].GetValue() == results["dimuons"].GetValue()
+    identical = (
+        all(
+            local_spectrum.GetBinContent(i) == spectrum.GetBinContent(i)
+            for i in range(spectrum.GetNbinsX() + 2)
+        )
+        and local["dimuons"].GetValue() == results["dimuons"].GetValue()
+    )
 
     os.makedirs(args.out, exist_ok=True)
     png = os.path.join(args.out, "dimuon_spectrum.png")
     analysis.draw_spectrum(spectrum, png)
-    print(f"events: {results['events'].GetValue()}, opposite-charge dimuons: {results['dimuons'].GetValue()}, "
-          f"mean mass: {results['mean_mass'].GetValue():.4f} GeV")
+    print(
+        f"events: {results['events'].GetValue()}, opposite-charge dimuons: {results['dimuons'].GetValue()}, "
+        f"mean mass: {results['mean_mass'].GetValue():.4f} GeV"
+    )
     print(f"spectrum saved to {png}")
     print(f"same as single-process RDataFrame, bin by bin: {'yes' if identical else 'NO'}")
     for name, seconds in timings.items():
         print(f"  {name:>16}: {seconds:7.2f} s")
-    print(f"  ({args.mode} mode, {args.workers} workers, {args.npartitions} partitions, {args.reduction} reduction)")
+    print(
+        f"  ({args.mode} mode, {args.workers} workers, {args.npartitions} partitions, {args.reduction} reduction)"
+    )
     if executor.last_choice is not None:
         print(f"  auto chose {executor.last_choice.describe()}")
     record = executor.last_job.record if executor.last_job is not None else None
@@ -94,15 +106,24 @@ def _deployment(args):
             raise ValueError(f"--env takes NAME=VALUE, got {item!r}")
         variables[name] = value
     users = tuple(getattr(args, "allowed_user", None) or ())
-    return Deployment(name=args.deployment, variables=variables, visibility=getattr(args, "visibility", None),
-                      allowed_users=users, **settings)
+    return Deployment(
+        name=args.deployment,
+        variables=variables,
+        visibility=getattr(args, "visibility", None),
+        allowed_users=users,
+        **settings,
+    )
 
 
 def _cluster_and_deployment(args):
     from .client.executor import OSCARExecutor
 
-    return OSCARExecutor.from_env(auto_deploy=False, progress=False, deployment=_deployment(args),
-                                  dataset_credentials=getattr(args, "dataset_credentials", False))
+    return OSCARExecutor.from_env(
+        auto_deploy=False,
+        progress=False,
+        deployment=_deployment(args),
+        dataset_credentials=getattr(args, "dataset_credentials", False),
+    )
 
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -149,8 +170,11 @@ def cmd_cleanup(args) -> int:
         if state.alive:
             print(f"warning: {job_id} is alive: its client will fail when it is removed", file=sys.stderr)
         chosen += 1
-        print(f"{what}: would be removed (dry run)" if args.dry_run else
-              f"{what}: removed {remove_job(storage, job_id)} objects")
+        print(
+            f"{what}: would be removed (dry run)"
+            if args.dry_run
+            else f"{what}: removed {remove_job(storage, job_id)} objects"
+        )
     print(f"{chosen} job(s) {'to remove' if args.dry_run else 'removed'}; {len(found) - chosen} left alone")
     return 0
 
@@ -174,22 +198,32 @@ def cmd_deploy(args) -> int:
     executor = _cluster_and_deployment(args)
     endpoint = urlsplit(executor.cluster.endpoint)
     if endpoint.scheme == "http" and endpoint.hostname not in ("127.0.0.1", "localhost", "::1"):
-        print(f"warning: {executor.cluster.endpoint} is plain HTTP: the credentials and the signing key cross "
-              "the network unencrypted", file=sys.stderr)
-    for name, what in executor.cluster.deploy(executor.deployment, executor.unchecked_storage(),
-                                              force=args.force).items():
+        print(
+            f"warning: {executor.cluster.endpoint} is plain HTTP: the credentials and the signing key cross "
+            "the network unencrypted",
+            file=sys.stderr,
+        )
+    for name, what in executor.cluster.deploy(
+        executor.deployment, executor.unchecked_storage(), force=args.force
+    ).items():
         print(f"{name}: {what}")
     if executor.cluster.release() < (3, 6, 0):
-        print("warning: OSCAR before 3.6 never hands secrets to functions, so the signing key is an "
-              "environment variable of the services, visible to whoever can read them: restrict them "
-              "(--allowed-user) or upgrade OSCAR", file=sys.stderr)
+        print(
+            "warning: OSCAR before 3.6 never hands secrets to functions, so the signing key is an "
+            "environment variable of the services, visible to whoever can read them: restrict them "
+            "(--allowed-user) or upgrade OSCAR",
+            file=sys.stderr,
+        )
     return 0
 
 
 def cmd_undeploy(args) -> int:
     executor = _cluster_and_deployment(args)
-    print(f"warning: the deployment's buckets ({', '.join(executor.deployment.buckets)}), with every job's data "
-          "in them, will be removed with its services.", file=sys.stderr)
+    print(
+        f"warning: the deployment's buckets ({', '.join(executor.deployment.buckets)}), with every job's data "
+        "in them, will be removed with its services.",
+        file=sys.stderr,
+    )
     if not args.yes:
         print("nothing removed; re-run with --yes to proceed.", file=sys.stderr)
         return 2
@@ -204,8 +238,10 @@ def cmd_status(args) -> int:
     executor = _cluster_and_deployment(args)
     cluster, deployment = executor.cluster, executor.deployment
     version = cluster.info().get("version") or "?"
-    print(f"OSCAR {cluster.endpoint} (version {version}); deployment {deployment.name!r}, "
-          f"buckets {', '.join(deployment.buckets)}")
+    print(
+        f"OSCAR {cluster.endpoint} (version {version}); deployment {deployment.name!r}, "
+        f"buckets {', '.join(deployment.buckets)}"
+    )
     services = cluster.services()
     missing = 0
     for role in ROLES:
@@ -216,8 +252,10 @@ def cmd_status(args) -> int:
             missing += 1
             continue
         counts = ", ".join(f"{status.lower()} {n}" for status, n in cluster.job_counts(name).items())
-        print(f"{name}: image {service.get('image')}, cpu {service.get('cpu')}, memory {service.get('memory')}; "
-              f"jobs: {counts}")
+        print(
+            f"{name}: image {service.get('image')}, cpu {service.get('cpu')}, memory {service.get('memory')}; "
+            f"jobs: {counts}"
+        )
     return 1 if missing else 0
 
 
@@ -242,9 +280,14 @@ def cmd_pool(args) -> int:
     elif args.action == "stop":
         print(f"pool {executor.deployment.service_name('pool')}: {executor.stop_pool()}")
     workers = executor.pool_workers()
-    print(f"live pool workers: {len(workers)}" + "".join(
-        f"\n  {w.worker}: {w.served} call(s) served" + (f", now serving {', '.join(w.jobs)}" if w.jobs else "")
-        for w in sorted(workers, key=lambda w: w.worker)))
+    print(
+        f"live pool workers: {len(workers)}"
+        + "".join(
+            f"\n  {w.worker}: {w.served} call(s) served"
+            + (f", now serving {', '.join(w.jobs)}" if w.jobs else "")
+            for w in sorted(workers, key=lambda w: w.worker)
+        )
+    )
     return 0 if args.action != "start" or len(workers) >= args.size or not args.wait else 1
 
 
@@ -257,102 +300,166 @@ def main(argv: list[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="run the dimuon spectrum on the embedded platform")
     demo.add_argument("--events", type=int, default=1_000_000, help="events to generate (default 1000000)")
     demo.add_argument("--files", type=int, default=4, help="files to split the dataset into (default 4)")
-    demo.add_argument("--data", default=os.path.join(os.getcwd(), "dimuon-data"),
-                      help="dataset directory (default ./dimuon-data; reused if complete)")
+    demo.add_argument(
+        "--data",
+        default=os.path.join(os.getcwd(), "dimuon-data"),
+        help="dataset directory (default ./dimuon-data; reused if complete)",
+    )
     demo.add_argument("--out", default=os.getcwd(), help="where to save dimuon_spectrum.png (default .)")
-    demo.add_argument("--workers", type=int, default=2, help="function slots of the local platform (default 2)")
-    demo.add_argument("--mode", choices=("warm", "cold"), default="warm",
-                      help="warm (default): a warm pool of --workers workers, an OSCAR exposed service, beside "
-                           "the file-triggered functions; cold: no pool, every call a fresh process, as OSCAR's jobs")
+    demo.add_argument(
+        "--workers", type=int, default=2, help="function slots of the local platform (default 2)"
+    )
+    demo.add_argument(
+        "--mode",
+        choices=("warm", "cold"),
+        default="warm",
+        help="warm (default): a warm pool of --workers workers, an OSCAR exposed service, beside "
+        "the file-triggered functions; cold: no pool, every call a fresh process, as OSCAR's jobs",
+    )
     demo.add_argument("--npartitions", type=int, default=8, help="entry ranges, one mapper each (default 8)")
     _add_reduction_flags(demo)
     demo.set_defaults(func=cmd_demo)
 
     def add_deployment_flags(command: argparse.ArgumentParser) -> None:
-        command.add_argument("--deployment", default=os.environ.get("DISTRDF_OSCAR_DEPLOYMENT", "distrdf"),
-                             help="deployment name, the prefix of its service names and its bucket "
-                                  "(default $DISTRDF_OSCAR_DEPLOYMENT or distrdf)")
+        command.add_argument(
+            "--deployment",
+            default=os.environ.get("DISTRDF_OSCAR_DEPLOYMENT", "distrdf"),
+            help="deployment name, the prefix of its service names and its bucket "
+            "(default $DISTRDF_OSCAR_DEPLOYMENT or distrdf)",
+        )
         command.add_argument("--image", help="function image (default: this version's image)")
-        command.add_argument("--memory", help="memory of the mappers and reducers, a Kubernetes quantity "
-                                              "(default 2Gi; the coordinator has 512Mi)")
+        command.add_argument(
+            "--memory",
+            help="memory of the mappers and reducers, a Kubernetes quantity "
+            "(default 2Gi; the coordinator has 512Mi)",
+        )
         command.add_argument("--cpu", help="CPU request of every function (default 1, the coordinator 0.25)")
-        command.add_argument("--env", action="append", metavar="NAME=VALUE",
-                             help="an environment variable of every function (repeatable; not for secrets)")
+        command.add_argument(
+            "--env",
+            action="append",
+            metavar="NAME=VALUE",
+            help="an environment variable of every function (repeatable; not for secrets)",
+        )
 
-    environment = (" Settings come from OSCAR_ENDPOINT, OSCAR_USER/OSCAR_PASSWORD or OSCAR_TOKEN, "
-                   "DISTRDF_OSCAR_KEY (the deployment's signing key) and OSCAR_SSL_VERIFY; see docs/deploy.md.")
-    for name, func, text in (("deploy", cmd_deploy, "create or update the services on an OSCAR cluster"),
-                             ("undeploy", cmd_undeploy, "remove the services (and their bucket) from the cluster"),
-                             ("status", cmd_status, "show the services and their recent jobs")):
+    environment = (
+        " Settings come from OSCAR_ENDPOINT, OSCAR_USER/OSCAR_PASSWORD or OSCAR_TOKEN, "
+        "DISTRDF_OSCAR_KEY (the deployment's signing key) and OSCAR_SSL_VERIFY; see docs/deploy.md."
+    )
+    for name, func, text in (
+        ("deploy", cmd_deploy, "create or update the services on an OSCAR cluster"),
+        ("undeploy", cmd_undeploy, "remove the services (and their bucket) from the cluster"),
+        ("status", cmd_status, "show the services and their recent jobs"),
+    ):
         command = sub.add_parser(name, help=text, description=text + "." + environment)
         add_deployment_flags(command)
         if name == "deploy":
-            command.add_argument("--force", action="store_true",
-                                 help="update every service even if it looks unchanged")
-            command.add_argument("--visibility", choices=("private", "public", "restricted"),
-                                 help="who may use the services (OSCAR's visibility; default: keep what the "
-                                      "cluster has, private for new services)")
-            command.add_argument("--dataset-credentials", action="store_true",
-                                 help="give the functions S3_ACCESS_KEY and S3_SECRET_KEY from this environment, "
-                                      "as OSCAR secrets: the keys of s3http(s):// datasets on another S3 endpoint")
-            command.add_argument("--allowed-user", action="append", metavar="USER",
-                                 help="an OIDC user (subject) allowed to use the services; implies "
-                                      "--visibility restricted (repeatable)")
+            command.add_argument(
+                "--force", action="store_true", help="update every service even if it looks unchanged"
+            )
+            command.add_argument(
+                "--visibility",
+                choices=("private", "public", "restricted"),
+                help="who may use the services (OSCAR's visibility; default: keep what the "
+                "cluster has, private for new services)",
+            )
+            command.add_argument(
+                "--dataset-credentials",
+                action="store_true",
+                help="give the functions S3_ACCESS_KEY and S3_SECRET_KEY from this environment, "
+                "as OSCAR secrets: the keys of s3http(s):// datasets on another S3 endpoint",
+            )
+            command.add_argument(
+                "--allowed-user",
+                action="append",
+                metavar="USER",
+                help="an OIDC user (subject) allowed to use the services; implies "
+                "--visibility restricted (repeatable)",
+            )
         if name == "undeploy":
             command.add_argument("--yes", action="store_true", help="confirm removal")
         command.set_defaults(func=func)
 
-    pool = sub.add_parser("pool", help="start, stop or show the deployment's warm pool",
-                          description="A warm pool is an OSCAR exposed service whose workers import ROOT once and "
-                                      "compute the mapper calls of every job while they live; jobs use it when it "
-                                      "is up, and the file-triggered services otherwise." + environment)
+    pool = sub.add_parser(
+        "pool",
+        help="start, stop or show the deployment's warm pool",
+        description="A warm pool is an OSCAR exposed service whose workers import ROOT once and "
+        "compute the mapper calls of every job while they live; jobs use it when it "
+        "is up, and the file-triggered services otherwise." + environment,
+    )
     pool.add_argument("action", choices=("start", "stop", "status"))
     pool.add_argument("--size", type=int, default=2, help="workers to run (start; default 2)")
-    pool.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
-                      help="wait this long for the workers to report (start; default: do not wait)")
+    pool.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait this long for the workers to report (start; default: do not wait)",
+    )
     add_deployment_flags(pool)
     pool.set_defaults(func=cmd_pool)
 
     from .client.report import DEFAULT_PRICE
     from .protocol.timeline import RECORDS_VARIABLE
 
-    report = sub.add_parser("report", help="where a job's time and money went, and its timeline",
-                            description="Read a job record (a file, a job id, or the newest record; records are "
-                                        f"kept in ${RECORDS_VARIABLE} or ~/.local/state/distrdf-oscar/jobs), print "
-                                        "the breakdown by role and draw a Gantt chart of its calls.")
+    report = sub.add_parser(
+        "report",
+        help="where a job's time and money went, and its timeline",
+        description="Read a job record (a file, a job id, or the newest record; records are "
+        f"kept in ${RECORDS_VARIABLE} or ~/.local/state/distrdf-oscar/jobs), print "
+        "the breakdown by role and draw a Gantt chart of its calls.",
+    )
     report.add_argument("job", nargs="?", help="a job id or a record file (default: the newest record)")
-    report.add_argument("--price", type=float, default=DEFAULT_PRICE,
-                        help=f"price of one core-second, for the cost estimate (default {DEFAULT_PRICE:g})")
+    report.add_argument(
+        "--price",
+        type=float,
+        default=DEFAULT_PRICE,
+        help=f"price of one core-second, for the cost estimate (default {DEFAULT_PRICE:g})",
+    )
     report.add_argument("--out", help="the timeline PNG (default <job>-timeline.png here)")
     report.add_argument("--no-plot", action="store_true", help="print the breakdown only")
     report.set_defaults(func=cmd_report)
 
-    cleanup = sub.add_parser("cleanup", help="find and remove orphaned job data in the deployment's bucket",
-                             description="Jobs a client could not clean up (killed, crashed) leave objects behind. "
-                                         "A waiting client renews its job's lease; only jobs whose lease lapsed "
-                                         "are removed, unless named with --job." + environment)
-    cleanup.add_argument("--older-than", metavar="DURATION",
-                         help="only abandoned jobs older than this (e.g. 30m, 2h, 1d)")
-    cleanup.add_argument("--job", metavar="ID", help="only this job, even if its client still waits (with a warning)")
+    cleanup = sub.add_parser(
+        "cleanup",
+        help="find and remove orphaned job data in the deployment's bucket",
+        description="Jobs a client could not clean up (killed, crashed) leave objects behind. "
+        "A waiting client renews its job's lease; only jobs whose lease lapsed "
+        "are removed, unless named with --job." + environment,
+    )
+    cleanup.add_argument(
+        "--older-than", metavar="DURATION", help="only abandoned jobs older than this (e.g. 30m, 2h, 1d)"
+    )
+    cleanup.add_argument(
+        "--job", metavar="ID", help="only this job, even if its client still waits (with a warning)"
+    )
     cleanup.add_argument("--dry-run", action="store_true", help="list, remove nothing")
     add_deployment_flags(cleanup)
     cleanup.set_defaults(func=cmd_cleanup)
 
-    upload = sub.add_parser("upload", help="upload a local dataset to the deployment's object storage",
-                            description="Upload ROOT files to datasets/FOLDER/ in the deployment's bucket and "
-                                        "print their s3:// URLs, one per line, to give RDataFrame." + environment)
+    upload = sub.add_parser(
+        "upload",
+        help="upload a local dataset to the deployment's object storage",
+        description="Upload ROOT files to datasets/FOLDER/ in the deployment's bucket and "
+        "print their s3:// URLs, one per line, to give RDataFrame." + environment,
+    )
     upload.add_argument("files", nargs="+", metavar="FILE")
     upload.add_argument("--folder", default="", help="a folder under datasets/ (default: none)")
     add_deployment_flags(upload)
     upload.set_defaults(func=cmd_upload)
 
-    fdl = sub.add_parser("fdl", help="write the service scripts and an FDL file for oscar-cli",
-                         description="Write DIR/scripts/<role>.sh and DIR/fdl/<deployment>.yaml (an FDL file that "
-                                     "`oscar-cli apply` accepts), generated from the same definitions as deploy; "
-                                     f"secrets appear as {SECRET_PLACEHOLDER}.")
+    fdl = sub.add_parser(
+        "fdl",
+        help="write the service scripts and an FDL file for oscar-cli",
+        description="Write DIR/scripts/<role>.sh and DIR/fdl/<deployment>.yaml (an FDL file that "
+        "`oscar-cli apply` accepts), generated from the same definitions as deploy; "
+        f"secrets appear as {SECRET_PLACEHOLDER}.",
+    )
     fdl.add_argument("--out", required=True, help="output directory (the repository's is services/)")
-    fdl.add_argument("--cluster-id", default=DEFAULT_CLUSTER_ID,
-                     help=f"the oscar-cli cluster id the FDL file names (default {DEFAULT_CLUSTER_ID})")
+    fdl.add_argument(
+        "--cluster-id",
+        default=DEFAULT_CLUSTER_ID,
+        help=f"the oscar-cli cluster id the FDL file names (default {DEFAULT_CLUSTER_ID})",
+    )
     add_deployment_flags(fdl)
     fdl.set_defaults(func=cmd_fdl)
 

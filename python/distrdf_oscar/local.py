@@ -41,8 +41,13 @@ class LocalCluster:
             ``oscar_version="3.6"`` to behave as that OSCAR release (default: the newest supported).
     """
 
-    def __init__(self, workers: int = 2, mode: str = "warm", startup_delay: float | None = None,
-                 **platform_options: Any):
+    def __init__(
+        self,
+        workers: int = 2,
+        mode: str = "warm",
+        startup_delay: float | None = None,
+        **platform_options: Any,
+    ):
         if mode not in MODES:
             raise ValueError(f"LocalCluster mode must be one of {', '.join(MODES)}, got {mode!r}")
         if workers < 1:
@@ -53,8 +58,12 @@ class LocalCluster:
             startup_delay = 0.0 if mode == "prestarted" else POD_START_DELAY
         # Headroom for a coordinator's fractional request, so it never takes a mapper's slot.
         platform_options.setdefault("headroom", float(COORDINATOR_CPU))
-        self.platform = LocalPlatform(workers=workers, mode="cold" if mode == "warm" else mode,
-                                      startup_delay=startup_delay, **platform_options)
+        self.platform = LocalPlatform(
+            workers=workers,
+            mode="cold" if mode == "warm" else mode,
+            startup_delay=startup_delay,
+            **platform_options,
+        )
         self._started = False
         # The deployment's signing key lives as long as the cluster, in memory only.
         self._signing_key = secrets.token_hex(32)
@@ -68,8 +77,10 @@ class LocalCluster:
                     executor = self.executor(progress=False)
                     executor.start_pool(self.workers, wait=POOL_START_TIMEOUT)
                     if len(executor.pool_workers()) < self.workers:
-                        raise RuntimeError(f"the warm pool's {self.workers} workers did not report within "
-                                           f"{POOL_START_TIMEOUT:.0f} s (see the platform's log)")
+                        raise RuntimeError(
+                            f"the warm pool's {self.workers} workers did not report within "
+                            f"{POOL_START_TIMEOUT:.0f} s (see the platform's log)"
+                        )
                 except BaseException:
                     self.close()
                     raise
@@ -99,6 +110,11 @@ class LocalCluster:
         options.setdefault("deployment", self.deployment())
         options.setdefault("shared_paths", ("/",))  # the functions run on this machine
         assert self.platform.oscar_endpoint is not None
-        return OSCARExecutor(self.platform.oscar_endpoint, user=self.platform.oscar_user,
-                             password=self.platform.oscar_password, signing_key=self._signing_key,
-                             reduction=reduction, **options)
+        return OSCARExecutor(
+            self.platform.oscar_endpoint,
+            user=self.platform.oscar_user,
+            password=self.platform.oscar_password,
+            signing_key=self._signing_key,
+            reduction=reduction,
+            **options,
+        )

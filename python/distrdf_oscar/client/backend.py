@@ -28,10 +28,16 @@ class OSCARBackend(Base.BaseBackend):
         return self.executor.concurrency
 
     def _files(self) -> JobFiles:
-        return JobFiles(headers=list(self.headers), shared_libraries=list(self.shared_libraries),
-                        pcms=list(self.pcms), files=list(self.files))
+        return JobFiles(
+            headers=list(self.headers),
+            shared_libraries=list(self.shared_libraries),
+            pcms=list(self.pcms),
+            files=list(self.files),
+        )
 
-    def _run(self, ranges: list[Any], mapper: Callable, on_partial: Callable | None = None) -> Base.TaskResult:
+    def _run(
+        self, ranges: list[Any], mapper: Callable, on_partial: Callable | None = None
+    ) -> Base.TaskResult:
         # Every dataset file as the functions can open it (datasets.py), named back afterwards.
         paths = PathPolicy(self.executor.shared_paths)
         paths.rewrite_ranges(ranges)
@@ -42,9 +48,13 @@ class OSCARBackend(Base.BaseBackend):
     def ProcessAndMerge(self, ranges: list[Any], mapper: Callable, reducer: Callable) -> Base.TaskResult:
         return self._run(ranges, mapper)
 
-    def ProcessAndMergeLive(self, ranges: list[Any], mapper: Callable, reducer: Callable,
-                            drawables_info_dict: dict[int, tuple[list[Callable | None], int, str]]
-                            ) -> Base.TaskResult:
+    def ProcessAndMergeLive(
+        self,
+        ranges: list[Any],
+        mapper: Callable,
+        reducer: Callable,
+        drawables_info_dict: dict[int, tuple[list[Callable | None], int, str]],
+    ) -> Base.TaskResult:
         """Like ProcessAndMerge, drawing the merged mapper partials as they arrive."""
         live = _LiveCanvas(drawables_info_dict, reducer)
         result = self._run(ranges, mapper, on_partial=live.add)
@@ -58,8 +68,9 @@ class OSCARBackend(Base.BaseBackend):
     def make_dataframe(self, *args, **kwargs):
         npartitions = kwargs.pop("npartitions", None)
         # DistRDF would divide by it when splitting the ranges (a bare ZeroDivisionError).
-        if npartitions is not None and (isinstance(npartitions, bool) or not isinstance(npartitions, int)
-                                        or npartitions < 1):
+        if npartitions is not None and (
+            isinstance(npartitions, bool) or not isinstance(npartitions, int) or npartitions < 1
+        ):
             raise ValueError(f"npartitions must be an integer of at least 1, got {npartitions!r}")
         read_urls_remotely(ROOT)  # the head node opens the first file too
         args, staged = stage_for_head_node(lambda: self.executor.storage, args)

@@ -65,8 +65,9 @@ def run_graphs(proxies, stock: Callable) -> int:
     failures = [exc for exc in (future.exception() for future in futures) if exc is not None]
     if failures:
         if len(failures) > 1:
-            failures[0].add_note(f"distrdf-oscar: {len(failures)} of the {len(nodes)} graphs failed; "
-                                 "this is the first")
+            failures[0].add_note(
+                f"distrdf-oscar: {len(failures)} of the {len(nodes)} graphs failed; this is the first"
+            )
         raise failures[0]
     return len(nodes)
 

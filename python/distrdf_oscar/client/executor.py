@@ -87,15 +87,33 @@ class OSCARExecutor:
             submission. ``LocalCluster`` shares ``/``. See ``datasets.py``.
     """
 
-    def __init__(self, endpoint: str, *, signing_key: str, user: str | None = None, password: str | None = None,
-                 token: str | None = None, ssl_verify: bool = True, storage: StorageConfig | None = None,
-                 storage_endpoint: str | None = None,
-                 deployment: Deployment | None = None, reduction: reductions.ReductionChoice | str | None = None,
-                 concurrency: int = 8, auto_deploy: bool = False, poll_interval: float = 0.2,
-                 retries: int = 3, retry_after: float = 60.0, retry_factor: float = 3.0,
-                 progress: bool = True, shared_paths: Sequence[str] = (), snapshots: str = "download",
-                 dataset_credentials: bool = False, ranges_per_call: int | None = None,
-                 pool: bool | None = None, pool_overflow_after: float = 30.0) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        signing_key: str,
+        user: str | None = None,
+        password: str | None = None,
+        token: str | None = None,
+        ssl_verify: bool = True,
+        storage: StorageConfig | None = None,
+        storage_endpoint: str | None = None,
+        deployment: Deployment | None = None,
+        reduction: reductions.ReductionChoice | str | None = None,
+        concurrency: int = 8,
+        auto_deploy: bool = False,
+        poll_interval: float = 0.2,
+        retries: int = 3,
+        retry_after: float = 60.0,
+        retry_factor: float = 3.0,
+        progress: bool = True,
+        shared_paths: Sequence[str] = (),
+        snapshots: str = "download",
+        dataset_credentials: bool = False,
+        ranges_per_call: int | None = None,
+        pool: bool | None = None,
+        pool_overflow_after: float = 30.0,
+    ) -> None:
         if not ssl_verify:
             warnings.warn(f"TLS certificate verification is disabled for {endpoint}", stacklevel=2)
         if concurrency < 1:
@@ -137,8 +155,13 @@ class OSCARExecutor:
         if pool_overflow_after <= 0:
             raise ConfigurationError(f"pool_overflow_after must be positive, got {pool_overflow_after!r}")
         self.pool = pool
-        self.options = JobOptions(poll_interval=poll_interval, progress=progress, retry=policy,
-                                  snapshots=snapshot_mode, pool_overflow_after=pool_overflow_after)
+        self.options = JobOptions(
+            poll_interval=poll_interval,
+            progress=progress,
+            retry=policy,
+            snapshots=snapshot_mode,
+            pool_overflow_after=pool_overflow_after,
+        )
         self._storage: Storage | None = None
         self.last_job: Job | None = None  # the most recent job, for its timeline
         self.last_choice: simulate.Choice | None = None  # what reduction="auto" chose for it, and why
@@ -149,8 +172,10 @@ class OSCARExecutor:
         self._quota: tuple[Any, dict[str, Any]] | None = None  # (own quota, live services), read once
 
     def __repr__(self) -> str:
-        return (f"OSCARExecutor(endpoint={self.cluster.endpoint!r}, deployment={self.deployment.name!r}, "
-                f"reduction={self.reduction!r})")
+        return (
+            f"OSCARExecutor(endpoint={self.cluster.endpoint!r}, deployment={self.deployment.name!r}, "
+            f"reduction={self.reduction!r})"
+        )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> OSCARExecutor:
@@ -171,38 +196,56 @@ class OSCARExecutor:
             problems.append("set OSCAR_USER and OSCAR_PASSWORD, or OSCAR_TOKEN")
         signing_key = env.get("DISTRDF_OSCAR_KEY", "")
         if len(signing_key) < 16:
-            problems.append("DISTRDF_OSCAR_KEY (the deployment's signing key) must be set, at least 16 characters"
-                            if signing_key else "DISTRDF_OSCAR_KEY (the deployment's signing key) is not set")
+            problems.append(
+                "DISTRDF_OSCAR_KEY (the deployment's signing key) must be set, at least 16 characters"
+                if signing_key
+                else "DISTRDF_OSCAR_KEY (the deployment's signing key) is not set"
+            )
         verify_text = env.get("OSCAR_SSL_VERIFY", "true").strip().lower()
         if verify_text not in _TRUE | _FALSE:
             problems.append(f"OSCAR_SSL_VERIFY must be true or false (got {verify_text!r})")
         minio = {k: env.get(k) for k in ("MINIO_ENDPOINT", "MINIO_ACCESS_KEY", "MINIO_SECRET_KEY")}
         keys = {k: minio[k] for k in ("MINIO_ACCESS_KEY", "MINIO_SECRET_KEY")}
         if any(keys.values()) and not all(minio.values()):
-            problems.append("MINIO_ACCESS_KEY and MINIO_SECRET_KEY go together, with MINIO_ENDPOINT "
-                            f"(missing: {', '.join(k for k, v in minio.items() if not v)})")
+            problems.append(
+                "MINIO_ACCESS_KEY and MINIO_SECRET_KEY go together, with MINIO_ENDPOINT "
+                f"(missing: {', '.join(k for k, v in minio.items() if not v)})"
+            )
         elif minio["MINIO_ENDPOINT"] and not minio["MINIO_ENDPOINT"].startswith(("http://", "https://")):
-            problems.append(f"MINIO_ENDPOINT must start with http:// or https:// (got {minio['MINIO_ENDPOINT']!r})")
+            problems.append(
+                f"MINIO_ENDPOINT must start with http:// or https:// (got {minio['MINIO_ENDPOINT']!r})"
+            )
         if problems:
             raise ConfigurationError("OSCAR configuration: " + "; ".join(problems))
         verify = verify_text in _TRUE
-        kwargs: dict[str, Any] = {"user": user, "password": password, "token": token, "ssl_verify": verify,
-                                  "signing_key": signing_key}
-        deployment = overrides.pop("deployment", None) or Deployment(name=env.get("DISTRDF_OSCAR_DEPLOYMENT", "distrdf"))
+        kwargs: dict[str, Any] = {
+            "user": user,
+            "password": password,
+            "token": token,
+            "ssl_verify": verify,
+            "signing_key": signing_key,
+        }
+        deployment = overrides.pop("deployment", None) or Deployment(
+            name=env.get("DISTRDF_OSCAR_DEPLOYMENT", "distrdf")
+        )
         if minio["MINIO_ENDPOINT"] and not any(keys.values()):
             kwargs["storage_endpoint"] = minio["MINIO_ENDPOINT"]
         elif all(minio.values()):
-            kwargs["storage"] = StorageConfig(endpoint=str(minio["MINIO_ENDPOINT"]),
-                                              access_key=str(minio["MINIO_ACCESS_KEY"]),
-                                              secret_key=str(minio["MINIO_SECRET_KEY"]),
-                                              bucket=deployment.bucket_name, verify=verify)
+            kwargs["storage"] = StorageConfig(
+                endpoint=str(minio["MINIO_ENDPOINT"]),
+                access_key=str(minio["MINIO_ACCESS_KEY"]),
+                secret_key=str(minio["MINIO_SECRET_KEY"]),
+                bucket=deployment.bucket_name,
+                verify=verify,
+            )
         kwargs.update(overrides)
         return cls(endpoint, deployment=deployment, **kwargs)
 
     def unchecked_storage(self) -> Storage:
         """The deployment's storage, without looking at the services or buckets (deploy, undeploy)."""
-        config = self._storage_config or self.cluster.storage_config(self.deployment.bucket_name,
-                                                                     self._ssl_verify)
+        config = self._storage_config or self.cluster.storage_config(
+            self.deployment.bucket_name, self._ssl_verify
+        )
         if self._storage_endpoint:
             config = dataclasses.replace(config, endpoint=self._storage_endpoint)
         return Storage(config, signer=self._signer)
@@ -212,7 +255,9 @@ class OSCARExecutor:
         to analyse (the mappers stage what their ranges read)."""
         from ..protocol import datasets
 
-        return datasets.upload(self.storage, paths, folder, self.options.progress if progress is None else progress)
+        return datasets.upload(
+            self.storage, paths, folder, self.options.progress if progress is None else progress
+        )
 
     # -- warm pools (operators) ------------------------------------------------------------------
 
@@ -230,8 +275,10 @@ class OSCARExecutor:
         # Workers started before hold the account's previous secret, refused from now on: only
         # workers that report after the start count (the earlier ones' heartbeats lapse).
         deadline = time.monotonic() + wait
-        while (len({beat.worker for beat in self.pool_workers()} - earlier) < size
-               and time.monotonic() < deadline):
+        while (
+            len({beat.worker for beat in self.pool_workers()} - earlier) < size
+            and time.monotonic() < deadline
+        ):
             time.sleep(0.5)
         return done
 
@@ -280,16 +327,30 @@ class OSCARExecutor:
                 self._listings[service] = (taken, idle)
         return taken >= since and idle
 
-    def run_job(self, ranges: Sequence[Any], mapper: Callable, files: JobFiles,
-                on_partial: Callable[[Any], None] | None = None,
-                reduction: reductions.ReductionChoice | str | None = None):
+    def run_job(
+        self,
+        ranges: Sequence[Any],
+        mapper: Callable,
+        files: JobFiles,
+        on_partial: Callable[[Any], None] | None = None,
+        reduction: reductions.ReductionChoice | str | None = None,
+    ):
         """One DistRDF ``ProcessAndMerge``: returns the merged ``TaskResult``."""
         use_pool = self._use_pool()
-        chosen = reductions.strategy(reductions.resolve(reduction or self.reduction), len(ranges), self.concurrency,
-                                     self.ranges_per_call, use_pool)
+        chosen = reductions.strategy(
+            reductions.resolve(reduction or self.reduction),
+            len(ranges),
+            self.concurrency,
+            self.ranges_per_call,
+            use_pool,
+        )
         if chosen.choice is not None:
-            log.info("reduction=auto for %d partitions%s: %s", len(ranges), " on the warm pool" if use_pool else "",
-                     chosen.choice.describe())
+            log.info(
+                "reduction=auto for %d partitions%s: %s",
+                len(ranges),
+                " on the warm pool" if use_pool else "",
+                chosen.choice.describe(),
+            )
         self.last_choice = chosen.choice
         self._check_quota(chosen.reduction)
         # A pool job's work runs in pool workers, not OSCAR jobs: OSCAR's listing cannot tell that
@@ -306,8 +367,10 @@ class OSCARExecutor:
             return False
         workers = live_workers(self.storage)
         if self.pool and not workers:
-            raise ConfigurationError(f"no warm pool is up for deployment {self.deployment.name!r} (pool=True): "
-                                     "ask the operator to run `distrdf-oscar pool start`, or leave pool unset")
+            raise ConfigurationError(
+                f"no warm pool is up for deployment {self.deployment.name!r} (pool=True): "
+                "ask the operator to run `distrdf-oscar pool start`, or leave pool unset"
+            )
         return bool(workers)
 
     def _check_quota(self, reduction: plan.Reduction) -> None:
@@ -331,7 +394,9 @@ class OSCARExecutor:
 
         def needs(role: str) -> tuple[float, float]:
             service = services[names[role]]
-            return parse_quantity(service.get("cpu") or "0.2"), parse_quantity(service.get("memory") or "256Mi")
+            return parse_quantity(service.get("cpu") or "0.2"), parse_quantity(
+                service.get("memory") or "256Mi"
+            )
 
         if isinstance(reduction, plan.CoordinatedReduction):
             alongside = [needs("coordinator")]
@@ -347,7 +412,8 @@ class OSCARExecutor:
                     f"{reduction!r} cannot run under your Kueue quota on {self.cluster.endpoint} ({cpu_max:g} CPUs, "
                     f"{_gib(memory_max)}): {who} needs {cpu:g} CPUs and {_gib(memory)}, so it would never be "
                     "admitted. Redeploy with less memory per function (distrdf-oscar deploy --memory ...), ask for "
-                    "a larger quota, or use another reduction")
+                    "a larger quota, or use another reduction"
+                )
 
     def _forget_functions(self, functions: dict[str, list[str]]) -> None:
         """Delete the finished OSCAR jobs that served a job, so that the services' listings stay short.
@@ -358,7 +424,9 @@ class OSCARExecutor:
                 self._unfinished.setdefault(self.deployment.service_name(role), set()).update(names)
             if not self._unfinished or (self._forgetter is not None and self._forgetter.is_alive()):
                 return
-            self._forgetter = threading.Thread(target=self._forget_finished, name="forget-oscar-jobs", daemon=True)
+            self._forgetter = threading.Thread(
+                target=self._forget_finished, name="forget-oscar-jobs", daemon=True
+            )
             self._forgetter.start()
 
     def _forget_finished(self) -> None:

@@ -71,14 +71,21 @@ class JobFiles:
             for path in sorted(getattr(self, kind)):
                 name = os.path.basename(path)
                 if seen.setdefault(name, path) != path:
-                    raise ValueError(f"two distributed files share the name {name!r}: {seen[name]} and {path}")
+                    raise ValueError(
+                        f"two distributed files share the name {name!r}: {seen[name]} and {path}"
+                    )
                 out[kind].append((name, path))
         return out
 
 
 class Job:
-    def __init__(self, storage: Storage, strategy: Strategy, options: JobOptions,
-                 idle: Callable[[str, float], bool] | None = None) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        strategy: Strategy,
+        options: JobOptions,
+        idle: Callable[[str, float], bool] | None = None,
+    ) -> None:
         self.storage = storage
         self.idle = idle  # see Tracker.overdue
         self.strategy = strategy
@@ -102,15 +109,18 @@ class Job:
         self._pool_calls: dict[tuple[int, int], bytes] = {}  # every call offered to the pool
         self._holders: dict[str, str] = {}  # claim key -> the pool worker that holds it
         self._coordinator_offer: bytes | None = None  # a coordinated pool job's queued coordinator
-        self._looked: dict[int | str, float] = {}  # watch index or "errors", "claims" -> last listing (monotonic)
+        self._looked: dict[
+            int | str, float
+        ] = {}  # watch index or "errors", "claims" -> last listing (monotonic)
 
     @property
     def job_id(self) -> str:
         return self.keys.job_id
 
     # -- submission -------------------------------------------------------
-    def _submit(self, ranges: Sequence[Any], mapper: Callable, files: JobFiles,
-                job_plan: plan.JobPlan) -> dict[int, bytes]:
+    def _submit(
+        self, ranges: Sequence[Any], mapper: Callable, files: JobFiles, job_plan: plan.JobPlan
+    ) -> dict[int, bytes]:
         """Upload everything and write the triggers; returns each range's trigger (for retries)."""
         import cloudpickle
 
@@ -119,7 +129,9 @@ class Job:
         for kind in named.values():
             for name, path in kind:
                 self.storage.put_file(self.keys.job_file(name), path)
-        payload = MapperPayload(mapper, **{kind: tuple(name for name, _ in entries) for kind, entries in named.items()})
+        payload = MapperPayload(
+            mapper, **{kind: tuple(name for name, _ in entries) for kind, entries in named.items()}
+        )
         manifest = Manifest(job=self.job_id, created=time.time(), plan=job_plan.to_dict())
         self.storage.put_bytes(self.keys.manifest, manifest.to_json())
         self.storage.put_bytes(self.keys.mapper_payload, cloudpickle.dumps(payload))
@@ -127,8 +139,10 @@ class Job:
         if isinstance(job_plan, plan.CoordinatedPlan):
             # Start the coordinator first, so it is watching when the first partials land; a pool
             # runs it in a worker, beside the calls, instead of a cold OSCAR job.
-            self.storage.put_bytes(self.keys.queued_coordinator if self.pool else self.keys.coordinator_trigger,
-                                   job_plan.to_json())
+            self.storage.put_bytes(
+                self.keys.queued_coordinator if self.pool else self.keys.coordinator_trigger,
+                job_plan.to_json(),
+            )
             if self.pool:
                 self._coordinator_offer = job_plan.to_json()
         environment = _environment(mapper, named)
@@ -137,9 +151,16 @@ class Job:
         triggers = {}
         for lo, hi in job_plan.tasks:
             encoded = [base64.b64encode(cloudpickle.dumps(by_id[i])).decode("ascii") for i in range(lo, hi)]
-            trigger = MapperTrigger(job=self.job_id, range_id=lo, range=encoded[0], payload=self.keys.mapper_payload,
-                                    output=job_plan.mapper_output((lo, hi)), more=tuple(encoded[1:]),
-                                    environment=environment, merges_upwards=inline)
+            trigger = MapperTrigger(
+                job=self.job_id,
+                range_id=lo,
+                range=encoded[0],
+                payload=self.keys.mapper_payload,
+                output=job_plan.mapper_output((lo, hi)),
+                more=tuple(encoded[1:]),
+                environment=environment,
+                merges_upwards=inline,
+            )
             triggers[lo] = trigger.to_json()  # retries carry no claim: they run whoever holds it
             if self.pool:
                 # Offered to the pool, in a folder no webhook watches: no OSCAR job starts for it.
@@ -161,10 +182,16 @@ class Job:
         if now - self._claimed_at < self.options.pool_overflow_after:
             return
         done = set(tracker.mapper_outputs())
-        log.warning("job %s: the warm pool took no call for %.0f s: the file-triggered mappers take the rest",
-                    self.job_id, now - self._claimed_at)
+        log.warning(
+            "job %s: the warm pool took no call for %.0f s: the file-triggered mappers take the rest",
+            self.job_id,
+            now - self._claimed_at,
+        )
         for (lo, hi), offer in sorted(self._offered.items()):
-            if self.keys.claim(lo, hi) not in claims.found and MapperTrigger.from_json(offer).output not in done:
+            if (
+                self.keys.claim(lo, hi) not in claims.found
+                and MapperTrigger.from_json(offer).output not in done
+            ):
                 self.storage.put_bytes(self.keys.trigger(lo, hi), offer)
                 self._pool_calls.pop((lo, hi), None)  # its claim may be a file-triggered mapper's
         self._offered.clear()
@@ -175,17 +202,25 @@ class Job:
         spell's retry: a mapper call and the coordinator are queued anew; a batch file stays
         queued, and workers look again at a queued batch whose claim is gone."""
         done = set(tracker.mapper_outputs())
-        calls = {self.keys.claim(lo, hi): (lo, hi) for (lo, hi), offer in self._pool_calls.items()
-                 if MapperTrigger.from_json(offer).output not in done}
+        calls = {
+            self.keys.claim(lo, hi): (lo, hi)
+            for (lo, hi), offer in self._pool_calls.items()
+            if MapperTrigger.from_json(offer).output not in done
+        }
         coordinator = self.keys.claim_of(self.keys.queued_coordinator)
-        watched = [key for key in self.storage.list(self.keys.claims)
-                   if key in calls or key == coordinator or key.rsplit("/", 1)[-1].startswith("batch_")]
+        watched = [
+            key
+            for key in self.storage.list(self.keys.claims)
+            if key in calls or key == coordinator or key.rsplit("/", 1)[-1].startswith("batch_")
+        ]
         if not watched:
             return
         for claim in watched:
             if claim not in self._holders:
                 try:
-                    self._holders[claim] = self.storage.get_bytes(claim, verify=False).decode(errors="replace")
+                    self._holders[claim] = self.storage.get_bytes(claim, verify=False).decode(
+                        errors="replace"
+                    )
                 except StorageError:
                     continue  # removed meanwhile: offered again already
         live = {beat.worker for beat in live_workers(self.storage)}
@@ -193,8 +228,12 @@ class Job:
             holder = self._holders.get(claim)
             if holder is None or holder in live:
                 continue
-            log.warning("job %s: pool worker %s is gone: %s is offered again", self.job_id, holder,
-                        claim.rsplit("/", 1)[-1])
+            log.warning(
+                "job %s: pool worker %s is gone: %s is offered again",
+                self.job_id,
+                holder,
+                claim.rsplit("/", 1)[-1],
+            )
             self.storage.delete([claim])
             del self._holders[claim]
             if claim in calls:
@@ -222,9 +261,11 @@ class Job:
             marker = ErrorMarker.from_json(self.storage.get_bytes(key, verify=False))
             if not marker.unconfigured:
                 raise
-            raise RemoteError(f"a function of job {self.job_id} could not start ({marker.service}, "
-                              f"unsigned report): {marker.error[:500]}. Check the deployment's "
-                              "settings (`distrdf-oscar status`; docs/deploy.md)") from None
+            raise RemoteError(
+                f"a function of job {self.job_id} could not start ({marker.service}, "
+                f"unsigned report): {marker.error[:500]}. Check the deployment's "
+                "settings (`distrdf-oscar status`; docs/deploy.md)"
+            ) from None
 
     def _bookkeeping_due(self, what: int | str) -> bool:
         """Whether ``what`` was last listed ``bookkeeping_poll`` seconds ago or more (then it is now)."""
@@ -247,19 +288,23 @@ class Job:
             for trigger in tracker.overdue(self.idle, self.storage.exists):
                 tracker.fire(trigger, self.storage.put_bytes)
 
-    def _wait(self, job_plan: plan.JobPlan, triggers: dict[int, bytes],
-              on_partial: Callable[[Any], None] | None) -> None:
+    def _wait(
+        self, job_plan: plan.JobPlan, triggers: dict[int, bytes], on_partial: Callable[[Any], None] | None
+    ) -> None:
         calls, steps = len(job_plan.tasks), job_plan.steps()
         tracker = Tracker.for_plan(self.keys, job_plan, triggers, self.options.retry)
         self.tracker = tracker
         prefixes = [self.keys.prefix(folder) for folder in job_plan.watched_folders]
         expected = [item.key for item in tracker.expected]
         watches = [self.storage.arrivals(prefix, expected) for prefix in prefixes]
-        slow = frozenset(i for i, folder in enumerate(job_plan.watched_folders)
-                         if folder in (layout.QUEUE, layout.BATCHES))
+        slow = frozenset(
+            i for i, folder in enumerate(job_plan.watched_folders) if folder in (layout.QUEUE, layout.BATCHES)
+        )
         claims = self.storage.arrivals(self.keys.claims, [self.keys.claim(*task) for task in self._offered])
         self._claimed_at = time.monotonic()
-        bar = _progress_bar(self.options.progress, calls + steps, self.job_id + (" (warm pool)" if self.pool else ""))
+        bar = _progress_bar(
+            self.options.progress, calls + steps, self.job_id + (" (warm pool)" if self.pool else "")
+        )
         failing_since: float | None = None
         checked = started = time.monotonic()
         delivered: set[str] = set()
@@ -301,15 +346,19 @@ class Job:
                 bar.set_postfix_str(f"mappers {mappers}/{calls}, reductions {reductions}/{steps}")
                 # A job's first seconds are looked at more often: a small job is over by then.
                 quick = time.monotonic() - started < QUICK_SECONDS
-                time.sleep(min(self.options.poll_interval, QUICK_POLL) if quick else self.options.poll_interval)
+                time.sleep(
+                    min(self.options.poll_interval, QUICK_POLL) if quick else self.options.poll_interval
+                )
         finally:
             bar.close()
 
     def _check_not_removed(self) -> None:
         """Someone removed the job (``distrdf-oscar cleanup --job``): say so now, not as a timeout."""
         if not self.storage.exists(self.keys.manifest):
-            raise JobRemoved(f"job {self.job_id} was removed from storage while this client waited for it "
-                             "(`distrdf-oscar cleanup --job`, or its objects deleted by hand); run it again")
+            raise JobRemoved(
+                f"job {self.job_id} was removed from storage while this client waited for it "
+                "(`distrdf-oscar cleanup --job`, or its objects deleted by hand); run it again"
+            )
 
     # -- result -----------------------------------------------------------
     def fetch_partial(self, key: str, rows: bool = True):
@@ -332,18 +381,27 @@ class Job:
                 call.phases["uploaded"] = self._outputs[call.task].modified
                 call.bytes_written += self._outputs[call.task].size
         self.record = timeline.JobRecord(
-            job=self.job_id, mode=job_plan.mode, npartitions=job_plan.npartitions, calls=len(job_plan.tasks),
-            pool=self.pool, client=dict(self.timeline), functions=functions)
+            job=self.job_id,
+            mode=job_plan.mode,
+            npartitions=job_plan.npartitions,
+            calls=len(job_plan.tasks),
+            pool=self.pool,
+            client=dict(self.timeline),
+            functions=functions,
+        )
         try:
             timeline.save(self.record)
         except OSError as exc:  # the result matters more than its record
-            log.warning("job %s: could not save its record in %s: %s", self.job_id, timeline.records_dir(), exc)
+            log.warning(
+                "job %s: could not save its record in %s: %s", self.job_id, timeline.records_dir(), exc
+            )
 
     def _fetch_rows(self, key: str, path: str) -> None:
         """A mapper's AsNumpy rows, which the result names (signed, like every object)."""
         if layout.job_of_key(key) != self.job_id:
-            raise partial.PartialFormatError(f"the result of job {self.job_id} names {key!r}, "
-                                             "which is not one of its objects")
+            raise partial.PartialFormatError(
+                f"the result of job {self.job_id} names {key!r}, which is not one of its objects"
+            )
         self.storage.get_file(key, path)
 
     def cleanup(self) -> int:
@@ -355,8 +413,13 @@ class Job:
             pass  # only OSCAR's bookkeeping depends on it
         return remove_job(self.storage, self.job_id)
 
-    def run(self, ranges: Sequence[Any], mapper: Callable, files: JobFiles,
-            on_partial: Callable[[Any], None] | None = None):
+    def run(
+        self,
+        ranges: Sequence[Any],
+        mapper: Callable,
+        files: JobFiles,
+        on_partial: Callable[[Any], None] | None = None,
+    ):
         """Run the job to completion and return the merged DistRDF ``TaskResult``; each mapper
         call processes the strategy's ``ranges_per_call`` consecutive ranges (the last call may
         have fewer). A pool job's calls are offered to the deployment's warm pool first."""

@@ -87,7 +87,9 @@ class Expected:
     key: str
     needs: Callable[[set[str]], bool]
     trigger: Trigger
-    kind: str = "merge"  # "mapper" (a range's partial), "merge" (a reduction's output), "launch" (a batch file)
+    kind: str = (
+        "merge"  # "mapper" (a range's partial), "merge" (a reduction's output), "launch" (a batch file)
+    )
     due_since: float | None = None  # when its inputs were first all present
 
 
@@ -109,8 +111,14 @@ class Tracker:
     # -- the plan's expectations ---------------------------------------------------
 
     @classmethod
-    def for_plan(cls, keys: layout.JobKeys, job_plan: plan.JobPlan, mapper_triggers: dict[int, bytes],
-                 policy: RetryPolicy, clock: Callable[[], float] = time.monotonic) -> Tracker:
+    def for_plan(
+        cls,
+        keys: layout.JobKeys,
+        job_plan: plan.JobPlan,
+        mapper_triggers: dict[int, bytes],
+        policy: RetryPolicy,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> Tracker:
         tracker = cls(keys, policy, clock=clock)
         now = clock()
         for _, body in sorted(mapper_triggers.items()):
@@ -122,10 +130,13 @@ class Tracker:
         # One trigger per retry object: the coordinator's restarts every batch launch it owes.
         triggers: dict[tuple[str, str], Trigger] = {}
         for item in job_plan.expectations():
-            trigger = triggers.setdefault((item.retry_folder, item.retry_name), Trigger(
-                item.retry_folder, item.retry_name, item.retry_body, item.label, last_fired=now))
-            tracker.expected.append(Expected(item.output, _enough_present(item.inputs, item.need), trigger,
-                                             kind=item.kind))
+            trigger = triggers.setdefault(
+                (item.retry_folder, item.retry_name),
+                Trigger(item.retry_folder, item.retry_name, item.retry_body, item.label, last_fired=now),
+            )
+            tracker.expected.append(
+                Expected(item.output, _enough_present(item.inputs, item.need), trigger, kind=item.kind)
+            )
         return tracker
 
     # -- observation ---------------------------------------------------------------
@@ -164,8 +175,9 @@ class Tracker:
 
     # -- decisions -----------------------------------------------------------------
 
-    def overdue(self, idle: Callable[[str, float], bool] | None = None,
-                exists: Callable[[str], bool] | None = None) -> list[Trigger]:
+    def overdue(
+        self, idle: Callable[[str, float], bool] | None = None, exists: Callable[[str], bool] | None = None
+    ) -> list[Trigger]:
         """Triggers to fire again now; raises JobTimeout for a task out of retries.
 
         ``idle(folder, since)`` tells whether a listing of the service watching ``folder``,
@@ -183,7 +195,7 @@ class Tracker:
                 continue
             due_since = item.due_since if item.due_since is not None else now
             waited = now - max(self._last_progress, trigger.last_fired)
-            lost = waited > self.quiet_limit() * 2 ** trigger.attempts
+            lost = waited > self.quiet_limit() * 2**trigger.attempts
             since = max(due_since, trigger.last_fired) + IDLE_GRACE
             if not lost and idle is not None and now > since:
                 if (trigger.folder, since) not in idle_cache:
@@ -209,9 +221,14 @@ class Tracker:
 
     def fire(self, trigger: Trigger, write: Callable[[str, bytes], None]) -> None:
         trigger.attempts += 1
-        log.warning("job %s: triggering the %s again (retry %d of %d; %.1f s since the last progress)",
-                    self.keys.job_id, trigger.label, trigger.attempts, self.policy.retries,
-                    self.clock() - self._last_progress)
+        log.warning(
+            "job %s: triggering the %s again (retry %d of %d; %.1f s since the last progress)",
+            self.keys.job_id,
+            trigger.label,
+            trigger.attempts,
+            self.policy.retries,
+            self.clock() - self._last_progress,
+        )
         trigger.last_fired = self.clock()
         self._retried_in_spell = True
         write(self.keys.retry(trigger.folder, trigger.name, trigger.attempts), trigger.body)
@@ -225,8 +242,12 @@ class Tracker:
         if item is None and marker.retryable:
             # A function that failed before it knew its task (a tree reducer reading the plan):
             # whatever it left undone becomes overdue and is retried like a lost event.
-            log.warning("job %s: %s failed (%s); its work is retried when overdue", self.keys.job_id,
-                        marker.who, marker.error)
+            log.warning(
+                "job %s: %s failed (%s); its work is retried when overdue",
+                self.keys.job_id,
+                marker.who,
+                marker.error,
+            )
             return None
         if item is None or not marker.retryable:
             raise remote_error(self.keys.job_id, marker)

@@ -26,13 +26,15 @@ class AutoReduction:
     def check(self, npartitions: int, ranges_per_call: int = 1) -> None:
         check_npartitions(npartitions)
 
-    def choose(self, npartitions: int, concurrency: int, pool: bool = False,
-               ranges_per_call: int | None = None) -> simulate.Choice:
+    def choose(
+        self, npartitions: int, concurrency: int, pool: bool = False, ranges_per_call: int | None = None
+    ) -> simulate.Choice:
         """The concrete reduction (and ranges per call, unless the user set them) for a job of
         ``npartitions`` on ``concurrency`` function slots (pool workers for a pool's job)."""
         check_npartitions(npartitions)
-        costs, workload, basis = simulate.job_costs(pool, max(1, concurrency), self.costs, self.workload,
-                                                    self.measured)
+        costs, workload, basis = simulate.job_costs(
+            pool, max(1, concurrency), self.costs, self.workload, self.measured
+        )
         return simulate.choose(npartitions, costs, workload, ranges_per_call=ranges_per_call, basis=basis)
 
 
@@ -56,12 +58,14 @@ class Strategy:
 
     def describe(self, npartitions: int, job: str, coordinator_timeout: float) -> JobPlan:
         """The job plan the functions read."""
-        return self.reduction.describe(npartitions, job, coordinator_timeout, ranges_per_call=self.ranges_per_call,
-                                       pool=self.pool)
+        return self.reduction.describe(
+            npartitions, job, coordinator_timeout, ranges_per_call=self.ranges_per_call, pool=self.pool
+        )
 
 
-def strategy(requested: ReductionChoice, npartitions: int, concurrency: int, ranges_per_call: int | None,
-             pool: bool) -> Strategy:
+def strategy(
+    requested: ReductionChoice, npartitions: int, concurrency: int, ranges_per_call: int | None, pool: bool
+) -> Strategy:
     """The job's :class:`Strategy`: ``requested`` as the user gave it (resolved), on ``concurrency``
     slots (pool workers for a pool's job), ``ranges_per_call`` if the user set it. Raises
     PlanError, before anything is written, if the reduction cannot merge the job's partials."""
@@ -69,8 +73,11 @@ def strategy(requested: ReductionChoice, npartitions: int, concurrency: int, ran
         choice = requested.choose(npartitions, concurrency, pool, ranges_per_call)
         chosen = Strategy(choice.reduction, choice.ranges_per_call, pool, choice)
     else:
-        chosen = Strategy(requested, simulate.choose_ranges_per_call(npartitions, concurrency, requested,
-                                                                     ranges_per_call, pool), pool)
+        chosen = Strategy(
+            requested,
+            simulate.choose_ranges_per_call(npartitions, concurrency, requested, ranges_per_call, pool),
+            pool,
+        )
     chosen.reduction.check(npartitions, chosen.ranges_per_call)
     return chosen
 
@@ -84,6 +91,6 @@ def resolve(reduction: ReductionChoice | str | None) -> ReductionChoice:
     if not isinstance(reduction, (TreeReduction, CoordinatedReduction, AutoReduction)):
         raise PlanError(
             f"unknown reduction {reduction!r}: use distrdf_oscar.TreeReduction(fan_in=k), "
-            "distrdf_oscar.CoordinatedReduction([...]) or \"auto\""
+            'distrdf_oscar.CoordinatedReduction([...]) or "auto"'
         )
     return reduction

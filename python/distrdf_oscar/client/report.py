@@ -20,18 +20,24 @@ from ..protocol.timeline import CallRecord, JobRecord, records_dir
 DEFAULT_PRICE = 0.000011
 
 # Each phase of a call, drawn as the segment from the previous mark to this one.
-SEGMENTS = (("started", "waiting (event to process)", "#bbbbbb"),
-            ("imported", "imports (ROOT's start)", "#f0a030"),
-            ("ready", "trigger, payload", "#f6cf8c"),
-            ("inputs", "downloading inputs", "#7fb3e0"),
-            ("loop_started", "building the graph", "#9fd3c7"),
-            ("jitted", "JIT", "#e9724c"),
-            ("loop_ended", "event loop", None),  # colour by role
-            ("computed", "computing or merging", None),
-            ("uploaded", "uploading", "#4d4d4d"))
+SEGMENTS = (
+    ("started", "waiting (event to process)", "#bbbbbb"),
+    ("imported", "imports (ROOT's start)", "#f0a030"),
+    ("ready", "trigger, payload", "#f6cf8c"),
+    ("inputs", "downloading inputs", "#7fb3e0"),
+    ("loop_started", "building the graph", "#9fd3c7"),
+    ("jitted", "JIT", "#e9724c"),
+    ("loop_ended", "event loop", None),  # colour by role
+    ("computed", "computing or merging", None),
+    ("uploaded", "uploading", "#4d4d4d"),
+)
 ROLE_COLOURS = {"mapper": "#2a9d4a", "reducer": "#7b4fbf", "batch": "#c0399b", "coordinator": "#a6c8a0"}
-ROLE_WORK = {"mapper": "event loop, computing", "reducer": "merging", "batch": "merging",
-             "coordinator": "watching partials, launching batches"}
+ROLE_WORK = {
+    "mapper": "event loop, computing",
+    "reducer": "merging",
+    "batch": "merging",
+    "coordinator": "watching partials, launching batches",
+}
 
 
 def load(which: str | None = None) -> JobRecord:
@@ -79,7 +85,9 @@ def role_costs(record: JobRecord) -> dict[str, dict[str, float]]:
         if calls:
             out[role] = {
                 "calls": len(calls),
-                "waiting": _mean([f.phases["started"] - f.phases["invoked"] for f in calls if "invoked" in f.phases]),
+                "waiting": _mean(
+                    [f.phases["started"] - f.phases["invoked"] for f in calls if "invoked" in f.phases]
+                ),
                 "startup": _mean_of(calls, "ready", "started"),
                 "jit": _mean_of(calls, "jitted", "ready"),
                 "compute": _mean_of(calls, "computed", "jitted", "inputs", "ready"),
@@ -96,19 +104,31 @@ def summary(record: JobRecord, price: float = DEFAULT_PRICE) -> str:
     client = record.client
     wall = client.get("result_seen", 0.0) - client.get("submitted", 0.0)
     mapping = client.get("last_mapper", client.get("result_seen", 0.0)) - client.get("submitted", 0.0)
-    lines = [(f"job {record.job}: {record.mode} reduction, {record.npartitions} partitions in {record.calls} mapper "
-             f"call(s){', warm pool' if record.pool else ''}"),
-             f"  wall time {wall:.2f} s: mapping {mapping:.2f} s, tail (last mapper -> result) {wall - mapping:.2f} s",
-             (f"  {'role':<11} {'calls':>5} {'waiting':>8} {'start-up':>9} {'JIT':>7} {'compute':>8} {'upload':>7} "
-              f"{'CPU s':>7} {'read MB':>8} {'written MB':>10} {'peak RSS MB':>11}")]
+    lines = [
+        (
+            f"job {record.job}: {record.mode} reduction, {record.npartitions} partitions in {record.calls} mapper "
+            f"call(s){', warm pool' if record.pool else ''}"
+        ),
+        f"  wall time {wall:.2f} s: mapping {mapping:.2f} s, tail (last mapper -> result) {wall - mapping:.2f} s",
+        (
+            f"  {'role':<11} {'calls':>5} {'waiting':>8} {'start-up':>9} {'JIT':>7} {'compute':>8} {'upload':>7} "
+            f"{'CPU s':>7} {'read MB':>8} {'written MB':>10} {'peak RSS MB':>11}"
+        ),
+    ]
     costs = role_costs(record)
     for role, c in costs.items():
-        lines.append(f"  {role:<11} {c['calls']:>5.0f} {c['waiting']:>7.2f}s {c['startup']:>8.2f}s {c['jit']:>6.2f}s "
-                     f"{c['compute']:>7.2f}s {c['upload']:>6.2f}s {c['cpu_seconds']:>7.1f} {c['bytes_read'] / 1e6:>8.1f} "
-                     f"{c['bytes_written'] / 1e6:>10.1f} {c['peak_rss'] / 1e6:>11.0f}")
+        lines.append(
+            f"  {role:<11} {c['calls']:>5.0f} {c['waiting']:>7.2f}s {c['startup']:>8.2f}s {c['jit']:>6.2f}s "
+            f"{c['compute']:>7.2f}s {c['upload']:>6.2f}s {c['cpu_seconds']:>7.1f} {c['bytes_read'] / 1e6:>8.1f} "
+            f"{c['bytes_written'] / 1e6:>10.1f} {c['peak_rss'] / 1e6:>11.0f}"
+        )
     total_cpu = sum(c["cpu_seconds"] for c in costs.values())
-    lines.append("  (waiting to upload are means per call, JIT counting the graph's building; CPU seconds are totals)")
-    lines.append(f"  CPU: {total_cpu:.1f} core-seconds; cost at {price:g} per core-second: {total_cpu * price:.6f}")
+    lines.append(
+        "  (waiting to upload are means per call, JIT counting the graph's building; CPU seconds are totals)"
+    )
+    lines.append(
+        f"  CPU: {total_cpu:.1f} core-seconds; cost at {price:g} per core-second: {total_cpu * price:.6f}"
+    )
     return "\n".join(lines)
 
 
@@ -129,7 +149,9 @@ def gantt(record: JobRecord, path: str) -> str:
     try:
         import matplotlib
     except ImportError:
-        raise RuntimeError("drawing the timeline needs matplotlib: pip install 'distrdf-oscar[bench]'") from None
+        raise RuntimeError(
+            "drawing the timeline needs matplotlib: pip install 'distrdf-oscar[bench]'"
+        ) from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
@@ -145,21 +167,35 @@ def gantt(record: JobRecord, path: str) -> str:
                 if phase not in call.phases:
                     continue
                 end = call.phases[phase]
-                ax.barh(row, end - previous, left=previous - origin, height=0.7,
-                        color=colour or ROLE_COLOURS.get(call.role, "#444444"), edgecolor="white", linewidth=0.3)
+                ax.barh(
+                    row,
+                    end - previous,
+                    left=previous - origin,
+                    height=0.7,
+                    color=colour or ROLE_COLOURS.get(call.role, "#444444"),
+                    edgecolor="white",
+                    linewidth=0.3,
+                )
                 previous = end
     for name, colour in (("last mapper seen", "#d62728"), ("result seen", "#000000")):
         key = "last_mapper" if name.startswith("last") else "result_seen"
         if key in record.client:
             ax.axvline(record.client[key] - origin, color=colour, linestyle="--", linewidth=1)
     legend = [Patch(color=c, label=label) for _, label, c in SEGMENTS if c]
-    legend += [Patch(color=c, label=f"{role}: {ROLE_WORK[role]}") for role, c in ROLE_COLOURS.items()
-               if any(f.role == role for f in record.functions)]
+    legend += [
+        Patch(color=c, label=f"{role}: {ROLE_WORK[role]}")
+        for role, c in ROLE_COLOURS.items()
+        if any(f.role == role for f in record.functions)
+    ]
     fig.legend(handles=legend, loc="lower center", ncol=3, fontsize=8, frameon=False)
-    ax.set_yticks(range(len(packed)), [f"slot {i}" for i in range(len(packed))], fontsize=7 if len(packed) > 20 else 9)
+    ax.set_yticks(
+        range(len(packed)), [f"slot {i}" for i in range(len(packed))], fontsize=7 if len(packed) > 20 else 9
+    )
     ax.invert_yaxis()
     ax.set_xlabel("seconds since the job was submitted (dashed: the client saw the last mapper, the result)")
-    ax.set_title(f"job {record.job}: {record.mode}, {record.calls} mapper call(s), {len(record.functions)} calls in all")
+    ax.set_title(
+        f"job {record.job}: {record.mode}, {record.calls} mapper call(s), {len(record.functions)} calls in all"
+    )
     fig.tight_layout(rect=(0, 0.75 / height, 1, 1))  # the bottom 0.75 inch holds the legend
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -42,8 +42,10 @@ def deliver(storage, keys, task_result, mode: str) -> None:
         parts = sorted(result.filenames, key=_range_of)  # range order: the merged file's entry order
         objects = [uploaded[os.path.basename(path)] for path in parts]
         if mode == "storage":
-            result.filenames = [storage.keep_dataset(key, layout.kept_snapshot_key(keys.job_id, os.path.basename(path)))
-                                for key, path in zip(objects, parts, strict=True)]
+            result.filenames = [
+                storage.keep_dataset(key, layout.kept_snapshot_key(keys.job_id, os.path.basename(path)))
+                for key, path in zip(objects, parts, strict=True)
+            ]
         elif mode == "merge":
             result.filenames = [_merge(storage, objects, parts)]
         else:

@@ -9,7 +9,9 @@ def book_dimuon_spectrum(df):
     """Book the spectrum (and a few scalars) on ``df``; returns the lazy results."""
     two = df.Filter("nMuon == 2", "Events with exactly two muons")
     opposite = two.Filter("Muon_charge[0] != Muon_charge[1]", "Muons with opposite charge")
-    with_mass = opposite.Define("Dimuon_mass", "ROOT::VecOps::InvariantMass(Muon_pt, Muon_eta, Muon_phi, Muon_mass)")
+    with_mass = opposite.Define(
+        "Dimuon_mass", "ROOT::VecOps::InvariantMass(Muon_pt, Muon_eta, Muon_phi, Muon_mass)"
+    )
     return {
         "spectrum": with_mass.Histo1D(SPECTRUM, "Dimuon_mass"),
         "events": df.Count(),
@@ -34,7 +36,12 @@ def draw_spectrum(histogram, path: str) -> None:
     label = ROOT.TLatex()
     label.SetNDC(True)
     label.SetTextSize(0.04)
-    for x, y, text in ((0.40, 0.82, "J/#psi"), (0.43, 0.72, "#psi'"), (0.52, 0.70, "#Upsilon"),
-                       (0.80, 0.60, "Z"), (0.15, 0.93, "distrdf-oscar: synthetic dimuon spectrum")):
+    for x, y, text in (
+        (0.40, 0.82, "J/#psi"),
+        (0.43, 0.72, "#psi'"),
+        (0.52, 0.70, "#Upsilon"),
+        (0.80, 0.60, "Z"),
+        (0.15, 0.93, "distrdf-oscar: synthetic dimuon spectrum"),
+    ):
         label.DrawLatex(x, y, text)
     canvas.SaveAs(path)

@@ -104,8 +104,14 @@ def define_events(df, first_entry: int = 0, seed: int = 1):
     return df
 
 
-def generate(directory: str, events: int, files: int = 4, seed: int = 1, tree: str = "Events",
-             cluster_entries: int | None = None) -> list[str]:
+def generate(
+    directory: str,
+    events: int,
+    files: int = 4,
+    seed: int = 1,
+    tree: str = "Events",
+    cluster_entries: int | None = None,
+) -> list[str]:
     """Write the dataset as ``files`` ROOT files in ``directory``; reuse files already complete.
 
     ``cluster_entries``: entries per cluster (TTree auto-flush); by default ROOT's (a cluster per

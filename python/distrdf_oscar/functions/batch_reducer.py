@@ -15,7 +15,9 @@ from .merging import merge_keys
 def run(ctx: context.FunctionContext) -> None:
     if layout.parse_retry(ctx.key) is not None:
         retry = BatchRetry.from_json(ctx.read_input())
-        batch = Batch.from_json(ctx.storage.get_bytes(retry.file or layout.JobKeys(retry.job).batch(retry.index)))
+        batch = Batch.from_json(
+            ctx.storage.get_bytes(retry.file or layout.JobKeys(retry.job).batch(retry.index))
+        )
     else:
         batch = Batch.from_json(ctx.read_input())
     merge_keys(ctx, batch.job, list(batch.inputs), batch.output, role="batch")

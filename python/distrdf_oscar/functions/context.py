@@ -59,8 +59,16 @@ class FunctionContext:
         """A local path for a file this invocation produces."""
         return os.path.join(self.output_dir, name)
 
-    def publish(self, job_id: str, key: str, path: str | None = None, data: bytes | None = None,
-                claim: bool = False, failpoint: bool = True, keep: bool = False) -> str:
+    def publish(
+        self,
+        job_id: str,
+        key: str,
+        path: str | None = None,
+        data: bytes | None = None,
+        claim: bool = False,
+        failpoint: bool = True,
+        keep: bool = False,
+    ) -> str:
         """Upload an object of a job ourselves rather than through the supervisor's outputs
         (its outcome is known here, and no bare-bucket output, which OSCAR >= 4.1 rewrites
         to a per-service bucket, is needed).
@@ -108,10 +116,18 @@ class FunctionContext:
         first, self._recorded = not self._recorded, True
         counters = lambda: (self.storage.bytes_read, self.storage.bytes_written)
         if first:
-            return Recorder(role, self.worker, invoked=self.invoked, started=self.started, counters=counters,
-                            thread_cpu=self.thread_cpu)
+            return Recorder(
+                role,
+                self.worker,
+                invoked=self.invoked,
+                started=self.started,
+                counters=counters,
+                thread_cpu=self.thread_cpu,
+            )
         now = time.time()
-        return Recorder(role, self.worker, invoked=now, started=now, counters=counters, thread_cpu=self.thread_cpu)
+        return Recorder(
+            role, self.worker, invoked=now, started=now, counters=counters, thread_cpu=self.thread_cpu
+        )
 
     def job_alive(self, job_id: str) -> bool:
         """Whether the client still waits for the job (its manifest exists)."""
@@ -126,8 +142,9 @@ class FunctionContext:
     def report_error(self, job_id: str, who: str, exc: BaseException) -> None:
         """Error marker, written directly so the client sees it even if the upload step never runs."""
         # A storage hiccup may pass; an error in the user's code or data would only repeat.
-        marker = ErrorMarker.from_exception(job_id, who, self.service, self.key, self.task_output, exc,
-                                            retryable=_retryable(exc))
+        marker = ErrorMarker.from_exception(
+            job_id, who, self.service, self.key, self.task_output, exc, retryable=_retryable(exc)
+        )
         print(marker.traceback, file=sys.stderr, flush=True)
         # Injected kills aim at a task's outputs, not at its error report.
         self.publish(job_id, layout.JobKeys(job_id).error(who), data=marker.to_json(), failpoint=False)
@@ -171,8 +188,9 @@ def serve(role: str, work: Callable[[FunctionContext], None]) -> int:
         oscar_job = os.environ.get("JOB_UUID")
         if job_id is not None and oscar_job:
             with contextlib.suppress(StorageError):  # only OSCAR's bookkeeping depends on it
-                ctx.publish(job_id, layout.JobKeys(job_id).function_record(role, oscar_job), data=b"",
-                            failpoint=False)
+                ctx.publish(
+                    job_id, layout.JobKeys(job_id).function_record(role, oscar_job), data=b"", failpoint=False
+                )
     return 0
 
 
@@ -185,8 +203,16 @@ def _report_unconfigured(role: str, bucket: str, key: str, exc: Exception) -> in
     if not bucket or job_id is None:
         raise exc
     who = layout.JobKeys.reporter(role, key)
-    marker = ErrorMarker.from_exception(job_id, who, os.environ.get("OSCAR_SERVICE_NAME", "?"), key, None, exc,
-                                        retryable=False, unconfigured=True)
+    marker = ErrorMarker.from_exception(
+        job_id,
+        who,
+        os.environ.get("OSCAR_SERVICE_NAME", "?"),
+        key,
+        None,
+        exc,
+        retryable=False,
+        unconfigured=True,
+    )
     storage = Storage(storage_config(layout.base_bucket(bucket, key)))
     storage.put_bytes(layout.JobKeys(job_id).error(who), marker.to_json())
     return REPORTED_EXIT

@@ -77,8 +77,15 @@ def _merge_own(ctx: context.FunctionContext, job_plan: CoordinatedPlan, index: i
     merge_keys(ctx, batch.job, list(batch.inputs), batch.output, role="batch", carried=(own,))
 
 
-def _launch_next(ctx: context.FunctionContext, job_plan: CoordinatedPlan, index: int, arrived: list[str],
-                 consumed: set[str], watch: Arrivals, deadline: float) -> bool:
+def _launch_next(
+    ctx: context.FunctionContext,
+    job_plan: CoordinatedPlan,
+    index: int,
+    arrived: list[str],
+    consumed: set[str],
+    watch: Arrivals,
+    deadline: float,
+) -> bool:
     """Wait for batch ``index``'s items, then write its batch file; False if the job ended."""
     keys = layout.JobKeys(job_plan.job)
     size = job_plan.sizes[index]
@@ -87,7 +94,9 @@ def _launch_next(ctx: context.FunctionContext, job_plan: CoordinatedPlan, index:
         available = [k for k in arrived if k not in consumed]
         if len(available) >= size:
             take = available[:size]
-            batch = Batch(job=keys.job_id, index=index, inputs=tuple(take), output=job_plan.batch_output(index))
+            batch = Batch(
+                job=keys.job_id, index=index, inputs=tuple(take), output=job_plan.batch_output(index)
+            )
             ctx.task_output = job_plan.batch_file(index)
             outcome = ctx.publish(keys.job_id, job_plan.batch_file(index), data=batch.to_json(), claim=True)
             if outcome == context.ENDED:
@@ -97,7 +106,9 @@ def _launch_next(ctx: context.FunctionContext, job_plan: CoordinatedPlan, index:
             consumed.update(take)
             return True
         if time.monotonic() > deadline:
-            raise TimeoutError(f"coordinator gave up after launching {index} of {len(job_plan.sizes)} batches")
+            raise TimeoutError(
+                f"coordinator gave up after launching {index} of {len(job_plan.sizes)} batches"
+            )
         if time.monotonic() - alive_checked >= ALIVE_EVERY:
             if not ctx.job_alive(keys.job_id):
                 return False
@@ -109,5 +120,9 @@ def _launch_next(ctx: context.FunctionContext, job_plan: CoordinatedPlan, index:
 
 
 def main() -> int:
-    return context.serve("coordinator", lambda ctx: run(ctx, expect_plan(ctx.read_input(), CoordinatedPlan,
-                                                                  f"coordinator triggered by {ctx.key}")))
+    return context.serve(
+        "coordinator",
+        lambda ctx: run(
+            ctx, expect_plan(ctx.read_input(), CoordinatedPlan, f"coordinator triggered by {ctx.key}")
+        ),
+    )

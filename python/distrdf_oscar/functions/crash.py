@@ -27,8 +27,13 @@ TAIL_BYTES = 65536
 # ROOT's own handler catches fatal signals, prints "*** Break *** <what>" and a stack trace, and
 # exits with 128 + its own index of the signal (129 for a segfault), not the signal's number.
 _ROOT_BREAK = re.compile(r"^\s*\*\*\* Break \*\*\* (.+?)\s*$", re.MULTILINE)
-_ROOT_SIGNALS = {"segmentation violation": "SIGSEGV", "abort": "SIGABRT", "bus error": "SIGBUS",
-                 "illegal instruction": "SIGILL", "floating point exception": "SIGFPE"}
+_ROOT_SIGNALS = {
+    "segmentation violation": "SIGSEGV",
+    "abort": "SIGABRT",
+    "bus error": "SIGBUS",
+    "illegal instruction": "SIGILL",
+    "floating point exception": "SIGFPE",
+}
 _ROOT_HINT = "The lines below might hint at the cause of the crash"
 
 
@@ -62,27 +67,37 @@ def summary(output: str) -> str:
     caught = _ROOT_BREAK.search(output)
     if not caught:
         return "\n".join(output.splitlines()[-TAIL_LINES:])
-    before = output[:caught.start()].splitlines()[-TAIL_LINES // 2:]
+    before = output[: caught.start()].splitlines()[-TAIL_LINES // 2 :]
     frames: list[str] = []
     if _ROOT_HINT in output:
-        hint = re.split(r"^=+\s*$", output[output.index(_ROOT_HINT):], flags=re.MULTILINE)
+        hint = re.split(r"^=+\s*$", output[output.index(_ROOT_HINT) :], flags=re.MULTILINE)
         frames = [line for line in (hint[1] if len(hint) > 1 else "").splitlines() if line.strip()]
-    return "\n".join([*before, caught.group(0).strip(), *frames[:TAIL_LINES // 2]])
+    return "\n".join([*before, caught.group(0).strip(), *frames[: TAIL_LINES // 2]])
 
 
 def report(role: str, status: int, output_path: str | None) -> int:
     output = _read(output_path)
     how = describe(status, output)
-    print(f"distrdf-oscar {role}: the function's process ended abnormally ({how})", file=sys.stderr, flush=True)
+    print(
+        f"distrdf-oscar {role}: the function's process ended abnormally ({how})", file=sys.stderr, flush=True
+    )
     bucket, key = triggering_object()
     job_id = layout.job_of_key(key)
     if job_id is None:
         return 1  # not a job's object: nobody to tell
     ctx = context.current(bucket, key)
     who = layout.JobKeys.reporter(role, key)
-    marker = ErrorMarker(job=job_id, who=who, service=ctx.service, trigger=key, output=context.noted_task(ctx),
-                         retryable=True, error=f"the {role} process crashed with {how}",
-                         traceback=summary(output), crash=how)
+    marker = ErrorMarker(
+        job=job_id,
+        who=who,
+        service=ctx.service,
+        trigger=key,
+        output=context.noted_task(ctx),
+        retryable=True,
+        error=f"the {role} process crashed with {how}",
+        traceback=summary(output),
+        crash=how,
+    )
     ctx.publish(job_id, layout.JobKeys(job_id).error(who), data=marker.to_json(), failpoint=False)
     return 1
 

@@ -30,7 +30,9 @@ def watch(ROOT) -> None:
         shown = channel.GetEffectiveVerbosity(ROOT.RLogManager.Get())
         level = ROOT.ROOT.ELogLevel.kInfo  # ROOT::ELogLevel (a global ELogLevel exists too)
     except AttributeError as exc:  # another ROOT's logger: the timeline goes without these phases
-        log.warning("the event loops' phases cannot be recorded with ROOT %s: %s", ROOT.gROOT.GetVersion(), exc)
+        log.warning(
+            "the event loops' phases cannot be recorded with ROOT %s: %s", ROOT.gROOT.GetVersion(), exc
+        )
         return
     _core.watch_event_loops(int(shown))
     channel.SetVerbosity(level)

@@ -35,12 +35,17 @@ def storage_config(bucket: str, path: str | None = None) -> StorageConfig:
         config = yaml.safe_load(f)
     provider = config["storage_providers"]["minio"]["default"]
     keys = {}
-    for field, filename, secret in (("access_key", "accessKey", POOL_KEYS[0]), ("secret_key", "secretKey", POOL_KEYS[1])):
+    for field, filename, secret in (
+        ("access_key", "accessKey", POOL_KEYS[0]),
+        ("secret_key", "secretKey", POOL_KEYS[1]),
+    ):
         value = provider.get(field)
         if not value or value == "hidden":
             value = os.environ.get(secret, "")  # an exposed service's pod: no mounted keys, its secrets
         if not value:
-            with open(os.path.join(os.environ.get(PROVIDER_SECRETS_VARIABLE, PROVIDER_SECRETS), filename)) as f:
+            with open(
+                os.path.join(os.environ.get(PROVIDER_SECRETS_VARIABLE, PROVIDER_SECRETS), filename)
+            ) as f:
                 value = f.read().strip()
         keys[field] = value
     return StorageConfig(

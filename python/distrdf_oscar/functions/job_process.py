@@ -71,25 +71,49 @@ def warm_up(folder: str) -> None:
     import ROOT
 
     path = os.path.join(folder, "warm-up.root")
-    made = (ROOT.RDataFrame(64)
-            .Define("nMuon", "UInt_t(rdfentry_ % 3)").Define("event", "ULong64_t(rdfentry_)")
-            .Define("Muon_pt", "ROOT::RVecF(nMuon, 20.f + rdfentry_)").Define("Muon_eta", "ROOT::RVecF(nMuon, 0.5f)")
-            .Define("Muon_charge", "ROOT::RVecI(nMuon, rdfentry_ % 2 ? 1 : -1)")
-            .Define("Muon_tight", "ROOT::RVec<bool>(nMuon, true)").Define("weight", "1.0 + 0.5 * (rdfentry_ % 2)")
-            .Define("flag", "rdfentry_ % 2 == 0").Define("run", "int(rdfentry_ / 10)"))
+    made = (
+        ROOT.RDataFrame(64)
+        .Define("nMuon", "UInt_t(rdfentry_ % 3)")
+        .Define("event", "ULong64_t(rdfentry_)")
+        .Define("Muon_pt", "ROOT::RVecF(nMuon, 20.f + rdfentry_)")
+        .Define("Muon_eta", "ROOT::RVecF(nMuon, 0.5f)")
+        .Define("Muon_charge", "ROOT::RVecI(nMuon, rdfentry_ % 2 ? 1 : -1)")
+        .Define("Muon_tight", "ROOT::RVec<bool>(nMuon, true)")
+        .Define("weight", "1.0 + 0.5 * (rdfentry_ % 2)")
+        .Define("flag", "rdfentry_ % 2 == 0")
+        .Define("run", "int(rdfentry_ / 10)")
+    )
     columns = ["nMuon", "event", "Muon_pt", "Muon_eta", "Muon_charge", "Muon_tight", "weight", "flag", "run"]
     made.Snapshot("Events", path, columns)
     df = ROOT.RDataFrame("Events", path)
-    two = (df.Filter("nMuon == 2").Filter("Muon_charge[0] != Muon_charge[1]")
-           .Define("mass", "ROOT::VecOps::InvariantMass(Muon_pt, Muon_eta, Muon_eta, Muon_pt)")
-           .Define("good_pt", "Muon_pt[Muon_tight && abs(Muon_eta) < 2.4f]").Define("lead", "Muon_pt[0]")
-           .Define("ht", "Sum(Muon_pt)").Define("n_good", "int(good_pt.size())"))
+    two = (
+        df.Filter("nMuon == 2")
+        .Filter("Muon_charge[0] != Muon_charge[1]")
+        .Define("mass", "ROOT::VecOps::InvariantMass(Muon_pt, Muon_eta, Muon_eta, Muon_pt)")
+        .Define("good_pt", "Muon_pt[Muon_tight && abs(Muon_eta) < 2.4f]")
+        .Define("lead", "Muon_pt[0]")
+        .Define("ht", "Sum(Muon_pt)")
+        .Define("n_good", "int(good_pt.size())")
+    )
     spec = ("__dro_warm_up", "", 8, 0.0, 100.0)
-    results = [df.Count(), two.Count(), two.Sum("ht"), two.Mean("mass"), two.Min("lead"), two.Max("run"),
-               two.StdDev("weight"), two.Histo1D(spec, "mass"), two.Histo1D(spec, "lead", "weight"),
-               two.Histo1D(spec, "Muon_pt"), two.Histo1D(spec, "n_good"),
-               two.Histo2D((*spec, 8, 0.0, 100.0), "lead", "ht"), two.Profile1D(spec, "lead", "ht"),
-               two.Take["float"]("lead"), two.Take["ROOT::RVecF"]("good_pt"), df.Filter("flag").Count()]
+    results = [
+        df.Count(),
+        two.Count(),
+        two.Sum("ht"),
+        two.Mean("mass"),
+        two.Min("lead"),
+        two.Max("run"),
+        two.StdDev("weight"),
+        two.Histo1D(spec, "mass"),
+        two.Histo1D(spec, "lead", "weight"),
+        two.Histo1D(spec, "Muon_pt"),
+        two.Histo1D(spec, "n_good"),
+        two.Histo2D((*spec, 8, 0.0, 100.0), "lead", "ht"),
+        two.Profile1D(spec, "lead", "ht"),
+        two.Take["float"]("lead"),
+        two.Take["ROOT::RVecF"]("good_pt"),
+        df.Filter("flag").Count(),
+    ]
     for result in results:
         result.GetValue()
     two.AsNumpy(["lead", "event", "flag"])
@@ -106,8 +130,14 @@ class Spawned:
     workdir: str  # its working directory, removed with it
 
 
-def spawn(job_id: str, service: str, worker: str, make_storage: Callable[[], Storage], scratch: str,
-          inherited: list[int]) -> Spawned:
+def spawn(
+    job_id: str,
+    service: str,
+    worker: str,
+    make_storage: Callable[[], Storage],
+    scratch: str,
+    inherited: list[int],
+) -> Spawned:
     """Fork the process that serves job ``job_id``; ``inherited`` are descriptors of the parent's
     (its probes' socket, other children's connections) that the child closes at once."""
     from multiprocessing import Pipe
@@ -132,8 +162,15 @@ def spawn(job_id: str, service: str, worker: str, make_storage: Callable[[], Sto
     return Spawned(pid, parent_end, output, workdir)
 
 
-def _child(job_id: str, service: str, worker: str, make_storage: Callable[[], Storage], conn: Connection,
-           workdir: str, output: str) -> int:
+def _child(
+    job_id: str,
+    service: str,
+    worker: str,
+    make_storage: Callable[[], Storage],
+    conn: Connection,
+    workdir: str,
+    output: str,
+) -> int:
     die_with_parent()
     if os.getppid() == 1:
         return 1
@@ -176,7 +213,9 @@ class _JobServer:
             item = parse_item(key, body)
             if isinstance(item, CoordinatedPlan):
                 # It only watches storage: a thread beside the job's calls.
-                threading.Thread(target=self._coordinate, args=(key, item), name="coordinator", daemon=True).start()
+                threading.Thread(
+                    target=self._coordinate, args=(key, item), name="coordinator", daemon=True
+                ).start()
                 self.send(("started", key))
                 continue
             self.compute(key, item)
@@ -194,10 +233,24 @@ class _JobServer:
 
         scratch = tempfile.mkdtemp(prefix="call-", dir=os.getcwd())
         now = time.time()  # the claim was just won: the call is invoked and starts now
-        ctx = context.FunctionContext(service=self.service, input_path="", key=key, output_dir=scratch,
-                                      storage=self.storage, worker=self.worker, invoked=now, started=now,
-                                      thread_cpu=True)
-        role = "batch" if isinstance(item, Batch) else "coordinator" if isinstance(item, CoordinatedPlan) else "mapper"
+        ctx = context.FunctionContext(
+            service=self.service,
+            input_path="",
+            key=key,
+            output_dir=scratch,
+            storage=self.storage,
+            worker=self.worker,
+            invoked=now,
+            started=now,
+            thread_cpu=True,
+        )
+        role = (
+            "batch"
+            if isinstance(item, Batch)
+            else "coordinator"
+            if isinstance(item, CoordinatedPlan)
+            else "mapper"
+        )
         try:
             if isinstance(item, CoordinatedPlan):
                 coordinator.run(ctx, item)

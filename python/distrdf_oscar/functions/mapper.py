@@ -65,9 +65,12 @@ def _clones_fail(actions) -> bool:
     arrays (``RVec<RVec<T>>``: an unresolved ``std::_Construct``), so such a graph is not reused."""
     from ROOT._pythonization._rdataframe import AsNumpyResult
 
-    return any(isinstance(action, AsNumpyResult) and action._py_arrays is not None
-               and any(array.dtype.kind == "O" for array in action._py_arrays.values())
-               for action in actions)
+    return any(
+        isinstance(action, AsNumpyResult)
+        and action._py_arrays is not None
+        and any(array.dtype.kind == "O" for array in action._py_arrays.values())
+        for action in actions
+    )
 
 
 def _forget(exec_id) -> None:
@@ -108,7 +111,9 @@ def _upload_snapshots(ctx: context.FunctionContext, keys: layout.JobKeys, result
                 ctx.publish(keys.job_id, keys.snapshot(range_id, os.path.basename(path)), path)
 
 
-def _map_range(ctx: context.FunctionContext, keys: layout.JobKeys, mapper, current_range, range_id: int) -> str:
+def _map_range(
+    ctx: context.FunctionContext, keys: layout.JobKeys, mapper, current_range, range_id: int
+) -> str:
     """Run DistRDF's mapper on one range, publish its AsNumpy rows and Snapshot files; returns the
     path of its partial in the scratch folder."""
     staging = datasets.S3Staging(ctx.storage, "datasets")
@@ -150,8 +155,10 @@ def run(ctx: context.FunctionContext, trigger: MapperTrigger) -> None:
     event_loops.forget()
     recorder.mark("ready")
     # A call of several ranges pays its fixed cost once and hands on one partial for them all.
-    paths = [_map_range(ctx, keys, mapper, cloudpickle.loads(base64.b64decode(encoded)), trigger.range_id + offset)
-             for offset, encoded in enumerate((trigger.range, *trigger.more))]
+    paths = [
+        _map_range(ctx, keys, mapper, cloudpickle.loads(base64.b64decode(encoded)), trigger.range_id + offset)
+        for offset, encoded in enumerate((trigger.range, *trigger.more))
+    ]
     recorder.mark("computed")
     event_loops.mark(recorder)
     record = recorder.record(trigger.output)
@@ -167,7 +174,9 @@ def run(ctx: context.FunctionContext, trigger: MapperTrigger) -> None:
     if written and inline:
         job_plan = _plan(ctx.storage, keys.plan)
         if not isinstance(job_plan, TreePlan):
-            raise PlanError(f"job {keys.job_id}: a call that merges upwards, in a job whose plan is not a tree")
+            raise PlanError(
+                f"job {keys.job_id}: a call that merges upwards, in a job whose plan is not a tree"
+            )
         tree_reducer.merge_upwards(ctx, job_plan, trigger.interval, path)
     if inline and os.path.exists(path):
         os.remove(path)

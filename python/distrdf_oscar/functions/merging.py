@@ -9,9 +9,15 @@ from ..protocol import partial
 from . import context
 
 
-def merge_keys(ctx: context.FunctionContext, job_id: str, inputs: list[str], output_key: str,
-               role: str = "reducer", staged: dict[str, str] | None = None,
-               carried: tuple[dict, ...] = ()) -> str | None:
+def merge_keys(
+    ctx: context.FunctionContext,
+    job_id: str,
+    inputs: list[str],
+    output_key: str,
+    role: str = "reducer",
+    staged: dict[str, str] | None = None,
+    carried: tuple[dict, ...] = (),
+) -> str | None:
     """Merge the partials at ``inputs`` into the object ``output_key``, unless another copy of
     this task already did; if two copies race, the first to finish wins (a claim). Returns what
     publishing did (context.WRITTEN, TAKEN, ENDED), None when nothing was merged. ``role``

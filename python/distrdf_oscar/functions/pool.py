@@ -50,7 +50,9 @@ from ..protocol.storage import Storage, StorageError
 from . import crash, invocation, job_process, queue_watch
 
 HEARTBEAT_PERIOD = 2.0  # seconds between heartbeats
-HEARTBEAT_TTL = 5.0  # a heartbeat older than this (server clock) is a dead worker's: clients offer its calls again
+HEARTBEAT_TTL = (
+    5.0  # a heartbeat older than this (server clock) is a dead worker's: clients offer its calls again
+)
 LIST_EVERY = 5.0  # seconds between listings of the queue while the watcher's notifications flow (lost events)
 LIST_WITHOUT_EVENTS = 1.0  # ... and when the storage offers none
 LIVENESS_EVERY = 2.0  # seconds between checks that the jobs being served still have a client
@@ -204,9 +206,10 @@ class PoolWorker:
     def heartbeat(self) -> None:
         self._beat_at = time.monotonic()
         with contextlib.suppress(StorageError):  # a storage hiccup: the next beat will do
-            self.storage.put_bytes(layout.pool_heartbeat(self.worker),
-                                   Heartbeat(self.worker, HEARTBEAT_TTL, self.served,
-                                             tuple(sorted(self.processes))).to_json())
+            self.storage.put_bytes(
+                layout.pool_heartbeat(self.worker),
+                Heartbeat(self.worker, HEARTBEAT_TTL, self.served, tuple(sorted(self.processes))).to_json(),
+            )
 
     # -- the queue ------------------------------------------------------------------------------
     def _start_watcher(self) -> None:
@@ -241,9 +244,14 @@ class PoolWorker:
         # new. A batch file stays queued: it is looked at again after a while, in case the worker
         # that claimed it died and a client removed its claim.
         now = time.monotonic()
-        self._passed = {key: when for key, when in self._passed.items()
-                        if key in listed and not (_is_batch(key) and now - when > LOOK_AGAIN)}
-        self.queued = [key for key in listed if key not in self._passed and layout.job_of_key(key) is not None]
+        self._passed = {
+            key: when
+            for key, when in self._passed.items()
+            if key in listed and not (_is_batch(key) and now - when > LOOK_AGAIN)
+        }
+        self.queued = [
+            key for key in listed if key not in self._passed and layout.job_of_key(key) is not None
+        ]
         waiting = {layout.job_of_key(key) for key in self.queued}
         for job_id, process in list(self.processes.items()):
             # A job with nothing left queued needs its process no more, once it is idle.
@@ -373,8 +381,9 @@ class PoolWorker:
             inherited.append(self.probe_fd)
         if self._watcher is not None:
             inherited.append(self._watcher[1])
-        spawned = job_process.spawn(job_id, self.service, self.worker, self._storage_factory(), self.scratch,
-                                    inherited)
+        spawned = job_process.spawn(
+            job_id, self.service, self.worker, self._storage_factory(), self.scratch, inherited
+        )
         process = self.processes[job_id] = _JobProcess(job_id, spawned, last_used=time.monotonic())
         return process
 
@@ -435,7 +444,11 @@ class PoolWorker:
 
     def _crashed(self, process: _JobProcess, status: int, output: str) -> None:
         how = crash.describe(status, output)
-        print(f"pool worker: job {process.job_id}'s process ended abnormally ({how})", file=sys.stderr, flush=True)
+        print(
+            f"pool worker: job {process.job_id}'s process ended abnormally ({how})",
+            file=sys.stderr,
+            flush=True,
+        )
         for key, body in process.sent.items():
             crashes = self._crashes[key] = self._crashes.get(key, 0) + 1
             if crashes == 1:
@@ -446,13 +459,26 @@ class PoolWorker:
 
     def _report_crash(self, job_id: str, key: str, body: bytes, how: str, output: str) -> None:
         item = job_process.parse_item(key, body)
-        role, task = (("coordinator", item.batch_file(len(item.sizes) - 1)) if isinstance(item, CoordinatedPlan)
-                      else ("batch", item.output) if isinstance(item, Batch) else ("mapper", item.output))
+        role, task = (
+            ("coordinator", item.batch_file(len(item.sizes) - 1))
+            if isinstance(item, CoordinatedPlan)
+            else ("batch", item.output)
+            if isinstance(item, Batch)
+            else ("mapper", item.output)
+        )
         who = layout.JobKeys.reporter(role, key)
-        marker = ErrorMarker(job=job_id, who=who, service=self.service, trigger=key, output=task,
-                             retryable=False, error=f"the {role} process crashed with {how} twice, each time in a "
-                             f"fresh process of the warm pool{_HINTS.get(how, '')}", traceback=crash.summary(output),
-                             crash=how)
+        marker = ErrorMarker(
+            job=job_id,
+            who=who,
+            service=self.service,
+            trigger=key,
+            output=task,
+            retryable=False,
+            error=f"the {role} process crashed with {how} twice, each time in a "
+            f"fresh process of the warm pool{_HINTS.get(how, '')}",
+            traceback=crash.summary(output),
+            crash=how,
+        )
         with contextlib.suppress(StorageError):
             self.storage.put_bytes(layout.JobKeys(job_id).error(who), marker.to_json())
 
@@ -511,8 +537,12 @@ def main() -> int:
     probes = _Probes(("", port), _Healthy)
     config = invocation.storage_config(os.environ[POOL_BUCKET_VARIABLE])
     scratch = tempfile.mkdtemp(prefix="dro-pool-")
-    worker = PoolWorker(Storage(config, signer=from_environment()), os.environ.get(POOL_SERVICE_VARIABLE, "pool"), scratch,
-                        probes.socket.fileno())
+    worker = PoolWorker(
+        Storage(config, signer=from_environment()),
+        os.environ.get(POOL_SERVICE_VARIABLE, "pool"),
+        scratch,
+        probes.socket.fileno(),
+    )
 
     def stop(*_: object) -> None:
         worker.stopping = True

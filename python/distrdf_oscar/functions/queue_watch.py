@@ -55,8 +55,11 @@ def _watch(storage: Storage, pipe: int) -> int:
                 pause = 0.1
         except StorageError as exc:
             if not exc.transient:
-                print(f"pool worker: storage offers no notifications ({exc}); listing the queue instead",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"pool worker: storage offers no notifications ({exc}); listing the queue instead",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 with contextlib.suppress(OSError):
                     os.write(pipe, NO_EVENTS)
                 return 0

@@ -28,8 +28,14 @@ def _group(ctx: context.FunctionContext, job_plan: TreePlan) -> list[Interval] |
     return job_plan.parent(member)
 
 
-def merge_group(ctx: context.FunctionContext, job_plan: TreePlan, group: list[Interval],
-                written: str | None = None, claim: bool = True, staged: dict[str, str] | None = None) -> bool:
+def merge_group(
+    ctx: context.FunctionContext,
+    job_plan: TreePlan,
+    group: list[Interval],
+    written: str | None = None,
+    claim: bool = True,
+    staged: dict[str, str] | None = None,
+) -> bool:
     """Merge ``group`` if all its members exist and its output does not; True if this call wrote
     the output. ``written`` is a member known to exist (the one that triggered us, or that we
     wrote); ``staged`` maps members on disk already to their paths (merging.merge_keys).
@@ -43,18 +49,23 @@ def merge_group(ctx: context.FunctionContext, job_plan: TreePlan, group: list[In
     if not all(m == written or ctx.storage.exists(m) for m in members) or ctx.storage.exists(output):
         return False
     keys = layout.JobKeys(job_plan.job)
-    if claim and not ctx.storage.put_if_absent(keys.group_claim(group[0][0], group[-1][1]), ctx.worker.encode()):
+    if claim and not ctx.storage.put_if_absent(
+        keys.group_claim(group[0][0], group[-1][1]), ctx.worker.encode()
+    ):
         return False
     return merge_keys(ctx, job_plan.job, members, output, staged=staged) == context.WRITTEN
 
 
-def merge_upwards(ctx: context.FunctionContext, job_plan: TreePlan, node: Interval, path: str | None = None) -> None:
+def merge_upwards(
+    ctx: context.FunctionContext, job_plan: TreePlan, node: Interval, path: str | None = None
+) -> None:
     """Inline tree: ``node`` was just written by us (from ``path``, if still on disk); merge every
     group that completes, up to the root. Of two writers racing for a group, the one whose merge
     wins goes on."""
     staged = {job_plan.node(node): path} if path else None
-    while (group := job_plan.parent(node)) is not None and merge_group(ctx, job_plan, group, job_plan.node(node),
-                                                                       staged=staged):
+    while (group := job_plan.parent(node)) is not None and merge_group(
+        ctx, job_plan, group, job_plan.node(node), staged=staged
+    ):
         node, staged = (group[0][0], group[-1][1]), None
 
 
@@ -68,8 +79,11 @@ def run(ctx: context.FunctionContext) -> None:
     retry = layout.parse_retry(ctx.key) is not None
     # The member that triggered us is on disk already: OSCAR's supervisor fetched it.
     staged = None if retry else {ctx.key: ctx.input_path}
-    if group is not None and merge_group(ctx, job_plan, group, ctx.key, claim=not retry, staged=staged) \
-            and job_plan.inline:
+    if (
+        group is not None
+        and merge_group(ctx, job_plan, group, ctx.key, claim=not retry, staged=staged)
+        and job_plan.inline
+    ):
         merge_upwards(ctx, job_plan, (group[0][0], group[-1][1]))
 
 

@@ -104,8 +104,10 @@ class Deployment:
     def with_signing_key(self, key: str) -> Deployment:
         """The key as an OSCAR secret, and its fingerprint as a variable: OSCAR never shows
         secrets back, so the fingerprint is how a client sees which key the services hold."""
-        return replace(self.with_secrets({contract.SIGNING_KEY_VARIABLE: key}),
-                       variables={**self.variables, contract.KEY_ID_VARIABLE: key_id(key)})
+        return replace(
+            self.with_secrets({contract.SIGNING_KEY_VARIABLE: key}),
+            variables={**self.variables, contract.KEY_ID_VARIABLE: key_id(key)},
+        )
 
     def with_dataset_credentials(self, environ: dict[str, str] | None = None) -> Deployment:
         """``S3_ACCESS_KEY``/``S3_SECRET_KEY`` (of ``environ``, default this process's environment)
@@ -143,16 +145,25 @@ class Deployment:
         never hands secrets to functions (docs/deploy.md says what that exposes)."""
         folder, cpu = ROLES[role]
         secrets = dict(self.secrets)
-        variables = {contract.ENTRYPOINT_VARIABLE: contract.ENTRYPOINTS[role], **self.variables,
-                     **(secrets if secrets_as_variables else {})}
-        access = {"visibility": self.visibility, "allowed_users": list(self.allowed_users)} if self.visibility else {}
+        variables = {
+            contract.ENTRYPOINT_VARIABLE: contract.ENTRYPOINTS[role],
+            **self.variables,
+            **(secrets if secrets_as_variables else {}),
+        }
+        access = (
+            {"visibility": self.visibility, "allowed_users": list(self.allowed_users)}
+            if self.visibility
+            else {}
+        )
         return {
             "name": self.service_name(role),
             "image": self.image,
             "cpu": self.cpu or cpu,
             "memory": COORDINATOR_MEMORY if role == "coordinator" else self.memory,
             "script": script(role),
-            "input": [{"storage_provider": "minio.default", "path": layout.input_path(self.bucket_name, folder)}],
+            "input": [
+                {"storage_provider": "minio.default", "path": layout.input_path(self.bucket_name, folder)}
+            ],
             # No "output": functions upload their results by key themselves (see functions/context.py).
             "output": [],
             "environment": {
@@ -162,8 +173,13 @@ class Deployment:
             **access,
         }
 
-    def pool_service(self, size: int, storage_keys: tuple[str, str], release: tuple[int, int, int],
-                     secrets_as_variables: bool = False) -> dict[str, Any]:
+    def pool_service(
+        self,
+        size: int,
+        storage_keys: tuple[str, str],
+        release: tuple[int, int, int],
+        secrets_as_variables: bool = False,
+    ) -> dict[str, Any]:
         """The OSCAR definition of the deployment's warm pool: an exposed service of ``size``
         replicas (``functions/pool.py``). Its pods get no mounted MinIO keys, so ``storage_keys``
         (access, secret) travel as its secrets: those of an account limited to the deployment's
@@ -175,14 +191,26 @@ class Deployment:
         name = self.service_name(POOL)
         access_key, secret_key = contract.POOL_KEYS
         secrets = {**self.secrets, access_key: storage_keys[0], secret_key: storage_keys[1]}
-        variables = {contract.POOL_BUCKET_VARIABLE: self.bucket_name, contract.POOL_PORT_VARIABLE: str(POOL_PORT),
-                     contract.POOL_SERVICE_VARIABLE: name, **self.variables,
-                     **(secrets if secrets_as_variables else {})}
-        expose: dict[str, Any] = {"min_scale": size, "max_scale": size, "cpu_threshold": 80,
-                                  "api_port": [POOL_PORT] if release >= (4, 1, 0) else POOL_PORT}
+        variables = {
+            contract.POOL_BUCKET_VARIABLE: self.bucket_name,
+            contract.POOL_PORT_VARIABLE: str(POOL_PORT),
+            contract.POOL_SERVICE_VARIABLE: name,
+            **self.variables,
+            **(secrets if secrets_as_variables else {}),
+        }
+        expose: dict[str, Any] = {
+            "min_scale": size,
+            "max_scale": size,
+            "cpu_threshold": 80,
+            "api_port": [POOL_PORT] if release >= (4, 1, 0) else POOL_PORT,
+        }
         if release >= (3, 6, 0):
             expose["health_path"] = "/health"
-        access = {"visibility": self.visibility, "allowed_users": list(self.allowed_users)} if self.visibility else {}
+        access = (
+            {"visibility": self.visibility, "allowed_users": list(self.allowed_users)}
+            if self.visibility
+            else {}
+        )
         return {
             "name": name,
             "image": self.image,
@@ -221,8 +249,11 @@ def fdl_files(deployment: Deployment, cluster_id: str = DEFAULT_CLUSTER_ID) -> d
         script_path = f"scripts/{role}.sh"
         files[script_path] = service["script"]
         # oscar-cli and oscar-python read a script relative to the FDL file's directory.
-        service = {**service, "script": f"../{script_path}",
-                   "environment": {"Variables": service["environment"]["variables"]}}
+        service = {
+            **service,
+            "script": f"../{script_path}",
+            "environment": {"Variables": service["environment"]["variables"]},
+        }
         functions.append({cluster_id: service})
     header = (
         "# Generated by `distrdf-oscar fdl` from distrdf_oscar.platform.deployment: do not edit by hand.\n"

@@ -65,12 +65,16 @@ def _chain(exc: BaseException):
 def _tls_problem(exc: BaseException) -> str:
     for item in _chain(exc):
         if isinstance(item, ssl.SSLCertVerificationError):
-            return (f"its certificate is not trusted ({item.verify_message or item.reason}). Install the cluster's "
-                    "CA (REQUESTS_CA_BUNDLE=/path/to/ca.pem) or fix the certificate; set OSCAR_SSL_VERIFY=false "
-                    "only for a cluster you trust")
+            return (
+                f"its certificate is not trusted ({item.verify_message or item.reason}). Install the cluster's "
+                "CA (REQUESTS_CA_BUNDLE=/path/to/ca.pem) or fix the certificate; set OSCAR_SSL_VERIFY=false "
+                "only for a cluster you trust"
+            )
         if isinstance(item, ssl.SSLError):
-            return (f"the TLS handshake failed ({item.reason or item.__class__.__name__}): check that the "
-                    "endpoint serves HTTPS (a plain HTTP endpoint needs an http:// URL)")
+            return (
+                f"the TLS handshake failed ({item.reason or item.__class__.__name__}): check that the "
+                "endpoint serves HTTPS (a plain HTTP endpoint needs an http:// URL)"
+            )
     return "the TLS handshake failed"
 
 
@@ -88,13 +92,26 @@ def _connection_problem(exc: BaseException) -> str:
 class OSCARCluster:
     """An OSCAR cluster's management API; every failure is an :class:`OSCARError` naming the problem."""
 
-    def __init__(self, endpoint: str, *, user: str | None = None, password: str | None = None,
-                 token: str | None = None, verify: bool = True) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        user: str | None = None,
+        password: str | None = None,
+        token: str | None = None,
+        verify: bool = True,
+    ) -> None:
         from oscar_python.client import Client
 
         if not endpoint.startswith(("http://", "https://")):
-            raise OSCARError(f"OSCAR endpoint {_without_userinfo(endpoint)!r} must start with http:// or https://")
-        options: dict[str, Any] = {"cluster_id": "distrdf-oscar", "endpoint": endpoint.rstrip("/"), "ssl": verify}
+            raise OSCARError(
+                f"OSCAR endpoint {_without_userinfo(endpoint)!r} must start with http:// or https://"
+            )
+        options: dict[str, Any] = {
+            "cluster_id": "distrdf-oscar",
+            "endpoint": endpoint.rstrip("/"),
+            "ssl": verify,
+        }
         self.oidc = bool(token)  # an OIDC caller sees only its own services and jobs
         if token:
             options["oidc_token"] = token
@@ -124,20 +141,27 @@ class OSCARCluster:
         except requests.exceptions.Timeout:
             raise OSCARError(f"OSCAR at {self.endpoint} timed out while trying to {what}") from None
         except requests.exceptions.ConnectionError as exc:
-            raise OSCARError(f"cannot reach OSCAR at {self.endpoint} to {what}: {_connection_problem(exc)} "
-                             "(check OSCAR_ENDPOINT and that the cluster is up)") from None
+            raise OSCARError(
+                f"cannot reach OSCAR at {self.endpoint} to {what}: {_connection_problem(exc)} "
+                "(check OSCAR_ENDPOINT and that the cluster is up)"
+            ) from None
         except requests.exceptions.HTTPError as exc:
             status = exc.response.status_code if exc.response is not None else "?"
             if status == 401:
                 who, advice = self._credentials
-                raise OSCARError(f"OSCAR at {self.endpoint} rejected {who} (401 Unauthorized) while trying to "
-                                 f"{what}: {advice}") from None
+                raise OSCARError(
+                    f"OSCAR at {self.endpoint} rejected {who} (401 Unauthorized) while trying to "
+                    f"{what}: {advice}"
+                ) from None
             if status == 403:
-                raise OSCARError(f"OSCAR at {self.endpoint} denied access (403 Forbidden) while trying to {what}: "
-                                 "the credentials are valid but not allowed to do this") from None
+                raise OSCARError(
+                    f"OSCAR at {self.endpoint} denied access (403 Forbidden) while trying to {what}: "
+                    "the credentials are valid but not allowed to do this"
+                ) from None
             body = (exc.response.text or "").strip()[:300] if exc.response is not None else ""
-            raise OSCARError(self._scrub(f"OSCAR at {self.endpoint} answered {status} while trying to {what}: "
-                                         f"{body}")) from None
+            raise OSCARError(
+                self._scrub(f"OSCAR at {self.endpoint} answered {status} while trying to {what}: {body}")
+            ) from None
         except ValueError as exc:  # oscar-python's own checks (service present or absent)
             raise OSCARError(self._scrub(f"cannot {what} on OSCAR at {self.endpoint}: {exc}")) from None
 
@@ -146,8 +170,10 @@ class OSCARCluster:
         try:
             return json.loads(response.text or "null")
         except ValueError:
-            raise OSCARError(f"{self.endpoint} does not answer like OSCAR (no JSON) when asked to {what}: "
-                             "check OSCAR_ENDPOINT") from None
+            raise OSCARError(
+                f"{self.endpoint} does not answer like OSCAR (no JSON) when asked to {what}: "
+                "check OSCAR_ENDPOINT"
+            ) from None
 
     def config(self) -> dict[str, Any]:
         return self._json("read /system/config", self.client.get_cluster_config)
@@ -160,11 +186,18 @@ class OSCARCluster:
         provider = self.config().get("minio_provider") or {}
         missing = [k for k in ("endpoint", "access_key", "secret_key") if not provider.get(k)]
         if missing:
-            raise OSCARError(f"OSCAR at {self.endpoint} does not advertise storage ({', '.join(missing)} missing in "
-                             "/system/config minio_provider): set MINIO_ENDPOINT, MINIO_ACCESS_KEY, MINIO_SECRET_KEY")
-        return StorageConfig(endpoint=provider["endpoint"], access_key=provider["access_key"],
-                             secret_key=provider["secret_key"], region=provider.get("region") or "us-east-1",
-                             verify=verify and bool(provider.get("verify", True)), bucket=bucket)
+            raise OSCARError(
+                f"OSCAR at {self.endpoint} does not advertise storage ({', '.join(missing)} missing in "
+                "/system/config minio_provider): set MINIO_ENDPOINT, MINIO_ACCESS_KEY, MINIO_SECRET_KEY"
+            )
+        return StorageConfig(
+            endpoint=provider["endpoint"],
+            access_key=provider["access_key"],
+            secret_key=provider["secret_key"],
+            region=provider.get("region") or "us-east-1",
+            verify=verify and bool(provider.get("verify", True)),
+            bucket=bucket,
+        )
 
     def own_quota(self) -> tuple[str, float, float] | None:
         """(user, CPUs, bytes of memory) of the caller's Kueue queue (``/system/quotas/user``, 3.7
@@ -187,8 +220,10 @@ class OSCARCluster:
     def services(self) -> dict[str, dict[str, Any]]:
         listed = self._json("list services", self.client.list_services)
         if not isinstance(listed, list):
-            raise OSCARError(f"{self.endpoint} does not answer like OSCAR when asked to list services: "
-                             "check OSCAR_ENDPOINT")
+            raise OSCARError(
+                f"{self.endpoint} does not answer like OSCAR when asked to list services: "
+                "check OSCAR_ENDPOINT"
+            )
         return {s["name"]: s for s in listed}
 
     def release(self) -> tuple[int, int, int]:
@@ -242,10 +277,12 @@ class OSCARCluster:
             else:
                 live = live_jobs(storage)
                 if live:
-                    raise OSCARError(f"cannot update service {name} on OSCAR {_dotted(release)} while jobs run "
-                                     f"({', '.join(live[:3])}{' ...' if len(live) > 3 else ''}): before 4.0 an "
-                                     "update must delete and re-create the service, and with it its bucket. "
-                                     "Retry when they have finished")
+                    raise OSCARError(
+                        f"cannot update service {name} on OSCAR {_dotted(release)} while jobs run "
+                        f"({', '.join(live[:3])}{' ...' if len(live) > 3 else ''}): before 4.0 an "
+                        "update must delete and re-create the service, and with it its bucket. "
+                        "Retry when they have finished"
+                    )
                 self._call(f"remove service {name}", self.client.remove_service, name)
                 self._create(wanted, storage, release)
                 outcome[name] = "replaced"
@@ -259,9 +296,11 @@ class OSCARCluster:
             for item in wanted["input"]:
                 bucket = item["path"].split("/", 1)[0]
                 if storage.bucket_exists(bucket):
-                    raise OSCARError(f"cannot create service {name}: its input bucket {bucket} already exists, "
-                                     f"and OSCAR {_dotted(release)} refuses such a service. It is another "
-                                     "deployment's, or left over: remove it (or choose another deployment name)")
+                    raise OSCARError(
+                        f"cannot create service {name}: its input bucket {bucket} already exists, "
+                        f"and OSCAR {_dotted(release)} refuses such a service. It is another "
+                        "deployment's, or left over: remove it (or choose another deployment name)"
+                    )
         self._call(f"create service {name}", self.client.create_service, wanted)
 
     def check_deployed(self, deployment: Deployment) -> None:
@@ -269,24 +308,34 @@ class OSCARCluster:
         existing = self.services()
         missing = [d["name"] for d in deployment.services() if d["name"] not in existing]
         if missing and self.oidc:
-            raise OSCARError(f"deployment {deployment.name!r} is not visible to you on {self.endpoint} (missing "
-                             f"services: {', '.join(missing)}): OSCAR shows an OIDC user only public services, "
-                             "their own, and restricted ones that list them. Ask the operator to run "
-                             "`distrdf-oscar deploy --allowed-user <your OIDC sub>` (or --visibility public)")
+            raise OSCARError(
+                f"deployment {deployment.name!r} is not visible to you on {self.endpoint} (missing "
+                f"services: {', '.join(missing)}): OSCAR shows an OIDC user only public services, "
+                "their own, and restricted ones that list them. Ask the operator to run "
+                "`distrdf-oscar deploy --allowed-user <your OIDC sub>` (or --visibility public)"
+            )
         if missing:
-            raise OSCARError(f"deployment {deployment.name!r} is not on {self.endpoint} (missing services: "
-                             f"{', '.join(missing)}): ask the operator to run `distrdf-oscar deploy`")
+            raise OSCARError(
+                f"deployment {deployment.name!r} is not on {self.endpoint} (missing services: "
+                f"{', '.join(missing)}): ask the operator to run `distrdf-oscar deploy`"
+            )
         ownerless = [d["name"] for d in deployment.services() if not existing[d["name"]].get("owner")]
         if ownerless and self.release() >= (3, 7, 0):
-            raise OSCARError(f"services {', '.join(ownerless)} have no owner (an earlier update erased it), and "
-                             "OSCAR's Kueue never starts their jobs: run `distrdf-oscar deploy --force`, which "
-                             "restores it")
+            raise OSCARError(
+                f"services {', '.join(ownerless)} have no owner (an earlier update erased it), and "
+                "OSCAR's Kueue never starts their jobs: run `distrdf-oscar deploy --force`, which "
+                "restores it"
+            )
         wanted = deployment.variables.get(KEY_ID_VARIABLE)
         for definition in deployment.services():
-            held = ((existing[definition["name"]].get("environment") or {}).get("variables") or {}).get(KEY_ID_VARIABLE)
+            held = ((existing[definition["name"]].get("environment") or {}).get("variables") or {}).get(
+                KEY_ID_VARIABLE
+            )
             if wanted and held and held != wanted:  # services applied from an FDL file carry no key id
-                raise OSCARError(f"service {definition['name']} holds a different signing key than DISTRDF_OSCAR_KEY "
-                                 f"(key id {held or 'unknown'}, yours {wanted}): use the deployment's key, or redeploy")
+                raise OSCARError(
+                    f"service {definition['name']} holds a different signing key than DISTRDF_OSCAR_KEY "
+                    f"(key id {held or 'unknown'}, yours {wanted}): use the deployment's key, or redeploy"
+                )
 
     # -- the warm pool: an exposed service ------------------------------------------------------
 
@@ -295,13 +344,19 @@ class OSCARCluster:
         returns what was done. OSCAR runs it as a Deployment whose pods run the worker for their
         life (pkg/backends/resources/expose.go)."""
         if self.oidc:
-            raise OSCARError("starting a pool takes the operator's credentials (its workers hold the "
-                             "deployment's storage keys): ask the operator to run `distrdf-oscar pool start`")
+            raise OSCARError(
+                "starting a pool takes the operator's credentials (its workers hold the "
+                "deployment's storage keys): ask the operator to run `distrdf-oscar pool start`"
+            )
         release = self.release()
         self._refuse_pool_under_kueue(deployment.service_name(POOL), release)
-        wanted = deployment.pool_service(size, storage_keys, release, secrets_as_variables=release < (3, 6, 0))
+        wanted = deployment.pool_service(
+            size, storage_keys, release, secrets_as_variables=release < (3, 6, 0)
+        )
         name = wanted["name"]
-        self._secrets += [v for v in wanted["environment"]["secrets"].values() if v and v not in self._secrets]
+        self._secrets += [
+            v for v in wanted["environment"]["secrets"].values() if v and v not in self._secrets
+        ]
         self._secrets += [v for v in storage_keys if v and v not in self._secrets]
         current = self.services().get(name)
         if current is None:
@@ -334,9 +389,12 @@ class OSCARCluster:
             f"queues the pool's Workload in the LocalQueue oscar-lq-{name}, which it creates only for OIDC "
             "users' services, and checks its admission once without waiting, so the create or update answers "
             "500 and is undone. Ask the operator to set KUEUE_ENABLE=false in OSCAR's deployment (the Helm "
-            "chart's default: --set kueue.enable=false); until then jobs run on the file-triggered services")
+            "chart's default: --set kueue.enable=false); until then jobs run on the file-triggered services"
+        )
 
-    def pool_account(self, deployment: Deployment, storage: StorageConfig) -> tuple[tuple[str, str], str | None]:
+    def pool_account(
+        self, deployment: Deployment, storage: StorageConfig
+    ) -> tuple[tuple[str, str], str | None]:
         """Storage keys for the deployment's pool that reach only the deployment's buckets: a MinIO
         account (access key = the pool service's name) with a canned policy of the same name,
         made (or given a new secret) through MinIO's admin API with ``storage``'s keys. Returns
@@ -357,7 +415,9 @@ class OSCARCluster:
         from minio.error import MinioAdminException
 
         name = deployment.service_name(POOL)
-        derived = hmac.new(storage.secret_key.encode(), f"distrdf-oscar pool account {name}".encode(), hashlib.sha256)
+        derived = hmac.new(
+            storage.secret_key.encode(), f"distrdf-oscar pool account {name}".encode(), hashlib.sha256
+        )
         secret = base64.urlsafe_b64encode(derived.digest()).decode().rstrip("=")
         admin = _minio_admin(storage)
         try:
@@ -367,14 +427,18 @@ class OSCARCluster:
         except MinioAdminException as exc:
             status = getattr(exc, "_code", "")
             if status.startswith("5"):
-                raise OSCARError(f"MinIO at {storage.endpoint} failed ({status}) to make the pool's storage "
-                                 "account: retry") from None
+                raise OSCARError(
+                    f"MinIO at {storage.endpoint} failed ({status}) to make the pool's storage account: retry"
+                ) from None
             return (storage.access_key, storage.secret_key), (
                 f"the pool's workers hold your own storage keys: they cannot administer MinIO (its admin API "
-                f"answered {status}), so no account limited to the deployment's buckets could be made")
+                f"answered {status}), so no account limited to the deployment's buckets could be made"
+            )
         except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise OSCARError(f"cannot reach MinIO at {storage.endpoint} to make the pool's storage account: "
-                             f"{type(exc).__name__}") from None
+            raise OSCARError(
+                f"cannot reach MinIO at {storage.endpoint} to make the pool's storage account: "
+                f"{type(exc).__name__}"
+            ) from None
         self._secrets += [secret]
         return (name, secret), None
 
@@ -443,7 +507,9 @@ class OSCARCluster:
         for _ in range(max_pages):
             body = self._json(f"list jobs of {service}", self.client.list_jobs, service, page) or {}
             if not isinstance(body, dict):
-                raise OSCARError(f"{self.endpoint} does not answer like OSCAR when asked to list jobs of {service}")
+                raise OSCARError(
+                    f"{self.endpoint} does not answer like OSCAR when asked to list jobs of {service}"
+                )
             if isinstance(body.get("jobs"), dict):  # 3.6.4 and later (no job is named "jobs")
                 jobs.update(body["jobs"])
                 page = body.get("next_page") or ""
@@ -466,8 +532,11 @@ class OSCARCluster:
         if not wanted:
             return set()
         listing = self.job_listing(service)
-        finished = {name for name, info in listing.jobs.items()
-                    if name in wanted and info.get("status") in FINISHED_STATUSES}
+        finished = {
+            name
+            for name, info in listing.jobs.items()
+            if name in wanted and info.get("status") in FINISHED_STATUSES
+        }
         for name in sorted(finished):
             self._call(f"remove job {name} of {service}", self.client.remove_job, service, name)
         gone = wanted - set(listing.jobs) if listing.complete else set()
@@ -487,17 +556,29 @@ class JobListing:
 
 
 # What a pool worker does with storage: read, write and delete objects, list, listen to creations.
-POOL_ACTIONS = ("s3:GetBucketLocation", "s3:ListBucket", "s3:ListBucketMultipartUploads",
-                "s3:ListenBucketNotification", "s3:GetObject", "s3:PutObject", "s3:DeleteObject",
-                "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts")
+POOL_ACTIONS = (
+    "s3:GetBucketLocation",
+    "s3:ListBucket",
+    "s3:ListBucketMultipartUploads",
+    "s3:ListenBucketNotification",
+    "s3:GetObject",
+    "s3:PutObject",
+    "s3:DeleteObject",
+    "s3:AbortMultipartUpload",
+    "s3:ListMultipartUploadParts",
+)
 
 
 def pool_policy(deployment: Deployment) -> dict[str, Any]:
     """The pool account's canned policy: :data:`POOL_ACTIONS` on the deployment's buckets only
     (no bucket settings: notifications, policies, creation or removal stay OSCAR's)."""
-    resources = [arn for bucket in deployment.buckets for arn in (f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*")]
-    return {"Version": "2012-10-17",
-            "Statement": [{"Effect": "Allow", "Action": list(POOL_ACTIONS), "Resource": resources}]}
+    resources = [
+        arn for bucket in deployment.buckets for arn in (f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*")
+    ]
+    return {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": list(POOL_ACTIONS), "Resource": resources}],
+    }
 
 
 def _minio_admin(storage: StorageConfig):
@@ -510,16 +591,27 @@ def _minio_admin(storage: StorageConfig):
     from ..protocol.storage import split_endpoint
 
     host, secure = split_endpoint(storage.endpoint)
-    http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=5, read=30), maxsize=2,
-                               cert_reqs="CERT_REQUIRED" if storage.verify else "CERT_NONE",
-                               retries=urllib3.Retry(total=2, backoff_factor=0.5, status_forcelist=[502, 503, 504]))
-    return MinioAdmin(endpoint=host, credentials=StaticProvider(storage.access_key, storage.secret_key),
-                      region=storage.region, secure=secure, cert_check=storage.verify, http_client=http)
+    http = urllib3.PoolManager(
+        timeout=urllib3.Timeout(connect=5, read=30),
+        maxsize=2,
+        cert_reqs="CERT_REQUIRED" if storage.verify else "CERT_NONE",
+        retries=urllib3.Retry(total=2, backoff_factor=0.5, status_forcelist=[502, 503, 504]),
+    )
+    return MinioAdmin(
+        endpoint=host,
+        credentials=StaticProvider(storage.access_key, storage.secret_key),
+        region=storage.region,
+        secure=secure,
+        cert_check=storage.verify,
+        http_client=http,
+    )
 
 
 def live_jobs(storage: Storage) -> list[str]:
     """Jobs of the deployment whose client still waits (their manifest exists)."""
-    return sorted({job for key in storage.list(layout.JOBS + "/") if (job := layout.manifest_job(key)) is not None})
+    return sorted(
+        {job for key in storage.list(layout.JOBS + "/") if (job := layout.manifest_job(key)) is not None}
+    )
 
 
 def _dotted(release: tuple[int, int, int]) -> str:
@@ -533,12 +625,15 @@ def _differs(current: dict[str, Any], wanted: dict[str, Any]) -> bool:
     have = current.get("environment") or {}
     want = wanted["environment"]
     # OSCAR reads secret values back as "", so only their names can be compared.
-    return (have.get("variables") or {}) != want["variables"] or \
-        set(have.get("secrets") or {}) != set(want["secrets"])
+    return (have.get("variables") or {}) != want["variables"] or set(have.get("secrets") or {}) != set(
+        want["secrets"]
+    )
 
 
 def _normalise(value):
     if isinstance(value, list):
-        return [{k: v for k, v in item.items() if v not in (None, "", [], {})} if isinstance(item, dict) else item
-                for item in value]
+        return [
+            {k: v for k, v in item.items() if v not in (None, "", [], {})} if isinstance(item, dict) else item
+            for item in value
+        ]
     return value

@@ -29,9 +29,16 @@ class PartialFormatError(RuntimeError):
 
 # numpy (kind, itemsize) -> TLeaf type code
 _LEAF_CODES = {
-    ("f", 8): "D", ("f", 4): "F",
-    ("i", 8): "L", ("i", 4): "I", ("i", 2): "S", ("i", 1): "B",
-    ("u", 8): "l", ("u", 4): "i", ("u", 2): "s", ("u", 1): "b",
+    ("f", 8): "D",
+    ("f", 4): "F",
+    ("i", 8): "L",
+    ("i", 4): "I",
+    ("i", 2): "S",
+    ("i", 1): "B",
+    ("u", 8): "l",
+    ("u", 4): "i",
+    ("u", 2): "s",
+    ("u", 1): "b",
     ("b", 1): "O",
 }
 CHUNK_BYTES = 8 << 20
@@ -53,8 +60,9 @@ def describe(mergeable: Any) -> dict[str, Any]:
     return {"kind": "columns", "storage": "tree" if flat else "pickle", "columns": described}
 
 
-def write(ROOT: Any, directory: Any, name: str, mergeable: Any, columns: list[dict[str, str]],
-          range_id: int) -> int:
+def write(
+    ROOT: Any, directory: Any, name: str, mergeable: Any, columns: list[dict[str, str]], range_id: int
+) -> int:
     """Write the arrays of ``mergeable`` as the chunk tree ``name`` in ``directory``; returns the rows."""
     import numpy as np
 
@@ -90,8 +98,9 @@ def write(ROOT: Any, directory: Any, name: str, mergeable: Any, columns: list[di
     return length
 
 
-def read_into(ROOT: Any, tfile: Any, path: str, name: str, targets: list[npt.NDArray[Any]], offset: int,
-              rows: int) -> None:
+def read_into(
+    ROOT: Any, tfile: Any, path: str, name: str, targets: list[npt.NDArray[Any]], offset: int, rows: int
+) -> None:
     """Read the chunk tree ``name`` of one file, in range order, into ``targets[j][offset:offset + rows]``."""
     import numpy as np
 
@@ -112,8 +121,9 @@ def read_into(ROOT: Any, tfile: Any, path: str, name: str, targets: list[npt.NDA
             raise PartialFormatError(f"{path}: cannot read chunk {entry} of AsNumpy tree {name}")
         chunks.append((int(range_buf[0]), entry, int(count_buf[0])))
     if sum(count for _, _, count in chunks) != rows:
-        raise PartialFormatError(f"{path}: AsNumpy tree {name} holds {sum(c for _, _, c in chunks)} rows, "
-                                 f"its metadata says {rows}")
+        raise PartialFormatError(
+            f"{path}: AsNumpy tree {name} holds {sum(c for _, _, c in chunks)} rows, its metadata says {rows}"
+        )
     chunks.sort()  # by range; a range's own chunks keep their order (entry numbers grow)
     for _, entry, count in chunks:
         count_branch.GetEntry(entry)  # the leaf count the value branches read by

@@ -28,8 +28,12 @@ _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 # XRootD's client waits up to 5 x 120 s to reconnect and 1800 s for an answer by default: a
 # server that went away would hold a function for an hour. Fail within a minute instead (the
 # client's retry policy then decides); a user's own settings win.
-XROOTD_ENV = {"XRD_CONNECTIONRETRY": "2", "XRD_CONNECTIONWINDOW": "10", "XRD_REQUESTTIMEOUT": "60",
-              "XRD_STREAMTIMEOUT": "30"}
+XROOTD_ENV = {
+    "XRD_CONNECTIONRETRY": "2",
+    "XRD_CONNECTIONWINDOW": "10",
+    "XRD_REQUESTTIMEOUT": "60",
+    "XRD_STREAMTIMEOUT": "30",
+}
 
 
 def read_urls_remotely(ROOT: Any) -> None:
@@ -104,7 +108,9 @@ class Renaming:
         entries = getattr(task_result, "entries_in_trees", None)
         if entries is None or not self.originals:
             return
-        entries.trees_with_entries = {self._original_tree(k): n for k, n in entries.trees_with_entries.items()}
+        entries.trees_with_entries = {
+            self._original_tree(k): n for k, n in entries.trees_with_entries.items()
+        }
 
     def _original_tree(self, key: str) -> str:
         # Keys are "<file>/<tree>", and a tree may sit in a folder of the file.
@@ -121,8 +127,10 @@ class PathPolicy(Renaming):
 
     def __init__(self, shared_paths: Sequence[str], cwd: str | None = None) -> None:
         super().__init__()
-        self.shared = [os.path.join(os.path.normpath(p if os.path.isabs(p) else os.path.abspath(p)), "")
-                       for p in shared_paths]
+        self.shared = [
+            os.path.join(os.path.normpath(p if os.path.isabs(p) else os.path.abspath(p)), "")
+            for p in shared_paths
+        ]
         self._cwd = cwd
 
     def rename(self, name: str) -> str:
@@ -137,13 +145,17 @@ class PathPolicy(Renaming):
             path = os.path.join(self._cwd or os.getcwd(), path)
         path = os.path.normpath(path)
         if not any(os.path.join(path, "").startswith(prefix) for prefix in self.shared):
-            where = f"shared_paths={[p.rstrip('/') or '/' for p in self.shared]}" if self.shared else \
-                "no shared_paths"
+            where = (
+                f"shared_paths={[p.rstrip('/') or '/' for p in self.shared]}"
+                if self.shared
+                else "no shared_paths"
+            )
             raise DatasetError(
                 f"the dataset file {name!r} is a local path ({path}), which the functions on the cluster "
                 f"cannot read ({where}). Upload it (`distrdf-oscar upload`, giving s3:// URLs), serve it "
                 "over XRootD (root://host//path), or pass shared_paths=[...] to the executor for a file "
-                "system the cluster mounts (e.g. /cvmfs)")
+                "system the cluster mounts (e.g. /cvmfs)"
+            )
         return path
 
 
@@ -168,7 +180,9 @@ def split_s3_url(url: str) -> tuple[str | None, str, str]:
     if scheme != "s3":
         host, _, rest = rest.partition("/")
         if not host:
-            raise DatasetError(f"the dataset URL {url!r} names no host: use {scheme}://host[:port]/bucket/key")
+            raise DatasetError(
+                f"the dataset URL {url!r} names no host: use {scheme}://host[:port]/bucket/key"
+            )
         endpoint = f"{'https' if scheme == 's3https' else 'http'}://{host}"
     bucket, _, key = rest.partition("/")
     if not bucket or not key:
@@ -288,8 +302,9 @@ def cache_max_bytes() -> int:
     try:
         return int(parse_quantity(text))
     except ValueError:
-        raise DatasetError(f"{CACHE_MAX_VARIABLE} must be a size in bytes such as 4000000000 or 4Gi, "
-                           f"got {text!r}") from None
+        raise DatasetError(
+            f"{CACHE_MAX_VARIABLE} must be a size in bytes such as 4000000000 or 4Gi, got {text!r}"
+        ) from None
 
 
 _caches: dict[str, DatasetCache] = {}
@@ -329,12 +344,15 @@ def head_node_url(path: str) -> str | None:
 def _chain_files(chain: Any) -> tuple[list[str], list[str]]:
     import ROOT
 
-    return ([str(f) for f in ROOT.Internal.TreeUtils.GetFileNamesFromTree(chain)],
-            [str(t) for t in ROOT.Internal.TreeUtils.GetTreeFullPaths(chain)])
+    return (
+        [str(f) for f in ROOT.Internal.TreeUtils.GetFileNamesFromTree(chain)],
+        [str(t) for t in ROOT.Internal.TreeUtils.GetTreeFullPaths(chain)],
+    )
 
 
-def _staged_chain(ROOT: Any, name: str, files: list[str], trees: list[str],
-                  stage: Callable[[str], str]) -> Any:
+def _staged_chain(
+    ROOT: Any, name: str, files: list[str], trees: list[str], stage: Callable[[str], str]
+) -> Any:
     """A chain of ``files`` (each with its tree), the first staged: the head node opens only it."""
     chain = ROOT.TChain(name)
     for index, (path, tree) in enumerate(zip(files, trees, strict=True)):
@@ -351,7 +369,9 @@ def _stage_chain_with_friends(ROOT: Any, chain: Any, stage: Callable[[str], str]
     keep = [rebuilt]
     for index, names in enumerate(info.fFriendNames):
         friend_files = [str(f) for f in info.fFriendFileNames[index]]
-        subnames = [str(t) for t in info.fFriendChainSubNames[index]] or [str(names.first)] * len(friend_files)
+        subnames = [str(t) for t in info.fFriendChainSubNames[index]] or [str(names.first)] * len(
+            friend_files
+        )
         friend = _staged_chain(ROOT, str(names.first), friend_files, subnames, stage)
         rebuilt.AddFriend(friend, str(names.second))
         keep.append(friend)
@@ -359,8 +379,9 @@ def _stage_chain_with_friends(ROOT: Any, chain: Any, stage: Callable[[str], str]
     return rebuilt
 
 
-def stage_for_head_node(storage_of: Callable[[], Storage],
-                        args: tuple[Any, ...]) -> tuple[tuple[Any, ...], dict[str, str]]:
+def stage_for_head_node(
+    storage_of: Callable[[], Storage], args: tuple[Any, ...]
+) -> tuple[tuple[Any, ...], dict[str, str]]:
     """The RDataFrame arguments with the first object-storage file staged locally: DistRDF's head
     node builds a local dataframe of the dataset (to compile the graph), which opens that file, and
     the first file of each friend tree. Returns the arguments and {local path: URL} of the main
@@ -410,8 +431,10 @@ def upload(storage: Storage, paths: Sequence[str], folder: str = "", progress: b
         raise DatasetError(f"cannot upload {missing[0]!r}: no such file")
     names = [os.path.basename(p) for p in paths]
     if len(set(names)) != len(names):
-        raise DatasetError("cannot upload files of the same name to one folder: "
-                           f"{min(n for n in names if names.count(n) > 1)!r}")
+        raise DatasetError(
+            "cannot upload files of the same name to one folder: "
+            f"{min(n for n in names if names.count(n) > 1)!r}"
+        )
     total = sum(os.path.getsize(p) for p in paths)
     urls = []
     with tqdm.tqdm(total=total, unit="B", unit_scale=True, desc="upload", disable=not progress) as bar:

@@ -65,7 +65,9 @@ def base_bucket(bucket: str, key: str) -> str:
     """The base bucket of the deployment that holds ``key`` in ``bucket`` (the inverse of
     :func:`bucket_of`): a function learns its deployment from the object that triggered it."""
     suffix = "-" + key.split("/", 1)[0]
-    return bucket[: -len(suffix)] if key.split("/", 1)[0] in OWN_BUCKET and bucket.endswith(suffix) else bucket
+    return (
+        bucket[: -len(suffix)] if key.split("/", 1)[0] in OWN_BUCKET and bucket.endswith(suffix) else bucket
+    )
 
 
 def buckets(base: str) -> list[str]:

@@ -68,7 +68,9 @@ def server_now(storage: Storage) -> float:
 def job_states(storage: Storage, counts: dict[str, int]) -> dict[str, JobState]:
     """The lease state of every job in ``counts`` (job id -> its number of objects)."""
     now = server_now(storage)
-    leases = {key: mtime for key, mtime in storage.modified(layout.JOBS + "/").items() if layout.lease_job(key)}
+    leases = {
+        key: mtime for key, mtime in storage.modified(layout.JOBS + "/").items() if layout.lease_job(key)
+    }
     states = {}
     for job_id, objects in counts.items():
         keys = layout.JobKeys(job_id)
@@ -79,6 +81,8 @@ def job_states(storage: Storage, counts: dict[str, int]) -> dict[str, JobState]:
             with contextlib.suppress(MessageError, StorageError):
                 ttl = Lease.from_json(storage.get_bytes(keys.lease)).ttl
         elif now - layout.job_created(job_id) < DEFAULT_TTL:
-            age = max(0.0, now - layout.job_created(job_id))  # just created: its client may not have renewed yet
+            age = max(
+                0.0, now - layout.job_created(job_id)
+            )  # just created: its client may not have renewed yet
         states[job_id] = JobState(job_id, objects, age, ttl)
     return states

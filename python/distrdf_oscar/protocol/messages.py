@@ -205,8 +205,25 @@ class ErrorMarker(Message):
     crash: str | None = None  # how the process died (e.g. "SIGSEGV"); the traceback is its output's tail
 
     @classmethod
-    def from_exception(cls, job: str, who: str, service: str, trigger: str, output: str | None,
-                       exc: BaseException, retryable: bool, unconfigured: bool = False) -> ErrorMarker:
-        return cls(job=job, who=who, service=service, trigger=trigger, output=output, retryable=retryable,
-                   error=headline(exc), traceback="".join(traceback.format_exception(exc)),
-                   unconfigured=unconfigured)
+    def from_exception(
+        cls,
+        job: str,
+        who: str,
+        service: str,
+        trigger: str,
+        output: str | None,
+        exc: BaseException,
+        retryable: bool,
+        unconfigured: bool = False,
+    ) -> ErrorMarker:
+        return cls(
+            job=job,
+            who=who,
+            service=service,
+            trigger=trigger,
+            output=output,
+            retryable=retryable,
+            error=headline(exc),
+            traceback="".join(traceback.format_exception(exc)),
+            unconfigured=unconfigured,
+        )

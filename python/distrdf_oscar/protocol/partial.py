@@ -37,9 +37,27 @@ _MERGEABLE_NS = "ROOT::Detail::RDF::"
 _NATIVE_CLASS_PREFIXES = ("TH1", "TH2", "TH3", "TProfile", "THn", "TGraph", "TStatistic")
 # Scalars that map exactly onto a TParameter merge mode. Mean and StdDev keep
 # their entry count in private members, so they take the fallback slot.
-_SCALAR_MODES = {"RMergeableCount": "sum", "RMergeableSum": "sum", "RMergeableMin": "min", "RMergeableMax": "max"}
-_INTEGER_TYPES = {"ULong64_t", "Long64_t", "int", "unsigned int", "long", "unsigned long", "long long",
-                  "unsigned long long", "short", "unsigned short", "char", "unsigned char", "bool"}
+_SCALAR_MODES = {
+    "RMergeableCount": "sum",
+    "RMergeableSum": "sum",
+    "RMergeableMin": "min",
+    "RMergeableMax": "max",
+}
+_INTEGER_TYPES = {
+    "ULong64_t",
+    "Long64_t",
+    "int",
+    "unsigned int",
+    "long",
+    "unsigned long",
+    "long long",
+    "unsigned long long",
+    "short",
+    "unsigned short",
+    "char",
+    "unsigned char",
+    "bool",
+}
 
 
 @dataclass
@@ -65,7 +83,9 @@ class PartialMeta:
     def from_json(cls, text: str, path: str) -> PartialMeta:
         data = json.loads(text)
         if data.get("format") != FORMAT_VERSION:
-            raise PartialFormatError(f"{path}: partial format {data.get('format')!r}, expected {FORMAT_VERSION}")
+            raise PartialFormatError(
+                f"{path}: partial format {data.get('format')!r}, expected {FORMAT_VERSION}"
+            )
         data["ranges"] = [tuple(r) for r in data["ranges"]]
         return cls(**data)
 
@@ -123,7 +143,7 @@ def _actual_class(ROOT: Any, mergeable: Any) -> str:
 
 
 def _template_arg(class_name: str) -> str:
-    return class_name[class_name.index("<") + 1: class_name.rindex(">")].strip()
+    return class_name[class_name.index("<") + 1 : class_name.rindex(">")].strip()
 
 
 def _is_native_object(class_name: str) -> bool:
@@ -141,8 +161,12 @@ def _classify(ROOT: Any, mergeable: Any) -> dict[str, Any]:
         value_type = _template_arg(short)
         if _is_native_object(value_type):
             inner = f"{_MERGEABLE_NS}RMergeableFill<{value_type}>"
-            return {"kind": "variations", "mergeable": inner, "type": value_type,
-                    "keys": [str(k) for k in mergeable.GetKeys()]}
+            return {
+                "kind": "variations",
+                "mergeable": inner,
+                "type": value_type,
+                "keys": [str(k) for k in mergeable.GetKeys()],
+            }
     elif short.startswith(("RMergeableFill<", "RMergeableValue<")):
         value_type = _template_arg(short)
         if _is_native_object(value_type):
@@ -178,8 +202,15 @@ class ColumnsFile:
     key: str
 
 
-def write_partial(path: str, task_result: Any, *, job_id: str, range_id: int, columns_file: ColumnsFile,
-                  functions: Sequence[dict[str, Any]] = ()) -> PartialMeta:
+def write_partial(
+    path: str,
+    task_result: Any,
+    *,
+    job_id: str,
+    range_id: int,
+    columns_file: ColumnsFile,
+    functions: Sequence[dict[str, Any]] = (),
+) -> PartialMeta:
     """Write a mapper's ``TaskResult`` for range ``range_id`` as a partial file (``functions``:
     the records of the calls that produced it, timeline.py).
 
@@ -292,8 +323,9 @@ def add_functions(path: str, records: Sequence[dict[str, Any]]) -> None:
     meta = read_meta(path)
     meta.functions.extend(records)
     try:
-        _core.write_texts(path, META_DIR, {META_KEY: meta.to_json()}, update=True, title=FILE_TITLE,
-                          compression=COMPRESSION)
+        _core.write_texts(
+            path, META_DIR, {META_KEY: meta.to_json()}, update=True, title=FILE_TITLE, compression=COMPRESSION
+        )
     except RuntimeError as exc:
         raise OSError(f"cannot update partial {path}: {exc}") from None
 
@@ -319,8 +351,10 @@ def _merged_meta(metas: list[PartialMeta], paths: Sequence[str]) -> PartialMeta:
     parts = sorted((p for m in metas for p in m.column_parts), key=lambda p: p["range"])
     for before, after in itertools.pairwise(parts):
         if before["range"] == after["range"]:
-            raise PartialFormatError(f"AsNumpy rows of range {after['range']} are in two inputs: "
-                                     f"{before['key']} and {after['key']}")
+            raise PartialFormatError(
+                f"AsNumpy rows of range {after['range']} are in two inputs: "
+                f"{before['key']} and {after['key']}"
+            )
     return PartialMeta(
         job_id=first.job_id,
         ranges=ranges,
@@ -332,8 +366,9 @@ def _merged_meta(metas: list[PartialMeta], paths: Sequence[str]) -> PartialMeta:
     )
 
 
-def merge_partials(output: str, inputs: Sequence[str],
-                   own: Callable[[], list[dict[str, Any]]] | None = None) -> PartialMeta:
+def merge_partials(
+    output: str, inputs: Sequence[str], own: Callable[[], list[dict[str, Any]]] | None = None
+) -> PartialMeta:
     """Merge partial files n-way into ``output``.
 
     Native slots go through the C++ core in one call per key; fallback slots
@@ -353,15 +388,20 @@ def merge_partials(output: str, inputs: Sequence[str],
     meta = _merged_meta(metas, inputs)
     with_values = [p for p, m in zip(inputs, metas, strict=True) if m.slots is not None]
     if with_values:
-        _core.merge_files(output, list(with_values), exclude=[META_DIR], overwrite=True, compression=COMPRESSION)
-    records = {name: _merge_fallback([texts[name] for _, texts in parts if name in texts])
-               for name in _fallback_names(meta)}
+        _core.merge_files(
+            output, list(with_values), exclude=[META_DIR], overwrite=True, compression=COMPRESSION
+        )
+    records = {
+        name: _merge_fallback([texts[name] for _, texts in parts if name in texts])
+        for name in _fallback_names(meta)
+    }
     if own is not None:
         meta.functions.extend(own())
     records[META_KEY] = meta.to_json()
     try:
-        _core.write_texts(output, META_DIR, records, update=bool(with_values), title=FILE_TITLE,
-                          compression=COMPRESSION)
+        _core.write_texts(
+            output, META_DIR, records, update=bool(with_values), title=FILE_TITLE, compression=COMPRESSION
+        )
     except RuntimeError as exc:
         raise OSError(f"cannot write merged partial {output}: {exc}") from None
     return meta
@@ -416,8 +456,12 @@ def read_partial(path: str, fetch: Fetch | None = None) -> tuple[Any, PartialMet
         if meta.slots is not None:
             _declare_helpers(ROOT)
             arrays = _read_columns(ROOT, path, meta, fetch)
-            mergeables = [columns.result(slot["columns"], arrays[i]) if slot["kind"] == "columns"
-                          else _read_slot(ROOT, f, path, i, slot) for i, slot in enumerate(meta.slots)]
+            mergeables = [
+                columns.result(slot["columns"], arrays[i])
+                if slot["kind"] == "columns"
+                else _read_slot(ROOT, f, path, i, slot)
+                for i, slot in enumerate(meta.slots)
+            ]
     finally:
         f.Close()
     entries = None
@@ -441,7 +485,9 @@ def _read_slot(ROOT: Any, tfile: Any, path: str, index: int, slot: dict[str, Any
     if kind == "fallback":
         return _decode(_read_string(tfile, name, path))
     if kind == "object":
-        return ROOT.distrdf_oscar.MakeMergeable[slot["mergeable"], slot["type"]](_get(ROOT, tfile, path, name))
+        return ROOT.distrdf_oscar.MakeMergeable[slot["mergeable"], slot["type"]](
+            _get(ROOT, tfile, path, name)
+        )
     if kind == "scalar":
         param = _get(ROOT, tfile, path, name)
         value = int(param.GetVal()) if slot["type"] in _INTEGER_TYPES else float(param.GetVal())
@@ -471,8 +517,10 @@ def _read_columns(ROOT: Any, path: str, meta: PartialMeta, fetch: Fetch | None) 
     trees = [i for i in indices if slots[i]["storage"] == "tree"]
     pickles = [i for i in indices if slots[i]["storage"] == "pickle"]
     parts = meta.column_parts if fetch is not None else []
-    arrays = {i: columns.allocate(slots[i]["columns"], sum(p["rows"].get(names[i], 0) for p in parts))
-              for i in trees}
+    arrays = {
+        i: columns.allocate(slots[i]["columns"], sum(p["rows"].get(names[i], 0) for p in parts))
+        for i in trees
+    }
     offsets = dict.fromkeys(trees, 0)
     pieces: dict[int, list[dict[str, Any]]] = {i: [] for i in pickles}
     with tempfile.TemporaryDirectory(prefix="dro-columns-") as workdir:
@@ -497,6 +545,10 @@ def _read_columns(ROOT: Any, path: str, meta: PartialMeta, fetch: Fetch | None) 
                 part_file.Close()
             os.remove(local)
     for i in pickles:
-        arrays[i] = {c["name"]: np.concatenate([piece[c["name"]] for piece in pieces[i]]) if pieces[i]
-                     else np.empty(0, dtype=np.dtype(c["dtype"])) for c in slots[i]["columns"]}
+        arrays[i] = {
+            c["name"]: np.concatenate([piece[c["name"]] for piece in pieces[i]])
+            if pieces[i]
+            else np.empty(0, dtype=np.dtype(c["dtype"]))
+            for c in slots[i]["columns"]
+        }
     return arrays

@@ -58,12 +58,23 @@ class TreeReduction:
     def check(self, npartitions: int, ranges_per_call: int = 1) -> None:
         check_npartitions(npartitions)
 
-    def describe(self, npartitions: int, job: str, coordinator_timeout: float = 3600.0,
-                 ranges_per_call: int = 1, pool: bool = False) -> TreePlan:
+    def describe(
+        self,
+        npartitions: int,
+        job: str,
+        coordinator_timeout: float = 3600.0,
+        ranges_per_call: int = 1,
+        pool: bool = False,
+    ) -> TreePlan:
         self.check(npartitions)
         # A pool's nodes are always inline: its queue is watched by no webhook that could start a reducer.
-        return TreePlan(job=job, npartitions=npartitions, fan_in=self.fan_in, ranges_per_call=ranges_per_call,
-                        inline=self.inline or pool)
+        return TreePlan(
+            job=job,
+            npartitions=npartitions,
+            fan_in=self.fan_in,
+            ranges_per_call=ranges_per_call,
+            inline=self.inline or pool,
+        )
 
 
 @dataclass(frozen=True)
@@ -80,7 +91,9 @@ class CoordinatedReduction:
             raise PlanError(f"CoordinatedReduction takes a list of batch sizes, got {self.batches!r}")
         for size in self.batches:
             if isinstance(size, bool) or not isinstance(size, int) or size < 2:
-                raise PlanError(f"every batch of a coordinated plan must be an integer >= 2, got {list(self.batches)}")
+                raise PlanError(
+                    f"every batch of a coordinated plan must be an integer >= 2, got {list(self.batches)}"
+                )
         object.__setattr__(self, "_batches", tuple(self.batches))
 
     def plan_for(self, npartitions: int) -> list[int]:
@@ -101,16 +114,30 @@ class CoordinatedReduction:
         check_npartitions(npartitions)
         self.plan_for(len(task_intervals(npartitions, ranges_per_call)))
 
-    def describe(self, npartitions: int, job: str, coordinator_timeout: float = 3600.0,
-                 ranges_per_call: int = 1, pool: bool = False) -> CoordinatedPlan:
+    def describe(
+        self,
+        npartitions: int,
+        job: str,
+        coordinator_timeout: float = 3600.0,
+        ranges_per_call: int = 1,
+        pool: bool = False,
+    ) -> CoordinatedPlan:
         """(``pool``: the batch files go to the warm pool's queue.)"""
         self.check(npartitions, ranges_per_call)
         batches = self.plan_for(len(task_intervals(npartitions, ranges_per_call)))
-        return CoordinatedPlan(job=job, npartitions=npartitions, batches=tuple(batches),
-                               coordinator_timeout=coordinator_timeout, ranges_per_call=ranges_per_call, pool=pool)
+        return CoordinatedPlan(
+            job=job,
+            npartitions=npartitions,
+            batches=tuple(batches),
+            coordinator_timeout=coordinator_timeout,
+            ranges_per_call=ranges_per_call,
+            pool=pool,
+        )
 
 
 Reduction = TreeReduction | CoordinatedReduction
+
+
 def check_npartitions(npartitions: int) -> None:
     if npartitions < 1:
         raise PlanError(f"a job needs at least one partition, got {npartitions}")
@@ -152,7 +179,7 @@ def tree_groups(npartitions: int, fan_in: int, ranges_per_call: int = 1) -> list
     while len(level) > 1:
         upper: list[Interval] = []
         for start in range(0, len(level), fan_in):
-            chunk = level[start:start + fan_in]
+            chunk = level[start : start + fan_in]
             if len(chunk) > 1:
                 groups.append(chunk)
             upper.append((chunk[0][0], chunk[-1][1]))
@@ -238,9 +265,17 @@ class TreePlan(Message):
         for group in self.groups():
             lo, hi = group[0][0], group[-1][1]
             members = tuple(self.node(m) for m in group)
-            out.append(Expectation(self.output(group), members, len(members), layout.TREE_PARTIALS,
-                                   layout.interval_stem(lo, hi), TreeRetry(self.job, (lo, hi)).to_json(),
-                                   f"tree reduction of ranges {lo}-{hi - 1}"))
+            out.append(
+                Expectation(
+                    self.output(group),
+                    members,
+                    len(members),
+                    layout.TREE_PARTIALS,
+                    layout.interval_stem(lo, hi),
+                    TreeRetry(self.job, (lo, hi)).to_json(),
+                    f"tree reduction of ranges {lo}-{hi - 1}",
+                )
+            )
         return out
 
 
@@ -281,7 +316,9 @@ class CoordinatedPlan(Message):
         """Where the coordinator defines batch ``index``: the queue (a pool's workers, or the
         coordinator itself, claim it there: no webhook watches it), or the batch service's input."""
         keys = layout.JobKeys(self.job)
-        return keys.queued_batch(index) if self.pool or self.merged_by_coordinator(index) else keys.batch(index)
+        return (
+            keys.queued_batch(index) if self.pool or self.merged_by_coordinator(index) else keys.batch(index)
+        )
 
     @property
     def tasks(self) -> list[Interval]:
@@ -301,8 +338,9 @@ class CoordinatedPlan(Message):
         """Every item the coordinator batches: the mappers' partials, then the batches' results
         (all but the last batch's, which is the job's result)."""
         keys = layout.JobKeys(self.job)
-        return (tuple(self.mapper_output(task) for task in self.tasks)
-                + tuple(keys.batch_result(i) for i in range(len(self.sizes) - 1)))
+        return tuple(self.mapper_output(task) for task in self.tasks) + tuple(
+            keys.batch_result(i) for i in range(len(self.sizes) - 1)
+        )
 
     def expectations(self) -> list[Expectation]:
         keys = layout.JobKeys(self.job)
@@ -311,13 +349,31 @@ class CoordinatedPlan(Message):
         for index, size in enumerate(sizes):
             items = mappers + tuple(keys.batch_result(i) for i in range(index))
             # The coordinator launches the batch file once enough items arrived; a retry restarts it.
-            out.append(Expectation(self.batch_file(index), items, sum(sizes[:index]) + size, layout.PLANS,
-                                   "coordinator", restart, "coordinator", kind="launch"))
+            out.append(
+                Expectation(
+                    self.batch_file(index),
+                    items,
+                    sum(sizes[:index]) + size,
+                    layout.PLANS,
+                    "coordinator",
+                    restart,
+                    "coordinator",
+                    kind="launch",
+                )
+            )
             queued = self.pool or self.merged_by_coordinator(index)
             retry = BatchRetry(self.job, index, self.batch_file(index) if queued else "")
-            out.append(Expectation(self.batch_output(index), (self.batch_file(index),), 1, layout.BATCHES,
-                                   keys.batch_name(index), retry.to_json(),
-                                   f"batch reduction {index}"))
+            out.append(
+                Expectation(
+                    self.batch_output(index),
+                    (self.batch_file(index),),
+                    1,
+                    layout.BATCHES,
+                    keys.batch_name(index),
+                    retry.to_json(),
+                    f"batch reduction {index}",
+                )
+            )
         return out
 
 
@@ -331,8 +387,10 @@ def plan_from_json(data: bytes | str) -> JobPlan:
         raw = json.loads(data)
     except ValueError as exc:
         raise MessageError(f"job plan: not JSON ({exc})") from None
-    kinds: dict[str, type[TreePlan | CoordinatedPlan]] = {TreePlan.mode: TreePlan,
-                                                                 CoordinatedPlan.mode: CoordinatedPlan}
+    kinds: dict[str, type[TreePlan | CoordinatedPlan]] = {
+        TreePlan.mode: TreePlan,
+        CoordinatedPlan.mode: CoordinatedPlan,
+    }
     mode = raw.get("mode") if isinstance(raw, dict) else None
     if mode not in kinds:
         raise MessageError(f"job plan: unknown mode {mode!r}")

@@ -7,7 +7,16 @@ import re
 # A decimal number, then a binary or decimal SI suffix or an exponent.
 _QUANTITY_RE = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)([eE][-+]?\d+|[KMGTPE]i|[numkMGTPE])?$")
 _SUFFIXES = {
-    "": 1.0, "n": 1e-9, "u": 1e-6, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
+    "": 1.0,
+    "n": 1e-9,
+    "u": 1e-6,
+    "m": 1e-3,
+    "k": 1e3,
+    "M": 1e6,
+    "G": 1e9,
+    "T": 1e12,
+    "P": 1e15,
+    "E": 1e18,
     **{f"{p}i": float(1024 ** (i + 1)) for i, p in enumerate("KMGTPE")},
 }
 

@@ -54,8 +54,10 @@ class Signer:
         if not signature:
             raise SignatureError(f"refusing unsigned object {object_key!r}")
         if not hmac.compare_digest(expected, signature):
-            raise SignatureError(f"refusing object {object_key!r}: its signature does not match (tampered, "
-                                 "or signed with another deployment's key)")
+            raise SignatureError(
+                f"refusing object {object_key!r}: its signature does not match (tampered, "
+                "or signed with another deployment's key)"
+            )
 
 
 def key_id(key: str) -> str:
@@ -75,6 +77,8 @@ def from_environment() -> Signer:
     """The deployment key a function was given as an OSCAR secret."""
     key = os.environ.get(ENV_VAR)
     if not key or len(key) < MIN_KEY_LENGTH:
-        raise SignatureError(f"this function's {ENV_VAR} secret is {'missing' if not key else 'too short (a placeholder?)'}"
-                             ": it cannot verify its input and refuses to run")
+        raise SignatureError(
+            f"this function's {ENV_VAR} secret is {'missing' if not key else 'too short (a placeholder?)'}"
+            ": it cannot verify its input and refuses to run"
+        )
     return Signer(key)

@@ -46,10 +46,19 @@ class StorageError(RuntimeError):
 
 
 # S3 error codes that no retry can fix.
-PERMANENT_CODES = frozenset({
-    "NoSuchBucket", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled",
-    "InvalidBucketName", "AccountProblem", "InvalidToken", "ExpiredToken",
-})
+PERMANENT_CODES = frozenset(
+    {
+        "NoSuchBucket",
+        "AccessDenied",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "AllAccessDisabled",
+        "InvalidBucketName",
+        "AccountProblem",
+        "InvalidToken",
+        "ExpiredToken",
+    }
+)
 MISSING_CODES = frozenset({"NoSuchKey", "NoSuchObject", "ResourceNotFound"})
 CONFLICT_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
 
@@ -95,9 +104,17 @@ def _retry_policy() -> Retry:
     are final at once. PUTs are retried too: every write of the protocol is idempotent."""
     import urllib3
 
-    return urllib3.Retry(total=6, connect=6, read=3, status=6, backoff_factor=0.25, backoff_max=4.0,
-                         status_forcelist=[500, 502, 503, 504], allowed_methods=None,
-                         raise_on_status=False)
+    return urllib3.Retry(
+        total=6,
+        connect=6,
+        read=3,
+        status=6,
+        backoff_factor=0.25,
+        backoff_max=4.0,
+        status_forcelist=[500, 502, 503, 504],
+        allowed_methods=None,
+        raise_on_status=False,
+    )
 
 
 class Storage:
@@ -125,8 +142,14 @@ class Storage:
         self.bytes_read = 0
         self.bytes_written = 0
         self.bucket = config.bucket
-        self.client = Minio(host, access_key=config.access_key, secret_key=config.secret_key,
-                            secure=secure, region=config.region, http_client=http)
+        self.client = Minio(
+            host,
+            access_key=config.access_key,
+            secret_key=config.secret_key,
+            secure=secure,
+            region=config.region,
+            http_client=http,
+        )
 
     def bucket_of(self, key: str) -> str:
         return layout.bucket_of(self.bucket, key)
@@ -160,14 +183,18 @@ class Storage:
         try:
             socket.create_connection((url.hostname, url.port or (443 if secure else 80)), timeout=10).close()
         except OSError as exc:
-            raise StorageError(f"cannot reach the object storage at {self.config.endpoint} "
-                               f"(bucket {self.bucket}): {exc.strerror or exc}") from None
+            raise StorageError(
+                f"cannot reach the object storage at {self.config.endpoint} "
+                f"(bucket {self.bucket}): {exc.strerror or exc}"
+            ) from None
         for bucket in layout.buckets(self.bucket):
             with self._failing("bucket check", "", bucket=bucket):
                 found = self.client.bucket_exists(bucket)
             if not found:
-                raise StorageError(f"bucket {bucket} of the deployment does not exist at {self.config.endpoint}: "
-                                   "its service was never created or was removed (run `distrdf-oscar deploy`)")
+                raise StorageError(
+                    f"bucket {bucket} of the deployment does not exist at {self.config.endpoint}: "
+                    "its service was never created or was removed (run `distrdf-oscar deploy`)"
+                )
 
     def check_conditional_writes(self) -> None:
         """Every claim of the protocol relies on ``If-None-Match: *``; MinIO releases before 2024
@@ -180,9 +207,11 @@ class Storage:
         finally:
             self.delete([key])
         if not first or second:
-            raise StorageError(f"the object storage at {self.config.endpoint} ignores conditional writes "
-                               "(If-None-Match: *), which distrdf-oscar needs to run each task exactly once: "
-                               "upgrade MinIO to a release from 2024 or later")
+            raise StorageError(
+                f"the object storage at {self.config.endpoint} ignores conditional writes "
+                "(If-None-Match: *), which distrdf-oscar needs to run each task exactly once: "
+                "upgrade MinIO to a release from 2024 or later"
+            )
 
     def bucket_exists(self, bucket: str) -> bool:
         with self._failing("bucket check", "", bucket=bucket):
@@ -207,7 +236,9 @@ class Storage:
     def put_bytes(self, key: str, data: bytes) -> None:
         signature = self.signer.sign(key, data) if self.signer else None
         with self._failing("upload", key):
-            self.client.put_object(self.bucket_of(key), key, io.BytesIO(data), len(data), metadata=self._metadata(signature))
+            self.client.put_object(
+                self.bucket_of(key), key, io.BytesIO(data), len(data), metadata=self._metadata(signature)
+            )
         self.bytes_written += len(data)
 
     def put_file(self, key: str, path: str) -> None:
@@ -290,8 +321,9 @@ class Storage:
     # -- datasets: the user's objects, in any bucket these keys can read; not signed ------------
     def fetch_dataset(self, bucket: str, key: str, cache: str) -> str:
         """A local copy of ``s3://bucket/key``, downloaded once per object version into ``cache``."""
-        return fetch_object(self.client, bucket, key, cache,
-                            lambda action, exc: self._fail(action, key, exc, bucket=bucket))
+        return fetch_object(
+            self.client, bucket, key, cache, lambda action, exc: self._fail(action, key, exc, bucket=bucket)
+        )
 
     def keep_dataset(self, key: str, dataset_key: str) -> str:
         """Copy a job's object (server side) to ``dataset_key`` of the base bucket, which outlives
@@ -328,9 +360,12 @@ class Storage:
     def listing(self, prefix: str, start_after: str | None = None) -> builtins.list[Listed]:
         """As :meth:`list`, each key with its object's last-modified time and size."""
         with self._failing("listing", prefix):
-            return [Listed(o.object_name, o.last_modified.timestamp(), o.size)
-                    for o in self.client.list_objects(self.bucket_of(prefix), prefix=prefix, recursive=True,
-                                                      start_after=start_after)]
+            return [
+                Listed(o.object_name, o.last_modified.timestamp(), o.size)
+                for o in self.client.list_objects(
+                    self.bucket_of(prefix), prefix=prefix, recursive=True, start_after=start_after
+                )
+            ]
 
     def arrivals(self, prefix: str, expected: Iterable[str]) -> Arrivals:
         """A watch on which of the ``expected`` keys under ``prefix`` exist (see :class:`Arrivals`)."""
@@ -357,12 +392,17 @@ class Storage:
         bucket = self.bucket_of(prefix)
         with self._failing("notification listening", prefix):
             response = self.client._execute(  # private: see the docstring
-                "GET", bucket, query_params={"events": "s3:ObjectCreated:*", "prefix": prefix, "suffix": ""},
-                preload_content=False)
+                "GET",
+                bucket,
+                query_params={"events": "s3:ObjectCreated:*", "prefix": prefix, "suffix": ""},
+                preload_content=False,
+            )
         try:
             if not response.headers.get("Content-Type", "").startswith("text/event-stream"):
-                raise StorageError(f"the object storage at {self.config.endpoint} does not offer MinIO's "
-                                   f"bucket notifications (listening under s3://{bucket}/{prefix})")
+                raise StorageError(
+                    f"the object storage at {self.config.endpoint} does not offer MinIO's "
+                    f"bucket notifications (listening under s3://{bucket}/{prefix})"
+                )
             pending = b""
             pieces = response.read_chunked(1 << 16) if response.chunked else iter(response.read1, b"")
             for piece in pieces:
@@ -379,8 +419,9 @@ class Storage:
         except StorageError:
             raise
         except Exception as exc:
-            raise StorageError(f"notification stream of s3://{bucket}/{prefix} failed: "
-                               f"{type(exc).__name__}", transient=True) from exc
+            raise StorageError(
+                f"notification stream of s3://{bucket}/{prefix} failed: {type(exc).__name__}", transient=True
+            ) from exc
         finally:
             response.close()
             response.release_conn()
@@ -397,7 +438,9 @@ class Storage:
             with self._failing("delete", group[0]):
                 errors = list(self.client.remove_objects(bucket, [DeleteObject(k) for k in group]))
             if errors:
-                raise StorageError(f"storage delete of s3://{bucket}/{errors[0].name} failed: {errors[0].code}")
+                raise StorageError(
+                    f"storage delete of s3://{bucket}/{errors[0].name} failed: {errors[0].code}"
+                )
 
     def delete_prefix(self, prefix: str) -> int:
         keys = self.list(prefix)
@@ -420,7 +463,9 @@ class Arrivals:
         self._expected = sorted({key for key in expected if key.startswith(prefix)})
         self._wanted = set(self._expected)
         self.found: set[str] = set()
-        self.objects: dict[str, Listed] = {}  # each found key as first listed: when its upload ended, its size
+        self.objects: dict[
+            str, Listed
+        ] = {}  # each found key as first listed: when its upload ended, its size
         self._seen_run = 0  # expected[:seen_run] are all found
 
     @property
@@ -445,12 +490,22 @@ class Arrivals:
 # The keys of another endpoint's datasets, named as ROOT's TS3WebFile reads them: in the client's
 # environment, and in the functions' as secrets of the services (deploy --dataset-credentials).
 DATASET_KEYS = ("S3_ACCESS_KEY", "S3_SECRET_KEY")
-CREDENTIAL_CODES = frozenset({"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken",
-                              "ExpiredToken", "AllAccessDisabled", "InvalidClientTokenId"})
+CREDENTIAL_CODES = frozenset(
+    {
+        "AccessDenied",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "InvalidToken",
+        "ExpiredToken",
+        "AllAccessDisabled",
+        "InvalidClientTokenId",
+    }
+)
 
 
-def fetch_object(client: Minio, bucket: str, key: str, cache: str,
-                 fail: Callable[[str, Exception], Exception]) -> str:
+def fetch_object(
+    client: Minio, bucket: str, key: str, cache: str, fail: Callable[[str, Exception], Exception]
+) -> str:
     """Download ``bucket/key`` once per object version (its ETag) into ``cache``; returns the path.
     A cached copy's modification time is its last use (datasets.DatasetCache evicts by it)."""
     import hashlib
@@ -493,13 +548,28 @@ class DatasetEndpoint:
         self.anonymous = not (access and secret)
         host, secure = split_endpoint(endpoint)
         http = urllib3.PoolManager(
-            timeout=urllib3.Timeout(connect=5, read=60), maxsize=4, cert_reqs="CERT_REQUIRED",
-            retries=urllib3.Retry(total=2, connect=2, read=2, status=2, backoff_factor=0.25,
-                                  status_forcelist=[500, 502, 503, 504], allowed_methods=None,
-                                  raise_on_status=False))
-        self.client = Minio(host, access_key=None if self.anonymous else access,
-                            secret_key=None if self.anonymous else secret, secure=secure,
-                            region=env.get("S3_REGION") or "us-east-1", http_client=http)
+            timeout=urllib3.Timeout(connect=5, read=60),
+            maxsize=4,
+            cert_reqs="CERT_REQUIRED",
+            retries=urllib3.Retry(
+                total=2,
+                connect=2,
+                read=2,
+                status=2,
+                backoff_factor=0.25,
+                status_forcelist=[500, 502, 503, 504],
+                allowed_methods=None,
+                raise_on_status=False,
+            ),
+        )
+        self.client = Minio(
+            host,
+            access_key=None if self.anonymous else access,
+            secret_key=None if self.anonymous else secret,
+            secure=secure,
+            region=env.get("S3_REGION") or "us-east-1",
+            http_client=http,
+        )
 
     def error(self, action: str, url: str, exc: Exception) -> StorageError:
         import urllib3
@@ -507,17 +577,23 @@ class DatasetEndpoint:
         code = getattr(exc, "code", None)
         if code is None and isinstance(exc, (urllib3.exceptions.HTTPError, OSError)):
             reason = getattr(exc, "reason", None) or exc
-            return StorageError(f"{action} of {url} failed: the S3 endpoint {self.endpoint} did not answer "
-                                f"({type(reason).__name__})", transient=True)
+            return StorageError(
+                f"{action} of {url} failed: the S3 endpoint {self.endpoint} did not answer "
+                f"({type(reason).__name__})",
+                transient=True,
+            )
         code = code or type(exc).__name__
         if code in MISSING_CODES or code == "NoSuchBucket":
             return StorageError(f"{action} of {url} failed: {code} (no such object on {self.endpoint})")
         keys = "/".join(DATASET_KEYS)
         if code in CREDENTIAL_CODES or self.anonymous:
-            why = (f"no {keys} set: the request was anonymous" if self.anonymous else
-                   f"check the keys in {keys}")
-            return StorageError(f"{action} of {url} failed: {code} ({why}; the functions get them as "
-                                "secrets of the services: distrdf-oscar deploy --dataset-credentials)")
+            why = (
+                f"no {keys} set: the request was anonymous" if self.anonymous else f"check the keys in {keys}"
+            )
+            return StorageError(
+                f"{action} of {url} failed: {code} ({why}; the functions get them as "
+                "secrets of the services: distrdf-oscar deploy --dataset-credentials)"
+            )
         return StorageError(f"{action} of {url} failed: {code}", transient=_is_transient(exc))
 
     def fetch(self, url: str, bucket: str, key: str, cache: str) -> str:

@@ -38,8 +38,18 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-PHASES = ("invoked", "started", "imported", "ready", "inputs", "loop_started", "jitted", "loop_ended", "computed",
-          "uploaded")
+PHASES = (
+    "invoked",
+    "started",
+    "imported",
+    "ready",
+    "inputs",
+    "loop_started",
+    "jitted",
+    "loop_ended",
+    "computed",
+    "uploaded",
+)
 RECORDS_VARIABLE = "DISTRDF_OSCAR_RECORDS"  # where job records go (default: records_dir())
 
 
@@ -66,8 +76,15 @@ class Recorder:
     earlier calls do not count; with ``thread_cpu``, the calling thread's alone, as a pool's calls
     share their process with a coordinator's thread)."""
 
-    def __init__(self, role: str, worker: str, invoked: float | None = None, started: float | None = None,
-                 counters: Callable[[], tuple[int, int]] = lambda: (0, 0), thread_cpu: bool = False) -> None:
+    def __init__(
+        self,
+        role: str,
+        worker: str,
+        invoked: float | None = None,
+        started: float | None = None,
+        counters: Callable[[], tuple[int, int]] = lambda: (0, 0),
+        thread_cpu: bool = False,
+    ) -> None:
         self.role = role
         self.worker = worker
         self.phases: dict[str, float] = {}
@@ -92,15 +109,25 @@ class Recorder:
         uploads after this (the partial itself) is not counted in ``bytes_written``: the client
         adds its size, from the listing that gives its upload's end."""
         read, written = self._counters()
-        return asdict(CallRecord(role=self.role, worker=self.worker, task=task, phases=dict(self.phases),
-                                 cpu_seconds=round(_cpu_seconds(self._thread_cpu) - self._cpu, 4),
-                                 peak_rss=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-                                 bytes_read=read - self._moved[0], bytes_written=written - self._moved[1]))
+        return asdict(
+            CallRecord(
+                role=self.role,
+                worker=self.worker,
+                task=task,
+                phases=dict(self.phases),
+                cpu_seconds=round(_cpu_seconds(self._thread_cpu) - self._cpu, 4),
+                peak_rss=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                bytes_read=read - self._moved[0],
+                bytes_written=written - self._moved[1],
+            )
+        )
 
 
 @dataclass
 class CallRecord:
-    role: str  # mapper, reducer (a tree merge), batch (a coordinated merge), coordinator (watching, launching)
+    role: (
+        str  # mapper, reducer (a tree merge), batch (a coordinated merge), coordinator (watching, launching)
+    )
     worker: str  # the OSCAR job (JOB_UUID), or the pool worker, that ran it
     task: str  # the key of the partial it produced
     phases: dict[str, float]
@@ -142,8 +169,9 @@ class JobRecord:
 
 def records_dir() -> str:
     """Where job records are kept: $DISTRDF_OSCAR_RECORDS, else the user's state folder."""
-    default = os.path.join(os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state"),
-                           "distrdf-oscar", "jobs")
+    default = os.path.join(
+        os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state"), "distrdf-oscar", "jobs"
+    )
     return os.environ.get(RECORDS_VARIABLE) or default
 
 

@@ -41,8 +41,10 @@ def _load(record: JobRecord | str) -> JobRecord:
 
 def _overlap(calls: list[CallRecord]) -> int:
     """The most calls of one job running at once (started -> computed)."""
-    edges = sorted([(c.phases["started"], 1) for c in calls] + [(c.phases["computed"], -1) for c in calls
-                                                               if "computed" in c.phases])
+    edges = sorted(
+        [(c.phases["started"], 1) for c in calls]
+        + [(c.phases["computed"], -1) for c in calls if "computed" in c.phases]
+    )
     running = most = 0
     for _, step in edges:
         running += step
@@ -57,10 +59,19 @@ def _merge_inputs(record: JobRecord, call: CallRecord, partial_bytes: float | No
     if call.task.endswith("result.root") and call.role == "reducer":
         interval = (0, record.npartitions)
     if interval is not None:
-        inside = [iv for f in record.functions if f is not call and (iv := layout.parse_interval(f.task)) is not None
-                  and interval[0] <= iv[0] and iv[1] <= interval[1] and iv != interval]
+        inside = [
+            iv
+            for f in record.functions
+            if f is not call
+            and (iv := layout.parse_interval(f.task)) is not None
+            and interval[0] <= iv[0]
+            and iv[1] <= interval[1]
+            and iv != interval
+        ]
         # Children: the nodes inside that no other node inside covers.
-        children = [iv for iv in inside if not any(o != iv and o[0] <= iv[0] and iv[1] <= o[1] for o in inside)]
+        children = [
+            iv for iv in inside if not any(o != iv and o[0] <= iv[0] and iv[1] <= o[1] for o in inside)
+        ]
         if len(children) >= 2:
             return len(children)
     if partial_bytes:
@@ -68,8 +79,9 @@ def _merge_inputs(record: JobRecord, call: CallRecord, partial_bytes: float | No
     return None
 
 
-def _fit_compute(jobs: list[list[tuple[float, float, float]]], default_jit: float,
-                 measured_jit: float | None = None) -> tuple[float, list[float]]:
+def _fit_compute(
+    jobs: list[list[tuple[float, float, float]]], default_jit: float, measured_jit: float | None = None
+) -> tuple[float, list[float]]:
     """The JIT and each job's serial work from its mapper calls' rows (first graph in the process
     0/1, share of the dataset, compute seconds): least squares of compute = jit * first + work_j *
     share, each job its own work. A ``measured_jit`` (the calls' own JIT phases) is taken as it
@@ -101,12 +113,15 @@ def _fit_compute(jobs: list[list[tuple[float, float, float]]], default_jit: floa
 
 
 def _works(jobs: list[list[tuple[float, float, float]]], jit: float) -> list[float]:
-    return [max(1e-6, sum(v * (y - u * jit) for u, v, y in rows) / max(1e-12, sum(v * v for _, v, _ in rows)))
-            for rows in jobs]
+    return [
+        max(1e-6, sum(v * (y - u * jit) for u, v, y in rows) / max(1e-12, sum(v * v for _, v, _ in rows)))
+        for rows in jobs
+    ]
 
 
-def calibrate(records: Iterable[JobRecord | str], base: PlatformCosts | None = None,
-              one_workload: bool = False) -> Calibration:
+def calibrate(
+    records: Iterable[JobRecord | str], base: PlatformCosts | None = None, one_workload: bool = False
+) -> Calibration:
     """A platform's costs (and the records' workload) from job records of one mode (all on a warm
     pool or all file-triggered): JobRecord objects or paths of their JSON files.
 
@@ -121,8 +136,10 @@ def calibrate(records: Iterable[JobRecord | str], base: PlatformCosts | None = N
     coordinator's load on the mapper calls is measured too: the work of coordinated jobs over that
     of tree jobs."""
     # The model's calls; the coordinator's own record (its watching) is not one of them.
-    loaded = [dataclasses.replace(r, functions=[c for c in r.functions if c.role != "coordinator"])
-              for r in map(_load, records)]
+    loaded = [
+        dataclasses.replace(r, functions=[c for c in r.functions if c.role != "coordinator"])
+        for r in map(_load, records)
+    ]
     if not loaded:
         raise ValueError("calibrating needs at least one job record")
     pools = {r.pool for r in loaded}
@@ -132,7 +149,9 @@ def calibrate(records: Iterable[JobRecord | str], base: PlatformCosts | None = N
     base = base or (EMBEDDED_POOL if pool else EMBEDDED_COLD)
     costs: dict[str, Any] = {"name": f"calibrated ({len(loaded)} jobs)", "pool": pool, "compute_scale": 1.0}
     mappers = [(r, c) for r in loaded for c in r.functions if c.role == "mapper" and "computed" in c.phases]
-    merges = [(r, c) for r in loaded for c in r.functions if c.role in ("reducer", "batch") and "inputs" in c.phases]
+    merges = [
+        (r, c) for r in loaded for c in r.functions if c.role in ("reducer", "batch") and "inputs" in c.phases
+    ]
     if pool:
         slots = max((len({c.worker for c in r.functions}) for r in loaded), default=base.slots)
     else:
@@ -140,12 +159,22 @@ def calibrate(records: Iterable[JobRecord | str], base: PlatformCosts | None = N
     costs["slots"] = max(1, slots)
 
     # Start-up of each role; the wait from the event to the process, for calls that found a slot.
-    costs["mapper_start"] = _median([c.phases["ready"] - c.phases["started"] for _, c in mappers
-                                     if "ready" in c.phases], base.mapper_start)
-    costs["reducer_start"] = 0.0 if pool else _median(
-        [c.phases["ready"] - c.phases["started"] for _, c in merges
-         if "ready" in c.phases and c.phases.get("invoked", c.phases["started"]) < c.phases["started"]],
-        base.reducer_start)
+    costs["mapper_start"] = _median(
+        [c.phases["ready"] - c.phases["started"] for _, c in mappers if "ready" in c.phases],
+        base.mapper_start,
+    )
+    costs["reducer_start"] = (
+        0.0
+        if pool
+        else _median(
+            [
+                c.phases["ready"] - c.phases["started"]
+                for _, c in merges
+                if "ready" in c.phases and c.phases.get("invoked", c.phases["started"]) < c.phases["started"]
+            ],
+            base.reducer_start,
+        )
+    )
     if not pool:
         waits = []
         for r in loaded:
@@ -153,8 +182,14 @@ def calibrate(records: Iterable[JobRecord | str], base: PlatformCosts | None = N
                 # Inline merges (in their writer's process: started as invoked) start no function.
                 if c.phases.get("invoked", c.phases["started"]) >= c.phases["started"]:
                     continue
-                busy = sum(1 for o in r.functions if o is not c and o.phases["started"] <= c.phases["invoked"]
-                           < o.phases.get("computed", o.phases["started"]))
+                busy = sum(
+                    1
+                    for o in r.functions
+                    if o is not c
+                    and o.phases["started"]
+                    <= c.phases["invoked"]
+                    < o.phases.get("computed", o.phases["started"])
+                )
                 if busy < slots:
                     waits.append(c.phases["started"] - c.phases["invoked"])
         if waits:
@@ -163,14 +198,18 @@ def calibrate(records: Iterable[JobRecord | str], base: PlatformCosts | None = N
             costs["invoke_spread"] = statistics.pstdev(waits)
         cadence = []
         for r in loaded:
-            times = sorted(c.phases["invoked"] for c in r.functions if c.role == "mapper" and "invoked" in c.phases)
+            times = sorted(
+                c.phases["invoked"] for c in r.functions if c.role == "mapper" and "invoked" in c.phases
+            )
             cadence += [b - a for a, b in itertools.pairwise(times)]
         costs["put"] = _median(cadence, base.put)
     put = costs.get("put", base.put)
     submits = []
     for r in loaded:
-        first = min((c.phases.get("invoked", c.phases["started"]) for c in r.functions if c.role == "mapper"),
-                    default=None)
+        first = min(
+            (c.phases.get("invoked", c.phases["started"]) for c in r.functions if c.role == "mapper"),
+            default=None,
+        )
         if first is not None and "submitted" in r.client:
             # Before the first trigger: the coordinator's start (coordinated jobs); pool calls wait
             # half a queue poll on average before a worker sees them.
@@ -180,12 +219,17 @@ def calibrate(records: Iterable[JobRecord | str], base: PlatformCosts | None = N
 
     # Compute: jit * (first graph in the process) + the job's work * (its share of the dataset).
     jobs, modes = [], []
-    graph_jit: dict[float, list[float]] = {1.0: [], 0.0: []}  # measured ready -> jitted, by first graph or not
+    graph_jit: dict[float, list[float]] = {
+        1.0: [],
+        0.0: [],
+    }  # measured ready -> jitted, by first graph or not
     for r in loaded:
         rows = []
         seen_workers: set[str] = set()
-        for c in sorted((c for c in r.functions if c.role == "mapper" and "computed" in c.phases),
-                        key=lambda c: c.phases["started"]):
+        for c in sorted(
+            (c for c in r.functions if c.role == "mapper" and "computed" in c.phases),
+            key=lambda c: c.phases["started"],
+        ):
             interval = layout.parse_interval(c.task) or (0, 1)
             if c.task.endswith("result.root"):
                 interval = (0, r.npartitions)
@@ -200,8 +244,9 @@ def calibrate(records: Iterable[JobRecord | str], base: PlatformCosts | None = N
             modes.append(r.mode)
     # The calls' own JIT phases (graph built and jitted), less what a process that ran the graph
     # before still spends there, when the records have them.
-    measured_jit = (max(0.0, statistics.median(graph_jit[1.0]) - _median(graph_jit[0.0], 0.0))
-                    if graph_jit[1.0] else None)
+    measured_jit = (
+        max(0.0, statistics.median(graph_jit[1.0]) - _median(graph_jit[0.0], 0.0)) if graph_jit[1.0] else None
+    )
     jit, works = _fit_compute(jobs, base.jit, measured_jit)
     costs["jit"] = jit
     # How uneven a job's mapper calls are: the spread of their compute around the fit's (calls of
@@ -232,8 +277,11 @@ def calibrate(records: Iterable[JobRecord | str], base: PlatformCosts | None = N
     costs["transfer_per_byte"] = max(0.0, per_input - base.get) / partial_bytes
     costs["merge_per_partial"] = _median(merging, base.merge_per_partial)
     measured = dataclasses.replace(base, **costs)
-    return Calibration(measured, Workload(work=work, partial_bytes=int(partial_bytes), imbalance=round(imbalance, 3)),
-                       len(loaded))
+    return Calibration(
+        measured,
+        Workload(work=work, partial_bytes=int(partial_bytes), imbalance=round(imbalance, 3)),
+        len(loaded),
+    )
 
 
 # -- the costs of the platform a job runs on ------------------------------------------------------
@@ -272,7 +320,9 @@ def recent_records(folder: str, pool: bool) -> list[_Version]:
     """The newest job records in ``folder`` of jobs of this mode (pool or file-triggered) with two
     mapper calls or more, at most :data:`RECENT_RECORDS`; job ids sort by creation time."""
     try:
-        names = sorted((n for n in os.listdir(folder) if n.endswith(".json")), reverse=True)[:_SCANNED_RECORDS]
+        names = sorted((n for n in os.listdir(folder) if n.endswith(".json")), reverse=True)[
+            :_SCANNED_RECORDS
+        ]
     except OSError:
         return []
     chosen = []
@@ -290,8 +340,14 @@ def recent_records(folder: str, pool: bool) -> list[_Version]:
     return chosen
 
 
-def job_costs(pool: bool, slots: int, declared: PlatformCosts | None = None, workload: Workload | None = None,
-              measured: bool = True, folder: str | None = None) -> tuple[PlatformCosts, Workload | None, str]:
+def job_costs(
+    pool: bool,
+    slots: int,
+    declared: PlatformCosts | None = None,
+    workload: Workload | None = None,
+    measured: bool = True,
+    folder: str | None = None,
+) -> tuple[PlatformCosts, Workload | None, str]:
     """The costs ``reduction="auto"`` plans a job with: ``declared`` if given; else measured from
     the newest job records of the job's mode in ``folder`` (default ``timeline.records_dir()``)
     when there are :data:`MIN_RECORDS`; else the preset of the mode (:data:`OSCAR_POOL` or

@@ -21,8 +21,9 @@ CALLS_PER_SLOT = 1
 CALLS_PER_POOL_WORKER = 4
 
 
-def choose_ranges_per_call(npartitions: int, concurrency: int, reduction: Reduction,
-                           requested: int | None = None, pool: bool = False) -> int:
+def choose_ranges_per_call(
+    npartitions: int, concurrency: int, reduction: Reduction, requested: int | None = None, pool: bool = False
+) -> int:
     """How many consecutive entry ranges one mapper call processes.
 
     ``requested`` (the user's setting) wins; otherwise ``ceil(N / (calls per slot x
@@ -51,8 +52,10 @@ class Choice:
     evaluated: int  # candidates simulated (a cached one counts too)
 
     def describe(self) -> str:
-        return (f"{self.reduction!r}, {self.ranges_per_call} range(s) per call: {self.predicted:.1f} s predicted "
-                f"({self.basis})")
+        return (
+            f"{self.reduction!r}, {self.ranges_per_call} range(s) per call: {self.predicted:.1f} s predicted "
+            f"({self.basis})"
+        )
 
 
 # With no records and no declared workload, auto assumes this much serial work per slot: the
@@ -99,12 +102,18 @@ def _score(costs: PlatformCosts, workload: Workload, calls: int, key: tuple[Any,
     # so a job of ``calls`` one-range calls carrying the same work scores them. Uneven calls or
     # latencies: the mean of a few draws, so that no plan wins by the luck of one.
     seeds = range(SCORE_SEEDS if workload.imbalance or costs.invoke_spread else 1)
-    return statistics.fmean(simulate(costs, calls, _reduction(key), workload, seed=seed).time_to_result
-                            for seed in seeds)
+    return statistics.fmean(
+        simulate(costs, calls, _reduction(key), workload, seed=seed).time_to_result for seed in seeds
+    )
 
 
-def _best(costs: PlatformCosts, workload: Workload, calls: int, keys: Iterable[tuple[Any, ...]],
-          tried: dict[tuple[int, tuple[Any, ...]], float]) -> tuple[Any, ...]:
+def _best(
+    costs: PlatformCosts,
+    workload: Workload,
+    calls: int,
+    keys: Iterable[tuple[Any, ...]],
+    tried: dict[tuple[int, tuple[Any, ...]], float],
+) -> tuple[Any, ...]:
     """The fastest of ``keys`` (the first listed wins a tie); every score lands in ``tried``."""
     best: tuple[Any, ...] | None = None
     for key in keys:
@@ -121,29 +130,52 @@ def _refined(best: int, calls: int) -> list[int]:
     return sorted({s for s in (best * 3 // 4, best * 3 // 2) if 2 <= s < calls and s not in _ladder(calls)})
 
 
-def _reductions(costs: PlatformCosts, workload: Workload, calls: int,
-                tried: dict[tuple[int, tuple[Any, ...]], float]) -> tuple[Any, ...]:
+def _reductions(
+    costs: PlatformCosts, workload: Workload, calls: int, tried: dict[tuple[int, tuple[Any, ...]], float]
+) -> tuple[Any, ...]:
     """The best reduction for ``calls`` mapper calls: trees on a coarse grid of fan-ins refined
     around the best, coordinated plans of equal batches likewise, sqrt(N) batches and the two-level
     hand plans; O(log N) simulations."""
     if calls == 1:  # the only mapper writes the result: nothing to merge
         return _best(costs, workload, calls, [("tree", 2)], tried)
     whole = max(2, calls)  # a single group, a single batch
-    tree = _best(costs, workload, calls, [("tree", 4)] + [("tree", k) for k in _ladder(calls) if k != 4]
-                 + [("tree", whole)], tried)
+    tree = _best(
+        costs,
+        workload,
+        calls,
+        [("tree", 4)] + [("tree", k) for k in _ladder(calls) if k != 4] + [("tree", whole)],
+        tried,
+    )
     tree = _best(costs, workload, calls, [tree] + [("tree", k) for k in _refined(tree[1], calls)], tried)
     sizes = [*_ladder(calls), whole]
-    coordinated = _best(costs, workload, calls, [("coordinated", tuple(plan.equal_batches(calls, b))) for b in sizes]
-                        + [("coordinated", tuple(plan.auto_batches(calls)))]
-                        + [("coordinated", tuple(p)) for p in two_level_plans(calls)], tried)
+    coordinated = _best(
+        costs,
+        workload,
+        calls,
+        [("coordinated", tuple(plan.equal_batches(calls, b))) for b in sizes]
+        + [("coordinated", tuple(plan.auto_batches(calls)))]
+        + [("coordinated", tuple(p)) for p in two_level_plans(calls)],
+        tried,
+    )
     size = coordinated[1][0]
-    coordinated = _best(costs, workload, calls, [coordinated] + [("coordinated", tuple(plan.equal_batches(calls, b)))
-                                                                for b in _refined(size, calls)], tried)
+    coordinated = _best(
+        costs,
+        workload,
+        calls,
+        [coordinated] + [("coordinated", tuple(plan.equal_batches(calls, b))) for b in _refined(size, calls)],
+        tried,
+    )
     return _best(costs, workload, calls, [tree, coordinated], tried)
 
 
-def choose(npartitions: int, costs: PlatformCosts, workload: Workload | None = None, *,
-           ranges_per_call: int | None = None, basis: str = "declared costs") -> Choice:
+def choose(
+    npartitions: int,
+    costs: PlatformCosts,
+    workload: Workload | None = None,
+    *,
+    ranges_per_call: int | None = None,
+    basis: str = "declared costs",
+) -> Choice:
     """The fastest reduction, and ranges per call unless given, for a job of ``npartitions`` on
     ``costs`` (its ``slots`` and ``pool`` included), by simulating a bounded set of candidates:
 
@@ -168,11 +200,14 @@ def choose(npartitions: int, costs: PlatformCosts, workload: Workload | None = N
         per_call = sorted({math.ceil(npartitions / t) for t in targets if t >= 1}, reverse=True)
     # One range per call at most: ceil(N / t) for t > N is 1, the same calls as t = N.
     if len(per_call) > 1:
+
         def proxy(rpc: int) -> float:
             calls = math.ceil(npartitions / rpc)
-            key = _best(costs, workload, calls, [("tree", 4), ("coordinated", tuple(plan.auto_batches(calls)))],
-                        tried)
+            key = _best(
+                costs, workload, calls, [("tree", 4), ("coordinated", tuple(plan.auto_batches(calls)))], tried
+            )
             return tried[(calls, key)]
+
         per_call = sorted(per_call, key=proxy)[:1]
     options = []
     for rpc in per_call:
@@ -183,5 +218,3 @@ def choose(npartitions: int, costs: PlatformCosts, workload: Workload | None = N
     reduction = _reduction(key)
     reduction.check(npartitions, rpc)
     return Choice(reduction, rpc, predicted, basis, len(tried))
-
-

@@ -113,16 +113,43 @@ class Workload:
 # compute_scale (a function's slower core and its remote reads) is fitted to the 200.8 s.
 # ``benchmarks/simulate.py`` checks the reproduction.
 PROTOTYPE = PlatformCosts(
-    name="prototype", slots=80, launch_stagger=0.3, stagger_scope="service", invoke_latency=0.8,
-    invoke_spread=0.1, pod_start=2.0, mapper_start=3.0, reducer_start=1.8, jit=2.0, compute_scale=1.41,
-    put=0.05, get=0.02, transfer_per_byte=1 / 100e6, merge_per_partial=0.05, exit=1.0, submit=1.0,
-    client_poll=1.0, coordinator_poll=1.0, queue_poll=0.5, coordinator_merges_last=False)
+    name="prototype",
+    slots=80,
+    launch_stagger=0.3,
+    stagger_scope="service",
+    invoke_latency=0.8,
+    invoke_spread=0.1,
+    pod_start=2.0,
+    mapper_start=3.0,
+    reducer_start=1.8,
+    jit=2.0,
+    compute_scale=1.41,
+    put=0.05,
+    get=0.02,
+    transfer_per_byte=1 / 100e6,
+    merge_per_partial=0.05,
+    exit=1.0,
+    submit=1.0,
+    client_poll=1.0,
+    coordinator_poll=1.0,
+    queue_poll=0.5,
+    coordinator_merges_last=False,
+)
 PROTOTYPE_WORKLOAD = Workload(work=9020.0, partial_bytes=1_000_000)
 
 # The same cluster serving the calls from a warm pool (an exposed service): no pod, no start-up,
 # one JIT per worker and job; the queue is polled every half second.
-OSCAR_POOL = dataclasses.replace(PROTOTYPE, name="oscar-pool", pool=True, launch_stagger=0.0, invoke_latency=0.0,
-                                 invoke_spread=0.0, pod_start=0.0, mapper_start=0.0, reducer_start=0.0)
+OSCAR_POOL = dataclasses.replace(
+    PROTOTYPE,
+    name="oscar-pool",
+    pool=True,
+    launch_stagger=0.0,
+    invoke_latency=0.0,
+    invoke_spread=0.0,
+    pod_start=0.0,
+    mapper_start=0.0,
+    reducer_start=0.0,
+)
 
 # This machine's embedded platform (LocalCluster(workers=2), modes "cold" and "warm", the latter
 # its warm pool; 2 s of emulated pod start), calibrated from the job records of a run of
@@ -130,13 +157,42 @@ OSCAR_POOL = dataclasses.replace(PROTOTYPE, name="oscar-pool", pool=True, launch
 # The JIT of a cold process cannot be told from its work when every call is cold and of one share:
 # the 1 s here is DESIGN.md's order of magnitude, the pool's the first call's excess in its records.
 EMBEDDED_COLD = PlatformCosts(
-    name="embedded-cold", slots=2, launch_stagger=0.0, stagger_scope="platform", invoke_latency=0.02,
-    invoke_spread=0.01, pod_start=2.0, mapper_start=1.5, reducer_start=0.27, jit=1.0, put=0.004, get=0.004,
-    transfer_per_byte=1 / 200e6, merge_per_partial=0.02, exit=0.05, submit=0.02, client_poll=0.21,
-    coordinator_poll=0.11, queue_poll=0.1, coordinator_load=0.15)
-EMBEDDED_POOL = dataclasses.replace(EMBEDDED_COLD, name="embedded-pool", pool=True, invoke_latency=0.0,
-                                    invoke_spread=0.0, pod_start=0.0, mapper_start=0.01, reducer_start=0.0,
-                                    jit=0.6, put=0.008, merge_per_partial=0.003, submit=0.03, coordinator_load=0.3)
+    name="embedded-cold",
+    slots=2,
+    launch_stagger=0.0,
+    stagger_scope="platform",
+    invoke_latency=0.02,
+    invoke_spread=0.01,
+    pod_start=2.0,
+    mapper_start=1.5,
+    reducer_start=0.27,
+    jit=1.0,
+    put=0.004,
+    get=0.004,
+    transfer_per_byte=1 / 200e6,
+    merge_per_partial=0.02,
+    exit=0.05,
+    submit=0.02,
+    client_poll=0.21,
+    coordinator_poll=0.11,
+    queue_poll=0.1,
+    coordinator_load=0.15,
+)
+EMBEDDED_POOL = dataclasses.replace(
+    EMBEDDED_COLD,
+    name="embedded-pool",
+    pool=True,
+    invoke_latency=0.0,
+    invoke_spread=0.0,
+    pod_start=0.0,
+    mapper_start=0.01,
+    reducer_start=0.0,
+    jit=0.6,
+    put=0.008,
+    merge_per_partial=0.003,
+    submit=0.03,
+    coordinator_load=0.3,
+)
 
 
 # -- the result ---------------------------------------------------------------------------------
@@ -180,18 +236,36 @@ class SimResult:
     def record(self, job: str = "simulated") -> JobRecord:
         """The schedule as a job record (``report.gantt`` draws it): the calls that produced an
         output, as a real job's record holds them."""
+
         def task(call: SimCall) -> str:  # named as a real record names them: by the key written
             if call.phases.get("written") == self.result_written and call.role != "coordinator":
                 return _KEYS.result
             return call.output
 
-        functions = [CallRecord(role=c.role, worker=f"slot-{c.slot}", task=task(c), cpu_seconds=0.0, peak_rss=0,
-                                bytes_read=c.inputs * self.partial_bytes, bytes_written=0,
-                                phases={k: v for k, v in c.phases.items() if k not in ("written", "end")})
-                     for c in self.calls if c.merged and c.role != "coordinator"]
+        functions = [
+            CallRecord(
+                role=c.role,
+                worker=f"slot-{c.slot}",
+                task=task(c),
+                cpu_seconds=0.0,
+                peak_rss=0,
+                bytes_read=c.inputs * self.partial_bytes,
+                bytes_written=0,
+                phases={k: v for k, v in c.phases.items() if k not in ("written", "end")},
+            )
+            for c in self.calls
+            if c.merged and c.role != "coordinator"
+        ]
         client = {"submitted": 0.0, "last_mapper": self.last_mapper_seen, "result_seen": self.time_to_result}
-        return JobRecord(job=job, mode=self.mode, npartitions=self.npartitions, calls=self.mapper_calls,
-                         pool=self.pool, client=client, functions=functions)
+        return JobRecord(
+            job=job,
+            mode=self.mode,
+            npartitions=self.npartitions,
+            calls=self.mapper_calls,
+            pool=self.pool,
+            client=client,
+            functions=functions,
+        )
 
 
 # -- the model ------------------------------------------------------------------------------------
@@ -203,10 +277,13 @@ _Resume = tuple[int, list[tuple[Any, ...]], int]  # a pool worker, its listing, 
 _KEYS = layout.JobKeys("simulated")  # the simulated job's keys, named as a real job's
 
 
-def _node(role: str, interval: tuple[int, int], slot: int | None, phases: dict[str, float],
-          **more: Any) -> SimCall:
+def _node(
+    role: str, interval: tuple[int, int], slot: int | None, phases: dict[str, float], **more: Any
+) -> SimCall:
     """A call that writes the partial (or tree node) of ``interval``."""
-    return SimCall(role, layout.interval_stem(*interval), slot, phases, output=_KEYS.partial(*interval), **more)
+    return SimCall(
+        role, layout.interval_stem(*interval), slot, phases, output=_KEYS.partial(*interval), **more
+    )
 
 
 def _batch(index: int, slot: int | None, phases: dict[str, float]) -> SimCall:
@@ -229,15 +306,25 @@ class _Poller:
         if self.tick is not None:
             now, tick = self.job.now, self.tick
             self.tick = None
-            self.job.at(tick + max(0, math.ceil((now - tick) / self.period - 1e-9)) * self.period, self.look,
-                        *self.args)
+            self.job.at(
+                tick + max(0, math.ceil((now - tick) / self.period - 1e-9)) * self.period,
+                self.look,
+                *self.args,
+            )
 
 
 class _Job:
     """One simulated job: an event heap and the state the protocol keeps in object storage."""
 
-    def __init__(self, costs: PlatformCosts, workload: Workload, npartitions: int, reduction: Reduction,
-                 ranges_per_call: int, seed: int) -> None:
+    def __init__(
+        self,
+        costs: PlatformCosts,
+        workload: Workload,
+        npartitions: int,
+        reduction: Reduction,
+        ranges_per_call: int,
+        seed: int,
+    ) -> None:
         self.c = costs
         self.rng = random.Random(seed)
         self.heap: list[tuple[float, int, Callable[..., None], tuple[Any, ...]]] = []
@@ -254,8 +341,12 @@ class _Job:
         if not self.tree:  # the coordinator runs from before the first call to after the last
             per_range *= 1 + costs.coordinator_load
         spread = random.Random(seed + 1)  # its own stream: the compute does not depend on event order
-        self.compute = [max(0.05, spread.gauss(1.0, workload.imbalance)) * per_range * (hi - lo)
-                        if workload.imbalance else per_range * (hi - lo) for lo, hi in self.tasks]
+        self.compute = [
+            max(0.05, spread.gauss(1.0, workload.imbalance)) * per_range * (hi - lo)
+            if workload.imbalance
+            else per_range * (hi - lo)
+            for lo, hi in self.tasks
+        ]
         if self.tree:
             assert isinstance(reduction, plan.TreeReduction)
             self.groups = plan.tree_groups(npartitions, reduction.fan_in, ranges_per_call)
@@ -325,23 +416,34 @@ class _Job:
             if kind == "batchfile":  # a pool's coordinator queues its batch files
                 self.offer(("batch", key[1]))
         elif self.tree and not self.inline and kind in ("m", "node"):
-            self.invoke("reducer", self.reducer, SimCall("reducer", "", None, {"invoked": self.now}, merged=False),
-                        key[1])
+            self.invoke(
+                "reducer",
+                self.reducer,
+                SimCall("reducer", "", None, {"invoked": self.now}, merged=False),
+                key[1],
+            )
         elif kind == "batchfile":
             self.invoke("batch", self.batch, _batch(key[1], None, {"invoked": self.now}), key[1])
         elif kind == "plan":
-            self.invoke("coordinator", self.coordinator, SimCall("coordinator", "", None, {"invoked": self.now}),
-                        slot=False)
+            self.invoke(
+                "coordinator",
+                self.coordinator,
+                SimCall("coordinator", "", None, {"invoked": self.now}),
+                slot=False,
+            )
 
     # -- file-triggered invocations
-    def invoke(self, service: str, body: Callable[..., None], call: SimCall, *args: Any, slot: bool = True) -> None:
+    def invoke(
+        self, service: str, body: Callable[..., None], call: SimCall, *args: Any, slot: bool = True
+    ) -> None:
         latency = self.c.invoke_latency
         if self.c.invoke_spread:
             latency = max(0.0, self.rng.gauss(latency, self.c.invoke_spread))
         self.at(self.now + latency, self.arrive, service, body, call, args, slot)
 
-    def arrive(self, service: str, body: Callable[..., None], call: SimCall, args: tuple[Any, ...],
-               slot: bool) -> None:
+    def arrive(
+        self, service: str, body: Callable[..., None], call: SimCall, args: tuple[Any, ...], slot: bool
+    ) -> None:
         queue = service if self.c.stagger_scope == "service" else "platform"
         launch = max(self.now, self.launcher_free.get(queue, 0.0))
         self.launcher_free[queue] = launch + self.c.launch_stagger
@@ -356,7 +458,9 @@ class _Job:
         else:
             self.waiting.append((body, call, args))
 
-    def begin(self, body: Callable[..., None], call: SimCall, args: tuple[Any, ...], slot: int | None) -> None:
+    def begin(
+        self, body: Callable[..., None], call: SimCall, args: tuple[Any, ...], slot: int | None
+    ) -> None:
         call.slot = slot
         call.phases["started"] = self.now
         body(call, *args)
@@ -413,7 +517,8 @@ class _Job:
 
     def complete(self, group: int) -> bool:
         return group not in self.claimed and all(
-            ("m", m) in self.written or ("node", m) in self.written for m in self.groups[group])
+            ("m", m) in self.written or ("node", m) in self.written for m in self.groups[group]
+        )
 
     def check_group(self, call: SimCall, group: int) -> None:
         if not self.complete(group):
@@ -440,7 +545,9 @@ class _Job:
         self.launched_batches = 0
         # What was written before it started, it finds at its first listing.
         self.item_log = [k for k in self.written if k[0] in ("m", "b")]
-        self.coordinator_watch = _Poller(self, 2 * self.c.get + self.c.coordinator_poll, self.coordinator_poll)
+        self.coordinator_watch = _Poller(
+            self, 2 * self.c.get + self.c.coordinator_poll, self.coordinator_poll
+        )
         self.at(call.phases["ready"] + self.c.get, self.coordinator_poll)
 
     def coordinator_poll(self) -> None:
@@ -489,7 +596,11 @@ class _Job:
         if not self.tree:
             # First the coordinator's start: its plan file, or its item in a pool's queue.
             time += self.c.put
-            self.at(time, self.offer if self.c.pool else self.write, ("coordinator",) if self.c.pool else ("plan",))
+            self.at(
+                time,
+                self.offer if self.c.pool else self.write,
+                ("coordinator",) if self.c.pool else ("plan",),
+            )
         for index in range(len(self.tasks)):
             time += self.c.put
             if self.c.pool:
@@ -499,8 +610,9 @@ class _Job:
         self.at(time, self.client_poll)
 
     def write_trigger(self, index: int) -> None:
-        self.invoke("mapper", self.mapper, _node("mapper", self.tasks[index], None,
-                                                   {"invoked": self.now}), index)
+        self.invoke(
+            "mapper", self.mapper, _node("mapper", self.tasks[index], None, {"invoked": self.now}), index
+        )
 
     # -- a warm pool
     def pool_start(self) -> None:
@@ -511,7 +623,9 @@ class _Job:
         self.taken: set[tuple[Any, ...]] = set()
         self.open_items = 0  # offered, not yet claimed
         self.jitted: set[int] = set()
-        self.idle = [_Poller(self, self.c.queue_poll, self.pool_list, worker) for worker in range(self.c.slots)]
+        self.idle = [
+            _Poller(self, self.c.queue_poll, self.pool_list, worker) for worker in range(self.c.slots)
+        ]
         self.sleeping: set[int] = set()
         for worker in range(self.c.slots):
             # Idle workers list the queue at evenly spread phases of their period.
@@ -530,7 +644,7 @@ class _Job:
             # Taken calls and coordinators are deleted: a listing no longer shows them.
             while self.passed[kind] < len(items) and items[self.passed[kind]] in self.taken:
                 self.passed[kind] += 1
-            listing += items[self.passed[kind]:]
+            listing += items[self.passed[kind] :]
         self.at(self.now + self.c.get, self.pool_next, worker, listing, 0, False)
 
     def pool_next(self, worker: int, listing: list[tuple[Any, ...]], position: int, took: bool) -> None:
@@ -557,7 +671,9 @@ class _Job:
             return
         self.taken.add(item)
         self.open_items -= 1
-        claimed = self.now + self.c.put + (self.c.put if item[0] != "batch" else 0.0)  # claim, delete the offer
+        claimed = (
+            self.now + self.c.put + (self.c.put if item[0] != "batch" else 0.0)
+        )  # claim, delete the offer
         if item[0] == "coordinator":
             call = SimCall("coordinator", "", None, {"invoked": claimed, "started": claimed})
             self.calls.append(call)
@@ -598,8 +714,14 @@ class _Job:
         """Back to the rest of the worker's listing, having taken something."""
         self.pool_next(*resume, True)
 
-    def merge_up(self, slot: int | None, node: tuple[int, int], staged: bool, done: Callable[..., None],
-                 args: tuple[Any, ...]) -> None:
+    def merge_up(
+        self,
+        slot: int | None,
+        node: tuple[int, int],
+        staged: bool,
+        done: Callable[..., None],
+        args: tuple[Any, ...],
+    ) -> None:
         """Inline tree: the writer of ``node`` (in ``slot``) merges the group it completes, and so on
         upwards; then ``done(*args)``. ``staged``: ``node`` is still on its disk, no download."""
         group = self.parent.get(node)
@@ -607,10 +729,13 @@ class _Job:
             done(*args)
             return
         # A HEAD per other member and one for the group's output, then the claim.
-        self.at(self.now + self.c.get * len(self.groups[group]), self.merge_check, slot, group, staged, done, args)
+        self.at(
+            self.now + self.c.get * len(self.groups[group]), self.merge_check, slot, group, staged, done, args
+        )
 
-    def merge_check(self, slot: int | None, group: int, staged: bool, done: Callable[..., None],
-                    args: tuple[Any, ...]) -> None:
+    def merge_check(
+        self, slot: int | None, group: int, staged: bool, done: Callable[..., None], args: tuple[Any, ...]
+    ) -> None:
         if not self.complete(group):
             done(*args)
             return
@@ -631,8 +756,15 @@ class _Job:
             self.at(p["written"], self.merge_up, slot, interval, False, done, args)
 
 
-def simulate(costs: PlatformCosts, npartitions: int, reduction: Reduction, workload: Workload | None = None, *,
-             ranges_per_call: int = 1, seed: int = 0) -> SimResult:
+def simulate(
+    costs: PlatformCosts,
+    npartitions: int,
+    reduction: Reduction,
+    workload: Workload | None = None,
+    *,
+    ranges_per_call: int = 1,
+    seed: int = 0,
+) -> SimResult:
     """Simulate one job of ``npartitions`` ranges, ``ranges_per_call`` per mapper call."""
     if npartitions < 1:
         raise ValueError(f"a job needs at least one partition, got {npartitions}")
@@ -641,11 +773,17 @@ def simulate(costs: PlatformCosts, npartitions: int, reduction: Reduction, workl
     job = _Job(costs, workload or Workload(), npartitions, reduction, ranges_per_call, seed)
     job.start()
     job.run()
-    return SimResult(npartitions=npartitions, ranges_per_call=ranges_per_call, mapper_calls=len(job.tasks),
-                     reduction=repr(reduction), mode="tree" if job.tree else "coordinated", pool=costs.pool,
-                     time_to_result=job.result_seen, last_mapper=job.last_mapper,
-                     last_mapper_seen=job.last_mapper_seen, result_written=job.result_written,
-                     calls=sorted(job.calls, key=lambda c: (c.phases.get("started", math.inf), c.role)),
-                     partial_bytes=job.bytes)
-
-
+    return SimResult(
+        npartitions=npartitions,
+        ranges_per_call=ranges_per_call,
+        mapper_calls=len(job.tasks),
+        reduction=repr(reduction),
+        mode="tree" if job.tree else "coordinated",
+        pool=costs.pool,
+        time_to_result=job.result_seen,
+        last_mapper=job.last_mapper,
+        last_mapper_seen=job.last_mapper_seen,
+        result_written=job.result_written,
+        calls=sorted(job.calls, key=lambda c: (c.phases.get("started", math.inf), c.role)),
+        partial_bytes=job.bytes,
+    )

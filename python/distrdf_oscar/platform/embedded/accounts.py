@@ -37,7 +37,9 @@ class User:
 def new_users(subs: tuple[str, ...]) -> dict[str, dict[str, str]]:
     """Credentials for OIDC users (sent to the platform process with its configuration)."""
     # Not 64 characters long: OSCAR takes a 64-character bearer token for a service token.
-    return {sub: {"token": secrets.token_urlsafe(40), "secret_key": secrets.token_urlsafe(30)} for sub in subs}
+    return {
+        sub: {"token": secrets.token_urlsafe(40), "secret_key": secrets.token_urlsafe(30)} for sub in subs
+    }
 
 
 class IamError(Exception):
@@ -118,10 +120,15 @@ class MinioIam:
     def add_user(self, access_key: str, secret_key: str, status: str = "enabled") -> None:
         """``add-user``: create, or update the secret (and status) of, a user."""
         if access_key == self.root_access_key:
-            raise IamError(403, "XMinioInvalidIAMCredentials", "Credential is not allowed to be same as admin access key")
+            raise IamError(
+                403, "XMinioInvalidIAMCredentials", "Credential is not allowed to be same as admin access key"
+            )
         if access_key != access_key.strip():
-            raise IamError(400, "XMinioInvalidResource",
-                           "Policy, user or group names are not allowed to begin or end with space characters")
+            raise IamError(
+                400,
+                "XMinioInvalidResource",
+                "Policy, user or group names are not allowed to begin or end with space characters",
+            )
         if len(access_key) < 3 or any(c in access_key for c in "=,"):
             raise IamError(400, "XMinioAdminInvalidAccessKey", "The access key is invalid.")
         if len(secret_key) < 8:
@@ -143,14 +150,20 @@ class MinioIam:
             user = self._users.get(access_key)
             if user is None:
                 raise _no_such_user()
-            return {"policyName": ",".join(user.policies), "status": "enabled" if user.enabled else "disabled",
-                    "memberOf": None}
+            return {
+                "policyName": ",".join(user.policies),
+                "status": "enabled" if user.enabled else "disabled",
+                "memberOf": None,
+            }
 
     def add_policy(self, name: str, document: dict[str, Any]) -> None:
         """``add-canned-policy``: a policy needs a ``Version`` and valid statements."""
         if name != name.strip():
-            raise IamError(400, "XMinioInvalidResource",
-                           "Policy, user or group names are not allowed to begin or end with space characters")
+            raise IamError(
+                400,
+                "XMinioInvalidResource",
+                "Policy, user or group names are not allowed to begin or end with space characters",
+            )
         if "," in name:
             raise IamError(400, "XMinioPolicyInvalidName", "Policy name may not contain comma")
         if not document.get("Version"):
@@ -159,8 +172,11 @@ class MinioIam:
         if not isinstance(statements, list) or not statements:
             raise IamError(400, "XMinioMalformedIAMPolicy", "policy has no statements")
         for statement in statements:
-            if not isinstance(statement, dict) or statement.get("Effect") not in ("Allow", "Deny") or \
-                    not (_listed(statement.get("Action")) or _listed(statement.get("NotAction"))):
+            if (
+                not isinstance(statement, dict)
+                or statement.get("Effect") not in ("Allow", "Deny")
+                or not (_listed(statement.get("Action")) or _listed(statement.get("NotAction")))
+            ):
                 raise IamError(400, "XMinioMalformedIAMPolicy", f"invalid statement {statement!r}")
         with self._lock:
             self._policies[name] = document
@@ -170,7 +186,9 @@ class MinioIam:
         missing policy is no error."""
         with self._lock:
             if any(name in user.policies for user in self._users.values()):
-                raise IamError(400, "XMinioAdminPolicyInUse", "Specified policy is in use and cannot be deleted.")
+                raise IamError(
+                    400, "XMinioAdminPolicyInUse", "Specified policy is in use and cannot be deleted."
+                )
             self._policies.pop(name, None)
 
     def policy_info(self, name: str) -> dict[str, Any]:
@@ -202,7 +220,9 @@ class MinioIam:
             user = self._users.get(access_key)
             if user is None or not user.enabled:
                 return False
-            statements = [s for name in user.policies for s in self._policies.get(name, {}).get("Statement", [])]
+            statements = [
+                s for name in user.policies for s in self._policies.get(name, {}).get("Statement", [])
+            ]
         resource = f"{bucket}/{key}" if key else f"{bucket}/"
         matching = [s for s in statements if _statement_matches(s, action, resource)]
         if any(s["Effect"] == "Deny" for s in matching):
@@ -227,12 +247,19 @@ def _statement_matches(statement: dict[str, Any], action: str, resource: str) ->
 
 
 class Accounts:
-    def __init__(self, root_access_key: str, users: dict[str, dict[str, str]], version: OscarVersion,
-                 root_secret_key: str = "") -> None:
+    def __init__(
+        self,
+        root_access_key: str,
+        users: dict[str, dict[str, str]],
+        version: OscarVersion,
+        root_secret_key: str = "",
+    ) -> None:
         self.root_access_key = root_access_key
         self.version = version
         self.users = {sub: User(sub, **creds) for sub, creds in users.items()}
-        self.minio = MinioIam(root_access_key, root_secret_key)  # MinIO's own users, made through its admin API
+        self.minio = MinioIam(
+            root_access_key, root_secret_key
+        )  # MinIO's own users, made through its admin API
 
     def access_keys(self) -> set[str]:
         return {self.root_access_key, *self.users, *self.minio.access_keys()}
@@ -259,8 +286,11 @@ class Accounts:
         if self.version.release < (3, 6, 0):
             return not allowed or sub in allowed or service.get("owner") == sub
         visibility = service.get("visibility")
-        return (visibility == "public" or service.get("owner") == sub
-                or (visibility == "restricted" and sub in allowed))
+        return (
+            visibility == "public"
+            or service.get("owner") == sub
+            or (visibility == "restricted" and sub in allowed)
+        )
 
 
 class Kueue:
@@ -331,6 +361,11 @@ class Kueue:
         """``GET /system/quotas/user``: 4.1 gives integers (milli-CPUs, bytes), 3.7 and 4.0 strings."""
         with self._lock:
             cpu_used, memory_used = self._used.get(sub, [0.0, 0.0])
-        return {"user_id": sub, "cluster_queue": f"oscar-cq-{sub}",
-                "resources": {"cpu": (int(self._cpu * 1000), int(cpu_used * 1000)),
-                              "memory": (int(self._memory), int(memory_used))}}
+        return {
+            "user_id": sub,
+            "cluster_queue": f"oscar-cq-{sub}",
+            "resources": {
+                "cpu": (int(self._cpu * 1000), int(cpu_used * 1000)),
+                "memory": (int(self._memory), int(memory_used)),
+            },
+        }

@@ -207,12 +207,25 @@ def create_app(ctx: ApiContext) -> Flask:
 
     def with_deployment(service: dict[str, Any]) -> dict[str, Any]:
         """``?include=deployment`` (4.0, read.go/list.go setDeploymentSummary)."""
-        if not ctx.version.deployment_status or ctx.exposed is None or \
-                "deployment" not in request.args.get("include", "").split(","):
+        if (
+            not ctx.version.deployment_status
+            or ctx.exposed is None
+            or "deployment" not in request.args.get("include", "").split(",")
+        ):
             return service
         status = ctx.exposed.status(service)
-        summary = {key: status[key] for key in ("state", "reason", "last_transition_time", "active_instances",
-                                                "affected_instances", "resource_kind") if key in status}
+        summary = {
+            key: status[key]
+            for key in (
+                "state",
+                "reason",
+                "last_transition_time",
+                "active_instances",
+                "affected_instances",
+                "resource_kind",
+            )
+            if key in status
+        }
         return {**service, "deployment": summary}
 
     @app.get("/system/services")
@@ -279,8 +292,10 @@ def create_app(ctx: ApiContext) -> Flask:
         if g.user is None:
             raise ServiceError(400, "the admin has no quota")
         quota = ctx.kueue.quota(g.user.sub)
-        resources = {name: _quota_values(name, maximum, used, as_numbers=ctx.version.release >= (4, 0, 0))
-                     for name, (maximum, used) in quota["resources"].items()}
+        resources = {
+            name: _quota_values(name, maximum, used, as_numbers=ctx.version.release >= (4, 0, 0))
+            for name, (maximum, used) in quota["resources"].items()
+        }
         return jsonify({**quota, "resources": resources})
 
     @app.post("/job/<name>")
@@ -296,8 +311,11 @@ def create_app(ctx: ApiContext) -> Flask:
             user = oidc_user()
             if user is None:
                 return _text(401, "Unauthorized")
-            if ctx.version.release >= (4, 0, 0) and ctx.accounts is not None and \
-                    not ctx.accounts.can_see(user.sub, ctx.registry.public(name) or {}):
+            if (
+                ctx.version.release >= (4, 0, 0)
+                and ctx.accounts is not None
+                and not ctx.accounts.can_see(user.sub, ctx.registry.public(name) or {})
+            ):
                 return _text(404)  # selectService finds no service the caller may use (job.go)
             owner = user.sub  # OSCAR labels the job with the caller (job-owner)
         ctx.submit(service, request.get_data(), owner)
@@ -377,8 +395,11 @@ def create_app(ctx: ApiContext) -> Flask:
             tail = 200
         tail = tail if tail > 0 else 200
         lines = ctx.exposed.logs(name, tail) if ctx.exposed.has(name) else []
-        body: dict[str, Any] = {"service_name": service["name"], "available": bool(lines),
-                                "entries": [{"message": line} for line in lines]}
+        body: dict[str, Any] = {
+            "service_name": service["name"],
+            "available": bool(lines),
+            "entries": [{"message": line} for line in lines],
+        }
         if not ctx.exposed.has(name):
             body["message"] = "Deployment logs are unavailable for this service."
         elif not lines:

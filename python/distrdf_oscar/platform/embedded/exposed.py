@@ -67,11 +67,15 @@ class Probe:
 PROBES: dict[str, dict[str, Probe]] = {
     "none": {},
     "early": {"liveness": Probe(initial_delay=5), "readiness": Probe(period=5)},
-    "health": {"liveness": Probe(initial_delay=30, period=10, timeout=2),
-               "readiness": Probe(initial_delay=10, period=5, timeout=2)},
-    "startup": {"startup": Probe(period=10, timeout=10, failure_threshold=18),
-                "liveness": Probe(initial_delay=60, period=10, timeout=10, failure_threshold=12),
-                "readiness": Probe(initial_delay=10, period=5, timeout=10)},
+    "health": {
+        "liveness": Probe(initial_delay=30, period=10, timeout=2),
+        "readiness": Probe(initial_delay=10, period=5, timeout=2),
+    },
+    "startup": {
+        "startup": Probe(period=10, timeout=10, failure_threshold=18),
+        "liveness": Probe(initial_delay=60, period=10, timeout=10, failure_threshold=12),
+        "readiness": Probe(initial_delay=10, period=5, timeout=10),
+    },
 }
 
 
@@ -111,25 +115,41 @@ def deployment_problem(service: dict[str, Any], version: OscarVersion) -> tuple[
     expose = service["expose"]
     nodes = expose.get("nodePort")
     if version.expose_port_lists and nodes and len(nodes) != len(expose["api_port"]):
-        message = (f"The length of nodePort ({len(nodes)}) must be equal to that of api_port "
-                   f"({len(expose['api_port'])})")
+        message = (
+            f"The length of nodePort ({len(nodes)}) must be equal to that of api_port "
+            f"({len(expose['api_port'])})"
+        )
         return message, False
     if expose["min_scale"] < 0:
-        message = (f'Deployment.apps "{name}-dpl" is invalid: spec.replicas: Invalid value: '
-                   f'{expose["min_scale"]}: must be greater than or equal to 0')
+        message = (
+            f'Deployment.apps "{name}-dpl" is invalid: spec.replicas: Invalid value: '
+            f"{expose['min_scale']}: must be greater than or equal to 0"
+        )
         return message, False
     prefix = f'HorizontalPodAutoscaler.autoscaling "{name}-hpa" is invalid: '
     if expose["min_scale"] < 1:  # the HPAScaleToZero feature gate is off by default
-        return prefix + f"spec.minReplicas: Invalid value: {expose['min_scale']}: must be greater than " \
-                        "or equal to 1", True
+        return (
+            prefix + f"spec.minReplicas: Invalid value: {expose['min_scale']}: must be greater than "
+            "or equal to 1",
+            True,
+        )
     if expose["max_scale"] < 1:
-        return prefix + f"spec.maxReplicas: Invalid value: {expose['max_scale']}: must be greater than 0", True
+        return (
+            prefix + f"spec.maxReplicas: Invalid value: {expose['max_scale']}: must be greater than 0",
+            True,
+        )
     if expose["max_scale"] < expose["min_scale"]:
-        return prefix + f"spec.maxReplicas: Invalid value: {expose['max_scale']}: must be greater than " \
-                        "or equal to `minReplicas`", True
+        return (
+            prefix + f"spec.maxReplicas: Invalid value: {expose['max_scale']}: must be greater than "
+            "or equal to `minReplicas`",
+            True,
+        )
     if expose["cpu_threshold"] < 1:
-        return prefix + "spec.metrics[0].resource.target.averageUtilization: Invalid value: " \
-                        f"{expose['cpu_threshold']}: must be greater than 0", True
+        return (
+            prefix + "spec.metrics[0].resource.target.averageUtilization: Invalid value: "
+            f"{expose['cpu_threshold']}: must be greater than 0",
+            True,
+        )
     if version.exposed_lifecycle:
         auth = str(expose.get("auth_type") or "").strip().lower() or "basic"
         if auth not in ("basic", "forward"):
@@ -144,9 +164,13 @@ def template_hash(service: dict[str, Any], version: OscarVersion) -> str:
     variables, OSCAR's metadata variables, ports, command and probe path. The script (config map)
     and the secret values (a Secret) are not in it: changing them alone restarts nothing."""
     parts = {
-        "image": service.get("image"), "cpu": service.get("cpu"), "memory": service.get("memory"),
-        "variables": service["environment"]["variables"], "secret": bool(service["environment"]["secrets"]),
-        "ports": api_ports(service), "default_command": (service.get("expose") or {}).get("default_command"),
+        "image": service.get("image"),
+        "cpu": service.get("cpu"),
+        "memory": service.get("memory"),
+        "variables": service["environment"]["variables"],
+        "secret": bool(service["environment"]["secrets"]),
+        "ports": api_ports(service),
+        "default_command": (service.get("expose") or {}).get("default_command"),
         "probe": probe_path(service, version),
         "token": service.get("token") if version.sets_service_name else None,
         "restarted_at": service.get("_restarted_at"),
@@ -212,10 +236,18 @@ class Replica:
         return proc is not None and proc.poll() is None
 
     def info(self) -> dict[str, Any]:
-        return {"name": self.name, "pid": self.pid if self.alive else None, "ready": self.ready and self.alive,
-                "state": self.state, "reason": self.reason, "restarts": self.restarts,
-                "last_exit_code": self.last_exit, "generation": self.generation, "dir": self.dir,
-                "log": self.log_path}
+        return {
+            "name": self.name,
+            "pid": self.pid if self.alive else None,
+            "ready": self.ready and self.alive,
+            "state": self.state,
+            "reason": self.reason,
+            "restarts": self.restarts,
+            "last_exit_code": self.last_exit,
+            "generation": self.generation,
+            "dir": self.dir,
+            "log": self.log_path,
+        }
 
     # -- the kubelet's loop -------------------------------------------------------------
 
@@ -267,8 +299,15 @@ class Replica:
         else:
             argv = ["/bin/sh", "-c", dep.script_path(self.spec["name"])]
         with open(self.log_path, "ab") as out:
-            self._proc = subprocess.Popen(argv, cwd=work, env=env, stdin=subprocess.DEVNULL, stdout=out,
-                                          stderr=subprocess.STDOUT, start_new_session=True)
+            self._proc = subprocess.Popen(
+                argv,
+                cwd=work,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.pid = self._proc.pid
         self.state, self.reason = "Running", ""
         log.info("exposed %s: replica %s started (pid %d)", self.spec["name"], self.name, self.pid)
@@ -278,8 +317,11 @@ class Replica:
         timeout = max(1.0, spec.timeout * self.deployment.time_scale)
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
         try:
-            conn.request("GET", probe_path(self.spec, self.deployment.version),
-                         headers={"User-Agent": "kube-probe/1.30"})
+            conn.request(
+                "GET",
+                probe_path(self.spec, self.deployment.version),
+                headers={"User-Agent": "kube-probe/1.30"},
+            )
             status = conn.getresponse().status
             return 200 <= status < 400
         except (OSError, http.client.HTTPException):
@@ -296,8 +338,11 @@ class Replica:
         start = time.monotonic()
         startup, liveness, readiness = probes.get("startup"), probes.get("liveness"), probes.get("readiness")
         started = startup is None
-        next_at = {"startup": start, "liveness": start + (liveness.initial_delay * scale if liveness else 0),
-                   "readiness": start + (readiness.initial_delay * scale if readiness else 0)}
+        next_at = {
+            "startup": start,
+            "liveness": start + (liveness.initial_delay * scale if liveness else 0),
+            "readiness": start + (readiness.initial_delay * scale if readiness else 0),
+        }
         failures = {"startup": 0, "liveness": 0, "readiness": 0}
         if started and readiness is None:
             self._set_ready(True)
@@ -502,9 +547,16 @@ class Deployment:
 class ExposedServices:
     """Every exposed service's Deployment, and the orphans OSCAR leaves behind."""
 
-    def __init__(self, root: str, base_env: dict[str, str], version: OscarVersion,
-                 config_path: Callable[[str], str], script_path: Callable[[str], str],
-                 secrets_of: Callable[[str], dict[str, str]], time_scale: float = 1.0) -> None:
+    def __init__(
+        self,
+        root: str,
+        base_env: dict[str, str],
+        version: OscarVersion,
+        config_path: Callable[[str], str],
+        script_path: Callable[[str], str],
+        secrets_of: Callable[[str], dict[str, str]],
+        time_scale: float = 1.0,
+    ) -> None:
         self.root = root
         self.version = version
         self.time_scale = float(time_scale)
@@ -523,16 +575,29 @@ class ExposedServices:
         metadata variables (4.0) and the mounted function config; none of the supervisor's."""
         name = spec["name"]
         env = dict(self._base_env)
-        for key in ("INPUT_FILE_PATH", "TMP_INPUT_DIR", "TMP_OUTPUT_DIR", "STORAGE_OBJECT_KEY", "EVENT",
-                    "EVENT_TIME", "JOB_UUID", "DRO_PROVIDER_SECRETS", "OSCAR_SERVICE_NAME",
-                    "OSCAR_SERVICE_TOKEN", "OSCAR_SERVICE_BASE_PATH"):
+        for key in (
+            "INPUT_FILE_PATH",
+            "TMP_INPUT_DIR",
+            "TMP_OUTPUT_DIR",
+            "STORAGE_OBJECT_KEY",
+            "EVENT",
+            "EVENT_TIME",
+            "JOB_UUID",
+            "DRO_PROVIDER_SECRETS",
+            "OSCAR_SERVICE_NAME",
+            "OSCAR_SERVICE_TOKEN",
+            "OSCAR_SERVICE_BASE_PATH",
+        ):
             env.pop(key, None)
         if self.version.delivers_secrets and spec["environment"]["secrets"]:
             env.update(self._secrets_of(name))
         env.update(spec["environment"]["variables"])
         if self.version.sets_service_name:
-            env.update(OSCAR_SERVICE_NAME=name, OSCAR_SERVICE_TOKEN=spec["token"],
-                       OSCAR_SERVICE_BASE_PATH=BASE_PATH.format(name=name))
+            env.update(
+                OSCAR_SERVICE_NAME=name,
+                OSCAR_SERVICE_TOKEN=spec["token"],
+                OSCAR_SERVICE_BASE_PATH=BASE_PATH.format(name=name),
+            )
         env["DRO_FUNCTION_CONFIG"] = self._config_path(name)
         env["TMPDIR"] = work
         env["HOME"] = work
@@ -575,8 +640,10 @@ class ExposedServices:
             raise ServiceError(500, f'Error updating the service: deployments.apps "{name}-dpl" not found')
         dep.apply(service, self._replicas_for(service))
         if not dep.hpa:
-            raise ServiceError(500, "Error updating the service: horizontalpodautoscalers.autoscaling "
-                                    f'"{name}-hpa" not found')
+            raise ServiceError(
+                500,
+                f'Error updating the service: horizontalpodautoscalers.autoscaling "{name}-hpa" not found',
+            )
 
     def delete(self, name: str) -> None:
         with self._lock:
@@ -634,13 +701,25 @@ class ExposedServices:
         with self._lock:
             dep = self._deployments.get(name)
         if not is_exposed(service):
-            return {"service_name": name, "namespace": NAMESPACE, "state": "unavailable",
-                    "reason": "Current deployment visibility is unavailable for this service runtime.",
-                    "active_instances": 0, "affected_instances": 0, "resource_kind": "unavailable"}
+            return {
+                "service_name": name,
+                "namespace": NAMESPACE,
+                "state": "unavailable",
+                "reason": "Current deployment visibility is unavailable for this service runtime.",
+                "active_instances": 0,
+                "affected_instances": 0,
+                "resource_kind": "unavailable",
+            }
         if dep is None:
-            return {"service_name": name, "namespace": NAMESPACE, "state": "unavailable",
-                    "reason": "Current deployment resources are unavailable.",
-                    "active_instances": 0, "affected_instances": 0, "resource_kind": "unavailable"}
+            return {
+                "service_name": name,
+                "namespace": NAMESPACE,
+                "state": "unavailable",
+                "reason": "Current deployment resources are unavailable.",
+                "active_instances": 0,
+                "affected_instances": 0,
+                "resource_kind": "unavailable",
+            }
         with dep._lock:
             dep._update_conditions()
             available, observed = dep.counts()
@@ -658,9 +737,15 @@ class ExposedServices:
         reason, when = (f"{latest[0]}: {latest[1]}", latest[2]) if latest else ("", None)
         if state == "stopped":
             reason = "Deployment is stopped."
-        body: dict[str, Any] = {"service_name": name, "namespace": NAMESPACE, "state": state, "reason": reason,
-                                "active_instances": observed, "affected_instances": affected,
-                                "resource_kind": "exposed_service"}
+        body: dict[str, Any] = {
+            "service_name": name,
+            "namespace": NAMESPACE,
+            "state": state,
+            "reason": reason,
+            "active_instances": observed,
+            "affected_instances": affected,
+            "resource_kind": "exposed_service",
+        }
         if when:
             body["last_transition_time"] = when
         return body

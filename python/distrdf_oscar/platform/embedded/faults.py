@@ -90,11 +90,15 @@ class Fault:
         return cls("duplicate_trigger", service, key, times)
 
     @classmethod
-    def kill(cls, service: str | None = None, when: str = "before-write", key: str = "*", times: int = 1) -> Fault:
+    def kill(
+        cls, service: str | None = None, when: str = "before-write", key: str = "*", times: int = 1
+    ) -> Fault:
         return cls("kill", service, key, times, when=when)
 
     @classmethod
-    def delay(cls, service: str | None = None, seconds: float = 10.0, key: str = "*", times: int = 1) -> Fault:
+    def delay(
+        cls, service: str | None = None, seconds: float = 10.0, key: str = "*", times: int = 1
+    ) -> Fault:
         return cls("delay", service, key, times, seconds=seconds)
 
     @classmethod
@@ -109,7 +113,9 @@ class Fault:
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
     def matches(self, kind: str, service_name: str, key: str, unlimited: bool = False) -> bool:
-        role_ok = self.service is None or service_name == self.service or service_name.endswith("-" + self.service)
+        role_ok = (
+            self.service is None or service_name == self.service or service_name.endswith("-" + self.service)
+        )
         left = unlimited or self.fired < self.times
         return self.kind == kind and left and role_ok and fnmatch.fnmatchcase(key, self.key)
 
@@ -178,11 +184,14 @@ class FaultPlan:
         with self._lock:
             for rule in self._rules:
                 folder = self._tokens.get(id(rule))
-                if folder and rule.kind == "kill" and os.listdir(folder) and \
-                        rule.matches("kill", service_name, key, unlimited=True):
+                if (
+                    folder
+                    and rule.kind == "kill"
+                    and os.listdir(folder)
+                    and rule.matches("kill", service_name, key, unlimited=True)
+                ):
                     return f"{rule.when}:{folder}"
         return None
-
 
 
 class MinioRestarts:

@@ -134,9 +134,12 @@ class _Stream:
                     sink(piece)
                 self._fill()
 
-    def body(self, head: _Head, sink: Callable[[bytes], None], data: Callable[[bytes], None] | None = None) -> None:
+    def body(
+        self, head: _Head, sink: Callable[[bytes], None], data: Callable[[bytes], None] | None = None
+    ) -> None:
         """Relay a message body framed by ``head`` (a request's, or a response with a body);
         ``data`` also gets the body's bytes without their framing."""
+
         def both(piece: bytes) -> None:
             sink(piece)
             if data is not None:
@@ -185,59 +188,146 @@ class AuthError(Exception):
         self.status, self.code = status, code
 
     def xml(self) -> bytes:
-        return _error(f"{self.status} {http.client.responses.get(self.status, 'Error')}", self.code, str(self))
+        return _error(
+            f"{self.status} {http.client.responses.get(self.status, 'Error')}", self.code, str(self)
+        )
 
 
 _ERR: dict[str, tuple[int, str, str]] = {
-    "SignatureDoesNotMatch": (403, "SignatureDoesNotMatch", ("The request signature we calculated does not match "
-                              "the signature you provided. Check your key and signing method.")),
-    "InvalidAccessKeyId": (403, "InvalidAccessKeyId", "The Access Key Id you provided does not exist in our records."),
-    "AccessKeyDisabled": (403, "InvalidAccessKeyId", "Your account is disabled; please contact your administrator."),
-    "RequestTimeTooSkewed": (403, "RequestTimeTooSkewed",
-                             "The difference between the request time and the server's time is too large."),
-    "ContentSHA256Mismatch": (400, "XAmzContentSHA256Mismatch",
-                              "The provided 'x-amz-content-sha256' header does not match what was computed."),
-    "MissingDateHeader": (400, "AccessDenied", "AWS authentication requires a valid Date or x-amz-date header"),
-    "MalformedDate": (400, "MalformedDate",
-                      "Invalid date format header, expected to be in ISO8601, RFC1123 or RFC1123Z time format."),
-    "UnsignedHeaders": (400, "AccessDenied", "There were headers present in the request which were not signed"),
-    "SignatureVersionNotSupported": (400, "InvalidRequest", ("The authorization mechanism you have provided is "
-                                     "not supported. Please use AWS4-HMAC-SHA256.")),
+    "SignatureDoesNotMatch": (
+        403,
+        "SignatureDoesNotMatch",
+        (
+            "The request signature we calculated does not match "
+            "the signature you provided. Check your key and signing method."
+        ),
+    ),
+    "InvalidAccessKeyId": (
+        403,
+        "InvalidAccessKeyId",
+        "The Access Key Id you provided does not exist in our records.",
+    ),
+    "AccessKeyDisabled": (
+        403,
+        "InvalidAccessKeyId",
+        "Your account is disabled; please contact your administrator.",
+    ),
+    "RequestTimeTooSkewed": (
+        403,
+        "RequestTimeTooSkewed",
+        "The difference between the request time and the server's time is too large.",
+    ),
+    "ContentSHA256Mismatch": (
+        400,
+        "XAmzContentSHA256Mismatch",
+        "The provided 'x-amz-content-sha256' header does not match what was computed.",
+    ),
+    "MissingDateHeader": (
+        400,
+        "AccessDenied",
+        "AWS authentication requires a valid Date or x-amz-date header",
+    ),
+    "MalformedDate": (
+        400,
+        "MalformedDate",
+        "Invalid date format header, expected to be in ISO8601, RFC1123 or RFC1123Z time format.",
+    ),
+    "UnsignedHeaders": (
+        400,
+        "AccessDenied",
+        "There were headers present in the request which were not signed",
+    ),
+    "SignatureVersionNotSupported": (
+        400,
+        "InvalidRequest",
+        ("The authorization mechanism you have provided is not supported. Please use AWS4-HMAC-SHA256."),
+    ),
     "MissingFields": (400, "MissingFields", "Missing fields in request."),
     "MissingCredTag": (400, "InvalidRequest", "Missing Credential field for this request."),
-    "CredMalformed": (400, "AuthorizationQueryParametersError", ("Error parsing the X-Amz-Credential parameter; "
-                      'the Credential is mal-formed; expecting "<YOUR-AKID>/YYYYMMDD/REGION/SERVICE/aws4_request".')),
-    "MalformedCredentialDate": (400, "AuthorizationQueryParametersError", ("Error parsing the X-Amz-Credential "
-                                'parameter; incorrect date format. This date in the credential must be in the '
-                                'format "yyyyMMdd".')),
-    "InvalidServiceS3": (400, "AuthorizationParametersError", ("Error parsing the Credential/X-Amz-Credential "
-                         'parameter; incorrect service. This endpoint belongs to "s3".')),
-    "InvalidRequestVersion": (400, "AuthorizationQueryParametersError", ("Error parsing the X-Amz-Credential "
-                              'parameter; incorrect terminal. This endpoint uses "aws4_request".')),
+    "CredMalformed": (
+        400,
+        "AuthorizationQueryParametersError",
+        (
+            "Error parsing the X-Amz-Credential parameter; "
+            'the Credential is mal-formed; expecting "<YOUR-AKID>/YYYYMMDD/REGION/SERVICE/aws4_request".'
+        ),
+    ),
+    "MalformedCredentialDate": (
+        400,
+        "AuthorizationQueryParametersError",
+        (
+            "Error parsing the X-Amz-Credential "
+            "parameter; incorrect date format. This date in the credential must be in the "
+            'format "yyyyMMdd".'
+        ),
+    ),
+    "InvalidServiceS3": (
+        400,
+        "AuthorizationParametersError",
+        (
+            "Error parsing the Credential/X-Amz-Credential "
+            'parameter; incorrect service. This endpoint belongs to "s3".'
+        ),
+    ),
+    "InvalidRequestVersion": (
+        400,
+        "AuthorizationQueryParametersError",
+        (
+            "Error parsing the X-Amz-Credential "
+            'parameter; incorrect terminal. This endpoint uses "aws4_request".'
+        ),
+    ),
     "MissingSignTag": (400, "AccessDenied", "Signature header missing Signature field."),
     "MissingSignHeadersTag": (400, "InvalidArgument", "Signature header missing SignedHeaders field."),
-    "AuthHeaderEmpty": (400, "InvalidArgument",
-                        "Authorization header is invalid -- one and only one ' ' (space) required."),
+    "AuthHeaderEmpty": (
+        400,
+        "InvalidArgument",
+        "Authorization header is invalid -- one and only one ' ' (space) required.",
+    ),
     "ExpiredPresignRequest": (403, "AccessDenied", "Request has expired"),
     "RequestNotReadyYet": (403, "AccessDenied", "Request is not valid yet"),
-    "InvalidQueryParams": (400, "AuthorizationQueryParametersError", ("Query-string authentication version 4 "
-                           "requires the X-Amz-Algorithm, X-Amz-Credential, X-Amz-Signature, X-Amz-Date, "
-                           "X-Amz-SignedHeaders, and X-Amz-Expires parameters.")),
-    "InvalidQuerySignatureAlgo": (400, "AuthorizationQueryParametersError",
-                                  'X-Amz-Algorithm only supports "AWS4-HMAC-SHA256".'),
-    "MalformedPresignedDate": (400, "AuthorizationQueryParametersError",
-                               "X-Amz-Date must be in the ISO8601 Long Format \"yyyyMMdd'T'HHmmss'Z'\""),
+    "InvalidQueryParams": (
+        400,
+        "AuthorizationQueryParametersError",
+        (
+            "Query-string authentication version 4 "
+            "requires the X-Amz-Algorithm, X-Amz-Credential, X-Amz-Signature, X-Amz-Date, "
+            "X-Amz-SignedHeaders, and X-Amz-Expires parameters."
+        ),
+    ),
+    "InvalidQuerySignatureAlgo": (
+        400,
+        "AuthorizationQueryParametersError",
+        'X-Amz-Algorithm only supports "AWS4-HMAC-SHA256".',
+    ),
+    "MalformedPresignedDate": (
+        400,
+        "AuthorizationQueryParametersError",
+        "X-Amz-Date must be in the ISO8601 Long Format \"yyyyMMdd'T'HHmmss'Z'\"",
+    ),
     "MalformedExpires": (400, "AuthorizationQueryParametersError", "X-Amz-Expires should be a number"),
     "NegativeExpires": (400, "AuthorizationQueryParametersError", "X-Amz-Expires must be non-negative"),
-    "MaximumExpires": (400, "AuthorizationQueryParametersError", ("X-Amz-Expires must be less than a week (in "
-                       "seconds); that is, the given X-Amz-Expires must be less than 604800 seconds")),
+    "MaximumExpires": (
+        400,
+        "AuthorizationQueryParametersError",
+        (
+            "X-Amz-Expires must be less than a week (in "
+            "seconds); that is, the given X-Amz-Expires must be less than 604800 seconds"
+        ),
+    ),
     "InvalidToken": (403, "InvalidTokenId", "The security token included in the request is invalid"),
     "BadDigest": (400, "BadDigest", "The Content-Md5 you specified did not match what we received."),
     "InvalidDigest": (400, "InvalidDigest", "The Content-Md5 you specified is not valid."),
     "AccessDenied": (403, "AccessDenied", "Access Denied."),
     # Not MinIO's answer: MinIO accepts these, the embedded platform does not (docs/local-platform.md).
-    "StreamingNotServed": (501, "NotImplemented", ("The embedded platform's storage front does not accept "
-                       "streaming (aws-chunked) signed payloads; sign the payload's SHA-256 instead.")),
+    "StreamingNotServed": (
+        501,
+        "NotImplemented",
+        (
+            "The embedded platform's storage front does not accept "
+            "streaming (aws-chunked) signed payloads; sign the payload's SHA-256 instead."
+        ),
+    ),
 }
 
 
@@ -268,8 +358,10 @@ def _go_query(query: str) -> list[tuple[str, str]]:
 
 def _go_encode(pairs: list[tuple[str, str]]) -> str:
     """Go's ``url.Values.Encode`` with '+' as '%20': sorted by name (values in their order)."""
-    return "&".join(f"{quote(k, safe=_UNRESERVED)}={quote(v, safe=_UNRESERVED)}"
-                    for k, v in sorted(pairs, key=lambda pair: pair[0]))
+    return "&".join(
+        f"{quote(k, safe=_UNRESERVED)}={quote(v, safe=_UNRESERVED)}"
+        for k, v in sorted(pairs, key=lambda pair: pair[0])
+    )
 
 
 def _hmac(key: bytes, text: str) -> bytes:
@@ -348,7 +440,9 @@ def _canonical_headers(head: _Head, signed: list[str], query: list[tuple[str, st
     return "".join(f"{name}:{value}\n" for name, value in lines)
 
 
-def _canonical_request(head: _Head, signed: list[str], headers: str, canonical_query: str, payload: str) -> str:
+def _canonical_request(
+    head: _Head, signed: list[str], headers: str, canonical_query: str, payload: str
+) -> str:
     method, target = head.first.split(" ")[:2]
     path = quote(unquote(urlsplit(target).path), safe="/" + _UNRESERVED)  # s3utils.EncodePath
     return "\n".join([method, path, canonical_query, headers, ";".join(signed), payload])
@@ -374,8 +468,12 @@ def _body_checks(head: _Head, claimed: str | None, access_key: str) -> Authentic
     return auth
 
 
-def authenticate(head: _Head, secret_of: Callable[[str], str | None], disabled: Callable[[str], bool],
-                 now: float | None = None) -> Authenticated:
+def authenticate(
+    head: _Head,
+    secret_of: Callable[[str], str | None],
+    disabled: Callable[[str], bool],
+    now: float | None = None,
+) -> Authenticated:
     """Check a request's AWS Signature V4 (header or presigned query) as MinIO does; the signer
     and the body checks left to do, or :class:`AuthError`. A request that carries no signature is
     refused (``InvalidAccessKeyId``): the embedded platform gives anonymous requests nothing."""
@@ -395,8 +493,10 @@ def authenticate(head: _Head, secret_of: Callable[[str], str | None], disabled: 
 
     if authorization.startswith("AWS ") and not authorization.startswith(SIGN_V4):
         raise _fail("SignatureVersionNotSupported")  # V2: MinIO serves it, no client here sends it
-    if method == "PUT" and (content_sha256 in _STREAMING or (content_sha256 == _UNSIGNED_TRAILER and "aws-chunked"
-                                                            in head.headers.get("content-encoding", ""))):
+    if method == "PUT" and (
+        content_sha256 in _STREAMING
+        or (content_sha256 == _UNSIGNED_TRAILER and "aws-chunked" in head.headers.get("content-encoding", ""))
+    ):
         _amz_date(head)
         raise _fail("StreamingNotServed")
     if authorization.startswith(SIGN_V4):
@@ -438,8 +538,17 @@ def authenticate(head: _Head, secret_of: Callable[[str], str | None], disabled: 
     form = dict(query)
     if "X-Amz-Credential" in form:
         # parsePreSignV4
-        if any(n not in form for n in ("X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Signature", "X-Amz-Date",
-                                       "X-Amz-SignedHeaders", "X-Amz-Expires")):
+        if any(
+            n not in form
+            for n in (
+                "X-Amz-Algorithm",
+                "X-Amz-Credential",
+                "X-Amz-Signature",
+                "X-Amz-Date",
+                "X-Amz-SignedHeaders",
+                "X-Amz-Expires",
+            )
+        ):
             raise _fail("InvalidQueryParams")
         if form["X-Amz-Algorithm"] != SIGN_V4:
             raise _fail("InvalidQuerySignatureAlgo")
@@ -524,17 +633,23 @@ _ADMIN: dict[tuple[str, str], tuple[str, tuple[str, ...]]] = {
     ("PUT", "add-canned-policy"): ("admin:CreatePolicy", ("name",)),
     ("DELETE", "remove-canned-policy"): ("admin:DeletePolicy", ("name",)),
     ("GET", "info-canned-policy"): ("admin:GetPolicy", ("name",)),
-    ("PUT", "set-user-or-group-policy"): ("admin:AttachUserOrGroupPolicy", ("policyName", "userOrGroup", "isGroup")),
+    ("PUT", "set-user-or-group-policy"): (
+        "admin:AttachUserOrGroupPolicy",
+        ("policyName", "userOrGroup", "isGroup"),
+    ),
 }
 
 
 def _admin_error(path: str, status: int, code: str, message: str) -> bytes:
     """An admin API refusal as MinIO writes it (writeErrorResponseJSON)."""
-    body = json.dumps({"Code": code, "Message": message, "Resource": path, "RequestId": f"{time.time_ns():X}",
-                       "HostId": ""}).encode()
+    body = json.dumps(
+        {"Code": code, "Message": message, "Resource": path, "RequestId": f"{time.time_ns():X}", "HostId": ""}
+    ).encode()
     reason = http.client.responses.get(status, "Error")
-    return (f"HTTP/1.1 {status} {reason}\r\nServer: MinIO\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    return (
+        f"HTTP/1.1 {status} {reason}\r\nServer: MinIO\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
 
 
 class _Body:
@@ -560,7 +675,7 @@ def _unchunk(data: bytes) -> bytes:
         size = int(size_line.split(b";")[0].strip() or b"0", 16)
         if size == 0:
             break
-        out, rest = out + rest[:size], rest[size + 2:]
+        out, rest = out + rest[:size], rest[size + 2 :]
     return out
 
 
@@ -571,34 +686,78 @@ def _is_admin(head: _Head) -> bool:
 # Sub-resources of a bucket or object request -> MinIO's action for each method (cmd/api-router.go,
 # the handlers' checkRequestAuthType calls); anything else is the plain request's action.
 _BUCKET_ACTIONS = {
-    "GET": {"events": "s3:ListenBucketNotification", "location": "s3:GetBucketLocation",
-            "policy": "s3:GetBucketPolicy", "notification": "s3:GetBucketNotification",
-            "versioning": "s3:GetBucketVersioning", "uploads": "s3:ListBucketMultipartUploads",
-            "versions": "s3:ListBucketVersions", "tagging": "s3:GetBucketTagging",
-            "lifecycle": "s3:GetLifecycleConfiguration", "object-lock": "s3:GetBucketObjectLockConfiguration",
-            "encryption": "s3:GetEncryptionConfiguration", "replication": "s3:GetReplicationConfiguration",
-            "acl": "s3:GetBucketPolicy", "cors": "s3:GetBucketCors", "": "s3:ListBucket"},
+    "GET": {
+        "events": "s3:ListenBucketNotification",
+        "location": "s3:GetBucketLocation",
+        "policy": "s3:GetBucketPolicy",
+        "notification": "s3:GetBucketNotification",
+        "versioning": "s3:GetBucketVersioning",
+        "uploads": "s3:ListBucketMultipartUploads",
+        "versions": "s3:ListBucketVersions",
+        "tagging": "s3:GetBucketTagging",
+        "lifecycle": "s3:GetLifecycleConfiguration",
+        "object-lock": "s3:GetBucketObjectLockConfiguration",
+        "encryption": "s3:GetEncryptionConfiguration",
+        "replication": "s3:GetReplicationConfiguration",
+        "acl": "s3:GetBucketPolicy",
+        "cors": "s3:GetBucketCors",
+        "": "s3:ListBucket",
+    },
     "HEAD": {"": "s3:ListBucket"},
-    "PUT": {"policy": "s3:PutBucketPolicy", "notification": "s3:PutBucketNotification",
-            "versioning": "s3:PutBucketVersioning", "tagging": "s3:PutBucketTagging",
-            "lifecycle": "s3:PutLifecycleConfiguration", "object-lock": "s3:PutBucketObjectLockConfiguration",
-            "encryption": "s3:PutEncryptionConfiguration", "replication": "s3:PutReplicationConfiguration",
-            "acl": "s3:PutBucketPolicy", "cors": "s3:PutBucketCors", "": "s3:CreateBucket"},
-    "DELETE": {"policy": "s3:DeleteBucketPolicy", "tagging": "s3:PutBucketTagging",
-               "lifecycle": "s3:PutLifecycleConfiguration", "encryption": "s3:PutEncryptionConfiguration",
-               "replication": "s3:PutReplicationConfiguration", "cors": "s3:PutBucketCors", "": "s3:DeleteBucket"},
+    "PUT": {
+        "policy": "s3:PutBucketPolicy",
+        "notification": "s3:PutBucketNotification",
+        "versioning": "s3:PutBucketVersioning",
+        "tagging": "s3:PutBucketTagging",
+        "lifecycle": "s3:PutLifecycleConfiguration",
+        "object-lock": "s3:PutBucketObjectLockConfiguration",
+        "encryption": "s3:PutEncryptionConfiguration",
+        "replication": "s3:PutReplicationConfiguration",
+        "acl": "s3:PutBucketPolicy",
+        "cors": "s3:PutBucketCors",
+        "": "s3:CreateBucket",
+    },
+    "DELETE": {
+        "policy": "s3:DeleteBucketPolicy",
+        "tagging": "s3:PutBucketTagging",
+        "lifecycle": "s3:PutLifecycleConfiguration",
+        "encryption": "s3:PutEncryptionConfiguration",
+        "replication": "s3:PutReplicationConfiguration",
+        "cors": "s3:PutBucketCors",
+        "": "s3:DeleteBucket",
+    },
     "POST": {"delete": "s3:DeleteObject", "": "s3:PutObject"},
 }
 _OBJECT_ACTIONS = {
-    "GET": {"uploadId": "s3:ListMultipartUploadParts", "tagging": "s3:GetObjectTagging",
-            "retention": "s3:GetObjectRetention", "legal-hold": "s3:GetObjectLegalHold",
-            "acl": "s3:GetObject", "attributes": "s3:GetObjectAttributes", "": "s3:GetObject"},
+    "GET": {
+        "uploadId": "s3:ListMultipartUploadParts",
+        "tagging": "s3:GetObjectTagging",
+        "retention": "s3:GetObjectRetention",
+        "legal-hold": "s3:GetObjectLegalHold",
+        "acl": "s3:GetObject",
+        "attributes": "s3:GetObjectAttributes",
+        "": "s3:GetObject",
+    },
     "HEAD": {"": "s3:GetObject"},
-    "PUT": {"tagging": "s3:PutObjectTagging", "retention": "s3:PutObjectRetention",
-            "legal-hold": "s3:PutObjectLegalHold", "acl": "s3:PutObject", "": "s3:PutObject"},
-    "POST": {"uploads": "s3:PutObject", "uploadId": "s3:PutObject", "restore": "s3:RestoreObject",
-             "select": "s3:GetObject", "": "s3:PutObject"},
-    "DELETE": {"uploadId": "s3:AbortMultipartUpload", "tagging": "s3:DeleteObjectTagging", "": "s3:DeleteObject"},
+    "PUT": {
+        "tagging": "s3:PutObjectTagging",
+        "retention": "s3:PutObjectRetention",
+        "legal-hold": "s3:PutObjectLegalHold",
+        "acl": "s3:PutObject",
+        "": "s3:PutObject",
+    },
+    "POST": {
+        "uploads": "s3:PutObject",
+        "uploadId": "s3:PutObject",
+        "restore": "s3:RestoreObject",
+        "select": "s3:GetObject",
+        "": "s3:PutObject",
+    },
+    "DELETE": {
+        "uploadId": "s3:AbortMultipartUpload",
+        "tagging": "s3:DeleteObjectTagging",
+        "": "s3:DeleteObject",
+    },
 }
 
 
@@ -636,10 +795,14 @@ def _target(head: _Head) -> tuple[str, str, str, str]:
 
 def _error(status: str, code: str, message: str) -> bytes:
     # MinIO's answers name the request's resource and id too; clients read Code and Message.
-    body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
-            f"<Message>{message}</Message></Error>").encode()
-    return (f"HTTP/1.1 {status}\r\nContent-Type: application/xml\r\nContent-Length: {len(body)}\r\n\r\n"
-            .encode() + body)
+    body = (
+        f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
+        f"<Message>{message}</Message></Error>"
+    ).encode()
+    return (
+        f"HTTP/1.1 {status}\r\nContent-Type: application/xml\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
 
 
 # -- listening to bucket notifications (MinIO's ListenNotificationHandler) -------------------------
@@ -653,28 +816,56 @@ def _error(status: str, code: str, message: str) -> bytes:
 _EVENT_NAMES = frozenset(
     ["s3:BucketCreated:*", "s3:BucketRemoved:*", "s3:LifecycleDelMarkerExpiration:Delete"]
     + [f"s3:ObjectAccessed:{n}" for n in ("*", "Get", "GetRetention", "GetLegalHold", "Head", "Attributes")]
-    + [f"s3:ObjectCreated:{n}" for n in ("*", "CompleteMultipartUpload", "Copy", "Post", "Put", "PutRetention",
-                                         "PutLegalHold", "PutTagging", "DeleteTagging")]
+    + [
+        f"s3:ObjectCreated:{n}"
+        for n in (
+            "*",
+            "CompleteMultipartUpload",
+            "Copy",
+            "Post",
+            "Put",
+            "PutRetention",
+            "PutLegalHold",
+            "PutTagging",
+            "DeleteTagging",
+        )
+    ]
     + [f"s3:ObjectRemoved:{n}" for n in ("*", "Delete", "DeleteMarkerCreated", "NoOP", "DeleteAllVersions")]
-    + [f"s3:Replication:{n}" for n in ("*", "OperationFailedReplication", "OperationCompletedReplication",
-                                       "OperationMissedThreshold", "OperationReplicatedAfterThreshold",
-                                       "OperationNotTracked")]
+    + [
+        f"s3:Replication:{n}"
+        for n in (
+            "*",
+            "OperationFailedReplication",
+            "OperationCompletedReplication",
+            "OperationMissedThreshold",
+            "OperationReplicatedAfterThreshold",
+            "OperationNotTracked",
+        )
+    ]
     + [f"s3:ObjectRestore:{n}" for n in ("*", "Post", "Completed")]
     + [f"s3:ObjectTransition:{n}" for n in ("*", "Failed", "Complete")]
-    + [f"s3:Scanner:{n}" for n in ("ManyVersions", "LargeVersions", "BigPrefix")])
+    + [f"s3:Scanner:{n}" for n in ("ManyVersions", "LargeVersions", "BigPrefix")]
+)
 KEEP_ALIVE = 0.5  # seconds between the " " MinIO writes to an idle stream (no ``ping`` asked for)
 
 
 def _pattern(prefix: str, suffix: str) -> re.Pattern[str]:
     """MinIO's filter: ``prefix*`` + ``*suffix`` (NewPattern), matched with ``*`` as the only wildcard."""
-    pattern = (prefix + ("" if not prefix or prefix.endswith("*") else "*")
-               + ("" if not suffix or suffix.startswith("*") else "*") + suffix).replace("**", "*") or "*"
+    pattern = (
+        prefix
+        + ("" if not prefix or prefix.endswith("*") else "*")
+        + ("" if not suffix or suffix.startswith("*") else "*")
+        + suffix
+    ).replace("**", "*") or "*"
     return re.compile(".*".join(re.escape(part) for part in pattern.split("*")), re.DOTALL)
 
 
 def _filter_value_valid(value: str) -> bool:
-    return (all(segment not in (".", "..") for segment in value.split("/")) and len(value.encode()) <= 1024
-            and "\\" not in value)
+    return (
+        all(segment not in (".", "..") for segment in value.split("/"))
+        and len(value.encode()) <= 1024
+        and "\\" not in value
+    )
 
 
 @dataclass
@@ -729,11 +920,22 @@ def _record(created: _Created) -> dict:
         "eventName": created.event,
         "userIdentity": principal,
         "requestParameters": {**principal, "region": "", "sourceIPAddress": "127.0.0.1"},
-        "responseElements": {"x-amz-id-2": uuid.uuid4().hex, "x-amz-request-id": request_id,
-                             "x-minio-deployment-id": _DEPLOYMENT_ID, "x-minio-origin-endpoint": ""},
-        "s3": {"s3SchemaVersion": "1.0", "configurationId": "Config",
-               "bucket": {"name": created.bucket, "ownerIdentity": principal, "arn": f"arn:aws:s3:::{created.bucket}"},
-               "object": obj},
+        "responseElements": {
+            "x-amz-id-2": uuid.uuid4().hex,
+            "x-amz-request-id": request_id,
+            "x-minio-deployment-id": _DEPLOYMENT_ID,
+            "x-minio-origin-endpoint": "",
+        },
+        "s3": {
+            "s3SchemaVersion": "1.0",
+            "configurationId": "Config",
+            "bucket": {
+                "name": created.bucket,
+                "ownerIdentity": principal,
+                "arn": f"arn:aws:s3:::{created.bucket}",
+            },
+            "object": obj,
+        },
         "source": {"host": "127.0.0.1", "port": "", "userAgent": ""},
     }
 
@@ -748,8 +950,13 @@ def _chunk(data: bytes) -> bytes:
 class StorageGate:
     """Forwards S3 requests to moto, applying MinIO's rules (see the module's docstring)."""
 
-    def __init__(self, upstream_port: int, secret_of: Callable[[str], str | None], iam: MinioIam,
-                 allowed: Callable[[str, str], bool] | None = None) -> None:
+    def __init__(
+        self,
+        upstream_port: int,
+        secret_of: Callable[[str], str | None],
+        iam: MinioIam,
+        allowed: Callable[[str, str], bool] | None = None,
+    ) -> None:
         self._upstream = ("127.0.0.1", upstream_port)
         self._secret_of = secret_of  # an enabled account's secret key, for checking its signatures
         self._counts: Counter[str] = Counter()  # requests per access key ("": not authenticated)
@@ -852,28 +1059,36 @@ class StorageGate:
             return _error("503 Slow Down", "SlowDown", "Please reduce your request rate (injected fault).")
         if isinstance(auth, AuthError):
             if _is_admin(head):
-                return _admin_error(urlsplit(head.first.split(" ")[1]).path, auth.status, auth.code, str(auth))
+                return _admin_error(
+                    urlsplit(head.first.split(" ")[1]).path, auth.status, auth.code, str(auth)
+                )
             return auth.xml()
         access_key = auth.access_key
         if access_key == self._iam.root_access_key or _is_admin(head):
             return None  # the admin API answers its own refusals, in JSON
         needs = _actions(head)
         if self._iam.is_user(access_key):
-            granted = all(self._iam.allows(access_key, action, bucket, key) for action, bucket, key in needs
-                          if action != "s3:ListAllMyBuckets")  # a bucket listing is filtered instead
+            granted = all(
+                self._iam.allows(access_key, action, bucket, key)
+                for action, bucket, key in needs
+                if action != "s3:ListAllMyBuckets"
+            )  # a bucket listing is filtered instead
         else:
             # An OIDC user's account: OSCAR's policies give it all or nothing of a bucket, and not
             # listening to a restricted service's (RESTRICTED_ACTIONS): never here, to be safe.
-            granted = not _is_listen(head) and all(self._allowed(access_key, bucket) for _, bucket, _ in needs
-                                                   if bucket)
+            granted = not _is_listen(head) and all(
+                self._allowed(access_key, bucket) for _, bucket, _ in needs if bucket
+            )
         return None if granted else _error("403 Forbidden", "AccessDenied", "Access Denied.")
 
     def _may_list(self, access_key: str, bucket: str) -> bool:
         """Whether a bucket listing shows ``bucket`` to a non-root account (ListBucketsHandler:
         those it may ``s3:ListBucket`` or ``s3:GetBucketLocation``, without ListAllMyBuckets)."""
         if self._iam.is_user(access_key):
-            return any(self._iam.allows(access_key, action, bucket)
-                       for action in ("s3:ListAllMyBuckets", "s3:ListBucket", "s3:GetBucketLocation"))
+            return any(
+                self._iam.allows(access_key, action, bucket)
+                for action in ("s3:ListAllMyBuckets", "s3:ListBucket", "s3:GetBucketLocation")
+            )
         return self._allowed(access_key, bucket)
 
     def _serve(self, client_sock: socket.socket) -> None:
@@ -903,9 +1118,16 @@ class StorageGate:
                     client.body(head, check.relay, check.data)
                     problem = check.problem()
                     check.finish()
-                    client_sock.sendall(self._admin(head, b"".join(body), access_key) if problem is None else
-                                        _admin_error(urlsplit(head.first.split(" ")[1]).path, problem.status,
-                                                     problem.code, str(problem)))
+                    client_sock.sendall(
+                        self._admin(head, b"".join(body), access_key)
+                        if problem is None
+                        else _admin_error(
+                            urlsplit(head.first.split(" ")[1]).path,
+                            problem.status,
+                            problem.code,
+                            str(problem),
+                        )
+                    )
                     continue
                 if upstream_sock is None:
                     upstream_sock = socket.create_connection(self._upstream, timeout=10)
@@ -914,13 +1136,16 @@ class StorageGate:
                     with self._lock:
                         self._open.add(upstream_sock)
                 forwarded = head.raw.replace(b"\r\nExpect: 100-continue", b"").replace(
-                    b"\r\nexpect: 100-continue", b"")
+                    b"\r\nexpect: 100-continue", b""
+                )
                 problem = None
                 if not auth.checks_body:
                     upstream_sock.sendall(forwarded)
                     client.body(head, upstream_sock.sendall)
                 elif not head.chunked and head.length == 0:
-                    problem = _BodyCheck(auth, upstream_sock.sendall).problem()  # checked before anything is sent
+                    problem = _BodyCheck(
+                        auth, upstream_sock.sendall
+                    ).problem()  # checked before anything is sent
                     if problem is None:
                         upstream_sock.sendall(forwarded)
                 else:
@@ -977,7 +1202,9 @@ class StorageGate:
             return response, False
         return response, response.headers.get("connection", "").lower() != "close"
 
-    def _relay_bucket_list(self, access_key: str, upstream: _Stream, client: socket.socket) -> tuple[_Head, bool]:
+    def _relay_bucket_list(
+        self, access_key: str, upstream: _Stream, client: socket.socket
+    ) -> tuple[_Head, bool]:
         """Relay a ListBuckets answer showing only the buckets the account may list."""
         while True:
             response = upstream.head()
@@ -989,15 +1216,21 @@ class StorageGate:
         if response.chunked:
             body = _unchunk(body)
         if response.first.split(" ")[1] == "200":
+
             def keep(match: re.Match[bytes]) -> bytes:
                 name = re.search(rb"<Name>(.*?)</Name>", match.group(0))
                 shown = name is not None and self._may_list(access_key, name.group(1).decode())
                 return match.group(0) if shown else b""
 
             body = re.sub(rb"<Bucket>.*?</Bucket>", keep, body, flags=re.DOTALL)
-        lines = [line for line in response.raw.decode("latin-1").split("\r\n")[:-2]
-                 if line.split(":")[0].lower() not in ("content-length", "transfer-encoding")]
-        client.sendall(("\r\n".join([*lines, f"Content-Length: {len(body)}"]) + "\r\n\r\n").encode("latin-1") + body)
+        lines = [
+            line
+            for line in response.raw.decode("latin-1").split("\r\n")[:-2]
+            if line.split(":")[0].lower() not in ("content-length", "transfer-encoding")
+        ]
+        client.sendall(
+            ("\r\n".join([*lines, f"Content-Length: {len(body)}"]) + "\r\n\r\n").encode("latin-1") + body
+        )
         return response, response.headers.get("connection", "").lower() != "close"
 
     # -- MinIO's admin API ---------------------------------------------------------------
@@ -1010,13 +1243,21 @@ class StorageGate:
         params = {name: values[0] for name, values in parse_qs(parts.query, keep_blank_values=True).items()}
         spec = _ADMIN.get((method, command))
         if spec is None:
-            return _admin_error(parts.path, 400, "XMinioAdminNotImplemented",
-                                f"{method} {command} is not part of the admin API the embedded platform serves")
+            return _admin_error(
+                parts.path,
+                400,
+                "XMinioAdminNotImplemented",
+                f"{method} {command} is not part of the admin API the embedded platform serves",
+            )
         action, needed = spec
         if any(name not in params for name in needed):
-            return _admin_error(parts.path, 400, "InvalidArgument", f"missing query parameters {', '.join(needed)}")
+            return _admin_error(
+                parts.path, 400, "InvalidArgument", f"missing query parameters {', '.join(needed)}"
+            )
         # An account may change its own secret unless a policy denies it (AddUser's DenyOnly).
-        own = command == "add-user" and params.get("accessKey") == access_key and self._iam.is_user(access_key)
+        own = (
+            command == "add-user" and params.get("accessKey") == access_key and self._iam.is_user(access_key)
+        )
         if not (own or self._iam.allows(access_key, action)):
             return _admin_error(parts.path, 403, "AccessDenied", "Access Denied.")
         try:
@@ -1024,8 +1265,10 @@ class StorageGate:
         except IamError as exc:
             return _admin_error(parts.path, exc.status, exc.code, str(exc))
         data = b"" if answer is None else json.dumps(answer).encode()
-        return (f"HTTP/1.1 200 OK\r\nServer: MinIO\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(data)}\r\n\r\n").encode() + data
+        return (
+            f"HTTP/1.1 200 OK\r\nServer: MinIO\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(data)}\r\n\r\n"
+        ).encode() + data
 
     def _admin_do(self, command: str, params: dict[str, str], body: bytes, access_key: str) -> object:
         iam = self._iam
@@ -1038,8 +1281,9 @@ class StorageGate:
                 request = json.loads(decrypt(_Body(body), iam.secret_of(access_key) or ""))  # type: ignore[arg-type]
                 secret, status = str(request["secretKey"]), str(request.get("status") or "enabled")
             except (ValueError, KeyError, TypeError, OSError):  # a wrong key fails the MAC check (ValueError)
-                raise IamError(400, "XMinioAdminConfigBadJSON",
-                               "JSON configuration provided is of incorrect format") from None
+                raise IamError(
+                    400, "XMinioAdminConfigBadJSON", "JSON configuration provided is of incorrect format"
+                ) from None
             iam.add_user(params["accessKey"], secret, status)
         elif command == "remove-user":
             if params["accessKey"] == access_key:
@@ -1069,7 +1313,9 @@ class StorageGate:
         method, bucket, key, query = _target(head)
         if not 200 <= int(response.first.split(" ")[1]) < 300 or not key:
             return
-        upload = (method == "PUT" and "partNumber=" not in query) or (method == "POST" and "uploadId=" in query)
+        upload = (method == "PUT" and "partNumber=" not in query) or (
+            method == "POST" and "uploadId=" in query
+        )
         if not upload:
             return
         # A plain PUT says its size; a copy or a multipart completion does not (nor its ETag).
@@ -1081,9 +1327,16 @@ class StorageGate:
             self.on_created(bucket, key, None if size is None else int(size), etag, uploader)
         event = "s3:ObjectCreated:" + ("Put" if plain else "Copy" if copy else "CompleteMultipartUpload")
         metadata = {name: value for name, value in head.headers.items() if name.startswith("x-amz-meta-")}
-        created = _Created(bucket, key, event, None if size is None else int(size), etag,
-                           head.headers.get("content-type", "") if plain else "", metadata if plain else {},
-                           uploader)
+        created = _Created(
+            bucket,
+            key,
+            event,
+            None if size is None else int(size),
+            etag,
+            head.headers.get("content-type", "") if plain else "",
+            metadata if plain else {},
+            uploader,
+        )
         with self._lock:
             listeners = [listener for listener in self._listeners if listener.wants(created)]
         for listener in listeners:
@@ -1097,8 +1350,13 @@ class StorageGate:
         conn = http.client.HTTPConnection(*self._upstream, timeout=10)
         credential = f"{self._iam.root_access_key}/20000101/us-east-1/s3/aws4_request"
         try:
-            conn.request("HEAD", quote(path), headers={
-                "Authorization": f"AWS4-HMAC-SHA256 Credential={credential}, SignedHeaders=host, Signature=0"})
+            conn.request(
+                "HEAD",
+                quote(path),
+                headers={
+                    "Authorization": f"AWS4-HMAC-SHA256 Credential={credential}, SignedHeaders=host, Signature=0"
+                },
+            )
             response = conn.getresponse()
             response.read()
             return response.status, {name.lower(): value for name, value in response.getheaders()}
@@ -1116,31 +1374,52 @@ class StorageGate:
         for name, what in (("prefix", "prefix"), ("suffix", "suffix")):
             given = values.get(name, [])
             if len(given) > 1:
-                problem = ("400 Bad Request", "InvalidArgument", f"Cannot specify more than one {what} rule in a filter.")
+                problem = (
+                    "400 Bad Request",
+                    "InvalidArgument",
+                    f"Cannot specify more than one {what} rule in a filter.",
+                )
             elif given and not _filter_value_valid(given[0]):
-                problem = ("400 Bad Request", "InvalidArgument",
-                           "Size of filter rule value cannot exceed 1024 bytes in UTF-8 representation")
+                problem = (
+                    "400 Bad Request",
+                    "InvalidArgument",
+                    "Size of filter rule value cannot exceed 1024 bytes in UTF-8 representation",
+                )
         names = values.get("events", [])
         if problem is None and any(name not in _EVENT_NAMES for name in names):
-            problem = ("400 Bad Request", "InvalidArgument", "A specified event is not supported for notifications.")
+            problem = (
+                "400 Bad Request",
+                "InvalidArgument",
+                "A specified event is not supported for notifications.",
+            )
         ping = values.get("ping", [""])[0]
         if problem is None and ping and (not ping.isdigit() or int(ping) < 1):
-            problem = ("400 Bad Request", "AuthorizationQueryParametersError",  # ErrInvalidQueryParams, as MinIO
-                       ("Query-string authentication version 4 requires the X-Amz-Algorithm, X-Amz-Credential, "
-                        "X-Amz-Signature, X-Amz-Date, X-Amz-SignedHeaders, and X-Amz-Expires parameters."))
+            problem = (
+                "400 Bad Request",
+                "AuthorizationQueryParametersError",  # ErrInvalidQueryParams, as MinIO
+                (
+                    "Query-string authentication version 4 requires the X-Amz-Algorithm, X-Amz-Credential, "
+                    "X-Amz-Signature, X-Amz-Date, X-Amz-SignedHeaders, and X-Amz-Expires parameters."
+                ),
+            )
         if problem is None and bucket and self._upstream_head("/" + bucket)[0] == 404:
             problem = ("404 Not Found", "NoSuchBucket", "The specified bucket does not exist")
         if problem is not None:
             sock.sendall(_error(*problem))
             return
-        listener = _Listener(bucket, frozenset(names),
-                             _pattern(values.get("prefix", [""])[0], values.get("suffix", [""])[0]))
+        listener = _Listener(
+            bucket, frozenset(names), _pattern(values.get("prefix", [""])[0], values.get("suffix", [""])[0])
+        )
         with self._lock:
             self._listeners.add(listener)
         try:
-            sock.sendall(("HTTP/1.1 200 OK\r\nServer: MinIO\r\nAccept-Ranges: bytes\r\nCache-Control: no-cache\r\n"
-                          "Content-Type: text/event-stream\r\nX-Accel-Buffering: no\r\n"
-                          f"X-Amz-Request-Id: {time.time_ns():X}\r\nTransfer-Encoding: chunked\r\n\r\n").encode())
+            sock.sendall(
+                (
+                    "HTTP/1.1 200 OK\r\nServer: MinIO\r\nAccept-Ranges: bytes\r\nCache-Control: no-cache\r\n"
+                    "Content-Type: text/event-stream\r\nX-Accel-Buffering: no\r\n"
+                    f"X-Amz-Request-Id: {time.time_ns():X}\r\nTransfer-Encoding: chunked\r\n\r\n"
+                ).encode()
+            )
             period = float(ping) if ping else KEEP_ALIVE
             tick = time.monotonic() + period
             while not self._stopping.is_set():

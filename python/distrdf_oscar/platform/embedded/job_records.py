@@ -91,7 +91,11 @@ class JobStore:
         directory = os.path.join(self._log_dir, service["name"])
         os.makedirs(directory, mode=0o700, exist_ok=True)
         job = Job(
-            name=name, service=service, body=body, cpu=cpu, owner=owner,
+            name=name,
+            service=service,
+            body=body,
+            cpu=cpu,
+            owner=owner,
             log_path=os.path.join(directory, name + ".log"),
         )
         open(job.log_path, "a").close()

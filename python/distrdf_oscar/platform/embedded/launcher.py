@@ -42,8 +42,9 @@ def _check_extra() -> None:
 
     missing = [name for name in ("flask", "moto") if importlib.util.find_spec(name) is None]
     if missing:
-        raise RuntimeError(f"the embedded platform needs {' and '.join(missing)}: "
-                           "pip install 'distrdf-oscar[local]'")
+        raise RuntimeError(
+            f"the embedded platform needs {' and '.join(missing)}: pip install 'distrdf-oscar[local]'"
+        )
 
 
 class LocalPlatform:
@@ -286,8 +287,12 @@ class LocalPlatform:
     def oidc_options(self, sub: str) -> dict[str, Any]:
         """The options ``oscar_python.client.Client`` takes for OIDC user ``sub``."""
         self._require_running()
-        return {"cluster_id": self.cluster_id, "endpoint": self.oscar_endpoint,
-                "oidc_token": self._oidc[sub]["token"], "ssl": False}
+        return {
+            "cluster_id": self.cluster_id,
+            "endpoint": self.oscar_endpoint,
+            "oidc_token": self._oidc[sub]["token"],
+            "ssl": False,
+        }
 
     def oidc_storage_keys(self, sub: str) -> tuple[str, str]:
         """(access key, secret key) of OIDC user ``sub``'s MinIO account."""
@@ -318,8 +323,11 @@ class LocalPlatform:
         import requests
 
         self._require_running()
-        response = requests.get(f"{self.oscar_endpoint}/system/local/exposed/{name}",
-                                auth=(self.oscar_user, self.oscar_password or ""), timeout=30)
+        response = requests.get(
+            f"{self.oscar_endpoint}/system/local/exposed/{name}",
+            auth=(self.oscar_user, self.oscar_password or ""),
+            timeout=30,
+        )
         response.raise_for_status()
         return list(response.json())
 
@@ -332,8 +340,11 @@ class LocalPlatform:
         import requests
 
         self._require_running()
-        response = requests.get(f"{self.oscar_endpoint}/system/local/storage-requests",
-                                auth=(self.oscar_user, self.oscar_password or ""), timeout=30)
+        response = requests.get(
+            f"{self.oscar_endpoint}/system/local/storage-requests",
+            auth=(self.oscar_user, self.oscar_password or ""),
+            timeout=30,
+        )
         response.raise_for_status()
         return {str(key): int(count) for key, count in response.json().items()}
 
@@ -354,8 +365,13 @@ class LocalPlatform:
         import requests
 
         self._require_running()
-        response = requests.request(method, f"{self.oscar_endpoint}/system/local/faults",
-                                    auth=(self.oscar_user, self.oscar_password or ""), timeout=30, **kwargs)
+        response = requests.request(
+            method,
+            f"{self.oscar_endpoint}/system/local/faults",
+            auth=(self.oscar_user, self.oscar_password or ""),
+            timeout=30,
+            **kwargs,
+        )
         if response.status_code >= 400:
             raise ValueError(f"fault injection refused: {response.text}")
         return response

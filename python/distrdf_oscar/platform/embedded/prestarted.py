@@ -186,15 +186,28 @@ def _how(status: int) -> str:
     return f"exit code {status}"
 
 
-def report_crash(hook: str, env: dict[str, str], cwd: str, log_path: str, status: int, package_root: str) -> None:
+def report_crash(
+    hook: str, env: dict[str, str], cwd: str, log_path: str, status: int, package_root: str
+) -> None:
     """Run a service's crash hook for a call its worker did not survive (the worker cannot
     report its own death), in a fresh process with the call's environment and its output so far."""
-    hook_env = {**env, CRASH_STATUS_VARIABLE: str(128 - status if status < 0 else status),
-                CRASH_OUTPUT_VARIABLE: log_path}
+    hook_env = {
+        **env,
+        CRASH_STATUS_VARIABLE: str(128 - status if status < 0 else status),
+        CRASH_OUTPUT_VARIABLE: log_path,
+    }
     hook_env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
     with open(log_path, "ab") as out:
-        subprocess.run([sys.executable, "-c", _CALL_HOOK, hook], env=hook_env, cwd=cwd, stdin=subprocess.DEVNULL,
-                       stdout=out, stderr=subprocess.STDOUT, timeout=120, check=False)
+        subprocess.run(
+            [sys.executable, "-c", _CALL_HOOK, hook],
+            env=hook_env,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=120,
+            check=False,
+        )
 
 
 class PrestartedPool:

@@ -78,14 +78,22 @@ def run(config: dict[str, Any]) -> int:
     from .versions import OscarVersion
 
     base_env = _base_env(config["package_root"])
-    pool = PrestartedPool(config["workers"], config["package_root"], base_env) if config["mode"] == PRESTARTED else None
+    pool = (
+        PrestartedPool(config["workers"], config["package_root"], base_env)
+        if config["mode"] == PRESTARTED
+        else None
+    )
     server = notifier = runner = gate = exposed = None
     try:
         s3.wait_ready()
         direct = StorageCredentials(s3.endpoint, config["s3_access_key"], config["s3_secret_key"])
         version = OscarVersion.parse(config["oscar_version"])
-        accounts = Accounts(config["s3_access_key"], config.get("oidc_users") or {}, version,
-                            root_secret_key=config["s3_secret_key"])
+        accounts = Accounts(
+            config["s3_access_key"],
+            config.get("oidc_users") or {},
+            version,
+            root_secret_key=config["s3_secret_key"],
+        )
         services: list[ServiceRegistry] = []  # the registry, once made (it needs the gate's endpoint)
 
         def allowed(access_key: str, bucket: str) -> bool:
@@ -97,8 +105,9 @@ def run(config: dict[str, Any]) -> int:
         gate = StorageGate(s3.port, secret_of=accounts.secret_of, iam=accounts.minio, allowed=allowed)
         gate.start()
         storage = StorageCredentials(gate.endpoint, config["s3_access_key"], config["s3_secret_key"])
-        faults = FaultPlan(gate if config.get("fault_injection") else None,
-                           token_dir=os.path.join(workdir, "faults"))
+        faults = FaultPlan(
+            gate if config.get("fault_injection") else None, token_dir=os.path.join(workdir, "faults")
+        )
         client = storage.client()
         if config.get("bucket_hint"):
             ensure_bucket(client, config["bucket_hint"])
@@ -110,11 +119,18 @@ def run(config: dict[str, Any]) -> int:
             return dict(service["environment"]["secrets"]) if service else {}
 
         # Exposed services' Deployments: replicas under <workdir>/exposed/<service>/<pod>/.
-        exposed = ExposedServices(os.path.join(workdir, "exposed"), base_env, version,
-                                  config_path=registry.config_path, script_path=registry.script_path,
-                                  secrets_of=secrets_of, time_scale=config.get("exposed_time_scale", 1.0))
+        exposed = ExposedServices(
+            os.path.join(workdir, "exposed"),
+            base_env,
+            version,
+            config_path=registry.config_path,
+            script_path=registry.script_path,
+            secrets_of=secrets_of,
+            time_scale=config.get("exposed_time_scale", 1.0),
+        )
         registry.exposed = exposed
         store = JobStore(os.path.join(workdir, "logs"))
+
         def credentials(job) -> tuple[str, str] | None:
             """The MinIO keys a job's pod mounts: the secret named after the event's uploader, or
             the caller, or the owner (3.6.5); the root ``minio`` secret when that is the owner (3.7)."""

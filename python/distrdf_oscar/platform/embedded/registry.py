@@ -56,8 +56,9 @@ def _write_private(path: str, text: str) -> None:
 class ServiceRegistry:
     """Thread-safe store of the deployed services (the API server's and the runner's view)."""
 
-    def __init__(self, root_dir: str, storage: StorageCredentials, version: OscarVersion,
-                 cluster_id: str = "local") -> None:
+    def __init__(
+        self, root_dir: str, storage: StorageCredentials, version: OscarVersion, cluster_id: str = "local"
+    ) -> None:
         self._root = root_dir
         self.version = version
         self._storage = storage
@@ -105,8 +106,12 @@ class ServiceRegistry:
         """The buckets an OIDC user's MinIO account may use: those of the services they can see."""
         with self._lock:
             services = [copy.deepcopy(s) for s in self._services.values()]
-        return {split_path(item["path"])[0] for s in services if can_see(sub, s)
-                for item in s["input"] + s["output"]}
+        return {
+            split_path(item["path"])[0]
+            for s in services
+            if can_see(sub, s)
+            for item in s["input"] + s["output"]
+        }
 
     def input_watches(self, name: str) -> list[tuple[str, str]]:
         """(bucket, key prefix) pairs whose new objects invoke service ``name``."""
@@ -168,8 +173,11 @@ class ServiceRegistry:
             raise ServiceError(409, "A service with the provided name already exists")
         problem, made = deployment_problem(service, self.version)
         if not problem and self.version.kueue:
-            raise ServiceError(500, "Error creating the service: error creating deployment for exposed "
-                                    f"service '{name}': " + _not_admitted(name))
+            raise ServiceError(
+                500,
+                "Error creating the service: error creating deployment for exposed "
+                f"service '{name}': " + _not_admitted(name),
+            )
         if not problem:
             return
         if not self.version.rolls_back_failed_create:
@@ -182,8 +190,10 @@ class ServiceRegistry:
                 self.exposed.create(service, with_hpa=False)
         if problem.startswith("The length of nodePort"):
             raise ServiceError(500, f"Error creating the service: {problem}")
-        raise ServiceError(500, "Error creating the service: error creating deployment for exposed "
-                                f"service '{name}': {problem}")
+        raise ServiceError(
+            500,
+            f"Error creating the service: error creating deployment for exposed service '{name}': {problem}",
+        )
 
     def update(self, payload: Any, owner: str | None = None) -> tuple[dict[str, Any] | None, int]:
         """``PUT /system/services`` by an admin (``owner`` None) or by the service's OIDC owner: the
@@ -239,7 +249,9 @@ class ServiceRegistry:
                 self._write_files(service)
                 self._services[name] = service
             if not self.exposed.has(name):
-                raise ServiceError(500, f'Error updating the service: deployments.apps "{name}-dpl" not found')
+                raise ServiceError(
+                    500, f'Error updating the service: deployments.apps "{name}-dpl" not found'
+                )
             raise ServiceError(500, f"Error updating the service: {problem}")
         self._provision(service)
         self._write_files(service)

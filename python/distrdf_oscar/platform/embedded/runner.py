@@ -40,7 +40,9 @@ log = logging.getLogger(__name__)
 
 COLD = "cold"
 PRESTARTED = "prestarted"
-PRESTARTED_WAIT = 30.0  # seconds an invocation waits for a pre-started worker being (re)started before running cold
+PRESTARTED_WAIT = (
+    30.0  # seconds an invocation waits for a pre-started worker being (re)started before running cold
+)
 
 
 def _kill_group(pid: int, proc: subprocess.Popen[bytes] | None = None, grace: float = 1.0) -> None:
@@ -62,7 +64,9 @@ def _memory_limit(job: Job) -> float:
 
 def _oom(job: Job) -> str:
     """What Kubernetes reports for a container killed over its memory limit."""
-    return f"OOMKilled: the function exceeded its memory limit of {job.service.get('memory') or DEFAULT_MEMORY}"
+    return (
+        f"OOMKilled: the function exceeded its memory limit of {job.service.get('memory') or DEFAULT_MEMORY}"
+    )
 
 
 class Runner:
@@ -186,7 +190,12 @@ class Runner:
 
     def _execute(self, job: Job) -> None:
         invocation = Invocation(
-            job, self._client, self._jobs_dir, self._base_env, self._config_path(job.service_name), self.version
+            job,
+            self._client,
+            self._jobs_dir,
+            self._base_env,
+            self._config_path(job.service_name),
+            self.version,
         )
         key = parse_event(job.body).key
         try:
@@ -217,7 +226,11 @@ class Runner:
                 job.log(f"Injected fault: the function dies if it reaches {failpoint.split(':')[0]}")
                 env[FAILPOINT_VARIABLE] = failpoint
             entrypoint = job.service["environment"]["variables"].get(ENTRYPOINT_VARIABLE, "")
-            worker = self._pool.acquire(wait=PRESTARTED_WAIT) if (self.mode == PRESTARTED and entrypoint and self._pool) else None
+            worker = (
+                self._pool.acquire(wait=PRESTARTED_WAIT)
+                if (self.mode == PRESTARTED and entrypoint and self._pool)
+                else None
+            )
             if worker is not None:
                 self._run_prestarted(job, worker, entrypoint, env, invocation)
             else:
@@ -273,8 +286,12 @@ class Runner:
         log = job.log_path if invocation.live_output else invocation.output_log
         # A pre-started worker's dataset cache outlives its calls (the invocation's TMPDIR does not).
         cache = os.path.join(os.path.dirname(self._jobs_dir), "worker-caches", str(worker.pid))
-        task = {"entrypoint": entrypoint, "env": {**env, "DRO_CACHE_DIR": cache}, "cwd": invocation.work_dir,
-                "log": log}
+        task = {
+            "entrypoint": entrypoint,
+            "env": {**env, "DRO_CACHE_DIR": cache},
+            "cwd": invocation.work_dir,
+            "log": log,
+        }
         # The worker's own memory (ROOT imported) is not the function's: only what the call adds counts.
         try:
             with MemoryWatch(worker.pid, _memory_limit(job), baseline=group_rss(worker.pid)) as memory:

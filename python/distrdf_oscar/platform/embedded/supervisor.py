@@ -73,7 +73,12 @@ class Invocation:
     """The per-invocation directory (removed afterwards) and the supervisor's steps."""
 
     def __init__(
-        self, job: Job, client: Minio, jobs_dir: str, base_env: dict[str, str], config_path: str,
+        self,
+        job: Job,
+        client: Minio,
+        jobs_dir: str,
+        base_env: dict[str, str],
+        config_path: str,
         version: OscarVersion,
     ) -> None:
         self.job = job

@@ -29,6 +29,7 @@ from .registry import ServiceRegistry
 
 log = logging.getLogger(__name__)
 
+
 def minio_event(bucket: str, key: str, size: int = 0, etag: str = "", access_key: str = "minio") -> dict:
     """The notification MinIO posts to ``/job/NAME`` for a new object (the fields the supervisor reads and a few more)."""
     now = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
@@ -88,7 +89,9 @@ class TriggerNotifier:
         self._client = client  # direct to the S3 server, for the size of multipart uploads and copies
         self._submit = submit
         self._faults = faults or FaultPlan()
-        self._events: queue.SimpleQueue[tuple[list[str], str, str, int | None, str, str] | None] = queue.SimpleQueue()
+        self._events: queue.SimpleQueue[tuple[list[str], str, str, int | None, str, str] | None] = (
+            queue.SimpleQueue()
+        )
         self._thread = threading.Thread(target=self._loop, name="trigger-notifier", daemon=True)
 
     def start(self) -> None:
@@ -114,11 +117,15 @@ class TriggerNotifier:
                 log.exception("could not deliver the storage event of %s/%s", event[1], event[2])
 
     def _watchers(self, bucket: str, key: str) -> list[str]:
-        return [name for name in self._registry.names()
-                if any(bucket == b and key.startswith(prefix) for b, prefix in self._registry.input_watches(name))]
+        return [
+            name
+            for name in self._registry.names()
+            if any(bucket == b and key.startswith(prefix) for b, prefix in self._registry.input_watches(name))
+        ]
 
-    def _notify(self, watchers: list[str], bucket: str, key: str, size: int | None, etag: str,
-                uploader: str) -> None:
+    def _notify(
+        self, watchers: list[str], bucket: str, key: str, size: int | None, etag: str, uploader: str
+    ) -> None:
         if size is None:
             stat = self._client.stat_object(bucket, key)
             size, etag = stat.size or 0, stat.etag or etag

@@ -28,7 +28,15 @@ _NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _ENV_NAME_RE = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
 BOOLEAN_FIELDS = ("file_stage_in", "alpine", "enable_gpu", "enable_sgx", "image_prefetch")
-STRING_FIELDS = ("log_level", "visibility", "vo", "cluster_id", "total_cpu", "total_memory", "isolation_level")
+STRING_FIELDS = (
+    "log_level",
+    "visibility",
+    "vo",
+    "cluster_id",
+    "total_cpu",
+    "total_memory",
+    "isolation_level",
+)
 
 
 class ServiceError(Exception):
@@ -61,7 +69,9 @@ def _check_quantity(service: dict[str, Any], field: str, default: str, examples:
         if parse_quantity(value) <= 0:
             raise ValueError(value)
     except ValueError:
-        raise _invalid(f"'{field}' {value!r} is not a positive Kubernetes quantity such as {examples}") from None
+        raise _invalid(
+            f"'{field}' {value!r} is not a positive Kubernetes quantity such as {examples}"
+        ) from None
     return value
 
 
@@ -126,8 +136,14 @@ def _check_storage_io(items: Any, kind: str) -> list[dict[str, Any]]:
     return checked
 
 
-_GO_TYPES = {"int": "int", "int32": "int32", "int_list": "[]int", "int32_list": "[]int32", "bool": "bool",
-             "string": "string"}
+_GO_TYPES = {
+    "int": "int",
+    "int32": "int32",
+    "int_list": "[]int",
+    "int32_list": "[]int32",
+    "bool": "bool",
+    "string": "string",
+}
 _INT_BOUNDS = {"int": 1 << 63, "int32": 1 << 31}
 _OMITEMPTY = ("api_port", "probe_mode", "auth_type")  # and nodePort from 4.1 (a list)
 
@@ -148,7 +164,9 @@ def _go_int(value: Any, kind: str, field: str) -> int:
     bound = _INT_BOUNDS[kind]
     if isinstance(value, bool) or not isinstance(value, int) or not -bound <= value < bound:
         what = f"number {value}" if _json_kind(value) == "number" else _json_kind(value)
-        raise _invalid(f"json: cannot unmarshal {what} into Go struct field Expose.expose.{field} of type {kind}")
+        raise _invalid(
+            f"json: cannot unmarshal {what} into Go struct field Expose.expose.{field} of type {kind}"
+        )
     return value
 
 
@@ -158,8 +176,10 @@ def _check_expose(value: Any, version: OscarVersion) -> dict[str, Any]:
     type is a 400) and its encoding back (zero values shown unless the field is ``omitempty``)."""
     fields = version.expose_fields
     if not isinstance(value, dict):
-        raise _invalid(f"json: cannot unmarshal {_json_kind(value)} into Go struct field Service.expose "
-                       "of type types.Expose")
+        raise _invalid(
+            f"json: cannot unmarshal {_json_kind(value)} into Go struct field Service.expose "
+            "of type types.Expose"
+        )
     by_lower = {name.lower(): name for name in fields}
     given: dict[str, Any] = {}
     for key, item in value.items():
@@ -173,19 +193,25 @@ def _check_expose(value: Any, version: OscarVersion) -> dict[str, Any]:
             expose[name] = 0 if item is None else _go_int(item, kind, name)
         elif kind in ("int_list", "int32_list"):
             if item is not None and not isinstance(item, list):
-                raise _invalid(f"json: cannot unmarshal {_json_kind(item)} into Go struct field "
-                               f"Expose.expose.{name} of type {_GO_TYPES[kind]}")
+                raise _invalid(
+                    f"json: cannot unmarshal {_json_kind(item)} into Go struct field "
+                    f"Expose.expose.{name} of type {_GO_TYPES[kind]}"
+                )
             element = kind.removesuffix("_list")
             expose[name] = [_go_int(v, element, name) for v in item or []]
         elif kind == "bool":
             if item is not None and not isinstance(item, bool):
-                raise _invalid(f"json: cannot unmarshal {_json_kind(item)} into Go struct field "
-                               f"Expose.expose.{name} of type bool")
+                raise _invalid(
+                    f"json: cannot unmarshal {_json_kind(item)} into Go struct field "
+                    f"Expose.expose.{name} of type bool"
+                )
             expose[name] = bool(item)
         else:
             if item is not None and not isinstance(item, str):
-                raise _invalid(f"json: cannot unmarshal {_json_kind(item)} into Go struct field "
-                               f"Expose.expose.{name} of type string")
+                raise _invalid(
+                    f"json: cannot unmarshal {_json_kind(item)} into Go struct field "
+                    f"Expose.expose.{name} of type string"
+                )
             expose[name] = item or ""
     for name in _OMITEMPTY + (("nodePort",) if version.expose_port_lists else ()):
         if name in expose and not expose[name]:
@@ -246,8 +272,10 @@ def validate_service(payload: Any, version: OscarVersion) -> dict[str, Any]:
     if not isinstance(environment, dict):
         raise _invalid("'environment' must be an object with 'variables' and 'secrets'")
     # Go's encoding/json matches field names case-insensitively: oscar-cli sends "Variables".
-    environment = {key.lower() if key.lower() in ("variables", "secrets") else key: value
-                   for key, value in environment.items()}
+    environment = {
+        key.lower() if key.lower() in ("variables", "secrets") else key: value
+        for key, value in environment.items()
+    }
     variables = _check_string_map(environment.get("variables"), "environment.variables")
     secrets = _check_string_map(environment.get("secrets"), "environment.secrets")
     for key in list(variables) + list(secrets):

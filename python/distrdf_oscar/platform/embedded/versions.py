@@ -139,9 +139,16 @@ class OscarVersion:
     def expose_fields(self) -> dict[str, str]:
         """The fields of the release's ``Expose`` type and their JSON kinds (pkg/types/service.go)."""
         port = "int_list" if self.expose_port_lists else "int"
-        fields = {"min_scale": "int32", "max_scale": "int32", "api_port": port, "cpu_threshold": "int32",
-                  "rewrite_target": "bool", "nodePort": "int32_list" if self.expose_port_lists else "int32",
-                  "default_command": "bool", "set_auth": "bool"}
+        fields = {
+            "min_scale": "int32",
+            "max_scale": "int32",
+            "api_port": port,
+            "cpu_threshold": "int32",
+            "rewrite_target": "bool",
+            "nodePort": "int32_list" if self.expose_port_lists else "int32",
+            "default_command": "bool",
+            "set_auth": "bool",
+        }
         if self.release >= (3, 6, 5):
             fields["health_path"] = "string"
         if self.release >= (4, 0, 0):

@@ -27,7 +27,9 @@ class XRootDServer:
     def __init__(self) -> None:
         binary = shutil.which("xrootd")
         if binary is None:
-            raise XRootDMissing("xrootd is not installed (Debian: apt-get install xrootd-server; .ci/run does it)")
+            raise XRootDMissing(
+                "xrootd is not installed (Debian: apt-get install xrootd-server; .ci/run does it)"
+            )
         # The server drops to user nobody: its folders must be readable (pytest's are 0700).
         self.root = tempfile.mkdtemp(prefix="dro-xrootd-")
         self.data = os.path.join(self.root, "data")
@@ -39,15 +41,22 @@ class XRootDServer:
         self.port = free_port()
         config = os.path.join(self.root, "xrootd.cfg")
         with open(config, "w") as f:
-            f.write(f"all.export /\nxrd.port {self.port}\noss.localroot {self.data}\n"
-                    f"all.adminpath {self.root}/run\nall.pidpath {self.root}/run\n")
+            f.write(
+                f"all.export /\nxrd.port {self.port}\noss.localroot {self.data}\n"
+                f"all.adminpath {self.root}/run\nall.pidpath {self.root}/run\n"
+            )
         self.log = os.path.join(self.root, "run", "xrootd.log")
         command = [binary, "-c", config, "-n", "dro", "-l", self.log]
         if os.geteuid() == 0:
             command += ["-R", "nobody"]  # xrootd refuses to run as root
         self.proc: subprocess.Popen[bytes] | None = subprocess.Popen(
             # xrootd makes its instance's home, <cwd>/<name>, where it starts: inside our folder.
-            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, cwd=self.root)
+            command,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=self.root,
+        )
         self._wait_listening()
 
     def _wait_listening(self, timeout: float = 20.0) -> None:
