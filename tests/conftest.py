@@ -72,7 +72,6 @@ def dimuon_files(tmp_path_factory) -> list[str]:
 
 _SECRETS: list[str] = []
 _LEAKS: list[str] = []
-FORGETTER_THREAD = "forget-oscar-jobs"  # executor.py: deletes finished OSCAR jobs in the background
 
 
 def _search(where: str, content: bytes) -> None:
@@ -90,7 +89,7 @@ def secret_scan():
     """For the requesting module: before any job's objects are deleted, read them all (keys, bodies,
     headers), and before a client deletes the OSCAR jobs that served it, their logs; search them."""
     from distrdf_oscar.client import job
-    from distrdf_oscar.client.executor import FORGET_PATIENCE
+    from distrdf_oscar.platform.finished_jobs import FORGET_PATIENCE, FORGETTER_THREAD
     from distrdf_oscar.platform.oscar import OSCARCluster
     from distrdf_oscar.protocol import layout
 

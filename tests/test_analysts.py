@@ -15,7 +15,7 @@ from oscar_python.client import Client
 import ROOT
 from conftest import SAME_MACHINE
 from distrdf_oscar import CoordinatedReduction, OSCARExecutor, TreeReduction, cli
-from distrdf_oscar.client.executor import ConfigurationError
+from distrdf_oscar.client.settings import ConfigurationError
 from distrdf_oscar.platform.deployment import ROLES, Deployment
 from distrdf_oscar.platform.oscar import OSCARCluster, OSCARError
 from distrdf_oscar.protocol import layout

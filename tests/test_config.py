@@ -76,8 +76,8 @@ def test_token_and_explicit_storage():
         "MINIO_SECRET_KEY": "sk-secret",
     }
     executor = OSCARExecutor.from_env(env)
-    assert executor._storage_config.endpoint == "https://minio.example.org"
-    assert "sk-secret" not in repr(executor._storage_config)
+    assert executor.settings.storage.endpoint == "https://minio.example.org"
+    assert "sk-secret" not in repr(executor.settings.storage)
 
 
 def test_disabling_tls_verification_warns():

@@ -841,4 +841,74 @@ def test_cleanup_removes_only_abandoned_jobs_unless_one_is_named(run, platform):
     assert f"{waited_for.job_id}: 4 objects" in out
     assert "removed 3 objects" in out  # and the manifest, deleted first
     assert [k for k in storage.list("") if layout.job_of_key(k)] == []
+    code, out, err = run("cleanup", "--deployment", "orphans", "--job", waited_for.job_id)
+    assert code == cli.EXIT_FOUND_PROBLEM  # no such job (any more): said on stderr, not a success
+    assert f"job {waited_for.job_id} has no objects" in err
     assert run("undeploy", "--deployment", "orphans", "--yes")[0] == 0
+
+
+# -- the command line as a new user meets it -------------------------------------------------------
+
+
+def test_help_and_version_are_fast_and_never_import_root():
+    """Run as a user runs it, in a fresh interpreter: no ROOT import, so no notice from ROOT's wheel."""
+    for args, expected in ((["--help"], "usage: distrdf-oscar"), (["--version"], "distrdf-oscar ")):
+        started = time.monotonic()
+        done = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "distrdf_oscar.cli", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith(expected)
+        imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if "|" in line}
+        assert "ROOT" not in imported
+        assert "cppyy" not in imported
+        assert "alpha stage" not in done.stderr
+        assert time.monotonic() - started < 30  # a hang, not a speed check
+    assert "``" not in subprocess.run(
+        [sys.executable, "-m", "distrdf_oscar.cli", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+
+
+def test_expected_failures_are_one_line_with_their_exit_code(run, monkeypatch):
+    monkeypatch.delenv("OSCAR_ENDPOINT")
+    code, out, err = run("status")
+    assert (code, out) == (cli.EXIT_USAGE, "")
+    assert err.splitlines() == [err.strip()]
+    assert "OSCAR_ENDPOINT is not set" in err
+    monkeypatch.setenv("OSCAR_ENDPOINT", f"http://127.0.0.1:{closed_port()}")
+    code, out, err = run("status")
+    assert code == cli.EXIT_OSCAR
+    assert err.startswith("distrdf-oscar: error: cannot reach OSCAR at http://127.0.0.1:")
+    assert "Traceback" not in err
+
+
+def test_an_unreachable_storage_endpoint_is_named_with_its_exit_code(run, monkeypatch):
+    assert run("deploy", "--deployment", "nostore")[0] == 0
+    monkeypatch.setenv("MINIO_ENDPOINT", f"http://127.0.0.1:{closed_port()}")
+    for args in (("pool", "status"), ("cleanup", "--dry-run"), ("upload", __file__)):
+        code, _, err = run(*args, "--deployment", "nostore")
+        assert code == cli.EXIT_STORAGE, (args, err)
+        assert err.startswith("distrdf-oscar: error: cannot reach the object storage at http://127.0.0.1:")
+        assert len(err.splitlines()) == 1
+    monkeypatch.delenv("MINIO_ENDPOINT")
+    assert run("undeploy", "--deployment", "nostore", "--yes")[0] == 0
+
+
+def test_status_needs_no_signing_key_and_speaks_json(run, monkeypatch):
+    assert run("deploy", "--deployment", "jsonish")[0] == 0
+    monkeypatch.delenv("DISTRDF_OSCAR_KEY")  # read-only: an analyst without the key may look
+    code, out, err = run("status", "--deployment", "jsonish", "--json")
+    assert code == 0, err
+    status = json.loads(out)
+    assert status["deployment"] == "jsonish"
+    assert set(status["services"]) == {f"jsonish-{role}" for role in ROLES}
+    assert all(row["jobs"]["Succeeded"] == 0 for row in status["services"].values())
+    monkeypatch.setenv("DISTRDF_OSCAR_KEY", "k" * 32)
+    code, out, err = run("pool", "status", "--deployment", "jsonish", "--json")
+    assert code == 0, err
+    assert json.loads(out) == {"pool": "jsonish-pool", "workers": []}
+    assert run("undeploy", "--deployment", "jsonish", "--yes")[0] == 0

@@ -6,8 +6,8 @@
     with dro.LocalCluster(workers=2) as cluster:
         df = ROOT.RDataFrame("Events", files, executor=cluster.executor(), npartitions=8)
 
-Importing this package installs the ``executor=`` dispatch (see ``dispatch.py``)
-without starting ROOT's interpreter. The client's names below load on first use:
+Importing this package installs the ``executor=`` dispatch (see ``client/dispatch.py``)
+once ROOT is imported, without importing ROOT itself. The client's names below load on first use:
 every function OSCAR runs imports this package first (``distrdf_oscar.functions``),
 and a reducer's start-up should not pay for the executor, the embedded platform
 and their dependencies (about 0.1 s).
@@ -26,7 +26,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "DEFAULT_REDUCTION": "client.reductions",
     "AutoReduction": "client.reductions",
-    "ConfigurationError": "client.executor",
+    "ConfigurationError": "client.settings",
     "CoordinatedReduction": "protocol.plan",
     "DatasetError": "protocol.datasets",
     "Deployment": "platform.deployment",
@@ -41,9 +41,10 @@ _EXPORTS = {
 }
 
 if TYPE_CHECKING:
-    from .client.executor import ConfigurationError, OSCARExecutor
+    from .client.executor import OSCARExecutor
     from .client.recovery import JobRemoved, JobTimeout, RemoteError
     from .client.reductions import DEFAULT_REDUCTION, AutoReduction
+    from .client.settings import ConfigurationError
     from .local import LocalCluster
     from .platform.deployment import Deployment
     from .platform.oscar import OSCARError
@@ -64,7 +65,7 @@ def __dir__() -> list[str]:
     return sorted({*globals(), *_EXPORTS})
 
 
-dispatch.install()
+dispatch.install_with_root()
 
 __all__ = [  # the names of _EXPORTS
     "DEFAULT_REDUCTION",

@@ -1,14 +1,36 @@
-"""``distrdf-oscar``: demo on the embedded platform; deploy, status, undeploy, cleanup on a cluster."""
+"""``distrdf-oscar``: demo on the embedded platform; deploy, status, undeploy, cleanup on a cluster.
+
+Nothing here imports ROOT until a command needs it: ``--help``, ``--version`` and the commands
+that only talk to OSCAR and the storage start in a tenth of a second, without ROOT's notice.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .client.executor import OSCARExecutor
+    from .platform.deployment import Deployment
+
+DESCRIPTION = (
+    "ROOT's distributed RDataFrame as serverless functions on OSCAR: run the demo on the embedded "
+    "platform; deploy, check, inspect and clean up a deployment on a cluster."
+)
+# Exit codes (docs/deploy.md): what went wrong, for scripts.
+EXIT_OK = 0
+EXIT_FOUND_PROBLEM = 1  # the command ran and found something wrong (a service missing, no such job)
+EXIT_USAGE = 2  # bad arguments or settings (as argparse's own)
+EXIT_OSCAR = 3  # OSCAR unreachable or refusing
+EXIT_STORAGE = 4  # the object storage unreachable or failing
+EXIT_INTERRUPTED = 130
 
 
-def _reduction(args):
+def _reduction(args: argparse.Namespace) -> Any:
     from . import CoordinatedReduction, TreeReduction
 
     if args.reduction == "auto":
@@ -31,7 +53,7 @@ def _add_reduction_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plan", help="coordinated plan, e.g. 6,3 (default: about sqrt(N) per batch)")
 
 
-def cmd_demo(args) -> int:
+def cmd_demo(args: argparse.Namespace) -> int:
     if args.npartitions < 1 or args.workers < 1 or args.events < 1 or args.files < 1:
         raise ValueError("--npartitions, --workers, --events and --files must be at least 1")
     import ROOT
@@ -95,7 +117,7 @@ def cmd_demo(args) -> int:
     return 0 if identical else 1
 
 
-def _deployment(args):
+def _deployment(args: argparse.Namespace) -> Deployment:
     from .platform.deployment import Deployment
 
     settings = {k: getattr(args, k) for k in ("image", "memory", "cpu") if getattr(args, k, None)}
@@ -115,7 +137,7 @@ def _deployment(args):
     )
 
 
-def _cluster_and_deployment(args):
+def _cluster_and_deployment(args: argparse.Namespace) -> OSCARExecutor:
     from .client.executor import OSCARExecutor
 
     return OSCARExecutor.from_env(
@@ -137,14 +159,14 @@ def parse_duration(text: str) -> float:
     return float(number) * _UNITS[unit]
 
 
-def cmd_upload(args) -> int:
+def cmd_upload(args: argparse.Namespace) -> int:
     """Upload local files to the deployment's object storage and print their s3:// URLs."""
     for url in _cluster_and_deployment(args).upload(args.files, folder=args.folder, progress=True):
         print(url)
     return 0
 
 
-def cmd_cleanup(args) -> int:
+def cmd_cleanup(args: argparse.Namespace) -> int:
     """List (and unless --dry-run remove) jobs whose clients are gone: interrupted, killed, crashed."""
     import time
 
@@ -156,8 +178,8 @@ def cmd_cleanup(args) -> int:
     min_age = parse_duration(args.older_than) if args.older_than else 0.0
     found = find_jobs(storage)
     if args.job and args.job not in found:
-        print(f"job {args.job} has no objects in bucket {storage.bucket}")
-        return 0
+        print(f"distrdf-oscar: job {args.job} has no objects in bucket {storage.bucket}", file=sys.stderr)
+        return EXIT_FOUND_PROBLEM
     states = job_states(storage, {j: n for j, n in found.items() if not args.job or j == args.job})
     now = time.time()
     chosen = 0
@@ -179,7 +201,7 @@ def cmd_cleanup(args) -> int:
     return 0
 
 
-def cmd_fdl(args) -> int:
+def cmd_fdl(args: argparse.Namespace) -> int:
     from .platform.deployment import fdl_files
 
     for relpath, text in fdl_files(_deployment(args), args.cluster_id).items():
@@ -192,7 +214,7 @@ def cmd_fdl(args) -> int:
     return 0
 
 
-def cmd_deploy(args) -> int:
+def cmd_deploy(args: argparse.Namespace) -> int:
     from urllib.parse import urlsplit
 
     executor = _cluster_and_deployment(args)
@@ -217,7 +239,7 @@ def cmd_deploy(args) -> int:
     return 0
 
 
-def cmd_undeploy(args) -> int:
+def cmd_undeploy(args: argparse.Namespace) -> int:
     executor = _cluster_and_deployment(args)
     print(
         f"warning: the deployment's buckets ({', '.join(executor.deployment.buckets)}), with every job's data "
@@ -232,38 +254,75 @@ def cmd_undeploy(args) -> int:
     return 0
 
 
-def cmd_status(args) -> int:
+def cmd_status(args: argparse.Namespace) -> int:
+    """Read-only: needs OSCAR's settings, not the deployment's signing key."""
+    from .client.settings import oscar_cluster
     from .platform.deployment import ROLES
 
-    executor = _cluster_and_deployment(args)
-    cluster, deployment = executor.cluster, executor.deployment
+    cluster, deployment = oscar_cluster(), _deployment(args)
     version = cluster.info().get("version") or "?"
+    services = cluster.services()
+    rows: dict[str, dict[str, Any] | None] = {}
+    for role in ROLES:
+        name = deployment.service_name(role)
+        service = services.get(name)
+        rows[name] = (
+            None
+            if service is None
+            else {
+                "image": service.get("image"),
+                "cpu": service.get("cpu"),
+                "memory": service.get("memory"),
+                "jobs": cluster.job_counts(name),
+            }
+        )
+    missing = [name for name, row in rows.items() if row is None]
+    if args.json:
+        _print_json(
+            {
+                "oscar": cluster.endpoint,
+                "version": version,
+                "deployment": deployment.name,
+                "buckets": deployment.buckets,
+                "services": rows,
+            }
+        )
+        return EXIT_FOUND_PROBLEM if missing else EXIT_OK
     print(
         f"OSCAR {cluster.endpoint} (version {version}); deployment {deployment.name!r}, "
         f"buckets {', '.join(deployment.buckets)}"
     )
-    services = cluster.services()
-    missing = 0
-    for role in ROLES:
-        name = deployment.service_name(role)
-        service = services.get(name)
-        if service is None:
+    for name, row in rows.items():
+        if row is None:
             print(f"{name}: not deployed")
-            missing += 1
             continue
-        counts = ", ".join(f"{status.lower()} {n}" for status, n in cluster.job_counts(name).items())
-        print(
-            f"{name}: image {service.get('image')}, cpu {service.get('cpu')}, memory {service.get('memory')}; "
-            f"jobs: {counts}"
-        )
-    return 1 if missing else 0
+        counts = ", ".join(f"{status.lower()} {n}" for status, n in row["jobs"].items())
+        print(f"{name}: image {row['image']}, cpu {row['cpu']}, memory {row['memory']}; jobs: {counts}")
+    return EXIT_FOUND_PROBLEM if missing else EXIT_OK
 
 
-def cmd_report(args) -> int:
+def _print_json(value: object) -> None:
+    print(json.dumps(value, indent=2, sort_keys=True, default=str))
+
+
+def cmd_report(args: argparse.Namespace) -> int:
     """Print where a job's time went and draw its timeline (its record, timeline.py)."""
     from .client import report
 
     record = report.load(args.job)
+    if args.json:
+        _print_json(
+            {
+                "job": record.job,
+                "mode": record.mode,
+                "npartitions": record.npartitions,
+                "calls": record.calls,
+                "pool": record.pool,
+                "client": record.client,
+                "roles": report.role_costs(record),
+            }
+        )
+        return EXIT_OK
     print(report.summary(record, price=args.price))
     if not args.no_plot:
         path = report.gantt(record, args.out or f"{record.job}-timeline.png")
@@ -271,7 +330,7 @@ def cmd_report(args) -> int:
     return 0
 
 
-def cmd_pool(args) -> int:
+def cmd_pool(args: argparse.Namespace) -> int:
     """Start, stop or show the deployment's warm pool (an OSCAR exposed service)."""
     executor = _cluster_and_deployment(args)
     if args.action == "start":
@@ -280,6 +339,17 @@ def cmd_pool(args) -> int:
     elif args.action == "stop":
         print(f"pool {executor.deployment.service_name('pool')}: {executor.stop_pool()}")
     workers = executor.pool_workers()
+    if args.json:
+        _print_json(
+            {
+                "pool": executor.deployment.service_name("pool"),
+                "workers": [
+                    {"worker": w.worker, "served": w.served, "jobs": list(w.jobs)}
+                    for w in sorted(workers, key=lambda w: w.worker)
+                ],
+            }
+        )
+        return 0 if args.action != "start" or len(workers) >= args.size or not args.wait else 1
     print(
         f"live pool workers: {len(workers)}"
         + "".join(
@@ -292,9 +362,11 @@ def cmd_pool(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from . import __version__
     from .platform.deployment import DEFAULT_CLUSTER_ID, SECRET_PLACEHOLDER
 
-    parser = argparse.ArgumentParser(prog="distrdf-oscar", description=__doc__)
+    parser = argparse.ArgumentParser(prog="distrdf-oscar", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"distrdf-oscar {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="run the dimuon spectrum on the embedded platform")
@@ -377,6 +449,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         if name == "undeploy":
             command.add_argument("--yes", action="store_true", help="confirm removal")
+        if name == "status":
+            command.add_argument("--json", action="store_true", help="machine-readable output")
         command.set_defaults(func=func)
 
     pool = sub.add_parser(
@@ -395,6 +469,7 @@ def main(argv: list[str] | None = None) -> int:
         metavar="SECONDS",
         help="wait this long for the workers to report (start; default: do not wait)",
     )
+    pool.add_argument("--json", action="store_true", help="machine-readable output")
     add_deployment_flags(pool)
     pool.set_defaults(func=cmd_pool)
 
@@ -417,6 +492,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     report.add_argument("--out", help="the timeline PNG (default <job>-timeline.png here)")
     report.add_argument("--no-plot", action="store_true", help="print the breakdown only")
+    report.add_argument("--json", action="store_true", help="the breakdown as JSON (draws nothing)")
     report.set_defaults(func=cmd_report)
 
     cleanup = sub.add_parser(
@@ -464,14 +540,25 @@ def main(argv: list[str] | None = None) -> int:
     fdl.set_defaults(func=cmd_fdl)
 
     args = parser.parse_args(argv)
-    from .client.executor import ConfigurationError
     from .platform.oscar import OSCARError
+    from .protocol.storage import StorageError
 
     try:
-        return args.func(args)
-    except (ConfigurationError, OSCARError, ValueError, FileNotFoundError) as exc:
-        print(f"distrdf-oscar: error: {exc}", file=sys.stderr)
-        return 2
+        return int(args.func(args))
+    except OSCARError as exc:
+        return _fail(exc, EXIT_OSCAR)
+    except StorageError as exc:
+        return _fail(exc, EXIT_STORAGE)
+    except (ValueError, FileNotFoundError) as exc:  # ConfigurationError, DatasetError, PlanError ...
+        return _fail(exc, EXIT_USAGE)
+    except KeyboardInterrupt:
+        return _fail("interrupted", EXIT_INTERRUPTED)
+
+
+def _fail(problem: object, code: int) -> int:
+    """One line on stderr, never a traceback: the exit code says what kind of failure it was."""
+    print(f"distrdf-oscar: error: {problem}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

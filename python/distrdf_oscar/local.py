@@ -95,14 +95,14 @@ class LocalCluster:
         self.start()
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def deployment(self, name: str = "distrdf") -> Deployment:
         # Functions run this interpreter, so they see the same installed packages.
         return Deployment(name=name, variables={"DRO_PYTHON": sys.executable})
 
-    def executor(self, reduction=None, **options: Any) -> OSCARExecutor:
+    def executor(self, reduction: Any = None, **options: Any) -> OSCARExecutor:
         """An executor for this cluster; ``options`` as for :class:`OSCARExecutor`."""
         self.start()
         options.setdefault("concurrency", self.workers)

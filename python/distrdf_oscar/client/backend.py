@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import ROOT
@@ -17,7 +17,8 @@ if TYPE_CHECKING:
     from .executor import OSCARExecutor
 
 
-class OSCARBackend(Base.BaseBackend):
+# DistRDF is untyped: its base class is Any, which --strict (disallow_subclassing_any) refuses.
+class OSCARBackend(Base.BaseBackend):  # type: ignore[misc, unused-ignore]
     """Runs each DistRDF computation graph as one serverless job."""
 
     def __init__(self, executor: OSCARExecutor) -> None:
@@ -36,7 +37,7 @@ class OSCARBackend(Base.BaseBackend):
         )
 
     def _run(
-        self, ranges: list[Any], mapper: Callable, on_partial: Callable | None = None
+        self, ranges: list[Any], mapper: Callable[[Any], Any], on_partial: Callable[[Any], None] | None = None
     ) -> Base.TaskResult:
         # Every dataset file as the functions can open it (datasets.py), named back afterwards.
         paths = PathPolicy(self.executor.shared_paths)
@@ -45,15 +46,17 @@ class OSCARBackend(Base.BaseBackend):
         paths.restore_names(result)
         return result
 
-    def ProcessAndMerge(self, ranges: list[Any], mapper: Callable, reducer: Callable) -> Base.TaskResult:
+    def ProcessAndMerge(
+        self, ranges: list[Any], mapper: Callable[[Any], Any], reducer: Callable[[Any, Any], Any]
+    ) -> Base.TaskResult:
         return self._run(ranges, mapper)
 
     def ProcessAndMergeLive(
         self,
         ranges: list[Any],
-        mapper: Callable,
-        reducer: Callable,
-        drawables_info_dict: dict[int, tuple[list[Callable | None], int, str]],
+        mapper: Callable[[Any], Any],
+        reducer: Callable[[Any, Any], Any],
+        drawables_info_dict: dict[int, tuple[list[Callable[[Any], Any] | None], int, str]],
     ) -> Base.TaskResult:
         """Like ProcessAndMerge, drawing the merged mapper partials as they arrive."""
         live = _LiveCanvas(drawables_info_dict, reducer)
@@ -61,11 +64,11 @@ class OSCARBackend(Base.BaseBackend):
         live.close()
         return result
 
-    def distribute_unique_paths(self, paths) -> None:
+    def distribute_unique_paths(self, paths: Iterable[str]) -> None:
         # Distributed files travel with each job (see JobFiles), not ahead of it.
         pass
 
-    def make_dataframe(self, *args, **kwargs):
+    def make_dataframe(self, *args: Any, **kwargs: Any) -> Any:
         npartitions = kwargs.pop("npartitions", None)
         # DistRDF would divide by it when splitting the ranges (a bare ZeroDivisionError).
         if npartitions is not None and (
@@ -83,7 +86,11 @@ class OSCARBackend(Base.BaseBackend):
 class _LiveCanvas:
     """Client-side merge of mapper partials for LiveVisualize, drawn after each arrival."""
 
-    def __init__(self, drawables_info_dict, reducer: Callable) -> None:
+    def __init__(
+        self,
+        drawables_info_dict: dict[int, tuple[list[Callable[[Any], Any] | None], int, str]],
+        reducer: Callable[[Any, Any], Any],
+    ) -> None:
         self.drawables = drawables_info_dict
         self.reducer = reducer
         self.merged: Any = None
@@ -93,7 +100,7 @@ class _LiveCanvas:
         self.canvas = ROOT.TCanvas("distrdf_oscar_live", "distrdf-oscar live", 800 * rows, 400 * cols)
         self.canvas.Divide(rows, cols)
 
-    def add(self, task_result) -> None:
+    def add(self, task_result: Any) -> None:
         self.merged = task_result if self.merged is None else self.reducer(self.merged, task_result)
         if self.merged.mergeables is None:
             return

@@ -8,7 +8,9 @@ starts ROOT's interpreter, so it costs nothing at import.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib.util
+import sys
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeGuard
 
 if TYPE_CHECKING:
@@ -32,7 +34,7 @@ def _is_ours(executor: object) -> TypeGuard[OSCARExecutor]:
     return isinstance(executor, OSCARExecutor)
 
 
-def _our_heads(proxies) -> list | None:
+def _our_heads(proxies: Iterable[Any]) -> list[Any] | None:
     """The distinct head nodes of these DistRDF proxies, when every one runs on our backend."""
     from .backend import OSCARBackend
 
@@ -48,7 +50,7 @@ def _our_heads(proxies) -> list | None:
     return list(heads.values())
 
 
-def run_graphs(proxies, stock: Callable) -> int:
+def run_graphs(proxies: Iterable[Any], stock: Callable[[Iterable[Any]], int]) -> int:
     """ROOT's distributed ``RunGraphs`` runs the graphs in threads and never reads their
     outcome, so a failed graph only fails later, at ``GetValue``, which submits it again. For
     graphs on our backend: run each once, wait for all (each cleans up its own job), then raise
@@ -82,7 +84,7 @@ def install() -> None:
     stock_fromspec = distrdf.FromSpec
     stock_rungraphs = distrdf.RunGraphs
 
-    def RDataFrame(*args, **kwargs):
+    def RDataFrame(*args: Any, **kwargs: Any) -> Any:
         executor = kwargs.get("executor")
         if _is_ours(executor):
             from .backend import OSCARBackend
@@ -94,7 +96,7 @@ def install() -> None:
                 raise _constructor_error(exc) from exc
         return stock_rdataframe(*args, **kwargs)
 
-    def FromSpec(jsonfile: str, *args, **kwargs):
+    def FromSpec(jsonfile: str, *args: Any, **kwargs: Any) -> Any:
         executor = kwargs.get("executor")
         if _is_ours(executor):
             from .backend import OSCARBackend
@@ -104,7 +106,7 @@ def install() -> None:
             return OSCARBackend(executor).make_dataframe(spec, *args, **kwargs)
         return stock_fromspec(jsonfile, *args, **kwargs)
 
-    def RunGraphs(proxies) -> int:
+    def RunGraphs(proxies: Iterable[Any]) -> int:
         return run_graphs(proxies, stock_rungraphs)
 
     RDataFrame._distrdf_oscar = True  # type: ignore[attr-defined]  # marks the installed dispatch
@@ -122,7 +124,7 @@ def install() -> None:
         ROOT.RDF.Distributed.RunGraphs = RunGraphs
         stock_switch = ROOT.RDF.RunGraphs
 
-        def SwitchRunGraphs(handles):
+        def SwitchRunGraphs(handles: Sequence[Any]) -> Any:
             # As ROOT's switch: the type's module name, since touching a proxy runs its graph.
             if len(handles) > 0 and "_distrdf" in str(type(handles[0])):
                 return RunGraphs(handles)
@@ -131,9 +133,40 @@ def install() -> None:
         ROOT.RDF.RunGraphs = SwitchRunGraphs
         stock_experimental = ROOT.RDF.Experimental.FromSpec
 
-        def ExperimentalFromSpec(jsonfile: str, *args, **kwargs):
+        def ExperimentalFromSpec(jsonfile: str, *args: Any, **kwargs: Any) -> Any:
             if _is_ours(kwargs.get("executor")):
                 return FromSpec(jsonfile, *args, **kwargs)
             return stock_experimental(jsonfile, *args, **kwargs)
 
         ROOT.RDF.Experimental.FromSpec = ExperimentalFromSpec
+
+
+class _InstallAfterROOT:
+    """A finder that, asked for ``ROOT``, lets the other finders find it and installs the dispatch
+    right after ROOT's module has run; it removes itself at once."""
+
+    def find_spec(self, fullname: str, path: object = None, target: object = None) -> Any:
+        if fullname != "ROOT":  # first: every import of the process asks
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec("ROOT")
+        loader = spec.loader if spec is not None else None
+        if loader is None or not hasattr(loader, "exec_module"):
+            return spec
+        run_module = loader.exec_module
+
+        def exec_module(module: Any) -> None:
+            run_module(module)
+            install()
+
+        loader.exec_module = exec_module  # type: ignore[method-assign]  # this spec's loader only
+        return spec
+
+
+def install_with_root() -> None:
+    """Install the dispatch now if ROOT is imported, else as soon as it is: importing
+    distrdf-oscar never imports ROOT itself (whose import costs a second and announces itself)."""
+    if "ROOT" in sys.modules:
+        install()
+    elif not any(isinstance(finder, _InstallAfterROOT) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _InstallAfterROOT())

@@ -19,12 +19,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..protocol import layout, leases, partial, plan, timeline
+from ..protocol import columns, layout, leases, partial, plan, timeline
+from ..protocol.heartbeats import live_workers
 from ..protocol.messages import ErrorMarker, Manifest, MapperPayload, MapperTrigger
 from ..protocol.signing import SignatureError
 from ..protocol.storage import Arrivals, Listed, Storage, StorageError
 from . import snapshots
-from .pools import live_workers
 from .recovery import JobRemoved, RemoteError, RetryPolicy, Tracker
 from .reductions import Strategy
 
@@ -119,7 +119,7 @@ class Job:
 
     # -- submission -------------------------------------------------------
     def _submit(
-        self, ranges: Sequence[Any], mapper: Callable, files: JobFiles, job_plan: plan.JobPlan
+        self, ranges: Sequence[Any], mapper: Callable[[Any], Any], files: JobFiles, job_plan: plan.JobPlan
     ) -> dict[int, bytes]:
         """Upload everything and write the triggers; returns each range's trigger (for retries)."""
         import cloudpickle
@@ -361,7 +361,7 @@ class Job:
             )
 
     # -- result -----------------------------------------------------------
-    def fetch_partial(self, key: str, rows: bool = True):
+    def fetch_partial(self, key: str, rows: bool = True) -> Any:
         """A partial as a ``TaskResult``; with ``rows``, its AsNumpy results filled from the
         mappers' row files (else empty: LiveVisualize draws histograms, and fetches often)."""
         return self._fetch_partial(key, rows)[0]
@@ -399,7 +399,7 @@ class Job:
     def _fetch_rows(self, key: str, path: str) -> None:
         """A mapper's AsNumpy rows, which the result names (signed, like every object)."""
         if layout.job_of_key(key) != self.job_id:
-            raise partial.PartialFormatError(
+            raise columns.PartialFormatError(
                 f"the result of job {self.job_id} names {key!r}, which is not one of its objects"
             )
         self.storage.get_file(key, path)
@@ -416,10 +416,10 @@ class Job:
     def run(
         self,
         ranges: Sequence[Any],
-        mapper: Callable,
+        mapper: Callable[[Any], Any],
         files: JobFiles,
         on_partial: Callable[[Any], None] | None = None,
-    ):
+    ) -> Any:
         """Run the job to completion and return the merged DistRDF ``TaskResult``; each mapper
         call processes the strategy's ``ranges_per_call`` consecutive ranges (the last call may
         have fewer). A pool job's calls are offered to the deployment's warm pool first."""
@@ -436,7 +436,7 @@ class Job:
             self.cleanup()
 
 
-def _environment(mapper: Callable, named: dict[str, list[tuple[str, str]]]) -> str:
+def _environment(mapper: Callable[[Any], Any], named: dict[str, list[tuple[str, str]]]) -> str:
     """A digest of what the job declares in a function's process: DistRDF's initialize functions
     and C++ code (keywords of its mapper), and the distributed files' names and contents. "" when
     the mapper is not DistRDF's (nothing is known of it, so no process is handed on)."""
@@ -456,7 +456,7 @@ def _environment(mapper: Callable, named: dict[str, list[tuple[str, str]]]) -> s
     return digest.hexdigest()
 
 
-def _progress_bar(enabled: bool, total: int, label: str):
+def _progress_bar(enabled: bool, total: int, label: str) -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=f"distrdf-oscar {label}", unit="task", disable=not enabled, leave=False)

@@ -17,8 +17,12 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from typing import TYPE_CHECKING, Any
 
 from ..protocol import layout
+
+if TYPE_CHECKING:
+    from ..protocol.storage import Storage
 
 MODES = ("download", "merge", "storage")
 _PART = re.compile(r"^(.*)_(\d+)\.root$")
@@ -30,7 +34,7 @@ def check_mode(mode: str) -> str:
     return mode
 
 
-def deliver(storage, keys, task_result, mode: str) -> None:
+def deliver(storage: Storage, keys: layout.JobKeys, task_result: Any, mode: str) -> None:
     """Put every Snapshot result's files where ``mode`` says; rewrites their file names."""
     from ROOT._distrdf.PythonMergeables import SnapshotResult
 
@@ -65,7 +69,7 @@ def _make_folder(path: str) -> None:
         os.makedirs(folder, exist_ok=True)
 
 
-def _merge(storage, objects: list[str], parts: list[str]) -> str:
+def _merge(storage: Storage, objects: list[str], parts: list[str]) -> str:
     from .. import _core
 
     match = _PART.match(parts[0])

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 SPECTRUM = ("Dimuon_mass", "Dimuon mass;m_{#mu#mu} (GeV);N_{Events}", 30000, 0.25, 300)
 
 
-def book_dimuon_spectrum(df):
+def book_dimuon_spectrum(df: Any) -> dict[str, Any]:
     """Book the spectrum (and a few scalars) on ``df``; returns the lazy results."""
     two = df.Filter("nMuon == 2", "Events with exactly two muons")
     opposite = two.Filter("Muon_charge[0] != Muon_charge[1]", "Muons with opposite charge")
@@ -20,7 +22,7 @@ def book_dimuon_spectrum(df):
     }
 
 
-def draw_spectrum(histogram, path: str) -> None:
+def draw_spectrum(histogram: Any, path: str) -> None:
     """Save the spectrum as df102 shows it (log-log, resonances labelled)."""
     import ROOT
 

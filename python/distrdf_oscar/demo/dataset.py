@@ -11,6 +11,7 @@ files gives the same events.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 _GENERATOR = r"""
 #ifndef DISTRDF_OSCAR_DIMUON_GENERATOR
@@ -94,7 +95,7 @@ def _declare() -> None:
         raise RuntimeError("the dimuon generator failed to compile")
 
 
-def define_events(df, first_entry: int = 0, seed: int = 1):
+def define_events(df: Any, first_entry: int = 0, seed: int = 1) -> Any:
     """Define the event columns on an RDataFrame(N) whose entries start at ``first_entry``."""
     _declare()
     df = df.Define("_ev", f"distrdf_oscar::GenerateDimuonEvent(rdfentry_ + {first_entry}ULL, {seed}ULL)")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import Any
 
 from .. import _core
 from ..protocol.timeline import Recorder
@@ -19,7 +20,7 @@ log = logging.getLogger(__name__)
 _watching = False
 
 
-def watch(ROOT) -> None:
+def watch(ROOT: Any) -> None:
     """Start recording (once per process; the caller has imported ROOT)."""
     global _watching
     if _watching:

@@ -6,15 +6,20 @@ import base64
 import functools
 import hashlib
 import os
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from ..protocol import datasets, layout, partial
 from ..protocol.messages import MapperPayload, MapperTrigger, MessageError
 from ..protocol.plan import JobPlan, PlanError, TreePlan, plan_from_json
 from . import context, event_loops, tree_reducer
 
+if TYPE_CHECKING:
+    from ..protocol.storage import Storage
+
 
 @functools.lru_cache(maxsize=8)
-def _payload(storage, key: str) -> MapperPayload:
+def _payload(storage: Storage, key: str) -> MapperPayload:
     # A warm worker serves many ranges of a job: fetch and unpickle the graph once.
     import cloudpickle
 
@@ -27,7 +32,7 @@ def _payload(storage, key: str) -> MapperPayload:
 _declared: set[tuple[str, str]] = set()
 
 
-def _distribute(storage, keys: layout.JobKeys, payload: MapperPayload) -> None:
+def _distribute(storage: Storage, keys: layout.JobKeys, payload: MapperPayload) -> None:
     """Fetch the user's headers, libraries and files; declare each only once per process."""
     from ROOT._distrdf.Backends import Utils
 
@@ -51,7 +56,7 @@ def _distribute(storage, keys: layout.JobKeys, payload: MapperPayload) -> None:
                     Utils.distribute_shared_libraries([path])
 
 
-def _operations(mapper) -> list:
+def _operations(mapper: Any) -> list[Any]:
     graph = mapper.keywords["computation_graph_callable"].args[0]
     return [node.operation for node in graph.values() if getattr(node, "operation", None) is not None]
 
@@ -60,7 +65,7 @@ _CACHED_GRAPHS = 8
 _NOT_CLONEABLE = ("Report", "HistoND", "HistoNSparseD")
 
 
-def _clones_fail(actions) -> bool:
+def _clones_fail(actions: Iterable[Any]) -> bool:
     """ROOT 6.40's JIT cannot link ``CloneResultAndAction`` for an AsNumpy of a column of
     arrays (``RVec<RVec<T>>``: an unresolved ``std::_Construct``), so such a graph is not reused."""
     from ROOT._pythonization._rdataframe import AsNumpyResult
@@ -73,14 +78,14 @@ def _clones_fail(actions) -> bool:
     )
 
 
-def _forget(exec_id) -> None:
+def _forget(exec_id: Any) -> None:
     from ROOT._distrdf import _graph_cache
 
     _graph_cache._ACTIONS_REGISTER.pop(exec_id, None)
     _graph_cache._RDF_REGISTER.pop(exec_id, None)
 
 
-def _prepare(mapper, current_range) -> None:
+def _prepare(mapper: Any, current_range: Any) -> None:
     from ROOT._distrdf import _graph_cache
 
     # A warm worker keeps each job's jitted graph for its next ranges; bound that cache.
@@ -102,7 +107,7 @@ def _prepare(mapper, current_range) -> None:
             _forget(current_range.exec_id)
 
 
-def _upload_snapshots(ctx: context.FunctionContext, keys: layout.JobKeys, result, range_id: int) -> None:
+def _upload_snapshots(ctx: context.FunctionContext, keys: layout.JobKeys, result: Any, range_id: int) -> None:
     from ROOT._distrdf.PythonMergeables import SnapshotResult
 
     for mergeable in result.mergeables or []:
@@ -112,7 +117,7 @@ def _upload_snapshots(ctx: context.FunctionContext, keys: layout.JobKeys, result
 
 
 def _map_range(
-    ctx: context.FunctionContext, keys: layout.JobKeys, mapper, current_range, range_id: int
+    ctx: context.FunctionContext, keys: layout.JobKeys, mapper: Any, current_range: Any, range_id: int
 ) -> str:
     """Run DistRDF's mapper on one range, publish its AsNumpy rows and Snapshot files; returns the
     path of its partial in the scratch folder."""
@@ -183,7 +188,7 @@ def run(ctx: context.FunctionContext, trigger: MapperTrigger) -> None:
 
 
 @functools.lru_cache(maxsize=8)
-def _plan(storage, key: str) -> JobPlan:
+def _plan(storage: Storage, key: str) -> JobPlan:
     # A job's plan never changes: a pool worker reads it once per job.
     return plan_from_json(storage.get_bytes(key))
 

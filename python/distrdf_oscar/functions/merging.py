@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from typing import Any
 
 from ..protocol import partial
 from . import context
@@ -16,7 +17,7 @@ def merge_keys(
     output_key: str,
     role: str = "reducer",
     staged: dict[str, str] | None = None,
-    carried: tuple[dict, ...] = (),
+    carried: tuple[dict[str, Any], ...] = (),
 ) -> str | None:
     """Merge the partials at ``inputs`` into the object ``output_key``, unless another copy of
     this task already did; if two copies race, the first to finish wins (a claim). Returns what
@@ -43,7 +44,7 @@ def merge_keys(
         recorder.mark("inputs")
         output = os.path.join(workdir, "merged.root")
 
-        def records() -> list[dict]:
+        def records() -> list[dict[str, Any]]:
             recorder.mark("computed")
             return [recorder.record(output_key), *carried]
 

@@ -39,6 +39,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..protocol import layout
 from ..protocol.contract import POOL_BUCKET_VARIABLE, POOL_PORT_VARIABLE, POOL_SERVICE_VARIABLE
@@ -84,7 +85,8 @@ class _Probes(http.server.HTTPServer):
         self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         super().server_bind()
 
-    def finish_request(self, request, client_address) -> None:
+    # A TCPServer's requests are sockets (typeshed: BaseServer's, TCP or UDP, are socket | (bytes, socket)).
+    def finish_request(self, request: socket.socket, client_address: Any) -> None:  # type: ignore[override]
         request.settimeout(self.timeout)  # a silent prober must not stall the worker
         super().finish_request(request, client_address)
 

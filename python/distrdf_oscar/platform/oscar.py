@@ -12,9 +12,9 @@ import json
 import re
 import ssl
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from ..protocol import layout
@@ -22,6 +22,9 @@ from ..protocol.contract import KEY_ID_VARIABLE
 from ..protocol.quantities import parse_quantity
 from ..protocol.storage import Storage, StorageConfig, StorageError
 from .deployment import POOL, ROLES, Deployment
+
+if TYPE_CHECKING:
+    from minio import MinioAdmin
 
 # Fields of a service definition that deploy manages (compared to detect changes), and those an
 # update carries over from the live definition unless the deployment sets them.
@@ -49,7 +52,7 @@ def _without_userinfo(endpoint: str) -> str:
     return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
-def _chain(exc: BaseException):
+def _chain(exc: BaseException) -> Iterator[BaseException]:
     """The exception, its causes and contexts, and what urllib3 wraps in ``args``/``reason``."""
     seen: set[int] = set()
     todo: list[Any] = [exc]
@@ -130,7 +133,7 @@ class OSCARCluster:
             text = text.replace(secret, "***")
         return text
 
-    def _call(self, what: str, method, *args):
+    def _call(self, what: str, method: Callable[..., Any], *args: Any) -> Any:
         import requests
 
         try:
@@ -165,7 +168,7 @@ class OSCARCluster:
         except ValueError as exc:  # oscar-python's own checks (service present or absent)
             raise OSCARError(self._scrub(f"cannot {what} on OSCAR at {self.endpoint}: {exc}")) from None
 
-    def _json(self, what: str, method, *args):
+    def _json(self, what: str, method: Callable[..., Any], *args: Any) -> Any:
         response = self._call(what, method, *args)
         try:
             return json.loads(response.text or "null")
@@ -176,10 +179,18 @@ class OSCARCluster:
             ) from None
 
     def config(self) -> dict[str, Any]:
-        return self._json("read /system/config", self.client.get_cluster_config)
+        return self._json_object("read /system/config", self.client.get_cluster_config)
 
     def info(self) -> dict[str, Any]:
-        return self._json("read /system/info", self.client.get_cluster_info)
+        return self._json_object("read /system/info", self.client.get_cluster_info)
+
+    def _json_object(self, what: str, method: Callable[..., Any]) -> dict[str, Any]:
+        answer = self._json(what, method)
+        if not isinstance(answer, dict):
+            raise OSCARError(
+                f"{self.endpoint} does not answer like OSCAR when asked to {what}: check OSCAR_ENDPOINT"
+            )
+        return answer
 
     def storage_config(self, bucket: str, verify: bool) -> StorageConfig:
         """Storage as the cluster advertises it (its ``minio_provider``)."""
@@ -469,7 +480,7 @@ class OSCARCluster:
         self._call(f"remove service {name}", self.client.remove_service, name)
         return "removed"
 
-    def _post(self, path: str):
+    def _post(self, path: str) -> Any:
         from oscar_python import _utils
 
         return _utils.make_request(self.client, path, "post")
@@ -581,12 +592,12 @@ def pool_policy(deployment: Deployment) -> dict[str, Any]:
     }
 
 
-def _minio_admin(storage: StorageConfig):
+def _minio_admin(storage: StorageConfig) -> MinioAdmin:
     """minio-py's ``MinioAdmin`` for ``storage``'s endpoint and keys: a few seconds' patience,
     not its default five minutes."""
     import urllib3
     from minio import MinioAdmin
-    from minio.credentials import StaticProvider
+    from minio.credentials.providers import StaticProvider
 
     from ..protocol.storage import split_endpoint
 
@@ -630,7 +641,7 @@ def _differs(current: dict[str, Any], wanted: dict[str, Any]) -> bool:
     )
 
 
-def _normalise(value):
+def _normalise(value: Any) -> Any:
     if isinstance(value, list):
         return [
             {k: v for k, v in item.items() if v not in (None, "", [], {})} if isinstance(item, dict) else item

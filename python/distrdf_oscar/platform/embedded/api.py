@@ -116,7 +116,7 @@ def create_app(ctx: ApiContext) -> Flask:
         return ctx.accounts.user_for_token(token.strip())
 
     # Routes a release lacks: gin answers its own 404 before any middleware runs.
-    later_routes = (
+    later_routes: tuple[tuple[re.Pattern[str], Callable[[OscarVersion], bool]], ...] = (
         (re.compile(r"^/system/services/[^/]+/deployment(/logs)?/?$"), lambda v: v.deployment_status),
         (re.compile(r"^/system/services/[^/]+/(stop|start|restart)/?$"), lambda v: v.exposed_lifecycle),
     )

@@ -750,7 +750,7 @@ class ExposedServices:
             body["last_transition_time"] = when
         return body
 
-    def _pods(self, name: str) -> list:
+    def _pods(self, name: str) -> list[Replica]:
         """The pods of service ``name``'s Deployment, oldest first (none without one)."""
         with self._lock:
             dep = self._deployments.get(name)

@@ -54,7 +54,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, parse_qsl, quote, unquote, urlsplit
 
 from .accounts import IamError, MinioIam
@@ -897,11 +897,11 @@ class _Listener:
         return bool({created.event, family} & self.names) and self.pattern.fullmatch(created.key) is not None
 
 
-def _record(created: _Created) -> dict:
+def _record(created: _Created) -> dict[str, Any]:
     """The event as MinIO encodes it for a listener (``ToEvent(false)``: the key not escaped)."""
     when = _dt.datetime.fromtimestamp(created.when, _dt.UTC)
     request_id = f"{time.time_ns():X}"
-    obj: dict = {"key": created.key}
+    obj: dict[str, Any] = {"key": created.key}
     if created.size:
         obj["size"] = created.size
     if created.etag:

@@ -10,7 +10,7 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 # Kubernetes pod phases, which OSCAR reports as job statuses.
 PENDING = "Pending"
@@ -53,7 +53,7 @@ class Job:
 
     @property
     def service_name(self) -> str:
-        return self.service["name"]
+        return cast(str, self.service["name"])
 
     def log(self, message: str) -> None:
         """Append a supervisor line to the job's log."""

@@ -228,7 +228,7 @@ class LocalPlatform:
                             f"the local platform exited during start-up (code {self._proc.wait()}); see its log on stderr"
                         )
                     buffer += chunk
-        ready = json.loads(buffer.split(b"\n", 1)[0])
+        ready: dict[str, Any] = json.loads(buffer.split(b"\n", 1)[0])
         if not ready.get("ready"):
             raise RuntimeError(f"the local platform failed to start: {ready.get('error')}")
         return ready

@@ -8,11 +8,12 @@ path so that starting it does not import the distrdf_oscar package).
 
 from __future__ import annotations
 
+import datetime as _dt
 import os
 import sys
 
 
-def _milliseconds(when) -> str:
+def _milliseconds(when: _dt.datetime) -> str:
     return when.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 

@@ -28,7 +28,7 @@ import threading
 import traceback
 import warnings
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, cast
 
 from ...protocol.contract import CRASH_OUTPUT_VARIABLE, CRASH_STATUS_VARIABLE
 
@@ -166,7 +166,7 @@ class PrestartedWorker:
     def call(self, task: dict[str, Any]) -> dict[str, Any]:
         try:
             self._conn.send(task)
-            return self._conn.recv()
+            return cast(dict[str, Any], self._conn.recv())
         except (EOFError, OSError) as err:
             status = self.proc.wait()
             raise WorkerDied(f"pre-started worker {self.pid} died ({_how(status)})", status) from err

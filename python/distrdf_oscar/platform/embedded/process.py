@@ -17,9 +17,12 @@ import shutil
 import signal
 import sys
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .s3server import S3Server
+
+if TYPE_CHECKING:
+    from .job_records import Job
 
 log = logging.getLogger("distrdf_oscar.platform.embedded")
 
@@ -131,7 +134,7 @@ def run(config: dict[str, Any]) -> int:
         registry.exposed = exposed
         store = JobStore(os.path.join(workdir, "logs"))
 
-        def credentials(job) -> tuple[str, str] | None:
+        def credentials(job: Job) -> tuple[str, str] | None:
             """The MinIO keys a job's pod mounts: the secret named after the event's uploader, or
             the caller, or the owner (3.6.5); the root ``minio`` secret when that is the owner (3.7)."""
             principal = job.owner or job.service.get("owner") or ""
@@ -144,7 +147,7 @@ def run(config: dict[str, Any]) -> int:
 
         runners: list[Runner] = []  # Kueue admits into the runner, made just below
 
-        def admitted(job) -> None:
+        def admitted(job: Job) -> None:
             runners[0].enqueue(job)
 
         quota = config.get("user_quota") or DEFAULT_QUOTA

@@ -102,7 +102,7 @@ class ServiceRegistry:
             service = self._services.get(name)
             return service["webhook_token"] if service else None
 
-    def buckets_of(self, sub: str, can_see) -> set[str]:
+    def buckets_of(self, sub: str, can_see: Callable[[str, dict[str, Any]], bool]) -> set[str]:
         """The buckets an OIDC user's MinIO account may use: those of the services they can see."""
         with self._lock:
             services = [copy.deepcopy(s) for s in self._services.values()]

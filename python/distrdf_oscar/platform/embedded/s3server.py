@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from typing import cast
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +22,7 @@ def free_port() -> int:
     """A port that was free on 127.0.0.1 a moment ago (the server binds it next)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        return cast(int, sock.getsockname()[1])
 
 
 def _die_with_parent() -> None:

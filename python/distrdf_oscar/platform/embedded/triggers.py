@@ -20,6 +20,7 @@ import queue
 import threading
 import uuid
 from collections.abc import Callable
+from typing import Any
 from urllib.parse import quote_plus
 
 from minio import Minio
@@ -30,7 +31,9 @@ from .registry import ServiceRegistry
 log = logging.getLogger(__name__)
 
 
-def minio_event(bucket: str, key: str, size: int = 0, etag: str = "", access_key: str = "minio") -> dict:
+def minio_event(
+    bucket: str, key: str, size: int = 0, etag: str = "", access_key: str = "minio"
+) -> dict[str, Any]:
     """The notification MinIO posts to ``/job/NAME`` for a new object (the fields the supervisor reads and a few more)."""
     now = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
     request_id = uuid.uuid4().hex[:16].upper()

@@ -1,4 +1,5 @@
-"""Which warm pools are up: their workers' heartbeats (functions/pool.py), read by clients.
+"""Which warm pools are up: their workers' heartbeats (functions/pool.py), read by clients and
+operators.
 
 A worker rewrites ``pool/workers/<worker>.json`` every few seconds; it counts as alive while the
 object is younger than the ttl it names, on the storage server's clock (as leases are read), so
@@ -9,11 +10,11 @@ from __future__ import annotations
 
 import contextlib
 
-from ..protocol import layout
-from ..protocol.leases import server_now
-from ..protocol.messages import Heartbeat, MessageError
-from ..protocol.signing import SignatureError
-from ..protocol.storage import Storage, StorageError
+from . import layout
+from .leases import server_now
+from .messages import Heartbeat, MessageError
+from .signing import SignatureError
+from .storage import Storage, StorageError
 
 
 def live_workers(storage: Storage) -> list[Heartbeat]:

@@ -1,0 +1,233 @@
+"""An executor's settings: one typed, checked value, from keyword arguments or the environment."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..platform.deployment import Deployment
+from ..platform.oscar import OSCARCluster
+from ..protocol import plan
+from ..protocol.signing import Signer
+from ..protocol.storage import StorageConfig
+from . import reductions
+from .job import JobOptions
+from .recovery import RetryPolicy
+from .snapshots import check_mode as check_snapshot_mode
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+class ConfigurationError(ValueError):
+    """A missing or malformed setting; the message names it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything an :class:`~distrdf_oscar.OSCARExecutor` is told; checked when made
+    (:class:`ConfigurationError` names what is wrong).
+
+    Args:
+        endpoint: OSCAR's URL.
+        signing_key: the deployment's key (an OSCAR secret of its services): every object
+            the job writes is signed with it and every object it reads is verified.
+        user, password: basic-auth credentials; or ``token``: an OIDC access token.
+        ssl_verify: verify TLS certificates (default); turning it off prints a warning.
+        storage: the MinIO to use; by default the one the cluster advertises.
+        storage_endpoint: reach the storage at this URL instead of the one the cluster advertises
+            (often cluster-internal, e.g. ``https://minio-service.minio:9000``), keeping its keys.
+        deployment: the long-lived services to use (created on first use if missing).
+        reduction: ``"auto"`` (``AutoReduction``, the default): per job, the tree fan-in or
+            coordinated plan, and the ranges per call unless set, that the simulator predicts
+            fastest on this platform; the choice is logged and kept in ``last_choice``
+            (``last_job.reduction`` is the concrete one). Or a fixed ``TreeReduction(fan_in)`` or
+            ``CoordinatedReduction(plan)``.
+        concurrency: default number of partitions (the cluster's parallelism).
+        auto_deploy: create or update the deployment's services on first use (off: an
+            operator deploys with ``distrdf-oscar deploy``, and analysts' clients only check).
+        retries: how often each task (a range, a reduction, the coordinator) may be triggered
+            again when its output is overdue or it failed transiently (default 3; 0 disables).
+        retry_after: seconds; the shortest quiet spell (no new output) after which what is
+            missing counts as lost (default 60: a cold start on a busy cluster can take that long).
+        retry_factor: a quiet spell also counts as a loss only once it is this many times longer
+            than the longest one the job has seen (default 3). See ``docs/reliability.md``.
+        ranges_per_call: entry ranges one mapper call processes (its partial covers them all);
+            by default ``npartitions / concurrency`` (one call per slot: a file-triggered call's
+            fixed cost, pod, imports and JIT, is paid once), or ``npartitions / (4 x concurrency)``
+            for a warm pool's job; 1 with an explicit coordinated plan, whose batch sizes count one
+            partial per range. See ``simulate.choose_ranges_per_call``.
+        pool: offer the mapper calls to the deployment's warm pool (an OSCAR exposed service of
+            long-lived workers, ``distrdf-oscar pool start``): None (default) when one is up, True
+            to require one, False never. Pool jobs merge their tree inline, in the workers.
+        pool_overflow_after: seconds without a pool worker claiming a call after which the
+            unclaimed calls go to the file-triggered mappers (default 30).
+        poll_interval, progress: see :class:`distrdf_oscar.client.job.JobOptions`.
+        snapshots: where a Snapshot's files go: "download" (default: where the user asked),
+            "merge" (one file there) or "storage" (kept in object storage, read by URL). See
+            ``snapshots.py``.
+        dataset_credentials: give the services this client's ``S3_ACCESS_KEY``/``S3_SECRET_KEY`` as
+            OSCAR secrets, for ``s3http(s)://`` datasets on another S3 endpoint (with
+            ``auto_deploy``, as on ``LocalCluster``; on a real cluster the operator runs
+            ``distrdf-oscar deploy --dataset-credentials``).
+        shared_paths: local folders the functions can read too (a file system the cluster mounts,
+            such as ``/cvmfs``); a dataset file elsewhere on the client's disk is refused at
+            submission. ``LocalCluster`` shares ``/``. See ``datasets.py``.
+    """
+
+    endpoint: str
+    signing_key: str = field(repr=False)
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+    token: str | None = field(default=None, repr=False)
+    ssl_verify: bool = True
+    storage: StorageConfig | None = field(default=None, repr=False)
+    storage_endpoint: str | None = None
+    deployment: Deployment = field(default_factory=Deployment)
+    reduction: reductions.ReductionChoice | str | None = None
+    concurrency: int = 8
+    auto_deploy: bool = False
+    poll_interval: float = 0.2
+    retries: int = 3
+    retry_after: float = 60.0
+    retry_factor: float = 3.0
+    progress: bool = True
+    shared_paths: Sequence[str] = ()
+    snapshots: str = "download"
+    dataset_credentials: bool = False
+    ranges_per_call: int | None = None
+    pool: bool | None = None
+    pool_overflow_after: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise ConfigurationError(f"concurrency must be at least 1, got {self.concurrency}")
+        try:
+            Signer(self.signing_key)
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
+        if self.ranges_per_call is not None:
+            try:
+                plan.check_ranges_per_call(self.ranges_per_call)
+            except plan.PlanError as exc:
+                raise ConfigurationError(str(exc)) from None
+        if self.pool not in (None, True, False):
+            raise ConfigurationError(f"pool must be None (use one when up), True or False, got {self.pool!r}")
+        if self.pool_overflow_after <= 0:
+            raise ConfigurationError(
+                f"pool_overflow_after must be positive, got {self.pool_overflow_after!r}"
+            )
+        try:
+            reductions.resolve(self.reduction)
+            self.job_options()
+        except ValueError as exc:  # PlanError, and the retry policy's and snapshot mode's own
+            raise ConfigurationError(str(exc)) from None
+        object.__setattr__(self, "shared_paths", tuple(self.shared_paths))
+
+    def job_options(self) -> JobOptions:
+        """What every job of these settings runs with."""
+        policy = RetryPolicy(
+            retries=self.retries, retry_after=self.retry_after, retry_factor=self.retry_factor
+        )
+        return JobOptions(
+            poll_interval=self.poll_interval,
+            progress=self.progress,
+            retry=policy,
+            snapshots=check_snapshot_mode(self.snapshots),
+            pool_overflow_after=self.pool_overflow_after,
+        )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Settings from ``OSCAR_ENDPOINT``, ``OSCAR_USER``/``OSCAR_PASSWORD`` or ``OSCAR_TOKEN``,
+        ``DISTRDF_OSCAR_KEY`` (the deployment's signing key), ``OSCAR_SSL_VERIFY``, and optionally
+        ``MINIO_ENDPOINT`` (alone: the keys still come from the cluster) with
+        ``MINIO_ACCESS_KEY``/``MINIO_SECRET_KEY``; ``overrides`` win. Every problem is named in
+        one ConfigurationError."""
+        env = os.environ if environ is None else environ
+        problems = _oscar_problems(env)
+        endpoint = env.get("OSCAR_ENDPOINT", "")
+        token = env.get("OSCAR_TOKEN")
+        user, password = env.get("OSCAR_USER"), env.get("OSCAR_PASSWORD")
+        signing_key = env.get("DISTRDF_OSCAR_KEY", "")
+        if len(signing_key) < 16:
+            problems.append(
+                "DISTRDF_OSCAR_KEY (the deployment's signing key) must be set, at least 16 characters"
+                if signing_key
+                else "DISTRDF_OSCAR_KEY (the deployment's signing key) is not set"
+            )
+        verify_text = env.get("OSCAR_SSL_VERIFY", "true").strip().lower()
+        minio = {k: env.get(k) for k in ("MINIO_ENDPOINT", "MINIO_ACCESS_KEY", "MINIO_SECRET_KEY")}
+        keys = {k: minio[k] for k in ("MINIO_ACCESS_KEY", "MINIO_SECRET_KEY")}
+        if any(keys.values()) and not all(minio.values()):
+            problems.append(
+                "MINIO_ACCESS_KEY and MINIO_SECRET_KEY go together, with MINIO_ENDPOINT "
+                f"(missing: {', '.join(k for k, v in minio.items() if not v)})"
+            )
+        elif minio["MINIO_ENDPOINT"] and not minio["MINIO_ENDPOINT"].startswith(("http://", "https://")):
+            problems.append(
+                f"MINIO_ENDPOINT must start with http:// or https:// (got {minio['MINIO_ENDPOINT']!r})"
+            )
+        if problems:
+            raise ConfigurationError("OSCAR configuration: " + "; ".join(problems))
+        verify = verify_text in _TRUE
+        deployment = overrides.pop("deployment", None) or Deployment(
+            name=env.get("DISTRDF_OSCAR_DEPLOYMENT", "distrdf")
+        )
+        values: dict[str, Any] = {
+            "user": user,
+            "password": password,
+            "token": token,
+            "ssl_verify": verify,
+            "signing_key": signing_key,
+        }
+        if minio["MINIO_ENDPOINT"] and not any(keys.values()):
+            values["storage_endpoint"] = minio["MINIO_ENDPOINT"]
+        elif all(minio.values()):
+            values["storage"] = StorageConfig(
+                endpoint=str(minio["MINIO_ENDPOINT"]),
+                access_key=str(minio["MINIO_ACCESS_KEY"]),
+                secret_key=str(minio["MINIO_SECRET_KEY"]),
+                bucket=deployment.bucket_name,
+                verify=verify,
+            )
+        values.update(overrides)
+        return cls(endpoint, deployment=deployment, **values)
+
+    def replace(self, **changes: Any) -> Settings:
+        """These settings with some changed (checked again)."""
+        return dataclasses.replace(self, **changes)
+
+
+def _oscar_problems(env: Mapping[str, str]) -> list[str]:
+    """What is wrong with the variables that reach OSCAR itself."""
+    problems = []
+    endpoint = env.get("OSCAR_ENDPOINT", "")
+    if not endpoint:
+        problems.append("OSCAR_ENDPOINT is not set")
+    elif not endpoint.startswith(("http://", "https://")):
+        problems.append(f"OSCAR_ENDPOINT must start with http:// or https:// (got {endpoint!r})")
+    if not env.get("OSCAR_TOKEN") and not (env.get("OSCAR_USER") and env.get("OSCAR_PASSWORD")):
+        problems.append("set OSCAR_USER and OSCAR_PASSWORD, or OSCAR_TOKEN")
+    verify_text = env.get("OSCAR_SSL_VERIFY", "true").strip().lower()
+    if verify_text not in _TRUE | _FALSE:
+        problems.append(f"OSCAR_SSL_VERIFY must be true or false (got {verify_text!r})")
+    return problems
+
+
+def oscar_cluster(environ: Mapping[str, str] | None = None) -> OSCARCluster:
+    """The OSCAR cluster the environment names, for what only reads it (no signing key needed)."""
+    env = os.environ if environ is None else environ
+    problems = _oscar_problems(env)
+    if problems:
+        raise ConfigurationError("OSCAR configuration: " + "; ".join(problems))
+    return OSCARCluster(
+        env["OSCAR_ENDPOINT"],
+        user=env.get("OSCAR_USER"),
+        password=env.get("OSCAR_PASSWORD"),
+        token=env.get("OSCAR_TOKEN"),
+        verify=env.get("OSCAR_SSL_VERIFY", "true").strip().lower() in _TRUE,
+    )
