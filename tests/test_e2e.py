@@ -222,6 +222,32 @@ def test_fromspec_and_define_per_sample(pool_cluster, dimuon_files, tmp_path):
         assert_same_value(g, e, f"spec action {index}")
 
 
+def test_sample_info_shows_relative_paths_as_written(pool_cluster, tmp_path, monkeypatch):
+    """As in ROOT's own DistRDF tests (TestDefinePerSample): files named relative to the working
+    directory, ``../data/...``; rdfsampleinfo_ must show them so in the functions too."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "work").mkdir()
+    for index in range(3):
+        ROOT.RDataFrame(10).Define("x", f"double(rdfentry_ + {index * 10})").Snapshot(
+            "Events", str(tmp_path / "data" / f"sample{index + 1}.root")
+        )
+    monkeypatch.chdir(tmp_path / "work")
+    files = [f"../data/sample{index}.root" for index in (1, 2, 3)]
+
+    def build(df):
+        df = df.DefinePerSample("name", "rdfsampleinfo_.AsString()").DefinePerSample(
+            "weight", 'rdfsampleinfo_.Contains("sample2") ? 2.0 : 1.0'
+        )
+        return [df.Filter(f'name == "{name}/Events"').Count() for name in files] + [df.Sum("weight")]
+
+    got = values(
+        build(ROOT.RDataFrame("Events", files, executor=pool_cluster.executor(progress=False), npartitions=3))
+    )
+    assert got == values(build(ROOT.RDataFrame("Events", files)))
+    assert got[:3] == [10, 10, 10]
+    assert os.listdir(tmp_path / "work") == []  # nothing of the functions' is left where the user is
+
+
 def test_rungraphs_concurrent_jobs_do_not_interfere(pool_cluster, dimuon_files):
     executors = [
         pool_cluster.executor(reduction=r, progress=False)

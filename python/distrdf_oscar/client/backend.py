@@ -42,7 +42,9 @@ class OSCARBackend(Base.BaseBackend):  # type: ignore[misc, unused-ignore]
         # Every dataset file as the functions can open it (datasets.py), named back afterwards.
         paths = PathPolicy(self.executor.shared_paths)
         paths.rewrite_ranges(ranges)
-        result = self.executor.run_job(ranges, mapper, self._files(), on_partial=on_partial)
+        files = self._files()
+        files.relative_inputs = dict(paths.as_written)
+        result = self.executor.run_job(ranges, mapper, files, on_partial=on_partial)
         paths.restore_names(result)
         return result
 

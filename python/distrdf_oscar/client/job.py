@@ -15,7 +15,7 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +61,8 @@ class JobFiles:
     shared_libraries: Sequence[str] = ()
     pcms: Sequence[str] = ()
     files: Sequence[str] = ()
+    # Dataset files named by a relative path: as written -> where they are (datasets.PathPolicy).
+    relative_inputs: Mapping[str, str] = field(default_factory=dict)
 
     def named(self) -> dict[str, list[tuple[str, str]]]:
         """Per kind, (object name, local path); names must be unique per job."""
@@ -130,7 +132,9 @@ class Job:
             for name, path in kind:
                 self.storage.put_file(self.keys.job_file(name), path)
         payload = MapperPayload(
-            mapper, **{kind: tuple(name for name, _ in entries) for kind, entries in named.items()}
+            mapper,
+            **{kind: tuple(name for name, _ in entries) for kind, entries in named.items()},
+            relative_inputs=tuple(sorted(files.relative_inputs.items())),
         )
         manifest = Manifest(job=self.job_id, created=time.time(), plan=job_plan.to_dict())
         self.storage.put_bytes(self.keys.manifest, manifest.to_json())

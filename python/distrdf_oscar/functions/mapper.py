@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import hashlib
 import os
-from collections.abc import Iterable
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ..protocol import datasets, layout, partial
@@ -116,6 +119,41 @@ def _upload_snapshots(ctx: context.FunctionContext, keys: layout.JobKeys, result
                 ctx.publish(keys.job_id, keys.snapshot(range_id, os.path.basename(path)), path)
 
 
+def _climbs(path: str) -> int:
+    """How many folders up a relative path starts: ``../../data/f.root`` climbs 2."""
+    parts = os.path.normpath(path).split(os.sep)
+    return next((i for i, part in enumerate(parts) if part != ".."), len(parts))
+
+
+@contextlib.contextmanager
+def _inputs_as_written(inputs: tuple[tuple[str, str], ...]) -> Iterator[None]:
+    """Compute from a working directory where every input the user named by a relative path
+    opens as written (a link to the file), so that what RDataFrame shows of it (``rdfsampleinfo_``,
+    the processed trees) is the user's spelling, as with ROOT's other backends. The invocation's
+    own files (the distributed ones among them) are linked there too; it goes away afterwards."""
+    if not inputs:
+        yield
+        return
+    home = os.getcwd()
+    root = tempfile.mkdtemp(prefix=".inputs-", dir=home)
+    here = os.path.join(root, *["in"] * max(_climbs(written) for written, _ in inputs))
+    os.makedirs(here, exist_ok=True)
+    for written, target in inputs:
+        link = os.path.normpath(os.path.join(here, written))
+        os.makedirs(os.path.dirname(link), exist_ok=True)
+        if not os.path.lexists(link):
+            os.symlink(target, link)
+    for entry in os.listdir(home):
+        if os.path.join(home, entry) != root and not os.path.lexists(os.path.join(here, entry)):
+            os.symlink(os.path.join(home, entry), os.path.join(here, entry))
+    os.chdir(here)
+    try:
+        yield
+    finally:
+        os.chdir(home)
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def _map_range(
     ctx: context.FunctionContext, keys: layout.JobKeys, mapper: Any, current_range: Any, range_id: int
 ) -> str:
@@ -160,10 +198,13 @@ def run(ctx: context.FunctionContext, trigger: MapperTrigger) -> None:
     event_loops.forget()
     recorder.mark("ready")
     # A call of several ranges pays its fixed cost once and hands on one partial for them all.
-    paths = [
-        _map_range(ctx, keys, mapper, cloudpickle.loads(base64.b64decode(encoded)), trigger.range_id + offset)
-        for offset, encoded in enumerate((trigger.range, *trigger.more))
-    ]
+    with _inputs_as_written(payload.relative_inputs):
+        paths = [
+            _map_range(
+                ctx, keys, mapper, cloudpickle.loads(base64.b64decode(encoded)), trigger.range_id + offset
+            )
+            for offset, encoded in enumerate((trigger.range, *trigger.more))
+        ]
     recorder.mark("computed")
     event_loops.mark(recorder)
     record = recorder.record(trigger.output)

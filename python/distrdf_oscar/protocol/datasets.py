@@ -123,7 +123,10 @@ class Renaming:
 
 
 class PathPolicy(Renaming):
-    """On the client: local paths made absolute, refused unless the functions can read them."""
+    """On the client: local paths refused unless the functions can read them. An absolute path
+    stays as it is; a relative one too, and :attr:`as_written` tells the functions where it points
+    (they resolve it from a working directory of their own, so that what RDataFrame shows of a
+    file, e.g. ``rdfsampleinfo_``, is the user's spelling, as with ROOT's other backends)."""
 
     def __init__(self, shared_paths: Sequence[str], cwd: str | None = None) -> None:
         super().__init__()
@@ -132,6 +135,7 @@ class PathPolicy(Renaming):
             for p in shared_paths
         ]
         self._cwd = cwd
+        self.as_written: dict[str, str] = {}  # a relative path as the user wrote it -> the file
 
     def rename(self, name: str) -> str:
         if not is_local(name):
@@ -156,6 +160,9 @@ class PathPolicy(Renaming):
                 "over XRootD (root://host//path), or pass shared_paths=[...] to the executor for a file "
                 "system the cluster mounts (e.g. /cvmfs)"
             )
+        if name == _local_path(name) and not os.path.isabs(name):
+            self.as_written[name] = path
+            return name
         return path
 
 

@@ -139,6 +139,9 @@ class MapperPayload:
     shared_libraries: tuple[str, ...] = ()
     pcms: tuple[str, ...] = ()
     files: tuple[str, ...] = ()
+    # Input files the user named by a relative path: (as written, where the file is), for the
+    # mappers to resolve them as written (protocol/datasets.py PathPolicy).
+    relative_inputs: tuple[tuple[str, str], ...] = ()
 
     KINDS = ("files", "pcms", "headers", "shared_libraries")  # in the order a function fetches them
 
