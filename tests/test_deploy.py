@@ -86,6 +86,8 @@ def wheel_build(tmp_path_factory):
     if proc.poll() is None:
         proc.kill()
         proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()
 
 
 PLATFORM = {"workers": 2, "mode": "cold", "headroom": 0.25}  # this module's platform (conftest.py)
@@ -907,7 +909,7 @@ def test_status_needs_no_signing_key_and_speaks_json(run, monkeypatch):
     assert status["deployment"] == "jsonish"
     assert set(status["services"]) == {f"jsonish-{role}" for role in ROLES}
     assert all(row["jobs"]["Succeeded"] == 0 for row in status["services"].values())
-    monkeypatch.setenv("DISTRDF_OSCAR_KEY", "k" * 32)
+    monkeypatch.setenv("DISTRDF_OSCAR_KEY", KEY)
     code, out, err = run("pool", "status", "--deployment", "jsonish", "--json")
     assert code == 0, err
     assert json.loads(out) == {"pool": "jsonish-pool", "workers": []}
