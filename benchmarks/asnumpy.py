@@ -35,7 +35,6 @@ def run_config(name: str, entries: int, workers: int, npartitions: int) -> dict:
     import resource
 
     import numpy as np
-
     import ROOT
 
     ROOT.gROOT.SetBatch(True)

@@ -68,8 +68,9 @@ def main() -> int:
     parser.add_argument("--skip-cold", action="store_true", help="leave out the cold-start configurations")
     args = parser.parse_args()
 
-    import distrdf_oscar as dro
     import ROOT
+
+    import distrdf_oscar as dro
     from distrdf_oscar.client.report import role_costs
     from distrdf_oscar.demo import dataset
 

@@ -358,6 +358,7 @@ def main() -> int:
         parser.error("--sizes needs values >= 2")
 
     import ROOT
+
     from distrdf_oscar import _core
     from distrdf_oscar.protocol import partial
 

@@ -45,9 +45,8 @@ def worker_pids(executor) -> dict[str, int]:
 
 
 def trivial(report: dict, cluster, repeat: int) -> None:
-    from dask.distributed import Client, LocalCluster
-
     import ROOT
+    from dask.distributed import Client, LocalCluster
 
     def job(executor) -> float:
         return (
@@ -87,8 +86,9 @@ def trivial(report: dict, cluster, repeat: int) -> None:
 
 
 def crash(report: dict, cluster) -> None:
-    import distrdf_oscar as dro
     import ROOT
+
+    import distrdf_oscar as dro
 
     ROOT.RDF.Distributed.DistributeCppCode(
         "bool dro_bench_boom(double x) { if (x == 700) { volatile int *p = nullptr; *p = 1; } return true; }"
@@ -123,6 +123,7 @@ def crash(report: dict, cluster) -> None:
 
 def killed_worker(report: dict, cluster, files: list[str], npartitions: int) -> None:
     import ROOT
+
     from distrdf_oscar.demo import analysis
     from distrdf_oscar.protocol import layout
 
@@ -283,8 +284,9 @@ def main() -> int:
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     args = parser.parse_args()
 
-    import distrdf_oscar as dro
     import ROOT
+
+    import distrdf_oscar as dro
     from distrdf_oscar.demo import dataset
 
     ROOT.gROOT.SetBatch(True)

@@ -39,8 +39,9 @@ def main() -> int:
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     args = parser.parse_args()
 
-    import distrdf_oscar as dro
     import ROOT
+
+    import distrdf_oscar as dro
     from distrdf_oscar.demo import analysis, dataset
 
     ROOT.gROOT.SetBatch(True)

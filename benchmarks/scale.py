@@ -56,10 +56,10 @@ def main() -> int:
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     args = parser.parse_args()
 
+    import ROOT
     from dask.distributed import Client, LocalCluster
 
     import distrdf_oscar as dro
-    import ROOT
     from distrdf_oscar.demo import analysis, dataset
 
     ROOT.gROOT.SetBatch(True)

@@ -47,8 +47,9 @@ AUTO_TARGET = 1.05  # auto's time over the best fixed plan's, at most
 
 
 def measure(args) -> dict:
-    import distrdf_oscar as dro
     import ROOT
+
+    import distrdf_oscar as dro
     from distrdf_oscar.demo import analysis, dataset
 
     ROOT.gROOT.SetBatch(True)

@@ -8,10 +8,31 @@ import threading
 
 import pytest
 import requests
-
 import ROOT
 
 ROOT.gROOT.SetBatch(True)
+
+# Modules whose tests start platforms of their own, restart pools or wait out timers (quiet spells,
+# leases, MinIO restarts): `pytest -m "not slow"` leaves them out for a quick round (README).
+SLOW_MODULES = {
+    "test_analysts",
+    "test_deploy",
+    "test_exposed",
+    "test_faults",
+    "test_pool_isolation",
+    "test_restarts",
+    "test_scoped_keys",
+    "test_soak",
+    "test_tutorials",
+    "test_versions",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.module is not None and item.module.__name__ in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
+
 
 # Executors made directly (not by LocalCluster) against an embedded platform: its functions run
 # on this machine and read the client's files.

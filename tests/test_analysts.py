@@ -8,11 +8,11 @@ import sys
 
 import pytest
 import requests
+import ROOT
 from minio import Minio
 from minio.error import S3Error
 from oscar_python.client import Client
 
-import ROOT
 from conftest import SAME_MACHINE
 from distrdf_oscar import CoordinatedReduction, OSCARExecutor, TreeReduction, cli
 from distrdf_oscar.client.settings import ConfigurationError

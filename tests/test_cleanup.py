@@ -5,8 +5,9 @@ from __future__ import annotations
 import threading
 import time
 
-import distrdf_oscar as dro
 import ROOT
+
+import distrdf_oscar as dro
 from distrdf_oscar import cli
 from distrdf_oscar.client import job
 from distrdf_oscar.client.job import find_jobs, remove_job

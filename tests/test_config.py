@@ -87,10 +87,10 @@ def test_disabling_tls_verification_warns():
 
 def test_other_executors_still_reach_roots_own_backends():
     """Importing distrdf_oscar leaves ROOT's Dask dispatch (and its error for unknown executors) intact."""
+    import ROOT
     from dask.distributed import Client
 
     import distrdf_oscar  # noqa: F401 - the import installs our dispatch
-    import ROOT
 
     with Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=None) as client:
         df = ROOT.RDataFrame(100, executor=client, npartitions=2)
@@ -162,6 +162,7 @@ def test_analyst_client_checks_the_deployment_instead_of_changing_it(prestarted_
 
 def test_pool_and_call_settings_are_checked(prestarted_cluster):
     import ROOT
+
     from distrdf_oscar.platform.deployment import Deployment
     from distrdf_oscar.platform.oscar import OSCARCluster, OSCARError
     from distrdf_oscar.protocol import layout

@@ -7,9 +7,9 @@ from __future__ import annotations
 import time
 
 import pytest
+import ROOT
 
 import distrdf_oscar as dro
-import ROOT
 from distrdf_oscar.client.recovery import RetryPolicy, Tracker
 from distrdf_oscar.functions.crash import describe, summary
 from distrdf_oscar.protocol import layout

@@ -13,9 +13,9 @@ import re
 import shutil
 
 import pytest
+import ROOT
 
 import distrdf_oscar as dro
-import ROOT
 from compare import assert_same_value
 from distrdf_oscar.protocol import layout
 from distrdf_oscar.protocol.datasets import DatasetError, PathPolicy

@@ -734,6 +734,7 @@ def test_wheel_holds_what_the_services_run(service_site):
 
 def test_committed_scripts_run_a_job_end_to_end(run, environment, oscar, dimuon_files, service_site):
     import ROOT
+
     from compare import assert_same_hist
 
     site, origin = service_site

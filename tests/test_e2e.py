@@ -14,9 +14,9 @@ import subprocess
 
 import numpy as np
 import pytest
+import ROOT
 
 import distrdf_oscar as dro
-import ROOT
 from compare import assert_same_value
 from graphs import book_all, friend_chain, values, write_friend_trees
 

@@ -14,9 +14,9 @@ import re
 import time
 
 import pytest
+import ROOT
 
 import distrdf_oscar as dro
-import ROOT
 from distrdf_oscar.platform.embedded import Fault
 from distrdf_oscar.protocol import layout
 from jobfaults import assert_exact, book, finish_faults, trigger, wait_idle

@@ -7,13 +7,13 @@ import pickle
 import shutil
 
 import pytest
-
 import ROOT
+from ROOT._distrdf.Backends.Base import distrdf_reducer
+
 from compare import assert_same_value
 from distrdf_oscar.protocol import partial
 from graphs import book_all, values
 from inprocess import InProcessBackend
-from ROOT._distrdf.Backends.Base import distrdf_reducer
 
 
 @pytest.fixture(scope="module")

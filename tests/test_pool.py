@@ -12,9 +12,9 @@ import threading
 import time
 
 import pytest
+import ROOT
 
 import distrdf_oscar as dro
-import ROOT
 from distrdf_oscar.client.job import remove_job
 from distrdf_oscar.demo import analysis
 from distrdf_oscar.platform.embedded import Fault

@@ -10,10 +10,10 @@ import time
 
 import pytest
 import requests
+import ROOT
 from oscar_python.client import Client
 
 import distrdf_oscar as dro
-import ROOT
 from distrdf_oscar.platform.embedded.faults import RESTART_SECONDS
 from distrdf_oscar.protocol import layout
 from jobfaults import assert_exact, book

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 import ROOT
+
 from compare import assert_close, assert_same_graph, assert_same_hist, assert_same_statistic, assert_same_thn
 from rootfiles import write_objects
 

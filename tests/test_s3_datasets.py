@@ -6,9 +6,9 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+import ROOT
 
 import distrdf_oscar as dro
-import ROOT
 from compare import assert_same_value
 from distrdf_oscar import cli
 from distrdf_oscar.demo.analysis import book_dimuon_spectrum

@@ -7,13 +7,13 @@ from __future__ import annotations
 import io
 
 import pytest
+import ROOT
 from minio import Minio, MinioAdmin
 from minio.commonconfig import CopySource
 from minio.credentials import StaticProvider
 from minio.error import MinioAdminException, S3Error
 
 import distrdf_oscar as dro
-import ROOT
 from distrdf_oscar.platform.deployment import POOL
 from distrdf_oscar.protocol.contract import POOL_KEYS
 from distrdf_oscar.protocol.storage import StorageError

@@ -10,9 +10,9 @@ import time
 
 import pytest
 import requests
+import ROOT
 
 import distrdf_oscar as dro
-import ROOT
 from distrdf_oscar.protocol import layout
 from distrdf_oscar.protocol.signing import METADATA, SignatureError, Signer
 

@@ -13,9 +13,9 @@ import tempfile
 import time
 
 import pytest
+import ROOT
 
 import distrdf_oscar as dro
-import ROOT
 from distrdf_oscar.client.job import find_jobs
 from distrdf_oscar.platform.embedded import Fault
 from distrdf_oscar.protocol import layout

@@ -8,9 +8,9 @@ import subprocess
 import sys
 
 import pytest
+import ROOT
 
 import distrdf_oscar as dro
-import ROOT
 from distrdf_oscar import cli
 from distrdf_oscar.client import report
 from distrdf_oscar.protocol import timeline

@@ -13,9 +13,9 @@ import time
 
 import pytest
 import requests
+import ROOT
 from oscar_python.client import Client
 
-import ROOT
 from compare import assert_close, assert_same_hist
 from conftest import SAME_MACHINE
 from distrdf_oscar import CoordinatedReduction, OSCARExecutor, RemoteError, TreeReduction, cli

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 
 import pytest
+import ROOT
 
 import distrdf_oscar as dro
-import ROOT
 from compare import assert_same_value
 from distrdf_oscar.demo.analysis import book_dimuon_spectrum
 from distrdf_oscar.platform.embedded.xrootd import XRootDMissing, XRootDServer
