@@ -871,9 +871,12 @@ def test_help_and_version_are_fast_and_never_import_root():
         assert "cppyy" not in imported
         assert "alpha stage" not in done.stderr
         assert time.monotonic() - started < 30  # a hang, not a speed check
-    assert "``" not in subprocess.run(
-        [sys.executable, "-m", "distrdf_oscar.cli", "--help"], capture_output=True, text=True, check=True
-    ).stdout
+    assert (
+        "``"
+        not in subprocess.run(
+            [sys.executable, "-m", "distrdf_oscar.cli", "--help"], capture_output=True, text=True, check=True
+        ).stdout
+    )
 
 
 def test_expected_failures_are_one_line_with_their_exit_code(run, monkeypatch):
