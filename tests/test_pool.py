@@ -240,6 +240,38 @@ def test_a_replica_killed_mid_call_is_replaced_and_its_call_recomputed(pool_clus
     assert not any(str(killed[0]) in w.split("-") for w in now)
 
 
+def test_a_pool_resized_down_mid_job_finishes_it_exactly(pool_cluster, dimuon_files, reference):
+    """``pool start --size 1`` while a job runs on two workers: the Deployment stops one replica
+    (SIGTERM: it finishes its calls under way and leaves), the other serves the rest; no call goes
+    to the file-triggered services and no quiet spell is waited for. Then back to two."""
+    executor = pool_cluster.executor(
+        reduction=dro.TreeReduction(fan_in=2), progress=False, ranges_per_call=1, retry_after=60.0
+    )
+    resized: list[str] = []
+    try:
+        result, _ = _run_acting_on_first(
+            executor,
+            dimuon_files,
+            f"{layout.JOBS}/{{job}}/claims/",
+            lambda _claim: resized.append(executor.start_pool(1)),
+        )
+        assert resized, "no claim was seen to resize the pool on"
+        assert_exact(result, reference)
+        job = executor.last_job
+        assert job.pool
+        assert job.functions == {}, "calls went to the file-triggered services"
+        assert all(item.trigger.attempts == 0 for item in job.tracker.expected), (
+            "a quiet-spell retry was needed"
+        )
+        deadline = time.monotonic() + 30
+        while len(executor.pool_workers()) > 1 and time.monotonic() < deadline:
+            time.sleep(0.5)  # the stopped replica's heartbeat lapses
+        assert len(executor.pool_workers()) == 1
+    finally:
+        executor.start_pool(pool_cluster.workers, wait=120)  # as the module's other tests expect it
+    assert len(executor.pool_workers()) == pool_cluster.workers
+
+
 def test_a_worker_killed_while_coordinating_is_replaced_at_once(pool_cluster, dimuon_files, reference):
     """The worker running a coordinated job's coordinator dies: the client queues the coordinator
     again as soon as the heartbeat lapses; the new one adopts the batches already launched (and a
