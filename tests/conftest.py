@@ -16,6 +16,7 @@ ROOT.gROOT.SetBatch(True)
 # leases, MinIO restarts): `pytest -m "not slow"` leaves them out for a quick round (README).
 SLOW_MODULES = {
     "test_analysts",
+    "test_check",
     "test_deploy",
     "test_exposed",
     "test_faults",

@@ -305,6 +305,19 @@ def _print_json(value: object) -> None:
     print(json.dumps(value, indent=2, sort_keys=True, default=str))
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    """Check the cluster and the deployment end to end; stop at the first fault (check.py)."""
+    from . import check
+
+    try:
+        check.run(lambda: _cluster_and_deployment(args), check.Report(), start_bound=args.start_timeout)
+    except check.CheckFailed as failed:
+        print(f"distrdf-oscar check: {failed.fault}: {failed}", file=sys.stderr)
+        return failed.code
+    print("every check passed")
+    return EXIT_OK
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     """Print where a job's time went and draw its timeline (its record, timeline.py)."""
     from .client import report
@@ -421,6 +434,7 @@ def main(argv: list[str] | None = None) -> int:
         ("deploy", cmd_deploy, "create or update the services on an OSCAR cluster"),
         ("undeploy", cmd_undeploy, "remove the services (and their bucket) from the cluster"),
         ("status", cmd_status, "show the services and their recent jobs"),
+        ("check", cmd_check, "check the cluster and the deployment end to end, with a tiny job"),
     ):
         command = sub.add_parser(name, help=text, description=text + "." + environment)
         add_deployment_flags(command)
@@ -451,6 +465,14 @@ def main(argv: list[str] | None = None) -> int:
             command.add_argument("--yes", action="store_true", help="confirm removal")
         if name == "status":
             command.add_argument("--json", action="store_true", help="machine-readable output")
+        if name == "check":
+            command.add_argument(
+                "--start-timeout",
+                type=float,
+                default=300.0,
+                metavar="SECONDS",
+                help="how long the test job's first function may take to start (default 300: an image pull)",
+            )
         command.set_defaults(func=func)
 
     pool = sub.add_parser(

@@ -98,6 +98,20 @@ class LocalCluster:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    def environment(self) -> dict[str, str]:
+        """The variables that point a client, or ``distrdf-oscar``, at this cluster and its
+        deployment (as ``minikube docker-env`` does): ``os.environ.update(cluster.environment())``."""
+        self.start()
+        assert self.platform.oscar_endpoint is not None
+        assert self.platform.oscar_password is not None
+        return {
+            "OSCAR_ENDPOINT": self.platform.oscar_endpoint,
+            "OSCAR_USER": self.platform.oscar_user,
+            "OSCAR_PASSWORD": self.platform.oscar_password,
+            "DISTRDF_OSCAR_KEY": self._signing_key,
+            "DISTRDF_OSCAR_DEPLOYMENT": self.deployment().name,
+        }
+
     def deployment(self, name: str = "distrdf") -> Deployment:
         # Functions run this interpreter, so they see the same installed packages.
         return Deployment(name=name, variables={"DRO_PYTHON": sys.executable})

@@ -206,7 +206,7 @@ class OSCARExecutor:
                 chosen.choice.describe(),
             )
         self.last_choice = chosen.choice
-        self._check_quota(chosen.reduction)
+        self.check_quota(chosen.reduction)
         # A pool job's work runs in pool workers, not OSCAR jobs: OSCAR's listing cannot tell that
         # its services are idle, so losses are found by the quiet-spell rule alone.
         job = Job(self.storage, chosen, self.options, idle=None if use_pool else self._service_idle)
@@ -227,7 +227,7 @@ class OSCARExecutor:
             )
         return bool(workers)
 
-    def _check_quota(self, reduction: plan.Reduction) -> None:
+    def check_quota(self, reduction: plan.Reduction) -> None:
         """Refuse a reduction that the caller's Kueue quota can never run.
 
         The jobs of services an OIDC user owns are admitted from that user's queue (3.7 and

@@ -147,6 +147,7 @@ class Deployment:
         secrets = dict(self.secrets)
         variables = {
             contract.ENTRYPOINT_VARIABLE: contract.ENTRYPOINTS[role],
+            contract.VERSION_VARIABLE: __version__,
             **self.variables,
             **(secrets if secrets_as_variables else {}),
         }
@@ -195,6 +196,7 @@ class Deployment:
             contract.POOL_BUCKET_VARIABLE: self.bucket_name,
             contract.POOL_PORT_VARIABLE: str(POOL_PORT),
             contract.POOL_SERVICE_VARIABLE: name,
+            contract.VERSION_VARIABLE: __version__,
             **self.variables,
             **(secrets if secrets_as_variables else {}),
         }

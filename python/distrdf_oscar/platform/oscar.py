@@ -41,7 +41,12 @@ ADMIN_OWNER = "cluster_admin"  # the owner OSCAR gives services created with bas
 
 
 class OSCARError(RuntimeError):
-    """The OSCAR cluster refused or could not be reached; the message says which."""
+    """The OSCAR cluster refused or could not be reached; the message says which, ``status`` the
+    HTTP status of a refusal (401: the credentials)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def _without_userinfo(endpoint: str) -> str:
@@ -154,12 +159,14 @@ class OSCARCluster:
                 who, advice = self._credentials
                 raise OSCARError(
                     f"OSCAR at {self.endpoint} rejected {who} (401 Unauthorized) while trying to "
-                    f"{what}: {advice}"
+                    f"{what}: {advice}",
+                    status=401,
                 ) from None
             if status == 403:
                 raise OSCARError(
                     f"OSCAR at {self.endpoint} denied access (403 Forbidden) while trying to {what}: "
-                    "the credentials are valid but not allowed to do this"
+                    "the credentials are valid but not allowed to do this",
+                    status=403,
                 ) from None
             body = (exc.response.text or "").strip()[:300] if exc.response is not None else ""
             raise OSCARError(

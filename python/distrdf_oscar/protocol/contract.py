@@ -27,6 +27,7 @@ ENTRYPOINT_VARIABLE = "DRO_ENTRYPOINT"  # its role's entry point (the pre-starte
 PYTHON_VARIABLE = "DRO_PYTHON"  # the interpreter the script runs (default: the image's python3)
 SIGNING_KEY_VARIABLE = "DRO_SIGNING_KEY"  # a secret: the deployment's signing key
 KEY_ID_VARIABLE = "DRO_KEY_ID"  # that key's public identifier, to tell deployments apart
+VERSION_VARIABLE = "DRO_VERSION"  # the distrdf-oscar release that defined the service
 
 # -- where a function finds its storage (OSCAR's supervisor mounts both) ------------------------
 FUNCTION_CONFIG = "/oscar/config/function_config.yaml"

@@ -172,10 +172,8 @@ class Storage:
         except Exception as exc:
             raise self._fail(action, key, exc, bucket=bucket) from exc
 
-    def check_buckets(self) -> None:
-        """Check the endpoint answers (at once, not after the retries) and every bucket of the
-        deployment exists. OSCAR creates them with the services (an analyst's storage user
-        may not create buckets at all), so a missing one means the deployment is incomplete."""
+    def check_reachable(self) -> None:
+        """Check the endpoint accepts connections, at once (not after the retries)."""
         import socket
 
         host, secure = split_endpoint(self.config.endpoint)
@@ -187,6 +185,12 @@ class Storage:
                 f"cannot reach the object storage at {self.config.endpoint} "
                 f"(bucket {self.bucket}): {exc.strerror or exc}"
             ) from None
+
+    def check_buckets(self) -> None:
+        """Check the endpoint answers (at once, not after the retries) and every bucket of the
+        deployment exists. OSCAR creates them with the services (an analyst's storage user
+        may not create buckets at all), so a missing one means the deployment is incomplete."""
+        self.check_reachable()
         for bucket in layout.buckets(self.bucket):
             with self._failing("bucket check", "", bucket=bucket):
                 found = self.client.bucket_exists(bucket)

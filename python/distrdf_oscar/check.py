@@ -1,0 +1,219 @@
+"""``distrdf-oscar check``: a cluster checked end to end, as far as this client can see it.
+
+Each step depends on the ones before it, so the check stops at the first fault and says in one
+line what is wrong and what to do; the exit code names the class of fault (:data:`FAULTS`).
+Passing every step ends with a tiny job, run as an analyst's would be, and its timings.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .client.executor import OSCARExecutor
+
+# Exit code of each class of fault (docs/deploy.md). 0: every step passed.
+FAULTS = {
+    "settings": 10,  # missing or malformed settings
+    "oscar": 11,  # OSCAR unreachable, or not answering like OSCAR
+    "credentials": 12,  # OSCAR refused the credentials
+    "release": 13,  # an OSCAR release this client does not support
+    "storage": 14,  # the object storage unreachable from this client, or refusing its keys
+    "conditional writes": 15,  # a MinIO that ignores If-None-Match (OSCAR <= 4.0 installs one)
+    "services": 16,  # the deployment's services missing, of another key or of another version
+    "quota": 17,  # the caller's Kueue quota can never admit the deployment's functions
+    "start": 18,  # no function started within the bound: image pull, quota, capacity
+    "job": 19,  # the test job failed or gave a wrong result
+}
+SUPPORTED = ((3, 5, 0), (4, 1, 99))  # the releases the embedded platform models (docs/deploy.md)
+START_BOUND = 300.0  # seconds for the test job's first function to start (a cold image pull)
+
+
+class CheckFailed(Exception):
+    """A step's fault: its class (a key of :data:`FAULTS`) and the one line that says it."""
+
+    def __init__(self, fault: str, message: str) -> None:
+        super().__init__(message)
+        self.fault = fault
+        self.code = FAULTS[fault]
+
+
+@dataclass
+class Report:
+    """What the check found, step by step (printed as it goes)."""
+
+    say: Callable[[str], None] = print
+    steps: list[tuple[str, str]] = field(default_factory=list)
+
+    def passed(self, step: str, detail: str) -> None:
+        self.steps.append((step, detail))
+        self.say(f"ok   {step}: {detail}")
+
+
+def run(
+    executor_from_settings: Callable[[], OSCARExecutor], report: Report, start_bound: float = START_BOUND
+) -> None:
+    """Run every step against the executor the settings make; raises :class:`CheckFailed`."""
+    from .client.settings import ConfigurationError
+    from .platform.oscar import OSCARError
+    from .protocol.storage import StorageError
+
+    try:
+        executor = executor_from_settings()
+    except ConfigurationError as exc:
+        raise CheckFailed("settings", str(exc)) from None
+    except OSCARError as exc:
+        raise CheckFailed("settings", str(exc)) from None
+    report.passed("settings", f"OSCAR {executor.cluster.endpoint}, deployment {executor.deployment.name!r}")
+    _oscar(executor, report)
+    _storage(executor, report, StorageError)
+    _services(executor, report, OSCARError)
+    _quota(executor, report)
+    workers = executor.pool_workers()
+    report.passed(
+        "warm pool",
+        f"{len(workers)} live worker(s)"
+        if workers
+        else "none up: jobs use the file-triggered services (cold)",
+    )
+    _tiny_job(executor, report, start_bound)
+
+
+def _oscar(executor: OSCARExecutor, report: Report) -> None:
+    from .platform.oscar import OSCARError
+
+    try:
+        info = executor.cluster.info()
+    except OSCARError as exc:
+        raise CheckFailed("credentials" if exc.status in (401, 403) else "oscar", str(exc)) from None
+    release = executor.cluster.release()
+    version = str(info.get("version") or "?")
+    if not SUPPORTED[0] <= release <= SUPPORTED[1]:
+        raise CheckFailed(
+            "release",
+            f"OSCAR {version} at {executor.cluster.endpoint} is not a release this client supports "
+            "(3.5 to 4.1): see docs/deploy.md, Supported OSCAR releases",
+        )
+    try:
+        executor.cluster.services()  # needs the credentials (/system/info may not)
+    except OSCARError as exc:
+        raise CheckFailed("credentials", str(exc)) from None
+    report.passed("OSCAR", f"release {version}, credentials accepted")
+
+
+def _storage(executor: OSCARExecutor, report: Report, storage_error: type[Exception]) -> None:
+    from .platform.oscar import OSCARError
+
+    try:
+        storage = executor.unchecked_storage()
+    except OSCARError as exc:
+        raise CheckFailed("oscar", str(exc)) from None
+    try:
+        storage.check_reachable()
+    except storage_error as exc:
+        raise CheckFailed(
+            "storage",
+            f"{exc}: the cluster advertises it, but this client cannot reach it; set MINIO_ENDPOINT "
+            "to an address of that MinIO this machine can reach",
+        ) from None
+    try:
+        storage.check_conditional_writes()
+    except storage_error as exc:
+        raise CheckFailed("conditional writes", str(exc)) from None
+    report.passed("storage", f"{storage.config.endpoint} reachable, conditional writes honoured")
+
+
+def _services(executor: OSCARExecutor, report: Report, oscar_error: type[Exception]) -> None:
+    from . import __version__
+    from .protocol.contract import VERSION_VARIABLE
+
+    try:
+        executor.cluster.check_deployed(executor.deployment)
+    except oscar_error as exc:
+        raise CheckFailed("services", str(exc)) from None
+    services = executor.cluster.services()
+    for definition in executor.deployment.services():
+        variables = (services[definition["name"]].get("environment") or {}).get("variables") or {}
+        deployed = variables.get(VERSION_VARIABLE)
+        if deployed != __version__:
+            raise CheckFailed(
+                "services",
+                f"service {definition['name']} was deployed by distrdf-oscar {deployed or 'of an unknown version'}, "
+                f"this client is {__version__}: redeploy (`distrdf-oscar deploy`) or use the matching client",
+            )
+    try:
+        executor.storage  # noqa: B018 (the buckets of every service, checked on first use)
+    except Exception as exc:  # noqa: BLE001 (StorageError or OSCARError: the same advice)
+        raise CheckFailed("services", str(exc)) from None
+    report.passed("services", f"{len(services)} visible, the deployment's of version {__version__}")
+
+
+def _quota(executor: OSCARExecutor, report: Report) -> None:
+    from .client.settings import ConfigurationError
+    from .protocol.plan import TreeReduction
+
+    try:
+        executor.check_quota(TreeReduction())
+    except ConfigurationError as exc:
+        raise CheckFailed("quota", str(exc)) from None
+    report.passed("quota", "the functions fit" if executor.cluster.oidc else "basic auth: no per-user quota")
+
+
+def _tiny_job(executor: OSCARExecutor, report: Report, start_bound: float) -> None:
+    """RDataFrame(1000) on two partitions, a Sum, as an analyst's job; it must start in time."""
+    import threading
+
+    import ROOT
+
+    from .client.recovery import RemoteError
+
+    outcome: dict[str, Any] = {}
+
+    def job() -> None:
+        try:
+            df = ROOT.RDataFrame(1000, executor=executor, npartitions=2)
+            outcome["sum"] = df.Define("x", "double(rdfentry_)").Sum("x").GetValue()
+        except Exception as exc:  # noqa: BLE001 (reported below, whatever it is)
+            outcome["error"] = exc
+
+    started = time.monotonic()
+    thread = threading.Thread(target=job, name="check-job", daemon=True)
+    thread.start()
+    while thread.is_alive() and time.monotonic() - started < start_bound and not _any_started(executor):
+        time.sleep(0.5)
+    if thread.is_alive() and not _any_started(executor):
+        raise CheckFailed(
+            "start",
+            f"no function of the test job started within {start_bound:.0f} s: the image may still be "
+            f"pulling ({executor.deployment.image}), the cluster may have no free capacity, or your "
+            "quota admits nothing; see `distrdf-oscar status` and the OSCAR jobs' events",
+        )
+    thread.join()
+    seconds = time.monotonic() - started
+    if "error" in outcome:
+        error = outcome["error"]
+        kind = "the test job failed" if isinstance(error, RemoteError) else "the test job could not run"
+        raise CheckFailed("job", f"{kind}: {str(error).splitlines()[0]}")
+    if outcome.get("sum") != 499500.0:
+        raise CheckFailed("job", f"the test job gave {outcome.get('sum')!r}, not 499500")
+    finished = executor.last_job
+    where = "on the warm pool" if finished is not None and finished.pool else "on the file-triggered services"
+    report.passed("test job", f"RDataFrame(1000).Sum exact, {seconds:.1f} s {where}")
+
+
+def _any_started(executor: OSCARExecutor) -> bool:
+    """Whether a function got to work on the running test job: a pool worker's claim, a partial
+    or the result is there."""
+    from .protocol import layout
+
+    job = executor.last_job
+    if job is None:
+        return False
+    keys = job.keys
+    return any(
+        executor.storage.list(prefix)
+        for prefix in (keys.claims, keys.prefix(layout.PARTIALS), keys.prefix(layout.RESULTS))
+    )
