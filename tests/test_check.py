@@ -62,6 +62,7 @@ def test_a_working_cluster_passes_every_step_and_runs_a_tiny_job(environment, ca
         "ok   OSCAR",
         "ok   storage",
         "ok   services",
+        "ok   conditional writes",
         "ok   quota",
         "ok   warm pool",
         "ok   test job",

@@ -481,7 +481,7 @@ def test_deploy_is_idempotent_updates_in_place_and_undeploy_asks_first(run, osca
     for role, service in first.items():
         assert service["script"] == (SERVICES / "scripts" / f"{role}.sh").read_text()
         assert service["environment"]["secrets"] == {ENV_VAR: ""}  # set, and never shown
-        assert service["input"][0]["path"] == layout.input_path("dep1", ROLES[role][1])
+        assert service["input"][0]["path"] == layout.input_path("dep1", ROLES[role][0])
     assert all(s3.bucket_exists(bucket) for bucket in layout.buckets("dep1"))
 
     code, out, _ = run("deploy", "--deployment", "dep1")
@@ -727,7 +727,8 @@ def test_wheel_holds_what_the_services_run(service_site):
         "_core.cpython-311-x86_64-linux-gnu.so",
         "functions/__main__.py",
         "functions/mapper.py",
-        "deployment.py",
+        "platform/deployment.py",
+        "protocol/contract.py",
     ):
         assert (site / "distrdf_oscar" / module).is_file()
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .client.executor import OSCARExecutor
+    from .protocol.storage import Storage
 
 # Exit code of each class of fault (docs/deploy.md). 0: every step passed.
 FAULTS = {
@@ -69,8 +70,13 @@ def run(
         raise CheckFailed("settings", str(exc)) from None
     report.passed("settings", f"OSCAR {executor.cluster.endpoint}, deployment {executor.deployment.name!r}")
     _oscar(executor, report)
-    _storage(executor, report, StorageError)
-    _services(executor, report, OSCARError)
+    storage = _storage(executor, report, StorageError)
+    _services(executor, report, OSCARError, storage, StorageError)
+    try:
+        storage.check_conditional_writes()
+    except StorageError as exc:
+        raise CheckFailed("conditional writes", str(exc)) from None
+    report.passed("conditional writes", "honoured (If-None-Match), so each task's output is written once")
     _quota(executor, report)
     workers = executor.pool_workers()
     report.passed(
@@ -104,7 +110,7 @@ def _oscar(executor: OSCARExecutor, report: Report) -> None:
     report.passed("OSCAR", f"release {version}, credentials accepted")
 
 
-def _storage(executor: OSCARExecutor, report: Report, storage_error: type[Exception]) -> None:
+def _storage(executor: OSCARExecutor, report: Report, storage_error: type[Exception]) -> Storage:
     from .platform.oscar import OSCARError
 
     try:
@@ -119,14 +125,17 @@ def _storage(executor: OSCARExecutor, report: Report, storage_error: type[Except
             f"{exc}: the cluster advertises it, but this client cannot reach it; set MINIO_ENDPOINT "
             "to an address of that MinIO this machine can reach",
         ) from None
-    try:
-        storage.check_conditional_writes()
-    except storage_error as exc:
-        raise CheckFailed("conditional writes", str(exc)) from None
-    report.passed("storage", f"{storage.config.endpoint} reachable, conditional writes honoured")
+    report.passed("storage", f"{storage.config.endpoint} reachable from here")
+    return storage
 
 
-def _services(executor: OSCARExecutor, report: Report, oscar_error: type[Exception]) -> None:
+def _services(
+    executor: OSCARExecutor,
+    report: Report,
+    oscar_error: type[Exception],
+    storage: Storage,
+    storage_error: type[Exception],
+) -> None:
     from . import __version__
     from .protocol.contract import VERSION_VARIABLE
 
@@ -145,8 +154,8 @@ def _services(executor: OSCARExecutor, report: Report, oscar_error: type[Excepti
                 f"this client is {__version__}: redeploy (`distrdf-oscar deploy`) or use the matching client",
             )
     try:
-        executor.storage  # noqa: B018 (the buckets of every service, checked on first use)
-    except Exception as exc:  # noqa: BLE001 (StorageError or OSCARError: the same advice)
+        storage.check_buckets()
+    except storage_error as exc:
         raise CheckFailed("services", str(exc)) from None
     report.passed("services", f"{len(services)} visible, the deployment's of version {__version__}")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -224,6 +225,8 @@ def oscar_cluster(environ: Mapping[str, str] | None = None) -> OSCARCluster:
     problems = _oscar_problems(env)
     if problems:
         raise ConfigurationError("OSCAR configuration: " + "; ".join(problems))
+    if env.get("OSCAR_SSL_VERIFY", "true").strip().lower() in _FALSE:
+        warnings.warn(f"TLS certificate verification is disabled for {env['OSCAR_ENDPOINT']}", stacklevel=2)
     return OSCARCluster(
         env["OSCAR_ENDPOINT"],
         user=env.get("OSCAR_USER"),
