@@ -136,3 +136,27 @@ def test_the_environment_points_every_command_at_the_cluster(environment, capsys
     assert "deployment 'distrdf'" in out
     assert cli.main(["pool", "status", "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out)["workers"]) == 2
+
+
+def test_a_cluster_of_oscar_cli_reaches_every_command(cluster, environment, capsys, tmp_path):
+    """An analyst's oscar-cli configuration names the cluster; no OSCAR_* variable is set."""
+    env = cluster.environment()
+    (tmp_path / "config.yaml").write_text(
+        "oscar:\n"
+        "  local:\n"
+        f"    endpoint: {env['OSCAR_ENDPOINT']}\n"
+        f"    auth_user: {env['OSCAR_USER']}\n"
+        f"    auth_password: {env['OSCAR_PASSWORD']}\n"
+        "    ssl_verify: true\n"
+        "default: local\n"
+    )
+    environment.setenv("DISTRDF_OSCAR_CLI_CONFIG", str(tmp_path / "config.yaml"))
+    for name in ("OSCAR_ENDPOINT", "OSCAR_USER", "OSCAR_PASSWORD"):
+        environment.delenv(name)
+    assert cli.main(["status", "--cluster", "local"]) == 0
+    assert f"OSCAR {env['OSCAR_ENDPOINT']}" in capsys.readouterr().out
+    assert cli.main(["pool", "status", "--json"]) == 0  # its default cluster, unnamed
+    assert len(json.loads(capsys.readouterr().out)["workers"]) == 2
+    executor = dro.OSCARExecutor.from_cluster("local")
+    assert executor.cluster.endpoint == env["OSCAR_ENDPOINT"]
+    assert len(executor.pool_workers()) == 2

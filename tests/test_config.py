@@ -212,3 +212,108 @@ def test_every_public_name_loads_on_first_use():
         )
     with pytest.raises(AttributeError, match="has no attribute 'nope'"):
         _ = dro.nope
+
+
+# -- clusters as oscar-cli users have them ----------------------------------------------------------
+
+
+def oscar_cli_file(tmp_path, text: str, name: str = "config.yaml") -> dict[str, str]:
+    """An oscar-cli configuration file, and the environment that points at it (and at nothing else)."""
+    path = tmp_path / name
+    path.write_text(text)
+    return {"DISTRDF_OSCAR_CLI_CONFIG": str(path), "DISTRDF_OSCAR_KEY": GOOD["DISTRDF_OSCAR_KEY"]}
+
+
+CLI_CONFIG = """
+oscar:
+  lab:
+    endpoint: https://oscar.lab.example.org
+    auth_user: oscar
+    auth_password: lab-password
+    ssl_verify: false
+    memory: 256Mi
+    log_level: INFO
+  egi:
+    endpoint: https://oscar.egi.example.org
+    oidc_account_name: egi
+    ssl_verify: true
+default: lab
+"""
+
+
+def test_the_default_cluster_of_oscar_cli_is_used_when_no_endpoint_is_set(tmp_path):
+    from distrdf_oscar.client.settings import Settings
+
+    settings = Settings.from_env(oscar_cli_file(tmp_path, CLI_CONFIG))
+    assert (settings.endpoint, settings.user, settings.password) == (
+        "https://oscar.lab.example.org",
+        "oscar",
+        "lab-password",
+    )
+    assert settings.ssl_verify is False
+    assert "lab-password" not in repr(settings)
+
+
+def test_a_named_cluster_and_the_environment_over_it(tmp_path):
+    from distrdf_oscar.client.settings import Settings
+
+    env = oscar_cli_file(tmp_path, CLI_CONFIG)
+    egi = Settings.from_env(env, cluster="egi")
+    assert (egi.endpoint, egi.oidc_account, egi.user, egi.token) == (
+        "https://oscar.egi.example.org",
+        "egi",
+        None,
+        None,
+    )
+    # The environment wins; its credentials never go to the file's endpoint, nor the file's to its own.
+    overridden = Settings.from_env({**env, "OSCAR_TOKEN": "tok-abc"}, cluster="lab")
+    assert (overridden.endpoint, overridden.token, overridden.user) == (
+        "https://oscar.lab.example.org",
+        "tok-abc",
+        None,
+    )
+    # The lab's password is never sent to another endpoint: that one needs its own credentials.
+    with pytest.raises(ConfigurationError, match="set OSCAR_USER and OSCAR_PASSWORD, or OSCAR_TOKEN"):
+        Settings.from_env({**env, "OSCAR_ENDPOINT": "https://other.example.org"}, cluster="lab")
+    # An explicit OSCAR_ENDPOINT without --cluster: the file is not read at all.
+    plain = Settings.from_env({**env, **GOOD})
+    assert plain.endpoint == GOOD["OSCAR_ENDPOINT"]
+
+
+def test_oscar_cli_json_files_and_their_faults_are_named(tmp_path):
+    from distrdf_oscar.client.settings import Settings
+
+    json_env = oscar_cli_file(
+        tmp_path,
+        '{"oscar": {"j": {"endpoint": "https://j.example.org", "auth_user": "u", "auth_password": "p", '
+        '"ssl_verify": true}}, "default": "j"}',
+        name="config.json",
+    )
+    assert Settings.from_env(json_env).endpoint == "https://j.example.org"
+    env = oscar_cli_file(tmp_path, CLI_CONFIG)
+    with pytest.raises(
+        ConfigurationError, match=r"cluster 'nope' is not in oscar-cli's configuration .* \(it has egi, lab\)"
+    ):
+        Settings.from_env(env, cluster="nope")
+    with pytest.raises(ConfigurationError, match="no oscar-cli configuration at"):
+        Settings.from_env({**env, "DISTRDF_OSCAR_CLI_CONFIG": str(tmp_path / "absent.yaml")}, cluster="lab")
+    bad = oscar_cli_file(tmp_path, "oscar:\n  x:\n    endpoint: https://x.example.org\n", name="bad.yaml")
+    with pytest.raises(ConfigurationError, match=r"cluster 'x' in .* has no credentials"):
+        Settings.from_env(bad, cluster="x")
+
+
+def test_the_signing_key_from_an_owner_only_file(tmp_path):
+    import os
+
+    from distrdf_oscar.client.settings import Settings
+
+    key_file = tmp_path / "distrdf.key"
+    key_file.write_text("k" * 40 + "\n")
+    env = {**without("DISTRDF_OSCAR_KEY"), "DISTRDF_OSCAR_KEY_FILE": str(key_file)}
+    os.chmod(key_file, 0o644)
+    with pytest.raises(ConfigurationError, match=r"distrdf\.key is readable by others: chmod 600 it"):
+        Settings.from_env(env)
+    os.chmod(key_file, 0o600)
+    assert Settings.from_env(env).signing_key == "k" * 40
+    with pytest.raises(ConfigurationError, match="nor readable from"):
+        Settings.from_env({**env, "DISTRDF_OSCAR_KEY_FILE": str(tmp_path / "none.key")})

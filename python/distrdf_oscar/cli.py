@@ -141,6 +141,7 @@ def _cluster_and_deployment(args: argparse.Namespace) -> OSCARExecutor:
     from .client.executor import OSCARExecutor
 
     return OSCARExecutor.from_env(
+        cluster=getattr(args, "cluster", None),
         auto_deploy=False,
         progress=False,
         deployment=_deployment(args),
@@ -259,7 +260,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from .client.settings import oscar_cluster
     from .platform.deployment import ROLES
 
-    cluster, deployment = oscar_cluster(), _deployment(args)
+    cluster, deployment = oscar_cluster(cluster=args.cluster), _deployment(args)
     version = cluster.info().get("version") or "?"
     services = cluster.services()
     rows: dict[str, dict[str, Any] | None] = {}
@@ -407,6 +408,13 @@ def main(argv: list[str] | None = None) -> int:
 
     def add_deployment_flags(command: argparse.ArgumentParser) -> None:
         command.add_argument(
+            "--cluster",
+            metavar="NAME",
+            help="a cluster of oscar-cli's configuration (~/.oscar-cli/config.yaml, or "
+            "$DISTRDF_OSCAR_CLI_CONFIG), the environment's OSCAR_* variables winning (default: its "
+            "default cluster when OSCAR_ENDPOINT is not set)",
+        )
+        command.add_argument(
             "--deployment",
             default=os.environ.get("DISTRDF_OSCAR_DEPLOYMENT", "distrdf"),
             help="deployment name, the prefix of its service names and its bucket "
@@ -427,8 +435,10 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     environment = (
-        " Settings come from OSCAR_ENDPOINT, OSCAR_USER/OSCAR_PASSWORD or OSCAR_TOKEN, "
-        "DISTRDF_OSCAR_KEY (the deployment's signing key) and OSCAR_SSL_VERIFY; see docs/deploy.md."
+        " Settings come from oscar-cli's configuration (--cluster) and the environment, which wins: "
+        "OSCAR_ENDPOINT, OSCAR_USER/OSCAR_PASSWORD, OSCAR_TOKEN, OSCAR_OIDC_ACCOUNT or "
+        "OSCAR_REFRESH_TOKEN, OSCAR_SSL_VERIFY, and DISTRDF_OSCAR_KEY (the deployment's signing key, "
+        "or the file ~/.config/distrdf-oscar/<deployment>.key); see docs/deploy.md."
     )
     for name, func, text in (
         ("deploy", cmd_deploy, "create or update the services on an OSCAR cluster"),

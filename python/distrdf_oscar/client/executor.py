@@ -65,6 +65,8 @@ class OSCARExecutor:
             password=settings.password,
             token=settings.token,
             verify=settings.ssl_verify,
+            oidc_account=settings.oidc_account,
+            refresh_token=settings.refresh_token,
         )
         self.options = settings.job_options()
         self._storage: Storage | None = None
@@ -110,6 +112,12 @@ class OSCARExecutor:
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> OSCARExecutor:
         """An executor of :meth:`Settings.from_env <distrdf_oscar.client.settings.Settings.from_env>`."""
         return cls(Settings.from_env(environ, **overrides))
+
+    @classmethod
+    def from_cluster(cls, name: str | None = None, **overrides: Any) -> OSCARExecutor:
+        """An executor for oscar-cli's cluster ``name`` (its default cluster if None), the
+        environment's variables still winning; see ``platform/oscar_cli.py``."""
+        return cls(Settings.from_env(cluster=name or "", **overrides))  # "": oscar-cli's default
 
     def unchecked_storage(self) -> Storage:
         """The deployment's storage, without looking at the services or buckets (deploy, undeploy)."""

@@ -11,6 +11,8 @@ from typing import Any
 
 from ..platform.deployment import Deployment
 from ..platform.oscar import OSCARCluster
+from ..platform.oscar_cli import PATH_VARIABLE as CLI_CONFIG_VARIABLE
+from ..platform.oscar_cli import ClusterConfigError, ClusterEntry, read_cluster
 from ..protocol import plan
 from ..protocol.signing import Signer
 from ..protocol.storage import StorageConfig
@@ -36,7 +38,9 @@ class Settings:
         endpoint: OSCAR's URL.
         signing_key: the deployment's key (an OSCAR secret of its services): every object
             the job writes is signed with it and every object it reads is verified.
-        user, password: basic-auth credentials; or ``token``: an OIDC access token.
+        user, password: basic-auth credentials; or ``token``: an OIDC access token; or
+            ``oidc_account``: an oidc-agent account; or ``refresh_token``: an OIDC refresh token,
+            with which the access token is renewed before it expires.
         ssl_verify: verify TLS certificates (default); turning it off prints a warning.
         storage: the MinIO to use; by default the one the cluster advertises.
         storage_endpoint: reach the storage at this URL instead of the one the cluster advertises
@@ -84,6 +88,8 @@ class Settings:
     user: str | None = None
     password: str | None = field(default=None, repr=False)
     token: str | None = field(default=None, repr=False)
+    oidc_account: str | None = None
+    refresh_token: str | None = field(default=None, repr=False)
     ssl_verify: bool = True
     storage: StorageConfig | None = field(default=None, repr=False)
     storage_endpoint: str | None = None
@@ -142,24 +148,26 @@ class Settings:
         )
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-        """Settings from ``OSCAR_ENDPOINT``, ``OSCAR_USER``/``OSCAR_PASSWORD`` or ``OSCAR_TOKEN``,
-        ``DISTRDF_OSCAR_KEY`` (the deployment's signing key), ``OSCAR_SSL_VERIFY``, and optionally
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, *, cluster: str | None = None, **overrides: Any
+    ) -> Settings:
+        """Settings from the environment, over oscar-cli's cluster ``cluster`` (``platform/oscar_cli.py``;
+        ``""``: its default cluster; None: that too, but only when ``OSCAR_ENDPOINT`` is not set).
+
+        The variables: ``OSCAR_ENDPOINT``; ``OSCAR_USER``/``OSCAR_PASSWORD``, ``OSCAR_TOKEN``,
+        ``OSCAR_OIDC_ACCOUNT`` (oidc-agent) or ``OSCAR_REFRESH_TOKEN``; ``OSCAR_SSL_VERIFY``;
+        ``DISTRDF_OSCAR_KEY`` (the deployment's signing key; else the file ``DISTRDF_OSCAR_KEY_FILE``
+        or ``~/.config/distrdf-oscar/<deployment>.key``, readable by its owner only); and optionally
         ``MINIO_ENDPOINT`` (alone: the keys still come from the cluster) with
-        ``MINIO_ACCESS_KEY``/``MINIO_SECRET_KEY``; ``overrides`` win. Every problem is named in
-        one ConfigurationError."""
-        env = os.environ if environ is None else environ
+        ``MINIO_ACCESS_KEY``/``MINIO_SECRET_KEY``. ``overrides`` win. Every problem is named in one
+        ConfigurationError."""
+        env = oscar_environment(environ, cluster)
         problems = _oscar_problems(env)
         endpoint = env.get("OSCAR_ENDPOINT", "")
-        token = env.get("OSCAR_TOKEN")
-        user, password = env.get("OSCAR_USER"), env.get("OSCAR_PASSWORD")
-        signing_key = env.get("DISTRDF_OSCAR_KEY", "")
-        if len(signing_key) < 16:
-            problems.append(
-                "DISTRDF_OSCAR_KEY (the deployment's signing key) must be set, at least 16 characters"
-                if signing_key
-                else "DISTRDF_OSCAR_KEY (the deployment's signing key) is not set"
-            )
+        deployment_name = env.get("DISTRDF_OSCAR_DEPLOYMENT", "distrdf")
+        signing_key, key_problem = _signing_key(env, deployment_name)
+        if key_problem:
+            problems.append(key_problem)
         verify_text = env.get("OSCAR_SSL_VERIFY", "true").strip().lower()
         minio = {k: env.get(k) for k in ("MINIO_ENDPOINT", "MINIO_ACCESS_KEY", "MINIO_SECRET_KEY")}
         keys = {k: minio[k] for k in ("MINIO_ACCESS_KEY", "MINIO_SECRET_KEY")}
@@ -175,16 +183,8 @@ class Settings:
         if problems:
             raise ConfigurationError("OSCAR configuration: " + "; ".join(problems))
         verify = verify_text in _TRUE
-        deployment = overrides.pop("deployment", None) or Deployment(
-            name=env.get("DISTRDF_OSCAR_DEPLOYMENT", "distrdf")
-        )
-        values: dict[str, Any] = {
-            "user": user,
-            "password": password,
-            "token": token,
-            "ssl_verify": verify,
-            "signing_key": signing_key,
-        }
+        deployment = overrides.pop("deployment", None) or Deployment(name=deployment_name)
+        values: dict[str, Any] = {**_credentials(env), "ssl_verify": verify, "signing_key": signing_key}
         if minio["MINIO_ENDPOINT"] and not any(keys.values()):
             values["storage_endpoint"] = minio["MINIO_ENDPOINT"]
         elif all(minio.values()):
@@ -203,15 +203,80 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
 
+KEY_FILE_VARIABLE = "DISTRDF_OSCAR_KEY_FILE"
+KEY_FOLDER = os.path.join("~", ".config", "distrdf-oscar")
+
+
+def oscar_environment(environ: Mapping[str, str] | None = None, cluster: str | None = None) -> dict[str, str]:
+    """The OSCAR variables, those the environment sets over those oscar-cli's cluster gives: the
+    cluster ``cluster``, or its default one when no ``OSCAR_ENDPOINT`` is set (and a file exists)."""
+    env = dict(os.environ if environ is None else environ)
+    if cluster is None and env.get("OSCAR_ENDPOINT"):
+        return env
+    try:
+        entry = read_cluster(cluster, path=env.get(CLI_CONFIG_VARIABLE))
+    except ClusterConfigError as exc:
+        if cluster is not None:
+            raise ConfigurationError(str(exc)) from None
+        return env  # no oscar-cli file either: the missing variables are named as such
+    if env.get("OSCAR_ENDPOINT") or env.get("OSCAR_TOKEN") or env.get("OSCAR_USER"):
+        # The environment's credentials go with the environment's endpoint, never with another's.
+        entry = ClusterEntry(entry.name, env.get("OSCAR_ENDPOINT") or entry.endpoint)
+    given = {
+        "OSCAR_ENDPOINT": entry.endpoint,
+        "OSCAR_USER": entry.user,
+        "OSCAR_PASSWORD": entry.password,
+        "OSCAR_OIDC_ACCOUNT": entry.oidc_account,
+        "OSCAR_REFRESH_TOKEN": entry.refresh_token,
+        "OSCAR_SSL_VERIFY": "true" if entry.ssl_verify else "false",
+    }
+    return {**{k: v for k, v in given.items() if v}, **env}
+
+
+def _credentials(env: Mapping[str, str]) -> dict[str, str | None]:
+    """One way to authenticate, in this order: a token, oidc-agent, a refresh token, basic auth."""
+    for name, variable in (
+        ("token", "OSCAR_TOKEN"),
+        ("oidc_account", "OSCAR_OIDC_ACCOUNT"),
+        ("refresh_token", "OSCAR_REFRESH_TOKEN"),
+    ):
+        if env.get(variable):
+            return {name: env[variable]}
+    return {"user": env.get("OSCAR_USER"), "password": env.get("OSCAR_PASSWORD")}
+
+
+def _signing_key(env: Mapping[str, str], deployment: str) -> tuple[str, str | None]:
+    """The deployment's signing key, and what is wrong with it if anything."""
+    key = env.get("DISTRDF_OSCAR_KEY", "")
+    if not key:
+        path = os.path.expanduser(env.get(KEY_FILE_VARIABLE) or os.path.join(KEY_FOLDER, f"{deployment}.key"))
+        try:
+            mode = os.stat(path).st_mode
+        except OSError:
+            return "", (
+                "DISTRDF_OSCAR_KEY (the deployment's signing key) is not set"
+                + (f", nor readable from {path}" if env.get(KEY_FILE_VARIABLE) else "")
+            )
+        if mode & 0o077:
+            return "", f"the signing key file {path} is readable by others: chmod 600 it"
+        with open(path) as handle:
+            key = handle.read().strip()
+    if len(key) < 16:
+        return "", "DISTRDF_OSCAR_KEY (the deployment's signing key) must be set, at least 16 characters"
+    return key, None
+
+
 def _oscar_problems(env: Mapping[str, str]) -> list[str]:
     """What is wrong with the variables that reach OSCAR itself."""
     problems = []
     endpoint = env.get("OSCAR_ENDPOINT", "")
     if not endpoint:
-        problems.append("OSCAR_ENDPOINT is not set")
+        problems.append("OSCAR_ENDPOINT is not set (nor a cluster in oscar-cli's configuration)")
     elif not endpoint.startswith(("http://", "https://")):
         problems.append(f"OSCAR_ENDPOINT must start with http:// or https:// (got {endpoint!r})")
-    if not env.get("OSCAR_TOKEN") and not (env.get("OSCAR_USER") and env.get("OSCAR_PASSWORD")):
+    if not any(env.get(v) for v in ("OSCAR_TOKEN", "OSCAR_OIDC_ACCOUNT", "OSCAR_REFRESH_TOKEN")) and not (
+        env.get("OSCAR_USER") and env.get("OSCAR_PASSWORD")
+    ):
         problems.append("set OSCAR_USER and OSCAR_PASSWORD, or OSCAR_TOKEN")
     verify_text = env.get("OSCAR_SSL_VERIFY", "true").strip().lower()
     if verify_text not in _TRUE | _FALSE:
@@ -219,9 +284,10 @@ def _oscar_problems(env: Mapping[str, str]) -> list[str]:
     return problems
 
 
-def oscar_cluster(environ: Mapping[str, str] | None = None) -> OSCARCluster:
-    """The OSCAR cluster the environment names, for what only reads it (no signing key needed)."""
-    env = os.environ if environ is None else environ
+def oscar_cluster(environ: Mapping[str, str] | None = None, cluster: str | None = None) -> OSCARCluster:
+    """The OSCAR cluster the environment (over oscar-cli's ``cluster``) names, for what only reads
+    it: no signing key needed."""
+    env = oscar_environment(environ, cluster)
     problems = _oscar_problems(env)
     if problems:
         raise ConfigurationError("OSCAR configuration: " + "; ".join(problems))
@@ -229,8 +295,6 @@ def oscar_cluster(environ: Mapping[str, str] | None = None) -> OSCARCluster:
         warnings.warn(f"TLS certificate verification is disabled for {env['OSCAR_ENDPOINT']}", stacklevel=2)
     return OSCARCluster(
         env["OSCAR_ENDPOINT"],
-        user=env.get("OSCAR_USER"),
-        password=env.get("OSCAR_PASSWORD"),
-        token=env.get("OSCAR_TOKEN"),
         verify=env.get("OSCAR_SSL_VERIFY", "true").strip().lower() in _TRUE,
+        **_credentials(env),
     )

@@ -11,6 +11,7 @@ import contextlib
 import json
 import re
 import ssl
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from ..protocol.contract import KEY_ID_VARIABLE
 from ..protocol.quantities import parse_quantity
 from ..protocol.storage import Storage, StorageConfig, StorageError
 from .deployment import POOL, ROLES, Deployment
+from .oscar_cli import ClusterConfigError, token_claims
 
 if TYPE_CHECKING:
     from minio import MinioAdmin
@@ -35,6 +37,7 @@ _KEPT = ("owner", "visibility", "allowed_users")
 JOB_STATUSES = ("Succeeded", "Failed", "Pending", "Running", "Suspended")
 BUSY_STATUSES = ("Pending", "Running", "Suspended")
 FINISHED_STATUSES = ("Succeeded", "Failed")
+TOKEN_MARGIN = 60.0  # seconds of validity below which an access token is renewed first
 MAX_JOB_PAGES = 30  # of 70 jobs each (OSCAR's default JobListingLimit)
 NEWEST_RELEASE = (4, 1, 2)  # the newest release the project was checked against
 ADMIN_OWNER = "cluster_admin"  # the owner OSCAR gives services created with basic auth
@@ -108,6 +111,8 @@ class OSCARCluster:
         password: str | None = None,
         token: str | None = None,
         verify: bool = True,
+        oidc_account: str | None = None,
+        refresh_token: str | None = None,
     ) -> None:
         from oscar_python.client import Client
 
@@ -120,16 +125,41 @@ class OSCARCluster:
             "endpoint": endpoint.rstrip("/"),
             "ssl": verify,
         }
-        self.oidc = bool(token)  # an OIDC caller sees only its own services and jobs
+        # an OIDC caller sees only its own services and jobs
+        self.oidc = bool(token or oidc_account or refresh_token)
+        self._refresh: dict[str, Any] | None = None  # how to renew the access token, with a refresh token
         if token:
             options["oidc_token"] = token
             self._credentials = ("the access token", "OSCAR_TOKEN is invalid or has expired")
+        elif oidc_account:
+            options["shortname"] = oidc_account  # oscar-python asks oidc-agent for a token per request
+            self._credentials = (
+                f"the token of oidc-agent account {oidc_account!r}",
+                f"check `oidc-token {oidc_account}` works",
+            )
+        elif refresh_token:
+            # As oscar-cli: the issuer, client and scopes come from the refresh token itself.
+            claims = token_claims(refresh_token)
+            self._refresh = {
+                "url": str(claims.get("iss", "")).rstrip("/") + "/protocol/openid-connect/token",
+                "data": {
+                    "grant_type": "refresh_token",
+                    "refresh_token": refresh_token,
+                    "client_id": str(claims.get("azp", "")),
+                    "scope": str(claims.get("scope", "openid")),
+                },
+            }
+            options.update(oidc_token="", refresh_token=refresh_token)
+            self._credentials = (
+                "the refreshed access token",
+                "the refresh token may have expired or been revoked",
+            )
         elif user and password:
             options.update(user=user, password=password)
             self._credentials = (f"user {user!r} and its password", "check OSCAR_USER and OSCAR_PASSWORD")
         else:
             raise OSCARError("OSCAR credentials missing: give OSCAR_USER and OSCAR_PASSWORD, or OSCAR_TOKEN")
-        self._secrets = [s for s in (password, token) if s]
+        self._secrets = [s for s in (password, token, refresh_token) if s]
         self.endpoint = _without_userinfo(options["endpoint"])
         self.client = Client(options)
 
@@ -138,9 +168,36 @@ class OSCARCluster:
             text = text.replace(secret, "***")
         return text
 
+    def _fresh_token(self) -> None:
+        """With a refresh token, renew the access token when it has less than a minute left
+        (oscar-python renews it only once expired, so a request could carry a dying one)."""
+        if self._refresh is None:
+            return
+        import requests
+
+        current = str(getattr(self.client, "oidc_token", "") or "")
+        try:
+            if current and float(token_claims(current).get("exp", 0)) - time.time() > TOKEN_MARGIN:
+                return
+        except (ClusterConfigError, TypeError, ValueError):
+            pass  # not a JWT: renew it
+        try:
+            answer = requests.post(self._refresh["url"], data=self._refresh["data"], timeout=30)
+            token = answer.json().get("access_token") if answer.ok else None
+        except (requests.RequestException, ValueError):
+            token = None
+        if not token:
+            raise OSCARError(
+                f"could not renew the OIDC access token for {self.endpoint} at {self._refresh['url']}: "
+                "the refresh token may have expired or been revoked (`oscar-cli cluster add` a new one)"
+            )
+        self.client.oidc_token = str(token)
+        self._secrets.append(str(token))
+
     def _call(self, what: str, method: Callable[..., Any], *args: Any) -> Any:
         import requests
 
+        self._fresh_token()
         try:
             return method(*args)
         except requests.exceptions.SSLError as exc:
