@@ -62,14 +62,14 @@ def job_records(tmp_path_factory):
 @pytest.fixture(scope="session", autouse=True)
 def short_minio_restarts():
     """Every service create and delete restarts the embedded MinIO (an outage, as OSCAR's). The suite
-    starts some forty platforms: 0.3 s instead of 2 s each keeps it within its time; test_restarts.py
+    starts some forty platforms: 0.1 s instead of 2 s each keeps it within its time; test_restarts.py
     asks for the full length."""
     import os
 
     from distrdf_oscar.platform.embedded.faults import RESTART_SECONDS_VARIABLE
 
     saved = os.environ.get(RESTART_SECONDS_VARIABLE)
-    os.environ[RESTART_SECONDS_VARIABLE] = "0.3"
+    os.environ[RESTART_SECONDS_VARIABLE] = "0.1"
     yield
     if saved is None:
         os.environ.pop(RESTART_SECONDS_VARIABLE, None)
