@@ -378,7 +378,7 @@ class Job:
 
     def _keep_record(self, job_plan: plan.JobPlan, meta: partial.PartialMeta) -> None:
         """The job record (timeline.py): the client's observations and every call's phases."""
-        functions = [timeline.CallRecord(**f) for f in meta.functions]
+        functions = list(meta.functions)
         for call in functions:  # the partial each call wrote, which its own record travels in
             # (not the coordinator's: its task is the last batch file, written before its record)
             if call.role != "coordinator" and call.task in self._outputs:

@@ -22,12 +22,12 @@ coordinator that does not leaves none.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from ..protocol import layout
 from ..protocol.messages import Batch
 from ..protocol.plan import CoordinatedPlan, expect_plan
 from ..protocol.storage import Arrivals
+from ..protocol.timeline import CallRecord
 from . import context
 from .merging import merge_keys
 
@@ -66,9 +66,7 @@ def run(ctx: context.FunctionContext, job_plan: CoordinatedPlan) -> None:
         _merge_own(ctx, job_plan, last, recorder.record(job_plan.batch_file(last)))
 
 
-def _merge_own(
-    ctx: context.FunctionContext, job_plan: CoordinatedPlan, index: int, own: dict[str, Any]
-) -> None:
+def _merge_own(ctx: context.FunctionContext, job_plan: CoordinatedPlan, index: int, own: CallRecord) -> None:
     """Merge batch ``index`` here, with ``own`` (the coordinator's record) in its output, unless
     another copy (a retried coordinator, a pool worker) claimed it."""
     key = job_plan.batch_file(index)

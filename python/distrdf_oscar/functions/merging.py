@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 import tempfile
-from typing import Any
 
 from ..protocol import partial
+from ..protocol.timeline import CallRecord
 from . import context
 
 
@@ -17,7 +17,7 @@ def merge_keys(
     output_key: str,
     role: str = "reducer",
     staged: dict[str, str] | None = None,
-    carried: tuple[dict[str, Any], ...] = (),
+    carried: tuple[CallRecord, ...] = (),
 ) -> str | None:
     """Merge the partials at ``inputs`` into the object ``output_key``, unless another copy of
     this task already did; if two copies race, the first to finish wins (a claim). Returns what
@@ -44,7 +44,7 @@ def merge_keys(
         recorder.mark("inputs")
         output = os.path.join(workdir, "merged.root")
 
-        def records() -> list[dict[str, Any]]:
+        def records() -> list[CallRecord]:
             recorder.mark("computed")
             return [recorder.record(output_key), *carried]
 

@@ -18,11 +18,12 @@ import os
 import pickle
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, cast
 
 from . import columns
 from .columns import PartialFormatError
+from .timeline import CallRecord
 
 FORMAT_VERSION = 2
 META_DIR = "distrdf_oscar"
@@ -73,11 +74,11 @@ class PartialMeta:
     # mapper partial, in range order (columns.py).
     column_parts: list[dict[str, Any]] = field(default_factory=list)
     # The records of the function calls that produced this partial and its inputs (timeline.py).
-    functions: list[dict[str, Any]] = field(default_factory=list)
+    functions: list[CallRecord] = field(default_factory=list)
     format: int = FORMAT_VERSION
 
     def to_json(self) -> str:
-        return json.dumps(self.__dict__, sort_keys=True)
+        return json.dumps({**self.__dict__, "functions": [asdict(f) for f in self.functions]}, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str, path: str) -> PartialMeta:
@@ -87,6 +88,7 @@ class PartialMeta:
                 f"{path}: partial format {data.get('format')!r}, expected {FORMAT_VERSION}"
             )
         data["ranges"] = [tuple(r) for r in data["ranges"]]
+        data["functions"] = [CallRecord(**f) for f in data.get("functions", [])]
         return cls(**data)
 
 
@@ -209,7 +211,7 @@ def write_partial(
     job_id: str,
     range_id: int,
     columns_file: ColumnsFile,
-    functions: Sequence[dict[str, Any]] = (),
+    functions: Sequence[CallRecord] = (),
 ) -> PartialMeta:
     """Write a mapper's ``TaskResult`` for range ``range_id`` as a partial file (``functions``:
     the records of the calls that produced it, timeline.py).
@@ -316,7 +318,7 @@ def _read_object_string(tfile: Any, key: str, what: str) -> str:
     return str(obj.GetString())
 
 
-def add_functions(path: str, records: Sequence[dict[str, Any]]) -> None:
+def add_functions(path: str, records: Sequence[CallRecord]) -> None:
     """Add function records (timeline.py) to a partial's metadata."""
     from .. import _core
 
@@ -367,7 +369,7 @@ def _merged_meta(metas: list[PartialMeta], paths: Sequence[str]) -> PartialMeta:
 
 
 def merge_partials(
-    output: str, inputs: Sequence[str], own: Callable[[], list[dict[str, Any]]] | None = None
+    output: str, inputs: Sequence[str], own: Callable[[], list[CallRecord]] | None = None
 ) -> PartialMeta:
     """Merge partial files n-way into ``output``.
 

@@ -36,7 +36,6 @@ import resource
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
 
 PHASES = (
     "invoked",
@@ -104,22 +103,20 @@ class Recorder:
             raise ValueError(f"unknown phase {phase!r}")
         self.phases[phase] = when
 
-    def record(self, task: str) -> dict[str, Any]:
+    def record(self, task: str) -> CallRecord:
         """The call's record for the partial it writes (``task``: that partial's key); what the call
         uploads after this (the partial itself) is not counted in ``bytes_written``: the client
         adds its size, from the listing that gives its upload's end."""
         read, written = self._counters()
-        return asdict(
-            CallRecord(
-                role=self.role,
-                worker=self.worker,
-                task=task,
-                phases=dict(self.phases),
-                cpu_seconds=round(_cpu_seconds(self._thread_cpu) - self._cpu, 4),
-                peak_rss=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-                bytes_read=read - self._moved[0],
-                bytes_written=written - self._moved[1],
-            )
+        return CallRecord(
+            role=self.role,
+            worker=self.worker,
+            task=task,
+            phases=dict(self.phases),
+            cpu_seconds=round(_cpu_seconds(self._thread_cpu) - self._cpu, 4),
+            peak_rss=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            bytes_read=read - self._moved[0],
+            bytes_written=written - self._moved[1],
         )
 
 
