@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .slots import Column, Slot
+
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
@@ -50,19 +52,19 @@ def leaf_code(dtype: np.dtype[Any]) -> str | None:
     return _LEAF_CODES.get((dtype.kind, dtype.itemsize))
 
 
-def describe(mergeable: Any) -> dict[str, Any]:
+def describe(mergeable: Any) -> Slot:
     """The ``columns`` slot of an ``AsNumpyResult``: stored as a chunk tree when every column is
     flat numbers, else pickled (strings, RVecs and classes) in the mapper's partial."""
     arrays = mergeable.GetValue()
     # In the order AsNumpy was given the columns.
-    described = [{"name": str(name), "dtype": array.dtype.str} for name, array in arrays.items()]
+    described: list[Column] = [
+        {"name": str(name), "dtype": array.dtype.str} for name, array in arrays.items()
+    ]
     flat = all(leaf_code(array.dtype) is not None for array in arrays.values())
     return {"kind": "columns", "storage": "tree" if flat else "pickle", "columns": described}
 
 
-def write(
-    ROOT: Any, directory: Any, name: str, mergeable: Any, columns: list[dict[str, str]], range_id: int
-) -> int:
+def write(ROOT: Any, directory: Any, name: str, mergeable: Any, columns: list[Column], range_id: int) -> int:
     """Write the arrays of ``mergeable`` as the chunk tree ``name`` in ``directory``; returns the rows."""
     import numpy as np
 
@@ -135,13 +137,13 @@ def read_into(
     tree.ResetBranchAddresses()
 
 
-def allocate(columns: list[dict[str, str]], rows: int) -> dict[str, Any]:
+def allocate(columns: list[Column], rows: int) -> dict[str, Any]:
     import numpy as np
 
     return {c["name"]: np.empty(rows, dtype=np.dtype(c["dtype"])) for c in columns}
 
 
-def result(columns: list[dict[str, str]], arrays: dict[str, Any]) -> Any:
+def result(columns: list[Column], arrays: dict[str, Any]) -> Any:
     """The ``AsNumpyResult`` DistRDF expects, holding ``arrays``."""
     from ROOT._pythonization._rdataframe import AsNumpyResult
 

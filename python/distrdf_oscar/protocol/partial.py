@@ -23,6 +23,7 @@ from typing import Any, cast
 
 from . import columns
 from .columns import PartialFormatError
+from .slots import Slot, slot_name
 from .timeline import CallRecord
 
 FORMAT_VERSION = 2
@@ -67,7 +68,7 @@ class PartialMeta:
 
     job_id: str
     ranges: list[tuple[int, int]]
-    slots: list[dict[str, Any]] | None
+    slots: list[Slot] | None
     processed_entries: int | None = None
     trees_with_entries: dict[str, int] = field(default_factory=dict)
     # Where the rows of the ``columns`` slots live: one {"range", "key", "rows": {slot: n}} per
@@ -90,11 +91,6 @@ class PartialMeta:
         data["ranges"] = [tuple(r) for r in data["ranges"]]
         data["functions"] = [CallRecord(**f) for f in data.get("functions", [])]
         return cls(**data)
-
-
-def slot_name(index: int) -> str:
-    """The key, in a partial file (and in a rows file), of result ``index`` of the graph."""
-    return f"slot_{index:04d}"
 
 
 def _root() -> Any:
@@ -152,7 +148,7 @@ def _is_native_object(class_name: str) -> bool:
     return class_name.startswith(_NATIVE_CLASS_PREFIXES)
 
 
-def _classify(ROOT: Any, mergeable: Any) -> dict[str, Any]:
+def _classify(ROOT: Any, mergeable: Any) -> Slot:
     from ROOT._pythonization._rdataframe import AsNumpyResult
 
     if isinstance(mergeable, AsNumpyResult):
@@ -222,7 +218,7 @@ def write_partial(
     """
     ROOT = _root()
     entries = task_result.entries_in_trees
-    slots: list[dict[str, Any]] | None = None if task_result.mergeables is None else []
+    slots: list[Slot] | None = None if task_result.mergeables is None else []
     rows: dict[str, int] = {}
     out = _create(ROOT, path, FILE_TITLE)
     rows_out = None
@@ -481,7 +477,7 @@ def _get(ROOT: Any, tfile: Any, path: str, key: str) -> Any:
     return obj
 
 
-def _read_slot(ROOT: Any, tfile: Any, path: str, index: int, slot: dict[str, Any]) -> Any:
+def _read_slot(ROOT: Any, tfile: Any, path: str, index: int, slot: Slot) -> Any:
     name = slot_name(index)
     kind = slot["kind"]
     if kind == "fallback":
