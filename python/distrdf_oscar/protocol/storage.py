@@ -98,6 +98,35 @@ def split_endpoint(endpoint: str) -> tuple[str, bool]:
     return url.netloc, url.scheme == "https"
 
 
+def minio_client(
+    endpoint: str,
+    access_key: str | None,
+    secret_key: str | None,
+    *,
+    region: str = "us-east-1",
+    verify: bool = True,
+    pool: int = 10,
+    timeout: tuple[float, float] = (5.0, 60.0),
+    retries: Retry | None = None,
+) -> Minio:
+    """The one way a ``minio.Minio`` is made here: ``endpoint`` as ``http(s)://host:port`` (or a bare
+    host, HTTPS), a connection pool of ``pool``, (connect, read) ``timeout`` seconds and urllib3's
+    ``retries``; each caller says what its traffic needs. No keys: anonymous."""
+    import urllib3
+    from minio import Minio
+
+    host, secure = split_endpoint(endpoint)
+    http = urllib3.PoolManager(
+        timeout=urllib3.Timeout(connect=timeout[0], read=timeout[1]),
+        maxsize=pool,
+        cert_reqs="CERT_REQUIRED" if verify else "CERT_NONE",
+        retries=retries,
+    )
+    return Minio(
+        host, access_key=access_key, secret_key=secret_key, secure=secure, region=region, http_client=http
+    )
+
+
 def _retry_policy() -> Retry:
     """Transient failures (5xx, refused or reset connections) are retried with exponential
     backoff: 0.25, 0.5, 1, 2, 4, 4 s (about 12 s in all) before an operation fails. 4xx answers
@@ -126,29 +155,20 @@ class Storage:
     """
 
     def __init__(self, config: StorageConfig, signer: Signer | None = None) -> None:
-        import urllib3
-        from minio import Minio
-
-        host, secure = split_endpoint(config.endpoint)
-        http = urllib3.PoolManager(
-            timeout=urllib3.Timeout(connect=5, read=60),
-            maxsize=16,
-            cert_reqs="CERT_REQUIRED" if config.verify else "CERT_NONE",
-            retries=_retry_policy(),
-        )
         self.config = config
         self.signer = signer
         # Bytes of protocol objects this client moved (timeline records read the difference per call).
         self.bytes_read = 0
         self.bytes_written = 0
         self.bucket = config.bucket
-        self.client = Minio(
-            host,
-            access_key=config.access_key,
-            secret_key=config.secret_key,
-            secure=secure,
+        self.client = minio_client(
+            config.endpoint,
+            config.access_key,
+            config.secret_key,
             region=config.region,
-            http_client=http,
+            verify=config.verify,
+            pool=16,
+            retries=_retry_policy(),
         )
 
     def bucket_of(self, key: str) -> str:
@@ -544,17 +564,17 @@ class DatasetEndpoint:
 
     def __init__(self, endpoint: str, environ: dict[str, str] | None = None) -> None:
         import urllib3
-        from minio import Minio
 
         env = os.environ if environ is None else environ
         access, secret = (env.get(name) or None for name in DATASET_KEYS)
         self.endpoint = endpoint
         self.anonymous = not (access and secret)
-        host, secure = split_endpoint(endpoint)
-        http = urllib3.PoolManager(
-            timeout=urllib3.Timeout(connect=5, read=60),
-            maxsize=4,
-            cert_reqs="CERT_REQUIRED",
+        self.client = minio_client(
+            endpoint,
+            None if self.anonymous else access,
+            None if self.anonymous else secret,
+            region=env.get("S3_REGION") or "us-east-1",
+            pool=4,
             retries=urllib3.Retry(
                 total=2,
                 connect=2,
@@ -565,14 +585,6 @@ class DatasetEndpoint:
                 allowed_methods=None,
                 raise_on_status=False,
             ),
-        )
-        self.client = Minio(
-            host,
-            access_key=None if self.anonymous else access,
-            secret_key=None if self.anonymous else secret,
-            secure=secure,
-            region=env.get("S3_REGION") or "us-east-1",
-            http_client=http,
         )
 
     def error(self, action: str, url: str, exc: Exception) -> StorageError:

@@ -302,15 +302,20 @@ class LocalPlatform:
     def minio_client(self) -> Any:
         """A ``minio.Minio`` client for the platform's object store."""
         self._require_running()
-        from minio import Minio
+        import urllib3
+
+        from ...protocol.storage import minio_client
 
         assert self.s3_endpoint is not None
-        return Minio(
-            self.s3_endpoint,
-            access_key=self.s3_access_key,
-            secret_key=self.s3_secret_key,
-            secure=self.s3_secure,
+        scheme = "https://" if self.s3_secure else "http://"
+        # minio-py's own defaults: five minutes' patience, five retries of server errors.
+        return minio_client(
+            scheme + self.s3_endpoint,
+            self.s3_access_key,
+            self.s3_secret_key,
             region=self.s3_region,
+            timeout=(300.0, 300.0),
+            retries=urllib3.Retry(total=5, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
         )
 
     # -- exposed services: the emulator's own view (OSCAR's API shows no pods) -------------------

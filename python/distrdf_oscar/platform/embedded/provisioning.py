@@ -11,6 +11,7 @@ import urllib3
 from minio import Minio
 from minio.error import S3Error
 
+from ...protocol.storage import minio_client
 from .validation import split_path
 
 
@@ -41,18 +42,14 @@ class StorageCredentials:
     def client(self) -> Minio:
         # One client serves the poller and every running job at once: a larger
         # pool than minio's default of 10 avoids "pool is full" churn.
-        http = urllib3.PoolManager(
-            maxsize=64,
-            timeout=urllib3.Timeout(connect=30, read=300),
-            retries=urllib3.Retry(total=5, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
-        )
-        return Minio(
-            self.host_port,
-            access_key=self.access_key,
-            secret_key=self.secret_key,
-            secure=self.secure,
+        return minio_client(
+            self.endpoint_url,
+            self.access_key,
+            self.secret_key,
             region=self.region,
-            http_client=http,
+            pool=64,
+            timeout=(30.0, 300.0),
+            retries=urllib3.Retry(total=5, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
         )
 
 
