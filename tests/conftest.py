@@ -13,7 +13,8 @@ import ROOT
 ROOT.gROOT.SetBatch(True)
 
 # Modules whose tests start platforms of their own, restart pools or wait out timers (quiet spells,
-# leases, MinIO restarts): `pytest -m "not slow"` leaves them out for a quick round (README).
+# leases, MinIO restarts), and below the fixtures that start one: `pytest -m "not slow"` leaves
+# them out for a quick round (README).
 SLOW_MODULES = {
     "test_analysts",
     "test_check",
@@ -29,9 +30,22 @@ SLOW_MODULES = {
 }
 
 
+# Fixtures that start an embedded platform (seconds each, and jobs on it): a test using one is slow.
+PLATFORM_FIXTURES = {
+    "prestarted_cluster",
+    "cold_cluster",
+    "pool_cluster",
+    "platform",
+    "cluster",
+    "shared_pool",
+}
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if item.module is not None and item.module.__name__ in SLOW_MODULES:
+        module = getattr(item, "module", None)
+        uses = set(getattr(item, "fixturenames", ()))
+        if (module is not None and module.__name__ in SLOW_MODULES) or uses & PLATFORM_FIXTURES:
             item.add_marker(pytest.mark.slow)
 
 
@@ -111,8 +125,8 @@ def secret_scan():
     """For the requesting module: before any job's objects are deleted, read them all (keys, bodies,
     headers), and before a client deletes the OSCAR jobs that served it, their logs; search them."""
     from distrdf_oscar.client import job
-    from distrdf_oscar.platform.finished_jobs import FORGET_PATIENCE, FORGETTER_THREAD
-    from distrdf_oscar.platform.oscar import OSCARCluster
+    from distrdf_oscar.platform.oscar.cluster import OSCARCluster
+    from distrdf_oscar.platform.oscar.finished_jobs import FORGET_PATIENCE, FORGETTER_THREAD
     from distrdf_oscar.protocol import layout
 
     remove_job = job.remove_job

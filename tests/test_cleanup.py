@@ -11,7 +11,7 @@ import distrdf_oscar as dro
 from distrdf_oscar import cli
 from distrdf_oscar.client import job
 from distrdf_oscar.client.job import find_jobs, remove_job
-from distrdf_oscar.platform.oscar import OSCARCluster
+from distrdf_oscar.platform.oscar.cluster import OSCARCluster
 from distrdf_oscar.protocol import layout
 
 # No secret scan in this module (conftest.py): cleanup runs as users get it.
@@ -54,7 +54,7 @@ def test_a_finished_job_cleans_up_after_itself_unwrapped(prestarted_cluster, dim
     # The real deletions, not the secret scan's wrappers (conftest.py applies those elsewhere only).
     assert job.remove_job is remove_job
     assert OSCARCluster.remove_jobs.__qualname__ == "OSCARCluster.remove_jobs"
-    assert OSCARCluster.remove_jobs.__module__ == "distrdf_oscar.platform.oscar"
+    assert OSCARCluster.remove_jobs.__module__ == "distrdf_oscar.platform.oscar.cluster"
     # Reducer functions (not inline merges), so that two services' OSCAR jobs are cleaned up.
     executor = prestarted_cluster.executor(
         reduction=dro.TreeReduction(fan_in=2, inline=False), progress=False

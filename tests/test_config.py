@@ -164,7 +164,8 @@ def test_pool_and_call_settings_are_checked(prestarted_cluster):
     import ROOT
 
     from distrdf_oscar.platform.deployment import Deployment
-    from distrdf_oscar.platform.oscar import OSCARCluster, OSCARError
+    from distrdf_oscar.platform.oscar.cluster import OSCARCluster
+    from distrdf_oscar.platform.oscar.errors import OSCARError
     from distrdf_oscar.protocol import layout
 
     for options, message in (

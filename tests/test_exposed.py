@@ -255,7 +255,8 @@ def test_kueue_refuses_every_exposed_service_and_pool_start_names_the_fix(tmp_pa
     LocalQueue it makes only for OIDC users' services: the admin's create fails (500) and is undone,
     before any MinIO restart; an OIDC user's loses the race. ``pool start`` refuses, naming the fix."""
     from distrdf_oscar.platform.deployment import POOL, Deployment
-    from distrdf_oscar.platform.oscar import OSCARCluster, OSCARError
+    from distrdf_oscar.platform.oscar.cluster import OSCARCluster
+    from distrdf_oscar.platform.oscar.errors import OSCARError
 
     with LocalPlatform(oscar_version="4.1+kueue", oidc_users=("alice",), exposed_time_scale=SCALE) as kueue:
         assert api(kueue, "get", "/system/config").json()["config"]["kueue_enable"] is True

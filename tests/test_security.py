@@ -155,7 +155,7 @@ def test_no_secret_in_objects_logs_or_messages(dimuon_files, capfd, monkeypatch)
     monkeypatch.setattr(job_module.Job, "cleanup", keep_then_clean)
     logs: list[str] = []
     # Clients delete the OSCAR jobs that served them once finished: read each log before that.
-    from distrdf_oscar.platform.oscar import OSCARCluster
+    from distrdf_oscar.platform.oscar.cluster import OSCARCluster
 
     original_remove_jobs = OSCARCluster.remove_jobs
 

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from distrdf_oscar.platform.embedded import Fault
+from distrdf_oscar.protocol.arrivals import Arrivals
 from distrdf_oscar.protocol.signing import Signer
 from distrdf_oscar.protocol.storage import Storage, StorageConfig, StorageError
 
@@ -127,7 +128,7 @@ def test_arrivals_list_only_past_the_run_already_seen(platform):
         return answer
 
     s.listing = listing
-    watch = s.arrivals("arrive/", expected)
+    watch = Arrivals(s, "arrive/", expected)
     before = time.time()
     for key in ("arrive/001", "arrive/000", "arrive/004", "arrive/unexpected"):
         s.put_bytes(key, b"x")

@@ -21,7 +21,8 @@ from conftest import SAME_MACHINE
 from distrdf_oscar import CoordinatedReduction, OSCARExecutor, RemoteError, TreeReduction, cli
 from distrdf_oscar.platform.deployment import ROLES, Deployment
 from distrdf_oscar.platform.embedded import LocalPlatform
-from distrdf_oscar.platform.oscar import OSCARCluster, OSCARError
+from distrdf_oscar.platform.oscar.cluster import OSCARCluster
+from distrdf_oscar.platform.oscar.errors import OSCARError
 from distrdf_oscar.protocol import layout
 from distrdf_oscar.protocol.signing import ENV_VAR
 

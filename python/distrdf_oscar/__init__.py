@@ -33,7 +33,7 @@ _EXPORTS = {
     "JobRemoved": "client.recovery",
     "JobTimeout": "client.recovery",
     "LocalCluster": "local",
-    "OSCARError": "platform.oscar",
+    "OSCARError": "platform.oscar.errors",
     "OSCARExecutor": "client.executor",
     "PlanError": "protocol.plan",
     "RemoteError": "client.recovery",
@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from .client.settings import ConfigurationError
     from .local import LocalCluster
     from .platform.deployment import Deployment
-    from .platform.oscar import OSCARError
+    from .platform.oscar.errors import OSCARError
     from .protocol.datasets import DatasetError
     from .protocol.plan import CoordinatedReduction, PlanError, TreeReduction
 

@@ -59,7 +59,7 @@ def run(
 ) -> None:
     """Run every step against the executor the settings make; raises :class:`CheckFailed`."""
     from .client.settings import ConfigurationError
-    from .platform.oscar import OSCARError
+    from .platform.oscar.errors import OSCARError
     from .protocol.storage import StorageError
 
     try:
@@ -89,7 +89,7 @@ def run(
 
 
 def _oscar(executor: OSCARExecutor, report: Report) -> None:
-    from .platform.oscar import OSCARError
+    from .platform.oscar.errors import OSCARError
 
     try:
         info = executor.cluster.info()
@@ -111,7 +111,7 @@ def _oscar(executor: OSCARExecutor, report: Report) -> None:
 
 
 def _storage(executor: OSCARExecutor, report: Report, storage_error: type[Exception]) -> Storage:
-    from .platform.oscar import OSCARError
+    from .platform.oscar.errors import OSCARError
 
     try:
         storage = executor.unchecked_storage()

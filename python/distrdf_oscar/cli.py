@@ -572,7 +572,7 @@ def main(argv: list[str] | None = None) -> int:
     fdl.set_defaults(func=cmd_fdl)
 
     args = parser.parse_args(argv)
-    from .platform.oscar import OSCARError
+    from .platform.oscar.errors import OSCARError
     from .protocol.storage import StorageError
 
     try:

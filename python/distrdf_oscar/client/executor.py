@@ -11,9 +11,10 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..platform.deployment import ROLES
-from ..platform.finished_jobs import FORGET_PATIENCE, FinishedJobs
-from ..platform.oscar import OSCARCluster, OSCARError
-from ..platform.warm_pool import WarmPool
+from ..platform.oscar.cluster import OSCARCluster
+from ..platform.oscar.errors import OSCARError
+from ..platform.oscar.finished_jobs import FORGET_PATIENCE, FinishedJobs
+from ..platform.oscar.warm_pool import WarmPool
 from ..protocol import plan
 from ..protocol.heartbeats import live_workers
 from ..protocol.messages import Heartbeat
@@ -116,7 +117,7 @@ class OSCARExecutor:
     @classmethod
     def from_cluster(cls, name: str | None = None, **overrides: Any) -> OSCARExecutor:
         """An executor for oscar-cli's cluster ``name`` (its default cluster if None), the
-        environment's variables still winning; see ``platform/oscar_cli.py``."""
+        environment's variables still winning; see ``platform/oscar/cli_config.py``."""
         return cls(Settings.from_env(cluster=name or "", **overrides))  # "": oscar-cli's default
 
     def unchecked_storage(self) -> Storage:
@@ -141,7 +142,7 @@ class OSCARExecutor:
 
     def start_pool(self, size: int, wait: float = 0.0) -> str:
         """Start (or resize) the deployment's warm pool (:meth:`WarmPool.start
-        <distrdf_oscar.platform.warm_pool.WarmPool.start>`)."""
+        <distrdf_oscar.platform.oscar.warm_pool.WarmPool.start>`)."""
         return WarmPool(self.cluster, self.deployment, self.storage).start(size, wait)
 
     def stop_pool(self) -> str:

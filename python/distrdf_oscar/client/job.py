@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..protocol import columns, layout, leases, partial, plan, timeline
+from ..protocol.arrivals import Arrivals
 from ..protocol.heartbeats import live_workers
 from ..protocol.messages import ErrorMarker, Manifest, MapperPayload, MapperTrigger
 from ..protocol.signing import SignatureError
-from ..protocol.storage import Arrivals, Listed, Storage, StorageError
+from ..protocol.storage import Listed, Storage, StorageError
 from . import snapshots
 from .recovery import JobRemoved, RemoteError, RetryPolicy, Tracker
 from .reductions import Strategy
@@ -300,11 +301,11 @@ class Job:
         self.tracker = tracker
         prefixes = [self.keys.prefix(folder) for folder in job_plan.watched_folders]
         expected = [item.key for item in tracker.expected]
-        watches = [self.storage.arrivals(prefix, expected) for prefix in prefixes]
+        watches = [Arrivals(self.storage, prefix, expected) for prefix in prefixes]
         slow = frozenset(
             i for i, folder in enumerate(job_plan.watched_folders) if folder in (layout.QUEUE, layout.BATCHES)
         )
-        claims = self.storage.arrivals(self.keys.claims, [self.keys.claim(*task) for task in self._offered])
+        claims = Arrivals(self.storage, self.keys.claims, [self.keys.claim(*task) for task in self._offered])
         self._claimed_at = time.monotonic()
         bar = _progress_bar(
             self.options.progress, calls + steps, self.job_id + (" (warm pool)" if self.pool else "")

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..platform.deployment import Deployment
-from ..platform.oscar import OSCARCluster
-from ..platform.oscar_cli import PATH_VARIABLE as CLI_CONFIG_VARIABLE
-from ..platform.oscar_cli import ClusterConfigError, ClusterEntry, read_cluster
+from ..platform.oscar.cli_config import PATH_VARIABLE as CLI_CONFIG_VARIABLE
+from ..platform.oscar.cli_config import ClusterConfigError, ClusterEntry, read_cluster
+from ..platform.oscar.cluster import OSCARCluster
 from ..protocol import plan
 from ..protocol.signing import Signer
 from ..protocol.storage import StorageConfig
@@ -151,7 +151,7 @@ class Settings:
     def from_env(
         cls, environ: Mapping[str, str] | None = None, *, cluster: str | None = None, **overrides: Any
     ) -> Settings:
-        """Settings from the environment, over oscar-cli's cluster ``cluster`` (``platform/oscar_cli.py``;
+        """Settings from the environment, over oscar-cli's cluster ``cluster`` (``platform/oscar/cli_config.py``;
         ``""``: its default cluster; None: that too, but only when ``OSCAR_ENDPOINT`` is not set).
 
         The variables: ``OSCAR_ENDPOINT``; ``OSCAR_USER``/``OSCAR_PASSWORD``, ``OSCAR_TOKEN``,

@@ -24,9 +24,9 @@ from __future__ import annotations
 import time
 
 from ..protocol import layout
+from ..protocol.arrivals import Arrivals
 from ..protocol.messages import Batch
 from ..protocol.plan import CoordinatedPlan, expect_plan
-from ..protocol.storage import Arrivals
 from ..protocol.timeline import CallRecord
 from . import context
 from .merging import merge_keys
@@ -49,7 +49,7 @@ def run(ctx: context.FunctionContext, job_plan: CoordinatedPlan) -> None:
     keys = layout.JobKeys(job_plan.job)
     batches = job_plan.sizes
     deadline = time.monotonic() + job_plan.coordinator_timeout
-    watch = ctx.storage.arrivals(keys.prefix(layout.PARTIALS), job_plan.items())
+    watch = Arrivals(ctx.storage, keys.prefix(layout.PARTIALS), job_plan.items())
     arrived: list[str] = []
     consumed: set[str] = set()
     launched = 0

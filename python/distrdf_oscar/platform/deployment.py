@@ -115,7 +115,7 @@ class Deployment:
         endpoint with (datasets.py). ValueError naming what is missing, never a value."""
         import os
 
-        from ..protocol.storage import DATASET_KEYS
+        from ..protocol.dataset_objects import DATASET_KEYS
 
         env = os.environ if environ is None else environ
         missing = [name for name in DATASET_KEYS if not env.get(name)]

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any, cast
 from . import layout
 
 if TYPE_CHECKING:
-    from .storage import DatasetEndpoint, Storage
+    from .dataset_objects import DatasetEndpoint
+    from .storage import Storage
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
@@ -204,7 +205,7 @@ _endpoints: dict[tuple[str, str | None, str | None], DatasetEndpoint] = {}
 def dataset_endpoint(endpoint: str) -> DatasetEndpoint:
     """The client of another S3 endpoint, with the keys the environment holds now (one per
     endpoint and keys, kept for the process)."""
-    from .storage import DATASET_KEYS, DatasetEndpoint
+    from .dataset_objects import DATASET_KEYS, DatasetEndpoint
 
     access, secret = (os.environ.get(name) for name in DATASET_KEYS)
     key = (endpoint, access, secret)
@@ -235,7 +236,9 @@ class S3Staging(Renaming):
         cache = process_cache(self.purpose)
         if endpoint is None:
             # None only in stage_for_head_node, which sets it before staging a file of the deployment.
-            path = cast("Storage", self.storage).fetch_dataset(bucket, key, cache.folder)
+            from .dataset_objects import fetch_from_deployment
+
+            path = fetch_from_deployment(cast("Storage", self.storage), bucket, key, cache.folder)
         else:
             folder = os.path.join(cache.folder, "endpoints", re.sub(r"[^A-Za-z0-9.-]", "_", endpoint))
             path = dataset_endpoint(endpoint).fetch(name, bucket, key, folder)

@@ -8,7 +8,7 @@ import contextlib
 import io
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import urlparse
@@ -63,7 +63,7 @@ MISSING_CODES = frozenset({"NoSuchKey", "NoSuchObject", "ResourceNotFound"})
 CONFLICT_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
 
 
-def _is_transient(exc: BaseException) -> bool:
+def is_transient(exc: BaseException) -> bool:
     from minio.error import S3Error, ServerError
 
     if isinstance(exc, S3Error):
@@ -174,9 +174,10 @@ class Storage:
     def bucket_of(self, key: str) -> str:
         return layout.bucket_of(self.bucket, key)
 
-    def _fail(self, action: str, key: str, exc: Exception, bucket: str | None = None) -> StorageError:
+    def failure(self, action: str, key: str, exc: Exception, bucket: str | None = None) -> StorageError:
+        """The StorageError that says ``action`` on ``key`` failed, and whether retrying may help."""
         code = getattr(exc, "code", None) or type(exc).__name__
-        transient = _is_transient(exc)
+        transient = is_transient(exc)
         hint = " (transient: retried with backoff, then given up)" if transient else ""
         where = bucket or self.bucket_of(key)
         return StorageError(f"storage {action} of s3://{where}/{key} failed: {code}{hint}", transient)
@@ -184,13 +185,13 @@ class Storage:
     @contextlib.contextmanager
     def _failing(self, action: str, key: str, bucket: str | None = None) -> Iterator[None]:
         """Any failure of the storage calls inside becomes one StorageError naming the action and
-        the object (:meth:`_fail`); a StorageError raised inside passes as it is."""
+        the object (:meth:`failure`); a StorageError raised inside passes as it is."""
         try:
             yield
         except StorageError:
             raise
         except Exception as exc:
-            raise self._fail(action, key, exc, bucket=bucket) from exc
+            raise self.failure(action, key, exc, bucket=bucket) from exc
 
     def check_reachable(self) -> None:
         """Check the endpoint accepts connections, at once (not after the retries)."""
@@ -343,12 +344,6 @@ class Storage:
         self.signer.verify_file(key, path, signature)
 
     # -- datasets: the user's objects, in any bucket these keys can read; not signed ------------
-    def fetch_dataset(self, bucket: str, key: str, cache: str) -> str:
-        """A local copy of ``s3://bucket/key``, downloaded once per object version into ``cache``."""
-        return fetch_object(
-            self.client, bucket, key, cache, lambda action, exc: self._fail(action, key, exc, bucket=bucket)
-        )
-
     def keep_dataset(self, key: str, dataset_key: str) -> str:
         """Copy a job's object (server side) to ``dataset_key`` of the base bucket, which outlives
         the job; returns its ``s3://`` URL."""
@@ -390,10 +385,6 @@ class Storage:
                     self.bucket_of(prefix), prefix=prefix, recursive=True, start_after=start_after
                 )
             ]
-
-    def arrivals(self, prefix: str, expected: Iterable[str]) -> Arrivals:
-        """A watch on which of the ``expected`` keys under ``prefix`` exist (see :class:`Arrivals`)."""
-        return Arrivals(self, prefix, expected)
 
     def modified(self, prefix: str) -> dict[str, float]:
         """Keys under ``prefix`` with their last-modified time (epoch seconds, server clock)."""
@@ -470,147 +461,3 @@ class Storage:
         keys = self.list(prefix)
         self.delete(keys)
         return len(keys)
-
-
-class Arrivals:
-    """Which of a known set of keys under one prefix exist yet, learnt by listing.
-
-    A poll lists only past the longest run of expected keys (in key order) already
-    seen. Partials are named by range and mostly arrive in about range order, so a
-    poll costs what is in flight or out of order, not the whole folder: waiting for
-    N objects stays O(N) requests and keys in all instead of O(N²).
-    """
-
-    def __init__(self, storage: Storage, prefix: str, expected: Iterable[str]) -> None:
-        self._storage = storage
-        self._prefix = prefix
-        self._expected = sorted({key for key in expected if key.startswith(prefix)})
-        self._wanted = set(self._expected)
-        self.found: set[str] = set()
-        self.objects: dict[
-            str, Listed
-        ] = {}  # each found key as first listed: when its upload ended, its size
-        self._seen_run = 0  # expected[:seen_run] are all found
-
-    @property
-    def complete(self) -> bool:
-        return self._seen_run == len(self._expected)
-
-    def poll(self) -> builtins.list[str]:
-        """The expected keys that appeared since the last poll, in key order."""
-        if self.complete:
-            return []
-        after = self._expected[self._seen_run - 1] if self._seen_run else None
-        listed = {entry.key: entry for entry in self._storage.listing(self._prefix, start_after=after)}
-        new = [k for k in listed if k in self._wanted and k not in self.found]
-        self.found.update(new)
-        self.objects.update((k, listed[k]) for k in new)
-        while self._seen_run < len(self._expected) and self._expected[self._seen_run] in self.found:
-            self._seen_run += 1
-        return new
-
-
-# -- datasets on another S3 endpoint ---------------------------------------------------------------
-# The keys of another endpoint's datasets, named as ROOT's TS3WebFile reads them: in the client's
-# environment, and in the functions' as secrets of the services (deploy --dataset-credentials).
-DATASET_KEYS = ("S3_ACCESS_KEY", "S3_SECRET_KEY")
-CREDENTIAL_CODES = frozenset(
-    {
-        "AccessDenied",
-        "InvalidAccessKeyId",
-        "SignatureDoesNotMatch",
-        "InvalidToken",
-        "ExpiredToken",
-        "AllAccessDisabled",
-        "InvalidClientTokenId",
-    }
-)
-
-
-def fetch_object(
-    client: Minio, bucket: str, key: str, cache: str, fail: Callable[[str, Exception], Exception]
-) -> str:
-    """Download ``bucket/key`` once per object version (its ETag) into ``cache``; returns the path.
-    A cached copy's modification time is its last use (datasets.DatasetCache evicts by it)."""
-    import hashlib
-
-    try:
-        etag = client.stat_object(bucket, key).etag or "unknown"
-    except Exception as exc:
-        raise fail("dataset lookup", exc) from exc
-    # One flat name per key (no folder of the key can climb out of the cache), its end readable.
-    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-    path = os.path.join(cache, bucket, f"{digest}-{key.rsplit('/', 1)[-1][-80:]}.{etag.strip(chr(34))[:16]}")
-    if os.path.exists(path):
-        os.utime(path)
-        return path
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    partial = f"{path}.{os.getpid()}.part"
-    try:
-        client.fget_object(bucket, key, partial)
-    except Exception as exc:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(partial)
-        raise fail("dataset download", exc) from exc
-    os.replace(partial, path)  # whole or absent, for a concurrent reader of the cache
-    return path
-
-
-class DatasetEndpoint:
-    """Another S3 endpoint's objects (``s3http://host:port/bucket/key``, ``s3https://...``), read
-    with the keys in ``S3_ACCESS_KEY``/``S3_SECRET_KEY`` (anonymously without them). Errors name
-    the URL and what to fix, never the keys. An endpoint that does not answer fails within
-    seconds: two connection retries, not the deployment storage's twelve seconds of backoff."""
-
-    def __init__(self, endpoint: str, environ: dict[str, str] | None = None) -> None:
-        import urllib3
-
-        env = os.environ if environ is None else environ
-        access, secret = (env.get(name) or None for name in DATASET_KEYS)
-        self.endpoint = endpoint
-        self.anonymous = not (access and secret)
-        self.client = minio_client(
-            endpoint,
-            None if self.anonymous else access,
-            None if self.anonymous else secret,
-            region=env.get("S3_REGION") or "us-east-1",
-            pool=4,
-            retries=urllib3.Retry(
-                total=2,
-                connect=2,
-                read=2,
-                status=2,
-                backoff_factor=0.25,
-                status_forcelist=[500, 502, 503, 504],
-                allowed_methods=None,
-                raise_on_status=False,
-            ),
-        )
-
-    def error(self, action: str, url: str, exc: Exception) -> StorageError:
-        import urllib3
-
-        code = getattr(exc, "code", None)
-        if code is None and isinstance(exc, (urllib3.exceptions.HTTPError, OSError)):
-            reason = getattr(exc, "reason", None) or exc
-            return StorageError(
-                f"{action} of {url} failed: the S3 endpoint {self.endpoint} did not answer "
-                f"({type(reason).__name__})",
-                transient=True,
-            )
-        code = code or type(exc).__name__
-        if code in MISSING_CODES or code == "NoSuchBucket":
-            return StorageError(f"{action} of {url} failed: {code} (no such object on {self.endpoint})")
-        keys = "/".join(DATASET_KEYS)
-        if code in CREDENTIAL_CODES or self.anonymous:
-            why = (
-                f"no {keys} set: the request was anonymous" if self.anonymous else f"check the keys in {keys}"
-            )
-            return StorageError(
-                f"{action} of {url} failed: {code} ({why}; the functions get them as "
-                "secrets of the services: distrdf-oscar deploy --dataset-credentials)"
-            )
-        return StorageError(f"{action} of {url} failed: {code}", transient=_is_transient(exc))
-
-    def fetch(self, url: str, bucket: str, key: str, cache: str) -> str:
-        return fetch_object(self.client, bucket, key, cache, lambda action, exc: self.error(action, url, exc))

@@ -16,7 +16,7 @@ from typing import Any
 
 from ...protocol import layout
 from ...protocol.timeline import CallRecord, JobRecord
-from .model import EMBEDDED_COLD, EMBEDDED_POOL, OSCAR_POOL, PROTOTYPE, PlatformCosts, Workload
+from .costs import EMBEDDED_COLD, EMBEDDED_POOL, OSCAR_POOL, PROTOTYPE, PlatformCosts, Workload
 
 # -- calibration from job records -------------------------------------------------------------
 

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...protocol import plan
-from .model import PlatformCosts, Reduction, Workload, simulate
+from .costs import PlatformCosts, Workload
+from .model import Reduction, simulate
 
 # Mapper calls per function slot when the user does not say. A file-triggered call pays a pod,
 # the supervisor, the imports and the JIT (seconds on OSCAR): one call per slot pays it once. A warm

@@ -17,7 +17,8 @@ from flask import Flask, Response, g, jsonify, request
 from werkzeug.serving import make_server
 
 from .accounts import Accounts, Kueue, User
-from .exposed import ExposedServices, api_ports
+from .exposed import ExposedServices
+from .exposed_replica import api_ports
 from .faults import Fault, FaultPlan, MinioRestarts
 from .job_records import SUSPENDED, JobStore
 from .registry import ServiceRegistry

@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 import time
 
-from ..protocol.heartbeats import live_workers
-from ..protocol.messages import Heartbeat
-from ..protocol.storage import Storage
-from .deployment import Deployment
-from .oscar import OSCARCluster
+from ...protocol.heartbeats import live_workers
+from ...protocol.messages import Heartbeat
+from ...protocol.storage import Storage
+from ..deployment import Deployment
+from .cluster import OSCARCluster
 
 log = logging.getLogger(__name__)
 

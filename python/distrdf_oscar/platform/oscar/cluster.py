@@ -7,26 +7,22 @@ OSCAR every service create/delete reconfigures and restarts MinIO.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
-import ssl
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any
 
-from ..protocol import layout
-from ..protocol.contract import KEY_ID_VARIABLE
-from ..protocol.quantities import parse_quantity
-from ..protocol.storage import Storage, StorageConfig, StorageError
-from .deployment import POOL, ROLES, Deployment
-from .oscar_cli import ClusterConfigError, token_claims
-
-if TYPE_CHECKING:
-    from minio import MinioAdmin
+from ...protocol import layout
+from ...protocol.contract import KEY_ID_VARIABLE
+from ...protocol.quantities import parse_quantity
+from ...protocol.storage import Storage, StorageConfig, StorageError
+from ..deployment import POOL, ROLES, Deployment
+from . import pool_account
+from .cli_config import ClusterConfigError, token_claims
+from .errors import OSCARError, connection_problem, tls_problem, without_userinfo
 
 # Fields of a service definition that deploy manages (compared to detect changes), and those an
 # update carries over from the live definition unless the deployment sets them.
@@ -41,63 +37,6 @@ TOKEN_MARGIN = 60.0  # seconds of validity below which an access token is renewe
 MAX_JOB_PAGES = 30  # of 70 jobs each (OSCAR's default JobListingLimit)
 NEWEST_RELEASE = (4, 1, 2)  # the newest release the project was checked against
 ADMIN_OWNER = "cluster_admin"  # the owner OSCAR gives services created with basic auth
-
-
-class OSCARError(RuntimeError):
-    """The OSCAR cluster refused or could not be reached; the message says which, ``status`` the
-    HTTP status of a refusal (401: the credentials)."""
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-def _without_userinfo(endpoint: str) -> str:
-    # Never repeat credentials someone put into the URL itself.
-    parts = urlsplit(endpoint)
-    if "@" not in parts.netloc:
-        return endpoint
-    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
-
-
-def _chain(exc: BaseException) -> Iterator[BaseException]:
-    """The exception, its causes and contexts, and what urllib3 wraps in ``args``/``reason``."""
-    seen: set[int] = set()
-    todo: list[Any] = [exc]
-    while todo:
-        item = todo.pop()
-        if item is None or id(item) in seen or not isinstance(item, BaseException):
-            continue
-        seen.add(id(item))
-        yield item
-        todo.extend([item.__cause__, item.__context__, getattr(item, "reason", None), *item.args])
-
-
-def _tls_problem(exc: BaseException) -> str:
-    for item in _chain(exc):
-        if isinstance(item, ssl.SSLCertVerificationError):
-            return (
-                f"its certificate is not trusted ({item.verify_message or item.reason}). Install the cluster's "
-                "CA (REQUESTS_CA_BUNDLE=/path/to/ca.pem) or fix the certificate; set OSCAR_SSL_VERIFY=false "
-                "only for a cluster you trust"
-            )
-        if isinstance(item, ssl.SSLError):
-            return (
-                f"the TLS handshake failed ({item.reason or item.__class__.__name__}): check that the "
-                "endpoint serves HTTPS (a plain HTTP endpoint needs an http:// URL)"
-            )
-    return "the TLS handshake failed"
-
-
-def _connection_problem(exc: BaseException) -> str:
-    import socket
-
-    for item in _chain(exc):
-        if isinstance(item, ConnectionRefusedError):
-            return "connection refused"
-        if isinstance(item, socket.gaierror):
-            return "host name not found"
-    return "no connection"
 
 
 class OSCARCluster:
@@ -118,7 +57,7 @@ class OSCARCluster:
 
         if not endpoint.startswith(("http://", "https://")):
             raise OSCARError(
-                f"OSCAR endpoint {_without_userinfo(endpoint)!r} must start with http:// or https://"
+                f"OSCAR endpoint {without_userinfo(endpoint)!r} must start with http:// or https://"
             )
         options: dict[str, Any] = {
             "cluster_id": "distrdf-oscar",
@@ -160,7 +99,7 @@ class OSCARCluster:
         else:
             raise OSCARError("OSCAR credentials missing: give OSCAR_USER and OSCAR_PASSWORD, or OSCAR_TOKEN")
         self._secrets = [s for s in (password, token, refresh_token) if s]
-        self.endpoint = _without_userinfo(options["endpoint"])
+        self.endpoint = without_userinfo(options["endpoint"])
         self.client = Client(options)
 
     def _scrub(self, text: str) -> str:
@@ -201,13 +140,13 @@ class OSCARCluster:
         try:
             return method(*args)
         except requests.exceptions.SSLError as exc:
-            problem = _tls_problem(exc)
+            problem = tls_problem(exc)
             raise OSCARError(f"TLS with {self.endpoint} failed while trying to {what}: {problem}") from None
         except requests.exceptions.Timeout:
             raise OSCARError(f"OSCAR at {self.endpoint} timed out while trying to {what}") from None
         except requests.exceptions.ConnectionError as exc:
             raise OSCARError(
-                f"cannot reach OSCAR at {self.endpoint} to {what}: {_connection_problem(exc)} "
+                f"cannot reach OSCAR at {self.endpoint} to {what}: {connection_problem(exc)} "
                 "(check OSCAR_ENDPOINT and that the cluster is up)"
             ) from None
         except requests.exceptions.HTTPError as exc:
@@ -470,67 +409,15 @@ class OSCARCluster:
     def pool_account(
         self, deployment: Deployment, storage: StorageConfig
     ) -> tuple[tuple[str, str], str | None]:
-        """Storage keys for the deployment's pool that reach only the deployment's buckets: a MinIO
-        account (access key = the pool service's name) with a canned policy of the same name,
-        made (or given a new secret) through MinIO's admin API with ``storage``'s keys. Returns
-        (access key, secret key) and None, or, when those keys cannot administer MinIO (an OIDC
-        user's account, a server without the admin API), ``storage``'s own keys and why.
-
-        Uses ``add-canned-policy``, ``add-user`` and ``set-user-or-group-policy``, which both
-        RELEASE.2022-05-08 and RELEASE.2024-12-18 serve (``idp/builtin/policy/attach`` is
-        2024's only). The secret is derived from the administering secret and the account's name
-        (an HMAC): every ``pool start`` sets the same one, so running workers keep working through a
-        resize or restart. A new one would reach no running pod: an update leaves an exposed
-        service's Deployment as it is when only its Secret changes, and pods read it at start."""
-        import base64
-        import hashlib
-        import hmac
-
-        import urllib3
-        from minio.error import MinioAdminException
-
-        name = deployment.service_name(POOL)
-        derived = hmac.new(
-            storage.secret_key.encode(), f"distrdf-oscar pool account {name}".encode(), hashlib.sha256
-        )
-        secret = base64.urlsafe_b64encode(derived.digest()).decode().rstrip("=")
-        admin = _minio_admin(storage)
-        try:
-            admin.policy_add(name, policy=pool_policy(deployment))
-            admin.user_add(name, secret)
-            admin.policy_set(name, user=name)
-        except MinioAdminException as exc:
-            status = getattr(exc, "_code", "")
-            if status.startswith("5"):
-                raise OSCARError(
-                    f"MinIO at {storage.endpoint} failed ({status}) to make the pool's storage account: retry"
-                ) from None
-            return (storage.access_key, storage.secret_key), (
-                f"the pool's workers hold your own storage keys: they cannot administer MinIO (its admin API "
-                f"answered {status}), so no account limited to the deployment's buckets could be made"
-            )
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise OSCARError(
-                f"cannot reach MinIO at {storage.endpoint} to make the pool's storage account: "
-                f"{type(exc).__name__}"
-            ) from None
-        self._secrets += [secret]
-        return (name, secret), None
+        """Storage keys for the deployment's pool that reach only its buckets, or ``storage``'s own
+        and why (see :func:`~distrdf_oscar.platform.oscar.pool_account.make`)."""
+        keys, why = pool_account.make(deployment, storage)
+        self._secrets.append(keys[1])
+        return keys, why
 
     def remove_pool_account(self, deployment: Deployment, storage: StorageConfig) -> bool:
-        """Remove the pool's MinIO account and policy (undeploy); False if there was none or the
-        keys cannot administer MinIO. The user goes first: MinIO (2024) keeps a policy in use."""
-        from minio.error import MinioAdminException
-
-        name = deployment.service_name(POOL)
-        admin = _minio_admin(storage)
-        try:
-            admin.user_remove(name)
-        except MinioAdminException:
-            return False  # none, or not ours to remove
-        with contextlib.suppress(MinioAdminException):
-            admin.policy_remove(name)
-        return True
+        """Remove the pool's MinIO account and policy (undeploy); False if there was none."""
+        return pool_account.remove(deployment, storage)
 
     def stop_pool(self, deployment: Deployment) -> str:
         """Stop the pool's workers: scaled to zero from OSCAR 4.1 (``POST .../stop``), the service
@@ -631,57 +518,6 @@ class JobListing:
 
 
 # What a pool worker does with storage: read, write and delete objects, list, listen to creations.
-POOL_ACTIONS = (
-    "s3:GetBucketLocation",
-    "s3:ListBucket",
-    "s3:ListBucketMultipartUploads",
-    "s3:ListenBucketNotification",
-    "s3:GetObject",
-    "s3:PutObject",
-    "s3:DeleteObject",
-    "s3:AbortMultipartUpload",
-    "s3:ListMultipartUploadParts",
-)
-
-
-def pool_policy(deployment: Deployment) -> dict[str, Any]:
-    """The pool account's canned policy: :data:`POOL_ACTIONS` on the deployment's buckets only
-    (no bucket settings: notifications, policies, creation or removal stay OSCAR's)."""
-    resources = [
-        arn for bucket in deployment.buckets for arn in (f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*")
-    ]
-    return {
-        "Version": "2012-10-17",
-        "Statement": [{"Effect": "Allow", "Action": list(POOL_ACTIONS), "Resource": resources}],
-    }
-
-
-def _minio_admin(storage: StorageConfig) -> MinioAdmin:
-    """minio-py's ``MinioAdmin`` for ``storage``'s endpoint and keys: a few seconds' patience,
-    not its default five minutes."""
-    import urllib3
-    from minio import MinioAdmin
-    from minio.credentials.providers import StaticProvider
-
-    from ..protocol.storage import split_endpoint
-
-    host, secure = split_endpoint(storage.endpoint)
-    http = urllib3.PoolManager(
-        timeout=urllib3.Timeout(connect=5, read=30),
-        maxsize=2,
-        cert_reqs="CERT_REQUIRED" if storage.verify else "CERT_NONE",
-        retries=urllib3.Retry(total=2, backoff_factor=0.5, status_forcelist=[502, 503, 504]),
-    )
-    return MinioAdmin(
-        endpoint=host,
-        credentials=StaticProvider(storage.access_key, storage.secret_key),
-        region=storage.region,
-        secure=secure,
-        cert_check=storage.verify,
-        http_client=http,
-    )
-
-
 def live_jobs(storage: Storage) -> list[str]:
     """Jobs of the deployment whose client still waits (their manifest exists)."""
     return sorted(

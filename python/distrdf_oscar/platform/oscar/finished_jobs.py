@@ -8,8 +8,9 @@ import logging
 import threading
 import time
 
-from .deployment import Deployment
-from .oscar import OSCARCluster, OSCARError
+from ..deployment import Deployment
+from .cluster import OSCARCluster
+from .errors import OSCARError
 
 log = logging.getLogger(__name__)
 
