@@ -12,25 +12,20 @@ import ROOT
 
 ROOT.gROOT.SetBatch(True)
 
-# Modules whose tests start platforms of their own, restart pools or wait out timers (quiet spells,
-# leases, MinIO restarts), and below the fixtures that start one: `pytest -m "not slow"` leaves
-# them out for a quick round (README).
-SLOW_MODULES = {
-    "test_analysts",
-    "test_check",
-    "test_deploy",
-    "test_exposed",
-    "test_faults",
-    "test_pool_isolation",
-    "test_restarts",
-    "test_scoped_keys",
-    "test_soak",
-    "test_tutorials",
-    "test_versions",
+# `pytest -m "not slow"`, a quick round (README): the modules that test units, the merging core
+# and the protocol's formats, without the tests among them that start an embedded platform (the
+# fixtures below) or run jobs on one. Everything else is marked slow.
+FAST_MODULES = {
+    "test_config",
+    "test_core",
+    "test_messages",
+    "test_partial",
+    "test_plan",
+    "test_recovery",
+    "test_rootmerge",
+    "test_simulate",
+    "test_timeline",
 }
-
-
-# Fixtures that start an embedded platform (seconds each, and jobs on it): a test using one is slow.
 PLATFORM_FIXTURES = {
     "prestarted_cluster",
     "cold_cluster",
@@ -45,7 +40,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         module = getattr(item, "module", None)
         uses = set(getattr(item, "fixturenames", ()))
-        if (module is not None and module.__name__ in SLOW_MODULES) or uses & PLATFORM_FIXTURES:
+        if module is None or module.__name__ not in FAST_MODULES or uses & PLATFORM_FIXTURES:
             item.add_marker(pytest.mark.slow)
 
 

@@ -24,6 +24,7 @@ def records(tmp_path, monkeypatch):
     return tmp_path / "records"
 
 
+@pytest.mark.slow  # runs a job on a session cluster (request.getfixturevalue)
 @pytest.mark.parametrize(
     ("mode", "reduction", "merges"),
     [
