@@ -53,8 +53,19 @@ def job_keys(executor) -> list[str]:
 # --- the matrix --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("npartitions", [1, 2, 7, 16])
-@pytest.mark.parametrize("reduction", list(REDUCTIONS))
+# The default (auto) at every size; each fixed reduction at one size that gives it several merges.
+WARM_MATRIX = [
+    ("auto", 1),
+    ("auto", 2),
+    ("auto", 7),
+    ("auto", 16),
+    ("tree2", 16),
+    ("tree4", 7),
+    ("coordinated", 7),
+]
+
+
+@pytest.mark.parametrize(("reduction", "npartitions"), WARM_MATRIX)
 def test_ttree_all_actions_on_the_warm_pool(pool_cluster, dimuon_files, reference, reduction, npartitions):
     executor = pool_cluster.executor(reduction=REDUCTIONS[reduction], progress=False)
     df = ROOT.RDataFrame("Events", dimuon_files, executor=executor, npartitions=npartitions)
