@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from .client.settings import ConfigurationError
+from .platform.oscar.errors import OSCARError
+from .protocol.storage import StorageError
 
 if TYPE_CHECKING:
     from .client.executor import OSCARExecutor
@@ -47,10 +51,8 @@ class Report:
     """What the check found, step by step (printed as it goes)."""
 
     say: Callable[[str], None] = print
-    steps: list[tuple[str, str]] = field(default_factory=list)
 
     def passed(self, step: str, detail: str) -> None:
-        self.steps.append((step, detail))
         self.say(f"ok   {step}: {detail}")
 
 
@@ -58,20 +60,14 @@ def run(
     executor_from_settings: Callable[[], OSCARExecutor], report: Report, start_bound: float = START_BOUND
 ) -> None:
     """Run every step against the executor the settings make; raises :class:`CheckFailed`."""
-    from .client.settings import ConfigurationError
-    from .platform.oscar.errors import OSCARError
-    from .protocol.storage import StorageError
-
     try:
         executor = executor_from_settings()
-    except ConfigurationError as exc:
-        raise CheckFailed("settings", str(exc)) from None
-    except OSCARError as exc:
+    except (ConfigurationError, OSCARError) as exc:
         raise CheckFailed("settings", str(exc)) from None
     report.passed("settings", f"OSCAR {executor.cluster.endpoint}, deployment {executor.deployment.name!r}")
     _oscar(executor, report)
-    storage = _storage(executor, report, StorageError)
-    _services(executor, report, OSCARError, storage, StorageError)
+    storage = _storage(executor, report)
+    _services(executor, report, storage)
     try:
         storage.check_conditional_writes()
     except StorageError as exc:
@@ -89,8 +85,6 @@ def run(
 
 
 def _oscar(executor: OSCARExecutor, report: Report) -> None:
-    from .platform.oscar.errors import OSCARError
-
     try:
         info = executor.cluster.info()
     except OSCARError as exc:
@@ -110,16 +104,14 @@ def _oscar(executor: OSCARExecutor, report: Report) -> None:
     report.passed("OSCAR", f"release {version}, credentials accepted")
 
 
-def _storage(executor: OSCARExecutor, report: Report, storage_error: type[Exception]) -> Storage:
-    from .platform.oscar.errors import OSCARError
-
+def _storage(executor: OSCARExecutor, report: Report) -> Storage:
     try:
         storage = executor.unchecked_storage()
     except OSCARError as exc:
         raise CheckFailed("oscar", str(exc)) from None
     try:
         storage.check_reachable()
-    except storage_error as exc:
+    except StorageError as exc:
         raise CheckFailed(
             "storage",
             f"{exc}: the cluster advertises it, but this client cannot reach it; set MINIO_ENDPOINT "
@@ -129,19 +121,13 @@ def _storage(executor: OSCARExecutor, report: Report, storage_error: type[Except
     return storage
 
 
-def _services(
-    executor: OSCARExecutor,
-    report: Report,
-    oscar_error: type[Exception],
-    storage: Storage,
-    storage_error: type[Exception],
-) -> None:
+def _services(executor: OSCARExecutor, report: Report, storage: Storage) -> None:
     from . import __version__
     from .protocol.contract import VERSION_VARIABLE
 
     try:
         executor.cluster.check_deployed(executor.deployment)
-    except oscar_error as exc:
+    except OSCARError as exc:
         raise CheckFailed("services", str(exc)) from None
     services = executor.cluster.services()
     for definition in executor.deployment.services():
@@ -155,13 +141,12 @@ def _services(
             )
     try:
         storage.check_buckets()
-    except storage_error as exc:
+    except StorageError as exc:
         raise CheckFailed("services", str(exc)) from None
     report.passed("services", f"{len(services)} visible, the deployment's of version {__version__}")
 
 
 def _quota(executor: OSCARExecutor, report: Report) -> None:
-    from .client.settings import ConfigurationError
     from .protocol.plan import TreeReduction
 
     try:

@@ -6,7 +6,6 @@ import dataclasses
 import logging
 import threading
 import time
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -48,8 +47,6 @@ class OSCARExecutor:
             if options.get("deployment") is None:
                 options.pop("deployment", None)
             settings = Settings(endpoint, **options)
-        if not settings.ssl_verify:
-            warnings.warn(f"TLS certificate verification is disabled for {settings.endpoint}", stacklevel=2)
         self.settings = settings
         self._signer = Signer(settings.signing_key)
         self.reduction = reductions.resolve(settings.reduction)

@@ -92,7 +92,6 @@ class Job:
         self.storage = storage
         self.idle = idle  # see Tracker.overdue
         self.strategy = strategy
-        self.reduction = strategy.reduction
         self.options = options
         self.keys = layout.JobKeys(layout.new_job_id())
         # Wall-clock observations (epoch seconds) for the benchmarks' tail measurements: when the
@@ -105,7 +104,6 @@ class Job:
         # A pool job's lease is short: pool workers drop a job whose client is gone within seconds.
         ttl = min(options.lease_ttl, leases.POOL_TTL) if strategy.pool else options.lease_ttl
         self.lease = leases.Holder(storage, self.keys, ttl=ttl)
-        self.pool = strategy.pool  # whether a warm pool is offered the mapper calls
         # pool jobs: range interval -> body of each call offered to the pool, not yet overflowed
         self._offered: dict[tuple[int, int], bytes] = {}
         self._claimed_at = 0.0  # when a pool worker was last seen claiming one of them (monotonic)
@@ -119,6 +117,15 @@ class Job:
     @property
     def job_id(self) -> str:
         return self.keys.job_id
+
+    @property
+    def reduction(self) -> plan.Reduction:
+        return self.strategy.reduction
+
+    @property
+    def pool(self) -> bool:
+        """Whether a warm pool is offered the mapper calls."""
+        return self.strategy.pool
 
     # -- submission -------------------------------------------------------
     def _submit(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -168,7 +167,6 @@ class Settings:
         signing_key, key_problem = _signing_key(env, deployment_name)
         if key_problem:
             problems.append(key_problem)
-        verify_text = env.get("OSCAR_SSL_VERIFY", "true").strip().lower()
         minio = {k: env.get(k) for k in ("MINIO_ENDPOINT", "MINIO_ACCESS_KEY", "MINIO_SECRET_KEY")}
         keys = {k: minio[k] for k in ("MINIO_ACCESS_KEY", "MINIO_SECRET_KEY")}
         if any(keys.values()) and not all(minio.values()):
@@ -182,7 +180,7 @@ class Settings:
             )
         if problems:
             raise ConfigurationError("OSCAR configuration: " + "; ".join(problems))
-        verify = verify_text in _TRUE
+        verify = _verifies(env)
         deployment = overrides.pop("deployment", None) or Deployment(name=deployment_name)
         values: dict[str, Any] = {**_credentials(env), "ssl_verify": verify, "signing_key": signing_key}
         if minio["MINIO_ENDPOINT"] and not any(keys.values()):
@@ -278,10 +276,19 @@ def _oscar_problems(env: Mapping[str, str]) -> list[str]:
         env.get("OSCAR_USER") and env.get("OSCAR_PASSWORD")
     ):
         problems.append("set OSCAR_USER and OSCAR_PASSWORD, or OSCAR_TOKEN")
-    verify_text = env.get("OSCAR_SSL_VERIFY", "true").strip().lower()
+    verify_text = _verify_text(env)
     if verify_text not in _TRUE | _FALSE:
         problems.append(f"OSCAR_SSL_VERIFY must be true or false (got {verify_text!r})")
     return problems
+
+
+def _verify_text(env: Mapping[str, str]) -> str:
+    return env.get("OSCAR_SSL_VERIFY", "true").strip().lower()
+
+
+def _verifies(env: Mapping[str, str]) -> bool:
+    """Whether TLS certificates are verified (the setting checked by :func:`_oscar_problems`)."""
+    return _verify_text(env) in _TRUE
 
 
 def oscar_cluster(environ: Mapping[str, str] | None = None, cluster: str | None = None) -> OSCARCluster:
@@ -291,10 +298,4 @@ def oscar_cluster(environ: Mapping[str, str] | None = None, cluster: str | None 
     problems = _oscar_problems(env)
     if problems:
         raise ConfigurationError("OSCAR configuration: " + "; ".join(problems))
-    if env.get("OSCAR_SSL_VERIFY", "true").strip().lower() in _FALSE:
-        warnings.warn(f"TLS certificate verification is disabled for {env['OSCAR_ENDPOINT']}", stacklevel=2)
-    return OSCARCluster(
-        env["OSCAR_ENDPOINT"],
-        verify=env.get("OSCAR_SSL_VERIFY", "true").strip().lower() in _TRUE,
-        **_credentials(env),
-    )
+    return OSCARCluster(env["OSCAR_ENDPOINT"], verify=_verifies(env), **_credentials(env))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -58,6 +59,10 @@ class OSCARCluster:
         if not endpoint.startswith(("http://", "https://")):
             raise OSCARError(
                 f"OSCAR endpoint {without_userinfo(endpoint)!r} must start with http:// or https://"
+            )
+        if not verify:  # every client of a cluster, the executor and the read-only commands alike
+            warnings.warn(
+                f"TLS certificate verification is disabled for {without_userinfo(endpoint)}", stacklevel=3
             )
         options: dict[str, Any] = {
             "cluster_id": "distrdf-oscar",
