@@ -164,10 +164,16 @@ def _session_cluster(mode: str):
     from oscar_python.client import Client
 
     from distrdf_oscar import LocalCluster
+    from distrdf_oscar.platform.embedded import minio_release
 
     # With fault injection: test_faults.py stages faults; other tests run through its (idle) gate.
     # No emulated pod start (the cold mode's default): the protocol is under test, not the timing.
-    with LocalCluster(workers=2, mode=mode, fault_injection=True, startup_delay=0.0) as cluster:
+    # The pre-started cluster has the MinIO OSCAR <= 4.0 installs, which ignores conditional writes:
+    # the fault matrix meets both kinds of claims.
+    release = minio_release.OLD if mode == "prestarted" else minio_release.NEW
+    with LocalCluster(
+        workers=2, mode=mode, fault_injection=True, startup_delay=0.0, minio_release=release
+    ) as cluster:
         _SECRETS.extend(
             [cluster._signing_key, cluster.platform.oscar_password, cluster.platform.s3_secret_key]
         )

@@ -3,9 +3,12 @@ test_faults.py and test_soak.py share."""
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 
 import pytest
+import ROOT
 
 from compare import assert_same_hist, assert_same_value
 from distrdf_oscar.platform.embedded import Fault
@@ -67,3 +70,56 @@ def finish_faults(cluster, injected: list[Fault], since: float) -> list[Fault]:
     cluster.platform.clear_faults()
     assert len(fired) == len(injected)
     return fired
+
+
+# -- jobs on a warm pool, acted on while they run ------------------------------------------------
+
+
+def running_jobs(storage) -> list[str]:
+    return sorted(
+        {job for key in storage.list(layout.JOBS + "/") if (job := layout.manifest_job(key)) is not None}
+    )
+
+
+def run_booked(executor, npartitions: int, files) -> tuple:
+    """The booked results' values: the job runs here (booking is lazy)."""
+    results = book(ROOT.RDataFrame("Events", files, executor=executor, npartitions=npartitions))
+    return tuple(result.GetValue() for result in results)
+
+
+def run_acting_on_first(
+    executor, npartitions: int, files, prefix: str, act, timeout: float = 60.0
+) -> tuple[tuple, list[str]]:
+    """Run the job while a thread calls ``act(key)`` on the first object under ``prefix`` (with
+    ``{job}`` for the running job's id); the results and the keys acted on."""
+    storage, acted = executor.storage, []
+    earlier = set(running_jobs(storage))  # jobs of other tests, not yet cleaned up
+
+    def watch() -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not acted:
+            for job in set(running_jobs(storage)) - earlier:
+                found = storage.list(prefix.format(job=job))
+                if found:
+                    act(found[-1])
+                    acted.append(found[-1])
+                    return
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=watch)
+    thread.start()
+    try:
+        return run_booked(executor, npartitions, files), acted
+    finally:
+        thread.join()
+
+
+def signal_holder(storage, sig: int, signalled: list[int]):
+    """An action for ``run_acting_on_first``: send ``sig`` to the worker a claim names (host-pid-nonce)."""
+
+    def act(claim: str) -> None:
+        pid = int(storage.get_bytes(claim).decode().rsplit("-", 2)[1])
+        os.kill(pid, sig)
+        signalled.append(pid)
+
+    return act

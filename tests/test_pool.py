@@ -20,7 +20,15 @@ from distrdf_oscar.demo import analysis
 from distrdf_oscar.platform.embedded import Fault
 from distrdf_oscar.protocol import layout
 from distrdf_oscar.protocol.messages import Manifest, MapperTrigger
-from jobfaults import assert_exact, book, finish_faults
+from jobfaults import (
+    assert_exact,
+    book,
+    finish_faults,
+    run_acting_on_first,
+    run_booked,
+    running_jobs,
+    signal_holder,
+)
 
 pytestmark = pytest.mark.usefixtures("secret_scan")  # conftest.py: these jobs' objects and logs are searched
 
@@ -128,7 +136,7 @@ def test_a_pool_that_dies_mid_job_leaves_the_rest_to_the_file_triggered_services
     def stop_when_work_started() -> None:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not stopped.is_set():
-            if any(storage.list(f"{layout.JOBS}/{job}/claims/") for job in _running_jobs(storage)):
+            if any(storage.list(f"{layout.JOBS}/{job}/claims/") for job in running_jobs(storage)):
                 executor.stop_pool()
                 stopped.set()
                 return
@@ -148,12 +156,6 @@ def test_a_pool_that_dies_mid_job_leaves_the_rest_to_the_file_triggered_services
     assert job.functions.get("mapper"), "no file-triggered mapper took over from the stopped pool"
 
 
-def _running_jobs(storage) -> list[str]:
-    return sorted(
-        {job for key in storage.list(layout.JOBS + "/") if (job := layout.manifest_job(key)) is not None}
-    )
-
-
 def test_the_dimuon_analysis_in_pool_mode_is_identical(pool_cluster, dimuon_files):
     reference = analysis.book_dimuon_spectrum(ROOT.RDataFrame("Events", dimuon_files))["spectrum"].GetValue()
     executor = pool_cluster.executor(progress=False)
@@ -163,48 +165,6 @@ def test_the_dimuon_analysis_in_pool_mode_is_identical(pool_cluster, dimuon_file
     assert all(
         spectrum.GetBinContent(i) == reference.GetBinContent(i) for i in range(reference.GetNbinsX() + 2)
     )
-
-
-def _run(executor, files) -> tuple:
-    """The booked results' values: the job runs here (booking is lazy)."""
-    results = book(ROOT.RDataFrame("Events", files, executor=executor, npartitions=NPARTITIONS))
-    return tuple(result.GetValue() for result in results)
-
-
-def _run_acting_on_first(executor, files, prefix: str, act, timeout: float = 60.0) -> tuple[tuple, list[str]]:
-    """Run the job while a thread calls ``act(key)`` on the first object under ``prefix`` (with
-    ``{job}`` for the running job's id); the results and the keys acted on."""
-    storage, acted = executor.storage, []
-    earlier = set(_running_jobs(storage))  # jobs of other tests, not yet cleaned up
-
-    def watch() -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and not acted:
-            for job in set(_running_jobs(storage)) - earlier:
-                found = storage.list(prefix.format(job=job))
-                if found:
-                    act(found[-1])
-                    acted.append(found[-1])
-                    return
-            time.sleep(0.02)
-
-    thread = threading.Thread(target=watch)
-    thread.start()
-    try:
-        return _run(executor, files), acted
-    finally:
-        thread.join()
-
-
-def _signal_holder(storage, sig: int, signalled: list[int]):
-    """An action for ``_run_acting_on_first``: send ``sig`` to the worker a claim names (host-pid-nonce)."""
-
-    def act(claim: str) -> None:
-        pid = int(storage.get_bytes(claim).decode().rsplit("-", 2)[1])
-        os.kill(pid, sig)
-        signalled.append(pid)
-
-    return act
 
 
 def test_a_replica_killed_mid_call_is_replaced_and_its_call_recomputed(pool_cluster, dimuon_files, reference):
@@ -217,11 +177,12 @@ def test_a_replica_killed_mid_call_is_replaced_and_its_call_recomputed(pool_clus
     storage = executor.storage
     before = {w.worker for w in executor.pool_workers()}
     killed: list[int] = []
-    result, _ = _run_acting_on_first(
+    result, _ = run_acting_on_first(
         executor,
+        NPARTITIONS,
         dimuon_files,
         f"{layout.JOBS}/{{job}}/claims/",
-        _signal_holder(storage, signal.SIGKILL, killed),
+        signal_holder(storage, signal.SIGKILL, killed),
     )
     assert killed, "no claim was seen to kill its holder"
     assert_exact(result, reference)
@@ -240,38 +201,6 @@ def test_a_replica_killed_mid_call_is_replaced_and_its_call_recomputed(pool_clus
     assert not any(str(killed[0]) in w.split("-") for w in now)
 
 
-def test_a_pool_resized_down_mid_job_finishes_it_exactly(pool_cluster, dimuon_files, reference):
-    """``pool start --size 1`` while a job runs on two workers: the Deployment stops one replica
-    (SIGTERM: it finishes its calls under way and leaves), the other serves the rest; no call goes
-    to the file-triggered services and no quiet spell is waited for. Then back to two."""
-    executor = pool_cluster.executor(
-        reduction=dro.TreeReduction(fan_in=2), progress=False, ranges_per_call=1, retry_after=60.0
-    )
-    resized: list[str] = []
-    try:
-        result, _ = _run_acting_on_first(
-            executor,
-            dimuon_files,
-            f"{layout.JOBS}/{{job}}/claims/",
-            lambda _claim: resized.append(executor.start_pool(1)),
-        )
-        assert resized, "no claim was seen to resize the pool on"
-        assert_exact(result, reference)
-        job = executor.last_job
-        assert job.pool
-        assert job.functions == {}, "calls went to the file-triggered services"
-        assert all(item.trigger.attempts == 0 for item in job.tracker.expected), (
-            "a quiet-spell retry was needed"
-        )
-        deadline = time.monotonic() + 30
-        while len(executor.pool_workers()) > 1 and time.monotonic() < deadline:
-            time.sleep(0.5)  # the stopped replica's heartbeat lapses
-        assert len(executor.pool_workers()) == 1
-    finally:
-        executor.start_pool(pool_cluster.workers, wait=120)  # as the module's other tests expect it
-    assert len(executor.pool_workers()) == pool_cluster.workers
-
-
 def test_a_worker_killed_while_coordinating_is_replaced_at_once(pool_cluster, dimuon_files, reference):
     """The worker running a coordinated job's coordinator dies: the client queues the coordinator
     again as soon as the heartbeat lapses; the new one adopts the batches already launched (and a
@@ -285,11 +214,12 @@ def test_a_worker_killed_while_coordinating_is_replaced_at_once(pool_cluster, di
     )
     storage = executor.storage
     killed: list[int] = []
-    result, _ = _run_acting_on_first(
+    result, _ = run_acting_on_first(
         executor,
+        NPARTITIONS,
         dimuon_files,
         f"{layout.JOBS}/{{job}}/claims/coordinator",
-        _signal_holder(storage, signal.SIGKILL, killed),
+        signal_holder(storage, signal.SIGKILL, killed),
     )
     assert killed, "no coordinator claim was seen"
     assert_exact(result, reference)
@@ -313,11 +243,12 @@ def test_a_stalled_worker_is_overtaken_and_its_late_copy_changes_nothing(
     storage = executor.storage
     stopped: list[int] = []
     try:
-        result, _ = _run_acting_on_first(
+        result, _ = run_acting_on_first(
             executor,
+            NPARTITIONS,
             dimuon_files,
             f"{layout.JOBS}/{{job}}/claims/",
-            _signal_holder(storage, signal.SIGSTOP, stopped),
+            signal_holder(storage, signal.SIGSTOP, stopped),
         )
     finally:
         for pid in stopped:
@@ -342,8 +273,12 @@ def test_a_lost_queued_call_is_computed_by_the_file_triggered_mapper(pool_cluste
     last = layout.interval_stem(
         NPARTITIONS - 1, NPARTITIONS
     )  # workers take the queue in order: last is taken last
-    result, dropped = _run_acting_on_first(
-        executor, dimuon_files, f"{layout.QUEUE}/{{job}}/{last}", lambda key: storage.delete([key])
+    result, dropped = run_acting_on_first(
+        executor,
+        NPARTITIONS,
+        dimuon_files,
+        f"{layout.QUEUE}/{{job}}/{last}",
+        lambda key: storage.delete([key]),
     )
     assert dropped, "the last offer was never seen"
     assert_exact(result, reference)
@@ -367,7 +302,7 @@ def test_a_pool_job_through_an_object_store_outage_is_exact(pool_cluster, dimuon
     pool_cluster.platform.inject(outage)
     since = time.monotonic()
     try:
-        result = _run(executor, dimuon_files)
+        result = run_booked(executor, NPARTITIONS, dimuon_files)
     finally:
         fired = finish_faults(pool_cluster, [outage], since)
     assert fired[0].fired, "the outage never began"

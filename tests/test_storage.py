@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import http.server
-import threading
 import time
 
 import pytest
@@ -78,42 +76,6 @@ def test_unreachable_endpoint_is_named_at_once():
         rf"\(bucket {BUCKET}\): Connection refused",
     ):
         s.check_buckets()
-
-
-class _ForgetfulS3(http.server.BaseHTTPRequestHandler):
-    """An S3 endpoint that, like MinIO releases before 2024, ignores ``If-None-Match``: every PUT
-    succeeds, and a multi-object delete reports success."""
-
-    def _answer(self, body: bytes = b"") -> None:
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def do_PUT(self) -> None:
-        self._answer()
-
-    def do_POST(self) -> None:
-        self._answer(b'<?xml version="1.0" encoding="UTF-8"?><DeleteResult></DeleteResult>')
-
-    def log_message(self, *args) -> None:
-        pass
-
-
-def test_storage_that_ignores_conditional_writes_is_refused_naming_the_minio_release():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ForgetfulS3)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        config = StorageConfig(f"http://127.0.0.1:{server.server_port}", "ak", "sk-secret", BUCKET)
-        with pytest.raises(
-            StorageError, match=r"ignores conditional writes \(If-None-Match: \*\).*MinIO.*2024"
-        ):
-            Storage(config).check_conditional_writes()
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_arrivals_list_only_past_the_run_already_seen(platform):

@@ -161,7 +161,7 @@ class OSCARExecutor:
                 else:
                     self.cluster.check_deployed(self.deployment)
                 storage.check_buckets()
-                storage.check_conditional_writes()
+                storage.conditional_writes  # noqa: B018  probed now: a storage fault shows before any job
                 self._storage = storage
             return self._storage
 

@@ -400,6 +400,7 @@ class Job:
             pool=self.pool,
             client=dict(self.timeline),
             functions=functions,
+            duplicates=len(self.storage.list(layout.JobKeys(self.job_id).duplicates)),
         )
         try:
             timeline.save(self.record)

@@ -109,7 +109,10 @@ def summary(record: JobRecord, price: float = DEFAULT_PRICE) -> str:
             f"job {record.job}: {record.mode} reduction, {record.npartitions} partitions in {record.calls} mapper "
             f"call(s){', warm pool' if record.pool else ''}"
         ),
-        f"  wall time {wall:.2f} s: mapping {mapping:.2f} s, tail (last mapper -> result) {wall - mapping:.2f} s",
+        f"  wall time {wall:.2f} s: mapping {mapping:.2f} s, tail (last mapper -> result) {wall - mapping:.2f} s"
+        + (
+            f"; {record.duplicates} task(s) computed twice, the copy thrown away" if record.duplicates else ""
+        ),
         (
             f"  {'role':<11} {'calls':>5} {'waiting':>8} {'start-up':>9} {'JIT':>7} {'compute':>8} {'upload':>7} "
             f"{'CPU s':>7} {'read MB':>8} {'written MB':>10} {'peak RSS MB':>11}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import secrets
 import sys
 import time
 from collections.abc import Callable
@@ -93,6 +94,8 @@ class FunctionContext:
                 # Taken by another copy, or by our own first attempt whose answer a cut connection
                 # lost; either way it must not outlive the job.
                 if self.job_alive(job_id):
+                    marker = layout.JobKeys(job_id).duplicate(key, secrets.token_hex(4))
+                    self.publish(job_id, marker, data=self.worker.encode(), failpoint=False)
                     return TAKEN
                 self.storage.delete([key])
                 return ENDED

@@ -12,7 +12,9 @@ every batch is launched (and its own merged), or when the client has ended the j
 A coordinator may run twice (a retry after it was killed, or a straggler):
 batch files are written by claims, so each batch is defined exactly once, and
 a coordinator that loses a claim, or starts late, adopts the batch already
-written. Every partial is thereby consumed exactly once.
+written. Every partial is thereby consumed exactly once. Where storage ignores conditional
+writes, two copies could each win a claim: batches then take the plan's items in order
+(``_ready``), so that both define each batch alike.
 
 Its own record (timeline.py: from its start until the last batch was launched, and the CPU its
 watching cost) travels in the last batch's output when it merges that batch itself; a
@@ -78,6 +80,22 @@ def _merge_own(ctx: context.FunctionContext, job_plan: CoordinatedPlan, index: i
     merge_keys(ctx, batch.job, list(batch.inputs), batch.output, role="batch", carried=(own,))
 
 
+def _ready(
+    job_plan: CoordinatedPlan, index: int, arrived: list[str], consumed: set[str], fixed: bool
+) -> list[str] | None:
+    """The inputs of batch ``index`` if they are all there, else None. First come first served:
+    any ``size`` unconsumed items. ``fixed`` (storage that ignores conditional writes, where two
+    copies of the coordinator may both think they launched a batch): the plan's own items in
+    order, so that every copy defines each batch alike and no item is merged twice."""
+    size = job_plan.sizes[index]
+    if fixed:
+        start = sum(job_plan.sizes[:index])
+        take = list(job_plan.items()[start : start + size])
+        return take if set(take) <= set(arrived) else None
+    available = [k for k in arrived if k not in consumed]
+    return available[:size] if len(available) >= size else None
+
+
 def _launch_next(
     ctx: context.FunctionContext,
     job_plan: CoordinatedPlan,
@@ -92,9 +110,8 @@ def _launch_next(
     size = job_plan.sizes[index]
     alive_checked = time.monotonic()
     while True:
-        available = [k for k in arrived if k not in consumed]
-        if len(available) >= size:
-            take = available[:size]
+        take = _ready(job_plan, index, arrived, consumed, fixed=not ctx.storage.conditional_writes)
+        if take is not None:
             batch = Batch(
                 job=keys.job_id, index=index, inputs=tuple(take), output=job_plan.batch_output(index)
             )
@@ -116,7 +133,8 @@ def _launch_next(
             alive_checked = time.monotonic()
         # Each look is a LIST the object store serves while the mappers compute: look less often
         # while several items are still missing (they seldom all arrive at once).
-        time.sleep(min(MAX_POLL, POLL_SECONDS * max(1, size - len(available))))
+        missing = size - len([k for k in arrived if k not in consumed])
+        time.sleep(min(MAX_POLL, POLL_SECONDS * max(1, missing)))
         arrived.extend(watch.poll())
 
 

@@ -247,6 +247,15 @@ class JobKeys:
     def claims(self) -> str:
         return f"{JOBS}/{self.job_id}/claims/"
 
+    def duplicate(self, task: str, token: str) -> str:
+        """Left by a copy of a task that computed it and then found its output taken: the job
+        record counts them."""
+        return f"{self.duplicates}{task.rsplit('/', 1)[-1]}.{token}"
+
+    @property
+    def duplicates(self) -> str:
+        return f"{JOBS}/{self.job_id}/duplicates/"
+
     def tree_partial(self, lo: int, hi: int) -> str:
         return f"{TREE_PARTIALS}/{self.job_id}/{interval_name(lo, hi)}"
 

@@ -61,6 +61,9 @@ PERMANENT_CODES = frozenset(
 )
 MISSING_CODES = frozenset({"NoSuchKey", "NoSuchObject", "ResourceNotFound"})
 CONFLICT_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
+WRITER = "x-amz-meta-dro-writer"  # names the copy that wrote a claim, read back where PUTs are unconditional
+# Whether each (endpoint, bucket) honours conditional writes: probed once per process.
+_CONDITIONAL_WRITES: dict[tuple[str, str], bool] = {}
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -156,6 +159,7 @@ class Storage:
 
     def __init__(self, config: StorageConfig, signer: Signer | None = None) -> None:
         self.config = config
+        self._conditional_writes: bool | None = None
         self.signer = signer
         # Bytes of protocol objects this client moved (timeline records read the difference per call).
         self.bytes_read = 0
@@ -221,22 +225,28 @@ class Storage:
                     "its service was never created or was removed (run `distrdf-oscar deploy`)"
                 )
 
-    def check_conditional_writes(self) -> None:
-        """Every claim of the protocol relies on ``If-None-Match: *``; MinIO releases before 2024
-        ignore the header, and then two copies of a task could both publish. Write a probe twice."""
+    @property
+    def conditional_writes(self) -> bool:
+        """Whether the object storage honours ``If-None-Match: *`` on PUT (MinIO from
+        RELEASE.2024-05-07; OSCAR up to 4.0 installs an older one). Probed on first use, once per
+        process and endpoint: a probe object written twice, the second time conditionally."""
+        if self._conditional_writes is None:
+            where = (self.config.endpoint, self.bucket)
+            known = _CONDITIONAL_WRITES.get(where)
+            if known is None:
+                known = _CONDITIONAL_WRITES[where] = self._probe_conditional_writes()
+            self._conditional_writes = known
+        return self._conditional_writes
+
+    def _probe_conditional_writes(self) -> bool:
         import secrets
 
         key = layout.probe_key(secrets.token_hex(8))
         try:
-            first, second = self.put_if_absent(key, b""), self.put_if_absent(key, b"")
+            self.put_bytes(key, b"")
+            return not self._put_conditionally(key, b"")
         finally:
             self.delete([key])
-        if not first or second:
-            raise StorageError(
-                f"the object storage at {self.config.endpoint} ignores conditional writes "
-                "(If-None-Match: *), which distrdf-oscar needs to run each task exactly once: "
-                "upgrade MinIO to a release from 2024 or later"
-            )
 
     def bucket_exists(self, bucket: str) -> bool:
         with self._failing("bucket check", "", bucket=bucket):
@@ -273,15 +283,36 @@ class Storage:
         self.bytes_written += os.path.getsize(path)
 
     def put_if_absent(self, key: str, data: bytes) -> bool:
-        """Create ``key`` only if no object has it (S3 conditional write, ``If-None-Match: *``).
+        """Create ``key`` unless an object has it; False when another writer got there first, so
+        that duplicate functions never replace (nor re-announce) an object.
 
-        Returns False when another writer got there first: the first copy wins, so duplicate
-        functions never replace (nor re-announce) an object. minio-py's public upload turns unknown
-        headers into metadata, so this goes through its single-request PUT (a private method, hence
-        the pin ``minio<8``). boto3 could send the header too, but costs every cold function ~0.25 s
-        to import and build a client; ``check_conditional_writes`` proves the header reaches the
-        server on every new deployment.
-        """
+        Where storage ignores conditional writes (:attr:`conditional_writes`), a claim is a look,
+        a write naming this copy, and a read-back: of two copies racing within the same few
+        milliseconds both may go on, which the protocol makes harmless (every object a claim
+        guards has one key and one content per task; docs/reliability.md)."""
+        if self.conditional_writes:
+            return self._put_conditionally(key, data)
+        if self.exists(key):
+            return False
+        import secrets
+
+        token = secrets.token_hex(8)
+        headers = {
+            WRITER: token,
+            **(self._metadata(self.signer.sign(key, data) if self.signer else None) or {}),
+        }
+        with self._failing("upload", key):
+            self.client.put_object(self.bucket_of(key), key, io.BytesIO(data), len(data), metadata=headers)
+        self.bytes_written += len(data)
+        with self._failing("lookup", key):
+            written = self.client.stat_object(self.bucket_of(key), key).metadata
+        return written is not None and written.get(WRITER) == token
+
+    def _put_conditionally(self, key: str, data: bytes) -> bool:
+        """PUT with ``If-None-Match: *``; False if the key exists. minio-py's public upload turns
+        unknown headers into metadata, so this goes through its single-request PUT (a private
+        method, hence the pin ``minio<8``). boto3 could send the header too, but costs every
+        cold function ~0.25 s to import and build a client."""
         from minio.error import S3Error
 
         headers: Metadata = {"Content-Type": "application/octet-stream", "If-None-Match": "*"}

@@ -153,6 +153,9 @@ class JobRecord:
     pool: bool
     client: dict[str, float]  # the client's observations: submitted, last_mapper, result_seen (epoch s)
     functions: list[CallRecord] = field(default_factory=list)
+    # Tasks computed again and thrown away (a retry, a duplicate trigger, a copy that lost its
+    # claim), as known when the result came.
+    duplicates: int = 0
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1)

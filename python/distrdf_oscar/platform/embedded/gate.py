@@ -26,6 +26,8 @@ all reach one MinIO, and it applies, request by request:
   minio-py's ``listen_bucket_notification``): served here, from the same
   creation events, as MinIO's ``ListenNotificationHandler`` does (see
   listen_notifications.py);
+- **conditional writes**: a MinIO release before 2024-05 (minio_release.py) ignores
+  ``If-None-Match`` on PUT: the header is dropped before moto sees it, so the PUT overwrites;
 - **outages** (fault injection): answer 503, or refuse connections, for a while,
   cutting the connections already open as a restarting server would.
 
@@ -38,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import socket
 import threading
 import time
@@ -56,6 +59,7 @@ if TYPE_CHECKING:
     from .faults import Fault
 
 log = logging.getLogger(__name__)
+_IF_NONE_MATCH = re.compile(rb"\r\nif-none-match:[^\r]*", re.IGNORECASE)
 
 
 class StorageGate:
@@ -67,7 +71,9 @@ class StorageGate:
         secret_of: Callable[[str], str | None],
         iam: MinioIam,
         allowed: Callable[[str, str], bool] | None = None,
+        if_none_match: bool = True,
     ) -> None:
+        self._if_none_match = if_none_match  # False: MinIO before 2024-05 (minio_release.py) ignores it
         self._upstream = ("127.0.0.1", upstream_port)
         self._secret_of = secret_of  # an enabled account's secret key, for checking its signatures
         self._counts: Counter[str] = Counter()  # requests per access key ("": not authenticated)
@@ -224,6 +230,8 @@ class StorageGate:
                 forwarded = head.raw.replace(b"\r\nExpect: 100-continue", b"").replace(
                     b"\r\nexpect: 100-continue", b""
                 )
+                if not self._if_none_match:
+                    forwarded = _IF_NONE_MATCH.sub(b"", forwarded)
                 problem = None
                 if not auth.checks_body:
                     upstream_sock.sendall(forwarded)

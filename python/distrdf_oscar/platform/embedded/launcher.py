@@ -17,6 +17,8 @@ from typing import Any, Self
 
 from .accounts import DEFAULT_QUOTA, new_users
 from .faults import RESTART_SECONDS, RESTART_SECONDS_VARIABLE, Fault
+from .minio_release import checked as checked_minio_release
+from .minio_release import installed_by as installed_minio
 from .versions import DEFAULT as DEFAULT_VERSION
 from .versions import OscarVersion
 
@@ -83,6 +85,9 @@ class LocalPlatform:
             MinIO (every service create and delete, see :class:`.faults.MinioRestarts`). Default:
             ``$DRO_LOCAL_MINIO_RESTART_SECONDS`` if set (the test suite shortens it), else
             :data:`.faults.RESTART_SECONDS`.
+        minio_release: the MinIO release storage behaves as (default: the one OSCAR's own
+            deployment installs with ``oscar_version``, see :mod:`.minio_release`); before
+            ``RELEASE.2024-05-07T06-41-25Z`` a PUT ignores ``If-None-Match``.
     """
 
     cluster_id = "local"
@@ -106,6 +111,7 @@ class LocalPlatform:
         user_quota: tuple[str, str] = DEFAULT_QUOTA,
         exposed_time_scale: float = 1.0,
         minio_restart_seconds: float | None = None,
+        minio_release: str | None = None,
     ) -> None:
         if int(workers) != workers or workers < 1:
             raise ValueError(f"workers must be a positive integer, got {workers!r}")
@@ -124,7 +130,9 @@ class LocalPlatform:
         self.minio_restart_seconds = float(minio_restart_seconds)
         # Multiplies exposed services' probe periods and delays, crash back-off and grace (1.0: OSCAR's).
         self.exposed_time_scale = float(exposed_time_scale)
-        self.oscar_version = OscarVersion.parse(oscar_version).label[1:]
+        version = OscarVersion.parse(oscar_version)
+        self.oscar_version = version.label[1:]
+        self.minio_release = checked_minio_release(minio_release or installed_minio(version.release))
         self.oidc_users = tuple(oidc_users)
         self.user_quota = tuple(user_quota)
         self._oidc: dict[str, dict[str, str]] = {}
@@ -178,6 +186,7 @@ class LocalPlatform:
             "user_quota": list(self.user_quota),
             "exposed_time_scale": self.exposed_time_scale,
             "minio_restart_seconds": self.minio_restart_seconds,
+            "minio_release": self.minio_release,
         }
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH", "")) if p)

@@ -73,6 +73,7 @@ def run(config: dict[str, Any]) -> int:
     from .faults import FaultPlan, MinioRestarts
     from .gate import StorageGate
     from .job_records import JobStore
+    from .minio_release import honours_if_none_match
     from .prestarted import PrestartedPool
     from .provisioning import StorageCredentials, ensure_bucket
     from .registry import ServiceRegistry
@@ -105,7 +106,13 @@ def run(config: dict[str, Any]) -> int:
             return any(bucket in registry.buckets_of(access_key, accounts.can_see) for registry in services)
 
         # Everyone reaches storage through the gate, which also reports each new object (MinIO's notifier).
-        gate = StorageGate(s3.port, secret_of=accounts.secret_of, iam=accounts.minio, allowed=allowed)
+        gate = StorageGate(
+            s3.port,
+            secret_of=accounts.secret_of,
+            iam=accounts.minio,
+            allowed=allowed,
+            if_none_match=honours_if_none_match(config["minio_release"]),
+        )
         gate.start()
         storage = StorageCredentials(gate.endpoint, config["s3_access_key"], config["s3_secret_key"])
         faults = FaultPlan(
