@@ -18,6 +18,7 @@ ROOT.gROOT.SetBatch(True)
 FAST_MODULES = {
     "test_config",
     "test_core",
+    "test_docs",
     "test_messages",
     "test_partial",
     "test_plan",
