@@ -23,6 +23,7 @@ FAST_MODULES = {
     "test_partial",
     "test_plan",
     "test_recovery",
+    "test_remote_errors",
     "test_rootmerge",
     "test_simulate",
     "test_timeline",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
 import ROOT
 
 import distrdf_oscar as dro
@@ -108,6 +109,14 @@ def _start_slow_job(executor, files, sleep_ms: int):
     return thread, outcome
 
 
+def _wait_until_gone(storage) -> None:
+    """The mappers still running withdraw what they write: nothing of the job stays."""
+    deadline = time.monotonic() + 30
+    while find_jobs(storage) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert find_jobs(storage) == {}
+
+
 def test_cleanup_during_another_clients_job_leaves_it_untouched_and_exact(
     prestarted_cluster, dimuon_files, monkeypatch, capsys
 ):
@@ -143,8 +152,83 @@ def test_a_job_removed_under_its_client_fails_it_at_once_saying_so(
     assert isinstance(outcome.get("error"), dro.JobRemoved), outcome
     assert str(outcome["error"]).startswith(f"job {job_id} was removed from storage while this client waited")
     print(f"the client failed {outcome['ended'] - removed:.1f} s after the removal")
-    # The mappers still running withdraw what they write: nothing of the job stays.
+    _wait_until_gone(executor.storage)
+
+
+def test_jobs_lists_a_running_job_and_cancel_stops_it_telling_its_client(
+    prestarted_cluster, dimuon_files, monkeypatch, capsys
+):
+    import getpass
+    import json
+    import socket
+
+    _cli_environment(prestarted_cluster, monkeypatch)
+    executor = prestarted_cluster.executor(progress=False)
+    thread, outcome = _start_slow_job(executor, dimuon_files, 8003)
+    (job_id,) = find_jobs(executor.storage)
     deadline = time.monotonic() + 30
-    while find_jobs(executor.storage) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert find_jobs(executor.storage) == {}
+    while not executor.storage.exists(layout.JobKeys(job_id).lease) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert cli.main(["jobs", "--json"]) == 0
+    [listed] = json.loads(capsys.readouterr().out)
+    assert listed["job"] == job_id
+    assert listed["owner"] == f"{getpass.getuser()}@{socket.gethostname()}"
+    assert listed["state"] == "alive"
+    assert listed["mode"] == "tree"
+    assert listed["calls"] == 2
+    assert 0 <= listed["mapped"] < 2
+    assert listed["finished"] is False
+    assert cli.main(["jobs"]) == 0
+    assert f"{job_id}  {listed['owner']}  0 min  alive  tree  " in capsys.readouterr().out
+
+    assert cli.main(["cancel", job_id]) == 0
+    assert capsys.readouterr().out.startswith(f"job {job_id}: cancelled, ")
+    thread.join(60)
+    assert isinstance(outcome.get("error"), dro.JobRemoved), outcome
+    assert "`distrdf-oscar cancel`" in str(outcome["error"])
+    _wait_until_gone(executor.storage)
+    assert cli.main(["jobs"]) == 0
+    assert capsys.readouterr().out == "no jobs\n"
+    assert cli.main(["cancel", job_id]) == 1
+    assert "has no objects" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage:
+        cli.main(["cancel", "not-a-job"])
+    assert usage.value.code == 2
+    assert "malformed job id 'not-a-job'" in capsys.readouterr().err
+
+
+def test_a_failed_functions_logs_are_kept_until_logs_prints_them(prestarted_cluster, monkeypatch, capsys):
+    import re
+
+    from oscar_python.client import Client
+
+    _cli_environment(prestarted_cluster, monkeypatch)
+    executor = prestarted_cluster.executor(progress=False, retries=0)
+    df = ROOT.RDataFrame(40, executor=executor, npartitions=2)
+    failing = df.Define("y", 'if (rdfentry_ == 25) throw std::runtime_error("boom for the logs"); return 1;')
+    try:
+        failing.Sum("y").GetValue()
+        raise AssertionError("the job did not fail")
+    except dro.RemoteError as error:
+        message = str(error)
+    job_id = executor.last_job.job_id
+    command = re.search(r"its function's logs: (distrdf-oscar logs (\S+) --task (\S+))\n", message)
+    assert command, message
+    assert command.group(2) == job_id
+    task = command.group(3)
+    service = executor.deployment.service_name("mapper")
+    oscar = Client(prestarted_cluster.platform.oscar_options())
+    kept = set(oscar.list_jobs(service).json().get("jobs", {}))
+    assert cli.main(["logs", job_id, "--task", task]) == 0
+    out = capsys.readouterr().out
+    heading = re.match(rf"=== {task} \({service}, OSCAR job (\S+)\): ", out)
+    assert heading, out
+    assert heading.group(1) in kept, "the failed function's OSCAR job was deleted with the job"
+    assert "boom for the logs" in out  # the function's own output, as OSCAR serves it
+    assert heading.group(1) not in oscar.list_jobs(service).json().get("jobs", {}), "read, then deleted"
+    assert cli.main(["logs", job_id]) == 0  # again, from the copy kept with the failure record
+    assert "boom for the logs" in capsys.readouterr().out
+    assert cli.main(["logs", job_id, "--task", "mapper-999999_999999"]) == 1
+    assert "has no task or role 'mapper-999999_999999'" in capsys.readouterr().err
+    assert cli.main(["logs", layout.new_job_id()]) == 1
+    assert "is recorded on this machine" in capsys.readouterr().err

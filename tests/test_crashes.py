@@ -4,6 +4,7 @@ raises RemoteError naming the signal, long before any loss-detection timeout."""
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -36,11 +37,13 @@ def test_a_crashing_filter_fails_the_job_naming_the_crash(request, dimuon_files,
         df.Filter(CRASHES[signal_name]).Count().GetValue()
     elapsed = time.monotonic() - start
     message = str(info.value)
-    assert (
-        f"mapper-000000_000001-1 of job {executor.last_job.job_id} crashed with {signal_name} (twice)"
-        in message
-    )
-    assert f"the mapper process crashed with {signal_name}" in message
+    job_id = executor.last_job.job_id
+    assert re.match(
+        rf"job {job_id}: the mapper of range 0 \([^)]+\) crashed with {signal_name} \(twice\)\n"
+        rf"  its function's logs: distrdf-oscar logs {job_id} --task mapper-000000_000001-1\n",
+        message,
+    ), message
+    assert info.value.marker.error.startswith(f"the mapper process crashed with {signal_name}")
     assert "*** Break ***" in message, "the report shows ROOT's account of the crash"
     (trigger,) = [
         t
@@ -126,7 +129,7 @@ def test_a_crash_is_retried_once_however_many_retries_are_allowed():
     assert trigger.label == "mapper of range 0"
     with pytest.raises(
         dro.RemoteError,
-        match=r"^mapper-000000_000001-1 of job j20261124120000-0123abcd crashed "
-        r"with SIGSEGV \(twice\): the mapper process crashed with SIGSEGV\n",
+        match=r"^job j20261124120000-0123abcd: the mapper of range 0 crashed with SIGSEGV \(twice\)\n"
+        r"  its function's logs: distrdf-oscar logs j20261124120000-0123abcd --task mapper-000000_000001-1\n",
     ):
         tracker.on_error("e1", _crash_marker(keys, output, 1))

@@ -10,6 +10,7 @@ of the job may stay in the bucket.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 
@@ -214,3 +215,25 @@ def test_a_coordinator_killed_before_merging_its_last_batch_leaves_it_to_a_batch
     job = executor.last_job
     assert job.functions.get("batch"), "no batch reducer merged the dead coordinator's batch"
     assert leftovers(executor, job.job_id) == []
+
+
+def test_a_job_whose_functions_do_not_start_says_why_then_finishes(
+    prestarted_cluster, dimuon_files, reference, caplog
+):
+    """Nothing for a while (here every mapper held back, as by an image pull): the job says what
+    that usually means and points to ``check``, once, and then finishes exactly."""
+    injected = [Fault.delay("mapper", seconds=3.0, key="triggers/*", times=NPARTITIONS)]
+    prestarted_cluster.platform.inject(*injected)
+    since = time.monotonic()
+    try:
+        with caplog.at_level(logging.WARNING, logger="distrdf_oscar.client.job"):
+            _, result = run_job(
+                prestarted_cluster, "tree2", dimuon_files, nothing_started_after=1.5, retry_after=30.0
+            )
+    finally:
+        check_fired(prestarted_cluster, injected, since)
+    assert_exact(result, reference)
+    hints = [r.getMessage() for r in caplog.records if "nothing has started" in r.getMessage()]
+    assert len(hints) == 1, hints
+    assert "pulling the function image" in hints[0]
+    assert hints[0].endswith("`distrdf-oscar check` tells which")

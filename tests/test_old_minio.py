@@ -34,10 +34,7 @@ REDUCTIONS = {
 
 @pytest.fixture(scope="module")
 def old_cluster():
-    # Exposed services' probes and delays at a quarter of Kubernetes' (the pool is resized here).
-    with dro.LocalCluster(
-        workers=2, startup_delay=0.0, minio_release=minio_release.OLD, exposed_time_scale=0.25
-    ) as cluster:
+    with dro.LocalCluster(workers=2, startup_delay=0.0, minio_release=minio_release.OLD) as cluster:
         yield cluster
 
 

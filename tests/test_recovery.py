@@ -102,7 +102,8 @@ def test_retries_disabled():
         JobTimeout,
         match=rf"^job {JOB.job_id}: the mapper of range 0 produced nothing "
         rf"\({JOB.tree_partial(0, 1)} missing\) retries are disabled "
-        r"\(retries=0\); waited 2 s after the last progress\.",
+        r"\(retries=0\); waited 2 s after the last progress\. .*"
+        rf"`distrdf-oscar logs {JOB.job_id}` prints the job's logs\.$",
     ):
         t.overdue()
 
@@ -174,7 +175,8 @@ def test_errors_in_user_code_are_not_retried():
     # Reported at once: no attempt count, the function's error and its traceback.
     with pytest.raises(
         RemoteError,
-        match=rf"^mapper-000001_000002 of job {JOB.job_id} failed: StorageError: boom\n"
+        match=rf"^job {JOB.job_id}: the mapper of range 1 failed: StorageError: boom\n"
+        rf"  its function's logs: distrdf-oscar logs {JOB.job_id} --task mapper-000001_000002\n"
         r"--- remote traceback \(distrdf-mapper\) ---\nTraceback: boom$",
     ):
         t.on_error("e1", marker(JOB.tree_partial(1, 2), False))

@@ -202,6 +202,68 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_jobs(args: argparse.Namespace) -> int:
+    """The deployment's jobs: owner, age, whether a client still waits, how far each got."""
+    from .client.live_jobs import list_jobs
+
+    jobs = list_jobs(_cluster_and_deployment(args).storage)
+    if args.json:
+        _print_json([job.to_dict() for job in jobs])
+        return EXIT_OK
+    print("job  owner  age  state  reduction  progress" if jobs else "no jobs")
+    for job in jobs:
+        print(job.describe())
+    return EXIT_OK
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    """The logs of a failed job's functions, as this machine's client recorded the failure."""
+    from .client import failures
+    from .client.settings import oscar_cluster
+
+    record = failures.load(args.job)
+    if record is None:
+        print(
+            f"distrdf-oscar logs: no failure of job {args.job} is recorded on this machine "
+            f"({failures.path_of(args.job)}): only the client that ran a job keeps its failed functions' logs",
+            file=sys.stderr,
+        )
+        return EXIT_FOUND_PROBLEM
+    shown = 0
+    for heading, text in failures.read_logs(oscar_cluster(cluster=args.cluster), record, args.task):
+        print(f"=== {heading}\n{text.rstrip()}\n")
+        shown += 1
+    if not shown:
+        print(f"distrdf-oscar logs: job {args.job} has no task or role {args.task!r}", file=sys.stderr)
+        return EXIT_FOUND_PROBLEM
+    return EXIT_OK
+
+
+def _job_id(text: str) -> str:
+    """A job id argument, refused by argparse (usage error, exit 2) when malformed."""
+    from .protocol import layout
+
+    try:
+        return layout.check_job_id(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    """Stop a job cleanly: its functions and pool workers drop it, its client is told, its objects go."""
+    from .client.live_jobs import cancel
+
+    storage = _cluster_and_deployment(args).storage
+    removed = cancel(storage, args.job)
+    if not removed:
+        print(
+            f"distrdf-oscar cancel: job {args.job} has no objects in bucket {storage.bucket}", file=sys.stderr
+        )
+        return EXIT_FOUND_PROBLEM
+    print(f"job {args.job}: cancelled, {removed} objects removed")
+    return EXIT_OK
+
+
 def cmd_fdl(args: argparse.Namespace) -> int:
     from .platform.deployment import fdl_files
 
@@ -543,6 +605,44 @@ def main(argv: list[str] | None = None) -> int:
     cleanup.add_argument("--dry-run", action="store_true", help="list, remove nothing")
     add_deployment_flags(cleanup)
     cleanup.set_defaults(func=cmd_cleanup)
+
+    jobs = sub.add_parser(
+        "jobs",
+        help="list the deployment's jobs: owner, age, state, progress",
+        description="Every job with objects in the deployment's buckets: who runs it (user@host), "
+        "its age, whether its client still waits (alive) or is gone (lapsed), and how many of "
+        "its mapper calls are done." + environment,
+    )
+    jobs.add_argument("--json", action="store_true", help="as JSON")
+    add_deployment_flags(jobs)
+    jobs.set_defaults(func=cmd_jobs)
+
+    logs = sub.add_parser(
+        "logs",
+        help="print the logs of a failed job's functions",
+        description="The logs of the functions whose failure ended a job (RemoteError names this "
+        "command), read from OSCAR and then deleted there; a pool worker's report instead, whose "
+        "output OSCAR does not serve. After a timeout, every function of the job. Only on the "
+        "machine whose client ran the job." + environment,
+    )
+    logs.add_argument("job", metavar="JOB", type=_job_id, help="the job's id")
+    logs.add_argument(
+        "--task", metavar="T", help="only this task (e.g. mapper-000003_000004) or role (e.g. mapper)"
+    )
+    logs.add_argument(
+        "--cluster", metavar="NAME", help="a cluster of oscar-cli's configuration, as for the other commands"
+    )
+    logs.set_defaults(func=cmd_logs)
+
+    cancel = sub.add_parser(
+        "cancel",
+        help="stop a job: its functions drop it, its client is told, its objects go",
+        description="Remove a job's manifest, then its objects: its functions and pool workers "
+        "stop working for it within seconds and its waiting client raises JobRemoved." + environment,
+    )
+    cancel.add_argument("job", metavar="JOB", type=_job_id, help="the job's id (see `distrdf-oscar jobs`)")
+    add_deployment_flags(cancel)
+    cancel.set_defaults(func=cmd_cancel)
 
     upload = sub.add_parser(
         "upload",

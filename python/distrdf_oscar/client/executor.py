@@ -20,8 +20,9 @@ from ..protocol.messages import Heartbeat
 from ..protocol.quantities import parse_quantity
 from ..protocol.signing import Signer
 from ..protocol.storage import Storage
-from . import reductions, simulate
+from . import failures, reductions, simulate
 from .job import Job, JobFiles
+from .recovery import JobTimeout, RemoteError
 from .settings import ConfigurationError, Settings
 
 log = logging.getLogger(__name__)
@@ -217,10 +218,23 @@ class OSCARExecutor:
         # its services are idle, so losses are found by the quiet-spell rule alone.
         job = Job(self.storage, chosen, self.options, idle=None if use_pool else self._service_idle)
         self.last_job = job
+        kept: dict[str, set[str]] = {}
         try:
             return job.run(ranges, mapper, files, on_partial=on_partial)
+        except (RemoteError, JobTimeout) as exc:
+            # The failed functions' OSCAR jobs stay, with their logs, for `distrdf-oscar logs`: those
+            # that reported; all of the job's when none did (a timeout: any of them may tell why).
+            markers = [exc.marker] if isinstance(exc, RemoteError) and exc.marker is not None else []
+            services = {self.deployment.service_name(role): names for role, names in job.functions.items()}
+            kept = failures.keep(job.job_id, markers, {} if markers else services).kept_jobs()
+            raise
         finally:
-            self._finished.forget(job.functions)
+            self._finished.forget(
+                {
+                    role: [n for n in names if n not in kept.get(self.deployment.service_name(role), set())]
+                    for role, names in job.functions.items()
+                }
+            )
 
     def _use_pool(self) -> bool:
         if self.pool is False:

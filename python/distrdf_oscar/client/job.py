@@ -52,6 +52,8 @@ class JobOptions:
     # seconds a mapper call offered to a warm pool may wait unclaimed before the file-triggered
     # mapper is invoked for it too (the two claim it: one computes it)
     pool_overflow_after: float = 30.0
+    # seconds without any output, claim or error after which the user is told what may be wrong
+    nothing_started_after: float = 60.0
 
 
 @dataclass
@@ -103,7 +105,7 @@ class Job:
         self._outputs: dict[str, Listed] = {}  # the job's outputs as the client's listings showed them
         # A pool job's lease is short: pool workers drop a job whose client is gone within seconds.
         ttl = min(options.lease_ttl, leases.POOL_TTL) if strategy.pool else options.lease_ttl
-        self.lease = leases.Holder(storage, self.keys, ttl=ttl)
+        self.lease = leases.Holder(storage, self.keys, ttl=ttl, owner=_owner())
         # pool jobs: range interval -> body of each call offered to the pool, not yet overflowed
         self._offered: dict[tuple[int, int], bytes] = {}
         self._claimed_at = 0.0  # when a pool worker was last seen claiming one of them (monotonic)
@@ -318,6 +320,7 @@ class Job:
             self.options.progress, calls + steps, self.job_id + (" (warm pool)" if self.pool else "")
         )
         failing_since: float | None = None
+        hinted = False  # whether the user was told that nothing has started
         checked = started = time.monotonic()
         delivered: set[str] = set()
         try:
@@ -355,7 +358,10 @@ class Job:
                     self._outputs = {key: entry for watch in watches for key, entry in watch.objects.items()}
                     return
                 bar.update(min(mappers, calls) + min(reductions, steps) - bar.n)
-                bar.set_postfix_str(f"mappers {mappers}/{calls}, reductions {reductions}/{steps}")
+                running = len(claims.found) - mappers if self.pool else None
+                bar.set_postfix_str(_states(mappers, calls, reductions, steps, running, *tracker.pending()))
+                if not hinted and mappers == 0 and not claims.found and not tracker.pending()[1]:
+                    hinted = self._hint_nothing_started(time.monotonic() - started, bar)
                 # A job's first seconds are looked at more often: a small job is over by then.
                 quick = time.monotonic() - started < QUICK_SECONDS
                 time.sleep(
@@ -364,12 +370,32 @@ class Job:
         finally:
             bar.close()
 
+    def _hint_nothing_started(self, waited: float, bar: Any) -> bool:
+        """After ``nothing_started_after`` seconds without a single output, claim or error, say
+        what that usually means; True once said."""
+        if waited < self.options.nothing_started_after:
+            return False
+        where = (
+            "no warm pool worker has taken a call (the pool may be stopped or full)"
+            if self.pool
+            else "OSCAR may be pulling the function image (a first run), or the cluster lacks the "
+            "capacity, or your Kueue quota admits none of the functions"
+        )
+        message = (
+            f"job {self.job_id}: nothing has started in {waited:.0f} s: {where}; "
+            "`distrdf-oscar check` tells which"
+        )
+        log.warning("%s", message)
+        if self.options.progress:
+            bar.write(message)
+        return True
+
     def _check_not_removed(self) -> None:
         """Someone removed the job (``distrdf-oscar cleanup --job``): say so now, not as a timeout."""
         if not self.storage.exists(self.keys.manifest):
             raise JobRemoved(
                 f"job {self.job_id} was removed from storage while this client waited for it "
-                "(`distrdf-oscar cleanup --job`, or its objects deleted by hand); run it again"
+                "(`distrdf-oscar cancel`, `cleanup --job`, or its objects deleted by hand); run it again"
             )
 
     # -- result -----------------------------------------------------------
@@ -469,10 +495,34 @@ def _environment(mapper: Callable[[Any], Any], named: dict[str, list[tuple[str, 
     return digest.hexdigest()
 
 
+def _states(
+    mappers: int, calls: int, reductions: int, steps: int, running: int | None, retrying: int, failed: int
+) -> str:
+    """The bar's account of the calls: done, running (known for a pool's: its claims), queued,
+    retrying and failed (an error reported, a retry under way), then the reductions."""
+    parts = [f"mappers {mappers}/{calls} done"]
+    if running is not None:
+        parts += [f"{max(running, 0)} running", f"{max(calls - mappers - running, 0)} queued"]
+    parts += [f"{count} {what}" for count, what in ((retrying, "retrying"), (failed, "failed")) if count]
+    return ", ".join(parts) + f"; reductions {reductions}/{steps}"
+
+
 def _progress_bar(enabled: bool, total: int, label: str) -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=f"distrdf-oscar {label}", unit="task", disable=not enabled, leave=False)
+
+
+def _owner() -> str:
+    """Who runs this client, as ``distrdf-oscar jobs`` shows it: user@host."""
+    import getpass
+    import socket
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a container's)
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}"
 
 
 def remove_job(storage: Storage, job_id: str) -> int:

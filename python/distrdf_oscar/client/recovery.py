@@ -26,12 +26,15 @@ another job's functions), or a listing that cannot be trusted (see
 
 from __future__ import annotations
 
+import base64
 import logging
+import pickle
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..protocol import layout, plan
+from ..protocol import layout, plan, root_errors
 from ..protocol.messages import ErrorMarker, MapperTrigger
 
 log = logging.getLogger(__name__)
@@ -42,7 +45,14 @@ IDLE_GRACE = 2.0
 
 
 class RemoteError(RuntimeError):
-    """A function of the job failed; the message carries its remote traceback."""
+    """A function of the job failed. The message's first line names the task and the cause, the
+    next the command that prints the function's logs; its remote traceback follows, without cppyy's
+    overload listing: ``full_text`` is the message with it, ``marker`` the function's report."""
+
+    def __init__(self, message: str, full_text: str | None = None, marker: ErrorMarker | None = None) -> None:
+        super().__init__(message)
+        self.full_text = message if full_text is None else full_text
+        self.marker = marker
 
 
 class JobTimeout(TimeoutError):
@@ -167,6 +177,15 @@ class Tracker:
         done = [e.kind for e in self.expected if e.key in self._present]
         return done.count("mapper"), done.count("merge")
 
+    def pending(self) -> tuple[int, int]:
+        """(tasks retried at least once, tasks whose last attempt reported an error), of those
+        not done yet."""
+        waiting = {id(e.trigger): e.trigger for e in self.expected if e.key not in self._present}
+        return (
+            sum(1 for t in waiting.values() if t.attempts),
+            sum(1 for t in waiting.values() if t.last_error is not None),
+        )
+
     def mapper_outputs(self) -> list[str]:
         return [e.key for e in self.expected if e.kind == "mapper" and e.key in self._present]
 
@@ -211,12 +230,12 @@ class Tracker:
     def _exhausted(self, trigger: Trigger, key: str, waited: float) -> Exception:
         tries = f"{trigger.attempts + 1} attempt(s)"
         if trigger.last_error is not None:
-            return remote_error(self.keys.job_id, trigger.last_error, f"after {tries}")
+            return remote_error(self.keys.job_id, trigger.last_error, f"after {tries}", trigger)
         hint = "retries are disabled (retries=0)" if self.policy.retries == 0 else f"after {tries}"
         return JobTimeout(
             f"job {self.keys.job_id}: the {trigger.label} produced nothing ({key} missing) {hint}; "
             f"waited {waited:.0f} s after the last progress. Its function was killed, never invoked "
-            f"(lost storage event) or is stuck: see the logs of the service's jobs."
+            f"(lost storage event) or is stuck: `{logs_command(self.keys.job_id)}` prints the job's logs."
         )
 
     def fire(self, trigger: Trigger, write: Callable[[str, bytes], None]) -> None:
@@ -250,16 +269,18 @@ class Tracker:
             )
             return None
         if item is None or not marker.retryable:
-            raise remote_error(self.keys.job_id, marker)
+            raise remote_error(self.keys.job_id, marker, task=item.trigger if item else None)
         if marker.crash is not None:
             # A crash is most often deterministic (the user's code on this range): one retry
             # tells a bad node from a bad range.
             item.trigger.crashes += 1
             if item.trigger.crashes > 1:
-                raise remote_error(self.keys.job_id, marker, "twice")
+                raise remote_error(self.keys.job_id, marker, "twice", item.trigger)
         item.trigger.last_error = marker
         if item.trigger.attempts >= self.policy.retries:
-            raise remote_error(self.keys.job_id, marker, f"after {item.trigger.attempts + 1} attempt(s)")
+            raise remote_error(
+                self.keys.job_id, marker, f"after {item.trigger.attempts + 1} attempt(s)", item.trigger
+            )
         return item.trigger
 
     def new_markers(self, markers: list[str]) -> list[str]:
@@ -270,15 +291,52 @@ def _enough_present(keys: tuple[str, ...], need: int) -> Callable[[set[str]], bo
     return lambda present: sum(1 for key in keys if key in present) >= need
 
 
-def remote_error(job_id: str, marker: ErrorMarker, attempts: str = "") -> RemoteError:
-    tries = f" {attempts}" if attempts else ""
+def logs_command(job_id: str, task: str | None = None) -> str:
+    """The command that prints the logs of a job's functions, or of one task's."""
+    return f"distrdf-oscar logs {job_id}" + (f" --task {task}" if task else "")
+
+
+def remote_error(
+    job_id: str, marker: ErrorMarker, attempts: str = "", task: Trigger | None = None
+) -> RemoteError:
+    """The error for a function's report: ``task`` (its trigger, when the client knows it) names
+    where it failed, the marker's ``who`` the function whose logs tell more."""
+    where = f"job {job_id}: " + (f"the {task.label}{_reads(task.body)}" if task else marker.who)
     if marker.crash is not None:
+        # The report says "the mapper process crashed with SIGSEGV", and maybe more after it.
+        standard = re.match(rf"the \S+ process crashed with {re.escape(marker.crash)}", marker.error)
+        more = marker.error[standard.end() :] if standard else f": {marker.error}"
         times = " (twice)" if attempts == "twice" else f" ({attempts})" if attempts else ""
-        return RemoteError(
-            f"{marker.who} of job {job_id} crashed with {marker.crash}{times}: {marker.error}\n"
-            f"--- last lines of its output ({marker.service}) ---\n{marker.traceback}"
-        )
-    return RemoteError(
-        f"{marker.who} of job {job_id} failed{tries}: {marker.error}\n"
-        f"--- remote traceback ({marker.service}) ---\n{marker.traceback}"
+        head, section = f"{where} crashed with {marker.crash}{more}{times}", "last lines of its output"
+    else:
+        tries = f" {attempts}" if attempts else ""
+        head, section = f"{where} failed{tries}: {root_errors.cause(marker.error)}", "remote traceback"
+    lead = (
+        f"{head}\n  its function's logs: {logs_command(job_id, marker.who)}\n"
+        f"--- {section} ({marker.service}) ---\n"
+    )
+    return RemoteError(lead + root_errors.trim(marker.traceback), lead + marker.traceback, marker)
+
+
+def _reads(trigger_body: bytes) -> str:
+    """What a mapper call reads, from DistRDF's ranges in its trigger: " (entries [lo, hi))" of an
+    empty source, " (file f.root)" of a dataset's; "" for another task, or another kind of range."""
+    try:
+        message = MapperTrigger.from_json(trigger_body)
+        ranges = [pickle.loads(base64.b64decode(r)) for r in (message.range, *message.more)]
+        first, last = ranges[0], ranges[-1]
+        if hasattr(first, "start"):
+            return f" (entries [{first.start}, {last.end}))"
+        names = [
+            name.rsplit("/", 1)[-1] for name in first.filenames[first.first_file_idx : last.last_file_idx]
+        ]
+        share = (first.first_tree_start_perc, last.last_tree_end_perc)
+    except Exception:  # noqa: BLE001 - ranges this client did not make (a test's): the label stays plain
+        return ""
+    if len(names) > 1:
+        return f" ({len(names)} files, {names[0]} to {names[-1]})"
+    return (
+        f" (file {names[0]})"
+        if share == (0, 1)
+        else f" ({share[0]:.0%} to {share[1]:.0%} of file {names[0]})"
     )

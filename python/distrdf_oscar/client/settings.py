@@ -69,6 +69,9 @@ class Settings:
             to require one, False never. Pool jobs merge their tree inline, in the workers.
         pool_overflow_after: seconds without a pool worker claiming a call after which the
             unclaimed calls go to the file-triggered mappers (default 30).
+        nothing_started_after: seconds without any output, claim or error after which a job says
+            what may keep its functions from starting (image pull, capacity, quota, no pool;
+            default 60).
         poll_interval, progress: see :class:`distrdf_oscar.client.job.JobOptions`.
         snapshots: where a Snapshot's files go: "download" (default: where the user asked),
             "merge" (one file there) or "storage" (kept in object storage, read by URL). See
@@ -107,6 +110,7 @@ class Settings:
     ranges_per_call: int | None = None
     pool: bool | None = None
     pool_overflow_after: float = 30.0
+    nothing_started_after: float = 60.0
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -122,10 +126,9 @@ class Settings:
                 raise ConfigurationError(str(exc)) from None
         if self.pool not in (None, True, False):
             raise ConfigurationError(f"pool must be None (use one when up), True or False, got {self.pool!r}")
-        if self.pool_overflow_after <= 0:
-            raise ConfigurationError(
-                f"pool_overflow_after must be positive, got {self.pool_overflow_after!r}"
-            )
+        for name in ("pool_overflow_after", "nothing_started_after"):
+            if not getattr(self, name) > 0:
+                raise ConfigurationError(f"{name} must be positive, got {getattr(self, name)!r}")
         try:
             reductions.resolve(self.reduction)
             self.job_options()
@@ -144,6 +147,7 @@ class Settings:
             retry=policy,
             snapshots=check_snapshot_mode(self.snapshots),
             pool_overflow_after=self.pool_overflow_after,
+            nothing_started_after=self.nothing_started_after,
         )
 
     @classmethod

@@ -146,7 +146,14 @@ class FunctionContext:
         """Error marker, written directly so the client sees it even if the upload step never runs."""
         # A storage hiccup may pass; an error in the user's code or data would only repeat.
         marker = ErrorMarker.from_exception(
-            job_id, who, self.service, self.key, self.task_output, exc, retryable=_retryable(exc)
+            job_id,
+            who,
+            self.service,
+            self.key,
+            self.task_output,
+            exc,
+            retryable=_retryable(exc),
+            worker=self.worker,
         )
         print(marker.traceback, file=sys.stderr, flush=True)
         # Injected kills aim at a task's outputs, not at its error report.
@@ -215,6 +222,7 @@ def _report_unconfigured(role: str, bucket: str, key: str, exc: Exception) -> in
         exc,
         retryable=False,
         unconfigured=True,
+        worker=os.environ.get("JOB_UUID", ""),
     )
     storage = Storage(storage_config(layout.base_bucket(bucket, key)))
     storage.put_bytes(layout.JobKeys(job_id).error(who), marker.to_json())

@@ -97,6 +97,7 @@ def report(role: str, status: int, output_path: str | None) -> int:
         error=f"the {role} process crashed with {how}",
         traceback=summary(output),
         crash=how,
+        worker=ctx.worker,
     )
     ctx.publish(job_id, layout.JobKeys(job_id).error(who), data=marker.to_json(), failpoint=False)
     return 1

@@ -480,6 +480,7 @@ class PoolWorker:
             f"fresh process of the warm pool{_HINTS.get(how, '')}",
             traceback=crash.summary(output),
             crash=how,
+            worker=self.worker,
         )
         with contextlib.suppress(StorageError):
             self.storage.put_bytes(layout.JobKeys(job_id).error(who), marker.to_json())

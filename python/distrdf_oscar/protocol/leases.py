@@ -27,14 +27,16 @@ POOL_TTL = 15.0
 class Holder:
     """A client's hold on its job: ``renew()`` from the wait loop, at most every RENEW_PERIOD."""
 
-    def __init__(self, storage: Storage, keys: layout.JobKeys, ttl: float = DEFAULT_TTL) -> None:
-        self.storage, self.keys, self.ttl = storage, keys, ttl
+    def __init__(
+        self, storage: Storage, keys: layout.JobKeys, ttl: float = DEFAULT_TTL, owner: str = ""
+    ) -> None:
+        self.storage, self.keys, self.ttl, self.owner = storage, keys, ttl, owner
         self.period = min(RENEW_PERIOD, ttl / 4)
         self._renewed: float | None = None
 
     def renew(self, now: float) -> None:
         if self._renewed is None or now - self._renewed >= self.period:
-            self.storage.put_bytes(self.keys.lease, Lease(self.keys.job_id, self.ttl).to_json())
+            self.storage.put_bytes(self.keys.lease, Lease(self.keys.job_id, self.ttl, self.owner).to_json())
             self._renewed = now
 
 

@@ -105,6 +105,7 @@ class Lease(Message):
 
     job: str
     ttl: float
+    owner: str = ""  # user@host of the waiting client, for ``distrdf-oscar jobs``
 
 
 @dataclass(frozen=True)
@@ -206,6 +207,9 @@ class ErrorMarker(Message):
     traceback: str
     unconfigured: bool = False
     crash: str | None = None  # how the process died (e.g. "SIGSEGV"); the traceback is its output's tail
+    worker: str = (
+        ""  # the OSCAR job (JOB_UUID) or pool worker that failed: `distrdf-oscar logs` reads its logs
+    )
 
     @classmethod
     def from_exception(
@@ -218,6 +222,7 @@ class ErrorMarker(Message):
         exc: BaseException,
         retryable: bool,
         unconfigured: bool = False,
+        worker: str = "",
     ) -> ErrorMarker:
         return cls(
             job=job,
@@ -229,4 +234,5 @@ class ErrorMarker(Message):
             error=headline(exc),
             traceback="".join(traceback.format_exception(exc)),
             unconfigured=unconfigured,
+            worker=worker,
         )

@@ -171,7 +171,8 @@ class OSCARCluster:
                 ) from None
             body = (exc.response.text or "").strip()[:300] if exc.response is not None else ""
             raise OSCARError(
-                self._scrub(f"OSCAR at {self.endpoint} answered {status} while trying to {what}: {body}")
+                self._scrub(f"OSCAR at {self.endpoint} answered {status} while trying to {what}: {body}"),
+                status=status if isinstance(status, int) else None,
             ) from None
         except ValueError as exc:  # oscar-python's own checks (service present or absent)
             raise OSCARError(self._scrub(f"cannot {what} on OSCAR at {self.endpoint}: {exc}")) from None
@@ -185,6 +186,13 @@ class OSCARCluster:
                 f"{self.endpoint} does not answer like OSCAR (no JSON) when asked to {what}: "
                 "check OSCAR_ENDPOINT"
             ) from None
+
+    def job_logs(self, service: str, name: str) -> str:
+        """The logs of one OSCAR job of ``service`` (``GET /system/logs/SERVICE/JOB``)."""
+        response = self._call(
+            f"read the logs of job {name} of {service}", self.client.get_job_logs, service, name
+        )
+        return str(response.text or "")
 
     def config(self) -> dict[str, Any]:
         return self._json_object("read /system/config", self.client.get_cluster_config)
