@@ -396,10 +396,12 @@ def cmd_report(args: argparse.Namespace) -> int:
                 "pool": record.pool,
                 "client": record.client,
                 "roles": report.role_costs(record),
+                "cpu_used": report.cpu_used(record, args.price),
+                "reserved": report.reservations(record, args.price, args.memory_price),
             }
         )
         return EXIT_OK
-    print(report.summary(record, price=args.price))
+    print(report.summary(record, price=args.price, memory_price=args.memory_price))
     if not args.no_plot:
         path = report.gantt(record, args.out or f"{record.job}-timeline.png")
         print(f"timeline: {path}")
@@ -567,7 +569,7 @@ def main(argv: list[str] | None = None) -> int:
     add_deployment_flags(pool)
     pool.set_defaults(func=cmd_pool)
 
-    from .client.report import DEFAULT_PRICE
+    from .client.report import DEFAULT_MEMORY_PRICE, DEFAULT_PRICE
     from .protocol.timeline import RECORDS_VARIABLE
 
     report = sub.add_parser(
@@ -582,7 +584,16 @@ def main(argv: list[str] | None = None) -> int:
         "--price",
         type=float,
         default=DEFAULT_PRICE,
-        help=f"price of one core-second, for the cost estimate (default {DEFAULT_PRICE:g})",
+        help=f"price of one core-second, for the costs of the CPU used and of the CPU reserved (default "
+        f"{DEFAULT_PRICE:g}: an assumed cloud vCPU's on-demand order of magnitude, about 0.04 an hour)",
+    )
+    report.add_argument(
+        "--memory-price",
+        type=float,
+        default=DEFAULT_MEMORY_PRICE,
+        help="price of one GiB-second of reserved memory (default "
+        f"{DEFAULT_MEMORY_PRICE:g}: an assumption, about a ninth of the default core-second's, the ratio "
+        "typical of serverless container pricing)",
     )
     report.add_argument("--out", help="the timeline PNG (default <job>-timeline.png here)")
     report.add_argument("--no-plot", action="store_true", help="print the breakdown only")

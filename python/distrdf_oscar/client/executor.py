@@ -9,12 +9,12 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from ..platform.deployment import ROLES
+from ..platform.deployment import POOL, ROLES
 from ..platform.oscar.cluster import OSCARCluster
 from ..platform.oscar.errors import OSCARError
 from ..platform.oscar.finished_jobs import FORGET_PATIENCE, FinishedJobs
 from ..platform.oscar.warm_pool import WarmPool
-from ..protocol import plan
+from ..protocol import plan, timeline
 from ..protocol.heartbeats import live_workers
 from ..protocol.messages import Heartbeat
 from ..protocol.quantities import parse_quantity
@@ -216,7 +216,13 @@ class OSCARExecutor:
         self.check_quota(chosen.reduction)
         # A pool job's work runs in pool workers, not OSCAR jobs: OSCAR's listing cannot tell that
         # its services are idle, so losses are found by the quiet-spell rule alone.
-        job = Job(self.storage, chosen, self.options, idle=None if use_pool else self._service_idle)
+        job = Job(
+            self.storage,
+            chosen,
+            self.options,
+            idle=None if use_pool else self._service_idle,
+            requests=self._requests(),
+        )
         self.last_job = job
         kept: dict[str, set[str]] = {}
         try:
@@ -235,6 +241,13 @@ class OSCARExecutor:
                     for role, names in job.functions.items()
                 }
             )
+
+    def _requests(self) -> dict[str, timeline.Request]:
+        """What each service's pods request, for the job record (the pool's definition is built
+        for its requests alone: its size and keys change none)."""
+        requests = {role: timeline.Request.of(self.deployment.service(role)) for role in ROLES}
+        requests[POOL] = timeline.Request.of(self.deployment.pool_service(1, ("", ""), (0, 0, 0)))
+        return requests
 
     def _use_pool(self) -> bool:
         if self.pool is False:

@@ -90,9 +90,11 @@ class Job:
         strategy: Strategy,
         options: JobOptions,
         idle: Callable[[str, float], bool] | None = None,
+        requests: Mapping[str, timeline.Request] | None = None,
     ) -> None:
         self.storage = storage
         self.idle = idle  # see Tracker.overdue
+        self.requests = dict(requests or {})  # per role, what its pods reserve: for the job record
         self.strategy = strategy
         self.options = options
         self.keys = layout.JobKeys(layout.new_job_id())
@@ -418,6 +420,9 @@ class Job:
             if call.role != "coordinator" and call.task in self._outputs:
                 call.phases["uploaded"] = self._outputs[call.task].modified
                 call.bytes_written += self._outputs[call.task].size
+        pool_workers: set[str] = set()
+        if self.pool:  # its workers: those alive now, and any that held a claim of the job and died since
+            pool_workers = {beat.worker for beat in live_workers(self.storage)} | set(self._holders.values())
         self.record = timeline.JobRecord(
             job=self.job_id,
             mode=job_plan.mode,
@@ -427,6 +432,8 @@ class Job:
             client=dict(self.timeline),
             functions=functions,
             duplicates=len(self.storage.list(layout.JobKeys(self.job_id).duplicates)),
+            requests=self.requests,
+            pool_workers=sorted(pool_workers),
         )
         try:
             timeline.save(self.record)

@@ -5,19 +5,37 @@ appeared) and the tail (until the result appeared), and sums each role's calls: 
 (event to process, process to ready: pod, imports, payload), the graph's JIT, their compute,
 upload and CPU seconds, and a cost from a price per core-second. The Gantt chart has one lane per function slot (calls that
 never overlap share a lane), each call drawn phase by phase.
+
+A serverless bill counts what each pod reserves (its CPU and memory requests) for as long as it
+lives, not the CPU it used: :func:`reservations` prices each pod over its life, and a warm pool's
+workers over the job's wall time, idle or not (and per hour, which they cost between jobs too).
 """
 
 from __future__ import annotations
 
 import glob
+import math
 import os
 from collections.abc import Iterable
+from typing import Any
 
-from ..protocol.timeline import CallRecord, JobRecord, records_dir
+from ..platform.deployment import POOL
+from ..protocol.timeline import CallRecord, JobRecord, Request, records_dir
+from .simulate.costs import PROTOTYPE
 
 # An assumed price of one core for one second (about 0.04 per core-hour, a cloud vCPU's on-demand
 # order of magnitude); set your own with --price.
 DEFAULT_PRICE = 0.000011
+# An assumed price of one GiB of memory for one second: about a ninth of a core-second's, the
+# ratio of CPU to memory prices typical of serverless container pricing (an assumption, not a
+# quote: about 0.0043 per GiB-hour); set your own with --memory-price.
+DEFAULT_MEMORY_PRICE = 0.0000012
+GIB = float(1 << 30)
+HOUR = 3600.0
+# A pod holds its requests from when it is scheduled, before its process starts: charged as the
+# simulator's pod start (a typical Kubernetes figure), never from before the event that invoked it
+# (the rest of event -> process is the webhook and the platform's queue, where nothing is held).
+POD_START = PROTOTYPE.pod_start
 
 # Each phase of a call, drawn as the segment from the previous mark to this one.
 SEGMENTS = (
@@ -100,9 +118,94 @@ def role_costs(record: JobRecord) -> dict[str, dict[str, float]]:
     return out
 
 
-def summary(record: JobRecord, price: float = DEFAULT_PRICE) -> str:
+def _wall(record: JobRecord) -> float:
+    return record.client.get("result_seen", 0.0) - record.client.get("submitted", 0.0)
+
+
+def _busy(calls: Iterable[CallRecord]) -> float:
+    """Seconds in which at least one of ``calls`` ran (overlaps counted once)."""
+    total, reach = 0.0, -math.inf
+    for start, end in sorted((c.start, c.end) for c in calls):
+        total += max(0.0, end - max(start, reach))
+        reach = max(reach, end)
+    return total
+
+
+def holders(record: JobRecord) -> list[tuple[str, float]]:
+    """(service, seconds) for each pod or pool worker that ran the job's calls: a file-triggered
+    pod (one OSCAR job: its call, and the merges it ran inline) from its pod's start (POD_START
+    before its process started, never before its event) to its last call's end; a pool worker for
+    its share of the job, the time its calls ran. A pod's service is its first call's role."""
+    by_worker: dict[str, list[CallRecord]] = {}
+    for call in record.functions:
+        by_worker.setdefault(call.worker or call.task, []).append(call)
+    held = []
+    for worker, calls in by_worker.items():
+        if worker in record.pool_workers:
+            held.append((POOL, _busy(calls)))
+            continue
+        first = min(calls, key=lambda c: c.phases["started"])
+        begin = max(first.phases.get("invoked", -math.inf), first.phases["started"] - POD_START)
+        held.append((first.role, max(c.end for c in calls) - begin))
+    return held
+
+
+def cpu_used(record: JobRecord, price: float = DEFAULT_PRICE) -> dict[str, float]:
+    """The CPU the job's calls used (core-seconds), and its cost at ``price`` per core-second."""
+    cores = sum(f.cpu_seconds for f in record.functions)
+    return {"core_seconds": cores, "price": price, "cost": cores * price}
+
+
+def _priced(request: Request, seconds: float, price: float, memory_price: float) -> dict[str, float]:
+    """A request (cores, GiB) held for ``seconds`` (summed over its pods): core- and GiB-seconds,
+    and their cost."""
+    cpu, gib = request.cpu, request.memory / GIB
+    return {
+        "cpu": cpu,
+        "memory_gib": gib,
+        "core_seconds": cpu * seconds,
+        "gib_seconds": gib * seconds,
+        "cost": (cpu * price + gib * memory_price) * seconds,
+    }
+
+
+def reservations(
+    record: JobRecord, price: float = DEFAULT_PRICE, memory_price: float = DEFAULT_MEMORY_PRICE
+) -> dict[str, Any] | None:
+    """What the job reserved, priced per core-second and GiB-second; None for a record without
+    requests (written before they were recorded). ``services``: per service, its pods (pool:
+    the workers that ran calls), the seconds they held their requests (:func:`holders`) and what
+    that comes to. ``pool`` (a pool job): the pool's workers over the job's wall time, idle or not,
+    and per hour, which they cost between jobs too. The totals are the job's: its file-triggered
+    pods, and the pool over the wall time (which holds its workers' busy share)."""
+    if not record.requests:
+        return None
+    services: dict[str, dict[str, float]] = {}
+    order = (*ROLE_COLOURS, POOL)  # the breakdown's order, the pool last
+    for service, seconds in sorted(holders(record), key=lambda held: order.index(held[0])):
+        row = services.setdefault(service, {"pods": 0, "seconds": 0.0})
+        row["pods"] += 1
+        row["seconds"] += seconds
+    for service, row in services.items():
+        row.update(_priced(record.requests[service], row["seconds"], price, memory_price))
+    billed = [row for service, row in services.items() if service != POOL]
+    out: dict[str, Any] = {"price": price, "memory_price": memory_price, "services": services}
+    if record.pool:
+        request, workers = record.requests[POOL], len(record.pool_workers)
+        held = _priced(request, workers * _wall(record), price, memory_price)
+        billed.append(held)
+        hour = _priced(request, workers * HOUR, price, memory_price)
+        out["pool"] = {"workers": workers, "wall_seconds": _wall(record), **held, "per_hour": hour}
+    for total in ("core_seconds", "gib_seconds", "cost"):
+        out[total] = sum(row[total] for row in billed)
+    return out
+
+
+def summary(
+    record: JobRecord, price: float = DEFAULT_PRICE, memory_price: float = DEFAULT_MEMORY_PRICE
+) -> str:
     client = record.client
-    wall = client.get("result_seen", 0.0) - client.get("submitted", 0.0)
+    wall = _wall(record)
     mapping = client.get("last_mapper", client.get("result_seen", 0.0)) - client.get("submitted", 0.0)
     lines = [
         (
@@ -125,14 +228,53 @@ def summary(record: JobRecord, price: float = DEFAULT_PRICE) -> str:
             f"{c['compute']:>7.2f}s {c['upload']:>6.2f}s {c['cpu_seconds']:>7.1f} {c['bytes_read'] / 1e6:>8.1f} "
             f"{c['bytes_written'] / 1e6:>10.1f} {c['peak_rss'] / 1e6:>11.0f}"
         )
-    total_cpu = sum(c["cpu_seconds"] for c in costs.values())
+    used = cpu_used(record, price)
     lines.append(
         "  (waiting to upload are means per call, JIT counting the graph's building; CPU seconds are totals)"
     )
     lines.append(
-        f"  CPU: {total_cpu:.1f} core-seconds; cost at {price:g} per core-second: {total_cpu * price:.6f}"
+        f"  CPU used: {used['core_seconds']:.1f} core-seconds; cost at {price:g} per core-second: {used['cost']:.6f}"
     )
-    return "\n".join(lines)
+    return "\n".join(lines + _reserved_lines(record, used["core_seconds"], price, memory_price))
+
+
+def _reserved_lines(record: JobRecord, used: float, price: float, memory_price: float) -> list[str]:
+    reserved = reservations(record, price, memory_price)
+    if reserved is None:
+        return [
+            "  reserved: not in this record (written before requests were recorded): only the CPU used is priced"
+        ]
+    lines = [
+        f"  reserved: CPU and memory requests x life (a pod's: from up to {POD_START:g} s of pod start before its",
+        "  process to its last call's end; a pool worker's: while it ran the job's calls)",
+        f"  {'service':<11} {'pods':>5} {'held s':>8} {'cores':>6} {'GiB':>5} {'core-s':>8} {'GiB-s':>8}",
+    ]
+    for service, row in reserved["services"].items():
+        lines.append(
+            f"  {service:<11} {row['pods']:>5.0f} {row['seconds']:>8.2f} {row['cpu']:>6g} {row['memory_gib']:>5g} "
+            f"{row['core_seconds']:>8.1f} {row['gib_seconds']:>8.1f}"
+        )
+    pool = reserved.get("pool")
+    if pool is not None:
+        lines.append(
+            f"  warm pool: {pool['workers']} worker(s) of {pool['cpu']:g} core(s) and {pool['memory_gib']:g} GiB over "
+            f"the job's {pool['wall_seconds']:.2f} s wall time, idle or not (the busy share above included): "
+            f"{pool['core_seconds']:.1f} core-seconds, {pool['gib_seconds']:.1f} GiB-seconds"
+        )
+    share = (
+        f"; the CPU used is {used / reserved['core_seconds']:.0%} of it" if reserved["core_seconds"] else ""
+    )
+    lines.append(
+        f"  reserved: {reserved['core_seconds']:.1f} core-seconds, {reserved['gib_seconds']:.1f} GiB-seconds; cost at "
+        f"{price:g} per core-second and {memory_price:g} per GiB-second: {reserved['cost']:.6f}{share}"
+    )
+    if pool is not None:
+        hour = pool["per_hour"]
+        lines.append(
+            f"  the pool costs between jobs too: {hour['core_seconds']:.0f} core-seconds and {hour['gib_seconds']:.0f} "
+            f"GiB-seconds an hour, {hour['cost']:.6f} an hour"
+        )
+    return lines
 
 
 def lanes(calls: Iterable[CallRecord]) -> list[list[CallRecord]]:

@@ -25,6 +25,10 @@ Phases, in order (epoch seconds; a call marks those that apply to it):
 - ``uploaded``: the partial's object was written: its last-modified time, which the client
   reads in the listings it already makes (the object store's clock; milliseconds with MinIO).
   A call's record travels inside the object it uploads, so it cannot carry this itself.
+
+What the calls reserved is the job record's, not theirs (their records' format is the partials'):
+the CPU and memory each service requests (``JobRecord.requests``) and which workers were the warm
+pool's (``JobRecord.pool_workers``); with the phases, ``report`` prices each pod over its life.
 """
 
 from __future__ import annotations
@@ -34,8 +38,11 @@ import json
 import os
 import resource
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .quantities import parse_quantity
 
 PHASES = (
     "invoked",
@@ -143,6 +150,19 @@ class CallRecord:
 
 
 @dataclass
+class Request:
+    """What each pod of a service requests, which the platform reserves for the pod's whole life."""
+
+    cpu: float  # cores
+    memory: float  # bytes
+
+    @classmethod
+    def of(cls, service: Mapping[str, Any]) -> Request:
+        """The requests of an OSCAR service definition (Kubernetes quantities: "1", "250m", "2Gi")."""
+        return cls(parse_quantity(str(service["cpu"])), parse_quantity(str(service["memory"])))
+
+
+@dataclass
 class JobRecord:
     """A finished job: what the client saw, and every call that contributed to its result."""
 
@@ -156,6 +176,12 @@ class JobRecord:
     # Tasks computed again and thrown away (a retry, a duplicate trigger, a copy that lost its
     # claim), as known when the result came.
     duplicates: int = 0
+    # What each service's pods request, by role (mapper, reducer, batch, coordinator, and pool: a
+    # warm pool's workers), as the client's deployment defines them; empty in older records.
+    requests: dict[str, Request] = field(default_factory=dict)
+    # A pool job: the pool's workers while it ran (a call whose worker is not one ran in a pod of
+    # the file-triggered services: an overflow).
+    pool_workers: list[str] = field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1)
@@ -164,6 +190,7 @@ class JobRecord:
     def from_json(cls, text: str) -> JobRecord:
         raw = json.loads(text)
         raw["functions"] = [CallRecord(**f) for f in raw.get("functions", [])]
+        raw["requests"] = {role: Request(**r) for role, r in raw.get("requests", {}).items()}
         return cls(**raw)
 
 
