@@ -4,7 +4,17 @@ module's own embedded platform, and the secret scan of the session clusters' job
 from __future__ import annotations
 
 import contextlib
+import os
+import tempfile
 import threading
+
+# With pytest-xdist each worker gets a temporary folder of its own, set before anything makes a
+# temporary file, and inherited by the platforms and functions it starts: tests that check that
+# a job or a cluster left nothing in the temporary folder see only their own worker's.
+if worker := os.environ.get("PYTEST_XDIST_WORKER"):
+    _own = os.path.join(tempfile.gettempdir(), f"pytest-xdist-{worker}")
+    os.makedirs(_own, exist_ok=True)
+    os.environ["TMPDIR"] = tempfile.tempdir = _own
 
 import pytest
 import requests
