@@ -8,15 +8,24 @@ later) the jobs of a service owned by an OIDC user are admitted from that
 user's ClusterQueue, 2 CPUs and 2Gi by default (``KUEUE_DEFAULT_CPU``,
 ``KUEUE_DEFAULT_MEMORY``; pkg/utils/kueue.go), and the jobs of a service owned
 by nobody known (``""`` after an admin's update) are never admitted.
+
+OIDC users' access tokens come from an emulated issuer (:class:`OidcTokens`): JWTs that expire,
+renewed with a refresh token at the issuer's token endpoint, as Keycloak and EGI Check-in do.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
+import math
 import re
 import secrets
 import threading
+import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,16 +39,129 @@ DEFAULT_QUOTA = ("2", "2Gi")  # cpu, memory of a user's ClusterQueue
 @dataclass(frozen=True)
 class User:
     sub: str
-    token: str = field(repr=False)  # the OIDC access token the user presents
     secret_key: str = field(repr=False)  # of the user's MinIO account, whose access key is ``sub``
 
 
 def new_users(subs: tuple[str, ...]) -> dict[str, dict[str, str]]:
-    """Credentials for OIDC users (sent to the platform process with its configuration)."""
-    # Not 64 characters long: OSCAR takes a 64-character bearer token for a service token.
-    return {
-        sub: {"token": secrets.token_urlsafe(40), "secret_key": secrets.token_urlsafe(30)} for sub in subs
-    }
+    """Credentials for OIDC users (sent to the platform process with its configuration); their
+    tokens come from :class:`OidcTokens`."""
+    return {sub: {"secret_key": secrets.token_urlsafe(30)} for sub in subs}
+
+
+# -- the OIDC issuer ------------------------------------------------------------------------------
+
+ISSUER_PATH = "/realms/local"  # under the API's own address, in Keycloak's shape
+TOKEN_ENDPOINT = "/protocol/openid-connect/token"  # under the issuer, where oscar-cli finds it
+REVOKE_ENDPOINT = "/protocol/openid-connect/revoke"  # RFC 7009, as Keycloak's
+CLIENT_ID = "oscar-local"  # the ``azp`` of every token: the client a refresh must name
+SCOPE = "openid profile email"
+DEFAULT_TOKEN_LIFETIME = 86_400.0  # long: nothing expires unless a test asks (Keycloak: 300 s, EGI: 3600 s)
+ACCESS, REFRESH = "Bearer", "Refresh"  # Keycloak's ``typ`` claims
+
+
+def issuer_url(api_endpoint: str) -> str:
+    return api_endpoint.rstrip("/") + ISSUER_PATH
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+class OidcTokens:
+    """The OIDC provider whose tokens the OIDC users present (a Keycloak realm in miniature).
+
+    Its tokens are JWTs, because OSCAR reads the issuer from a token before asking it, and clients
+    read ``exp`` (renewal) and ``iss``/``azp``/``scope`` (a refresh token's token endpoint) from
+    them. They are signed with HS256 and a key the launcher (which hands tokens out) and the
+    platform (which checks them) share, where Keycloak signs with RS256 and publishes its JWKS.
+    An access token lives ``lifetime`` seconds; a refresh token until it is revoked (Keycloak's
+    offline tokens), and the token endpoint does not rotate it. Revoking a token (the revocation
+    endpoint) refuses it from then on; access tokens issued before a refresh token is revoked stay
+    valid until they expire, as OSCAR keeps accepting tokens it has already checked (its cache).
+    """
+
+    def __init__(self, key: str, lifetime: float = DEFAULT_TOKEN_LIFETIME, issuer: str = "") -> None:
+        self._key = key.encode()
+        self.lifetime = float(lifetime)
+        self.issuer = issuer  # the platform learns it once its API's port is known
+        self._lock = threading.Lock()
+        self._revoked: set[str] = set()  # the ``jti`` of revoked tokens
+
+    def _signature(self, body: str) -> str:
+        return _b64(hmac.new(self._key, body.encode(), hashlib.sha256).digest())
+
+    def _signed(self, claims: dict[str, Any]) -> str:
+        parts = ({"alg": "HS256", "typ": "JWT"}, claims)
+        body = ".".join(_b64(json.dumps(part, separators=(",", ":")).encode()) for part in parts)
+        return f"{body}.{self._signature(body)}"
+
+    def _claims(self, sub: str, typ: str, scope: str) -> dict[str, Any]:
+        now = int(time.time())
+        return {
+            "iss": self.issuer,
+            "sub": sub,
+            "typ": typ,
+            "azp": CLIENT_ID,
+            "scope": scope,
+            "iat": now,
+            "jti": secrets.token_hex(12),
+        }
+
+    def access_token(self, sub: str, scope: str = SCOPE) -> str:
+        """A new access token of ``sub``, valid ``lifetime`` seconds from now."""
+        claims = self._claims(sub, ACCESS, scope)
+        return self._signed({**claims, "exp": claims["iat"] + math.ceil(self.lifetime)})
+
+    def refresh_token(self, sub: str) -> str:
+        """A new refresh token of ``sub`` (as ``oscar-cli cluster add`` stores one)."""
+        return self._signed({**self._claims(sub, REFRESH, SCOPE), "aud": self.issuer})
+
+    def verify(self, token: str, typ: str) -> dict[str, Any] | None:
+        """The claims of a token of this issuer and kind, signed, not expired nor revoked; else None."""
+        try:
+            body, _, signature = token.rpartition(".")
+            if not body or not hmac.compare_digest(self._signature(body), signature):
+                return None
+            payload = body.partition(".")[2]
+            claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        except (TypeError, ValueError):  # compare_digest refuses non-ASCII text
+            return None
+        if not isinstance(claims, dict) or claims.get("iss") != self.issuer or claims.get("typ") != typ:
+            return None
+        if "exp" in claims and not float(claims["exp"]) > time.time():
+            return None
+        with self._lock:
+            return None if claims.get("jti") in self._revoked else claims
+
+    def grant(self, form: Mapping[str, str]) -> tuple[int, dict[str, Any]]:
+        """The token endpoint: (status, JSON answer) for a ``refresh_token`` grant, with Keycloak's
+        error codes."""
+        if form.get("grant_type") != "refresh_token":
+            return 400, {"error": "unsupported_grant_type", "error_description": "Unsupported grant_type"}
+        claims = self.verify(form.get("refresh_token", ""), REFRESH)
+        if claims is None:
+            return 400, {"error": "invalid_grant", "error_description": "Token is not active"}
+        if form.get("client_id", CLIENT_ID) != claims["azp"]:
+            return 400, {
+                "error": "invalid_grant",
+                "error_description": "Token client and authorized client don't match",
+            }
+        scope = str(claims.get("scope") or SCOPE)
+        return 200, {
+            "access_token": self.access_token(str(claims["sub"]), scope),
+            "expires_in": math.ceil(self.lifetime),
+            "refresh_expires_in": 0,
+            "refresh_token": form["refresh_token"],
+            "token_type": "Bearer",
+            "scope": scope,
+        }
+
+    def revoke(self, token: str) -> None:
+        """The revocation endpoint: a token of this issuer is refused from now on."""
+        claims = self.verify(token, REFRESH) or self.verify(token, ACCESS)
+        if claims is not None:
+            with self._lock:
+                self._revoked.add(str(claims.get("jti")))
 
 
 class IamError(Exception):
@@ -253,10 +375,13 @@ class Accounts:
         users: dict[str, dict[str, str]],
         version: OscarVersion,
         root_secret_key: str = "",
+        tokens: OidcTokens | None = None,
     ) -> None:
         self.root_access_key = root_access_key
         self.version = version
         self.users = {sub: User(sub, **creds) for sub, creds in users.items()}
+        # Without the launcher's key, no token is valid.
+        self.tokens = tokens or OidcTokens(secrets.token_urlsafe(32))
         self.minio = MinioIam(
             root_access_key, root_secret_key
         )  # MinIO's own users, made through its admin API
@@ -273,10 +398,10 @@ class Accounts:
         return self.minio.enabled_secret_of(access_key)
 
     def user_for_token(self, token: str) -> User | None:
-        for user in self.users.values():
-            if secrets.compare_digest(user.token.encode(), token.encode()):
-                return user
-        return None
+        """The OIDC user of an access token the issuer signed, not expired (OSCAR checks it with
+        the issuer's keys and userinfo, and answers 401 once it has expired)."""
+        claims = self.tokens.verify(token, ACCESS)
+        return self.users.get(str(claims.get("sub"))) if claims is not None else None
 
     def can_see(self, sub: str | None, service: dict[str, Any]) -> bool:
         """Whether a caller (None: the admin) sees a service (pkg/handlers/list.go, read.go)."""

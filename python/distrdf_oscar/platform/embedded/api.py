@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.serving import make_server
 
-from .accounts import Accounts, Kueue, User
+from .accounts import ISSUER_PATH, REVOKE_ENDPOINT, TOKEN_ENDPOINT, Accounts, Kueue, User
 from .exposed import ExposedServices
 from .exposed_replica import api_ports
 from .faults import Fault, FaultPlan, MinioRestarts
@@ -439,6 +439,24 @@ def create_app(ctx: ApiContext) -> Flask:
     @app.post("/system/services/<name>/restart")
     def restart_exposed(name: str) -> Response:
         return lifecycle(name, "restart")
+
+    # -- the OIDC issuer the users' tokens name (a Keycloak realm's endpoints, not OSCAR's) -------
+
+    @app.post(ISSUER_PATH + TOKEN_ENDPOINT)
+    def oidc_token() -> Response:
+        if ctx.accounts is None:
+            return _text(404)
+        status, answer = ctx.accounts.tokens.grant(request.form)
+        response = jsonify(answer)
+        response.status_code = status
+        return response
+
+    @app.post(ISSUER_PATH + REVOKE_ENDPOINT)
+    def oidc_revoke() -> Response:
+        if ctx.accounts is None:
+            return _text(404)
+        ctx.accounts.tokens.revoke(request.form.get("token", ""))
+        return _text(200)  # RFC 7009: also for a token it does not know
 
     # -- the embedded platform's own endpoints, not OSCAR's ------------------------------------
 

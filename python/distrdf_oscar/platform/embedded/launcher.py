@@ -15,7 +15,16 @@ import tempfile
 import time
 from typing import Any, Self
 
-from .accounts import DEFAULT_QUOTA, new_users
+from .accounts import (
+    CLIENT_ID,
+    DEFAULT_QUOTA,
+    DEFAULT_TOKEN_LIFETIME,
+    SCOPE,
+    TOKEN_ENDPOINT,
+    OidcTokens,
+    issuer_url,
+    new_users,
+)
 from .faults import RESTART_SECONDS, RESTART_SECONDS_VARIABLE, Fault
 from .minio_release import checked as checked_minio_release
 from .minio_release import installed_by as installed_minio
@@ -78,8 +87,11 @@ class LocalPlatform:
             faults work without it). See :mod:`.faults`.
         oscar_version: the OSCAR release to behave as (``"3.5"`` ... ``"4.1"``, or a patch
             release such as ``"3.6.3"``); see :mod:`.versions` and ``docs/local-platform.md``.
-        oidc_users: OIDC users (their ``sub``) besides the admin: each gets a bearer token
-            (:meth:`oidc_options`) and a MinIO account of its own (:meth:`oidc_storage_keys`).
+        oidc_users: OIDC users (their ``sub``) besides the admin: each gets OIDC tokens from
+            the emulated issuer at :attr:`oidc_issuer` (:meth:`oidc_options`) and a MinIO account
+            of its own (:meth:`oidc_storage_keys`).
+        oidc_token_lifetime: seconds an OIDC access token is valid (default a day: tests that
+            want one to expire mid-job shorten it); expired ones are refused with 401.
         user_quota: (cpu, memory) of each OIDC user's Kueue queue (3.7 and later).
         minio_restart_seconds: how long storage refuses connections each time OSCAR restarts
             MinIO (every service create and delete, see :class:`.faults.MinioRestarts`). Default:
@@ -108,6 +120,7 @@ class LocalPlatform:
         fault_injection: bool = False,
         oscar_version: str = DEFAULT_VERSION,
         oidc_users: tuple[str, ...] = (),
+        oidc_token_lifetime: float = DEFAULT_TOKEN_LIFETIME,
         user_quota: tuple[str, str] = DEFAULT_QUOTA,
         exposed_time_scale: float = 1.0,
         minio_restart_seconds: float | None = None,
@@ -123,6 +136,8 @@ class LocalPlatform:
             raise ValueError("headroom must not be negative")
         if not exposed_time_scale > 0:
             raise ValueError("exposed_time_scale must be positive")
+        if not oidc_token_lifetime > 0:
+            raise ValueError("oidc_token_lifetime must be positive")
         if minio_restart_seconds is None:
             minio_restart_seconds = float(os.environ.get(RESTART_SECONDS_VARIABLE, RESTART_SECONDS))
         if not minio_restart_seconds >= 0:
@@ -135,7 +150,10 @@ class LocalPlatform:
         self.minio_release = checked_minio_release(minio_release or installed_minio(version.release))
         self.oidc_users = tuple(oidc_users)
         self.user_quota = tuple(user_quota)
+        self.oidc_token_lifetime = float(oidc_token_lifetime)
         self._oidc: dict[str, dict[str, str]] = {}
+        self._tokens: OidcTokens | None = None  # the issuer's, sharing its key with the platform
+        self.oidc_issuer: str | None = None
         self.workers = int(workers)
         self.headroom = float(headroom)
         self.fault_injection = bool(fault_injection)
@@ -167,6 +185,7 @@ class LocalPlatform:
         access_key = "dro" + secrets.token_hex(8)
         secret_key = secrets.token_urlsafe(30)
         users = new_users(self.oidc_users)
+        oidc_key = secrets.token_urlsafe(32)
         config = {
             "workdir": self.tmpdir,
             "package_root": _PACKAGE_ROOT,
@@ -183,6 +202,8 @@ class LocalPlatform:
             "fault_injection": self.fault_injection,
             "oscar_version": self.oscar_version,
             "oidc_users": users,
+            "oidc_key": oidc_key,
+            "oidc_token_lifetime": self.oidc_token_lifetime,
             "user_quota": list(self.user_quota),
             "exposed_time_scale": self.exposed_time_scale,
             "minio_restart_seconds": self.minio_restart_seconds,
@@ -216,6 +237,8 @@ class LocalPlatform:
         self.s3_access_key = access_key
         self.s3_secret_key = secret_key
         self._oidc = users
+        self.oidc_issuer = issuer_url(self.oscar_endpoint)
+        self._tokens = OidcTokens(oidc_key, self.oidc_token_lifetime, self.oidc_issuer)
         return self
 
     def _read_ready(self) -> dict[str, Any]:
@@ -264,6 +287,7 @@ class LocalPlatform:
         self.oscar_endpoint = self.s3_endpoint = None
         self.oscar_password = self.s3_access_key = self.s3_secret_key = None
         self._oidc = {}
+        self._tokens = self.oidc_issuer = None
 
     @property
     def running(self) -> bool:
@@ -293,15 +317,29 @@ class LocalPlatform:
             "ssl": False,
         }
 
-    def oidc_options(self, sub: str) -> dict[str, Any]:
-        """The options ``oscar_python.client.Client`` takes for OIDC user ``sub``."""
+    def oidc_options(self, sub: str, refresh: bool = False) -> dict[str, Any]:
+        """The options ``oscar_python.client.Client`` takes for OIDC user ``sub``: a new access
+        token, valid ``oidc_token_lifetime`` seconds from now. With ``refresh`` also a new refresh
+        token (what oscar-cli keeps as ``oidc_refresh_token``) and the issuer's token endpoint,
+        client and scopes, with which oscar-python renews an expired access token itself."""
         self._require_running()
-        return {
+        assert self._tokens is not None
+        if sub not in self._oidc:
+            raise KeyError(f"{sub!r} is not an OIDC user of this platform (oidc_users={self.oidc_users})")
+        options: dict[str, Any] = {
             "cluster_id": self.cluster_id,
             "endpoint": self.oscar_endpoint,
-            "oidc_token": self._oidc[sub]["token"],
+            "oidc_token": self._tokens.access_token(sub),
             "ssl": False,
         }
+        if refresh:
+            options.update(
+                refresh_token=self._tokens.refresh_token(sub),
+                token_endpoint=self._tokens.issuer + TOKEN_ENDPOINT,
+                client_id=CLIENT_ID,
+                scopes=SCOPE.split(),
+            )
+        return options
 
     def oidc_storage_keys(self, sub: str) -> tuple[str, str]:
         """(access key, secret key) of OIDC user ``sub``'s MinIO account."""

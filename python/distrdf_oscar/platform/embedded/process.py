@@ -67,7 +67,7 @@ def run(config: dict[str, Any]) -> int:
     s3.launch()
 
     # Imported here, not at the top, so that these imports overlap moto's start.
-    from .accounts import DEFAULT_QUOTA, Accounts, Kueue
+    from .accounts import DEFAULT_QUOTA, Accounts, Kueue, OidcTokens, issuer_url
     from .api import ApiContext, ApiServer, create_app
     from .exposed import ExposedServices
     from .faults import FaultPlan, MinioRestarts
@@ -97,6 +97,7 @@ def run(config: dict[str, Any]) -> int:
             config.get("oidc_users") or {},
             version,
             root_secret_key=config["s3_secret_key"],
+            tokens=OidcTokens(config["oidc_key"], config["oidc_token_lifetime"]),
         )
         services: list[ServiceRegistry] = []  # the registry, once made (it needs the gate's endpoint)
 
@@ -212,6 +213,7 @@ def run(config: dict[str, Any]) -> int:
         app = create_app(ctx)
         _add_storage_requests_route(app, gate)
         server = ApiServer(app)
+        accounts.tokens.issuer = issuer_url(f"http://127.0.0.1:{server.port}")  # as the launcher names it
         server.start()
         notifier.start()
         if pool is not None and not pool.wait_ready(PRESTARTED_START_TIMEOUT):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 import warnings
 from collections import Counter
@@ -25,6 +26,12 @@ from . import pool_account
 from .cli_config import ClusterConfigError, token_claims
 from .errors import OSCARError, connection_problem, tls_problem, without_userinfo
 
+# What the holder of an access token that cannot be renewed can do about it.
+_FRESH_TOKEN_ADVICE = (
+    "set OSCAR_TOKEN to a new one, or let the client renew it: OSCAR_REFRESH_TOKEN, "
+    "OSCAR_OIDC_ACCOUNT (oidc-agent) or an oscar-cli cluster with oidc_refresh_token"
+)
+
 # Fields of a service definition that deploy manages (compared to detect changes), and those an
 # update carries over from the live definition unless the deployment sets them.
 _MANAGED = ("image", "cpu", "memory", "script", "input", "output", "visibility", "allowed_users")
@@ -34,7 +41,7 @@ _KEPT = ("owner", "visibility", "allowed_users")
 JOB_STATUSES = ("Succeeded", "Failed", "Pending", "Running", "Suspended")
 BUSY_STATUSES = ("Pending", "Running", "Suspended")
 FINISHED_STATUSES = ("Succeeded", "Failed")
-TOKEN_MARGIN = 60.0  # seconds of validity below which an access token is renewed first
+TOKEN_MARGIN = 60.0  # seconds of validity left when an access token is renewed (at most half its life)
 MAX_JOB_PAGES = 30  # of 70 jobs each (OSCAR's default JobListingLimit)
 NEWEST_RELEASE = (4, 1, 2)  # the newest release the project was checked against
 ADMIN_OWNER = "cluster_admin"  # the owner OSCAR gives services created with basic auth
@@ -72,6 +79,8 @@ class OSCARCluster:
         # an OIDC caller sees only its own services and jobs
         self.oidc = bool(token or oidc_account or refresh_token)
         self._refresh: dict[str, Any] | None = None  # how to renew the access token, with a refresh token
+        self._token_lock = threading.Lock()  # one renewal at a time (jobs' bookkeeping runs on a thread)
+        self._token = token  # a fixed access token, whose expiry a refusal names
         if token:
             options["oidc_token"] = token
             self._credentials = ("the access token", "OSCAR_TOKEN is invalid or has expired")
@@ -93,7 +102,14 @@ class OSCARCluster:
                     "scope": str(claims.get("scope", "openid")),
                 },
             }
-            options.update(oidc_token="", refresh_token=refresh_token)
+            # oscar-python's own renewal (once expired) would otherwise ask EGI Check-in's endpoint.
+            options.update(
+                oidc_token="",
+                refresh_token=refresh_token,
+                token_endpoint=self._refresh["url"],
+                client_id=self._refresh["data"]["client_id"],
+                scopes=self._refresh["data"]["scope"].split(),
+            )
             self._credentials = (
                 "the refreshed access token",
                 "the refresh token may have expired or been revoked",
@@ -113,30 +129,47 @@ class OSCARCluster:
         return text
 
     def _fresh_token(self) -> None:
-        """With a refresh token, renew the access token when it has less than a minute left
-        (oscar-python renews it only once expired, so a request could carry a dying one)."""
+        """With a refresh token, renew the access token when it has less than a minute (or half
+        its life) left: oscar-python renews it only once expired, so a request could carry a dying
+        one."""
         if self._refresh is None:
             return
+        with self._token_lock:
+            lifetime = _lifetime(str(getattr(self.client, "oidc_token", "") or ""))
+            if lifetime is not None and lifetime[0] - time.time() > min(TOKEN_MARGIN, lifetime[1] / 2):
+                return
+            token = self._renewed_token()
+            self.client.oidc_token = token
+            self._secrets.append(token)
+
+    def _renewed_token(self) -> str:
+        """A new access token from the issuer's token endpoint, or an OSCARError saying why not."""
         import requests
 
-        current = str(getattr(self.client, "oidc_token", "") or "")
+        assert self._refresh is not None
+        url = self._refresh["url"]
         try:
-            if current and float(token_claims(current).get("exp", 0)) - time.time() > TOKEN_MARGIN:
-                return
-        except (ClusterConfigError, TypeError, ValueError):
-            pass  # not a JWT: renew it
-        try:
-            answer = requests.post(self._refresh["url"], data=self._refresh["data"], timeout=30)
-            token = answer.json().get("access_token") if answer.ok else None
-        except (requests.RequestException, ValueError):
-            token = None
-        if not token:
+            answer = requests.post(url, data=self._refresh["data"], timeout=30)
+        except requests.RequestException as exc:
             raise OSCARError(
-                f"could not renew the OIDC access token for {self.endpoint} at {self._refresh['url']}: "
-                "the refresh token may have expired or been revoked (`oscar-cli cluster add` a new one)"
+                f"could not renew the OIDC access token for {self.endpoint}: cannot reach the issuer "
+                f"at {url} ({connection_problem(exc)})"
+            ) from None
+        try:
+            body = answer.json()
+        except ValueError:
+            body = {}
+        token = body.get("access_token") if answer.ok and isinstance(body, dict) else None
+        if token:
+            return str(token)
+        said = body.get("error_description") or body.get("error") if isinstance(body, dict) else None
+        raise OSCARError(
+            self._scrub(
+                f"could not renew the OIDC access token for {self.endpoint} at {url} (answered "
+                f"{answer.status_code}{f': {said}' if said else ''}): the refresh token may have expired "
+                "or been revoked (`oscar-cli cluster add` a new one, or set OSCAR_REFRESH_TOKEN)"
             )
-        self.client.oidc_token = str(token)
-        self._secrets.append(str(token))
+        )
 
     def _call(self, what: str, method: Callable[..., Any], *args: Any) -> Any:
         import requests
@@ -158,6 +191,12 @@ class OSCARCluster:
             status = exc.response.status_code if exc.response is not None else "?"
             if status == 401:
                 who, advice = self._credentials
+                expired = _lifetime(self._token) if self._token else None
+                if expired is not None and expired[0] <= time.time():
+                    advice = (
+                        f"OSCAR_TOKEN expired at {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(expired[0]))} "
+                        f"({time.time() - expired[0]:.0f} s ago): {_FRESH_TOKEN_ADVICE}"
+                    )
                 raise OSCARError(
                     f"OSCAR at {self.endpoint} rejected {who} (401 Unauthorized) while trying to "
                     f"{what}: {advice}",
@@ -536,6 +575,17 @@ def live_jobs(storage: Storage) -> list[str]:
     return sorted(
         {job for key in storage.list(layout.JOBS + "/") if (job := layout.manifest_job(key)) is not None}
     )
+
+
+def _lifetime(token: str) -> tuple[float, float] | None:
+    """(expiry, lifetime) in seconds of a JWT access token (its ``exp``, and ``exp - iat``); None
+    if it names no expiry (not a JWT: renewed, or not explained, as unknown)."""
+    try:
+        claims = token_claims(token)
+        expiry = float(claims["exp"])
+        return expiry, expiry - float(claims.get("iat") or 0)
+    except (ClusterConfigError, KeyError, TypeError, ValueError):
+        return None
 
 
 def _dotted(release: tuple[int, int, int]) -> str:
