@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import threading
-import time
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -23,14 +21,8 @@ from ...protocol.quantities import parse_quantity
 from ...protocol.storage import Storage, StorageConfig, StorageError
 from ..deployment import POOL, ROLES, Deployment
 from . import pool_account
-from .cli_config import ClusterConfigError, token_claims
 from .errors import OSCARError, connection_problem, tls_problem, without_userinfo
-
-# What the holder of an access token that cannot be renewed can do about it.
-_FRESH_TOKEN_ADVICE = (
-    "set OSCAR_TOKEN to a new one, or let the client renew it: OSCAR_REFRESH_TOKEN, "
-    "OSCAR_OIDC_ACCOUNT (oidc-agent) or an oscar-cli cluster with oidc_refresh_token"
-)
+from .oidc_tokens import TokenRenewal, expired_advice
 
 # Fields of a service definition that deploy manages (compared to detect changes), and those an
 # update carries over from the live definition unless the deployment sets them.
@@ -41,7 +33,6 @@ _KEPT = ("owner", "visibility", "allowed_users")
 JOB_STATUSES = ("Succeeded", "Failed", "Pending", "Running", "Suspended")
 BUSY_STATUSES = ("Pending", "Running", "Suspended")
 FINISHED_STATUSES = ("Succeeded", "Failed")
-TOKEN_MARGIN = 60.0  # seconds of validity left when an access token is renewed (at most half its life)
 MAX_JOB_PAGES = 30  # of 70 jobs each (OSCAR's default JobListingLimit)
 NEWEST_RELEASE = (4, 1, 2)  # the newest release the project was checked against
 ADMIN_OWNER = "cluster_admin"  # the owner OSCAR gives services created with basic auth
@@ -78,8 +69,7 @@ class OSCARCluster:
         }
         # an OIDC caller sees only its own services and jobs
         self.oidc = bool(token or oidc_account or refresh_token)
-        self._refresh: dict[str, Any] | None = None  # how to renew the access token, with a refresh token
-        self._token_lock = threading.Lock()  # one renewal at a time (jobs' bookkeeping runs on a thread)
+        self._renewal: TokenRenewal | None = None  # with a refresh token: renews the access token
         self._token = token  # a fixed access token, whose expiry a refusal names
         if token:
             options["oidc_token"] = token
@@ -91,24 +81,14 @@ class OSCARCluster:
                 f"check `oidc-token {oidc_account}` works",
             )
         elif refresh_token:
-            # As oscar-cli: the issuer, client and scopes come from the refresh token itself.
-            claims = token_claims(refresh_token)
-            self._refresh = {
-                "url": str(claims.get("iss", "")).rstrip("/") + "/protocol/openid-connect/token",
-                "data": {
-                    "grant_type": "refresh_token",
-                    "refresh_token": refresh_token,
-                    "client_id": str(claims.get("azp", "")),
-                    "scope": str(claims.get("scope", "openid")),
-                },
-            }
+            self._renewal = TokenRenewal(refresh_token, without_userinfo(options["endpoint"]))
             # oscar-python's own renewal (once expired) would otherwise ask EGI Check-in's endpoint.
             options.update(
                 oidc_token="",
                 refresh_token=refresh_token,
-                token_endpoint=self._refresh["url"],
-                client_id=self._refresh["data"]["client_id"],
-                scopes=self._refresh["data"]["scope"].split(),
+                token_endpoint=self._renewal.url,
+                client_id=self._renewal.client_id,
+                scopes=self._renewal.scope.split(),
             )
             self._credentials = (
                 "the refreshed access token",
@@ -129,47 +109,15 @@ class OSCARCluster:
         return text
 
     def _fresh_token(self) -> None:
-        """With a refresh token, renew the access token when it has less than a minute (or half
-        its life) left: oscar-python renews it only once expired, so a request could carry a dying
-        one."""
-        if self._refresh is None:
+        if self._renewal is None:
             return
-        with self._token_lock:
-            lifetime = _lifetime(str(getattr(self.client, "oidc_token", "") or ""))
-            if lifetime is not None and lifetime[0] - time.time() > min(TOKEN_MARGIN, lifetime[1] / 2):
-                return
-            token = self._renewed_token()
+        try:
+            token = self._renewal.fresh(str(getattr(self.client, "oidc_token", "") or ""))
+        except OSCARError as exc:
+            raise OSCARError(self._scrub(str(exc))) from None
+        if token is not None:
             self.client.oidc_token = token
             self._secrets.append(token)
-
-    def _renewed_token(self) -> str:
-        """A new access token from the issuer's token endpoint, or an OSCARError saying why not."""
-        import requests
-
-        assert self._refresh is not None
-        url = self._refresh["url"]
-        try:
-            answer = requests.post(url, data=self._refresh["data"], timeout=30)
-        except requests.RequestException as exc:
-            raise OSCARError(
-                f"could not renew the OIDC access token for {self.endpoint}: cannot reach the issuer "
-                f"at {url} ({connection_problem(exc)})"
-            ) from None
-        try:
-            body = answer.json()
-        except ValueError:
-            body = {}
-        token = body.get("access_token") if answer.ok and isinstance(body, dict) else None
-        if token:
-            return str(token)
-        said = body.get("error_description") or body.get("error") if isinstance(body, dict) else None
-        raise OSCARError(
-            self._scrub(
-                f"could not renew the OIDC access token for {self.endpoint} at {url} (answered "
-                f"{answer.status_code}{f': {said}' if said else ''}): the refresh token may have expired "
-                "or been revoked (`oscar-cli cluster add` a new one, or set OSCAR_REFRESH_TOKEN)"
-            )
-        )
 
     def _call(self, what: str, method: Callable[..., Any], *args: Any) -> Any:
         import requests
@@ -191,12 +139,7 @@ class OSCARCluster:
             status = exc.response.status_code if exc.response is not None else "?"
             if status == 401:
                 who, advice = self._credentials
-                expired = _lifetime(self._token) if self._token else None
-                if expired is not None and expired[0] <= time.time():
-                    advice = (
-                        f"OSCAR_TOKEN expired at {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(expired[0]))} "
-                        f"({time.time() - expired[0]:.0f} s ago): {_FRESH_TOKEN_ADVICE}"
-                    )
+                advice = expired_advice(self._token) or advice
                 raise OSCARError(
                     f"OSCAR at {self.endpoint} rejected {who} (401 Unauthorized) while trying to "
                     f"{what}: {advice}",
@@ -575,17 +518,6 @@ def live_jobs(storage: Storage) -> list[str]:
     return sorted(
         {job for key in storage.list(layout.JOBS + "/") if (job := layout.manifest_job(key)) is not None}
     )
-
-
-def _lifetime(token: str) -> tuple[float, float] | None:
-    """(expiry, lifetime) in seconds of a JWT access token (its ``exp``, and ``exp - iat``); None
-    if it names no expiry (not a JWT: renewed, or not explained, as unknown)."""
-    try:
-        claims = token_claims(token)
-        expiry = float(claims["exp"])
-        return expiry, expiry - float(claims.get("iat") or 0)
-    except (ClusterConfigError, KeyError, TypeError, ValueError):
-        return None
 
 
 def _dotted(release: tuple[int, int, int]) -> str:
