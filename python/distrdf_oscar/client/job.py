@@ -212,11 +212,12 @@ class Job:
                 self._pool_calls.pop((lo, hi), None)  # its claim may be a file-triggered mapper's
         self._offered.clear()
 
-    def _reoffer_orphans(self, tracker: Tracker) -> None:
+    def _reoffer_orphans(self, tracker: Tracker, job_plan: plan.JobPlan) -> None:
         """Pool jobs: an item claimed by a worker whose heartbeat stopped (its pod died or stalls)
         is offered to the pool again at once, its claim removed, rather than left to the quiet
         spell's retry: a mapper call and the coordinator are queued anew; a batch file stays
-        queued, and workers look again at a queued batch whose claim is gone."""
+        queued, and workers look again at a queued batch whose claim is gone; a tree group the
+        worker was merging inline is retried now (nobody else would merge it)."""
         done = set(tracker.mapper_outputs())
         calls = {
             self.keys.claim(lo, hi): (lo, hi)
@@ -227,7 +228,7 @@ class Job:
         watched = [
             key
             for key in self.storage.list(self.keys.claims)
-            if key in calls or key == coordinator or key.rsplit("/", 1)[-1].startswith("batch_")
+            if key in calls or key == coordinator or key.rsplit("/", 1)[-1].startswith(("batch_", "group_"))
         ]
         if not watched:
             return
@@ -257,6 +258,18 @@ class Job:
                 self.storage.put_bytes(self.keys.queued(lo, hi), self._pool_calls[(lo, hi)])
             elif claim == coordinator and self._coordinator_offer is not None:
                 self.storage.put_bytes(self.keys.queued_coordinator, self._coordinator_offer)
+            elif isinstance(job_plan, plan.TreePlan):
+                self._retry_group(tracker, job_plan, claim)
+
+    def _retry_group(self, tracker: Tracker, job_plan: plan.TreePlan, claim: str) -> None:
+        """Retry the merge of the tree group whose claim ``claim`` a dead worker held, if not done."""
+        interval = layout.parse_interval(claim.rsplit("/", 1)[-1].removeprefix("group_") + ".root")
+        if interval is None:
+            return
+        output = job_plan.node(interval)
+        for item in tracker.expected:
+            if item.key == output and not tracker.present(output):
+                tracker.fire(item.trigger, self.storage.put_bytes)
 
     # -- waiting ----------------------------------------------------------
     def _handle_errors(self, tracker: Tracker) -> None:
@@ -332,7 +345,7 @@ class Job:
                     if self._offered:
                         self._overflow(tracker, claims)
                     if self._pool_calls and self._bookkeeping_due("orphans"):
-                        self._reoffer_orphans(tracker)
+                        self._reoffer_orphans(tracker, job_plan)
                     now = time.monotonic()
                     self.lease.renew(now)
                     if now - checked >= self.options.alive_check:

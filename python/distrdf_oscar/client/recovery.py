@@ -177,6 +177,10 @@ class Tracker:
         done = [e.kind for e in self.expected if e.key in self._present]
         return done.count("mapper"), done.count("merge")
 
+    def present(self, key: str) -> bool:
+        """Whether the expected object ``key`` has been seen."""
+        return key in self._present
+
     def pending(self) -> tuple[int, int]:
         """(tasks retried at least once, tasks whose last attempt reported an error), of those
         not done yet."""

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 import re
 import socket
 import threading
@@ -86,7 +87,7 @@ class StorageGate:
         self.on_created: Callable[[str, str, int | None, str, str], None] | None = None
         self._stopping = threading.Event()
         self._streams = ListenStreams(self._upstream, iam, self._stopping)
-        self._listener: socket.socket | None = self._listen(0)
+        self._listener: socket.socket | None = self._listen_below_ephemeral()
         self.port = self._listener.getsockname()[1]
         self._acceptor = threading.Thread(target=self._accept_loop, name="storage-gate", daemon=True)
 
@@ -104,6 +105,20 @@ class StorageGate:
         sock.listen(128)
         sock.settimeout(0.1)
         return sock
+
+    def _listen_below_ephemeral(self) -> socket.socket:
+        """A listener on a free port below the kernel's ephemeral range: an outage closes it and
+        binds the port again, which an outgoing connection (of this machine's other clients, a
+        parallel test run's too) could otherwise have taken meanwhile as its local port."""
+        try:
+            with open("/proc/sys/net/ipv4/ip_local_port_range") as ports:
+                ephemeral = int(ports.read().split()[0])
+        except (OSError, ValueError, IndexError):  # not Linux: the kernel's choice
+            return self._listen(0)
+        for port in random.sample(range(max(1024, ephemeral - 12_000), ephemeral), 200):
+            with contextlib.suppress(OSError):
+                return self._listen(port)
+        return self._listen(0)
 
     def _accept_loop(self) -> None:
         while not self._stopping.is_set():
