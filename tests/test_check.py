@@ -1,19 +1,29 @@
 """``distrdf-oscar check`` against an embedded cluster, as an operator would run it, and against
-misconfigured ones: one line naming the fault, its exit code, no traceback."""
+misconfigured ones: one line naming the fault, its exit code, no traceback. Every fault of
+``check.FAULTS`` is met here as a user would meet it."""
 
 from __future__ import annotations
 
 import http.server
 import json
+import re
+import secrets
 import socket
+import sys
 import threading
 
 import pytest
+from minio import MinioAdmin
+from minio.credentials import StaticProvider
 
 import distrdf_oscar as dro
 from distrdf_oscar import check, cli
+from distrdf_oscar.client.job import find_jobs
+from distrdf_oscar.platform.embedded import Fault
 
 pytestmark = pytest.mark.timeout(600)
+
+QUOTA = ("1", "1Gi")  # the cold cluster's Kueue queue of each OIDC user: less than a mapper's 2Gi
 
 
 @pytest.fixture(scope="module")
@@ -22,14 +32,40 @@ def cluster():
         yield local
 
 
-@pytest.fixture
-def environment(cluster, monkeypatch):
+@pytest.fixture(scope="module")
+def cold():
+    """No warm pool: the test job runs on the file-triggered services (no emulated pod start; the
+    tests hold functions back with faults). OSCAR 4.1 with Kueue, and an OIDC analyst, alice, whose
+    queue (QUOTA) is too small for the functions. The operator's deployment is deployed."""
+    with dro.LocalCluster(
+        workers=2,
+        mode="cold",
+        startup_delay=0.0,
+        oscar_version="4.1+kueue",
+        oidc_users=("alice",),
+        user_quota=QUOTA,
+    ) as local:
+        local.executor(progress=False).storage  # noqa: B018 (connecting deploys the services)
+        yield local
+
+
+def point_at(monkeypatch: pytest.MonkeyPatch, cluster: dro.LocalCluster) -> pytest.MonkeyPatch:
     """The cluster's variables (LocalCluster.environment) and nothing else of OSCAR's or MinIO's."""
     for name in ("OSCAR_TOKEN", "OSCAR_SSL_VERIFY", "MINIO_ENDPOINT", "MINIO_ACCESS_KEY", "MINIO_SECRET_KEY"):
         monkeypatch.delenv(name, raising=False)
     for name, value in cluster.environment().items():
         monkeypatch.setenv(name, value)
     return monkeypatch
+
+
+@pytest.fixture
+def environment(cluster, monkeypatch):
+    return point_at(monkeypatch, cluster)
+
+
+@pytest.fixture
+def cold_environment(cold, monkeypatch):
+    return point_at(monkeypatch, cold)
 
 
 def run_check(capsys, *args: str) -> tuple[int, str, str]:
@@ -130,6 +166,63 @@ def test_a_deployment_of_another_key_is_named(environment, capsys):
     assert_fault(run_check(capsys), "services", "holds a different signing key")
 
 
+def storage_user(cluster, name: str, actions: list[str]) -> tuple[str, str]:
+    """Keys of a new MinIO user whose one policy, ``name``, allows ``actions`` on every bucket: what
+    a storage administrator hands out with ``mc admin user add`` and ``mc admin policy attach``
+    (here MinIO's admin API through minio-py, with the platform's root keys)."""
+    platform = cluster.platform
+    admin = MinioAdmin(
+        endpoint=platform.s3_endpoint,
+        credentials=StaticProvider(platform.s3_access_key, platform.s3_secret_key),
+        secure=False,
+    )
+    secret = secrets.token_hex(16)
+    admin.policy_add(
+        name,
+        policy={
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": actions, "Resource": ["arn:aws:s3:::*"]}],
+        },
+    )
+    admin.user_add(name, secret)
+    admin.policy_set(name, user=name)
+    return name, secret
+
+
+def use_storage_keys(environment, cluster, keys: tuple[str, str]) -> None:
+    environment.setenv("MINIO_ENDPOINT", f"http://{cluster.platform.s3_endpoint}")
+    environment.setenv("MINIO_ACCESS_KEY", keys[0])
+    environment.setenv("MINIO_SECRET_KEY", keys[1])
+
+
+def test_storage_keys_that_cannot_even_list_the_buckets_are_named(cluster, environment, capsys):
+    """MinIO's canned ``readonly`` policy (GetBucketLocation, GetObject; the embedded MinIO has no
+    canned policies, so it is added as MinIO defines it): the services are there, but these keys
+    may not look at their buckets. The keys are at fault, not the deployment."""
+    keys = storage_user(cluster, "readonly", ["s3:GetBucketLocation", "s3:GetObject"])
+    use_storage_keys(environment, cluster, keys)
+    result = run_check(capsys)
+    assert_fault(result, "storage", "failed: AccessDenied: the storage refuses the keys MINIO_ACCESS_KEY")
+    assert "ok   services" not in result[1]
+    assert "may list, read and write the deployment's buckets (distrdf, " in result[2]
+
+
+def test_storage_that_refuses_this_clients_writes_is_named(cluster, environment, capsys):
+    """Keys that may list and read the deployment's buckets, not write them (a dataset reader's
+    policy): the probe of conditional writes, the first write, is refused, even where this process
+    already knows from an earlier check that the storage honours them."""
+    keys = storage_user(cluster, "dataset-reader", ["s3:GetBucketLocation", "s3:ListBucket", "s3:GetObject"])
+    use_storage_keys(environment, cluster, keys)
+    result = run_check(capsys)
+    assert_fault(
+        result,
+        "conditional writes",
+        "failed: AccessDenied: the storage refuses this client's writes with the keys MINIO_ACCESS_KEY",
+    )
+    assert "ok   services" in result[1]
+    assert "storage upload of s3://distrdf/" in result[2]
+
+
 def test_the_environment_points_every_command_at_the_cluster(environment, capsys):
     assert cli.main(["status"]) == 0
     out = capsys.readouterr().out
@@ -160,3 +253,57 @@ def test_a_cluster_of_oscar_cli_reaches_every_command(cluster, environment, caps
     executor = dro.OSCARExecutor.from_cluster("local")
     assert executor.cluster.endpoint == env["OSCAR_ENDPOINT"]
     assert len(executor.pool_workers()) == 2
+
+
+# -- on the cold cluster: quota, job and start (last: its held functions keep their slots) -------
+
+
+def test_a_quota_that_can_never_admit_the_functions_is_named(cold, cold_environment, capsys):
+    """Alice, an OIDC analyst, deploys services of her own: Kueue admits their jobs from her queue
+    (1 CPU, 1Gi), and a mapper asks for 2Gi. The check says so before any job is submitted."""
+    env = cold_environment
+    for name in ("OSCAR_USER", "OSCAR_PASSWORD"):
+        env.delenv(name)
+    env.setenv("OSCAR_TOKEN", cold.platform.oidc_options("alice")["oidc_token"])
+    env.setenv("DISTRDF_OSCAR_KEY", secrets.token_hex(20))
+    env.setenv("DISTRDF_OSCAR_DEPLOYMENT", "alices")
+    assert cli.main(["deploy"]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    result = run_check(capsys)
+    _, out, err = result
+    assert_fault(result, "quota", "cannot run under your Kueue quota on http://")
+    assert "(1 CPUs, 1Gi): the mapper needs 1 CPUs and 2Gi, so it would never be admitted" in err
+    assert "ok   conditional writes" in out
+    executor = dro.OSCARExecutor.from_env(progress=False)
+    assert find_jobs(executor.storage) == {}  # nothing was submitted
+
+
+def test_a_test_job_whose_functions_are_killed_is_named(cold, cold_environment, capsys):
+    """An operator deployed functions with too little memory (``--memory 64Mi``): each is
+    OOM-killed as it imports ROOT, as Kubernetes would, every retry too, and the test job fails
+    naming the task it lost. (The platform watches each function's memory, see memory.py.)"""
+    cold_environment.setenv("DISTRDF_OSCAR_DEPLOYMENT", "small")
+    assert cli.main(["deploy", "--memory", "64Mi", "--env", f"DRO_PYTHON={sys.executable}"]) == 0
+    capsys.readouterr()
+    result = run_check(capsys)
+    assert_fault(result, "job", "the test job failed: job ")
+    assert "ok   warm pool: none up" in result[1]
+    for says in ("produced nothing", "after 4 attempt(s)", "Its function was killed"):
+        assert says in result[2]
+
+
+def test_a_test_job_that_does_not_start_in_time_is_named(cold, cold_environment, capsys):
+    """Every function held back a minute before it starts (as by a first pull of the image), and
+    ``--start-timeout 5``: nothing started in time, and the check cancels its test job."""
+    cold.platform.inject(Fault.delay(seconds=60.0, times=20))
+    try:
+        result = run_check(capsys, "--start-timeout", "5")
+        (delay,) = cold.platform.faults()
+    finally:
+        cold.platform.clear_faults()
+    assert_fault(result, "start", "no function of the test job started within 5 s (job ")
+    assert "ok   test job" not in result[1]
+    assert delay.fired >= 1  # functions were invoked, and held
+    job_id = re.search(r"\(job (\S+), now cancelled\)", result[2])
+    assert job_id, result[2]
+    assert job_id.group(1) not in find_jobs(cold.executor(progress=False).unchecked_storage())

@@ -7,6 +7,7 @@ Passing every step ends with a tiny job, run as an analyst's would be, and its t
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from .client.settings import ConfigurationError
 from .platform.oscar.errors import OSCARError
-from .protocol.storage import StorageError
+from .protocol.storage import PERMANENT_CODES, StorageError
 
 if TYPE_CHECKING:
     from .client.executor import OSCARExecutor
@@ -35,6 +36,7 @@ FAULTS = {
 }
 SUPPORTED = ((3, 5, 0), (4, 1, 99))  # the releases the embedded platform models (docs/deploy.md)
 START_BOUND = 300.0  # seconds for the test job's first function to start (a cold image pull)
+CANCEL_PATIENCE = 10.0  # seconds for the test job's client to see it cancelled and end
 
 
 class CheckFailed(Exception):
@@ -68,10 +70,7 @@ def run(
     _oscar(executor, report)
     storage = _storage(executor, report)
     _services(executor, report, storage)
-    try:
-        conditional = storage.conditional_writes
-    except StorageError as exc:
-        raise CheckFailed("conditional writes", str(exc)) from None
+    conditional = _conditional_writes(executor, storage)
     report.passed(
         "conditional writes",
         "honoured (If-None-Match): each task's output is written once"
@@ -148,8 +147,56 @@ def _services(executor: OSCARExecutor, report: Report, storage: Storage) -> None
     try:
         storage.check_buckets()
     except StorageError as exc:
+        if _refused(exc):  # the keys, not the deployment: bucket policies are checked before existence
+            raise CheckFailed("storage", _refusal(executor, storage, exc, "the keys")) from None
         raise CheckFailed("services", str(exc)) from None
     report.passed("services", f"{len(services)} visible, the deployment's of version {__version__}")
+
+
+def _conditional_writes(executor: OSCARExecutor, storage: Storage) -> bool:
+    """Whether storage honours conditional writes. A plain write is tried first: the probe's answer
+    is kept per process and endpoint (whatever the keys), and its clean-up would hide a refused
+    write behind a refused delete."""
+    import secrets
+
+    from .protocol import layout
+
+    key = layout.probe_key(secrets.token_hex(8))
+    try:
+        storage.put_bytes(key, b"")
+        storage.delete([key])
+        return storage.conditional_writes
+    except StorageError as exc:
+        if _refused(exc):
+            raise CheckFailed(
+                "conditional writes", _refusal(executor, storage, exc, "this client's writes with the keys")
+            ) from None
+        raise CheckFailed("conditional writes", f"the probe of conditional writes failed: {exc}") from None
+
+
+# S3 error codes that refuse the keys or the request, as opposed to naming something missing.
+_REFUSALS = PERMANENT_CODES - {"NoSuchBucket", "InvalidBucketName"}
+
+
+def _refused(exc: StorageError) -> bool:
+    """Whether storage refused this client's keys or request (access denied, unknown key, bad
+    signature), not a missing bucket nor a transient failure."""
+    return getattr(exc.__cause__, "code", None) in _REFUSALS
+
+
+def _refusal(executor: OSCARExecutor, storage: Storage, exc: StorageError, refused: str) -> str:
+    """The line for storage that refuses ``refused`` (``"the keys"``, ``"this client's writes with
+    the keys"``): whose keys they are, and what the client needs instead."""
+    from .protocol import layout
+
+    if executor.settings.storage is not None:
+        keys, fix = "MINIO_ACCESS_KEY and MINIO_SECRET_KEY set", "set keys that"
+    else:
+        keys, fix = "OSCAR gives you", "ask the cluster's operator for keys that"
+    return (
+        f"{exc}: the storage refuses {refused} {keys}; {fix} may list, read and write the "
+        f"deployment's buckets ({', '.join(layout.buckets(storage.bucket))})"
+    )
 
 
 def _quota(executor: OSCARExecutor, report: Report) -> None:
@@ -164,11 +211,9 @@ def _quota(executor: OSCARExecutor, report: Report) -> None:
 
 def _tiny_job(executor: OSCARExecutor, report: Report, start_bound: float) -> None:
     """RDataFrame(1000) on two partitions, a Sum, as an analyst's job; it must start in time."""
-    import threading
-
     import ROOT
 
-    from .client.recovery import RemoteError
+    from .client.recovery import JobRemoved, JobTimeout, RemoteError
 
     outcome: dict[str, Any] = {}
 
@@ -185,23 +230,43 @@ def _tiny_job(executor: OSCARExecutor, report: Report, start_bound: float) -> No
     while thread.is_alive() and time.monotonic() - started < start_bound and not _any_started(executor):
         time.sleep(0.5)
     if thread.is_alive() and not _any_started(executor):
+        cancelled = _cancel(executor, thread)
         raise CheckFailed(
             "start",
-            f"no function of the test job started within {start_bound:.0f} s: the image may still be "
-            f"pulling ({executor.deployment.image}), the cluster may have no free capacity, or your "
-            "quota admits nothing; see `distrdf-oscar status` and the OSCAR jobs' events",
+            f"no function of the test job started within {start_bound:g} s{cancelled}: the image may "
+            f"still be pulling ({executor.deployment.image}), the cluster may have no free capacity, or "
+            "your quota admits nothing; see `distrdf-oscar status` and the OSCAR jobs' events",
         )
     thread.join()
     seconds = time.monotonic() - started
     if "error" in outcome:
         error = outcome["error"]
-        kind = "the test job failed" if isinstance(error, RemoteError) else "the test job could not run"
+        # Its functions failed, or never produced their outputs (killed, e.g. out of memory, each
+        # time), or it was cancelled meanwhile; anything else kept it from being submitted.
+        failed = isinstance(error, (RemoteError, JobTimeout, JobRemoved))
+        kind = "the test job failed" if failed else "the test job could not run"
         raise CheckFailed("job", f"{kind}: {str(error).splitlines()[0]}")
     if outcome.get("sum") != 499500.0:
         raise CheckFailed("job", f"the test job gave {outcome.get('sum')!r}, not 499500")
     finished = executor.last_job
     where = "on the warm pool" if finished is not None and finished.pool else "on the file-triggered services"
     report.passed("test job", f"RDataFrame(1000).Sum exact, {seconds:.1f} s {where}")
+
+
+def _cancel(executor: OSCARExecutor, thread: threading.Thread) -> str:
+    """Cancel the test job that did not start, so that nothing of it is left to run once its
+    functions can start (``distrdf-oscar cancel``); its client then ends. Says how it went."""
+    from .client.live_jobs import cancel
+
+    job = executor.last_job
+    if job is None:
+        return ""  # not submitted yet: this process's end stops it
+    try:
+        cancel(executor.storage, job.job_id)
+    except StorageError:
+        return f" (and could not be cancelled: run `distrdf-oscar cancel {job.job_id}`)"
+    thread.join(CANCEL_PATIENCE)
+    return f" (job {job.job_id}, now cancelled)"
 
 
 def _any_started(executor: OSCARExecutor) -> bool:
