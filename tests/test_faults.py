@@ -237,18 +237,3 @@ def test_a_job_whose_functions_do_not_start_says_why_then_finishes(
     assert len(hints) == 1, hints
     assert "pulling the function image" in hints[0]
     assert hints[0].endswith("`distrdf-oscar check` tells which")
-
-
-def test_a_killed_cold_mapper_is_retried_once_its_service_is_idle(cold_cluster, dimuon_files, reference):
-    """A file-triggered mapper killed before writing: OSCAR's job listing soon shows its service
-    idle with the output missing, so the client retries it then, not after the quiet spell (an
-    hour here). A listing taken while the mapper still ran is looked at again."""
-    injected = [Fault.kill("mapper", "before-write", key=trigger(0))]
-    cold_cluster.platform.inject(*injected)
-    since = time.monotonic()
-    try:
-        executor, result = run_job(cold_cluster, "tree2", dimuon_files, retry_after=3600.0)
-    finally:
-        check_fired(cold_cluster, injected, since)
-    assert_exact(result, reference)
-    assert any(e.trigger.attempts for e in executor.last_job.tracker.expected)

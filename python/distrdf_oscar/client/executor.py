@@ -179,9 +179,7 @@ class OSCARExecutor:
         with self._lock:
             taken, idle = self._listings.get(service, (-float("inf"), False))
             now = time.monotonic()
-            # A busy answer is looked at again once the period has passed: the function it saw
-            # running may have died since (a listing taken after ``since`` is not final).
-            if (taken < since or not idle) and now - taken >= IDLE_LISTING_PERIOD:
+            if taken < since and now - taken >= IDLE_LISTING_PERIOD:
                 try:
                     listing = self.cluster.job_listing(service)
                     taken, idle = now, listing.complete and listing.busy == 0
