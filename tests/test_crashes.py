@@ -30,7 +30,7 @@ CRASHES = {
 def test_a_crashing_filter_fails_the_job_naming_the_crash(request, dimuon_files, mode, signal_name):
     cluster = request.getfixturevalue(f"{mode}_cluster")
     # Loss detection would take 10 minutes: only the crash report can end this job in time.
-    executor = cluster.executor(progress=False, retry_after=600.0)
+    executor = cluster.executor(progress=False, retry_after=600.0, ranges_per_call=1)
     df = ROOT.RDataFrame("Events", dimuon_files, executor=executor, npartitions=2)
     start = time.monotonic()
     with pytest.raises(dro.RemoteError) as info:

@@ -89,6 +89,7 @@ class StorageGate:
         self._streams = ListenStreams(self._upstream, iam, self._stopping)
         self._listener: socket.socket | None = self._listen_below_ephemeral()
         self.port = self._listener.getsockname()[1]
+        self._held: socket.socket | None = None  # the port's placeholder during a refusing outage
         self._acceptor = threading.Thread(target=self._accept_loop, name="storage-gate", daemon=True)
 
     @property
@@ -98,10 +99,19 @@ class StorageGate:
     def start(self) -> None:
         self._acceptor.start()
 
-    def _listen(self, port: int) -> socket.socket:
+    @staticmethod
+    def _bound(port: int) -> socket.socket:
+        """A socket bound to ``port``, not yet listening: connections to it are refused."""
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # Lets an outage hold the port with a second, non-listening socket before the listener
+        # closes: nothing else can take the port meanwhile.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(("127.0.0.1", port))
+        return sock
+
+    def _listen(self, port: int, sock: socket.socket | None = None) -> socket.socket:
+        sock = sock or self._bound(port)
         sock.listen(128)
         sock.settimeout(0.1)
         return sock
@@ -152,6 +162,7 @@ class StorageGate:
         with self._lock:
             self._mode = mode
             if mode == "refuse" and self._listener is not None:
+                self._held = self._bound(self.port)  # holds the port, refusing, while MinIO is down
                 self._listener.close()
                 self._listener = None
             victims = list(self._open)
@@ -161,7 +172,8 @@ class StorageGate:
     def _end(self) -> None:
         with self._lock:
             if self._mode == "refuse" and not self._stopping.is_set():
-                self._listener = self._listen(self.port)
+                self._listener = self._listen(self.port, self._held)
+                self._held = None
             self._mode = None
 
     # -- requests ----------------------------------------------------------------
@@ -371,9 +383,10 @@ class StorageGate:
     def stop(self) -> None:
         self._stopping.set()
         with self._lock:
-            if self._listener is not None:
-                self._listener.close()
-                self._listener = None
+            for sock in (self._listener, self._held):
+                if sock is not None:
+                    sock.close()
+            self._listener = self._held = None
             victims = list(self._open)
         for sock in victims:
             _shut(sock)
