@@ -27,7 +27,6 @@ class FailedTask:
     worker: str  # its OSCAR job, or the pool worker that ran it
     error: str
     report: str  # the function's own account: its traceback, or its output's last lines
-    logs: str | None = None  # OSCAR's logs of its job, once read
 
 
 @dataclass

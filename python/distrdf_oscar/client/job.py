@@ -267,9 +267,12 @@ class Job:
         if interval is None:
             return
         output = job_plan.node(interval)
+        if tracker.present(output):
+            return
         for item in tracker.expected:
-            if item.key == output and not tracker.present(output):
+            if item.key == output:
                 tracker.fire(item.trigger, self.storage.put_bytes)
+                return
 
     # -- waiting ----------------------------------------------------------
     def _handle_errors(self, tracker: Tracker) -> None:
@@ -374,8 +377,9 @@ class Job:
                     return
                 bar.update(min(mappers, calls) + min(reductions, steps) - bar.n)
                 running = len(claims.found) - mappers if self.pool else None
-                bar.set_postfix_str(_states(mappers, calls, reductions, steps, running, *tracker.pending()))
-                if not hinted and mappers == 0 and not claims.found and not tracker.pending()[1]:
+                retrying, failed = tracker.pending()
+                bar.set_postfix_str(_states(mappers, calls, reductions, steps, running, retrying, failed))
+                if not hinted and mappers == 0 and not claims.found and not failed:
                     hinted = self._hint_nothing_started(time.monotonic() - started, bar)
                 # A job's first seconds are looked at more often: a small job is over by then.
                 quick = time.monotonic() - started < QUICK_SECONDS
