@@ -163,7 +163,8 @@ def test_jobs_lists_a_running_job_and_cancel_stops_it_telling_its_client(
     import socket
 
     _cli_environment(prestarted_cluster, monkeypatch)
-    executor = prestarted_cluster.executor(progress=False)
+    # One range per call (auto may put both ranges in one call): two mapper calls to count.
+    executor = prestarted_cluster.executor(progress=False, ranges_per_call=1)
     thread, outcome = _start_slow_job(executor, dimuon_files, 8003)
     (job_id,) = find_jobs(executor.storage)
     deadline = time.monotonic() + 30
